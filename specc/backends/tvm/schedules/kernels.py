@@ -1,0 +1,237 @@
+"""TE compute definitions for the heavy operators (unscheduled).
+
+Every compute here is written so that a register-tiled micro-kernel schedule is legal
+and cheap:
+
+* the reduction block writes a *padded*, "packed" intermediate whose innermost axis is
+  the vectorised one (``NR`` output channels / columns) and whose tiled row axis is
+  padded to a multiple of ``MR``; reads past the true row extent are clamped, so the
+  micro-kernel never needs a bounds check;
+* a separate block copies the valid part into the real (NCHW / row-major) output; the
+  scheduler fuses elementwise epilogues (bias, relu, gelu, residual add, ...) into that
+  copy and computes it per tile, so the padded intermediate lives in registers.
+
+The reduction blocks carry the annotation ``specc.kernel`` (``"gemm"``, ``"conv2d"``,
+``"attn_qk"``, ``"attn_pv"``) plus the tile sizes, which the scheduler
+(``schedule.py``) keys on. Block annotations survive FuseOps/FuseTIR.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import te, tirx
+
+KIND = "specc.kernel"
+
+
+def _ceil_to(x, m):
+    if isinstance(x, int):
+        return -(-x // m) * m
+    return tirx.floordiv(x + (m - 1), m) * m
+
+
+def _is_static(x) -> bool:
+    return isinstance(x, int) or isinstance(x, tirx.IntImm)
+
+
+def _int(x):
+    return int(x) if _is_static(x) else x
+
+
+# ----------------------------------------------------------------------------- packing
+def pack_weight_np(w: np.ndarray, nr: int) -> np.ndarray:
+    """(K, N) -> (ceil(N/nr), K, nr), zero padded."""
+    k, n = w.shape
+    np_ = -(-n // nr) * nr
+    if np_ != n:
+        w = np.concatenate([w, np.zeros((k, np_ - n), w.dtype)], axis=1)
+    return np.ascontiguousarray(w.reshape(k, np_ // nr, nr).transpose(1, 0, 2))
+
+
+def pack_weight_te(w: te.Tensor, nr: int, transpose_b: bool = False) -> te.Tensor:
+    """Runtime packing of a (.., K, N) (or (.., N, K) with transpose_b) tensor."""
+    shape = [_int(s) for s in w.shape]
+    *lead, a, b = shape
+    k, n = (b, a) if transpose_b else (a, b)
+    np_ = _ceil_to(n, nr)
+
+    def f(*idx):
+        *li, jo, kk, ji = idx
+        j = jo * nr + ji
+        val = w[(*li, j, kk)] if transpose_b else w[(*li, kk, j)]
+        if isinstance(n, int) and n == np_:
+            return val
+        jc = tirx.min(j, n - 1)
+        val = w[(*li, jc, kk)] if transpose_b else w[(*li, kk, jc)]
+        return tirx.if_then_else(j < n, val, tirx.const(0, w.dtype))
+
+    return te.compute((*lead, tirx.floordiv(np_, nr) if not isinstance(np_, int) else np_ // nr, k, nr), f,
+                      name="specc_pack")
+
+
+def pack_conv_weight_np(w: np.ndarray, nr: int) -> np.ndarray:
+    """OIHW -> (ceil(O/nr), I, H, W, nr), zero padded."""
+    o, i, kh, kw = w.shape
+    op = -(-o // nr) * nr
+    if op != o:
+        w = np.concatenate([w, np.zeros((op - o, i, kh, kw), w.dtype)], axis=0)
+    return np.ascontiguousarray(w.reshape(op // nr, nr, i, kh, kw).transpose(0, 2, 3, 4, 1))
+
+
+def pack_conv_weight_te(w: te.Tensor, nr: int) -> te.Tensor:
+    o, i, kh, kw = [_int(s) for s in w.shape]
+    op = _ceil_to(o, nr)
+
+    def f(oo, ii, hh, ww, oi):
+        oc = oo * nr + oi
+        if op == o:
+            return w[oc, ii, hh, ww]
+        return tirx.if_then_else(oc < o, w[tirx.min(oc, o - 1), ii, hh, ww], tirx.const(0, w.dtype))
+
+    return te.compute((op // nr, i, kh, kw, nr), f, name="specc_pack")
+
+
+# ----------------------------------------------------------------------------- GEMM
+def gemm(x: te.Tensor, wp: te.Tensor, n_out: int, mr: int, nr: int, packed_batch: bool = False,
+         out_dtype: str = "float32") -> te.Tensor:
+    """y[*L, R, N] = x[*L, R, K] @ W[K, N] with W packed as wp[(*L,) N/nr, K, nr].
+
+    ``packed_batch``: wp carries the same leading dims *L as x (batched matmul)."""
+    *lead, rows, kdim = [_int(s) for s in x.shape]
+    n_pad = _int(wp.shape[-3]) * nr
+    rows_p = _ceil_to(rows, mr)
+    clamp = not (isinstance(rows, int) and rows % mr == 0)
+    k = te.reduce_axis((0, kdim), "k")
+
+    def f_acc(*idx):
+        *li, i, j = idx
+        ii = tirx.min(i, rows - 1) if clamp else i
+        widx = (*li, j // nr, k, j % nr) if packed_batch else (j // nr, k, j % nr)
+        return te.sum(x[(*li, ii, k)].astype(out_dtype) * wp[widx].astype(out_dtype), axis=k)
+
+    acc = te.compute((*lead, rows_p, n_pad), f_acc, name="specc_gemm",
+                     attrs={KIND: "gemm", "specc.mr": mr, "specc.nr": nr})
+    return te.compute((*lead, rows, n_out), lambda *idx: acc[idx], name="specc_gemm_out")
+
+
+# ----------------------------------------------------------------------------- conv2d
+def conv2d_nchw(x: te.Tensor, wp: te.Tensor, oc: int, kh: int, kw: int, strides, padding, dilation,
+                mr: int, nr: int, out_dtype: str = "float32") -> te.Tensor:
+    """NCHW conv2d with OIHW weights packed as wp[OC/nr, IC, KH, KW, nr].
+
+    padding = (top, left, bottom, right)."""
+    nb, c, h, w = [_int(s) for s in x.shape]
+    sh, sw = strides
+    dh, dw = dilation
+    pt, pl, pb, pr = padding
+    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    ow_p = _ceil_to(ow, mr)
+    hp = h + pt + pb
+    wpd = max(w + pl + pr, (ow_p - 1) * sw + dw * (kw - 1) + 1)
+    need_pad = pt or pl or wpd != w or hp != h
+    if need_pad:
+        def f_pad(n, ci, hh, ww):
+            cond = tirx.all(hh >= pt, hh < h + pt, ww >= pl, ww < w + pl)
+            return tirx.if_then_else(cond, x[n, ci, hh - pt, ww - pl], tirx.const(0, x.dtype))
+        xp = te.compute((nb, c, hp, wpd), f_pad, name="specc_pad", attrs={KIND: "pad"})
+    else:
+        xp = x
+    ric = te.reduce_axis((0, c), "ic")
+    rkh = te.reduce_axis((0, kh), "kh")
+    rkw = te.reduce_axis((0, kw), "kw")
+    acc = te.compute(
+        (nb, _int(wp.shape[0]), oh, ow_p, nr),
+        lambda n, oco, y, xx, oci: te.sum(
+            xp[n, ric, y * sh + rkh * dh, xx * sw + rkw * dw].astype(out_dtype)
+            * wp[oco, ric, rkh, rkw, oci].astype(out_dtype),
+            axis=[ric, rkh, rkw]),
+        name="specc_conv", attrs={KIND: "conv2d", "specc.mr": mr, "specc.nr": nr})
+    return te.compute((nb, oc, oh, ow), lambda n, o, y, xx: acc[n, o // nr, y, xx, o % nr],
+                      name="specc_conv_out")
+
+
+# ----------------------------------------------------------------------------- attention
+def attention_bsnh(q: te.Tensor, k: te.Tensor, v: te.Tensor, bias, scale: float, causal: str | None,
+                   mr: int, nr: int) -> te.Tensor:
+    """softmax(q k^T * scale + bias [+ causal]) v, all in BSNH layout.
+
+    q (B, S, H, D), k (B, T, H, D), v (B, T, H, Dv), bias broadcastable to (B, H, S, T).
+    causal: None, "TopLeft" (j <= i) or "BottomRight" (j <= i + T - S)."""
+    b, s, h, d = [_int(x) for x in q.shape]
+    t = _int(k.shape[1])
+    dv = _int(v.shape[3])
+    t_p = _ceil_to(t, nr)
+    s_p = _ceil_to(s, mr)
+    clamp_s = not (isinstance(s, int) and s % mr == 0)
+    pad_t = not (isinstance(t, int) and t % nr == 0)
+    f32 = "float32"
+
+    kt = te.compute((b, h, d, t_p), lambda bb, hh, dd, j: k[bb, tirx.min(j, t - 1) if pad_t else j, hh, dd],
+                    name="specc_attn_kt")
+    rd = te.reduce_axis((0, d), "d")
+    qk = te.compute(
+        (b, h, s_p, t_p),
+        lambda bb, hh, i, j: te.sum(q[bb, tirx.min(i, s - 1) if clamp_s else i, hh, rd] * kt[bb, hh, rd, j], axis=rd),
+        name="specc_attn_qk", attrs={KIND: "attn_qk", "specc.mr": mr, "specc.nr": nr})
+
+    neg = tirx.min_value(f32)
+
+    def f_mask(bb, hh, i, j):
+        val = qk[bb, hh, i, j] * tirx.const(scale, f32)
+        if bias is not None:
+            bshape = [_int(x) for x in bias.shape]
+            nd = len(bshape)
+            full = [bb, hh, tirx.min(i, s - 1) if clamp_s else i, tirx.min(j, t - 1) if pad_t else j][4 - nd:]
+            bidx = [0 if (isinstance(bs, int) and bs == 1) else ix for bs, ix in zip(bshape, full)]
+            val = val + bias[tuple(bidx)].astype(f32)
+        conds = []
+        if pad_t:
+            conds.append(j < t)
+        if causal == "TopLeft":
+            conds.append(j <= i)
+        elif causal == "BottomRight":
+            conds.append(j <= i + (t - s))
+        if conds:
+            val = tirx.if_then_else(tirx.all(*conds) if len(conds) > 1 else conds[0], val, neg)
+        return val
+
+    sm = te.compute((b, h, s_p, t_p), f_mask, name="specc_attn_mask")
+    rj = te.reduce_axis((0, t_p), "j")
+    mx = te.compute((b, h, s_p), lambda bb, hh, i: te.max(sm[bb, hh, i, rj], axis=rj), name="specc_attn_max")
+    ex = te.compute((b, h, s_p, t_p), lambda bb, hh, i, j: fast_exp(sm[bb, hh, i, j] - mx[bb, hh, i]),
+                    name="specc_attn_exp")
+    rj2 = te.reduce_axis((0, t_p), "j2")
+    sm_sum = te.compute((b, h, s_p), lambda bb, hh, i: te.sum(ex[bb, hh, i, rj2], axis=rj2), name="specc_attn_sum")
+    rj3 = te.reduce_axis((0, t_p), "j3")
+    dv_p = _ceil_to(dv, nr) if isinstance(dv, int) else dv
+    pad_dv = dv_p != dv
+    pv = te.compute(
+        (b, h, s_p, dv_p),
+        lambda bb, hh, i, e: te.sum(
+            ex[bb, hh, i, rj3] * v[bb, tirx.min(rj3, t - 1) if pad_t else rj3, hh, tirx.min(e, dv - 1) if pad_dv else e],
+            axis=rj3),
+        name="specc_attn_pv", attrs={KIND: "attn_pv", "specc.mr": mr, "specc.nr": nr})
+    return te.compute((b, s, h, dv), lambda bb, i, hh, e: pv[bb, hh, i, e] / sm_sum[bb, hh, i],
+                      name="specc_attn_out")
+
+
+def fast_exp(x):
+    """exp(x) for fp32 via 2^n * p(r) (Cephes polynomial): vectorisable, ~2 ulp."""
+    f32 = "float32"
+    c = lambda v: tirx.const(v, f32)  # noqa: E731
+    x = tirx.max(tirx.min(x, c(88.3762626647950)), c(-87.3))
+    # x = n*ln2 + r
+    fx = tirx.floor(x * c(1.44269504088896341) + c(0.5))
+    r = x - fx * c(0.693359375) + fx * c(2.12194440e-4)
+    r2 = r * r
+    y = c(1.9875691500e-4)
+    y = y * r + c(1.3981999507e-3)
+    y = y * r + c(8.3334519073e-3)
+    y = y * r + c(4.1665795894e-2)
+    y = y * r + c(1.6666665459e-1)
+    y = y * r + c(5.0000001201e-1)
+    y = y * r2 + r + c(1.0)
+    n = fx.astype("int32")
+    pow2n = tirx.reinterpret(f32, (n + 127) << 23)
+    return y * pow2n

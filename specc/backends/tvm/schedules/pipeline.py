@@ -1,0 +1,51 @@
+"""optimize_for_cpu: Relax IRModule -> legalized, fused and scheduled IRModule."""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+
+from ._target import cpu_info
+from .rewrite import rewrite_heavy_ops
+from .schedule import schedule_module
+
+_LAST_STATS: dict = {}
+
+
+def last_stats() -> dict:
+    """What the last optimize_for_cpu call did (replaced ops, schedule per PrimFunc)."""
+    return dict(_LAST_STATS)
+
+
+def optimize_for_cpu(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    """Lower a Relax IRModule for a CPU target with fast hand-written schedules.
+
+    ``mod``: Relax IRModule built with relax.BlockBuilder (fp32; weights ideally bound as
+    constants with ``relax.transform.BindParams`` so they get pre-packed at compile time).
+    ``target``: an ``llvm`` Target; its ``mcpu`` decides the SIMD width (use
+    ``Target.from_device(tvm.cpu())`` or ``{"kind": "llvm", "mcpu": "native-cpu-name"}``;
+    plain ``"llvm"`` means baseline x86-64 SSE2 code).
+
+    Returns a module whose PrimFuncs are scheduled (attr ``tirx.is_scheduled``), ready for
+    ``tvm.compile(mod, target)``.
+    """
+    if isinstance(target, (str, dict)):
+        target = tvm.target.Target(target)
+    info = cpu_info(target)
+    with target:
+        mod = relax.transform.DecomposeOpsForInference()(mod)
+        mod = relax.transform.FoldConstant()(mod)
+        mod, replaced = rewrite_heavy_ops(mod, info)
+        seq = tvm.transform.Sequential([
+            relax.transform.LegalizeOps(),
+            relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FoldConstant(),
+            relax.transform.FuseOps(),
+            relax.transform.FuseTIR(),
+            relax.transform.DeadCodeElimination(),
+        ])
+        mod = seq(mod)
+        mod, sched = schedule_module(mod, target, info)
+    _LAST_STATS.clear()
+    _LAST_STATS.update({"replaced": replaced, "schedules": sched, "lanes": info.lanes})
+    return mod

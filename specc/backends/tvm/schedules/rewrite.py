@@ -1,0 +1,262 @@
+"""Relax-level rewrite: replace heavy ops with call_tir to specc's own TE kernels.
+
+Runs *before* LegalizeOps. Replaced ops:
+
+* ``relax.nn.conv2d`` (NCHW / OIHW, groups == 1, fp32, static C/H/W/O/KH/KW; the batch dim
+  may be symbolic) -> ``kernels.conv2d_nchw`` with the weight packed to
+  (O/nr, I, KH, KW, nr); packed in numpy at compile time when the weight is a constant.
+* ``relax.matmul`` with a 2-D right operand (static K, N; any leading dims on the left,
+  symbolic allowed) -> ``kernels.gemm`` with the weight packed to (N/nr, K, nr); batched
+  matmul with equal leading dims -> runtime-packed ``kernels.gemm``.
+* ``relax.nn.attention`` / ``relax.nn.attention_bias`` (BSNH, no sliding window) ->
+  ``kernels.attention_bsnh``.
+
+The generated PrimFuncs carry ``op_pattern = kOutEWiseFusable`` so that FuseOps fuses
+the following elementwise ops (bias, relu, gelu, residual add, folded batch norm) into
+them; the scheduler then computes that epilogue per register tile.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+import numpy as np
+import tvm
+from tvm import relax, tirx
+from tvm.relax import PyExprMutator, expr_functor
+
+from . import kernels
+from ._target import CPUInfo, pick_mr
+
+log = logging.getLogger("specc.tvm.schedules")
+_DEBUG = os.environ.get("SPECC_TVM_DEBUG", "") == "1"
+
+K_OUT_EWISE_FUSABLE = 4
+K_INJECTIVE = 2
+_FUSABLE = {"op_pattern": K_OUT_EWISE_FUSABLE}
+_INJ = {"op_pattern": K_INJECTIVE}
+
+
+def _static_shape(expr):
+    """Tuple of python ints / tirx exprs, or None when the shape is unknown."""
+    ty = expr.ty if hasattr(expr, "ty") else None
+    if ty is None or not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return None
+    shape = ty.shape
+    if not isinstance(shape, relax.ShapeExpr):
+        return None
+    out = []
+    for s in shape.values:
+        out.append(int(s) if isinstance(s, tirx.IntImm) else s)
+    return tuple(out)
+
+
+def _dtype(expr) -> str | None:
+    ty = getattr(expr, "ty", None)
+    return str(ty.dtype) if isinstance(ty, relax.TensorType) else None
+
+
+def _all_int(xs) -> bool:
+    return all(isinstance(x, int) for x in xs)
+
+
+@expr_functor.mutator
+class HeavyOpRewriter(PyExprMutator):
+    """Replaces conv2d / matmul / attention calls with call_tir to specc kernels."""
+
+    def __init__(self, mod: tvm.IRModule, info: CPUInfo):
+        super().__init__(mod)
+        self.info = info
+        self.count = {"conv2d": 0, "gemm": 0, "batched_gemm": 0, "attention": 0}
+
+    # -- helpers ------------------------------------------------------------------
+    def _const_value(self, expr, depth: int = 0):
+        """numpy value of expr if it is a constant (looking through bindings and simple
+        layout ops), else None."""
+        if depth > 8:
+            return None
+        if isinstance(expr, tvm.ir.expr.Constant):
+            return expr.value.numpy()
+        if isinstance(expr, relax.Var):
+            bound = self.lookup_binding(expr)
+            if bound is None:
+                return None
+            return self._const_value(bound, depth + 1)
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+            name = expr.op.name
+            if name == "relax.permute_dims":
+                val = self._const_value(expr.args[0], depth + 1)
+                if val is None:
+                    return None
+                axes = expr.attrs.axes
+                axes = None if axes is None else [int(a) for a in axes]
+                return np.transpose(val, axes)
+            if name == "relax.reshape":
+                val = self._const_value(expr.args[0], depth + 1)
+                shape = _static_shape(expr)
+                if val is None or shape is None or not _all_int(shape):
+                    return None
+                return val.reshape(shape)
+            if name == "relax.astype":
+                val = self._const_value(expr.args[0], depth + 1)
+                return None if val is None else val.astype(str(expr.attrs.dtype))
+        return None
+
+    def _call(self, fte, args, name, attrs):
+        return self.builder_.call_te(fte, *args, primfunc_name_hint=name, primfunc_attrs=attrs)
+
+    def _nr_for(self, n: int) -> int:
+        # two vector registers wide unless the output is narrow
+        return self.info.nr if n > self.info.lanes else self.info.lanes
+
+    # -- dispatch -----------------------------------------------------------------
+    def visit_call_(self, call):  # pylint: disable=arguments-renamed
+        call = super().visit_call_(call)
+        if not isinstance(call.op, tvm.ir.Op):
+            return call
+        name = call.op.name
+        try:
+            if name == "relax.nn.conv2d":
+                new = self._conv2d(call)
+                return call if new is None else new
+            if name == "relax.matmul":
+                new = self._matmul(call)
+                return call if new is None else new
+            if name in ("relax.nn.attention", "relax.nn.attention_bias"):
+                new = self._attention(call)
+                return call if new is None else new
+        except Exception as err:  # pylint: disable=broad-except
+            # anything unexpected: keep the op, it will be legalized + generically scheduled
+            if _DEBUG:
+                raise
+            log.warning("specc: keeping %s (rewrite failed: %s)", name, err)
+            return call
+        return call
+
+    # -- conv2d -------------------------------------------------------------------
+    def _conv2d(self, call):
+        a = call.attrs
+        x, w = call.args
+        if (a.data_layout != "NCHW" or a.kernel_layout != "OIHW" or a.out_layout != "NCHW"
+                or int(a.groups) != 1):
+            return None
+        if _dtype(x) != "float32" or _dtype(w) != "float32":
+            return None
+        if a.out_dtype not in (None, "", "float32") and str(a.out_dtype) not in ("", "float32"):
+            return None
+        xs, ws = _static_shape(x), _static_shape(w)
+        if xs is None or ws is None or len(xs) != 4 or not _all_int(xs[1:]) or not _all_int(ws):
+            return None
+        oc, ic, kh, kw = ws
+        if ic != xs[1]:
+            return None
+        strides = [int(s) for s in a.strides]
+        dil = [int(d) for d in a.dilation]
+        pad = [int(p) for p in a.padding]
+        if len(pad) == 2:
+            pad = [pad[0], pad[1], pad[0], pad[1]]
+        ow = (xs[3] + pad[1] + pad[3] - dil[1] * (kw - 1) - 1) // strides[1] + 1
+        nr = self._nr_for(oc)
+        mr = pick_mr(ow, self.info)
+        wval = self._const_value(w)
+        if wval is not None:
+            wp = relax.const(kernels.pack_conv_weight_np(wval.astype("float32"), nr))
+        else:
+            wp = self.builder_.emit(self._call(lambda t: kernels.pack_conv_weight_te(t, nr), [w],
+                                               "specc_pack_conv_weight", _INJ))
+        self.count["conv2d"] += 1
+        return self._call(
+            lambda t, wt: kernels.conv2d_nchw(t, wt, oc, kh, kw, strides, pad, dil, mr, nr),
+            [x, wp], "specc_conv2d", _FUSABLE)
+
+    # -- matmul -------------------------------------------------------------------
+    def _matmul(self, call):
+        a, b = call.args
+        if _dtype(a) != "float32" or _dtype(b) != "float32":
+            return None
+        od = call.attrs.out_dtype
+        if od is not None and str(od) not in ("", "float32", "void"):
+            return None
+        ash, bsh = _static_shape(a), _static_shape(b)
+        if ash is None or bsh is None or len(ash) < 2 or len(bsh) < 2:
+            return None
+        kdim = ash[-1]
+        if not isinstance(kdim, int) or not isinstance(bsh[-1], int):
+            return None
+        n = bsh[-1]
+        if len(bsh) == 2:
+            if bsh[0] != kdim:
+                return None
+            rows = ash[-2]
+            nr = self._nr_for(n)
+            mr = pick_mr(rows, self.info)
+            bval = self._const_value(b)
+            if bval is not None:
+                wp = relax.const(kernels.pack_weight_np(bval.astype("float32"), nr))
+            else:
+                wp = self.builder_.emit(self._call(lambda t: kernels.pack_weight_te(t, nr), [b],
+                                                   "specc_pack_weight", _INJ))
+            self.count["gemm"] += 1
+            return self._call(lambda t, wt: kernels.gemm(t, wt, n, mr, nr), [a, wp], "specc_dense", _FUSABLE)
+        # batched: require identical leading dims
+        if len(ash) != len(bsh):
+            return None
+        for da, db in zip(ash[:-2], bsh[:-2]):
+            if isinstance(da, int) and isinstance(db, int):
+                if da != db:
+                    return None
+            elif not tvm.arith.Analyzer().can_prove_equal(da, db):
+                return None
+        if bsh[-2] != kdim:
+            return None
+        rows = ash[-2]
+        nr = self._nr_for(n)
+        mr = pick_mr(rows, self.info)
+        wp = self.builder_.emit(self._call(lambda t: kernels.pack_weight_te(t, nr), [b],
+                                           "specc_pack_rhs", _INJ))
+        self.count["batched_gemm"] += 1
+        return self._call(lambda t, wt: kernels.gemm(t, wt, n, mr, nr, packed_batch=True), [a, wp],
+                          "specc_batch_matmul", _FUSABLE)
+
+    # -- attention ----------------------------------------------------------------
+    def _attention(self, call):
+        a = call.attrs
+        if getattr(a, "window_size", None) is not None:
+            return None
+        q, k, v = call.args[:3]
+        bias = call.args[3] if len(call.args) > 3 else None
+        if any(_dtype(t) != "float32" for t in (q, k, v)):
+            return None
+        qs, ks, vs = _static_shape(q), _static_shape(k), _static_shape(v)
+        if qs is None or ks is None or vs is None or len(qs) != 4:
+            return None
+        d, dv = qs[3], vs[3]
+        if not isinstance(d, int) or not isinstance(dv, int) or not isinstance(qs[2], int):
+            return None
+        if bias is not None and (_static_shape(bias) is None or len(_static_shape(bias)) > 4):
+            return None
+        scale = float(a.scale.value) if a.scale is not None else 1.0 / math.sqrt(d)
+        causal = None if a.causal_mask is None else str(a.causal_mask)
+        if causal not in (None, "TopLeft", "BottomRight"):
+            return None
+        nr = self.info.nr
+        mr = pick_mr(qs[1], self.info)
+        self.count["attention"] += 1
+        args = [q, k, v] + ([bias] if bias is not None else [])
+
+        def fte(tq, tk, tv, *tb):
+            return kernels.attention_bsnh(tq, tk, tv, tb[0] if tb else None, scale, causal, mr, nr)
+
+        # attention is not fused with neighbours: it is opaque for FuseOps
+        return self._call(fte, args, "specc_attention", {"op_pattern": 8})
+
+
+def rewrite_heavy_ops(mod: tvm.IRModule, info: CPUInfo) -> tuple[tvm.IRModule, dict]:
+    rw = HeavyOpRewriter(mod, info)
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            new_func = rw.visit_expr(func)
+            rw.builder_.update_func(gv, new_func)
+    return rw.builder_.get(), dict(rw.count)

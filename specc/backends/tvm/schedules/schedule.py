@@ -1,0 +1,383 @@
+"""s_tir schedules for the fused PrimFuncs produced by LegalizeOps + FuseOps + FuseTIR.
+
+* PrimFuncs containing a specc kernel block (annotation ``specc.kernel``):
+  register-tiled micro-kernel (MR rows x NR = 2 SIMD registers of columns / output
+  channels), accumulator in a "local" buffer (promoted to registers by LLVM), reduction
+  loop outside the unrolled/vectorised register tile, elementwise epilogue computed per
+  tile, outer tile loops fused and parallelised.
+* attention kernels: per (batch, head, query-tile) parallel task, QK^T and PV
+  micro-kernels, softmax in between on a [MR, T] tile.
+* everything else: dlight CPU rules (Reduction, GEMV) where they apply, else a generic
+  schedule (inline injective intermediates, parallel outer loops, vectorised inner loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import tvm
+from tvm import s_tir, tirx
+
+from ._target import CPUInfo
+from .kernels import KIND
+
+log = logging.getLogger("specc.tvm.schedules")
+
+_DEBUG = os.environ.get("SPECC_TVM_DEBUG", "") == "1"
+SCHEDULED_ATTR = "tirx.is_scheduled"
+# below this many output elements a parallel loop costs more than it gains
+_MIN_PARALLEL_WORK = 4096
+
+
+# ----------------------------------------------------------------------------- helpers
+def _root(sch):
+    return sch.get_sblock("root")
+
+
+def _blocks(sch):
+    return list(sch.get_child_blocks(_root(sch)))
+
+
+def _kind(sch, blk):
+    ann = sch.get(blk).annotations
+    val = ann.get(KIND) if ann is not None else None
+    return str(val) if val is not None else None
+
+
+def _ann_int(sch, blk, key):
+    return int(sch.get(blk).annotations[key])
+
+
+def _static(ext):
+    return int(ext) if isinstance(ext, (int, tirx.IntImm)) else None
+
+
+def _extent(sch, loop):
+    return _static(sch.get(loop).extent)
+
+
+def _is_spatial_block(sch, blk) -> bool:
+    return all(iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars)
+
+
+def _output_blocks(sch):
+    try:
+        return list(sch.get_output_blocks(_root(sch)))
+    except Exception:  # pylint: disable=broad-except
+        return []
+
+
+def _same(sch, a, b):
+    return sch.get_sref(a).same_as(sch.get_sref(b))
+
+
+def _in(sch, blk, lst):
+    return any(_same(sch, blk, x) for x in lst)
+
+
+def _inline_intermediates(sch, skip, after_only_of=None):
+    """compute_inline every injective, non-output block (except `skip`)."""
+    changed = True
+    while changed:
+        changed = False
+        outs = _output_blocks(sch)
+        for blk in _blocks(sch):
+            if _in(sch, blk, skip) or _in(sch, blk, outs):
+                continue
+            if _kind(sch, blk) is not None:
+                continue
+            if not _is_spatial_block(sch, blk):
+                continue
+            try:
+                sch.compute_inline(blk)
+                changed = True
+                break
+            except Exception:  # pylint: disable=broad-except
+                continue
+
+
+def _vectorize_inner(sch, loops, lanes, max_factor=None):
+    """Vectorise the innermost loop when its extent is a static multiple of `lanes`."""
+    if not loops:
+        return loops
+    inner = loops[-1]
+    ext = _extent(sch, inner)
+    if ext is None or ext < lanes:
+        return loops
+    if ext % lanes != 0:
+        return loops
+    vec = lanes
+    # use up to 4 registers for long contiguous rows
+    for f in (4 * lanes, 2 * lanes):
+        if ext % f == 0 and (max_factor is None or f <= max_factor):
+            vec = f
+            break
+    if ext == vec:
+        sch.vectorize(inner)
+        return loops
+    o, i = sch.split(inner, [None, vec])
+    sch.vectorize(i)
+    return loops[:-1] + [o, i]
+
+
+def _parallel_prefix(sch, loops, min_work=_MIN_PARALLEL_WORK, work=None):
+    if not loops:
+        return None
+    if work is not None and work < min_work:
+        return None
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    sch.parallel(fused)
+    return fused
+
+
+def _static_work(sch, blk):
+    total = 1
+    for iv in sch.get(blk).iter_vars:
+        if iv.iter_type != tirx.IterVar.DataPar:
+            continue
+        ext = _static(iv.dom.extent)
+        if ext is None:
+            return None
+        total *= ext
+    return total
+
+
+# ----------------------------------------------------------------------------- kernels
+def _schedule_tiled(sch, main, info: CPUInfo):
+    """gemm / conv2d micro-kernel + fused epilogue."""
+    kind = _kind(sch, main)
+    mr = _ann_int(sch, main, "specc.mr")
+    nr = _ann_int(sch, main, "specc.nr")
+
+    # keep producers (pad, packing) at root; inline elementwise epilogue intermediates
+    _inline_intermediates(sch, skip=[main])
+
+    loops = sch.get_loops(main)
+    iters = sch.get(main).iter_vars
+    n_red = sum(1 for iv in iters if iv.iter_type != tirx.IterVar.DataPar)
+    spatial, red = loops[: len(loops) - n_red], loops[len(loops) - n_red:]
+    if kind == "gemm":
+        *lead, rows, cols = spatial
+        ro, ri = sch.split(rows, [None, mr])
+        co, ci = sch.split(cols, [None, nr])
+        sch.reorder(*lead, co, ro, *red, ri, ci)
+        par = sch.fuse(*lead, co, ro)
+        tile_loop = par
+    elif kind == "conv2d":
+        n, oco, oh, ow, oci = spatial
+        wo, wi = sch.split(ow, [None, mr])
+        sch.reorder(n, oco, oh, wo, *red, wi, oci)
+        par = sch.fuse(n, oco, oh)
+        tile_loop = wo
+        ri, ci = wi, oci
+    else:
+        raise ValueError(kind)
+    sch.parallel(par)
+    sch.unroll(ri)
+    sch.vectorize(ci)
+
+    consumers = list(sch.get_consumers(main))
+    sch.set_scope(main, 0, "local")
+    for c in consumers:
+        sch.reverse_compute_at(c, tile_loop)
+    init = sch.decompose_reduction(main, red[0])
+    il = sch.get_loops(init)
+    sch.unroll(il[-2])
+    sch.vectorize(il[-1])
+    # epilogue: vectorise the contiguous axis when it is the full register width
+    for c in consumers:
+        cl = sch.get_loops(c)
+        if kind == "gemm":
+            ext = _extent(sch, cl[-1])
+            if ext is not None and ext == nr and _is_spatial_block(sch, c):
+                try:
+                    sch.vectorize(cl[-1])
+                except Exception:  # pylint: disable=broad-except
+                    pass
+        else:
+            # (oc, oh, ow) tile: NCHW output, ow is contiguous
+            try:
+                sch.unroll(cl[-1])
+            except Exception:  # pylint: disable=broad-except
+                pass
+    # producers left at root (padding, runtime weight packing)
+    for blk in _blocks(sch):
+        if _same(sch, blk, main) or _in(sch, blk, consumers):
+            continue
+        _schedule_generic_block(sch, blk, info)
+
+
+def _schedule_attention(sch, qk, pv, info: CPUInfo):
+    mr = _ann_int(sch, pv, "specc.mr")
+    nr = _ann_int(sch, pv, "specc.nr")
+    lanes = info.lanes
+    blocks = {sch.get(b).name_hint: b for b in _blocks(sch)}
+
+    def find(prefix):
+        for name, b in blocks.items():
+            if name.startswith(prefix):
+                return b
+        raise KeyError(prefix)
+
+    kt = find("specc_attn_kt")
+    mask = find("specc_attn_mask")
+    mx = find("specc_attn_max")
+    ex = find("specc_attn_exp")
+    ssum = find("specc_attn_sum")
+    out_blocks = list(sch.get_consumers(pv))
+
+    # PV micro-kernel: loops b, h, i, e, j
+    b, h, i, e, j = sch.get_loops(pv)
+    io, ii = sch.split(i, [None, mr])
+    e_ext = _extent(sch, e)
+    enr = nr if (e_ext is not None and e_ext % nr == 0) else lanes
+    eo, ei = sch.split(e, [None, enr])
+    sch.reorder(b, h, io, eo, j, ii, ei)
+    par = sch.fuse(b, h, io)
+    sch.parallel(par)
+    sch.unroll(ii)
+    sch.vectorize(ei)
+    sch.set_scope(pv, 0, "local")
+    for c in out_blocks:
+        sch.reverse_compute_at(c, eo)
+    # softmax pieces and QK^T computed per (b, h, query tile)
+    sch.compute_at(ssum, par)
+    sch.compute_at(ex, par)
+    sch.compute_at(mx, par)
+    sch.compute_inline(mask)
+    sch.compute_at(qk, par)
+
+    # QK^T micro-kernel inside the task: loops (ii, j, d)
+    qk_local = sch.cache_write(qk, 0, "local")
+    ql = sch.get_loops(qk)
+    qi, qj, qd = ql[-3:]
+    qjo, qji = sch.split(qj, [None, nr])
+    sch.reorder(qjo, qd, qi, qji)
+    sch.unroll(qi)
+    sch.vectorize(qji)
+    sch.reverse_compute_at(qk_local, qjo)
+    wl = sch.get_loops(qk_local)
+    sch.vectorize(wl[-1])
+    qinit = sch.decompose_reduction(qk, qd)
+    il = sch.get_loops(qinit)
+    sch.vectorize(il[-1])
+
+    # exp: (ii, j) vectorised on j
+    el = sch.get_loops(ex)
+    _vectorize_inner(sch, el[-2:], lanes)
+
+    pinit = sch.decompose_reduction(pv, j)
+    il = sch.get_loops(pinit)
+    sch.unroll(il[-2])
+    sch.vectorize(il[-1])
+    # K^T packing at root
+    _schedule_generic_block(sch, kt, info)
+
+
+# ----------------------------------------------------------------------------- generic
+def _schedule_generic_block(sch, blk, info: CPUInfo):
+    loops = sch.get_loops(blk)
+    if not loops:
+        return
+    iters = sch.get(blk).iter_vars
+    work = _static_work(sch, blk)
+    if _is_spatial_block(sch, blk):
+        loops = _vectorize_inner(sch, loops, info.lanes)
+        vec = sch.get(loops[-1]).kind == tirx.ForKind.VECTORIZED
+        outer = loops[:-1] if vec else loops
+        if outer:
+            _parallel_prefix(sch, outer, work=work)
+        return
+    # reduction: parallel over the leading data-parallel loops
+    # leading loops whose block vars are spatial: TE puts spatial axes first
+    n_spatial = sum(1 for iv in iters if iv.iter_type == tirx.IterVar.DataPar)
+    n_lead = min(n_spatial, len(loops))
+    if n_lead:
+        try:
+            _parallel_prefix(sch, loops[:n_lead], work=work)
+        except Exception:  # pylint: disable=broad-except
+            pass
+
+
+def _schedule_generic(sch, info: CPUInfo):
+    _inline_intermediates(sch, skip=[])
+    for blk in _blocks(sch):
+        try:
+            _schedule_generic_block(sch, blk, info)
+        except Exception as err:  # pylint: disable=broad-except
+            log.debug("generic schedule failed for %s: %s", sch.get(blk).name_hint, err)
+
+
+def _try_dlight(func, target):
+    from tvm.s_tir import dlight as dl  # pylint: disable=import-outside-toplevel
+
+    for rule in (dl.cpu.Reduction(), dl.cpu.GEMV()):
+        try:
+            res = rule.apply(func, target, False)
+        except Exception:  # pylint: disable=broad-except
+            res = None
+        if res is None:
+            continue
+        if isinstance(res, list):
+            if not res:
+                continue
+            res = res[0]
+        return res.mod["main"], type(rule).__name__
+    return None, None
+
+
+def schedule_primfunc(func: tirx.PrimFunc, target, info: CPUInfo):
+    """Returns (scheduled PrimFunc or None, strategy name)."""
+    sch = s_tir.Schedule(func)
+    kinds = {}
+    for blk in _blocks(sch):
+        k = _kind(sch, blk)
+        if k is not None:
+            kinds.setdefault(k, blk)
+    if "gemm" in kinds or "conv2d" in kinds:
+        main = kinds.get("gemm") or kinds.get("conv2d")
+        try:
+            _schedule_tiled(sch, main, info)
+            return sch.mod["main"], "tiled-" + _kind(sch, main)
+        except Exception as err:  # pylint: disable=broad-except
+            log.warning("specc tiled schedule failed (%s); falling back to generic", err)
+            if _DEBUG:
+                raise
+            sch = s_tir.Schedule(func)
+    elif "attn_qk" in kinds and "attn_pv" in kinds:
+        try:
+            _schedule_attention(sch, kinds["attn_qk"], kinds["attn_pv"], info)
+            return sch.mod["main"], "attention"
+        except Exception as err:  # pylint: disable=broad-except
+            log.warning("specc attention schedule failed (%s); falling back to generic", err)
+            if _DEBUG:
+                raise
+            sch = s_tir.Schedule(func)
+    else:
+        res, name = _try_dlight(func, target)
+        if res is not None:
+            return res, "dlight-" + name
+    _schedule_generic(sch, info)
+    return sch.mod["main"], "generic"
+
+
+def schedule_module(mod: tvm.IRModule, target, info: CPUInfo):
+    stats = {}
+    updates = {}
+    for gv, func in mod.functions_items():
+        if not isinstance(func, tirx.PrimFunc):
+            continue
+        if SCHEDULED_ATTR in func.attrs and int(func.attrs[SCHEDULED_ATTR]) == 1:
+            continue
+        new_func, how = schedule_primfunc(func, target, info)
+        stats[gv.name_hint] = how
+        if new_func is not None:
+            # keep the original function attributes (global_symbol, op_pattern, ...)
+            for key, val in func.attrs.items():
+                if key not in new_func.attrs:
+                    new_func = new_func.with_attr(key, val)
+            updates[gv] = new_func.with_attr(SCHEDULED_ATTR, True)
+    for gv, func in updates.items():
+        mod[gv] = func
+    return mod, stats

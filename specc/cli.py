@@ -1,0 +1,281 @@
+"""The `specc` command line. Exit codes: 0 ok, 1 spec errors (rendered with locations), 2 usage errors.
+
+Only `compile --target torch|tvm`, `train-script`, `diff` and `tune` import torch or tvm, and only when run."""
+from __future__ import annotations
+
+import argparse
+import ast as pyast
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+EXIT_SPEC, EXIT_USAGE = 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_define(text: str) -> tuple[str, Any]:
+    """`-D name=value`: value is a spec literal (int, float, true/false, a string, a list/tuple of those)."""
+    name, sep, raw = text.partition("=")
+    name = name.strip()
+    if not sep or not name.isidentifier():
+        raise UsageError(f"-D expects NAME=VALUE, got {text!r}")
+    raw = raw.strip()
+    lowered = {"true": "True", "false": "False", "none": "None"}.get(raw, raw)
+    try:
+        value = pyast.literal_eval(lowered)
+    except (ValueError, SyntaxError):
+        value = raw  # a bare word is a string
+    if isinstance(value, list):
+        value = [tuple(v) if isinstance(v, list) else v for v in value]
+    return name, value
+
+
+def parse_dims(items: list[str]) -> dict[str, int]:
+    env = {}
+    for item in items or []:
+        for part in item.split(","):
+            k, sep, v = part.partition("=")
+            if not sep or not k.strip().isidentifier() or not v.strip().isdigit():
+                raise UsageError(f"--dim expects NAME=INT, got {part!r}")
+            env[k.strip()] = int(v)
+    return env
+
+
+def _load(args, path: str):
+    import specc
+
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"no such file: {path}")
+    overrides = dict(parse_define(d) for d in (args.define or []))
+    return specc.load(p, getattr(args, "model", None), overrides=overrides)
+
+
+# ---- commands -------------------------------------------------------------------------------------------------
+
+def cmd_check(args) -> int:
+    from .api import CheckError
+
+    failed = False
+    for path in args.files:
+        try:
+            spec = _load(args, path)
+        except CheckError as e:
+            print(e.render(), file=sys.stderr)
+            failed = True
+            continue
+        s = spec.summary()
+        if not args.quiet:
+            print(f"{path}: ok: model {spec.name}, {len(list(spec.module.walk()))} nodes, {s.params:,} params")
+    return EXIT_SPEC if failed else 0
+
+
+def cmd_inspect(args) -> int:
+    spec = _load(args, args.file)
+    module = spec.module
+    if args.optimize is not None or args.passes or args.print_after_all or args.print_after or args.disable_pass:
+        module = _run_passes(args, module)
+    from .summary import default_env, render_table, summarize
+
+    env = default_env(module)
+    env.update(parse_dims(args.dim))
+    fmt = args.format
+    if fmt == "table":
+        out = render_table(summarize(module, args.flat), env)
+    elif fmt == "text":
+        from .ir import Module
+        from .printer import print_module
+
+        m = module if not args.flat else Module(**{**module.__dict__, **{"graphs": _flat_graphs(module)}})
+        out = print_module(m)
+    elif fmt == "json":
+        out = json.dumps(summarize(module, args.flat).to_json(env), indent=2)
+    elif fmt in ("dot", "svg", "html"):
+        from .viz import render
+
+        out = render(module, fmt, flat=args.flat)
+    else:  # argparse restricts choices
+        raise UsageError(f"unknown format {fmt}")
+    _write_out(args, out)
+    return 0
+
+
+def _flat_graphs(module):
+    from .flatten import flatten_module
+
+    return flatten_module(module).graphs
+
+
+def _run_passes(args, module):
+    from .passes import PipelineOptions, run_pipeline
+
+    opts = PipelineOptions(level=1 if args.optimize is None else args.optimize, disabled=tuple(args.disable_pass or ()),
+                           print_after_all=args.print_after_all, print_after=tuple(args.print_after or ()),
+                           report=args.passes, verify=getattr(args, "debug", False))
+    module, log = run_pipeline(module, opts)
+    if log:
+        print(log, file=sys.stderr if args.format in ("json", "dot", "svg", "html") else sys.stdout)
+    return module
+
+
+def _write_out(args, text: str) -> None:
+    out = getattr(args, "output", None)
+    if out:
+        from .fsutil import atomic_write
+
+        atomic_write(Path(out), text)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def cmd_ops(args) -> int:
+    from .ops import all_ops
+
+    for name, op in sorted(all_ops().items()):
+        fields = ", ".join(op.positional)
+        print(f"{name}({fields})  {op.doc}")
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from .targets import load_target
+
+    spec = _load(args, args.file)
+    target = load_target(args.target)
+    from .backends import compile_to
+
+    written = compile_to(spec, target, Path(args.output), force=args.force, opt_level=args.optimize,
+                         disabled=tuple(args.disable_pass or ()))
+    for p in written:
+        print(f"wrote {p}")
+    return 0
+
+
+def cmd_train_script(args) -> int:
+    from .backends.train import write_train_script
+
+    spec = _load(args, args.file)
+    path = write_train_script(spec, Path(args.output), force=args.force)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from .backends.tvm.diff import run_diff
+
+    spec = _load(args, args.file)
+    return run_diff(spec, args)
+
+
+def cmd_tune(args) -> int:
+    from .backends.tvm.tune import run_tune
+
+    spec = _load(args, args.file)
+    return run_tune(spec, args)
+
+
+# ---- argument parsing -----------------------------------------------------------------------------------------
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-D", dest="define", action="append", metavar="NAME=VALUE",
+                   help="override a model hyper-parameter (repeatable)")
+    p.add_argument("--model", help="which model of the file (default: the first)")
+
+
+def _passes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-O", dest="optimize", type=int, choices=(0, 1), default=None, help="optimization level")
+    p.add_argument("--disable-pass", action="append", metavar="NAME", help="skip one pass (repeatable)")
+    p.add_argument("--debug", action="store_true", help="verify the IR between passes")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="specc", description="Compile .nn model specs to checked IR, PyTorch and TVM.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check", help="parse and shape-check spec files")
+    p.add_argument("files", nargs="+")
+    p.add_argument("-q", "--quiet", action="store_true")
+    _common(p)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("inspect", help="print a per-layer table, IR text, JSON or a graph picture")
+    p.add_argument("file")
+    p.add_argument("--format", choices=("table", "text", "json", "dot", "svg", "html"), default="table")
+    p.add_argument("--flat", action="store_true", help="expand repeats")
+    p.add_argument("--dim", action="append", metavar="NAME=INT", help="value of a symbolic dim for cost figures")
+    p.add_argument("-o", "--output", help="write to a file instead of stdout")
+    p.add_argument("--passes", action="store_true", help="run the pipeline and report what each pass did")
+    p.add_argument("--print-after-all", action="store_true")
+    p.add_argument("--print-after", action="append", metavar="PASS")
+    _common(p)
+    _passes(p)
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("compile", help="emit PyTorch (default) or build TVM kernels")
+    p.add_argument("file")
+    p.add_argument("--target", default="torch", help="a target name from targets/ or a path to a .toml file")
+    p.add_argument("-o", "--output", default="out", help="output folder")
+    p.add_argument("--force", action="store_true", help="overwrite files specc did not write")
+    _common(p)
+    _passes(p)
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("train-script", help="write a standalone training script")
+    p.add_argument("file")
+    p.add_argument("-o", "--output", default="train.py")
+    p.add_argument("--force", action="store_true")
+    _common(p)
+    p.set_defaults(func=cmd_train_script)
+
+    p = sub.add_parser("diff", help="run PyTorch and TVM node by node and report the first divergence")
+    p.add_argument("file")
+    p.add_argument("--target", default="tvm-cpu")
+    p.add_argument("--rtol", type=float, default=1e-4)
+    p.add_argument("--atol", type=float, default=1e-5)
+    p.add_argument("--dim", action="append", metavar="NAME=INT")
+    _common(p)
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("tune", help="tune TVM kernels with MetaSchedule and cache the results")
+    p.add_argument("file")
+    p.add_argument("--target", default="tvm-cpu")
+    p.add_argument("--trials", type=int, default=64)
+    p.add_argument("--dim", action="append", metavar="NAME=INT")
+    _common(p)
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("ops", help="list the built-in ops")
+    p.set_defaults(func=cmd_ops)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .api import CheckError
+    from .diagnostics import SpecError, render_all
+
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    handler: Callable = args.func
+    try:
+        return handler(args)
+    except CheckError as e:
+        print(e.render(), file=sys.stderr)
+        return EXIT_SPEC
+    except SpecError as e:
+        print(render_all(e.diagnostics, getattr(e, "sources", None)), file=sys.stderr)
+        return EXIT_SPEC
+    except UsageError as e:
+        print(f"specc: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The graph IR: a networkx DiGraph per block specialisation, each node holding ONE frozen typed record.
+
+Node kinds (torch.fx style, few of them):
+  input   a graph input                      target: ""
+  op      a registry op                      target: op name, attrs: the op's validated Attrs
+  call    a call of another graph (a block)  target: callee graph name, attrs: CallAttrs
+  repeat  N folded calls of a body graph     target: body graph name, attrs: RepeatAttrs
+  output  a graph output                     target: "", inputs: (value,)
+
+Blocks stay subgraphs and ``repeat`` stays folded; ``Module.flat()`` expands both for backends that want it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Literal
+
+import networkx as nx
+from pydantic import BaseModel, ConfigDict
+
+from .source import Span
+from .types import Type
+
+NodeKind = Literal["input", "op", "call", "repeat", "output"]
+
+
+class CallAttrs(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    args: tuple[tuple[str, Any], ...] = ()  # the block's hyper-parameters as called, for printing/emission
+
+
+class RepeatAttrs(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    count: int
+    carried: int  # the first `carried` inputs feed the body and come back out; the rest are read-only captures
+
+
+class Node(BaseModel):
+    """One IR node. Frozen: passes build new nodes instead of editing old ones."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    name: str
+    kind: NodeKind
+    target: str = ""
+    inputs: tuple[str, ...] = ()
+    attrs: Any = None
+    type: Any  # specc.types.Type
+    span: Span | None = None
+    layer: str | None = None  # the layer instance whose parameters this node uses (shared layers)
+    origin: tuple[Span, ...] = ()  # spans of the nodes a fusion replaced
+
+
+@dataclass
+class Graph:
+    """One block specialisation (or the model body). Node order is insertion order, kept stable."""
+
+    name: str
+    block: str  # the spec block (or model) this came from
+    hparams: dict[str, Any] = field(default_factory=dict)
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    span: Span | None = None
+    g: nx.DiGraph = field(default_factory=nx.DiGraph)
+    _order: dict[str, int] = field(default_factory=dict)
+
+    def add(self, node: Node) -> Node:
+        if node.name in self.g:
+            raise KeyError(f"node {node.name!r} already in graph {self.name!r}")
+        self._order[node.name] = len(self._order)
+        self.g.add_node(node.name, node=node)
+        for i, src in enumerate(node.inputs):
+            if src not in self.g:
+                raise KeyError(f"node {node.name!r} reads unknown value {src!r}")
+            self.g.add_edge(src, node.name)
+            self.g.edges[src, node.name].setdefault("operands", []).append(i)
+        if node.kind == "input":
+            self.inputs.append(node.name)
+        if node.kind == "output":
+            self.outputs.append(node.name)
+        return node
+
+    def replace(self, node: Node) -> None:
+        """Swap the record of an existing node (same name and inputs), e.g. after re-typing."""
+        old = self[node.name]
+        assert old.inputs == node.inputs, "replace() cannot rewire; build a new graph"
+        self.g.nodes[node.name]["node"] = node
+
+    def __getitem__(self, name: str) -> Node:
+        return self.g.nodes[name]["node"]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.g
+
+    def __len__(self) -> int:
+        return self.g.number_of_nodes()
+
+    def nodes(self) -> list[Node]:
+        """Nodes in a stable topological order (ties broken by insertion order)."""
+        order = nx.lexicographical_topological_sort(self.g, key=lambda n: self._order[n])
+        return [self[n] for n in order]
+
+    def users(self, name: str) -> list[str]:
+        return sorted(self.g.successors(name), key=lambda n: self._order[n])
+
+    def output_types(self) -> list[Type]:
+        return [self[o].type for o in self.outputs]
+
+
+@dataclass
+class Module:
+    """A compiled spec: the model graph plus every block specialisation it calls (callees first)."""
+
+    name: str
+    graphs: dict[str, Graph]
+    main: str
+    hparams: dict[str, Any] = field(default_factory=dict)
+    constraints: dict[str, tuple[Any, Span | None]] = field(default_factory=dict)  # sym -> (upper bound, span)
+    train: dict[str, tuple[Any, Span | None]] = field(default_factory=dict)
+    path: str = ""
+
+    @property
+    def graph(self) -> Graph:
+        return self.graphs[self.main]
+
+    def walk(self, graph: Graph | None = None, prefix: str = "", times: int = 1
+             ) -> Iterator[tuple[str, Node, Graph, int]]:
+        """Yield (qualified name, node, owning graph, multiplicity) for every node, descending into calls.
+
+        Repeat bodies are visited once with multiplicity N (folded), so costs scale without unrolling."""
+        graph = graph or self.graph
+        for node in graph.nodes():
+            q = f"{prefix}{node.name}"
+            yield q, node, graph, times
+            if node.kind == "call":
+                yield from self.walk(self.graphs[node.target], q + ".", times)
+            elif node.kind == "repeat":
+                yield from self.walk(self.graphs[node.target], q + ".*.", times * node.attrs.count)

@@ -1,0 +1,98 @@
+"""Binary arithmetic with NumPy broadcasting (+ - * / **, with a tensor or a scalar) and matmul (@)."""
+from __future__ import annotations
+
+from ..diagnostics import ShapeError
+from ..symbolic import Dim
+from ..types import FLOAT_DTYPES, TensorType
+from .registry import ELEMENTWISE, Attrs, OpDef, expect_rank, numel, register
+from .torch_rule import TorchRule, pyval
+
+
+class BinaryAttrs(Attrs):
+    scalar: float | int | None = None  # `x * 0.5`: the other operand is a compile-time number
+    reverse: bool = False  # `1 - x`: the scalar is on the left
+
+
+def broadcast(a: TensorType, b: TensorType) -> tuple[Dim, ...]:
+    out: list[Dim] = []
+    for i in range(1, max(a.rank, b.rank) + 1):
+        da = a.shape[-i] if i <= a.rank else 1
+        db = b.shape[-i] if i <= b.rank else 1
+        if da == db or db == 1:
+            out.append(da)
+        elif da == 1:
+            out.append(db)
+        else:
+            raise ShapeError(f"shapes {a} and {b} do not broadcast: dim -{i} is {da} vs {db}")
+    return tuple(reversed(out))
+
+
+def _result_dtype(a: TensorType, b: TensorType) -> str:
+    if a.dtype == b.dtype:
+        return a.dtype
+    if a.dtype in FLOAT_DTYPES and b.dtype not in FLOAT_DTYPES:
+        return a.dtype
+    if b.dtype in FLOAT_DTYPES and a.dtype not in FLOAT_DTYPES:
+        return b.dtype
+    raise ShapeError(f"dtypes differ: {a.dtype} vs {b.dtype}", "E0302", 1)
+
+
+def _binary_infer(ins: list[TensorType], a: BinaryAttrs) -> TensorType:
+    if len(ins) == 1:
+        if a.scalar is None:
+            raise ShapeError("binary op needs two tensors or a tensor and a scalar", "E0104")
+        return ins[0]
+    x, y = ins
+    return TensorType(_result_dtype(x, y), broadcast(x, y))
+
+
+def _binary_call(sym: str):
+    def call(args, a: BinaryAttrs, ins) -> str:
+        if len(args) == 1:
+            s = pyval(a.scalar)
+            return f"{s} {sym} {args[0]}" if a.reverse else f"{args[0]} {sym} {s}"
+        return f"{args[0]} {sym} {args[1]}"
+    return call
+
+
+for _name, _sym in (("add", "+"), ("sub", "-"), ("mul", "*"), ("div", "/"), ("pow", "**")):
+    register(OpDef(
+        name=_name, attrs=BinaryAttrs, arity=(1, 2), infer=_binary_infer,
+        categories=frozenset({ELEMENTWISE}), torch=TorchRule(call=_binary_call(_sym)),
+        doc=f"elementwise `{_sym}` with broadcasting",
+    ))
+
+
+class NoAttrs(Attrs):
+    pass
+
+
+register(OpDef(
+    name="neg", attrs=NoAttrs, infer=lambda ins, a: ins[0], categories=frozenset({ELEMENTWISE}),
+    torch=TorchRule(call=lambda args, a, ins: f"-{args[0]}"), doc="-x",
+))
+
+
+def _matmul_infer(ins: list[TensorType], a) -> TensorType:
+    x, y = ins
+    expect_rank(x, tuple(range(1, 9)), "matmul")
+    if x.dtype != y.dtype:
+        raise ShapeError(f"matmul operands differ in dtype: {x.dtype} vs {y.dtype}", "E0302", 1)
+    xs = x.shape if x.rank > 1 else (1, *x.shape)
+    ys = y.shape if y.rank > 1 else (*y.shape, 1)
+    if xs[-1] != ys[-2]:
+        raise ShapeError(f"matmul inner dims differ: {x} @ {y} ({xs[-1]} vs {ys[-2]})", "E0301", 1)
+    batch = broadcast(TensorType(x.dtype, xs[:-2]), TensorType(y.dtype, ys[:-2]))
+    shape = (*batch, *([xs[-2]] if x.rank > 1 else []), *([ys[-1]] if y.rank > 1 else []))
+    return TensorType(x.dtype, shape)
+
+
+def _matmul_macs(ins, out, a) -> Dim:
+    x = ins[0]
+    return numel(out.shape) * x.shape[-1]
+
+
+register(OpDef(
+    name="matmul", attrs=NoAttrs, arity=(2, 2), infer=_matmul_infer, macs=_matmul_macs,
+    torch=TorchRule(call=lambda args, a, ins: f"{args[0]} @ {args[1]}"), doc="matrix product `@` with batching",
+))

@@ -1,0 +1,89 @@
+"""Normalisation: batchnorm, layernorm, rmsnorm."""
+from __future__ import annotations
+
+from pydantic import PositiveFloat
+
+from ..diagnostics import ShapeError
+from ..types import TensorType
+from .registry import LAYER, Attrs, OpDef, expect_float, expect_rank, register
+from .torch_rule import TorchRule, pyval
+
+
+class BatchNormAttrs(Attrs):
+    eps: PositiveFloat = 1e-5
+    momentum: float = 0.1
+    affine: bool = True
+    num_features: int | None = None
+
+
+def _bn_infer(ins: list[TensorType], a: BatchNormAttrs) -> TensorType:
+    (x,) = ins
+    expect_rank(x, (2, 3, 4, 5), "batchnorm")
+    expect_float(x, "batchnorm")
+    if not isinstance(x.shape[1], int):
+        raise ShapeError(f"batchnorm needs a static channel dim (dim 1), input is {x}")
+    if a.num_features is not None and a.num_features != x.shape[1]:
+        raise ShapeError(f"input has {x.shape[1]} channels, layer expects {a.num_features}")
+    return x
+
+
+def _bn_module(ins: list[TensorType], a: BatchNormAttrs) -> str:
+    nd = {2: 1, 3: 1, 4: 2, 5: 3}[ins[0].rank]
+    extra = "" if a.eps == 1e-5 else f", eps={pyval(a.eps)}"
+    extra += "" if a.momentum == 0.1 else f", momentum={pyval(a.momentum)}"
+    extra += "" if a.affine else ", affine=False"
+    return f"nn.BatchNorm{nd}d({ins[0].shape[1]}{extra})"
+
+
+register(OpDef(
+    name="batchnorm", attrs=BatchNormAttrs, positional=("eps",), infer=_bn_infer,
+    params=lambda ins, a: {"weight": (ins[0].shape[1],), "bias": (ins[0].shape[1],)} if a.affine else {},
+    buffers=lambda ins, a: {"running_mean": (ins[0].shape[1],), "running_var": (ins[0].shape[1],),
+                            "num_batches_tracked": ()},
+    categories=frozenset({LAYER}), torch=TorchRule(module=_bn_module),
+    doc="batch normalisation over dim 1 (BatchNorm1d/2d/3d by rank).",
+))
+
+
+class LayerNormAttrs(Attrs):
+    eps: PositiveFloat = 1e-5
+    bias: bool = True
+    normalized_shape: int | None = None
+
+
+def _ln_infer(ins: list[TensorType], a) -> TensorType:
+    (x,) = ins
+    expect_float(x, "norm")
+    if x.rank < 1 or not isinstance(x.shape[-1], int):
+        raise ShapeError(f"norm needs a static last dim, input is {x}")
+    if a.normalized_shape is not None and a.normalized_shape != x.shape[-1]:
+        raise ShapeError(f"input has {x.shape[-1]} features, layer expects {a.normalized_shape}")
+    return x
+
+
+def _ln_module(ins, a: LayerNormAttrs) -> str:
+    extra = "" if a.eps == 1e-5 else f", eps={pyval(a.eps)}"
+    extra += "" if a.bias else ", bias=False"
+    return f"nn.LayerNorm({ins[0].shape[-1]}{extra})"
+
+
+register(OpDef(
+    name="layernorm", attrs=LayerNormAttrs, positional=("eps",), infer=_ln_infer,
+    params=lambda ins, a: {"weight": (ins[0].shape[-1],), **({"bias": (ins[0].shape[-1],)} if a.bias else {})},
+    categories=frozenset({LAYER}), torch=TorchRule(module=_ln_module),
+    doc="layer normalisation over the last dim.",
+))
+
+
+class RMSNormAttrs(Attrs):
+    eps: PositiveFloat = 1e-6
+    normalized_shape: int | None = None
+
+
+register(OpDef(
+    name="rmsnorm", attrs=RMSNormAttrs, positional=("eps",), infer=_ln_infer,
+    params=lambda ins, a: {"weight": (ins[0].shape[-1],)},
+    categories=frozenset({LAYER}),
+    torch=TorchRule(module=lambda ins, a: f"nn.RMSNorm({ins[0].shape[-1]}, eps={pyval(a.eps)})"),
+    doc="RMS normalisation over the last dim (LLaMA / Mixtral).",
+))

@@ -1,0 +1,341 @@
+"""Shape ops: flatten, reshape, permute, transpose, concat, split, chunk, slicing, tuple access, reductions."""
+from __future__ import annotations
+
+from pydantic import PositiveInt
+
+from ..diagnostics import ShapeError
+from ..symbolic import Dim, Sym
+from ..types import TensorType, TupleType
+from .registry import REDUCTION, SHAPE, Attrs, OpDef, numel, register
+from .torch_rule import TorchRule, pyval
+
+
+def _axis(d: int, rank: int, what: str = "dim") -> int:
+    if not -rank <= d < rank:
+        raise ShapeError(f"{what} {d} is out of range for a rank-{rank} tensor", "E0305")
+    return d % rank
+
+
+class FlattenAttrs(Attrs):
+    start_dim: int = 1
+    end_dim: int = -1
+
+
+def _flatten_infer(ins: list[TensorType], a: FlattenAttrs) -> TensorType:
+    (x,) = ins
+    s, e = _axis(a.start_dim, x.rank), _axis(a.end_dim, x.rank)
+    if s > e:
+        raise ShapeError(f"flatten start_dim {a.start_dim} is after end_dim {a.end_dim}", "E0305")
+    return x.with_shape((*x.shape[:s], numel(x.shape[s:e + 1]), *x.shape[e + 1:]))
+
+
+def _flatten_call(args, a: FlattenAttrs, ins) -> str:
+    if a.end_dim == -1:
+        return f"torch.flatten({args[0]}, {a.start_dim})"
+    return f"torch.flatten({args[0]}, {a.start_dim}, {a.end_dim})"
+
+
+register(OpDef(name="flatten", attrs=FlattenAttrs, positional=("start_dim", "end_dim"), infer=_flatten_infer,
+               categories=frozenset({SHAPE}), torch=TorchRule(call=_flatten_call),
+               doc="merge dims start_dim..end_dim"))
+
+
+class ReshapeAttrs(Attrs):
+    shape: tuple[int | str, ...]  # ints, -1 (inferred), or symbolic dims by name/expression
+
+    def dims(self) -> tuple[Dim, ...]:
+        from ..symbolic import parse_dim
+
+        return tuple(d if isinstance(d, int) else parse_dim(d) for d in self.shape)
+
+
+def _reshape_infer(ins: list[TensorType], a: ReshapeAttrs) -> TensorType:
+    (x,) = ins
+    dims = list(a.dims())
+    if sum(1 for d in dims if d == -1) > 1:
+        raise ShapeError("reshape can infer at most one dim (-1)", "E0305")
+    total = numel(x.shape)
+    if -1 in dims:
+        known = numel(d for d in dims if d != -1)
+        q = total // known
+        if isinstance(q, int) and isinstance(total, int) and isinstance(known, int) and total % known:
+            raise ShapeError(f"cannot reshape {x} ({total} elements) to {_fmt(dims)}")
+        if isinstance(q, Sym) and "//" in str(q):
+            raise ShapeError(f"cannot prove {x} reshapes to {_fmt(dims)}: {total} is not divisible by {known}")
+        dims[dims.index(-1)] = q
+    elif numel(dims) != total:
+        raise ShapeError(f"cannot reshape {x} ({total} elements) to {_fmt(dims)} ({numel(dims)} elements)")
+    return x.with_shape(dims)
+
+
+def _fmt(dims) -> str:
+    return "[" + ", ".join(str(d) for d in dims) + "]"
+
+
+def _reshape_call(args, a: ReshapeAttrs, ins) -> str:
+    # symbolic dims are read off the input at run time; -1 stands for the one inferred dim
+    x = ins[0]
+    parts = []
+    for d in a.dims():
+        if isinstance(d, int):
+            parts.append(str(d))
+        else:
+            parts.append(_runtime_dim(d, x, args[0]))
+    return f"{args[0]}.view({', '.join(parts)})"
+
+
+def _runtime_dim(d: Dim, x: TensorType, arg: str) -> str:
+    for i, s in enumerate(x.shape):
+        if s == d:
+            return f"{arg}.size({i})"
+    return "-1"
+
+
+register(OpDef(name="reshape", attrs=ReshapeAttrs, positional=("shape",), infer=_reshape_infer,
+               categories=frozenset({SHAPE}), torch=TorchRule(call=_reshape_call),
+               doc="view with a new shape; one dim may be -1"))
+
+
+class PermuteAttrs(Attrs):
+    dims: tuple[int, ...]
+
+
+def _permute_infer(ins: list[TensorType], a: PermuteAttrs) -> TensorType:
+    (x,) = ins
+    if len(a.dims) != x.rank:
+        raise ShapeError(f"permute needs {x.rank} dims for {x}, got {len(a.dims)}", "E0303")
+    axes = [_axis(d, x.rank) for d in a.dims]
+    if sorted(axes) != list(range(x.rank)):
+        raise ShapeError(f"permute dims {a.dims} are not a permutation of 0..{x.rank - 1}", "E0305")
+    return x.with_shape(x.shape[i] for i in axes)
+
+
+register(OpDef(name="permute", attrs=PermuteAttrs, positional=("dims",), infer=_permute_infer,
+               categories=frozenset({SHAPE}),
+               torch=TorchRule(call=lambda args, a, ins: f"{args[0]}.permute{pyval(tuple(a.dims))}"),
+               doc="reorder dims"))
+
+
+class TransposeAttrs(Attrs):
+    dim0: int = -2
+    dim1: int = -1
+
+
+def _transpose_infer(ins: list[TensorType], a: TransposeAttrs) -> TensorType:
+    (x,) = ins
+    i, j = _axis(a.dim0, x.rank), _axis(a.dim1, x.rank)
+    s = list(x.shape)
+    s[i], s[j] = s[j], s[i]
+    return x.with_shape(s)
+
+
+register(OpDef(name="transpose", attrs=TransposeAttrs, positional=("dim0", "dim1"), infer=_transpose_infer,
+               categories=frozenset({SHAPE}),
+               torch=TorchRule(call=lambda args, a, ins: f"{args[0]}.transpose({a.dim0}, {a.dim1})"),
+               doc="swap two dims (default: the last two)"))
+
+
+class ConcatAttrs(Attrs):
+    dim: int = -1
+
+
+def _concat_infer(ins: list[TensorType], a: ConcatAttrs) -> TensorType:
+    first = ins[0]
+    ax = _axis(a.dim, first.rank)
+    total: Dim = 0
+    for i, t in enumerate(ins):
+        if t.rank != first.rank:
+            raise ShapeError(f"concat operand {i} has rank {t.rank}, operand 0 has rank {first.rank}", "E0303", i)
+        if t.dtype != first.dtype:
+            raise ShapeError(f"concat operand {i} is {t.dtype}, operand 0 is {first.dtype}", "E0302", i)
+        for k in range(t.rank):
+            if k != ax and t.shape[k] != first.shape[k]:
+                raise ShapeError(f"concat operand {i} is {t}, operand 0 is {first}: dim {k} differs", "E0301", i)
+        total = total + t.shape[ax]
+    return first.with_shape((*first.shape[:ax], total, *first.shape[ax + 1:]))
+
+
+register(OpDef(name="concat", attrs=ConcatAttrs, positional=("dim",), arity=(1, None), infer=_concat_infer,
+               categories=frozenset({SHAPE}),
+               torch=TorchRule(call=lambda args, a, ins: f"torch.cat(({', '.join(args)},), dim={a.dim})"),
+               doc="join tensors along a dim"))
+
+
+class SplitAttrs(Attrs):
+    sections: PositiveInt | tuple[PositiveInt, ...]  # number of equal parts, or explicit sizes
+    dim: int = -1
+
+
+def _split_sizes(x: TensorType, a: SplitAttrs) -> tuple[int, tuple[Dim, ...]]:
+    ax = _axis(a.dim, x.rank)
+    size = x.shape[ax]
+    if isinstance(a.sections, int):
+        if isinstance(size, int) and size % a.sections:
+            raise ShapeError(f"cannot split dim {a.dim} of size {size} into {a.sections} equal parts", "E0305")
+        return ax, (size // a.sections,) * a.sections
+    if isinstance(size, int) and sum(a.sections) != size:
+        raise ShapeError(f"split sizes {a.sections} add up to {sum(a.sections)}, dim {a.dim} is {size}", "E0305")
+    return ax, tuple(a.sections)
+
+
+def _split_infer(ins: list[TensorType], a: SplitAttrs) -> TupleType:
+    (x,) = ins
+    ax, sizes = _split_sizes(x, a)
+    return TupleType(tuple(x.with_shape((*x.shape[:ax], s, *x.shape[ax + 1:])) for s in sizes))
+
+
+def _split_call(args, a: SplitAttrs, ins) -> str:
+    if isinstance(a.sections, int):
+        return f"{args[0]}.chunk({a.sections}, dim={a.dim})"
+    return f"{args[0]}.split({pyval(tuple(a.sections))}, dim={a.dim})"
+
+
+register(OpDef(name="split", attrs=SplitAttrs, positional=("sections", "dim"), infer=_split_infer,
+               categories=frozenset({SHAPE}), torch=TorchRule(call=_split_call),
+               doc="split into n equal parts or parts of given sizes; returns a tuple"))
+
+
+class GetItemAttrs(Attrs):
+    index: int
+
+
+def _getitem_infer(ins, a: GetItemAttrs):
+    (t,) = ins
+    if not isinstance(t, TupleType):
+        raise ShapeError(f"cannot take item {a.index} of a tensor {t}: it is not a tuple", "E0305")
+    if not -len(t.items) <= a.index < len(t.items):
+        raise ShapeError(f"item {a.index} is out of range for a {len(t.items)}-tuple", "E0305")
+    return t.items[a.index]
+
+
+register(OpDef(name="getitem", attrs=GetItemAttrs, positional=("index",), infer=_getitem_infer,
+               torch=TorchRule(call=lambda args, a, ins: f"{args[0]}[{a.index}]"),
+               doc="one element of a tuple value"))
+
+
+SliceItem = int | tuple[int | None, int | None, int | None] | str  # index, (start, stop, step), "..." or "new"
+
+
+class SliceAttrs(Attrs):
+    items: tuple[SliceItem, ...]
+
+
+def _slice_len(size: Dim, start, stop, step) -> Dim:
+    step = step or 1
+    if step <= 0:
+        raise ShapeError("slice step must be positive", "E0305")
+    if isinstance(size, int):
+        return len(range(size)[slice(start, stop, step)])
+    s0 = 0 if start is None else start
+    if stop is None:
+        n = size - s0 if s0 >= 0 else -s0
+    elif stop < 0:
+        n = size + stop - (s0 if s0 >= 0 else size + s0)
+    else:
+        n = stop - s0 if s0 >= 0 else None
+        if n is None:
+            raise ShapeError(f"cannot slice symbolic dim {size} with [{start}:{stop}]", "E0305")
+    return n if step == 1 else (n + step - 1) // step
+
+
+def _slice_infer(ins: list[TensorType], a: SliceAttrs) -> TensorType:
+    (x,) = ins
+    n_ell = sum(1 for it in a.items if it == "...")
+    used = sum(1 for it in a.items if it not in ("...", "new"))
+    if n_ell > 1:
+        raise ShapeError("at most one ... in a subscript", "E0305")
+    if used > x.rank:
+        raise ShapeError(f"too many indices ({used}) for {x}", "E0303")
+    out: list[Dim] = []
+    d = 0
+    for it in a.items:
+        if it == "...":
+            skip = x.rank - used
+            out.extend(x.shape[d:d + skip])
+            d += skip
+        elif it == "new":
+            out.append(1)
+        elif isinstance(it, int):
+            size = x.shape[d]
+            if isinstance(size, int) and not -size <= it < size:
+                raise ShapeError(f"index {it} is out of range for dim {d} of size {size}", "E0305")
+            d += 1
+        else:
+            out.append(_slice_len(x.shape[d], *it))
+            d += 1
+    out.extend(x.shape[d:])
+    return x.with_shape(out)
+
+
+def _slice_call(args, a: SliceAttrs, ins) -> str:
+    parts = []
+    for it in a.items:
+        if it == "...":
+            parts.append("...")
+        elif it == "new":
+            parts.append("None")
+        elif isinstance(it, int):
+            parts.append(str(it))
+        else:
+            start, stop, step = it
+            s = f"{'' if start is None else start}:{'' if stop is None else stop}"
+            parts.append(s + (f":{step}" if step not in (None, 1) else ""))
+    return f"{args[0]}[{', '.join(parts)}]"
+
+
+register(OpDef(name="slice", attrs=SliceAttrs, positional=("items",), infer=_slice_infer,
+               categories=frozenset({SHAPE}), torch=TorchRule(call=_slice_call),
+               doc="x[i, a:b, ...]: integer indices drop a dim, slices keep it"))
+
+
+class UnsqueezeAttrs(Attrs):
+    dim: int
+
+
+def _unsqueeze_infer(ins: list[TensorType], a: UnsqueezeAttrs) -> TensorType:
+    (x,) = ins
+    ax = _axis(a.dim, x.rank + 1)
+    s = list(x.shape)
+    s.insert(ax, 1)
+    return x.with_shape(s)
+
+
+register(OpDef(name="unsqueeze", attrs=UnsqueezeAttrs, positional=("dim",), infer=_unsqueeze_infer,
+               categories=frozenset({SHAPE}),
+               torch=TorchRule(call=lambda args, a, ins: f"{args[0]}.unsqueeze({a.dim})"), doc="insert a size-1 dim"))
+
+
+class ReduceAttrs(Attrs):
+    dim: int | tuple[int, ...] = -1
+    keepdim: bool = False
+
+
+def _reduce_infer(ins: list[TensorType], a: ReduceAttrs) -> TensorType:
+    (x,) = ins
+    axes = {_axis(d, x.rank) for d in (a.dim if isinstance(a.dim, tuple) else (a.dim,))}
+    shape = [1 if i in axes else s for i, s in enumerate(x.shape)] if a.keepdim else \
+        [s for i, s in enumerate(x.shape) if i not in axes]
+    return x.with_shape(shape)
+
+
+def _reduce_call(fn: str):
+    def call(args, a: ReduceAttrs, ins) -> str:
+        return f"{args[0]}.{fn}({pyval(a.dim)}" + (", keepdim=True)" if a.keepdim else ")")
+    return call
+
+
+for _name in ("mean", "sum", "amax"):
+    register(OpDef(name=_name, attrs=ReduceAttrs, positional=("dim", "keepdim"), infer=_reduce_infer,
+                   categories=frozenset({REDUCTION}), torch=TorchRule(call=_reduce_call(_name)),
+                   doc=f"{_name} over dim(s)"))
+
+
+class VarAttrs(ReduceAttrs):
+    unbiased: bool = False
+
+
+register(OpDef(name="var", attrs=VarAttrs, positional=("dim", "keepdim"), infer=_reduce_infer,
+               categories=frozenset({REDUCTION}),
+               torch=TorchRule(call=lambda args, a, ins: f"{args[0]}.var({pyval(a.dim)}, correction="
+                               f"{1 if a.unbiased else 0}" + (", keepdim=True)" if a.keepdim else ")")),
+               doc="variance over dim(s) (biased by default, as layernorm uses)"))

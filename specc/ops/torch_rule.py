@@ -1,0 +1,48 @@
+"""How an op appears in emitted PyTorch source. Pure string building: importing this never imports torch."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..types import TensorType
+
+
+@dataclass(frozen=True)
+class TorchRule:
+    """``module(ins, attrs)`` gives the nn.Module constructor expression for ops that own parameters;
+    ``call(args, attrs, ins)`` gives the forward expression. With only ``module``, the call is
+    ``self.<layer>(<args>)``. ``imports`` names extra modules the emitted file needs."""
+
+    module: Callable[[list[TensorType], Any], str] | None = None
+    call: Callable[[list[str], Any, list[TensorType]], str] | None = None
+    imports: tuple[str, ...] = ()
+
+
+def pyval(v: Any) -> str:
+    """Render a validated attribute value as Python source. Only plain data ever reaches here."""
+    if isinstance(v, bool):
+        return "True" if v else "False"
+    if v is None:
+        return "None"
+    if isinstance(v, (int, float)):
+        r = repr(v)
+        if r in ("inf", "-inf", "nan"):
+            return f"float({r!r})"
+        return r
+    if isinstance(v, str):
+        return repr(v)
+    if isinstance(v, (tuple, list)):
+        inner = ", ".join(pyval(x) for x in v)
+        return f"({inner},)" if len(v) == 1 else f"({inner})"
+    raise TypeError(f"cannot render {type(v).__name__} as Python source")
+
+
+def kwargs(a: Any, names: list[str], defaults: dict[str, Any]) -> str:
+    """`, k=v` for each attr that differs from the PyTorch default, in a fixed order."""
+    out = []
+    for n in names:
+        v = getattr(a, n)
+        if n in defaults and defaults[n] == v:
+            continue
+        out.append(f"{n}={pyval(v)}")
+    return "".join(f", {x}" for x in out)

@@ -1,0 +1,177 @@
+"""Symbolic dimensions: small integer polynomials over named symbols (B, T, ...).
+
+A dim is either a plain ``int`` or a ``Sym``. Arithmetic that stays polynomial (+, -, *) is exact; a floor
+division that does not divide evenly becomes an opaque atom such as ``(T - 1)//2``. Canonical printing makes
+equality checks and golden files stable.
+"""
+from __future__ import annotations
+
+from typing import Union
+
+Monomial = tuple[str, ...]  # sorted atom names, repeated for powers
+
+
+class Sym:
+    __slots__ = ("terms",)
+
+    def __init__(self, terms: dict[Monomial, int]) -> None:
+        self.terms = {m: c for m, c in terms.items() if c != 0}
+
+    @classmethod
+    def var(cls, name: str) -> "Sym":
+        return cls({(name,): 1})
+
+    # -- arithmetic ------------------------------------------------------------------------------------------
+    def __add__(self, other: "Dim") -> "Dim":
+        o = _as_terms(other)
+        t = dict(self.terms)
+        for m, c in o.items():
+            t[m] = t.get(m, 0) + c
+        return _norm(t)
+
+    __radd__ = __add__
+
+    def __neg__(self) -> "Dim":
+        return _norm({m: -c for m, c in self.terms.items()})
+
+    def __sub__(self, other: "Dim") -> "Dim":
+        return self + (-other if isinstance(other, Sym) else -other)
+
+    def __rsub__(self, other: "Dim") -> "Dim":
+        return (-self) + other
+
+    def __mul__(self, other: "Dim") -> "Dim":
+        t: dict[Monomial, int] = {}
+        for m1, c1 in self.terms.items():
+            for m2, c2 in _as_terms(other).items():
+                m = tuple(sorted(m1 + m2))
+                t[m] = t.get(m, 0) + c1 * c2
+        return _norm(t)
+
+    __rmul__ = __mul__
+
+    def __floordiv__(self, other: "Dim") -> "Dim":
+        if isinstance(other, int) and other != 0 and all(c % other == 0 for c in self.terms.values()):
+            return _norm({m: c // other for m, c in self.terms.items()})
+        if isinstance(other, int) and other == 1:
+            return self
+        return Sym.var(f"({self})//{_paren(other)}")
+
+    def __rfloordiv__(self, other: "Dim") -> "Dim":
+        return Sym.var(f"{_paren(other)}//({self})")
+
+    # -- comparison / printing -------------------------------------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (int, Sym)):
+            return _as_terms(other) == self.terms
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.terms.items())))
+
+    def __str__(self) -> str:
+        parts = []
+        for m, c in sorted(self.terms.items(), key=lambda mc: (-len(mc[0]), mc[0])):
+            mono = "*".join(m)
+            if not m:
+                s = str(abs(c))
+            elif abs(c) == 1:
+                s = mono
+            else:
+                s = f"{abs(c)}*{mono}"
+            parts.append(("-" if c < 0 else "+", s))
+        if not parts:
+            return "0"
+        text = ("-" if parts[0][0] == "-" else "") + parts[0][1]
+        for sign, s in parts[1:]:
+            text += f" {sign} {s}"
+        return text
+
+    __repr__ = __str__
+
+    def symbols(self) -> set[str]:
+        return {a for m in self.terms for a in m}
+
+    def subs(self, env: dict[str, int]) -> "Dim":
+        total: Dim = 0
+        for m, c in self.terms.items():
+            term: Dim = c
+            for atom in m:
+                term = term * _atom_value(atom, env)
+            total = total + term
+        return total
+
+
+Dim = Union[int, Sym]
+
+
+def _atom_value(atom: str, env: dict[str, int]) -> Dim:
+    if atom in env:
+        return env[atom]
+    if "//" in atom or "(" in atom:
+        # opaque atom: evaluate with Python arithmetic over the known symbols, if all are known
+        try:
+            return int(eval(atom, {"__builtins__": {}}, dict(env)))  # noqa: S307 - atom text is built by Sym itself
+        except Exception:
+            return Sym.var(atom)
+    return Sym.var(atom)
+
+
+def _paren(d: Dim) -> str:
+    s = str(d)
+    return s if isinstance(d, int) or s.isidentifier() else f"({s})"
+
+
+def _as_terms(d: Dim) -> dict[Monomial, int]:
+    if isinstance(d, Sym):
+        return d.terms
+    return {(): int(d)} if d else {}
+
+
+def _norm(t: dict[Monomial, int]) -> Dim:
+    t = {m: c for m, c in t.items() if c != 0}
+    if not t:
+        return 0
+    if set(t) == {()}:
+        return t[()]
+    return Sym(t)
+
+
+def dim_str(d: Dim) -> str:
+    return str(d)
+
+
+def is_static(d: Dim) -> bool:
+    return isinstance(d, int)
+
+
+def subs(d: Dim, env: dict[str, int]) -> Dim:
+    return d.subs(env) if isinstance(d, Sym) else d
+
+
+def prod(dims) -> Dim:
+    out: Dim = 1
+    for d in dims:
+        out = out * d
+    return out
+
+
+def parse_dim(text: str) -> Dim:
+    """Parse a printed dim back (used by the IR text parser): ints, names, and +,-,* over them."""
+    text = text.strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    if text.isidentifier():
+        return Sym.var(text)
+    # opaque or compound: keep canonical string as one atom unless it is a simple sum of products
+    import re
+
+    if re.fullmatch(r"[A-Za-z0-9_*+\- ]+", text):
+        total: Dim = 0
+        for sign, term in re.findall(r"([+-]?)\s*([A-Za-z0-9_*]+)", text.replace(" ", "")):
+            val: Dim = 1
+            for f in term.split("*"):
+                val = val * (int(f) if f.isdigit() else Sym.var(f))
+            total = total + (-val if sign == "-" else val)
+        return total
+    return Sym.var(text)

@@ -1,0 +1,20 @@
+"""Training scripts for emitted models: `render_train_script` turns a model source, its signature and a spec's
+`train { ... }` section into a standalone train.py (single process or torchrun DDP).
+
+Nothing here imports torch; the runtime that does (runtime.py) is copied into the scripts as text.
+"""
+from .config import TASKS, TrainConfig, TrainConfigError, parse_settings
+from .render import render_train_script
+from .signature import ModelIO, Resolved, TensorSig, resolve_task
+
+__all__ = [
+    "TASKS",
+    "ModelIO",
+    "Resolved",
+    "TensorSig",
+    "TrainConfig",
+    "TrainConfigError",
+    "parse_settings",
+    "render_train_script",
+    "resolve_task",
+]

@@ -1,0 +1,229 @@
+"""A model's input/output signature, and the check that a training task can drive it.
+
+The IR fills `ModelIO`; `resolve_task` decides (or checks) the task against it and fills in what follows from the
+shapes: number of classes or vocabulary size from the logits, sequence lengths from fixed sequence dims.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from .config import TrainConfig, TrainConfigError, parse_settings
+
+Dim = int | str  # a str is a symbolic dim such as 'B' or 'T'
+
+# canonical dtype names (as the IR writes them) and the spellings also accepted
+_DTYPE_ALIASES = {
+    "float16": "f16", "half": "f16", "bfloat16": "bf16", "float32": "f32", "float": "f32", "float64": "f64",
+    "int8": "i8", "int16": "i16", "int32": "i32", "int64": "i64", "long": "i64", "uint8": "u8", "bool": "bool",
+}
+FLOAT_DTYPES = frozenset({"f16", "bf16", "f32", "f64"})
+INT_DTYPES = frozenset({"i8", "i16", "i32", "i64", "u8"})
+DEFAULT_SEQ_LEN = 64
+
+
+class Problem(NamedTuple):
+    message: str
+    key: str  # the train setting to point at
+
+
+@dataclass(frozen=True)
+class TensorSig:
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...]
+
+    def __post_init__(self) -> None:
+        dtype = _DTYPE_ALIASES.get(self.dtype, self.dtype)
+        if dtype not in FLOAT_DTYPES | INT_DTYPES | {"bool"}:
+            raise ValueError(f"tensor '{self.name}': unknown dtype '{self.dtype}'")
+        object.__setattr__(self, "dtype", dtype)
+        object.__setattr__(self, "shape", tuple(self.shape))
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_DTYPES
+
+    @property
+    def is_int(self) -> bool:
+        return self.dtype in INT_DTYPES
+
+    def __str__(self) -> str:
+        return f"'{self.name}': {self.dtype}[{', '.join(map(str, self.shape))}]"
+
+
+@dataclass(frozen=True)
+class ModelIO:
+    name: str
+    inputs: tuple[TensorSig, ...]
+    outputs: tuple[TensorSig, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A TrainConfig whose task, sizes and lengths are settled against the model, plus the logits output."""
+
+    config: TrainConfig
+    output_index: int
+
+
+def resolve_task(cfg: TrainConfig, io: ModelIO, spans: Mapping[str, object] | None = None) -> Resolved:
+    """Check that `cfg.task` can train `io` (inferring the task when unset); raise TrainConfigError if not."""
+    spans = spans or {}
+    problems: list[Problem] = []
+    index = _output_index(cfg, io, problems)
+    if index is None:
+        _raise(problems, spans)
+    logits = io.outputs[index]
+    task = cfg.task or _infer_task(io, logits)
+    if task is None:
+        problems.append(Problem(f"cannot infer the training task from the model's signature ({_describe(io)}); "
+                         "set task = classification | causal_lm | masked_lm | seq2seq", "task"))
+        _raise(problems, spans)
+    updates = {"task": task, **_batch_size(cfg, io, problems)}
+    updates |= _TASK_CHECKS[task](task, cfg, io, logits, problems)
+    if problems:
+        _raise(problems, spans)
+    merged = cfg.model_dump(exclude_unset=True) | updates
+    # re-validate: settings that were fine alone may clash with the inferred task (e.g. data = tokens)
+    return Resolved(parse_settings(merged, spans), index)
+
+
+def _output_index(cfg: TrainConfig, io: ModelIO, problems: list) -> int | None:
+    names = [out.name for out in io.outputs]
+    if not names:
+        problems.append(Problem(f"model {io.name} has no outputs to train", "task"))
+        return None
+    if cfg.output is None:
+        return 0
+    if cfg.output not in names:
+        problems.append(Problem(f"output = {cfg.output}: model {io.name} has outputs {', '.join(names)}", "output"))
+        return None
+    return names.index(cfg.output)
+
+
+def _infer_task(io: ModelIO, logits: TensorSig) -> str | None:
+    token_inputs = [x for x in io.inputs if x.is_int and len(x.shape) == 2]
+    if len(logits.shape) == 2:
+        return "classification"
+    if len(logits.shape) == 3 and len(token_inputs) == len(io.inputs) == 1:
+        return "causal_lm"
+    if len(logits.shape) == 3 and len(token_inputs) == len(io.inputs) == 2:
+        return "seq2seq"
+    return None
+
+
+def _batch_size(cfg: TrainConfig, io: ModelIO, problems: list) -> dict:
+    """A model with a fixed batch dim fixes batch_size."""
+    fixed = sorted({sig.shape[0] for sig in (*io.inputs, *io.outputs) if sig.shape and isinstance(sig.shape[0], int)})
+    if not fixed:
+        return {}
+    if len(fixed) > 1 or ("batch_size" in cfg.model_fields_set and cfg.batch_size != fixed[0]):
+        problems.append(Problem(f"batch_size = {cfg.batch_size}, but the model fixes its batch dim to "
+                         f"{' / '.join(map(str, fixed))}", "batch_size"))
+        return {}
+    return {"batch_size": fixed[0]}
+
+
+def _check_classification(task: str, cfg: TrainConfig, io: ModelIO, logits: TensorSig, problems: list) -> dict:
+    if not (logits.is_float and len(logits.shape) == 2):
+        problems.append(Problem(f"task = classification needs float [B, C] logits with labels of shape [B]; "
+                         f"output {logits} does not fit", "task"))
+        return {}
+    updates = {"num_classes": _size(logits, 1, cfg.num_classes, "num_classes", "classes", problems)}
+    if any(x.is_int for x in io.inputs) and cfg.data == "synthetic" and cfg.vocab_size is None:
+        problems.append(Problem("synthetic data for integer (token) inputs needs vocab_size", "vocab_size"))
+    symbolic = [d for x in io.inputs for d in x.shape[1:] if isinstance(d, str)]
+    if symbolic and cfg.seq_len is None:
+        updates["seq_len"] = DEFAULT_SEQ_LEN
+    return updates
+
+
+def _check_lm(task: str, cfg: TrainConfig, io: ModelIO, logits: TensorSig, problems: list) -> dict:
+    tokens = io.inputs[0] if len(io.inputs) == 1 else None
+    if tokens is None or not (tokens.is_int and len(tokens.shape) == 2):
+        problems.append(Problem(f"task = {task} needs one integer [B, T] token input; "
+                         f"the model has {_describe_inputs(io)}", "task"))
+        return {}
+    if not _is_sequence_logits(logits, tokens, problems, task):
+        return {}
+    return {"vocab_size": _size(logits, 2, cfg.vocab_size, "vocab_size", "vocabulary entries", problems),
+            "seq_len": _length(tokens, cfg.seq_len, "seq_len", problems)}
+
+
+def _check_seq2seq(task: str, cfg: TrainConfig, io: ModelIO, logits: TensorSig, problems: list) -> dict:
+    if len(io.inputs) != 2 or not all(x.is_int and len(x.shape) == 2 for x in io.inputs):
+        problems.append(Problem("task = seq2seq needs two integer inputs, source [B, S] then target [B, T]; "
+                         f"the model has {_describe_inputs(io)}", "task"))
+        return {}
+    source, target = io.inputs
+    if not _is_sequence_logits(logits, target, problems, task):
+        return {}
+    seq_len = _length(source, cfg.seq_len, "seq_len", problems)
+    return {"vocab_size": _size(logits, 2, cfg.vocab_size, "vocab_size", "vocabulary entries", problems),
+            "seq_len": seq_len,
+            "target_len": _length(target, cfg.target_len or (seq_len if isinstance(target.shape[1], str) else None),
+                                  "target_len", problems)}
+
+
+_TASK_CHECKS = {
+    "classification": _check_classification,
+    "causal_lm": _check_lm,
+    "masked_lm": _check_lm,
+    "seq2seq": _check_seq2seq,
+}
+
+
+def _is_sequence_logits(logits: TensorSig, tokens: TensorSig, problems: list, task: str) -> bool:
+    """Token-level tasks need float [B, T, V] logits aligned with the [B, T] token input."""
+    if not (logits.is_float and len(logits.shape) == 3):
+        problems.append(Problem(f"task = {task} needs float [B, T, V] logits with integer labels [B, T]; "
+                         f"output {logits} does not fit", "task"))
+        return False
+    out_len, in_len = logits.shape[1], tokens.shape[1]
+    if isinstance(out_len, int) and isinstance(in_len, int) and out_len != in_len:
+        problems.append(Problem(f"task = {task}: logits {logits} have {out_len} positions but input {tokens} has {in_len}",
+                         "task"))
+        return False
+    return True
+
+
+def _size(sig: TensorSig, axis: int, given: int | None, key: str, what: str, problems: list) -> int | None:
+    """A class/vocabulary count read off the logits, reconciled with the setting that may also give it."""
+    dim = sig.shape[axis]
+    if isinstance(dim, str):
+        if given is None:
+            problems.append(Problem(f"output {sig} has a symbolic number of {what} '{dim}': set {key}", key))
+        return given
+    if given is not None and given != dim:
+        problems.append(Problem(f"{key} = {given}, but output {sig} has {dim} {what}", key))
+    return dim
+
+
+def _length(sig: TensorSig, given: int | None, key: str, problems: list) -> int:
+    """A sequence length: fixed by the input's dim when it is a number, else the setting (default 64)."""
+    dim = sig.shape[1]
+    if isinstance(dim, int):
+        if given is not None and given != dim:
+            problems.append(Problem(f"{key} = {given}, but input {sig} fixes the length to {dim}", key))
+        return dim
+    return given or DEFAULT_SEQ_LEN
+
+
+def _describe_inputs(io: ModelIO) -> str:
+    return "inputs " + ", ".join(map(str, io.inputs)) if io.inputs else "no inputs"
+
+
+def _describe(io: ModelIO) -> str:
+    return f"{_describe_inputs(io)}; outputs " + ", ".join(map(str, io.outputs))
+
+
+def _raise(problems: list[Problem], spans: Mapping[str, object]) -> None:
+    errors = [TrainConfigError(message, key, spans.get(key)) for message, key in problems]
+    first, *rest = errors
+    raise TrainConfigError(first.message, first.key, first.span, related=tuple(rest))
