@@ -203,17 +203,19 @@ def attention_bsnh(q: te.Tensor, k: te.Tensor, v: te.Tensor, bias, scale: float,
                     name="specc_attn_exp")
     rj2 = te.reduce_axis((0, t_p), "j2")
     sm_sum = te.compute((b, h, s_p), lambda bb, hh, i: te.sum(ex[bb, hh, i, rj2], axis=rj2), name="specc_attn_sum")
+    rsum = te.compute((b, h, s_p), lambda bb, hh, i: tirx.const(1.0, f32) / sm_sum[bb, hh, i],
+                      name="specc_attn_rsum")
     rj3 = te.reduce_axis((0, t_p), "j3")
-    dv_p = _ceil_to(dv, nr) if isinstance(dv, int) else dv
+    dv_p = _ceil_to(dv, nr)
     pad_dv = dv_p != dv
     pv = te.compute(
         (b, h, s_p, dv_p),
         lambda bb, hh, i, e: te.sum(
-            ex[bb, hh, i, rj3] * v[bb, tirx.min(rj3, t - 1) if pad_t else rj3, hh, tirx.min(e, dv - 1) if pad_dv else e],
+            (ex[bb, hh, i, rj3] * rsum[bb, hh, i])
+            * v[bb, tirx.min(rj3, t - 1) if pad_t else rj3, hh, tirx.min(e, dv - 1) if pad_dv else e],
             axis=rj3),
         name="specc_attn_pv", attrs={KIND: "attn_pv", "specc.mr": mr, "specc.nr": nr})
-    return te.compute((b, s, h, dv), lambda bb, i, hh, e: pv[bb, hh, i, e] / sm_sum[bb, hh, i],
-                      name="specc_attn_out")
+    return te.compute((b, s, h, dv), lambda bb, i, hh, e: pv[bb, hh, i, e], name="specc_attn_out")
 
 
 def fast_exp(x):

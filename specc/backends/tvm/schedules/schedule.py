@@ -152,6 +152,9 @@ def _schedule_tiled(sch, main, info: CPUInfo):
 
     # keep producers (pad, packing) at root; inline elementwise epilogue intermediates
     _inline_intermediates(sch, skip=[main])
+    all_blocks = _blocks(sch)
+    idx = [k for k, b in enumerate(all_blocks) if _same(sch, b, main)][0]
+    producers = [sch.get(b).name_hint for b in all_blocks[:idx]]
 
     loops = sch.get_loops(main)
     iters = sch.get(main).iter_vars
@@ -202,10 +205,8 @@ def _schedule_tiled(sch, main, info: CPUInfo):
             except Exception:  # pylint: disable=broad-except
                 pass
     # producers left at root (padding, runtime weight packing)
-    for blk in _blocks(sch):
-        if _same(sch, blk, main) or _in(sch, blk, consumers):
-            continue
-        _schedule_generic_block(sch, blk, info)
+    for name in producers:
+        _schedule_generic_block(sch, sch.get_sblock(name), info)
 
 
 def _schedule_attention(sch, qk, pv, info: CPUInfo):
@@ -225,6 +226,7 @@ def _schedule_attention(sch, qk, pv, info: CPUInfo):
     mx = find("specc_attn_max")
     ex = find("specc_attn_exp")
     ssum = find("specc_attn_sum")
+    rsum = find("specc_attn_rsum")
     out_blocks = list(sch.get_consumers(pv))
 
     # PV micro-kernel: loops b, h, i, e, j
@@ -242,6 +244,7 @@ def _schedule_attention(sch, qk, pv, info: CPUInfo):
     for c in out_blocks:
         sch.reverse_compute_at(c, eo)
     # softmax pieces and QK^T computed per (b, h, query tile)
+    sch.compute_at(rsum, par)
     sch.compute_at(ssum, par)
     sch.compute_at(ex, par)
     sch.compute_at(mx, par)
