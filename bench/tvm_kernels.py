@@ -1,0 +1,342 @@
+"""Benchmark: TVM CPU kernels (specc schedules) vs PyTorch eager.
+
+Builds ResNet-18 (1x3x224x224, NCHW, batch norm folded into conv bias) and a GPT-2 block
+(1x128x768, 12 heads, causal) with relax.BlockBuilder, binds random weights as constants
+(relax.transform.BindParams), compiles
+
+  * "untuned": relax `zero` pipeline (legalize + FuseOps + FuseTIR) + tvm.compile
+  * "specc":   specc.backends.tvm.schedules.optimize_for_cpu + tvm.compile
+
+checks both against an equivalent PyTorch module with the same weights (rtol 1e-4), and
+prints median latencies, TVM / torch-eager ratios and achieved GFLOP/s next to a measured
+matmul peak (torch and numpy, 1024^3 fp32).
+
+    TVM_NUM_THREADS=2 python bench/tvm_kernels.py [--threads 2] [--skip-untuned] [--models resnet18,gpt2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+
+def _early_threads(argv):
+    threads = "2"
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            threads = argv[i + 1]
+        elif a.startswith("--threads="):
+            threads = a.split("=", 1)[1]
+    for var in ("TVM_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, threads)
+
+
+_early_threads(sys.argv)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import tvm  # noqa: E402
+from tvm import relax  # noqa: E402
+
+from specc.backends.tvm.schedules import last_stats, optimize_for_cpu  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- timing
+def median_time(fn, min_runs=5, max_runs=50, budget_s=3.0, warmup=2):
+    for _ in range(warmup):
+        fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < max_runs and (len(times) < min_runs or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def matmul_peak():
+    n = 1024
+    a = torch.randn(n, n)
+    b = torch.randn(n, n)
+    t_torch = median_time(lambda: a @ b, min_runs=10, budget_s=1.0)
+    an, bn = a.numpy(), b.numpy()
+    t_np = median_time(lambda: an @ bn, min_runs=10, budget_s=1.0)
+    flops = 2 * n ** 3
+    return flops / t_torch / 1e9, flops / t_np / 1e9
+
+
+# ----------------------------------------------------------------------------- ResNet-18
+RESNET_STAGES = [(64, 1), (128, 2), (256, 2), (512, 2)]
+
+
+def resnet18_params(rng, num_classes=1000):
+    """Folded-BN ResNet-18 weights: name -> np.ndarray (He init keeps activations O(1))."""
+    p = {}
+
+    def conv(name, oc, ic, k):
+        std = np.sqrt(2.0 / (ic * k * k))
+        p[name + ".w"] = (rng.standard_normal((oc, ic, k, k)) * std).astype("float32")
+        p[name + ".b"] = (rng.standard_normal(oc) * 0.1).astype("float32")
+
+    conv("conv1", 64, 3, 7)
+    ic = 64
+    for si, (oc, stride) in enumerate(RESNET_STAGES):
+        for bi in range(2):
+            s = stride if bi == 0 else 1
+            pre = f"layer{si + 1}.{bi}"
+            conv(pre + ".conv1", oc, ic, 3)
+            conv(pre + ".conv2", oc, oc, 3)
+            if s != 1 or ic != oc:
+                conv(pre + ".down", oc, ic, 1)
+            ic = oc
+    p["fc.w"] = (rng.standard_normal((num_classes, 512)) * np.sqrt(1.0 / 512)).astype("float32")
+    p["fc.b"] = (rng.standard_normal(num_classes) * 0.1).astype("float32")
+    return p
+
+
+def resnet18_flops(h=224):
+    fl = 0
+
+    def conv(ic, oc, k, oh):
+        return 2 * ic * oc * k * k * oh * oh
+
+    oh = h // 2
+    fl += conv(3, 64, 7, oh)
+    oh //= 2
+    ic = 64
+    for oc, stride in RESNET_STAGES:
+        for bi in range(2):
+            s = stride if bi == 0 else 1
+            oh2 = oh // s
+            fl += conv(ic, oc, 3, oh2) + conv(oc, oc, 3, oh2)
+            if s != 1 or ic != oc:
+                fl += conv(ic, oc, 1, oh2)
+            ic, oh = oc, oh2
+    fl += 2 * 512 * 1000
+    return fl
+
+
+def resnet18_relax(params, batch=1, h=224):
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((batch, 3, h, h), "float32"))
+    pvars = {k: relax.Var(k, relax.TensorType(v.shape, "float32")) for k, v in params.items()}
+    op = relax.op
+
+    def conv(inp, name, stride, pad, relu=True):
+        y = bb.emit(op.nn.conv2d(inp, pvars[name + ".w"], strides=stride, padding=pad))
+        y = bb.emit(op.add(y, op.reshape(pvars[name + ".b"], (1, -1, 1, 1))))
+        return bb.emit(op.nn.relu(y)) if relu else y
+
+    with bb.function("main", [x] + list(pvars.values())):
+        with bb.dataflow():
+            y = conv(x, "conv1", 2, 3)
+            y = bb.emit(op.nn.max_pool2d(y, pool_size=3, strides=2, padding=1))
+            ic = 64
+            for si, (oc, stride) in enumerate(RESNET_STAGES):
+                for bi in range(2):
+                    s = stride if bi == 0 else 1
+                    pre = f"layer{si + 1}.{bi}"
+                    t = conv(y, pre + ".conv1", s, 1)
+                    t = conv(t, pre + ".conv2", 1, 1, relu=False)
+                    sc = conv(y, pre + ".down", s, 0, relu=False) if (s != 1 or ic != oc) else y
+                    y = bb.emit(op.nn.relu(op.add(t, sc)))
+                    ic = oc
+            y = bb.emit(op.mean(y, axis=[2, 3]))
+            y = bb.emit(op.linear(y, pvars["fc.w"], pvars["fc.b"]))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    mod = bb.get()
+    return relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(mod)
+
+
+class TorchResNet18(torch.nn.Module):
+    def __init__(self, params):
+        super().__init__()
+        self.p = {k: torch.from_numpy(v) for k, v in params.items()}
+
+    def _conv(self, x, name, stride, pad, relu=True):
+        y = F.conv2d(x, self.p[name + ".w"], self.p[name + ".b"], stride=stride, padding=pad)
+        return F.relu(y) if relu else y
+
+    def forward(self, x):
+        y = self._conv(x, "conv1", 2, 3)
+        y = F.max_pool2d(y, 3, 2, 1)
+        ic = 64
+        for si, (oc, stride) in enumerate(RESNET_STAGES):
+            for bi in range(2):
+                s = stride if bi == 0 else 1
+                pre = f"layer{si + 1}.{bi}"
+                t = self._conv(y, pre + ".conv1", s, 1)
+                t = self._conv(t, pre + ".conv2", 1, 1, relu=False)
+                sc = self._conv(y, pre + ".down", s, 0, relu=False) if (s != 1 or ic != oc) else y
+                y = F.relu(t + sc)
+                ic = oc
+        y = y.mean(dim=(2, 3))
+        return F.linear(y, self.p["fc.w"], self.p["fc.b"])
+
+
+# ----------------------------------------------------------------------------- GPT-2 block
+def gpt2_params(rng, d=768):
+    def w(*shape, std=0.02):
+        return (rng.standard_normal(shape) * std).astype("float32")
+
+    return {
+        "ln1.g": (1 + rng.standard_normal(d) * 0.1).astype("float32"), "ln1.b": w(d, std=0.1),
+        "attn.w": w(3 * d, d), "attn.b": w(3 * d, std=0.1),
+        "proj.w": w(d, d), "proj.b": w(d, std=0.1),
+        "ln2.g": (1 + rng.standard_normal(d) * 0.1).astype("float32"), "ln2.b": w(d, std=0.1),
+        "fc.w": w(4 * d, d), "fc.b": w(4 * d, std=0.1),
+        "fc2.w": w(d, 4 * d), "fc2.b": w(d, std=0.1),
+    }
+
+
+def gpt2_flops(s=128, d=768):
+    lin = 2 * s * d * (3 * d) + 2 * s * d * d + 2 * s * d * 4 * d * 2
+    attn = 2 * 2 * s * s * d
+    return lin + attn
+
+
+def gpt2_block_relax(params, batch=1, seq=128, d=768, heads=12):
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((batch, seq, d), "float32"))
+    pv = {k: relax.Var(k.replace(".", "_"), relax.TensorType(v.shape, "float32")) for k, v in params.items()}
+    op = relax.op
+    hd = d // heads
+    with bb.function("main", [x] + list(pv.values())):
+        with bb.dataflow():
+            h = bb.emit(op.nn.layer_norm(x, pv["ln1.g"], pv["ln1.b"], axes=[-1], epsilon=1e-5))
+            qkv = bb.emit(op.linear(h, pv["attn.w"], pv["attn.b"]))
+            qkv = bb.emit(op.reshape(qkv, (batch, seq, 3, heads, hd)))
+            q, k, v = [bb.emit(op.squeeze(op.strided_slice(qkv, axes=[2], begin=[i], end=[i + 1]), axis=[2]))
+                       for i in range(3)]
+            a = bb.emit(op.nn.attention(q, k, v, causal_mask="TopLeft"))
+            a = bb.emit(op.reshape(a, (batch, seq, d)))
+            a = bb.emit(op.linear(a, pv["proj.w"], pv["proj.b"]))
+            x1 = bb.emit(op.add(x, a))
+            h2 = bb.emit(op.nn.layer_norm(x1, pv["ln2.g"], pv["ln2.b"], axes=[-1], epsilon=1e-5))
+            m = bb.emit(op.nn.gelu_tanh(op.linear(h2, pv["fc.w"], pv["fc.b"])))
+            m = bb.emit(op.linear(m, pv["fc2.w"], pv["fc2.b"]))
+            out = bb.emit_output(bb.emit(op.add(x1, m)))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    binds = {k.replace(".", "_"): tvm.runtime.tensor(v) for k, v in params.items()}
+    return relax.transform.BindParams("main", binds)(mod)
+
+
+class TorchGPT2Block(torch.nn.Module):
+    def __init__(self, params, heads=12):
+        super().__init__()
+        self.p = {k: torch.from_numpy(v) for k, v in params.items()}
+        self.heads = heads
+
+    def forward(self, x):
+        p = self.p
+        b, s, d = x.shape
+        h = F.layer_norm(x, (d,), p["ln1.g"], p["ln1.b"], 1e-5)
+        qkv = F.linear(h, p["attn.w"], p["attn.b"]).view(b, s, 3, self.heads, d // self.heads)
+        q, k, v = [qkv[:, :, i].transpose(1, 2) for i in range(3)]
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        a = a.transpose(1, 2).reshape(b, s, d)
+        x1 = x + F.linear(a, p["proj.w"], p["proj.b"])
+        h2 = F.layer_norm(x1, (d,), p["ln2.g"], p["ln2.b"], 1e-5)
+        m = F.linear(F.gelu(F.linear(h2, p["fc.w"], p["fc.b"]), approximate="tanh"), p["fc2.w"], p["fc2.b"])
+        return x1 + m
+
+
+# ----------------------------------------------------------------------------- driver
+def compile_tvm(mod, target, optimized):
+    t0 = time.perf_counter()
+    if optimized:
+        mod = optimize_for_cpu(mod, target)
+    else:
+        with target:
+            mod = relax.get_pipeline("zero")(mod)
+    ex = tvm.compile(mod, target)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    return vm, time.perf_counter() - t0
+
+
+def bench_model(name, mod, torch_mod, inputs, flops, target, peak, skip_untuned):
+    dev = tvm.cpu()
+    tin = [torch.from_numpy(a) for a in inputs]
+    with torch.no_grad():
+        ref = torch_mod(*tin).numpy()
+        t_torch = median_time(lambda: torch_mod(*tin))
+    vin = [tvm.runtime.tensor(a, dev) for a in inputs]
+    rows = [("torch eager", t_torch, None, None)]
+    results = {}
+    for optimized in ([True] if skip_untuned else [False, True]):
+        label = "tvm specc" if optimized else "tvm untuned(zero)"
+        vm, t_compile = compile_tvm(mod, target, optimized)
+        out = vm["main"](*vin).numpy()
+        scale = float(np.abs(ref).max())
+        err = float(np.abs(out - ref).max())
+        ok = np.allclose(out, ref, rtol=1e-4, atol=1e-4 * scale)
+        fn = lambda: vm["main"](*vin)  # noqa: E731
+        t = median_time(fn, min_runs=3 if not optimized else 10, max_runs=10 if not optimized else 100,
+                        budget_s=3.0 if not optimized else 4.0, warmup=1 if not optimized else 3)
+        rows.append((label, t, ok, err / scale))
+        results[label] = (t, ok, t_compile)
+        if optimized:
+            results["stats"] = last_stats()
+    print(f"\n== {name}: {flops / 1e9:.2f} GFLOP per run ==")
+    print(f"{'impl':<20}{'median ms':>11}{'vs torch':>10}{'GFLOP/s':>10}{'% peak':>8}  check")
+    for label, t, ok, rel in rows:
+        gf = flops / t / 1e9
+        chk = "" if ok is None else ("OK" if ok else "MISMATCH") + f" (max|err|/max|ref|={rel:.1e})"
+        print(f"{label:<20}{t * 1e3:>11.3f}{t / t_torch:>10.2f}{gf:>10.1f}{100 * gf / peak:>7.0f}%  {chk}")
+    for label in results:
+        if label != "stats":
+            print(f"  compile time {label}: {results[label][2]:.1f} s")
+    return t_torch, results
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skip-untuned", action="store_true", help="skip the slow untuned (zero) build")
+    ap.add_argument("--models", default="resnet18,gpt2")
+    ap.add_argument("--show-schedules", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    target = tvm.target.Target.from_device(tvm.cpu())
+    target = tvm.target.Target({**{k: v for k, v in target.export().items() if k in ("kind", "mcpu", "mtriple")},
+                                "num-cores": args.threads})
+    print(f"target: {target}  TVM threads: {os.environ['TVM_NUM_THREADS']}  torch threads: "
+          f"{torch.get_num_threads()}  torch {torch.__version__}  tvm {tvm.__version__}")
+    pk_torch, pk_np = matmul_peak()
+    peak = max(pk_torch, pk_np)
+    print(f"measured fp32 matmul peak (1024^3): torch {pk_torch:.1f} GFLOP/s, numpy {pk_np:.1f} GFLOP/s")
+    rng = np.random.default_rng(0)
+    summary = []
+    for model in args.models.split(","):
+        if model == "resnet18":
+            params = resnet18_params(rng)
+            mod = resnet18_relax(params)
+            x = rng.standard_normal((1, 3, 224, 224)).astype("float32")
+            t_torch, res = bench_model("ResNet-18 1x3x224x224", mod, TorchResNet18(params).eval(), [x],
+                                       resnet18_flops(), target, peak, args.skip_untuned)
+        elif model == "gpt2":
+            params = gpt2_params(rng)
+            mod = gpt2_block_relax(params)
+            x = rng.standard_normal((1, 128, 768)).astype("float32")
+            t_torch, res = bench_model("GPT-2 block 1x128x768", mod, TorchGPT2Block(params).eval(), [x],
+                                       gpt2_flops(), target, peak, args.skip_untuned)
+        else:
+            raise SystemExit(f"unknown model {model}")
+        if args.show_schedules:
+            print(res.get("stats"))
+        t, ok, _ = res["tvm specc"]
+        summary.append((model, t / t_torch, ok))
+    print("\nsummary (TVM specc / torch eager):", ", ".join(f"{m} {r:.2f}x{'' if ok else ' MISMATCH'}"
+                                                         for m, r, ok in summary))
+
+
+if __name__ == "__main__":
+    main()
