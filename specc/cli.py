@@ -273,6 +273,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # noqa: BLE001 - a bug in specc: say so plainly, no traceback unless asked
+        import os
+
+        if os.environ.get("SPECC_DEBUG"):
+            raise
+        print(f"specc: internal error: {type(e).__name__}: {e}\n"
+              "this is a bug in specc, not in your spec; rerun with SPECC_DEBUG=1 for the traceback", file=sys.stderr)
+        return 3
     except BrokenPipeError:
         return 0
 

@@ -11,11 +11,14 @@ from ..types import TensorType
 class TorchRule:
     """``module(ins, attrs)`` gives the nn.Module constructor expression for ops that own parameters;
     ``call(args, attrs, ins)`` gives the forward expression. With only ``module``, the call is
-    ``self.<layer>(<args>)``. ``imports`` names extra modules the emitted file needs."""
+    ``self.<layer>(<args>)``. ``imports`` are extra import lines the emitted file needs (e.g. "import math");
+    ``support`` are top-level Python definitions (helper nn.Module classes or functions, as source text) that the
+    module/call expressions use; each is emitted once, in first-use order, before the spec's classes."""
 
     module: Callable[[list[TensorType], Any], str] | None = None
     call: Callable[[list[str], Any, list[TensorType]], str] | None = None
     imports: tuple[str, ...] = ()
+    support: tuple[str, ...] = ()
 
 
 def pyval(v: Any) -> str:

@@ -1,0 +1,53 @@
+"""PyTorch backend: emit a standalone module file, or build the module in-process.
+
+Only this package (and only when called) imports torch."""
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+
+def emit_source(spec, target=None, opt_level: int | None = None, disabled: tuple = ()) -> str:
+    from .emit import emit_module_source
+
+    module = spec.module
+    if opt_level:
+        from ...passes import PipelineOptions, run_pipeline
+
+        module, _ = run_pipeline(module, PipelineOptions(level=opt_level, disabled=disabled))
+    return emit_module_source(module, target, source_name=Path(spec.module.path).name)
+
+
+_counter = [0]
+
+
+def load_source(source: str, name: str):
+    """Execute emitted source as a fresh Python module (registered so pickling / torch.compile can find it)."""
+    import linecache
+
+    _counter[0] += 1
+    modname = f"specc_generated_{name}_{_counter[0]}"
+    filename = f"<specc:{modname}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    mod = types.ModuleType(modname)
+    mod.__file__ = filename
+    sys.modules[modname] = mod
+    exec(compile(source, filename, "exec"), mod.__dict__)  # noqa: S102 - source is specc's own emitted code
+    return mod
+
+
+def build_module(spec, target=None, opt_level: int | None = None, disabled: tuple = ()):
+    from .emit import class_name
+
+    source = emit_source(spec, target, opt_level, disabled)
+    mod = load_source(source, class_name(spec.module.name))
+    cls = getattr(mod, class_name(spec.module.name))
+    model = cls()
+    if target is not None:
+        import torch
+
+        model = model.to(device=target.device, dtype=getattr(torch, target.dtype))
+        if target.compile:
+            model = torch.compile(model)
+    return model

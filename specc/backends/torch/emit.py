@@ -1,0 +1,477 @@
+"""IR -> PyTorch source that reads like nanoGPT: a config dataclass, one nn.Module per block, ModuleList loops for
+`repeat`, short forwards with shape comments. A thin walker: it branches on node kind only; every op's code comes
+from its registry entry (``OpDef.torch``).
+
+Block specialisations that differ only in numbers share one class: numbers that vary between them become
+constructor arguments, named after the block's hyper-parameter (or input width) whose values they match.
+"""
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass, field
+
+from ... import __version__
+from ...ir import Graph, Module, Node
+from ...ops import registry
+from ...ops.torch_rule import pyval
+from ...types import TensorType, TupleType
+
+# names the emitted code itself uses, or that nn.Module defines: a spec name equal to one gets a trailing "_"
+_RESERVED = {
+    "self", "torch", "nn", "F", "math", "dataclass", "field", "super", "config", "range", "len", "int", "float",
+    "print", "input", "type", "object", "list", "tuple", "dict", "getattr", "setattr", "exec", "eval", "open",
+    "compile", "globals", "locals", "vars", "layer", "layers",
+    # nn.Module attributes and methods
+    "training", "forward", "parameters", "buffers", "children", "modules", "named_parameters", "named_buffers",
+    "named_children", "named_modules", "state_dict", "load_state_dict", "to", "cuda", "cpu", "train", "eval",
+    "apply", "register_buffer", "register_parameter", "add_module", "zero_grad", "requires_grad_", "half",
+    "float", "double", "bfloat16", "share_memory", "extra_repr", "get_submodule", "get_parameter", "dump_patches",
+    "call_super_init", "aux_loss", "T_destination",
+}
+
+
+def py_name(name: str) -> str:
+    """A spec identifier as a safe Python identifier (never a keyword, dunder or reserved name)."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        name = re.sub(r"\W", "_", name) or "v"
+        if name[0].isdigit():
+            name = "v" + name
+    if name.startswith("__"):
+        name = "u" + name
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in _RESERVED:
+        name += "_"
+    return name
+
+
+def class_name(name: str) -> str:
+    parts = re.split(r"[_.]", name)
+    out = "".join(p[:1].upper() + p[1:] for p in parts if p)
+    return py_name(out or "Block")
+
+
+def _shape(t) -> str:
+    if isinstance(t, TensorType):
+        return "[" + ", ".join(str(d) for d in t.shape) + "]"
+    if isinstance(t, TupleType):
+        return "(" + ", ".join(_shape(i) for i in t.items) + ")"
+    return "?"
+
+
+# ---- per-graph code -------------------------------------------------------------------------------------------
+
+@dataclass
+class GraphCode:
+    """The code of one graph with numbers still literal; `init` and `forward` are line lists."""
+
+    graph: Graph
+    args: list[str]
+    init: list[str]
+    forward: list[str]
+    comments: list[str]  # one per forward line ("" for none)
+    callees: list[str] = field(default_factory=list)  # graph names instantiated by this graph
+    imports: list[str] = field(default_factory=list)
+    support: list[str] = field(default_factory=list)
+
+
+_NAMES = ["x", "y", "z", "h", "u", "v", "w"]
+
+
+class _Vars:
+    """Register-allocation-style variable naming: a value reuses its input's variable when that dies here."""
+
+    def __init__(self, g: Graph, args: list[str], reuse_inputs: bool = True) -> None:
+        self.g = g
+        self.reuse_inputs = reuse_inputs
+        self.inputs = set(g.inputs)
+        self.var: dict[str, str] = {}
+        self.live: set[str] = set(args)
+        self.used_names: set[str] = set(args)
+        order = [n.name for n in g.nodes()]
+        self.pos = {n: i for i, n in enumerate(order)}
+        self.last_use: dict[str, int] = {}
+        for n in g.nodes():
+            for i in n.inputs:
+                self.last_use[i] = self.pos[n.name]
+
+    def fresh(self) -> str:
+        for base in _NAMES:
+            if base not in self.used_names:
+                self.used_names.add(base)
+                return base
+        k = 1
+        while f"y{k}" in self.used_names:
+            k += 1
+        self.used_names.add(f"y{k}")
+        return f"y{k}"
+
+    def assign(self, node: Node) -> str:
+        """Variable for node's result: the first input's, if this node is that value's last use."""
+        here = self.pos[node.name]
+        for src in node.inputs[:1]:
+            v = self.var.get(src)
+            if src in self.inputs and not self.reuse_inputs:
+                continue
+            if v is not None and self.last_use.get(src) == here and not self._shared(v, src, here):
+                self.var[node.name] = v
+                return v
+        v = self.fresh()
+        self.var[node.name] = v
+        return v
+
+    def _shared(self, v: str, src: str, here: int) -> bool:
+        # another live value may hold the same variable name only if it is the same value
+        return any(name != src and var == v and self.last_use.get(name, -1) > here for name, var in self.var.items())
+
+
+def graph_code(m: Module, g: Graph, cls_of: dict[str, str], is_main: bool) -> GraphCode:
+    args = [py_name(g[i].name) for i in g.inputs]
+    vars_ = _Vars(g, args, reuse_inputs=not is_main)
+    for i, a in zip(g.inputs, args):
+        vars_.var[i] = a
+    init: list[str] = []
+    fwd: list[str] = []
+    comments: list[str] = []
+    callees: list[str] = []
+    imports: list[str] = []
+    support: list[str] = []
+    ties: list[str] = []
+    outputs: list[str] = []
+    for n in g.nodes():
+        if n.kind == "input":
+            continue
+        if n.kind == "output":
+            outputs.append(vars_.var[n.inputs[0]])
+            continue
+        ins = [vars_.var[i] for i in n.inputs]
+        in_types = [g[i].type for i in n.inputs]
+        attr = py_name(n.layer or n.name)
+        if n.kind == "op":
+            op = registry.get(n.target)
+            rule = op.torch
+            if rule is None:
+                raise NotImplementedError(f"op {n.target!r} has no PyTorch emitter")
+            imports.extend(i for i in rule.imports if i not in imports)
+            support.extend(s for s in rule.support if s not in support)
+            if rule.module is not None and (n.layer is None or n.layer == n.name):
+                init.append(f"self.{attr} = {rule.module(in_types, n.attrs)}")
+                tie = getattr(n.attrs, "tie", None)
+                if tie:
+                    ties.append(f"self.{attr}.weight = self.{py_name(tie)}.weight  # weight tying")
+            if rule.call is not None:
+                expr = rule.call(ins, n.attrs, in_types)
+            else:
+                expr = f"self.{attr}({', '.join(ins)})"
+        elif n.kind == "call":
+            callees.append(n.target)
+            init.append(f"self.{attr} = @{n.target}@")
+            expr = f"self.{attr}({', '.join(ins)})"
+        elif n.kind == "repeat":
+            body = trivial_body(m, m.graphs[n.target]) or n.target
+            callees.append(body)
+            init.append(f"self.{attr} = nn.ModuleList([@{body}@ for _ in range({n.attrs.count})])")
+            carried = ins[:n.attrs.carried]
+            extra = ins[n.attrs.carried:]
+            loop_vars = [vars_.assign(n)] if n.attrs.carried == 1 else [vars_.fresh() for _ in carried]
+            # carried values flow through the loop: initialise them, then rebind each iteration
+            for lv, cv in zip(loop_vars, carried):
+                if lv != cv:
+                    fwd.append(f"{lv} = {cv}")
+                    comments.append("")
+            call_args = ", ".join(loop_vars + extra)
+            fwd.append(f"for layer in self.{attr}:")
+            comments.append("")
+            fwd.append(f"    {', '.join(loop_vars)} = layer({call_args})")
+            comments.append(_shape(n.type))
+            if n.attrs.carried != 1:
+                tv = vars_.fresh()
+                vars_.var[n.name] = tv
+                fwd.append(f"{tv} = ({', '.join(loop_vars)}{',' if len(loop_vars) == 1 else ''})")
+                comments.append("")
+            continue
+        else:  # pragma: no cover
+            raise AssertionError(n.kind)
+        v = vars_.assign(n)
+        fwd.append(f"{v} = {expr}")
+        comments.append(_shape(n.type))
+    init.extend(ties)
+    ret = outputs[0] if len(outputs) == 1 else ", ".join(outputs)
+    fwd.append(f"return {ret}")
+    comments.append("")
+    return GraphCode(g, args, init, fwd, comments, callees, imports, support)
+
+
+def trivial_body(m: Module, body: Graph) -> str | None:
+    """A repeat body that only calls one block (`x = x -> Block(...)`) is that block: return its graph."""
+    inner = [n for n in body.nodes() if n.kind not in ("input", "output")]
+    if len(inner) != 1 or inner[0].kind != "call":
+        return None
+    call = inner[0]
+    outs = [body[o].inputs[0] for o in body.outputs]
+    callee = m.graphs[call.target]
+    if list(call.inputs) != body.inputs or len(callee.outputs) != len(outs):
+        return None
+    if len(outs) == 1 and outs[0] == call.name:
+        return call.target
+    return None
+
+
+def reachable(m: Module, codes: dict[str, "GraphCode"]) -> list[str]:
+    seen, stack = set(), [m.main]
+    while stack:
+        g = stack.pop()
+        if g in seen:
+            continue
+        seen.add(g)
+        stack.extend(codes[g].callees)
+    return [g for g in m.graphs if g in seen]
+
+
+# ---- classes: share one class between specialisations that differ only in numbers ----------------------------
+
+_NUM = re.compile(r"(?<![\w.])\d+(?![\w.])")
+
+
+def _template(lines: list[str]) -> str:
+    return "\n".join(_NUM.sub("#", ln) for ln in lines)
+
+
+@dataclass
+class ClassPlan:
+    name: str
+    members: list[str]  # graph names
+    params: list[str]  # constructor parameter names
+    args: dict[str, list]  # graph name -> constructor argument values
+    init: list[str]
+    forward: list[str]
+    comments: list[str]
+    fwd_args: list[str]
+    doc: str
+
+
+def _candidates(g: Graph) -> list[tuple[str, int]]:
+    out = [(py_name(k), v) for k, v in g.hparams.items() if isinstance(v, int) and not isinstance(v, bool)]
+    taken = {k for k, _ in out}
+    for i in g.inputs:
+        t = g[i].type
+        if isinstance(t, TensorType) and t.rank >= 2 and isinstance(t.shape[1], int):
+            name = f"{py_name(i)}_channels" if t.rank >= 3 else f"{py_name(i)}_features"
+            if name not in taken:
+                out.append((name, t.shape[1]))
+                taken.add(name)
+        if isinstance(t, TensorType) and t.rank == 3 and isinstance(t.shape[-1], int):
+            name = f"{py_name(i)}_features"
+            if name not in taken:
+                out.append((name, t.shape[-1]))
+                taken.add(name)
+    return out
+
+
+def _parametrize(codes: list[GraphCode]) -> tuple[list[str], list[str], list[str], list[str], list[list]] | None:
+    """Replace numbers that differ between members by constructor parameters; None if some cannot be named."""
+    cands = [dict(_candidates(c.graph)) for c in codes]
+    names = [k for k, _ in _candidates(codes[0].graph)]
+    hp_names = {py_name(k) for k in codes[0].graph.hparams}
+    used: list[str] = []
+
+    def subst(lines_per_member: list[list[str]], prefix: str, soft: bool):
+        out = []
+        for li, line in enumerate(lines_per_member[0]):
+            toks = [_NUM.findall(lm[li]) for lm in lines_per_member]
+            pieces = _NUM.split(line)
+            new = pieces[0]
+            for ti, tok in enumerate(toks[0]):
+                vals = [int(t[ti]) for t in toks]
+                if len(set(vals)) == 1:
+                    rep = tok
+                else:
+                    pool = names if not soft else [k for k in used if k in hp_names]
+                    match = next((k for k in pool if all(c.get(k) == v for c, v in zip(cands, vals))), None)
+                    if match is None:
+                        if not soft:
+                            return None
+                        rep = "*"
+                    else:
+                        if match not in used:
+                            used.append(match)
+                        rep = prefix + match
+                new += rep + pieces[ti + 1]
+            out.append(new)
+        return out
+
+    init = subst([c.init for c in codes], "", soft=False)
+    fwd = subst([c.forward for c in codes], "self.", soft=False)
+    if init is None or fwd is None:
+        return None
+    comments = subst([c.comments for c in codes], "", soft=True)
+    params = [k for k in names if k in used]
+    # forward references need the value stored on self
+    stores = [f"self.{p} = {p}" for p in params if any(f"self.{p}" in ln for ln in fwd)]
+    args = [[cands[i][p] for p in params] for i in range(len(codes))]
+    return params, stores + init, fwd, comments, args
+
+
+def plan_classes(m: Module) -> tuple[list[ClassPlan], dict[str, str], list[str], list[str]]:
+    codes = {name: graph_code(m, g, {}, name == m.main) for name, g in m.graphs.items()}
+    live = reachable(m, codes)
+    imports: list[str] = []
+    support: list[str] = []
+    for name in live:
+        imports.extend(i for i in codes[name].imports if i not in imports)
+        support.extend(s for s in codes[name].support if s not in support)
+    groups: dict[tuple, list[str]] = {}
+    for name in live:
+        c = codes[name]
+        if name == m.main:
+            continue
+        key = (m.graphs[name].block, _template(c.init), _template(c.forward), tuple(c.args))
+        groups.setdefault(key, []).append(name)
+    plans: list[ClassPlan] = []
+    cls_of: dict[str, str] = {}
+    taken: set[str] = set()
+
+    def new_class_name(block: str) -> str:
+        base = class_name(block)
+        if base == class_name(m.name):
+            base += "Block"
+        name, k = base, 1
+        while name in taken:
+            name = f"{base}{k}"
+            k += 1
+        taken.add(name)
+        return name
+
+    taken.add(class_name(m.name))
+    taken.add(class_name(m.name) + "Config")
+    for key, members in groups.items():
+        mc = [codes[n] for n in members]
+        res = _parametrize(mc) if len(mc) > 1 else None
+        if len(mc) > 1 and res is None:
+            subsets = [[n] for n in members]
+        else:
+            subsets = [members]
+        for sub in subsets:
+            sc = [codes[n] for n in sub]
+            if len(sub) > 1:
+                params, init, fwd, comments, args = res
+            else:
+                params, init, fwd, comments, args = [], sc[0].init, sc[0].forward, sc[0].comments, [[]]
+            cname = new_class_name(m.graphs[sub[0]].block)
+            g0 = m.graphs[sub[0]]
+            doc = f"{g0.block}" + (f" ({len(sub)} variants)" if len(sub) > 1 else "") + \
+                (f", defined at {g0.span.file}:{g0.span.line}" if g0.span else "")
+            plans.append(ClassPlan(cname, sub, params, {n: a for n, a in zip(sub, args)}, init, fwd, comments,
+                                   sc[0].args, doc))
+            for n in sub:
+                cls_of[n] = cname
+    main = codes[m.main]
+    cname = class_name(m.name)
+    cls_of[m.main] = cname
+    plans.append(ClassPlan(cname, [m.main], [], {m.main: []}, main.init, main.forward, main.comments, main.args,
+                           f"{m.name}, compiled by specc from {m.path}"))
+    return plans, cls_of, sorted(imports), support
+
+
+def _resolve_ctor(line: str, plans_by_graph: dict[str, ClassPlan]) -> str:
+    def rep(mt):
+        gname = mt.group(1)
+        p = plans_by_graph[gname]
+        args = ", ".join(pyval(v) for v in p.args[gname])
+        return f"{p.name}({args})"
+    return re.sub(r"@([\w.]+)@", rep, line)
+
+
+# ---- the file -------------------------------------------------------------------------------------------------
+
+def emit_module_source(m: Module, target=None, source_name: str | None = None) -> str:
+    plans, cls_of, imports, support = plan_classes(m)
+    by_graph = {g: p for p in plans for g in p.members}
+    model_cls = class_name(m.name)
+    src = source_name or m.path
+    out: list[str] = [
+        f"# generated by specc {__version__} from {_safe_comment(src)}: do not edit, recompile the spec instead",
+        f'"""{model_cls}: PyTorch module compiled by specc."""',
+        *sorted(["from dataclasses import dataclass"] + [i for i in imports if i.split()[1] in _STDLIB]),
+        "",
+        "import torch",
+        "import torch.nn.functional as F",
+        "from torch import nn",
+        *[i for i in imports if i.split()[1] not in _STDLIB],
+    ]
+    for snippet in support:
+        out += ["", ""] + snippet.strip("\n").splitlines()
+    out += [
+        "",
+        "",
+        "@dataclass(frozen=True)",
+        f"class {model_cls}Config:",
+        f'    """The hyper-parameters {model_cls} was compiled with (change them with `specc compile -D name=value`)."""',
+        "",
+    ]
+    if m.hparams:
+        for k, v in m.hparams.items():
+            out.append(f"    {py_name(k)}: {_annot(v)} = {pyval(_plain(v))}")
+    else:
+        out.append("    pass")
+    for p in plans:
+        out += ["", ""]
+        is_main = p.name == model_cls
+        out.append(f"class {p.name}(nn.Module):")
+        out.append(f'    """{_safe_doc(p.doc)}"""')
+        out.append("")
+        if is_main:
+            out.append(f"    def __init__(self, config: {model_cls}Config = {model_cls}Config()) -> None:")
+            out.append("        super().__init__()")
+            out.append(f"        if config != {model_cls}Config():  # the layers below are specialised to these values")
+            out.append(f"            raise ValueError(f\"compiled for {{{model_cls}Config()}}: recompile with -D to change it\")")
+            out.append("        self.config = config")
+        else:
+            sig = "".join(f", {a}: int" for a in p.params)
+            out.append(f"    def __init__(self{sig}) -> None:")
+            out.append("        super().__init__()")
+        for ln in p.init:
+            out.append("        " + _resolve_ctor(ln, by_graph))
+        out.append("")
+        fargs = "".join(f", {a}" for a in p.fwd_args)
+        out.append(f"    def forward(self{fargs}):")
+        for ln, c in zip(p.forward, p.comments):
+            out.append("        " + ln + (f"  # {c}" if c else ""))
+        if is_main:
+            out.append("")
+            out.append("    def aux_loss(self) -> torch.Tensor:")
+            out.append('        """Auxiliary losses of the last forward (mixture-of-experts balancing); 0 if none."""')
+            out.append("        losses = [m.last_aux_loss for m in self.modules() if getattr(m, \"last_aux_loss\", None) "
+                       "is not None]")
+            out.append("        return sum(losses) if losses else torch.zeros(())")
+    return "\n".join(out) + "\n"
+
+
+_STDLIB = {"math", "dataclasses", "typing", "itertools", "functools"}
+
+
+def _annot(v) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "int"
+    if isinstance(v, float):
+        return "float"
+    if isinstance(v, str):
+        return "str"
+    return "tuple"
+
+
+def _plain(v):
+    if isinstance(v, list):
+        return tuple(_plain(x) for x in v)
+    if isinstance(v, tuple):
+        return tuple(_plain(x) for x in v)
+    return v
+
+
+def _safe_comment(s: str) -> str:
+    return re.sub(r"[^\w./\- ]", "_", s)
+
+
+def _safe_doc(s: str) -> str:
+    return re.sub(r"[^\w./\-:,() ]", "_", s)
