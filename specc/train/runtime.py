@@ -896,12 +896,12 @@ def fit(setup: ScriptSetup, cfg, env: Env) -> dict:
     log = MetricsLog(cfg.out_dir, cfg.log_format, start if path is not None else None) if env.is_main else None
     final = {"step": start}
     for step in range(start + 1, cfg.steps + 1):
+        lr = run.optimizer.param_groups[0]["lr"]  # the rate this step uses
         loss, aux = train_step(run)
         last = step == cfg.steps
         shown = None
         if step % cfg.log_every == 0 or last:
             shown, aux_value = all_mean([loss.item(), aux.item()], env)
-            lr = run.scheduler.get_last_lr()[0]
             final.update(step=step, train_loss=shown, aux_loss=aux_value)
             if log is not None:
                 log.write({"step": step, "split": "train", "loss": shown, "aux_loss": aux_value, "lr": lr})
