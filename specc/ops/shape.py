@@ -81,7 +81,7 @@ def _reshape_call(args, a: ReshapeAttrs, ins) -> str:
             parts.append(str(d))
         else:
             parts.append(_runtime_dim(d, x, args[0]))
-    return f"{args[0]}.view({', '.join(parts)})"
+    return f"{args[0]}.reshape({', '.join(parts)})"
 
 
 def _runtime_dim(d: Dim, x: TensorType, arg: str) -> str:
