@@ -108,6 +108,7 @@ def test_generated_scripts_pass_ruff(tmp_path):
 def test_task_is_inferred_from_the_signature():
     for model, task in [("TinyCNN", "classification"), ("TinyGPT", "causal_lm"), ("TinySeq2Seq", "seq2seq")]:
         assert f'Setting("task", "str", "{task}"' in render(model)
+        assert 'Setting("output", "str", "logits"' in render(model)
     assert 'Setting("vocab_size", "int", 64' in render("TinyGPT")
     assert 'Setting("num_classes", "int", 10' in render("TinyCNN")
 
@@ -328,17 +329,23 @@ def _missing_file(tmp: Path) -> tuple:
     return "TinyGPT", {"data": "tokens", "train_path": "nowhere.bin"}, "nowhere.bin", "no such file"
 
 
+def _sequences_too_long_for_the_model(tmp: Path) -> tuple:
+    # TinyGPT has 32 positions; the default seq_len for its symbolic T is 64
+    return "TinyGPT", {"synthetic_samples": 64}, "the model failed on the first batch (idx (32, 64))", "--seq-len"
+
+
 def _too_few_samples(tmp: Path) -> tuple:
     np.arange(40, dtype=np.uint16).tofile(tmp / "t.bin")
     return "TinyGPT", {"data": "tokens", "train_path": "t.bin", "seq_len": 16}, "t.bin", "too few"
 
 
 @pytest.mark.parametrize("case", [_npy_truncated, _labels_out_of_range, _npz_missing_array,
-                                  _tokens_outside_vocabulary, _missing_file, _too_few_samples])
+                                  _tokens_outside_vocabulary, _missing_file, _too_few_samples,
+                                  _sequences_too_long_for_the_model])
 def test_bad_data_files_in_process(tmp_path, monkeypatch, capsys, case):
-    model, settings, file, words = case(tmp_path)
+    model, settings, start, words = case(tmp_path)
     module = load_script(write_script(tmp_path, model, **settings, val_fraction=0.0))
     monkeypatch.chdir(tmp_path)
     assert module.main(module.SETUP, ["--quiet", "--out-dir", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"error: {file}:") and words in err, err
+    assert err.startswith(f"error: {start}") and words in err, err

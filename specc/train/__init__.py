@@ -5,12 +5,11 @@ Nothing here imports torch; the runtime that does (runtime.py) is copied into th
 """
 from .config import TASKS, TrainConfig, TrainConfigError, parse_settings
 from .render import render_train_script
-from .signature import ModelIO, Resolved, TensorSig, resolve_task
+from .signature import ModelIO, TensorSig, resolve_task
 
 __all__ = [
     "TASKS",
     "ModelIO",
-    "Resolved",
     "TensorSig",
     "TrainConfig",
     "TrainConfigError",

@@ -25,7 +25,7 @@ from typing import Any
 import annotated_types
 
 from .config import TrainConfig, parse_settings
-from .signature import ModelIO, Resolved, TensorSig, resolve_task
+from .signature import ModelIO, TensorSig, resolve_task
 
 RUNTIME = Path(__file__).with_name("runtime.py")
 RULE = "# " + "-" * 115
@@ -38,7 +38,7 @@ def render_train_script(model_source: str, model_class: str, io: ModelIO, settin
     `settings` is the spec's train section as a plain dict and `spans` maps its keys to spec locations. A setting
     that is invalid, or a task the model's signature cannot serve, raises TrainConfigError naming the key.
     """
-    resolved = resolve_task(parse_settings(settings, spans), io, spans)
+    config = resolve_task(parse_settings(settings, spans), io, spans)
     model = _Module.parse(model_source, "model source")
     runtime = _Module.parse(RUNTIME.read_text(encoding="utf-8"), str(RUNTIME))
     config_class = f"{model_class}Config"
@@ -51,7 +51,7 @@ def render_train_script(model_source: str, model_class: str, io: ModelIO, settin
     code = [
         f"{RULE}\n# model {model_class}, as emitted by specc\n{RULE}\n\n{model.body}",
         f"{RULE}\n# training runtime (specc/train/runtime.py)\n{RULE}\n\n{runtime.body}",
-        f"{RULE}\n# this model's training setup\n{RULE}\n\n{_setup(model_class, config_class, io, resolved)}",
+        f"{RULE}\n# this model's training setup\n{RULE}\n\n{_setup(model_class, config_class, io, config)}",
         'if __name__ == "__main__":\n    sys.exit(main(SETUP))',
     ]
     imports = _merge_imports(model.imports, runtime.imports)
@@ -207,18 +207,16 @@ def _member_order(imp: _Import) -> tuple:
 # the SETUP literal
 
 
-def _setup(model_class: str, config_class: str, io: ModelIO, resolved: Resolved) -> str:
-    logits = io.outputs[resolved.output_index]
+def _setup(model_class: str, config_class: str, io: ModelIO, config: TrainConfig) -> str:
     inputs = "".join(f"        {_tensor(sig)},\n" for sig in io.inputs)
-    settings = "".join(f"        {_setting(name, field, resolved.config)},\n"
+    settings = "".join(f"        {_setting(name, field, config)},\n"
                        for name, field in TrainConfig.model_fields.items())
     return (f"SETUP = ScriptSetup(\n"
             f"    model_name={_literal(model_class)},\n"
             f"    model_class={model_class},\n"
             f"    config_class={config_class},\n"
             f"    inputs=(\n{inputs}    ),\n"
-            f"    output={_tensor(logits)},\n"
-            f"    output_index={resolved.output_index},\n"
+            f"    outputs={_literal(tuple(out.name for out in io.outputs))},\n"
             f"    settings=(\n{settings}    ),\n"
             f")")
 

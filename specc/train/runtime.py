@@ -73,8 +73,7 @@ class ScriptSetup:
     model_class: type
     config_class: type
     inputs: tuple  # of TensorSpec, in forward() order
-    output: TensorSpec  # the logits
-    output_index: int  # where the logits sit when forward() returns a tuple
+    outputs: tuple  # output names, in the order forward() returns them; the `output` setting picks the logits
     settings: tuple  # of Setting
 
 
@@ -141,6 +140,10 @@ def _parse_bool(text: str) -> bool:
 def _setting_problems(cfg: argparse.Namespace, setup: ScriptSetup) -> list[str]:
     """Checks across settings that the generator made on the spec and must repeat for command-line overrides."""
     problems = []
+    if cfg.output not in setup.outputs:
+        problems.append(f"--output {cfg.output}: the model's outputs are {', '.join(setup.outputs)}")
+    if cfg.task == "classification" and not cfg.num_classes:
+        problems.append("task classification needs --num-classes")
     if cfg.data != "synthetic" and not cfg.train_path:
         problems.append(f"--data {cfg.data} needs --train-path")
     if cfg.data == "npy" and cfg.task == "classification" and not cfg.train_labels:
@@ -517,8 +520,8 @@ def _checked_tokens(tokens: np.ndarray, path: str, cfg) -> np.ndarray:
     return tokens
 
 
-def logits_of(setup: ScriptSetup, output) -> torch.Tensor:
-    return output[setup.output_index] if isinstance(output, (tuple, list)) else output
+def logits_of(setup: ScriptSetup, cfg, output) -> torch.Tensor:
+    return output[setup.outputs.index(cfg.output)] if isinstance(output, (tuple, list)) else output
 
 
 def check_logits(logits: torch.Tensor, labels: torch.Tensor, cfg) -> None:
@@ -742,8 +745,16 @@ class Run:
         return torch.autocast(self.env.device.type, dtype=dtype, enabled=dtype is not None)
 
     def forward(self, model: nn.Module, inputs: list, labels: torch.Tensor) -> torch.Tensor:
-        with self.autocast():
-            logits = logits_of(self.setup, model(*inputs))
+        try:
+            with self.autocast():
+                logits = logits_of(self.setup, self.cfg, model(*inputs))
+        except (RuntimeError, IndexError, ValueError) as exc:
+            if self.checked:
+                raise
+            # a model that cannot take the configured shapes fails on the first batch: say which shapes
+            shapes = ", ".join(f"{spec.name} {tuple(x.shape)}" for spec, x in zip(self.setup.inputs, inputs))
+            raise UserError(f"the model failed on the first batch ({shapes}): {exc} "
+                            "(do --seq-len and --batch-size fit the model?)") from None
         if not self.checked:
             check_logits(logits, labels, self.cfg)
             self.checked = True

@@ -64,47 +64,38 @@ class ModelIO:
         object.__setattr__(self, "outputs", tuple(self.outputs))
 
 
-@dataclass(frozen=True)
-class Resolved:
-    """A TrainConfig whose task, sizes and lengths are settled against the model, plus the logits output."""
-
-    config: TrainConfig
-    output_index: int
-
-
-def resolve_task(cfg: TrainConfig, io: ModelIO, spans: Mapping[str, object] | None = None) -> Resolved:
-    """Check that `cfg.task` can train `io` (inferring the task when unset); raise TrainConfigError if not."""
+def resolve_task(cfg: TrainConfig, io: ModelIO, spans: Mapping[str, object] | None = None) -> TrainConfig:
+    """Check that `cfg.task` can train `io` and return `cfg` with the task, the logits output, class or vocabulary
+    counts and sequence lengths filled in; raise TrainConfigError (all problems, each naming its key) if not."""
     spans = spans or {}
     problems: list[Problem] = []
-    index = _output_index(cfg, io, problems)
-    if index is None:
+    logits = _logits_output(cfg, io, problems)
+    if logits is None:
         _raise(problems, spans)
-    logits = io.outputs[index]
     task = cfg.task or _infer_task(io, logits)
     if task is None:
         problems.append(Problem(f"cannot infer the training task from the model's signature ({_describe(io)}); "
                          "set task = classification | causal_lm | masked_lm | seq2seq", "task"))
         _raise(problems, spans)
-    updates = {"task": task, **_batch_size(cfg, io, problems)}
+    updates = {"task": task, "output": logits.name, **_batch_size(cfg, io, problems)}
     updates |= _TASK_CHECKS[task](task, cfg, io, logits, problems)
     if problems:
         _raise(problems, spans)
     merged = cfg.model_dump(exclude_unset=True) | updates
     # re-validate: settings that were fine alone may clash with the inferred task (e.g. data = tokens)
-    return Resolved(parse_settings(merged, spans), index)
+    return parse_settings(merged, spans)
 
 
-def _output_index(cfg: TrainConfig, io: ModelIO, problems: list) -> int | None:
-    names = [out.name for out in io.outputs]
-    if not names:
+def _logits_output(cfg: TrainConfig, io: ModelIO, problems: list) -> TensorSig | None:
+    """The output named by the `output` setting, else the first."""
+    by_name = {out.name: out for out in io.outputs}
+    if not by_name:
         problems.append(Problem(f"model {io.name} has no outputs to train", "task"))
         return None
-    if cfg.output is None:
-        return 0
-    if cfg.output not in names:
-        problems.append(Problem(f"output = {cfg.output}: model {io.name} has outputs {', '.join(names)}", "output"))
+    if cfg.output is not None and cfg.output not in by_name:
+        problems.append(Problem(f"output = {cfg.output}: model {io.name} has outputs {', '.join(by_name)}", "output"))
         return None
-    return names.index(cfg.output)
+    return by_name[cfg.output or io.outputs[0].name]
 
 
 def _infer_task(io: ModelIO, logits: TensorSig) -> str | None:
