@@ -55,7 +55,12 @@ class LayerInstance:
 
 
 # Shape rules that need the model's dimension constraints (e.g. `T <= ctx`) read them from here.
-CONSTRAINTS: contextvars.ContextVar[dict] = contextvars.ContextVar("specc_constraints", default={})
+CONSTRAINTS: contextvars.ContextVar[dict] = contextvars.ContextVar("specc_constraints")
+
+
+def constraints() -> dict:
+    """The dimension bounds of the model being elaborated: {sym: (bound, span)}."""
+    return CONSTRAINTS.get({})
 
 _PY_TYPES = {"int": (int,), "float": (float, int), "bool": (bool,), "str": (str,), "list": (list, tuple),
              "tuple": (tuple, list), "dim": (int, Sym), "tensor": (Tensor,), "any": (object,)}
@@ -672,7 +677,7 @@ class Elaborator:
                    span: Span | None, scope: Scope, b: GraphBuilder) -> Any:
         pos, kw, arg_spans = list(firsts), {}, {}
         first_spans = [getattr(f, "span", None) for f in firsts]
-        for i, a in enumerate(args):
+        for a in args:
             v = self.ev(a.value, scope, b)
             if a.name is None:
                 if kw:
@@ -975,10 +980,6 @@ def _b_cast(fn):
             raise el.fail("E0108", f"{fn.__name__}() takes one number", span)
         return fn(pos[0])
     return f
-
-
-def _b_getitem_tensor(el, pos, kw, span, spans, b):
-    raise el.fail("E0108", "use x[i] to take an item", span)
 
 
 BUILTINS = {

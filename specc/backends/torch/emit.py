@@ -24,9 +24,9 @@ _RESERVED = {
     "compile", "globals", "locals", "vars", "layer", "layers",
     # nn.Module attributes and methods
     "training", "forward", "parameters", "buffers", "children", "modules", "named_parameters", "named_buffers",
-    "named_children", "named_modules", "state_dict", "load_state_dict", "to", "cuda", "cpu", "train", "eval",
+    "named_children", "named_modules", "state_dict", "load_state_dict", "to", "cuda", "cpu", "train",
     "apply", "register_buffer", "register_parameter", "add_module", "zero_grad", "requires_grad_", "half",
-    "float", "double", "bfloat16", "share_memory", "extra_repr", "get_submodule", "get_parameter", "dump_patches",
+    "double", "bfloat16", "share_memory", "extra_repr", "get_submodule", "get_parameter", "dump_patches",
     "call_super_init", "aux_loss", "T_destination",
 }
 
@@ -343,7 +343,7 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], dict[str, str], list[str],
 
     taken.add(class_name(m.name))
     taken.add(class_name(m.name) + "Config")
-    for key, members in groups.items():
+    for members in groups.values():
         mc = [codes[n] for n in members]
         res = _parametrize(mc) if len(mc) > 1 else None
         if len(mc) > 1 and res is None:
@@ -384,7 +384,7 @@ def _resolve_ctor(line: str, plans_by_graph: dict[str, ClassPlan]) -> str:
 # ---- the file -------------------------------------------------------------------------------------------------
 
 def emit_module_source(m: Module, target=None, source_name: str | None = None) -> str:
-    plans, cls_of, imports, support = plan_classes(m)
+    plans, _, imports, support = plan_classes(m)
     by_graph = {g: p for p in plans for g in p.members}
     model_cls = class_name(m.name)
     src = source_name or m.path
