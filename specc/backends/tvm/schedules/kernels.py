@@ -237,3 +237,86 @@ def fast_exp(x):
     n = fx.astype("int32")
     pow2n = tirx.reinterpret(f32, (n + 127) << 23)
     return y * pow2n
+
+
+# ----------------------------------------------------------------------------- fast math
+def _poly(x, coeffs):
+    """Horner: coeffs from highest to lowest degree."""
+    acc = tirx.const(coeffs[0], "float32")
+    for c in coeffs[1:]:
+        acc = acc * x + tirx.const(c, "float32")
+    return acc
+
+
+def fast_tanh(x):
+    """tanh for fp32: Eigen's 13/6 rational approximation on [-9, 9], vectorisable."""
+    f32 = "float32"
+    xc = tirx.max(tirx.min(x, tirx.const(9.0, f32)), tirx.const(-9.0, f32))
+    x2 = xc * xc
+    p = _poly(x2, [-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11,
+                   5.12229709037114e-08, 1.48572235717979e-05, 6.37261928875436e-04,
+                   4.89352455891786e-03]) * xc
+    q = _poly(x2, [1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03,
+                   4.89352518554385e-03])
+    return tirx.if_then_else(tirx.abs(x) < tirx.const(0.0004, f32), x, p / q)
+
+
+def fast_erf(x):
+    """erf for fp32: Eigen's rational approximation on [-4, 4], vectorisable."""
+    f32 = "float32"
+    xc = tirx.max(tirx.min(x, tirx.const(4.0, f32)), tirx.const(-4.0, f32))
+    x2 = xc * xc
+    p = _poly(x2, [-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
+                   -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
+                   -1.60960333262415e-02]) * xc
+    q = _poly(x2, [-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
+                   -7.37332916720468e-03, -1.42647390514189e-02])
+    return p / q
+
+
+def fast_sigmoid(x):
+    one = tirx.const(1.0, "float32")
+    return one / (one + fast_exp(-x))
+
+
+def _ew(fn):
+    def build(t):
+        return te.compute(t.shape, lambda *i: fn(t[i]), name="specc_fast_math")
+    return build
+
+
+FAST_UNARY = {
+    "relax.tanh": _ew(fast_tanh),
+    "relax.erf": _ew(fast_erf),
+    "relax.exp": _ew(fast_exp),
+    "relax.sigmoid": _ew(fast_sigmoid),
+    "relax.nn.silu": _ew(lambda v: v * fast_sigmoid(v)),
+    "relax.nn.gelu": _ew(lambda v: tirx.const(0.5, "float32") * v * (
+        tirx.const(1.0, "float32") + fast_erf(v * tirx.const(0.7071067811865476, "float32")))),
+    "relax.nn.gelu_tanh": _ew(lambda v: tirx.const(0.5, "float32") * v * (
+        tirx.const(1.0, "float32") + fast_tanh(tirx.const(0.7978845608028654, "float32") * (
+            v + tirx.const(0.044715, "float32") * v * v * v)))),
+}
+
+
+def fast_softmax(x: te.Tensor, axis: int) -> te.Tensor:
+    """softmax along `axis` with fast_exp; max / exp / sum / normalise stages."""
+    nd = len(x.shape)
+    axis = axis % nd
+    ext = x.shape[axis]
+    r1 = te.reduce_axis((0, ext), "k1")
+    red_shape = [s for i, s in enumerate(x.shape) if i != axis]
+
+    def full(idx, k):
+        idx = list(idx)
+        return tuple(idx[:axis] + [k] + idx[axis:])
+
+    mx = te.compute(red_shape, lambda *i: te.max(x[full(i, r1)], axis=r1), name="specc_softmax_max")
+
+    def drop(i):
+        return tuple(v for d, v in enumerate(i) if d != axis)
+
+    ex = te.compute(x.shape, lambda *i: fast_exp(x[i] - mx[drop(i)]), name="specc_softmax_exp")
+    r2 = te.reduce_axis((0, ext), "k2")
+    sm = te.compute(red_shape, lambda *i: te.sum(ex[full(i, r2)], axis=r2), name="specc_softmax_sum")
+    return te.compute(x.shape, lambda *i: ex[i] / sm[drop(i)], name="specc_softmax_norm")

@@ -34,6 +34,7 @@ log = logging.getLogger("specc.tvm.schedules")
 _DEBUG = os.environ.get("SPECC_TVM_DEBUG", "") == "1"
 
 K_OUT_EWISE_FUSABLE = 4
+K_ELEMWISE = 0
 K_INJECTIVE = 2
 _FUSABLE = {"op_pattern": K_OUT_EWISE_FUSABLE}
 _INJ = {"op_pattern": K_INJECTIVE}
@@ -66,10 +67,11 @@ def _all_int(xs) -> bool:
 class HeavyOpRewriter(PyExprMutator):
     """Replaces conv2d / matmul / attention calls with call_tir to specc kernels."""
 
-    def __init__(self, mod: tvm.IRModule, info: CPUInfo):
+    def __init__(self, mod: tvm.IRModule, info: CPUInfo, fast_math: bool = True):
         super().__init__(mod)
         self.info = info
-        self.count = {"conv2d": 0, "gemm": 0, "batched_gemm": 0, "attention": 0}
+        self.fast_math = fast_math
+        self.count = {"conv2d": 0, "gemm": 0, "batched_gemm": 0, "attention": 0, "fast_math": 0}
 
     # -- helpers ------------------------------------------------------------------
     def _const_value(self, expr, depth: int = 0):
@@ -127,6 +129,15 @@ class HeavyOpRewriter(PyExprMutator):
             if name in ("relax.nn.attention", "relax.nn.attention_bias"):
                 new = self._attention(call)
                 return call if new is None else new
+            if self.fast_math and name in kernels.FAST_UNARY and _dtype(call.args[0]) == "float32":
+                self.count["fast_math"] += 1
+                return self._call(kernels.FAST_UNARY[name], [call.args[0]], "specc_" + name.split(".")[-1],
+                                  {"op_pattern": K_ELEMWISE})
+            if self.fast_math and name == "relax.nn.softmax" and _dtype(call.args[0]) == "float32":
+                axis = int(call.attrs.axis)
+                self.count["fast_math"] += 1
+                return self.builder_.call_te(lambda t: kernels.fast_softmax(t, axis), call.args[0],
+                                             primfunc_name_hint="specc_softmax")
         except Exception as err:  # pylint: disable=broad-except
             # anything unexpected: keep the op, it will be legalized + generically scheduled
             if _DEBUG:
@@ -253,8 +264,8 @@ class HeavyOpRewriter(PyExprMutator):
         return self._call(fte, args, "specc_attention", {"op_pattern": 8})
 
 
-def rewrite_heavy_ops(mod: tvm.IRModule, info: CPUInfo) -> tuple[tvm.IRModule, dict]:
-    rw = HeavyOpRewriter(mod, info)
+def rewrite_heavy_ops(mod: tvm.IRModule, info: CPUInfo, fast_math: bool = True) -> tuple[tvm.IRModule, dict]:
+    rw = HeavyOpRewriter(mod, info, fast_math)
     for gv, func in mod.functions_items():
         if isinstance(func, relax.Function):
             new_func = rw.visit_expr(func)

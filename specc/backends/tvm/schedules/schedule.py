@@ -279,28 +279,72 @@ def _schedule_attention(sch, qk, pv, info: CPUInfo):
 
 
 # ----------------------------------------------------------------------------- generic
+def _vec_width(ext, lanes):
+    """Largest SIMD-friendly width (lanes, lanes/2, lanes/4 >= 4) dividing ext."""
+    if ext is None:
+        return None
+    w = lanes
+    while w >= 4:
+        if ext % w == 0:
+            return w
+        w //= 2
+    return None
+
+
+def _split_vectorize(sch, loop, width):
+    ext = _extent(sch, loop)
+    if ext == width:
+        sch.vectorize(loop)
+        return [loop]
+    o, i = sch.split(loop, [None, width])
+    sch.vectorize(i)
+    return [o, i]
+
+
 def _schedule_generic_block(sch, blk, info: CPUInfo):
+    """Parallel outer loops + vectorised innermost spatial loop for one root-level block."""
     loops = sch.get_loops(blk)
     if not loops:
         return
     iters = sch.get(blk).iter_vars
     work = _static_work(sch, blk)
-    if _is_spatial_block(sch, blk):
-        loops = _vectorize_inner(sch, loops, info.lanes)
-        vec = sch.get(loops[-1]).kind == tirx.ForKind.VECTORIZED
-        outer = loops[:-1] if vec else loops
-        if outer:
-            _parallel_prefix(sch, outer, work=work)
-        return
-    # reduction: parallel over the leading data-parallel loops
-    # leading loops whose block vars are spatial: TE puts spatial axes first
+    do_par = work is None or work >= _MIN_PARALLEL_WORK
     n_spatial = sum(1 for iv in iters if iv.iter_type == tirx.IterVar.DataPar)
-    n_lead = min(n_spatial, len(loops))
-    if n_lead:
-        try:
-            _parallel_prefix(sch, loops[:n_lead], work=work)
-        except Exception:  # pylint: disable=broad-except
-            pass
+    if len(loops) != len(iters):
+        n_spatial = min(n_spatial, len(loops))
+    spatial, red = loops[:n_spatial], loops[n_spatial:]
+    if not spatial:
+        return
+    inner = spatial[-1]
+    width = _vec_width(_extent(sch, inner), info.lanes)
+    red_ext = 1
+    for lp in red:
+        ext = _extent(sch, lp)
+        red_ext = red_ext * ext if (ext is not None and red_ext is not None) else None
+    if red:
+        if width is not None and red_ext is not None and red_ext <= 512 and _extent(sch, inner) <= 4096:
+            # small window reductions (pooling, ...): reduce over the window, vectorise spatially
+            sch.reorder(*spatial[:-1], *red, inner)
+            if do_par and len(spatial) > 1:
+                _parallel_prefix(sch, spatial[:-1], min_work=0)
+            init = sch.decompose_reduction(blk, red[0])
+            _split_vectorize(sch, sch.get_loops(init)[-1], width)
+            _split_vectorize(sch, inner, width)
+        elif do_par:
+            _parallel_prefix(sch, spatial, min_work=0)
+        return
+    if width is not None:
+        parts = _split_vectorize(sch, inner, width)
+        outer = spatial[:-1] + (parts[:-1] if len(spatial) == 1 else [])
+    else:
+        outer = spatial[:-1] if len(spatial) > 1 else []
+        if not outer and do_par:
+            ext = _extent(sch, inner)
+            if ext is None or ext >= 2 * _MIN_PARALLEL_WORK:
+                o, _ = sch.split(inner, [None, 1024])
+                outer = [o]
+    if outer and do_par:
+        _parallel_prefix(sch, outer, min_work=0)
 
 
 def _schedule_generic(sch, info: CPUInfo):
