@@ -10,6 +10,7 @@ from __future__ import annotations
 import keyword
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ... import __version__
 from ...ir import Graph, Module, Node
@@ -359,7 +360,7 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], dict[str, str], list[str],
             cname = new_class_name(m.graphs[sub[0]].block)
             g0 = m.graphs[sub[0]]
             doc = f"{g0.block}" + (f" ({len(sub)} variants)" if len(sub) > 1 else "") + \
-                (f", defined at {g0.span.file}:{g0.span.line}" if g0.span else "")
+                (f", defined at {spec_relative(g0.span.file, m.path)}:{g0.span.line}" if g0.span else "")
             plans.append(ClassPlan(cname, sub, params, {n: a for n, a in zip(sub, args)}, init, fwd, comments,
                                    sc[0].args, doc))
             for n in sub:
@@ -368,8 +369,20 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], dict[str, str], list[str],
     cname = class_name(m.name)
     cls_of[m.main] = cname
     plans.append(ClassPlan(cname, [m.main], [], {m.main: []}, main.init, main.forward, main.comments, main.args,
-                           f"{m.name}, compiled by specc from {m.path}"))
+                           f"{m.name}, compiled by specc from {spec_relative(m.path, m.path)}"))
     return plans, cls_of, sorted(imports), support
+
+
+def spec_relative(file: str, main: str) -> str:
+    """A source file as the emitted code names it: relative to the main spec's folder (or the standard library),
+    so that where the checkout lives never changes the output."""
+    from ...elaborate import STDLIB
+
+    path, home = Path(file).resolve(), Path(main).resolve().parent
+    for base in (home, STDLIB):
+        if path.is_relative_to(base):
+            return path.relative_to(base).as_posix()
+    return path.name
 
 
 def _resolve_ctor(line: str, plans_by_graph: dict[str, ClassPlan]) -> str:

@@ -1,0 +1,102 @@
+"""Helpers shared by the PyTorch backend tests: which specs to build, how small, and random inputs for them."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import specc
+from specc.types import INT_DTYPES, TensorType
+
+REPO = Path(__file__).resolve().parent.parent
+SPECS = REPO / "specs"
+
+# Overrides that keep every spec cheap on a 2-core CPU: classes=10 shrinks the classifier heads. Specs not listed
+# build with their defaults; a spec whose defaults are too big to build in a test gets an entry here.
+SHRINK: dict[str, dict] = {
+    "alexnet": {"classes": 10},
+    "vgg16": {"classes": 10},
+    "resnet18": {"classes": 10},
+    "resnet50": {"classes": 10},
+}
+
+# values for symbolic input dims (anything not listed: 3); small, and distinct so a swapped axis shows
+DIMS = {"B": 2, "N": 2, "T": 5, "S": 6, "L": 5}
+
+
+def spec_paths() -> list[Path]:
+    """Every model spec in specs/ (specs/std/ holds imported blocks, not models)."""
+    return sorted(SPECS.glob("*.nn"))
+
+
+def load_small(path: Path) -> "specc.api.Spec":
+    return specc.load(path, overrides=SHRINK.get(path.stem, {}))
+
+
+def dim_env(spec) -> dict[str, int]:
+    env: dict[str, int] = {}
+    for i in spec.module.graph.inputs:
+        t = spec.module.graph[i].type
+        if isinstance(t, TensorType):
+            for sym in sorted(t.symbols()):
+                bound = spec.module.constraints.get(sym)
+                value = DIMS.get(sym, 3)
+                if bound is not None and isinstance(bound[0], int):
+                    value = min(value, bound[0])
+                env[sym] = value
+    return env
+
+
+def concrete(shape, env: dict[str, int]) -> tuple[int, ...]:
+    out = []
+    for d in shape:
+        v = d.subs(env) if hasattr(d, "subs") else d
+        assert isinstance(v, int), f"dim {d} stays symbolic under {env}"
+        out.append(v)
+    return tuple(out)
+
+
+def random_inputs(spec, env: dict[str, int], seed: int = 0) -> list:
+    """One random tensor per model input; integer inputs (token ids) are drawn from [0, 2)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i in spec.module.graph.inputs:
+        t = spec.module.graph[i].type
+        shape = concrete(t.shape, env)
+        if t.dtype in INT_DTYPES:
+            out.append(torch.randint(0, 2, shape, generator=gen, dtype=getattr(torch, _torch_dtype(t.dtype))))
+        elif t.dtype == "bool":
+            out.append(torch.ones(shape, dtype=torch.bool))
+        else:
+            out.append(torch.randn(shape, generator=gen, dtype=getattr(torch, _torch_dtype(t.dtype))))
+    return out
+
+
+def expected_outputs(spec, env: dict[str, int]) -> list[tuple[str, tuple[int, ...]]]:
+    """(dtype, shape) of each model output as the IR predicts it."""
+    g = spec.module.graph
+    out = []
+    for o in g.outputs:
+        t = g[o].type
+        out.append((_torch_dtype(t.dtype), concrete(t.shape, env)))
+    return out
+
+
+def _torch_dtype(d: str) -> str:
+    from specc.types import DTYPES
+
+    return DTYPES[d]
+
+
+def n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def ruff_check(paths: list[Path]) -> subprocess.CompletedProcess | None:
+    """`ruff check` over emitted files with default rules plus pyflakes/pycodestyle errors; None without ruff."""
+    if shutil.which("ruff") is None:
+        return None
+    return subprocess.run(["ruff", "check", "--isolated", "--no-cache", "--line-length", "120",
+                           *map(str, paths)], capture_output=True, text=True, check=False)
