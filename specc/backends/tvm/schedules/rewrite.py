@@ -59,6 +59,15 @@ def _dtype(expr) -> str | None:
     return str(ty.dtype) if isinstance(ty, relax.TensorType) else None
 
 
+def _same_dim(a, b) -> bool:
+    try:
+        import tvm_ffi  # pylint: disable=import-outside-toplevel
+
+        return bool(tvm_ffi.structural_equal(a, b))
+    except Exception:  # pylint: disable=broad-except
+        return a.same_as(b)
+
+
 def _all_int(xs) -> bool:
     return all(isinstance(x, int) for x in xs)
 
@@ -218,7 +227,7 @@ class HeavyOpRewriter(PyExprMutator):
             if isinstance(da, int) and isinstance(db, int):
                 if da != db:
                     return None
-            elif not tvm.arith.Analyzer().can_prove_equal(da, db):
+            elif not _same_dim(da, db):
                 return None
         if bsh[-2] != kdim:
             return None

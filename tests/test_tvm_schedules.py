@@ -1,0 +1,201 @@
+"""Numerics of specc's fast TVM CPU schedules vs. TVM's reference lowering (and numpy).
+
+optimize_for_cpu(mod, target) + tvm.compile must agree with the untuned `zero` pipeline
+(LegalizeOps + FuseOps + FuseTIR, default TOPI computes) to fp32 rounding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+
+from tvm import relax, tirx  # noqa: E402
+
+from specc.backends.tvm.schedules import last_stats, optimize_for_cpu  # noqa: E402
+
+pytestmark = pytest.mark.tvm
+
+HOST = tvm.target.Target.from_device(tvm.cpu())
+AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "znver3"})
+
+
+def _build(mod, target, optimized):
+    if optimized:
+        mod = optimize_for_cpu(mod, target)
+    else:
+        with target:
+            mod = relax.get_pipeline("zero")(mod)
+    return relax.VirtualMachine(tvm.compile(mod, target), tvm.cpu())
+
+
+def _run(vm, *arrays):
+    out = vm["main"](*[tvm.runtime.tensor(a) for a in arrays])
+    return out.numpy()
+
+
+def _function(params, body):
+    bb = relax.BlockBuilder()
+    with bb.function("main", params):
+        with bb.dataflow():
+            out = bb.emit_output(body(bb))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _assert_all_scheduled(target, mod):
+    opt = optimize_for_cpu(mod, target)
+    for _, func in opt.functions_items():
+        if isinstance(func, tirx.PrimFunc):
+            assert int(func.attrs["tirx.is_scheduled"]) == 1
+
+
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+def test_conv2d_bias_relu_symbolic_batch(target):
+    rng = np.random.default_rng(0)
+    n = tirx.Var("n", "int64")
+    # OC=20 (not a multiple of the register tile), OW=6 with stride 2 (row tail), asymmetric input
+    w = rng.standard_normal((20, 5, 3, 3)).astype("float32")
+    b = rng.standard_normal((1, 20, 1, 1)).astype("float32")
+    x = relax.Var("x", relax.TensorType((n, 5, 13, 11), "float32"))
+
+    def body(bb):
+        y = bb.emit(relax.op.nn.conv2d(x, relax.const(w), strides=2, padding=1))
+        return bb.emit(relax.op.nn.relu(relax.op.add(y, relax.const(b))))
+
+    mod = _function([x], body)
+    fast, ref = _build(mod, target, True), _build(mod, target, False)
+    assert last_stats()["replaced"]["conv2d"] == 1
+    for batch in (1, 3):
+        xi = rng.standard_normal((batch, 5, 13, 11)).astype("float32")
+        np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-5)
+
+
+def test_conv2d_1x1_and_7x7_residual():
+    rng = np.random.default_rng(1)
+    x = relax.Var("x", relax.TensorType((1, 3, 30, 30), "float32"))
+    w1 = (rng.standard_normal((32, 3, 7, 7)) * 0.1).astype("float32")
+    w2 = (rng.standard_normal((32, 32, 1, 1)) * 0.1).astype("float32")
+
+    def body(bb):
+        y = bb.emit(relax.op.nn.relu(relax.op.nn.conv2d(x, relax.const(w1), strides=2, padding=3)))
+        z = bb.emit(relax.op.nn.conv2d(y, relax.const(w2)))
+        y = bb.emit(relax.op.nn.relu(relax.op.add(z, y)))
+        return bb.emit(relax.op.nn.max_pool2d(y, pool_size=3, strides=2, padding=1))
+
+    mod = _function([x], body)
+    xi = rng.standard_normal((1, 3, 30, 30)).astype("float32")
+    np.testing.assert_allclose(_run(_build(mod, HOST, True), xi), _run(_build(mod, HOST, False), xi),
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+def test_dense_symbolic_batch_gelu(target):
+    rng = np.random.default_rng(2)
+    n = tirx.Var("n", "int64")
+    w = (rng.standard_normal((40, 64)) * 0.2).astype("float32")
+    b = rng.standard_normal(40).astype("float32")
+    x = relax.Var("x", relax.TensorType((n, 64), "float32"))
+
+    def body(bb):
+        y = bb.emit(relax.op.linear(x, relax.const(w), relax.const(b)))
+        return bb.emit(relax.op.nn.gelu(y))
+
+    mod = _function([x], body)
+    fast, ref = _build(mod, target, True), _build(mod, target, False)
+    assert last_stats()["replaced"]["gemm"] == 1
+    for batch in (1, 7, 33):
+        xi = rng.standard_normal((batch, 64)).astype("float32")
+        out = _run(fast, xi)
+        np.testing.assert_allclose(out, _run(ref, xi), rtol=1e-4, atol=1e-5)
+        lin = xi @ w.T + b
+        assert out.shape == lin.shape
+
+
+def test_dense_weight_as_parameter_and_batched_matmul():
+    """Non-constant weights are packed at run time; batched matmul with equal batch dims."""
+    rng = np.random.default_rng(3)
+    n = tirx.Var("n", "int64")
+    x = relax.Var("x", relax.TensorType((n, 10, 24), "float32"))
+    w = relax.Var("w", relax.TensorType((24, 36), "float32"))
+    y = relax.Var("y", relax.TensorType((n, 36, 12), "float32"))
+
+    def body(bb):
+        h = bb.emit(relax.op.nn.relu(relax.op.matmul(x, w)))
+        return bb.emit(relax.op.matmul(h, y))
+
+    mod = _function([x, w, y], body)
+    fast = _build(mod, HOST, True)
+    assert last_stats()["replaced"]["gemm"] == 1 and last_stats()["replaced"]["batched_gemm"] == 1
+    xi = rng.standard_normal((2, 10, 24)).astype("float32")
+    wi = rng.standard_normal((24, 36)).astype("float32")
+    yi = rng.standard_normal((2, 36, 12)).astype("float32")
+    np.testing.assert_allclose(_run(fast, xi, wi, yi), np.maximum(xi @ wi, 0) @ yi, rtol=1e-4, atol=1e-4)
+
+
+def _np_attention(q, k, v, causal, bias=None):
+    d = q.shape[-1]
+    qh, kh, vh = (t.transpose(0, 2, 1, 3).astype("float64") for t in (q, k, v))
+    s = qh @ kh.transpose(0, 1, 3, 2) / np.sqrt(d)
+    if bias is not None:
+        s = s + bias
+    if causal:
+        s = np.where(np.tril(np.ones(s.shape[-2:], bool)), s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    return (p @ vh).transpose(0, 2, 1, 3)
+
+
+@pytest.mark.parametrize("causal", [None, "TopLeft"])
+def test_attention_bsnh(causal):
+    rng = np.random.default_rng(4)
+    shape = (2, 19, 3, 16)  # seq 19: tails in both the query tile and the key vector width
+    q, k, v = (relax.Var(nm, relax.TensorType(shape, "float32")) for nm in "qkv")
+
+    def body(bb):
+        return bb.emit(relax.op.nn.attention(q, k, v, causal_mask=causal))
+
+    mod = _function([q, k, v], body)
+    fast = _build(mod, HOST, True)
+    assert last_stats()["replaced"]["attention"] == 1
+    qi, ki, vi = (rng.standard_normal(shape).astype("float32") for _ in range(3))
+    out = _run(fast, qi, ki, vi)
+    np.testing.assert_allclose(out, _run(_build(mod, HOST, False), qi, ki, vi), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out, _np_attention(qi, ki, vi, causal is not None), rtol=1e-4, atol=1e-5)
+
+
+def test_attention_symbolic_seq_with_bias():
+    rng = np.random.default_rng(5)
+    s = tirx.Var("s", "int64")
+    q, k, v = (relax.Var(nm, relax.TensorType((1, s, 2, 8), "float32")) for nm in "qkv")
+    bias = relax.Var("bias", relax.TensorType((1, 2, s, s), "float32"))
+
+    def body(bb):
+        return bb.emit(relax.op.nn.attention(q, k, v, bias))
+
+    mod = _function([q, k, v, bias], body)
+    fast = _build(mod, AVX2, True)
+    assert last_stats()["replaced"]["attention"] == 1
+    for seq in (5, 21):
+        qi, ki, vi = (rng.standard_normal((1, seq, 2, 8)).astype("float32") for _ in range(3))
+        bi = rng.standard_normal((1, 2, seq, seq)).astype("float32")
+        np.testing.assert_allclose(_run(fast, qi, ki, vi, bi), _np_attention(qi, ki, vi, False, bi),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_layer_norm_softmax_generic_paths():
+    rng = np.random.default_rng(6)
+    x = relax.Var("x", relax.TensorType((4, 37, 48), "float32"))
+    g = rng.standard_normal(48).astype("float32")
+    b = rng.standard_normal(48).astype("float32")
+
+    def body(bb):
+        y = bb.emit(relax.op.nn.layer_norm(x, relax.const(g), relax.const(b), axes=[-1]))
+        return bb.emit(relax.op.nn.softmax(relax.op.add(y, x), axis=-1))
+
+    mod = _function([x], body)
+    _assert_all_scheduled(HOST, mod)
+    xi = rng.standard_normal((4, 37, 48)).astype("float32")
+    np.testing.assert_allclose(_run(_build(mod, HOST, True), xi), _run(_build(mod, HOST, False), xi),
+                               rtol=1e-4, atol=1e-6)
