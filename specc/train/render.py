@@ -142,7 +142,10 @@ class _Module:
             first = tree.body[0]
             drop.update(range(first.lineno - 1, first.end_lineno))
         comment = [f"# {line}".rstrip() for line in docstring.splitlines()] if docstring else []
-        body = "\n".join(comment + [line for i, line in enumerate(lines) if i not in drop])
+        for i, line in enumerate(lines):  # with the blank lines that followed them (never inside a string)
+            if i - 1 in drop and not line.strip():
+                drop.add(i)
+        body = "\n".join(comment + [""] * bool(comment) + [line for i, line in enumerate(lines) if i not in drop])
         return cls(tuple(imports), body.strip("\n"), tuple(_defined_names(tree)),
                    tuple(n.name for n in tree.body if isinstance(n, ast.ClassDef)), _calls_in_defaults(tree))
 

@@ -165,6 +165,10 @@ def settings_of(cfg: argparse.Namespace, setup: ScriptSetup) -> dict:
     return {s.name: getattr(cfg, s.name) for s in setup.settings}
 
 
+def target_len(cfg) -> int:
+    return cfg.target_len or cfg.seq_len
+
+
 def mask_token(cfg) -> int:
     return cfg.vocab_size - 1 if cfg.mask_token is None else cfg.mask_token
 
@@ -358,7 +362,7 @@ def _classification_samples(setup: ScriptSetup, cfg, arrays: dict, files: dict) 
 
 def _seq2seq_samples(cfg, arrays: dict, files: dict) -> Samples:
     _check_rows(files["source"], "source", arrays["source"], cfg.seq_len)
-    _check_rows(files["target"], "target", arrays["target"], cfg.target_len + 1)  # +1: shifted labels
+    _check_rows(files["target"], "target", arrays["target"], target_len(cfg) + 1)  # +1: shifted labels
     return Samples(arrays, files, count=_check_count(files, arrays))
 
 
@@ -377,8 +381,8 @@ def synthetic_samples(setup: ScriptSetup, cfg, count: int, salt: int) -> Samples
         # translate each source token through a fixed permutation, position by position
         perm = structure.permutation(cfg.vocab_size)
         source = rng.integers(1, cfg.vocab_size, size=(count, cfg.seq_len))
-        target = np.zeros((count, cfg.target_len + 1), dtype=np.int64)
-        target[:, 1:] = perm[source[:, np.arange(cfg.target_len) % cfg.seq_len]]
+        target = np.zeros((count, target_len(cfg) + 1), dtype=np.int64)
+        target[:, 1:] = perm[source[:, np.arange(target_len(cfg)) % cfg.seq_len]]
         arrays = {"source": source, "target": target}
         return Samples(arrays, dict.fromkeys(arrays, files["tokens"]), count=count)
     labels = rng.integers(cfg.num_classes, size=count)

@@ -155,11 +155,11 @@ def _check_seq2seq(task: str, cfg: TrainConfig, io: ModelIO, logits: TensorSig, 
     source, target = io.inputs
     if not _is_sequence_logits(logits, target, problems, task):
         return {}
-    seq_len = _length(source, cfg.seq_len, "seq_len", problems)
-    return {"vocab_size": _size(logits, 2, cfg.vocab_size, "vocab_size", "vocabulary entries", problems),
-            "seq_len": seq_len,
-            "target_len": _length(target, cfg.target_len or (seq_len if isinstance(target.shape[1], str) else None),
-                                  "target_len", problems)}
+    updates = {"vocab_size": _size(logits, 2, cfg.vocab_size, "vocab_size", "vocabulary entries", problems),
+               "seq_len": _length(source, cfg.seq_len, "seq_len", problems)}
+    if isinstance(target.shape[1], int):  # else target_len stays unset: the script then uses seq_len
+        updates["target_len"] = _length(target, cfg.target_len, "target_len", problems)
+    return updates
 
 
 _TASK_CHECKS = {
