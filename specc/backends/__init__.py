@@ -10,11 +10,11 @@ def compile_to(spec, target, outdir: Path, force: bool = False, opt_level: int |
 
     if target.backend == "torch":
         from .torch import emit_source
-        from .torch.emit import class_name
+        from .torch.emit import module_file_name
 
         level = target.opt_level if opt_level is None else opt_level
         source = emit_source(spec, target, level, disabled)
-        files = {outdir / f"{class_name(spec.module.name).lower()}.py": source}
+        files = {outdir / module_file_name(spec.module.name): source}
         return commit_files(files, force=force)
     from .tvm import compile_files
 

@@ -7,10 +7,13 @@ constructor arguments, named after the block's hyper-parameter (or input width) 
 """
 from __future__ import annotations
 
+import builtins
 import keyword
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from ... import __version__
 from ...ir import Graph, Module, Node
@@ -18,37 +21,89 @@ from ...ops import registry
 from ...ops.torch_rule import pyval
 from ...types import TensorType, TupleType
 
-# names the emitted code itself uses, or that nn.Module defines: a spec name equal to one gets a trailing "_"
-_RESERVED = {
-    "self", "torch", "nn", "F", "math", "dataclass", "field", "super", "config", "range", "len", "int", "float",
-    "print", "input", "type", "object", "list", "tuple", "dict", "getattr", "setattr", "exec", "eval", "open",
-    "compile", "globals", "locals", "vars", "layer", "layers",
-    # nn.Module attributes and methods
-    "training", "forward", "parameters", "buffers", "children", "modules", "named_parameters", "named_buffers",
-    "named_children", "named_modules", "state_dict", "load_state_dict", "to", "cuda", "cpu", "train",
-    "apply", "register_buffer", "register_parameter", "add_module", "zero_grad", "requires_grad_", "half",
-    "double", "bfloat16", "share_memory", "extra_repr", "get_submodule", "get_parameter", "dump_patches",
-    "call_super_init", "aux_loss", "T_destination",
+# Names are escaped per namespace. A spec name that would mean something else in the emitted file gets a trailing
+# "_" (and a counter when that is taken too): Python keywords, builtins, the names the emitted file defines or
+# imports (locals and globals), and nn.Module's own attributes (attributes on self).
+_GLOBALS = {"torch", "nn", "F", "math", "dataclass", "field", "self", "config", "layer", "losses", "m"}
+_LOCALS = _GLOBALS | set(dir(builtins))
+# public attributes of torch.nn.Module (tests/test_hostile.py checks this against the installed torch), plus the
+# attributes emitted modules set or read on themselves
+_MODULE_ATTRS = {
+    "T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children", "compile", "cpu",
+    "cuda", "double", "dump_patches", "eval", "extra_repr", "float", "forward", "get_buffer", "get_extra_state",
+    "get_parameter", "get_submodule", "half", "ipu", "load_state_dict", "modules", "mtia", "named_buffers",
+    "named_children", "named_modules", "named_parameters", "parameters", "register_backward_hook", "register_buffer",
+    "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
+    "register_full_backward_pre_hook", "register_load_state_dict_post_hook", "register_load_state_dict_pre_hook",
+    "register_module", "register_parameter", "register_state_dict_post_hook", "register_state_dict_pre_hook",
+    "requires_grad_", "set_extra_state", "set_submodule", "share_memory", "state_dict", "to", "to_empty", "train",
+    "type", "xpu", "zero_grad",
+    "training", "config", "aux_loss", "last_aux_loss",
 }
 
 
-def py_name(name: str) -> str:
-    """A spec identifier as a safe Python identifier (never a keyword, dunder or reserved name)."""
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        name = re.sub(r"\W", "_", name) or "v"
-        if name[0].isdigit():
-            name = "v" + name
-    if name.startswith("__"):
-        name = "u" + name
-    if keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in _RESERVED:
+def _identifier(name: str) -> str:
+    """Any string as an identifier that is not private to Python or nn.Module (no leading underscore)."""
+    name = re.sub(r"\W", "_", name, flags=re.ASCII) or "v"
+    if name[0].isdigit() or name[0] == "_":
+        name = "v" + name
+    return name
+
+
+def _escape(name: str, reserved: set[str]) -> str:
+    name = _identifier(name)
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in reserved:
         name += "_"
     return name
+
+
+def py_name(name: str) -> str:
+    """A spec name as a local or global Python name: never a keyword, builtin or name the emitted file uses."""
+    return _escape(name, _LOCALS)
+
+
+def attr_name(name: str) -> str:
+    """A spec name as an attribute of an nn.Module (so also a state_dict key part)."""
+    return _escape(name, _MODULE_ATTRS)
+
+
+class Namer:
+    """Unique names in one namespace: the same key always gets the same name, first come first served."""
+
+    def __init__(self, escape=py_name, taken: set[str] | None = None) -> None:
+        self.escape = escape
+        self.taken: set[str] = set(taken or ())
+        self.names: dict[str, str] = {}
+
+    def __call__(self, key: str) -> str:
+        if key not in self.names:
+            base = name = self.escape(key)
+            k = 1
+            while name in self.taken:
+                name = f"{base}_{k}"
+                k += 1
+            self.taken.add(name)
+            self.names[key] = name
+        return self.names[key]
 
 
 def class_name(name: str) -> str:
     parts = re.split(r"[_.]", name)
     out = "".join(p[:1].upper() + p[1:] for p in parts if p)
     return py_name(out or "Block")
+
+
+def module_file_name(model: str) -> str:
+    """The emitted file's name: never one that would shadow a module it (or Python) imports."""
+    stem = class_name(model).lower()
+    if stem in sys.stdlib_module_names or stem in _THIRD_PARTY or stem.startswith("torch"):
+        stem += "_model"
+    return stem + ".py"
+
+
+# top-level packages that `import torch` pulls in: an emitted torch.py or numpy.py next to a script would shadow them
+_THIRD_PARTY = {"torch", "numpy", "sympy", "mpmath", "networkx", "jinja2", "markupsafe", "filelock", "fsspec",
+                "typing_extensions", "triton", "setuptools", "pkg_resources", "specc", "functorch", "torchgen"}
 
 
 def _shape(t) -> str:
@@ -73,6 +128,7 @@ class GraphCode:
     callees: list[str] = field(default_factory=list)  # graph names instantiated by this graph
     imports: list[str] = field(default_factory=list)
     support: list[str] = field(default_factory=list)
+    attrs: set[str] = field(default_factory=set)  # attribute names the init assigns on self
 
 
 _NAMES = ["x", "y", "z", "h", "u", "v", "w"]
@@ -126,7 +182,9 @@ class _Vars:
 
 
 def graph_code(m: Module, g: Graph, cls_of: dict[str, str], is_main: bool) -> GraphCode:
-    args = [py_name(g[i].name) for i in g.inputs]
+    arg_name = Namer(py_name)
+    args = [arg_name(g[i].name) for i in g.inputs]
+    attr_of = Namer(attr_name)
     vars_ = _Vars(g, args, reuse_inputs=not is_main)
     for i, a in zip(g.inputs, args):
         vars_.var[i] = a
@@ -146,7 +204,7 @@ def graph_code(m: Module, g: Graph, cls_of: dict[str, str], is_main: bool) -> Gr
             continue
         ins = [vars_.var[i] for i in n.inputs]
         in_types = [g[i].type for i in n.inputs]
-        attr = py_name(n.layer or n.name)
+        attr = attr_of(n.layer or n.name)
         if n.kind == "op":
             op = registry.get(n.target)
             rule = op.torch
@@ -158,7 +216,7 @@ def graph_code(m: Module, g: Graph, cls_of: dict[str, str], is_main: bool) -> Gr
                 init.append(f"self.{attr} = {rule.module(in_types, n.attrs)}")
                 tie = getattr(n.attrs, "tie", None)
                 if tie:
-                    ties.append(f"self.{attr}.weight = self.{py_name(tie)}.weight  # weight tying")
+                    ties.append(f"self.{attr}.weight = self.{attr_of(tie)}.weight  # weight tying")
             if rule.call is not None:
                 expr = rule.call(ins, n.attrs, in_types)
             else:
@@ -199,7 +257,7 @@ def graph_code(m: Module, g: Graph, cls_of: dict[str, str], is_main: bool) -> Gr
     ret = outputs[0] if len(outputs) == 1 else ", ".join(outputs)
     fwd.append(f"return {ret}")
     comments.append("")
-    return GraphCode(g, args, init, fwd, comments, callees, imports, support)
+    return GraphCode(g, args, init, fwd, comments, callees, imports, support, attr_of.taken)
 
 
 def trivial_body(m: Module, body: Graph) -> str | None:
@@ -230,7 +288,8 @@ def reachable(m: Module, codes: dict[str, "GraphCode"]) -> list[str]:
 
 # ---- classes: share one class between specialisations that differ only in numbers ----------------------------
 
-_NUM = re.compile(r"(?<![\w.])\d+(?![\w.])")
+# an integer literal, not part of a name, a float (1.5, 1e-05) or a string escape
+_NUM = re.compile(r"(?<![\w.\\])(?<![eE][-+])\d+(?![\w.])")
 
 
 def _template(lines: list[str]) -> str:
@@ -251,20 +310,15 @@ class ClassPlan:
 
 
 def _candidates(g: Graph) -> list[tuple[str, int]]:
-    out = [(py_name(k), v) for k, v in g.hparams.items() if isinstance(v, int) and not isinstance(v, bool)]
-    taken = {k for k, _ in out}
+    """(constructor parameter name, value) for the numbers a shared class may take as arguments."""
+    name = Namer(py_name)
+    out = [(name(k), v) for k, v in g.hparams.items() if isinstance(v, int) and not isinstance(v, bool)]
     for i in g.inputs:
         t = g[i].type
         if isinstance(t, TensorType) and t.rank >= 2 and isinstance(t.shape[1], int):
-            name = f"{py_name(i)}_channels" if t.rank >= 3 else f"{py_name(i)}_features"
-            if name not in taken:
-                out.append((name, t.shape[1]))
-                taken.add(name)
+            out.append((name(f"{i}_channels" if t.rank >= 3 else f"{i}_features"), t.shape[1]))
         if isinstance(t, TensorType) and t.rank == 3 and isinstance(t.shape[-1], int):
-            name = f"{py_name(i)}_features"
-            if name not in taken:
-                out.append((name, t.shape[-1]))
-                taken.add(name)
+            out.append((name(f"{i}_features"), t.shape[-1]))
     return out
 
 
@@ -272,10 +326,12 @@ def _parametrize(codes: list[GraphCode]) -> tuple[list[str], list[str], list[str
     """Replace numbers that differ between members by constructor parameters; None if some cannot be named."""
     cands = [dict(_candidates(c.graph)) for c in codes]
     names = [k for k, _ in _candidates(codes[0].graph)]
-    hp_names = {py_name(k) for k in codes[0].graph.hparams}
+    hp_names = set(names[:sum(1 for v in codes[0].graph.hparams.values() if type(v) is int)])
     used: list[str] = []
+    # a value the forward reads is stored on self, under an attribute name no layer uses
+    stored = Namer(attr_name, set().union(*(c.attrs for c in codes)))
 
-    def subst(lines_per_member: list[list[str]], prefix: str, soft: bool):
+    def subst(lines_per_member: list[list[str]], prefix: Callable[[str], str], soft: bool):
         out = []
         for li, line in enumerate(lines_per_member[0]):
             toks = [_NUM.findall(lm[li]) for lm in lines_per_member]
@@ -295,19 +351,18 @@ def _parametrize(codes: list[GraphCode]) -> tuple[list[str], list[str], list[str
                     else:
                         if match not in used:
                             used.append(match)
-                        rep = prefix + match
+                        rep = prefix(match)
                 new += rep + pieces[ti + 1]
             out.append(new)
         return out
 
-    init = subst([c.init for c in codes], "", soft=False)
-    fwd = subst([c.forward for c in codes], "self.", soft=False)
+    init = subst([c.init for c in codes], str, soft=False)
+    fwd = subst([c.forward for c in codes], lambda k: "self." + stored(k), soft=False)
     if init is None or fwd is None:
         return None
-    comments = subst([c.comments for c in codes], "", soft=True)
+    comments = subst([c.comments for c in codes], str, soft=True)
     params = [k for k in names if k in used]
-    # forward references need the value stored on self
-    stores = [f"self.{p} = {p}" for p in params if any(f"self.{p}" in ln for ln in fwd)]
+    stores = [f"self.{stored.names[p]} = {p}" for p in params if p in stored.names]
     args = [[cands[i][p] for p in params] for i in range(len(codes))]
     return params, stores + init, fwd, comments, args
 
@@ -344,6 +399,10 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], dict[str, str], list[str],
 
     taken.add(class_name(m.name))
     taken.add(class_name(m.name) + "Config")
+    # a class must not be shadowed by a constructor or forward argument that refers to it
+    for name in live:
+        taken.update(codes[name].args)
+        taken.update(k for k, _ in _candidates(m.graphs[name]))
     for members in groups.values():
         mc = [codes[n] for n in members]
         res = _parametrize(mc) if len(mc) > 1 else None
@@ -422,8 +481,9 @@ def emit_module_source(m: Module, target=None, source_name: str | None = None) -
         "",
     ]
     if m.hparams:
+        field_name = Namer(py_name)
         for k, v in m.hparams.items():
-            out.append(f"    {py_name(k)}: {_annot(v)} = {pyval(_plain(v))}")
+            out.append(f"    {field_name(k)}: {_annot(v)} = {pyval(_plain(v))}")
     else:
         out.append("    pass")
     for p in plans:
