@@ -287,12 +287,10 @@ def load_file_samples(setup: ScriptSetup, cfg, path: str, labels_path: str | Non
         return _token_samples(open_tokens(path, cfg.token_dtype), path, cfg)
     if task == "classification":
         if cfg.data == "npy":
-            arrays = {setup.inputs[0].name: open_npy(path)}
             if not labels_path:
                 raise DataError(f"{path}: data=npy classification needs the labels file too (--train-labels)")
-            labels = open_npy(labels_path)
             files = {setup.inputs[0].name: path, "labels": labels_path}
-            arrays["labels"] = labels
+            arrays = {name: open_npy(file) for name, file in files.items()}
         else:
             names = [x.name for x in setup.inputs] + ["labels"]
             arrays, files = open_npz(path, names), dict.fromkeys(names, path)

@@ -75,7 +75,7 @@ def resolve_task(cfg: TrainConfig, io: ModelIO, spans: Mapping[str, object] | No
     task = cfg.task or _infer_task(io, logits)
     if task is None:
         problems.append(Problem(f"cannot infer the training task from the model's signature ({_describe(io)}); "
-                         "set task = classification | causal_lm | masked_lm | seq2seq", "task"))
+                                "set task = classification | causal_lm | masked_lm | seq2seq", "task"))
         _raise(problems, spans)
     updates = {"task": task, "output": logits.name, **_batch_size(cfg, io, problems)}
     updates |= _TASK_CHECKS[task](task, cfg, io, logits, problems)
@@ -116,7 +116,7 @@ def _batch_size(cfg: TrainConfig, io: ModelIO, problems: list) -> dict:
         return {}
     if len(fixed) > 1 or ("batch_size" in cfg.model_fields_set and cfg.batch_size != fixed[0]):
         problems.append(Problem(f"batch_size = {cfg.batch_size}, but the model fixes its batch dim to "
-                         f"{' / '.join(map(str, fixed))}", "batch_size"))
+                                f"{' / '.join(map(str, fixed))}", "batch_size"))
         return {}
     return {"batch_size": fixed[0]}
 
@@ -124,7 +124,7 @@ def _batch_size(cfg: TrainConfig, io: ModelIO, problems: list) -> dict:
 def _check_classification(task: str, cfg: TrainConfig, io: ModelIO, logits: TensorSig, problems: list) -> dict:
     if not (logits.is_float and len(logits.shape) == 2):
         problems.append(Problem(f"task = classification needs float [B, C] logits with labels of shape [B]; "
-                         f"output {logits} does not fit", "task"))
+                                f"output {logits} does not fit", "task"))
         return {}
     updates = {"num_classes": _size(logits, 1, cfg.num_classes, "num_classes", "classes", problems)}
     if any(x.is_int for x in io.inputs) and cfg.data == "synthetic" and cfg.vocab_size is None:
@@ -139,7 +139,7 @@ def _check_lm(task: str, cfg: TrainConfig, io: ModelIO, logits: TensorSig, probl
     tokens = io.inputs[0] if len(io.inputs) == 1 else None
     if tokens is None or not (tokens.is_int and len(tokens.shape) == 2):
         problems.append(Problem(f"task = {task} needs one integer [B, T] token input; "
-                         f"the model has {_describe_inputs(io)}", "task"))
+                                f"the model has {_describe_inputs(io)}", "task"))
         return {}
     if not _is_sequence_logits(logits, tokens, problems, task):
         return {}
@@ -150,7 +150,7 @@ def _check_lm(task: str, cfg: TrainConfig, io: ModelIO, logits: TensorSig, probl
 def _check_seq2seq(task: str, cfg: TrainConfig, io: ModelIO, logits: TensorSig, problems: list) -> dict:
     if len(io.inputs) != 2 or not all(x.is_int and len(x.shape) == 2 for x in io.inputs):
         problems.append(Problem("task = seq2seq needs two integer inputs, source [B, S] then target [B, T]; "
-                         f"the model has {_describe_inputs(io)}", "task"))
+                                f"the model has {_describe_inputs(io)}", "task"))
         return {}
     source, target = io.inputs
     if not _is_sequence_logits(logits, target, problems, task):
@@ -174,12 +174,12 @@ def _is_sequence_logits(logits: TensorSig, tokens: TensorSig, problems: list, ta
     """Token-level tasks need float [B, T, V] logits aligned with the [B, T] token input."""
     if not (logits.is_float and len(logits.shape) == 3):
         problems.append(Problem(f"task = {task} needs float [B, T, V] logits with integer labels [B, T]; "
-                         f"output {logits} does not fit", "task"))
+                                f"output {logits} does not fit", "task"))
         return False
     out_len, in_len = logits.shape[1], tokens.shape[1]
     if isinstance(out_len, int) and isinstance(in_len, int) and out_len != in_len:
         problems.append(Problem(f"task = {task}: logits {logits} have {out_len} positions but input {tokens} has {in_len}",
-                         "task"))
+                                "task"))
         return False
     return True
 
