@@ -11,7 +11,9 @@ from ..types import TensorType
 class TorchRule:
     """``module(ins, attrs)`` gives the nn.Module constructor expression for ops that own parameters;
     ``call(args, attrs, ins)`` gives the forward expression. With only ``module``, the call is
-    ``self.<layer>(<args>)``. ``imports`` are extra import lines the emitted file needs (e.g. "import math");
+    ``self.<layer>(<args>)``. A fused op whose ``module`` returns ``{layer name: constructor}`` keeps each layer it
+    absorbed under that layer's own attribute name (so state_dicts of fused and unfused modules match); its ``call``
+    then gets those attributes (``self.<name>``) after the tensor args. ``imports`` are extra import lines the emitted file needs (e.g. "import math");
     ``support`` are top-level Python definitions (helper nn.Module classes or functions, as source text) that the
     module/call expressions use; each is emitted once, in first-use order, before the spec's classes."""
 

@@ -212,13 +212,19 @@ def graph_code(m: Module, g: Graph, cls_of: dict[str, str], is_main: bool) -> Gr
                 raise NotImplementedError(f"op {n.target!r} has no PyTorch emitter")
             imports.extend(i for i in rule.imports if i not in imports)
             support.extend(s for s in rule.support if s not in support)
+            layers: list[str] = []  # attributes of the layers a fused op is made of, passed to its call rule
             if rule.module is not None and (n.layer is None or n.layer == n.name):
-                init.append(f"self.{attr} = {rule.module(in_types, n.attrs)}")
+                made = rule.module(in_types, n.attrs)
+                if isinstance(made, dict):  # a fused op keeps each layer under its spec name: same state_dict
+                    layers = [f"self.{attr_of(k)}" for k in made]
+                    init += [f"{a} = {e}" for a, e in zip(layers, made.values())]
+                else:
+                    init.append(f"self.{attr} = {made}")
                 tie = getattr(n.attrs, "tie", None)
                 if tie:
                     ties.append(f"self.{attr}.weight = self.{attr_of(tie)}.weight  # weight tying")
             if rule.call is not None:
-                expr = rule.call(ins, n.attrs, in_types)
+                expr = rule.call(ins + layers, n.attrs, in_types)
             else:
                 expr = f"self.{attr}({', '.join(ins)})"
         elif n.kind == "call":
