@@ -49,6 +49,7 @@ class LayerNormAttrs(Attrs):
     eps: PositiveFloat = 1e-5
     bias: bool = True
     normalized_shape: int | None = None
+    affine: bool = True  # False: no weight/bias (what the layernorm-fusion pass makes of a hand-written one)
 
 
 def _ln_infer(ins: list[TensorType], a) -> TensorType:
@@ -63,13 +64,16 @@ def _ln_infer(ins: list[TensorType], a) -> TensorType:
 
 def _ln_module(ins, a: LayerNormAttrs) -> str:
     extra = "" if a.eps == 1e-5 else f", eps={pyval(a.eps)}"
+    if not a.affine:
+        return f"nn.LayerNorm({ins[0].shape[-1]}{extra}, elementwise_affine=False)"
     extra += "" if a.bias else ", bias=False"
     return f"nn.LayerNorm({ins[0].shape[-1]}{extra})"
 
 
 register(OpDef(
     name="layernorm", attrs=LayerNormAttrs, positional=("eps",), infer=_ln_infer,
-    params=lambda ins, a: {"weight": (ins[0].shape[-1],), **({"bias": (ins[0].shape[-1],)} if a.bias else {})},
+    params=lambda ins, a: {} if not a.affine else
+    {"weight": (ins[0].shape[-1],), **({"bias": (ins[0].shape[-1],)} if a.bias else {})},
     categories=frozenset({LAYER}), torch=TorchRule(module=_ln_module),
     doc="layer normalisation over the last dim.",
 ))
