@@ -178,7 +178,7 @@ class _Builder:
         if t.type == "NAME":
             return A.Name(sp, str(t))
         if t.type == "INT":
-            return A.Lit(sp, int(str(t).replace("_", "")))
+            return A.Lit(sp, _int(str(t), sp))
         if t.type == "FLOAT":
             return A.Lit(sp, float(str(t).replace("_", "")))
         if t.type == "STRING":
@@ -189,7 +189,7 @@ class _Builder:
         return A.Name(sp, str(t.children[0]))
 
     def e_int_lit(self, t, sp):
-        return A.Lit(sp, int(str(t.children[0]).replace("_", "")))
+        return A.Lit(sp, _int(str(t.children[0]), sp))
 
     def e_float_lit(self, t, sp):
         return A.Lit(sp, float(str(t.children[0]).replace("_", "")))
@@ -273,6 +273,13 @@ class _Builder:
         if isinstance(s, Tree) and s.data == "ellipsis":
             return A.Lit(self.span(s), Ellipsis)
         return self.expr(s)
+
+
+def _int(text: str, sp) -> int:
+    try:
+        return int(text.replace("_", ""))
+    except ValueError:  # Python refuses int() of more than 4300 digits
+        raise SpecError.at("E0001", f"integer literal too long ({len(text)} digits)", sp) from None
 
 
 def _unquote(tok) -> str:
