@@ -91,10 +91,12 @@ class SpecError(Exception):
 class ShapeError(Exception):
     """Raised by op shape rules; the elaborator adds the location and op name."""
 
-    def __init__(self, message: str, code: str = "E0301", operand: int | None = None) -> None:
+    def __init__(self, message: str, code: str = "E0301", operand: int | None = None,
+                 notes: list[Note] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.operand = operand  # which input the problem is about, so the note can point at its producer
+        self.notes = notes or []  # other lines involved, e.g. the `where T <= n` bound a rule checked against
 
 
 def render_all(diags: list[Diagnostic], sources: SourceMap | None) -> str:

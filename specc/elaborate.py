@@ -357,7 +357,12 @@ class Elaborator:
             if not isinstance(c, bool):
                 raise self.fail("E0108", f"`assert` needs a compile-time bool, got {_typename(c)}", s.cond.span)
             if not c:
-                raise self.fail("E0109", f"assertion failed: {s.message or 'condition is false'}", s.cond.span)
+                read = sorted(_names_read(s.cond) & set(scope))
+                vals = [f"{n} = {_short(scope[n])}" for n in read if isinstance(scope[n], (int, float, str, Sym))]
+                notes = [Note(scope[n].span, f"{n} ({scope[n].type}) comes from here") for n in read
+                         if isinstance(scope[n], Tensor)]
+                raise self.fail("E0109", f"assertion failed: {s.message or 'condition is false'}"
+                                + (f" ({', '.join(vals)})" if vals else ""), s.cond.span, notes=notes)
         elif isinstance(s, A.Train):
             if not is_model:
                 raise self.fail("E0403", "a `train` section belongs in the model", s.span)
@@ -608,6 +613,8 @@ class Elaborator:
         left, right = self.ev(e.left, scope, b), self.ev(e.right, scope, b)
         if left is POISON or right is POISON:
             return POISON
+        if e.op in ("==", "!=") and (left is None or right is None):  # `if mask != none`: is a tensor given?
+            return (left is right) == (e.op == "==")
         if isinstance(left, Tensor) or isinstance(right, Tensor):
             return self.tensor_binop(e, left, right, b)
         try:
@@ -789,6 +796,7 @@ class Elaborator:
                 notes.append(Note(src.span, f"input {err.operand} ({src.type}) comes from here"))
             elif tensors:
                 notes.append(Note(tensors[0].span, f"input ({tensors[0].type}) comes from here"))
+            notes.extend(err.notes)
             raise self.fail(err.code, f"{label}: {err}", span, notes=notes) from None
         node = Node(name=name, kind="op", target=opname, inputs=tuple(t.node for t in tensors), attrs=attrs,
                     type=out, span=span, layer=layer.name if layer else None)
@@ -837,13 +845,26 @@ class Elaborator:
     def apply_block(self, d: A.Def, pos: list, kw: dict, span: Span | None, spans: dict, alias: str | None,
                     b: GraphBuilder) -> Any:
         tparams = [p for p in d.params if p.is_tensor]
-        vparams = [p for p in d.params if not p.is_tensor]
+        oparams = [p for p in d.params if _optional_tensor(p)]  # `mask: tensor = none`
+        vparams = [p for p in d.params if not p.is_tensor and not _optional_tensor(p)]
         tensors = [v for v in pos if isinstance(v, Tensor)]
         values = [v for v in pos if not isinstance(v, Tensor)]
-        if len(tensors) != len(tparams):
+        if not len(tparams) <= len(tensors) <= len(tparams) + len(oparams):
             raise self.fail("E0104", f"block {d.name} takes {len(tparams)} tensor input(s) "
                             f"({', '.join(p.name for p in tparams)}), got {len(tensors)}", span,
                             notes=[Note(d.name_span, f"{d.name} defined here")])
+        given = {p.name: t for p, t in zip(tparams + oparams, tensors)}
+        kw = dict(kw)
+        for p in oparams:
+            v = kw.pop(p.name, None)
+            if v is None:
+                continue
+            if not isinstance(v, Tensor) or p.name in given:
+                msg = "given twice" if p.name in given else f"must be a tensor or none, got {_typename(v)}"
+                raise self.fail("E0103", f"block {d.name}: tensor input {p.name!r} {msg}", spans.get(p.name, span))
+            given[p.name] = v
+        present = [p for p in d.params if p.name in given]  # tensor inputs, in declaration order
+        tensors = [given[p.name] for p in present]
         if len(values) > len(vparams):
             raise self.fail("E0104", f"block {d.name} takes {len(vparams)} hyper-parameter(s), got {len(values)}",
                             span, notes=[Note(d.name_span, f"{d.name} defined here")])
@@ -861,7 +882,7 @@ class Elaborator:
             bound[k] = v
         if any(isinstance(t.type, ErrorType) for t in tensors):
             return POISON
-        scope = Scope()
+        scope = Scope({p.name: None for p in oparams})
         hp: dict[str, Any] = {}
         gb_dummy = GraphBuilder("_", "_", {}, None)
         for p in vparams:
@@ -880,11 +901,15 @@ class Elaborator:
                     Note(p.span, "declared here")]))
             scope[p.name] = val
             hp[p.name] = val
-        key = ("block", d.name, tuple((k, _freeze(v)) for k, v in hp.items()), tuple(t.type for t in tensors))
+        key = ("block", d.name, tuple((k, _freeze(v)) for k, v in hp.items()),
+               tuple((p.name, t.type) for p, t in zip(present, tensors)))
         gname = self.memo.get(key)
         if gname is None:
-            gname = self.elaborate_block(d, scope, hp, tparams, tensors)
+            before = len(self.diags)
+            gname = self.elaborate_block(d, scope, hp, present, tensors)
             self.memo[key] = gname
+            for dg in self.diags[before:]:
+                _seen_from_caller(dg, d, present, tensors, span)
         if gname is None:
             return POISON
         g = self.graphs[gname]
@@ -1076,6 +1101,18 @@ def _closest(name: str, cands: list[str]) -> str | None:
 
     m = difflib.get_close_matches(name, sorted(set(cands)), n=1, cutoff=0.75)
     return m[0] if m else None
+
+
+def _optional_tensor(p: A.Param) -> bool:
+    return p.type == "tensor" and isinstance(p.default, A.Lit) and p.default.value is None
+
+
+def _seen_from_caller(dg: Diagnostic, d: A.Def, present: list, tensors: list, call: Span | None) -> None:
+    """An error inside a block also shows the call: notes about the block's tensor inputs point at where the
+    caller's tensors come from, and a last note points at the call itself."""
+    origin = {p.span: t for p, t in zip(present, tensors) if p.span is not None}
+    dg.notes = [Note(origin[n.span].span, n.message) if n.span in origin else n for n in dg.notes]
+    dg.notes.append(Note(call, f"in block {d.name}, called here"))
 
 
 def _assigned_names(stmt) -> list[str]:

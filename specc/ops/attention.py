@@ -1,5 +1,10 @@
 """Attention. `sdpa` is the core op (softmax(q @ k^T * scale + mask) @ v over [..., T, d] tensors), emitted as
-F.scaled_dot_product_attention and produced by the attention-fusion pass from hand-written patterns."""
+F.scaled_dot_product_attention and produced by the attention-fusion pass from hand-written patterns.
+
+Multi-head attention itself is a block of linears, reshapes and sdpa (specs/std/transformer.nn), so that specs
+read like the paper and the fusion and TVM passes see one core op. sdpa adds to the plain product:
+  * grouped-query attention: q [B, H, T, d] with k, v [B, Hkv, S, d] where Hkv divides H;
+  * a mask (bool, true = attend, or additive float) broadcastable to the scores [B, H, T, S], also with causal."""
 from __future__ import annotations
 
 from pydantic import Field
@@ -27,7 +32,15 @@ def _sdpa_infer(ins: list[TensorType], a: SDPAAttrs) -> TensorType:
         raise ShapeError(f"query head dim {q.shape[-1]} differs from key head dim {k.shape[-1]}", "E0301", 1)
     if k.shape[-2] != v.shape[-2]:
         raise ShapeError(f"keys have length {k.shape[-2]}, values have length {v.shape[-2]}", "E0301", 2)
-    batch = broadcast(TensorType(q.dtype, q.shape[:-2]), TensorType(k.dtype, k.shape[:-2]))
+    kbatch = k.shape[:-2]
+    if _gqa(q, k):
+        if not (isinstance(q.shape[-3], int) and isinstance(k.shape[-3], int)) or q.shape[-3] % k.shape[-3]:
+            raise ShapeError(f"grouped-query attention: keys/values have {k.shape[-3]} heads, which does not divide "
+                             f"the {q.shape[-3]} query heads", "E0301", 1)
+        if v.shape[-3] != k.shape[-3]:
+            raise ShapeError(f"keys have {k.shape[-3]} heads, values have {v.shape[-3]}", "E0301", 2)
+        kbatch = (*k.shape[:-3], q.shape[-3])
+    batch = broadcast(TensorType(q.dtype, q.shape[:-2]), TensorType(k.dtype, kbatch))
     if len(ins) == 4:
         m = ins[3]
         try:
@@ -38,14 +51,32 @@ def _sdpa_infer(ins: list[TensorType], a: SDPAAttrs) -> TensorType:
     return TensorType(q.dtype, (*batch, q.shape[-2], v.shape[-1]))
 
 
+def _gqa(q: TensorType, k: TensorType) -> bool:
+    """Fewer key/value heads than query heads (dim -3 of the [B, H, T, d] layout)."""
+    return q.rank >= 4 and k.rank >= 4 and k.shape[-3] != q.shape[-3] and k.shape[-3] != 1
+
+
+def _with_causal(args: list[str], mask: TensorType) -> str:
+    """The mask and "query t sees keys <= t" (top-left aligned, as is_causal), for a bool or an additive mask."""
+    q, k, m = args[0], args[1], args[3]
+    tri = f"torch.ones({q}.size(-2), {k}.size(-2), dtype=torch.bool, device={m}.device)"
+    if mask.dtype == "bool":
+        return f"{m} & {tri}.tril()"
+    return f"{m}.masked_fill({tri}.triu(1), float(\"-inf\"))"
+
+
 def _sdpa_call(args, a: SDPAAttrs, ins) -> str:
     extra = ""
-    if len(args) == 4:
+    if len(args) == 4 and a.causal:  # F.sdpa takes a mask or is_causal, not both: fold the triangle in
+        extra += f", attn_mask={_with_causal(args, ins[3])}"
+    elif len(args) == 4:
         extra += f", attn_mask={args[3]}"
     if a.dropout:
         extra += f", dropout_p={pyval(a.dropout)} if self.training else 0.0"
-    if a.causal:
+    if a.causal and len(args) == 3:
         extra += ", is_causal=True"
+    if _gqa(ins[0], ins[1]):
+        extra += ", enable_gqa=True"
     if a.scale is not None:
         extra += f", scale={pyval(a.scale)}"
     return f"F.scaled_dot_product_attention({args[0]}, {args[1]}, {args[2]}{extra})"

@@ -196,8 +196,9 @@ def graph_code(m: Module, g: Graph, cls_of: dict[str, str], is_main: bool) -> Gr
     support: list[str] = []
     ties: list[str] = []
     outputs: list[str] = []
+    unpacked = _unpacked_tuples(g)
     for n in g.nodes():
-        if n.kind == "input":
+        if n.kind == "input" or (n.kind == "op" and n.target == "getitem" and n.inputs[0] in unpacked):
             continue
         if n.kind == "output":
             outputs.append(vars_.var[n.inputs[0]])
@@ -257,6 +258,13 @@ def graph_code(m: Module, g: Graph, cls_of: dict[str, str], is_main: bool) -> Gr
         else:  # pragma: no cover
             raise AssertionError(n.kind)
         v = vars_.assign(n)
+        if n.name in unpacked:  # `out, h = self.rnn(x)` rather than `y = self.rnn(x)`, `out = y[0]`, ...
+            items = unpacked[n.name]
+            first = next(i for i, item in enumerate(items) if item is not None)
+            for i, item in enumerate(items):
+                if item is not None:
+                    vars_.var[item] = v if i == first else vars_.fresh()
+            v = ", ".join(vars_.var[item] if item is not None else "_" for item in items)
         fwd.append(f"{v} = {expr}")
         comments.append(_shape(n.type))
     init.extend(ties)
@@ -264,6 +272,26 @@ def graph_code(m: Module, g: Graph, cls_of: dict[str, str], is_main: bool) -> Gr
     fwd.append(f"return {ret}")
     comments.append("")
     return GraphCode(g, args, init, fwd, comments, callees, imports, support, attr_of.taken)
+
+
+def _unpacked_tuples(g: Graph) -> dict[str, list[str | None]]:
+    """Tuple-valued nodes read only through getitems, one per item at most: item index -> getitem node."""
+    out: dict[str, list[str | None]] = {}
+    for n in g.nodes():
+        if not isinstance(n.type, TupleType) or n.kind not in ("op", "call"):
+            continue
+        users = [g[u] for u in g.users(n.name)]
+        if not users or any(u.kind != "op" or u.target != "getitem" for u in users):
+            continue
+        items: list[str | None] = [None] * len(n.type.items)
+        for u in users:
+            i = u.attrs.index % len(items)
+            if items[i] is not None:
+                break
+            items[i] = u.name
+        else:
+            out[n.name] = items
+    return out
 
 
 def trivial_body(m: Module, body: Graph) -> str | None:
