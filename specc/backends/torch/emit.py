@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from pydantic import BaseModel
+
 from ... import __version__
+from ...diagnostics import Diagnostic, SpecError
 from ...ir import Graph, Module, Node
 from ...ops import registry
 from ...ops.torch_rule import pyval
@@ -487,9 +490,42 @@ def _resolve_ctor(line: str, plans_by_graph: dict[str, ClassPlan]) -> str:
     return re.sub(r"@([\w.]+)@", rep, line)
 
 
+# ---- values Python cannot write down --------------------------------------------------------------------------
+
+_MAX_INT_BITS = 14_000  # about 4200 decimal digits: Python refuses str() of ints over 4300 digits
+
+
+def check_emittable(m: Module) -> None:
+    """Every number the file would contain can be printed as Python source; else a located error per value."""
+    diags = []
+    where = m.graph.span
+    for k, v in m.hparams.items():
+        if _too_big(v):
+            diags.append(Diagnostic("E0107", f"hyper-parameter {k!r} is too large to emit as Python source", where))
+    for g in m.graphs.values():
+        for n in g.nodes():
+            values = n.attrs.model_dump().values() if isinstance(n.attrs, BaseModel) else ()
+            if any(_too_big(v) for v in values):
+                diags.append(Diagnostic("E0107", f"{n.target or n.kind} {n.name!r}: an argument is too large to emit"
+                                        " as Python source", n.span or g.span))
+    if diags:
+        raise SpecError(*diags)
+
+
+def _too_big(v) -> bool:
+    if isinstance(v, int):
+        return v.bit_length() > _MAX_INT_BITS
+    if isinstance(v, (tuple, list)):
+        return any(_too_big(x) for x in v)
+    if isinstance(v, dict):
+        return any(_too_big(x) for x in v.values())
+    return False
+
+
 # ---- the file -------------------------------------------------------------------------------------------------
 
 def emit_module_source(m: Module, target=None, source_name: str | None = None) -> str:
+    check_emittable(m)
     plans, _, imports, support = plan_classes(m)
     by_graph = {g: p for p in plans for g in p.members}
     model_cls = class_name(m.name)
