@@ -153,7 +153,7 @@ def conv2d_nchw(x: te.Tensor, wp: te.Tensor, oc: int, kh: int, kw: int, strides,
 
 # ----------------------------------------------------------------------------- attention
 def attention_bsnh(q: te.Tensor, k: te.Tensor, v: te.Tensor, bias, scale: float, causal: str | None,
-                   mr: int, nr: int) -> te.Tensor:
+                   mr: int, nr: int, lanes: int) -> te.Tensor:
     """softmax(q k^T * scale + bias [+ causal]) v, all in BSNH layout.
 
     q (B, S, H, D), k (B, T, H, D), v (B, T, H, Dv), bias broadcastable to (B, H, S, T).
@@ -197,12 +197,11 @@ def attention_bsnh(q: te.Tensor, k: te.Tensor, v: te.Tensor, bias, scale: float,
         return val
 
     sm = te.compute((b, h, s_p, t_p), f_mask, name="specc_attn_mask")
-    rj = te.reduce_axis((0, t_p), "j")
-    mx = te.compute((b, h, s_p), lambda bb, hh, i: te.max(sm[bb, hh, i, rj], axis=rj), name="specc_attn_max")
+    lw = row_lanes(t_p, lanes) if isinstance(t_p, int) else lanes
+    mx = _row_sum(lambda i, j: sm[(*i, j)], (b, h, s_p), t_p, lw, "specc_attn_max", combine="max")
     ex = te.compute((b, h, s_p, t_p), lambda bb, hh, i, j: fast_exp(sm[bb, hh, i, j] - mx[bb, hh, i]),
                     name="specc_attn_exp")
-    rj2 = te.reduce_axis((0, t_p), "j2")
-    sm_sum = te.compute((b, h, s_p), lambda bb, hh, i: te.sum(ex[bb, hh, i, rj2], axis=rj2), name="specc_attn_sum")
+    sm_sum = _row_sum(lambda i, j: ex[(*i, j)], (b, h, s_p), t_p, lw, "specc_attn_sum")
     rsum = te.compute((b, h, s_p), lambda bb, hh, i: tirx.const(1.0, f32) / sm_sum[bb, hh, i],
                       name="specc_attn_rsum")
     rj3 = te.reduce_axis((0, t_p), "j3")
@@ -218,14 +217,37 @@ def attention_bsnh(q: te.Tensor, k: te.Tensor, v: te.Tensor, bias, scale: float,
     return te.compute((b, s, h, dv), lambda bb, i, hh, e: pv[bb, hh, i, e], name="specc_attn_out")
 
 
+def _let(x, body_fn, name="v"):
+    """Evaluate body_fn(v) with x bound once (avoids duplicating x in big expressions)."""
+    if isinstance(x, (tirx.Var, tirx.FloatImm, tirx.IntImm)) or type(x).__name__ == "BufferLoad":
+        return body_fn(x)
+    v = tirx.Var(name, x.ty)
+    return tirx.Let(v, x, body_fn(v))
+
+
 def fast_exp(x):
     """exp(x) for fp32 via 2^n * p(r) (Cephes polynomial): vectorisable, ~2 ulp."""
+    return _let(x, _fast_exp, "exp_x")
+
+
+def _fast_exp(x):
     f32 = "float32"
     c = lambda v: tirx.const(v, f32)  # noqa: E731
-    x = tirx.max(tirx.min(x, c(88.3762626647950)), c(-87.3))
+    xc = tirx.max(tirx.min(x, c(88.3762626647950)), c(-87.3))
     # x = n*ln2 + r
-    fx = tirx.floor(x * c(1.44269504088896341) + c(0.5))
-    r = x - fx * c(0.693359375) + fx * c(2.12194440e-4)
+    return _let(xc, lambda x: _let(tirx.floor(x * c(1.44269504088896341) + c(0.5)),
+                                   lambda fx: _exp_poly(x, fx), "exp_n"), "exp_c")
+
+
+def _exp_poly(x, fx):
+    f32 = "float32"
+    c = lambda v: tirx.const(v, f32)  # noqa: E731
+    return _let(x - fx * c(0.693359375) + fx * c(2.12194440e-4), lambda r: _exp_poly2(r, fx), "exp_r")
+
+
+def _exp_poly2(r, fx):
+    f32 = "float32"
+    c = lambda v: tirx.const(v, f32)  # noqa: E731
     r2 = r * r
     y = c(1.9875691500e-4)
     y = y * r + c(1.3981999507e-3)
@@ -250,6 +272,10 @@ def _poly(x, coeffs):
 
 def fast_tanh(x):
     """tanh for fp32: Eigen's 13/6 rational approximation on [-9, 9], vectorisable."""
+    return _let(x, _fast_tanh, "tanh_x")
+
+
+def _fast_tanh(x):
     f32 = "float32"
     xc = tirx.max(tirx.min(x, tirx.const(9.0, f32)), tirx.const(-9.0, f32))
     x2 = xc * xc
@@ -263,6 +289,10 @@ def fast_tanh(x):
 
 def fast_erf(x):
     """erf for fp32: Eigen's rational approximation on [-4, 4], vectorisable."""
+    return _let(x, _fast_erf, "erf_x")
+
+
+def _fast_erf(x):
     f32 = "float32"
     xc = tirx.max(tirx.min(x, tirx.const(4.0, f32)), tirx.const(-4.0, f32))
     x2 = xc * xc
@@ -320,3 +350,58 @@ def fast_softmax(x: te.Tensor, axis: int) -> te.Tensor:
     r2 = te.reduce_axis((0, ext), "k2")
     sm = te.compute(red_shape, lambda *i: te.sum(ex[full(i, r2)], axis=r2), name="specc_softmax_sum")
     return te.compute(x.shape, lambda *i: ex[i] / sm[drop(i)], name="specc_softmax_norm")
+
+
+# ----------------------------------------------------------------------------- row-wise ops
+def row_lanes(d: int, lanes: int) -> int | None:
+    w = lanes
+    while w >= 4:
+        if d % w == 0 and d >= w:
+            return w
+        w //= 2
+    return None
+
+
+def _row_sum(x_at, lead_shape, d, lw, name, combine="sum"):
+    """Two-stage row reduction: vector partials over `lw` lanes, then a short scalar reduce.
+
+    x_at(lead_idx_tuple, j) -> value.  Returns a te.Tensor of shape lead_shape."""
+    ro = te.reduce_axis((0, d // lw), name + "_o")
+    red = te.sum if combine == "sum" else te.max
+    part = te.compute((*lead_shape, lw), lambda *i: red(x_at(i[:-1], ro * lw + i[-1]), axis=ro),
+                      name=name + "_part", attrs={KIND: "row_partial"})
+    rl = te.reduce_axis((0, lw), name + "_l")
+    return te.compute(lead_shape, lambda *i: red(part[(*i, rl)], axis=rl), name=name)
+
+
+def layer_norm_rows(x: te.Tensor, gamma, beta, eps: float, lw: int) -> te.Tensor:
+    """LayerNorm over the last axis (two-pass mean / variance, vectorised partial sums)."""
+    *lead, d = [_int(s) for s in x.shape]
+    lead = tuple(lead)
+    f32 = "float32"
+    inv_d = tirx.const(1.0 / d, f32)
+    s1 = _row_sum(lambda i, j: x[(*i, j)], lead, d, lw, "specc_ln_sum")
+    mean = te.compute(lead, lambda *i: s1[i] * inv_d, name="specc_ln_mean")
+    s2 = _row_sum(lambda i, j: (x[(*i, j)] - mean[i]) * (x[(*i, j)] - mean[i]), lead, d, lw, "specc_ln_sq")
+    rstd = te.compute(lead, lambda *i: tirx.rsqrt(s2[i] * inv_d + tirx.const(eps, f32)), name="specc_ln_rstd")
+
+    def f_out(*i):
+        val = (x[i] - mean[i[:-1]]) * rstd[i[:-1]]
+        if gamma is not None:
+            val = val * gamma[i[-1]]
+        if beta is not None:
+            val = val + beta[i[-1]]
+        return val
+
+    return te.compute(x.shape, f_out, name="specc_ln_out", attrs={KIND: "rowwise"})
+
+
+def softmax_rows(x: te.Tensor, lw: int) -> te.Tensor:
+    """softmax over the last axis with fast_exp and vectorised partial max / sum."""
+    *lead, d = [_int(s) for s in x.shape]
+    lead = tuple(lead)
+    mx = _row_sum(lambda i, j: x[(*i, j)], lead, d, lw, "specc_sm_max", combine="max")
+    ex = te.compute(x.shape, lambda *i: fast_exp(x[i] - mx[i[:-1]]), name="specc_sm_exp")
+    s = _row_sum(lambda i, j: ex[(*i, j)], lead, d, lw, "specc_sm_sum")
+    rs = te.compute(lead, lambda *i: tirx.const(1.0, "float32") / s[i], name="specc_sm_rsum")
+    return te.compute(x.shape, lambda *i: ex[i] * rs[i[:-1]], name="specc_sm_out", attrs={KIND: "rowwise"})

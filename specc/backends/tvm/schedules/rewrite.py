@@ -80,7 +80,7 @@ class HeavyOpRewriter(PyExprMutator):
         super().__init__(mod)
         self.info = info
         self.fast_math = fast_math
-        self.count = {"conv2d": 0, "gemm": 0, "batched_gemm": 0, "attention": 0, "fast_math": 0}
+        self.count = {"conv2d": 0, "gemm": 0, "batched_gemm": 0, "attention": 0, "rowwise": 0, "fast_math": 0}
 
     # -- helpers ------------------------------------------------------------------
     def _const_value(self, expr, depth: int = 0):
@@ -142,6 +142,14 @@ class HeavyOpRewriter(PyExprMutator):
                 self.count["fast_math"] += 1
                 return self._call(kernels.FAST_UNARY[name], [call.args[0]], "specc_" + name.split(".")[-1],
                                   {"op_pattern": K_ELEMWISE})
+            if name == "relax.nn.layer_norm":
+                new = self._layer_norm(call)
+                if new is not None:
+                    return new
+            if name == "relax.nn.softmax":
+                new = self._softmax(call)
+                if new is not None:
+                    return new
             if self.fast_math and name == "relax.nn.softmax" and _dtype(call.args[0]) == "float32":
                 axis = int(call.attrs.axis)
                 self.count["fast_math"] += 1
@@ -240,6 +248,39 @@ class HeavyOpRewriter(PyExprMutator):
         return self._call(lambda t, wt: kernels.gemm(t, wt, n, mr, nr, packed_batch=True), [a, wp],
                           "specc_batch_matmul", _FUSABLE)
 
+    # -- row-wise ops --------------------------------------------------------------
+    def _row_dim(self, x, axis):
+        shape = _static_shape(x)
+        if shape is None or _dtype(x) != "float32" or not shape:
+            return None
+        if axis % len(shape) != len(shape) - 1 or not isinstance(shape[-1], int):
+            return None
+        return kernels.row_lanes(shape[-1], self.info.lanes)
+
+    def _layer_norm(self, call):
+        a = call.attrs
+        axes = [int(v) for v in a.axes]
+        x, gamma, beta = call.args
+        if len(axes) != 1 or not a.center or not a.scale:
+            return None
+        lw = self._row_dim(x, axes[0])
+        if lw is None or _dtype(gamma) != "float32" or _dtype(beta) != "float32":
+            return None
+        eps = float(a.epsilon)
+        self.count["rowwise"] += 1
+        return self._call(lambda t, g, b: kernels.layer_norm_rows(t, g, b, eps, lw), [x, gamma, beta],
+                          "specc_layer_norm", {"op_pattern": 8})
+
+    def _softmax(self, call):
+        if not self.fast_math:
+            return None
+        x = call.args[0]
+        lw = self._row_dim(x, int(call.attrs.axis))
+        if lw is None:
+            return None
+        self.count["rowwise"] += 1
+        return self._call(lambda t: kernels.softmax_rows(t, lw), [x], "specc_softmax", {"op_pattern": 8})
+
     # -- attention ----------------------------------------------------------------
     def _attention(self, call):
         a = call.attrs
@@ -267,7 +308,8 @@ class HeavyOpRewriter(PyExprMutator):
         args = [q, k, v] + ([bias] if bias is not None else [])
 
         def fte(tq, tk, tv, *tb):
-            return kernels.attention_bsnh(tq, tk, tv, tb[0] if tb else None, scale, causal, mr, nr)
+            return kernels.attention_bsnh(tq, tk, tv, tb[0] if tb else None, scale, causal, mr, nr,
+                                          self.info.lanes)
 
         # attention is not fused with neighbours: it is opaque for FuseOps
         return self._call(fte, args, "specc_attention", {"op_pattern": 8})

@@ -209,24 +209,37 @@ def _schedule_tiled(sch, main, info: CPUInfo):
         _schedule_generic_block(sch, sch.get_sblock(name), info)
 
 
+def _schedule_row_partials(sch, blocks, info: CPUInfo):
+    """Partial row reductions (loops ..., lanes, outer-reduce): reduce outside, vectorise lanes."""
+    for blk in blocks:
+        loops = sch.get_loops(blk)
+        lane, red = loops[-2], loops[-1]
+        sch.reorder(red, lane)
+        sch.vectorize(lane)
+        init = sch.decompose_reduction(blk, red)
+        sch.vectorize(sch.get_loops(init)[-1])
+
+
+def _by_prefix(sch, blocks):
+    out = {}
+    for b in blocks:
+        out[sch.get(b).name_hint] = b
+    return out
+
+
 def _schedule_attention(sch, qk, pv, info: CPUInfo):
     mr = _ann_int(sch, pv, "specc.mr")
     nr = _ann_int(sch, pv, "specc.nr")
     lanes = info.lanes
-    blocks = {sch.get(b).name_hint: b for b in _blocks(sch)}
+    blocks = _by_prefix(sch, _blocks(sch))
 
-    def find(prefix):
-        for name, b in blocks.items():
-            if name.startswith(prefix):
-                return b
-        raise KeyError(prefix)
+    def find(name):
+        return blocks[name]
 
     kt = find("specc_attn_kt")
     mask = find("specc_attn_mask")
-    mx = find("specc_attn_max")
-    ex = find("specc_attn_exp")
-    ssum = find("specc_attn_sum")
-    rsum = find("specc_attn_rsum")
+    stages = [find(n) for n in ("specc_attn_rsum", "specc_attn_sum", "specc_attn_sum_part", "specc_attn_exp",
+                                "specc_attn_max", "specc_attn_max_part", "specc_attn_mask")]
     out_blocks = list(sch.get_consumers(pv))
 
     # PV micro-kernel: loops b, h, i, e, j
@@ -243,15 +256,15 @@ def _schedule_attention(sch, qk, pv, info: CPUInfo):
     sch.set_scope(pv, 0, "local")
     for c in out_blocks:
         sch.reverse_compute_at(c, eo)
+        try:
+            sch.vectorize(sch.get_loops(c)[-1])
+        except Exception:  # pylint: disable=broad-except
+            pass
     # softmax pieces and QK^T computed per (b, h, query tile)
-    sch.compute_at(rsum, par)
-    sch.compute_at(ssum, par)
-    sch.compute_at(ex, par)
-    sch.compute_at(mx, par)
-    sch.compute_inline(mask)
-    sch.compute_at(qk, par)
+    for blk in stages + [qk]:
+        sch.compute_at(blk, par)
 
-    # QK^T micro-kernel inside the task: loops (ii, j, d)
+    # QK^T micro-kernel inside the task: loops (ii, j, d); scale / bias / mask fused into the write-back
     qk_local = sch.cache_write(qk, 0, "local")
     ql = sch.get_loops(qk)
     qi, qj, qd = ql[-3:]
@@ -260,14 +273,16 @@ def _schedule_attention(sch, qk, pv, info: CPUInfo):
     sch.unroll(qi)
     sch.vectorize(qji)
     sch.reverse_compute_at(qk_local, qjo)
+    sch.reverse_compute_inline(mask)
     wl = sch.get_loops(qk_local)
     sch.vectorize(wl[-1])
     qinit = sch.decompose_reduction(qk, qd)
     il = sch.get_loops(qinit)
     sch.vectorize(il[-1])
 
+    _schedule_row_partials(sch, [find("specc_attn_max_part"), find("specc_attn_sum_part")], info)
     # exp: (ii, j) vectorised on j
-    el = sch.get_loops(ex)
+    el = sch.get_loops(find("specc_attn_exp"))
     _vectorize_inner(sch, el[-2:], lanes)
 
     pinit = sch.decompose_reduction(pv, j)
@@ -276,6 +291,36 @@ def _schedule_attention(sch, qk, pv, info: CPUInfo):
     sch.vectorize(il[-1])
     # K^T packing at root
     _schedule_generic_block(sch, kt, info)
+
+
+def _schedule_rowwise(sch, out, info: CPUInfo):
+    """LayerNorm / softmax kernels: one parallel task per row, all stages computed per row."""
+    others = [b for b in _blocks(sch) if not _same(sch, b, out)]
+    loops = sch.get_loops(out)
+    lead, inner = loops[:-1], loops[-1]
+    row = sch.fuse(*lead) if len(lead) > 1 else (lead[0] if lead else None)
+    if row is None:
+        row, inner = sch.split(inner, [1, None])
+    work = _static_work(sch, out)
+    if work is None or work >= _MIN_PARALLEL_WORK:
+        sch.parallel(row)
+    ext = _extent(sch, inner)
+    width = _vec_width(ext, info.lanes)
+    for blk in reversed(others):
+        sch.compute_at(blk, row)
+    partials = []
+    for blk in others:
+        name = sch.get(blk).name_hint
+        if name.endswith("_part"):
+            partials.append(blk)
+        elif _is_spatial_block(sch, blk):
+            bl = sch.get_loops(blk)
+            bw = _vec_width(_extent(sch, bl[-1]), info.lanes)
+            if bw is not None and len(bl) > 1:
+                _split_vectorize(sch, bl[-1], bw)
+    _schedule_row_partials(sch, partials, info)
+    if width is not None:
+        _split_vectorize(sch, inner, width)
 
 
 # ----------------------------------------------------------------------------- generic
@@ -389,6 +434,15 @@ def schedule_primfunc(func: tirx.PrimFunc, target, info: CPUInfo):
             return sch.mod["main"], "tiled-" + _kind(sch, main)
         except Exception as err:  # pylint: disable=broad-except
             log.warning("specc tiled schedule failed (%s); falling back to generic", err)
+            if _DEBUG:
+                raise
+            sch = s_tir.Schedule(func)
+    elif "rowwise" in kinds:
+        try:
+            _schedule_rowwise(sch, kinds["rowwise"], info)
+            return sch.mod["main"], "rowwise"
+        except Exception as err:  # pylint: disable=broad-except
+            log.warning("specc row-wise schedule failed (%s); falling back to generic", err)
             if _DEBUG:
                 raise
             sch = s_tir.Schedule(func)
