@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from specc.train import ModelIO, TensorSig, TrainConfig, TrainConfigError, render_train_script
+from specc.train import ModelIO, TensorSig, TrainConfig, TrainConfigError, render_train_script, train_script_for
 
 torch = pytest.importorskip("torch")
 
@@ -157,6 +157,45 @@ def test_symbolic_vocabulary_needs_vocab_size():
     assert info.value.key == "vocab_size" and "symbolic" in info.value.message
     assert 'Setting("vocab_size", "int", 64' in render_train_script((FIXTURES / source).read_text(), "TinyGPT", io,
                                                                       {"vocab_size": 64})
+
+
+def test_sequence_length_respects_the_models_bound():
+    source, io = MODELS["TinyGPT"]
+    bounded = ModelIO(io.name, io.inputs, io.outputs, bounds={"T": 32})  # the spec's `T <= block_size`
+    text = render_train_script((FIXTURES / source).read_text(), "TinyGPT", bounded, {})
+    assert 'Setting("seq_len", "int", 32' in text
+    with pytest.raises(TrainConfigError) as info:
+        render_train_script((FIXTURES / source).read_text(), "TinyGPT", bounded, {"seq_len": 64})
+    assert info.value.key == "seq_len" and "at most T = 32" in info.value.message
+
+
+def _gpt2_spec(train_section: str):
+    from specc.api import loads
+
+    text = (REPO / "specs" / "gpt2.nn").read_text()
+    end = text.rstrip().rfind("}")  # the model's closing brace
+    return loads(text[:end] + train_section + text[end:], "gpt2.nn", layers=1, d=32, heads=2, vocab=128, ctx=16)
+
+
+def test_script_from_a_spec_with_a_train_section(tmp_path):
+    spec = _gpt2_spec('  train {\n    optimizer = "sgd"\n    steps = 7\n  }\n')
+    text = train_script_for(spec)
+    assert 'Setting("task", "str", "causal_lm"' in text and 'Setting("steps", "int", 7' in text
+    assert 'Setting("seq_len", "int", 16' in text  # `T <= ctx` bounds the default sequence length
+    if shutil.which("ruff"):
+        (tmp_path / "train.py").write_text(text)
+        result = subprocess.run(["ruff", "check", "--isolated", "--no-cache", str(tmp_path / "train.py")],
+                                capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stdout
+
+
+def test_train_section_errors_point_at_the_spec_line():
+    spec = _gpt2_spec('  train {\n    task = "classification"\n  }\n')
+    with pytest.raises(TrainConfigError) as info:
+        train_script_for(spec)
+    assert info.value.key == "task" and "[B, C]" in info.value.message
+    rendered = info.value.diagnostic().render(spec.sources)
+    assert "gpt2.nn:" in rendered and 'task = "classification"' in rendered
 
 
 def test_help_lists_every_setting_with_the_spec_default(tmp_path):

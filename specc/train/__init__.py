@@ -4,6 +4,7 @@
 Nothing here imports torch; the runtime that does (runtime.py) is copied into the scripts as text.
 """
 from .config import TASKS, TrainConfig, TrainConfigError, parse_settings
+from .from_spec import model_io, train_script_for
 from .render import render_train_script
 from .signature import ModelIO, TensorSig, resolve_task
 
@@ -13,7 +14,9 @@ __all__ = [
     "TensorSig",
     "TrainConfig",
     "TrainConfigError",
+    "model_io",
     "parse_settings",
     "render_train_script",
     "resolve_task",
+    "train_script_for",
 ]

@@ -151,7 +151,11 @@ class _Module:
 
 
 def _calls_in_defaults(tree: ast.Module) -> bool:
-    return any(isinstance(default, ast.Call)
+    """Whether ruff's B008 fires: a call as a default argument value, except of a frozen dataclass (immutable)."""
+    frozen = {node.name for node in tree.body if isinstance(node, ast.ClassDef) and any(
+        isinstance(d, ast.Call) and any(k.arg == "frozen" and getattr(k.value, "value", False) for k in d.keywords)
+        for d in node.decorator_list)}
+    return any(isinstance(default, ast.Call) and not (isinstance(default.func, ast.Name) and default.func.id in frozen)
                for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
                for default in (*node.args.defaults, *node.args.kw_defaults) if default is not None)
 

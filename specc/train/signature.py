@@ -58,10 +58,12 @@ class ModelIO:
     name: str
     inputs: tuple[TensorSig, ...]
     outputs: tuple[TensorSig, ...] = field(default=())
+    bounds: Mapping[str, int] = field(default_factory=dict)  # symbolic dim -> largest size (`T <= ctx`)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
+        object.__setattr__(self, "bounds", dict(self.bounds))
 
 
 def resolve_task(cfg: TrainConfig, io: ModelIO, spans: Mapping[str, object] | None = None) -> TrainConfig:
@@ -129,9 +131,11 @@ def _check_classification(task: str, cfg: TrainConfig, io: ModelIO, logits: Tens
     updates = {"num_classes": _size(logits, 1, cfg.num_classes, "num_classes", "classes", problems)}
     if any(x.is_int for x in io.inputs) and cfg.data == "synthetic" and cfg.vocab_size is None:
         problems.append(Problem("synthetic data for integer (token) inputs needs vocab_size", "vocab_size"))
-    symbolic = [d for x in io.inputs for d in x.shape[1:] if isinstance(d, str)]
-    if symbolic and cfg.seq_len is None:
-        updates["seq_len"] = DEFAULT_SEQ_LEN
+    symbolic = sorted({d for x in io.inputs for d in x.shape[1:] if isinstance(d, str)})
+    if symbolic:  # the script sets every symbolic sample dim to seq_len
+        bounds = [(io.bounds[d], d) for d in symbolic if d in io.bounds]
+        bound, dim = min(bounds) if bounds else (None, None)
+        updates["seq_len"] = _within_bound(cfg.seq_len, dim, bound, "seq_len", problems)
     return updates
 
 
@@ -144,7 +148,7 @@ def _check_lm(task: str, cfg: TrainConfig, io: ModelIO, logits: TensorSig, probl
     if not _is_sequence_logits(logits, tokens, problems, task):
         return {}
     return {"vocab_size": _size(logits, 2, cfg.vocab_size, "vocab_size", "vocabulary entries", problems),
-            "seq_len": _length(tokens, cfg.seq_len, "seq_len", problems)}
+            "seq_len": _length(tokens, cfg.seq_len, "seq_len", io, problems)}
 
 
 def _check_seq2seq(task: str, cfg: TrainConfig, io: ModelIO, logits: TensorSig, problems: list) -> dict:
@@ -156,9 +160,10 @@ def _check_seq2seq(task: str, cfg: TrainConfig, io: ModelIO, logits: TensorSig, 
     if not _is_sequence_logits(logits, target, problems, task):
         return {}
     updates = {"vocab_size": _size(logits, 2, cfg.vocab_size, "vocab_size", "vocabulary entries", problems),
-               "seq_len": _length(source, cfg.seq_len, "seq_len", problems)}
-    if isinstance(target.shape[1], int):  # else target_len stays unset: the script then uses seq_len
-        updates["target_len"] = _length(target, cfg.target_len, "target_len", problems)
+               "seq_len": _length(source, cfg.seq_len, "seq_len", io, problems)}
+    if isinstance(target.shape[1], int) or target.shape[1] in io.bounds or cfg.target_len:
+        updates["target_len"] = _length(target, cfg.target_len, "target_len", io, problems, default=updates["seq_len"])
+    # else target_len stays unset, and the script follows seq_len (also when --seq-len changes it)
     return updates
 
 
@@ -196,14 +201,24 @@ def _size(sig: TensorSig, axis: int, given: int | None, key: str, what: str, pro
     return dim
 
 
-def _length(sig: TensorSig, given: int | None, key: str, problems: list) -> int:
-    """A sequence length: fixed by the input's dim when it is a number, else the setting (default 64)."""
+def _length(sig: TensorSig, given: int | None, key: str, io: ModelIO, problems: list,
+            default: int | None = None) -> int:
+    """A sequence length: fixed by the input's dim when it is a number, else the setting."""
     dim = sig.shape[1]
     if isinstance(dim, int):
         if given is not None and given != dim:
             problems.append(Problem(f"{key} = {given}, but input {sig} fixes the length to {dim}", key))
         return dim
-    return given or DEFAULT_SEQ_LEN
+    return _within_bound(given, dim, io.bounds.get(dim), key, problems, default)
+
+
+def _within_bound(given: int | None, dim: str | None, bound: int | None, key: str, problems: list,
+                  default: int | None = None) -> int:
+    """The setting for a symbolic dim, checked against the model's bound on it; by default 64 (or the bound)."""
+    if given is not None and bound is not None and given > bound:
+        problems.append(Problem(f"{key} = {given}, but the model allows at most {dim} = {bound}", key))
+    default = default or DEFAULT_SEQ_LEN
+    return given or (min(default, bound) if bound is not None else default)
 
 
 def _describe_inputs(io: ModelIO) -> str:
