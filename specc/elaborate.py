@@ -40,6 +40,22 @@ class Tensor:
     span: Span | None
 
 
+@dataclass(frozen=True)
+class BlockValue:
+    """A block called without its tensor inputs, `SwiGLU(1408)`: a value that ops such as `moe` take as an argument
+    and specialise for the inputs they feed it (OpDef.block_inputs)."""
+
+    name: str
+    values: tuple
+    kw: tuple[tuple[str, Any], ...]
+    span: Span | None = field(default=None, compare=False)
+    spans: tuple = field(default=(), compare=False)  # (key, span) of each argument
+
+    def __str__(self) -> str:
+        args = [_short(v) for v in self.values] + [f"{k}={_short(v)}" for k, v in self.kw]
+        return f"{self.name}({', '.join(args)})"
+
+
 @dataclass
 class LayerInstance:
     """`layer fc = linear(10)`: one set of parameters, applied wherever `fc` is used."""
@@ -67,6 +83,8 @@ _PY_TYPES = {"int": (int,), "float": (float, int), "bool": (bool,), "str": (str,
 
 
 def _typename(v: Any) -> str:
+    if isinstance(v, BlockValue):
+        return f"block {v}"
     if isinstance(v, Tensor):
         return f"tensor {v.type}"
     if isinstance(v, Sym):
@@ -225,12 +243,14 @@ class Elaborator:
             hparams[p.name] = val
         b.graph.hparams = dict(hparams)
         token = CONSTRAINTS.set(self.constraints)
+        gtoken = registry.GRAPHS.set(self.graphs)
         try:
             self.exec_body(chosen.body, scope, b, is_model=True)
         except _Return as r:
             self.error("E0402", "a model returns values with `output name = ...`, not `return`", None)
             del r
         finally:
+            registry.GRAPHS.reset(gtoken)
             CONSTRAINTS.reset(token)
         g = b.graph
         if not g.inputs:
@@ -777,11 +797,15 @@ class Elaborator:
                  layer: LayerInstance | None = None) -> Any:
         op = registry.get(opname)
         label = f"{opname} '{alias}'" if alias else opname
-        attrs = self.make_attrs(op, values, kw, span, vspans, label)
         lo, hi = op.arity
         if not lo <= len(tensors) <= (hi if hi is not None else len(tensors)):
             want = f"{lo}" if lo == hi else f"{lo} to {hi}" if hi is not None else f"at least {lo}"
             raise self.fail("E0104", f"{label} takes {want} tensor input(s), got {len(tensors)}", span)
+        blocks = self.block_args(op, label, tensors, values, kw, vspans or {}, span, b)
+        if blocks is None:
+            return POISON
+        values, kw = blocks
+        attrs = self.make_attrs(op, values, kw, span, vspans, label)
         if any(isinstance(t.type, ErrorType) for t in tensors):
             return POISON
         name = alias if alias and alias not in b.graph else b.fresh(alias or opname)
@@ -802,6 +826,38 @@ class Elaborator:
                     type=out, span=span, layer=layer.name if layer else None)
         self.check_tie(op, node, ins, b)
         return b.add(node)
+
+    def block_args(self, op: registry.OpDef, label: str, tensors: list, values: list, kw: dict, spans: dict,
+                   span: Span | None, b: GraphBuilder) -> tuple[list, dict] | None:
+        """Specialise the block values among an op's arguments (`moe(SwiGLU(1408), ...)`) for the inputs the op
+        feeds them; the op's attribute gets the graph's name. None when a block failed (its errors are reported)."""
+        if not any(isinstance(v, BlockValue) for v in [*values, *kw.values()]):
+            return values, kw
+        if any(isinstance(t.type, ErrorType) for t in tensors):
+            return None
+
+        def resolve(v: Any, where: Span | None) -> Any:
+            if not isinstance(v, BlockValue):
+                return v
+            if op.block_inputs is None:
+                raise self.fail("E0108", f"{label} takes no block arguments, got {_typename(v)}", where)
+            try:
+                types = op.block_inputs([t.type for t in tensors])
+            except ShapeError as err:
+                raise self.fail(err.code, f"{label}: {err}", span) from None
+            return self.instantiate(v, types)
+
+        values = [resolve(v, spans.get(i, span)) for i, v in enumerate(values)]
+        kw = {k: resolve(v, spans.get(k, span)) for k, v in kw.items()}
+        return None if any(v is POISON for v in [*values, *kw.values()]) else (values, kw)
+
+    def instantiate(self, bv: BlockValue, types: list) -> str | _Poison:
+        """The graph of block value `bv` specialised for inputs of `types` (memoised like any block call)."""
+        scratch = GraphBuilder("_", "_", {}, None)  # only the call node's target is kept
+        ins = [scratch.add(Node(name=f"in{i}", kind="input", type=t, span=bv.span)) for i, t in enumerate(types)]
+        call = self.apply_block(self.defs[bv.name], [*ins, *bv.values], dict(bv.kw), bv.span, dict(bv.spans), None,
+                                scratch)
+        return call if call is POISON else scratch.graph[call.node].target
 
     def check_tie(self, op: registry.OpDef, node: Node, ins: list, b: GraphBuilder) -> None:
         tie = getattr(node.attrs, "tie", None)
@@ -849,6 +905,8 @@ class Elaborator:
         vparams = [p for p in d.params if not p.is_tensor and not _optional_tensor(p)]
         tensors = [v for v in pos if isinstance(v, Tensor)]
         values = [v for v in pos if not isinstance(v, Tensor)]
+        if tparams and not tensors and not any(isinstance(v, Tensor) for v in kw.values()):
+            return BlockValue(d.name, tuple(values), tuple(kw.items()), span, tuple(spans.items()))
         if not len(tparams) <= len(tensors) <= len(tparams) + len(oparams):
             raise self.fail("E0104", f"block {d.name} takes {len(tparams)} tensor input(s) "
                             f"({', '.join(p.name for p in tparams)}), got {len(tensors)}", span,
@@ -1055,6 +1113,8 @@ def _const_binop(op: str, a: Any, b: Any) -> Any:
 
 
 def _to_attr(v: Any) -> Any:
+    if isinstance(v, BlockValue):
+        return str(v)
     if isinstance(v, Sym):
         return str(v)
     if isinstance(v, list):
@@ -1065,6 +1125,8 @@ def _to_attr(v: Any) -> Any:
 
 
 def _freeze(v: Any) -> Any:
+    if isinstance(v, BlockValue):
+        return ("block", v.name, _freeze(v.values), tuple((k, _freeze(x)) for k, x in v.kw))
     if isinstance(v, list):
         return ("list", tuple(_freeze(x) for x in v))
     if isinstance(v, tuple):

@@ -43,6 +43,10 @@ def verify_graph(m: Module, g: Graph, retype: bool = True) -> list[str]:
             if not lo <= len(n.inputs) <= (hi if hi is not None else len(n.inputs)):
                 problems.append(f"{at}: {n.target} takes {lo}..{hi} inputs, has {len(n.inputs)}")
                 continue
+            missing = [u.graph for u in op.graph_uses(n.attrs) if u.graph not in m.graphs]
+            if missing:
+                problems.append(f"{at}: {n.target} names unknown graph(s) {', '.join(missing)}")
+                continue
             if retype and all(i in g for i in n.inputs):
                 try:
                     t = op.infer([g[i].type for i in n.inputs], n.attrs)
@@ -70,7 +74,11 @@ def verify(m: Module) -> None:
     problems = []
     if m.main not in m.graphs:
         problems.append(f"main graph {m.main!r} is missing")
-    for g in m.graphs.values():
-        problems += verify_graph(m, g)
+    token = registry.GRAPHS.set(m.graphs)  # shape rules of ops that name subgraphs (moe) read them
+    try:
+        for g in m.graphs.values():
+            problems += verify_graph(m, g)
+    finally:
+        registry.GRAPHS.reset(token)
     if problems:
         raise VerifyError("IR verification failed:\n  " + "\n  ".join(problems))

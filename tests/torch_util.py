@@ -13,11 +13,19 @@ SPECS = REPO / "specs"
 
 # Overrides that keep every spec cheap on a 2-core CPU: classes=10 shrinks the classifier heads. Specs not listed
 # build with their defaults; a spec whose defaults are too big to build in a test gets an entry here.
+_TINY_TRANSFORMER = {"layers": 2, "heads": 4, "d": 64}
 SHRINK: dict[str, dict] = {
     "alexnet": {"classes": 10},
     "vgg16": {"classes": 10},
     "resnet18": {"classes": 10},
     "resnet50": {"classes": 10},
+    "bert_base": {**_TINY_TRANSFORMER, "vocab": 100, "max_pos": 16, "d_ff": 128},
+    "gpt2": {**_TINY_TRANSFORMER, "vocab": 100, "ctx": 16},
+    "transformer_base": {**_TINY_TRANSFORMER, "vocab": 100, "d_ff": 128, "max_len": 64},
+    "vit_b16": {**_TINY_TRANSFORMER, "image_size": 32, "classes": 10, "d_ff": 128},
+    "gru_lm": {"vocab": 100, "d": 32},
+    "lstm_lm": {"vocab": 100, "d": 32},
+    "seq2seq_attention": {"src_vocab": 100, "tgt_vocab": 100, "emb": 16, "hidden": 32, "align": 32},
 }
 
 # values for symbolic input dims (anything not listed: 3); small, and distinct so a swapped axis shows

@@ -6,6 +6,7 @@ later parts register on the same entry. Adding an op touches one file in ``specc
 """
 from __future__ import annotations
 
+import contextvars
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -51,6 +52,11 @@ class OpDef:
     tvm: Callable | None = None  # (ctx, node, args) -> relax expr
     numpy: Callable | None = None  # reference implementation for differential tests
     extra: dict[str, Any] = field(default_factory=dict)
+    # An op may take blocks as arguments (moe's experts): ``block_inputs(in_types)`` gives the input types a block
+    # argument is specialised for; the elaborator stores the specialised graph's name in the attribute, and
+    # ``subgraphs(attrs)`` says which graphs the attributes name and how often each is instantiated and run.
+    block_inputs: Callable[[list[TensorType]], list[TensorType]] | None = None
+    subgraphs: Callable[[Any], tuple["GraphUse", ...]] | None = None
 
     def param_shapes(self, ins: list[TensorType], a: Any) -> dict[str, tuple[Dim, ...]]:
         return self.params(ins, a) if self.params else {}
@@ -60,6 +66,30 @@ class OpDef:
 
     def cost(self, ins: list[TensorType], out: Type, a: Any) -> Dim:
         return self.macs(ins, out, a) if self.macs else 0
+
+    def graph_uses(self, a: Any) -> tuple["GraphUse", ...]:
+        return self.subgraphs(a) if self.subgraphs else ()
+
+
+@dataclass(frozen=True)
+class GraphUse:
+    """A graph named by an op's attributes: ``count`` instances own parameters, ``active`` of them process any one
+    token (a top-2 router over 8 experts: count 8, active 2). Summary costs and active parameters scale by
+    ``active``, total parameters by ``count``."""
+
+    role: str
+    graph: str
+    count: int
+    active: int
+
+
+# The graphs of the module being elaborated or verified, for shape rules of ops that name subgraphs.
+GRAPHS: contextvars.ContextVar[dict] = contextvars.ContextVar("specc_graphs")
+
+
+def graphs() -> dict | None:
+    """The module's graphs by name; None outside the elaborator and the verifier (e.g. a pass re-typing)."""
+    return GRAPHS.get(None)
 
 
 REGISTRY: dict[str, OpDef] = {}

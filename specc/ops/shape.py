@@ -157,7 +157,7 @@ def _concat_infer(ins: list[TensorType], a: ConcatAttrs) -> TensorType:
 
 register(OpDef(name="concat", attrs=ConcatAttrs, positional=("dim",), arity=(1, None), infer=_concat_infer,
                categories=frozenset({SHAPE}),
-               torch=TorchRule(call=lambda args, a, ins: f"torch.cat(({', '.join(args)},), dim={a.dim})"),
+               torch=TorchRule(call=lambda args, a, ins: f"torch.cat([{', '.join(args)}], dim={a.dim})"),
                doc="join tensors along a dim"))
 
 
