@@ -1,0 +1,339 @@
+"""IR -> TVM Relax: a thin walker over specc's IR that builds one Relax function with relax.BlockBuilder.
+
+The walker branches on node kind only. Each op's Relax code comes from the rule registered on its registry entry
+(``OpDef.tvm``, see ``rules/``). Blocks and folded repeats are inlined (every repeat iteration has its own weights);
+symbolic batch/sequence dims stay symbolic (``tirx.Var``, int64). Weights become function parameters named like the
+emitted PyTorch module's state_dict (``layer1.0.conv1.weight``), so the same weights can be bound to both.
+
+    main(<model inputs>..., <weights>...) -> output | (outputs...)
+
+Nodes that a target cannot lower are all reported at once (E0501, located at the spec line).
+"""
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import tvm
+import tvm.sym
+from tvm import relax, tirx
+
+from ...diagnostics import Diagnostic, Note, SpecError
+from ...ir import Graph, Module, Node
+from ...ops import registry
+from ...symbolic import Dim, Sym
+from ...types import DTYPES, TensorType, TupleType, Type
+from ..torch.emit import py_name, trivial_body
+from .rules import load_rules
+
+
+def tvm_dtype(dtype: str) -> str:
+    return DTYPES.get(dtype, dtype)
+
+
+# ---- symbolic dims ---------------------------------------------------------------------------------------------
+
+class DimConverter:
+    """specc dims (int | Sym polynomial, with opaque atoms like ``(T - 1)//2``) -> tirx int64 expressions."""
+
+    def __init__(self) -> None:
+        self.vars: dict[str, tirx.Var] = {}
+
+    def var(self, name: str) -> tirx.Var:
+        if name not in self.vars:
+            self.vars[name] = tirx.Var(name, "int64")
+        return self.vars[name]
+
+    def __call__(self, d: Dim) -> tirx.PrimExpr:
+        if isinstance(d, int):
+            return tirx.IntImm("int64", d)
+        total: tirx.PrimExpr = tirx.IntImm("int64", 0)
+        for mono, coef in sorted(d.terms.items()):
+            term: tirx.PrimExpr = tirx.IntImm("int64", coef)
+            for atom in mono:
+                term = term * self.atom(atom)
+            total = total + term
+        return tvm.sym.Analyzer().simplify(total)
+
+    def atom(self, text: str) -> tirx.PrimExpr:
+        if text.isidentifier():
+            return self.var(text)
+        return self._expr(ast.parse(text, mode="eval").body, text)
+
+    def _expr(self, n: ast.AST, text: str) -> tirx.PrimExpr:
+        if isinstance(n, ast.Constant) and isinstance(n.value, int):
+            return tirx.IntImm("int64", n.value)
+        if isinstance(n, ast.Name):
+            return self.var(n.id)
+        if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub):
+            return -self._expr(n.operand, text)
+        if isinstance(n, ast.BinOp):
+            a, b = self._expr(n.left, text), self._expr(n.right, text)
+            ops: dict[type, Callable] = {ast.Add: lambda: a + b, ast.Sub: lambda: a - b, ast.Mult: lambda: a * b,
+                                         ast.FloorDiv: lambda: tirx.floordiv(a, b)}
+            if type(n.op) in ops:
+                return ops[type(n.op)]()
+        raise ValueError(f"cannot express dim {text!r} for TVM")
+
+
+# ---- what a rule sees ------------------------------------------------------------------------------------------
+
+@dataclass
+class LowerCtx:
+    """Everything a lowering rule may use: the node, its IR types, the builder, weights and dims."""
+
+    walker: "Walker"
+    node: Node
+    prefix: str
+    in_types: list[Type]
+
+    @property
+    def attrs(self) -> Any:
+        return self.node.attrs
+
+    @property
+    def out_type(self) -> Type:
+        return self.node.type
+
+    @property
+    def bb(self) -> relax.BlockBuilder:
+        return self.walker.bb
+
+    @property
+    def target(self):
+        return self.walker.target
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.walker.target is not None and self.walker.target.device == "cuda"
+
+    def dim(self, d: Dim) -> tirx.PrimExpr:
+        return self.walker.dims(d)
+
+    def shape(self, t: TensorType | None = None) -> list[tirx.PrimExpr]:
+        t = t or self.out_type
+        return [self.dim(d) for d in t.shape]
+
+    def dtype(self, t: TensorType | None = None) -> str:
+        return tvm_dtype((t or self.out_type).dtype)
+
+    def const(self, value, dtype: str | None = None) -> relax.Expr:
+        return relax.const(value, dtype or self.dtype())
+
+    def emit(self, expr: relax.Expr) -> relax.Var:
+        return self.bb.emit(expr)
+
+    def binding(self, var: relax.Expr) -> relax.Expr | None:
+        """The expression a dataflow var was bound to (for small peepholes such as cancelling permutes)."""
+        return self.bb.lookup_binding(var) if isinstance(var, relax.Var) else None
+
+    def param(self, name: str) -> relax.Var:
+        """The weight (or buffer) `name` of this node's layer, as a function parameter."""
+        layer = py_name(self.node.layer or self.node.name)
+        tie = getattr(self.attrs, "tie", None)
+        if tie and name == "weight":
+            layer = py_name(tie)
+        op = registry.get(self.node.target)
+        ins = [t for t in self.in_types if isinstance(t, TensorType)]
+        shapes = {**op.param_shapes(ins, self.attrs), **op.buffer_shapes(ins, self.attrs)}
+        if name not in shapes:
+            raise KeyError(f"{self.node.target} has no parameter {name!r} (has {', '.join(shapes)})")
+        return self.walker.weight(f"{self.prefix}{layer}.{name}", shapes[name], "float32")
+
+
+Rule = Callable[..., relax.Expr]
+
+
+# ---- the walker ------------------------------------------------------------------------------------------------
+
+@dataclass
+class Lowered:
+    """The Relax module and how its function's parameters map to specc names."""
+
+    mod: tvm.IRModule
+    inputs: list[str]  # model input names, in order (first function params)
+    input_types: list[TensorType]
+    outputs: list[str]
+    output_types: list[Type]
+    weights: dict[str, tuple[tuple[int, ...], str]]  # state-dict name -> (shape, dtype), in param order
+    taps: list[tuple[str, Node]] = field(default_factory=list)  # extra outputs (diff mode): qualified name, node
+    bounds: dict[str, int] = field(default_factory=dict)  # symbolic dim -> upper bound (`T <= ctx`)
+
+
+class Walker:
+    def __init__(self, module: Module, target=None, taps: bool = False) -> None:
+        self.m = module
+        self.target = target
+        self.want_taps = taps
+        self.bb = relax.BlockBuilder()
+        self.dims = DimConverter()
+        self.weight_vars: dict[str, relax.Var] = {}
+        self.weight_info: dict[str, tuple[tuple[int, ...], str]] = {}
+        self.taps: list[tuple[str, Node, relax.Expr]] = []
+        self.errors: list[Diagnostic] = []
+        self.analyzer = tvm.sym.Analyzer()
+
+    # -- weights -----------------------------------------------------------------------------------------------
+    def weight(self, name: str, shape: tuple[Dim, ...], dtype: str) -> relax.Var:
+        if name not in self.weight_vars:
+            if not all(isinstance(d, int) for d in shape):
+                raise ValueError(f"weight {name} has a symbolic shape {shape}")
+            self.weight_vars[name] = relax.Var(name, relax.TensorType(tuple(shape), dtype))
+            self.weight_info[name] = (tuple(int(d) for d in shape), dtype)
+        return self.weight_vars[name]
+
+    # -- values ------------------------------------------------------------------------------------------------
+    def tensor_type(self, t: TensorType) -> relax.TensorType:
+        return relax.TensorType([self.dims(d) for d in t.shape], tvm_dtype(t.dtype))
+
+    def run(self) -> Lowered:
+        g = self.m.graph
+        inputs = []
+        for name in g.inputs:
+            t = g[name].type
+            inputs.append(relax.Var(py_name(name), self.tensor_type(t)))
+        with self.bb.function("main"):
+            with self.bb.dataflow():
+                outs = self.graph(g, "", list(inputs))
+                flat = [o for o in outs]
+                if self.want_taps:
+                    flat += [v for _, _, v in self.taps]
+                result = flat[0] if len(flat) == 1 else relax.Tuple(flat)
+                gv = self.bb.emit_output(result)
+            self.bb.emit_func_output(gv, params=inputs + list(self.weight_vars.values()))
+        if self.errors:
+            raise SpecError(*self.errors)
+        mod = self.bb.get()
+        bounds = {s: b for s, (b, _) in self.m.constraints.items() if isinstance(b, int) and s in self.dims.vars}
+        if bounds:
+            mod["main"] = mod["main"].with_attr("tir_var_upper_bound", bounds)
+        return Lowered(mod, list(g.inputs), [g[i].type for i in g.inputs], list(g.outputs),
+                       [g[o].type for o in g.outputs], dict(self.weight_info),
+                       [(q, n) for q, n, _ in self.taps], bounds)
+
+    def graph(self, g: Graph, prefix: str, args: list) -> list:
+        env: dict[str, Any] = dict(zip(g.inputs, args))
+        outs = []
+        for n in g.nodes():
+            if n.kind == "input":
+                continue
+            if n.kind == "output":
+                outs.append(env[n.inputs[0]])
+                continue
+            ins = [env[i] for i in n.inputs]
+            attr = py_name(n.layer or n.name)
+            if n.kind == "op":
+                env[n.name] = self.op(g, n, prefix, ins)
+            elif n.kind == "call":
+                res = self.graph(self.m.graphs[n.target], f"{prefix}{attr}.", ins)
+                env[n.name] = res[0] if len(res) == 1 else tuple(res)
+            elif n.kind == "repeat":
+                env[n.name] = self.repeat(n, f"{prefix}{attr}.", ins)
+            else:  # pragma: no cover - the verifier rejects other kinds
+                raise AssertionError(n.kind)
+        return outs
+
+    def repeat(self, n: Node, prefix: str, ins: list):
+        # the emitted ModuleList holds the body's class, or the one block a trivial body calls
+        body = self.m.graphs[trivial_body(self.m, self.m.graphs[n.target]) or n.target]
+        carried, captured = ins[:n.attrs.carried], ins[n.attrs.carried:]
+        for i in range(n.attrs.count):
+            carried = self.graph(body, f"{prefix}{i}.", carried + captured)
+        return carried[0] if n.attrs.carried == 1 else tuple(carried)
+
+    def op(self, g: Graph, n: Node, prefix: str, ins: list):
+        op = registry.get(n.target)
+        ctx = LowerCtx(self, n, prefix, [g[i].type for i in n.inputs])
+        try:
+            value = op.tvm(ctx, *ins)
+            if isinstance(value, relax.Expr) and not isinstance(value, (relax.Var, tvm.ir.expr.Constant)):
+                value = self.bb.emit(value, name_hint=_hint(prefix + n.name))
+            self.check_type(n, value)
+        except SpecError:
+            raise
+        except Exception as err:  # noqa: BLE001 - reported as a located diagnostic, lowering goes on
+            self.errors.append(_diag(n, f"lowering {n.target} failed: {type(err).__name__}: {err}"))
+            return self.placeholder(n.type)
+        if self.want_taps and isinstance(n.type, TensorType):
+            self.taps.append((prefix + n.name, n, value))
+        return value
+
+    def placeholder(self, t: Type):
+        if isinstance(t, TupleType):
+            return tuple(self.placeholder(i) for i in t.items)
+        return self.bb.emit(relax.op.zeros([self.dims(d) for d in t.shape], tvm_dtype(t.dtype)))
+
+    def check_type(self, n: Node, value) -> None:
+        """The rule's Relax value has the shape and dtype the IR inferred (a rule bug otherwise)."""
+        if not isinstance(n.type, TensorType):
+            return
+        ty = value.ty if hasattr(value, "ty") else None
+        if not isinstance(ty, relax.TensorType) or ty.shape is None:
+            return
+        want = [self.dims(d) for d in n.type.shape]
+        got = list(ty.shape.values) if isinstance(ty.shape, relax.ShapeExpr) else None
+        same = got is not None and len(got) == len(want) and all(
+            self.analyzer.can_prove_equal(a, b) for a, b in zip(got, want))
+        if not same or str(ty.dtype) != tvm_dtype(n.type.dtype):
+            raise TypeError(f"rule produced {ty.dtype}{list(got or [])}, the IR says {n.type} (a bug in specc's "
+                            f"TVM rule for {n.target})")
+
+
+def _hint(qualified: str) -> str:
+    return qualified.replace(".", "_").replace("*", "x")
+
+
+def _diag(n: Node, msg: str, help: str | None = None) -> Diagnostic:
+    return Diagnostic("E0501", f"cannot lower {n.target} '{n.name}': {msg}", n.span, help=help,
+                      notes=[Note(s, "fused from here") for s in n.origin])
+
+
+# ---- entry point -----------------------------------------------------------------------------------------------
+
+def unsupported(module: Module, target=None) -> list[Diagnostic]:
+    """One E0501 diagnostic per op node that `target` cannot lower (all of them, each located once)."""
+    load_rules()
+    seen: set[tuple[str, str]] = set()
+    diags = []
+    for _, n, g, _ in module.walk():
+        if n.kind != "op" or (g.name, n.name) in seen:
+            continue
+        seen.add((g.name, n.name))
+        op = registry.get(n.target)
+        in_types = [g[i].type for i in n.inputs]
+        if op is None or op.tvm is None:
+            diags.append(_diag(n, "TVM has no lowering rule for this op",
+                               help="add one in specc/backends/tvm/rules/ or use a PyTorch target"))
+            continue
+        check = getattr(op.tvm, "check", None)
+        reason = check(n, in_types, target) if check else None
+        if reason is None:
+            reason = _dynamic_dims(in_types + [n.type])
+        if reason:
+            where = f" on {target.name}" if target is not None else ""
+            diags.append(_diag(n, reason + where))
+    return diags
+
+
+def _dynamic_dims(types: list[Type]) -> str | None:
+    conv = DimConverter()
+    for t in types:
+        items = t.items if isinstance(t, TupleType) else (t,)
+        for it in items:
+            for d in getattr(it, "shape", ()):
+                if isinstance(d, Sym):
+                    try:
+                        conv(d)
+                    except (ValueError, SyntaxError):
+                        return f"dim {d} cannot be expressed as a TVM shape"
+    return None
+
+
+def lower(module: Module, target=None, taps: bool = False) -> Lowered:
+    """Lower a checked IR module to a Relax IRModule. Raises SpecError (E0501) listing every node that cannot be
+    lowered for `target` (a specc.targets.Target or None)."""
+    diags = unsupported(module, target)
+    if diags:
+        raise SpecError(*diags)
+    return Walker(module, target, taps).run()

@@ -1,0 +1,46 @@
+"""sdpa: softmax(q @ k^T * scale + mask) @ v over [..., T, d] operands, lowered to relax.op.nn.attention, which
+works in BSNH layout ([batch, seq, heads, head_dim]). Specs usually permute [B, T, H, d] -> [B, H, T, d] before
+sdpa and back after it; those permutes cancel against the ones added here."""
+from __future__ import annotations
+
+from tvm import relax
+
+from ....ops.registry import numel
+from . import lowering, permute
+
+
+def _to_bsnh(ctx, x, t, lead):
+    """[*lead, T, d] (after broadcasting) -> [N, T, H, d] with H = lead[-1], N = the rest."""
+    full = (*lead, *t.shape[-2:])
+    if tuple(t.shape) != full:
+        x = ctx.emit(relax.op.broadcast_to(x, [ctx.dim(d) for d in full]))
+    if len(lead) != 2:
+        heads = lead[-1] if lead else 1
+        x = ctx.emit(relax.op.reshape(x, [ctx.dim(numel(lead[:-1])), ctx.dim(heads), *ctx.shape(t)[-2:]]))
+    return permute(ctx, x, [0, 2, 1, 3])
+
+
+@lowering("sdpa")
+def _sdpa(ctx, q, k, v, mask=None):
+    a = ctx.attrs
+    qt, kt, vt = ctx.in_types[:3]
+    lead = tuple(ctx.out_type.shape[:-2])
+    q4, k4, v4 = (_to_bsnh(ctx, x, t, lead) for x, t in ((q, qt), (k, kt), (v, vt)))
+    bias = None
+    if mask is not None:
+        mt = ctx.in_types[3]
+        if mt.dtype == "bool":
+            zero, neg = ctx.const(0.0, ctx.dtype()), ctx.const(float("-inf"), ctx.dtype())
+            mask = ctx.emit(relax.op.where(mask, zero, neg))
+        scores = (*lead, qt.shape[-2], kt.shape[-2])
+        heads = lead[-1] if lead else 1
+        bias = ctx.emit(relax.op.broadcast_to(mask, [ctx.dim(d) for d in scores]))
+        if len(lead) != 2:
+            bias = ctx.emit(relax.op.reshape(bias, [ctx.dim(numel(lead[:-1])), ctx.dim(heads),
+                                                    ctx.dim(scores[-2]), ctx.dim(scores[-1])]))
+    y = ctx.emit(relax.op.nn.attention(q4, k4, v4, bias, scale=a.scale,
+                                       causal_mask="TopLeft" if a.causal else None))
+    y = permute(ctx, y, [0, 2, 1, 3])  # [N, H, Tq, dv]
+    if len(lead) != 2:
+        y = relax.op.reshape(y, ctx.shape())
+    return y

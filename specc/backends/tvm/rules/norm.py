@@ -1,0 +1,45 @@
+"""batchnorm (eval mode: running statistics), layernorm, rmsnorm."""
+from __future__ import annotations
+
+from tvm import relax
+
+from . import lowering
+
+
+@lowering("batchnorm")
+def _batchnorm(ctx, x):
+    # y = (x - mean) / sqrt(var + eps) * w + b == x * scale + shift; with bound weights scale/shift fold to
+    # constants and the multiply-add fuses into the producing conv's epilogue
+    a = ctx.attrs
+    rank = ctx.in_types[0].rank
+    c = ctx.in_types[0].shape[1]
+    op = relax.op
+    scale = op.rsqrt(op.add(ctx.param("running_var"), ctx.const(a.eps, "float32")))
+    if a.affine:
+        scale = op.multiply(scale, ctx.param("weight"))
+    scale = ctx.emit(scale)
+    shift = op.negative(op.multiply(ctx.param("running_mean"), scale))
+    if a.affine:
+        shift = op.add(shift, ctx.param("bias"))
+    bshape = (1, c) + (1,) * (rank - 2)
+    y = ctx.emit(op.multiply(x, op.reshape(scale, bshape)))
+    return op.add(y, op.reshape(ctx.emit(shift), bshape))
+
+
+@lowering("layernorm")
+def _layernorm(ctx, x):
+    a = ctx.attrs
+    d = ctx.in_types[0].shape[-1]
+    beta = ctx.param("bias") if a.bias else relax.const(_zeros(d), "float32")
+    return relax.op.nn.layer_norm(x, ctx.param("weight"), beta, axes=[-1], epsilon=a.eps)
+
+
+@lowering("rmsnorm")
+def _rmsnorm(ctx, x):
+    return relax.op.nn.rms_norm(x, ctx.param("weight"), axes=[-1], epsilon=ctx.attrs.eps)
+
+
+def _zeros(n: int):
+    import numpy as np
+
+    return np.zeros((n,), "float32")
