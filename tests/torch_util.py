@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import specc
@@ -10,6 +11,8 @@ from specc.types import INT_DTYPES, TensorType
 
 REPO = Path(__file__).resolve().parent.parent
 SPECS = REPO / "specs"
+if str(REPO) not in sys.path:  # `from tests.references import conv` under a bare `pytest` too
+    sys.path.insert(0, str(REPO))
 
 # Overrides that keep every spec cheap on a 2-core CPU: classes=10 shrinks the classifier heads. Specs not listed
 # build with their defaults; a spec whose defaults are too big to build in a test gets an entry here.
