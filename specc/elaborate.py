@@ -128,7 +128,7 @@ class Elaborator:
         self.defs: dict[str, A.Def] = {}
         self.graphs: dict[str, Graph] = {}
         self.memo: dict[Any, str] = {}
-        self.signatures: dict[str, str] = {}
+        self.by_signature: dict[tuple[str, str], str] = {}  # (block, structure) -> graph name
         self.block_counts: dict[str, int] = {}
         self.constraints: dict[str, tuple[Any, Span | None]] = {}
         self.train: dict[str, tuple[Any, Span | None]] = {}
@@ -538,12 +538,12 @@ class Elaborator:
         """Register a finished graph, reusing an identical earlier one (so `if i == 0` bodies fold back)."""
         from .printer import graph_signature
 
-        sig = graph_signature(g)
-        for other, osig in self.signatures.items():
-            if osig == sig and self.graphs[other].block == g.block:
-                return other
+        key = (g.block, graph_signature(g))
+        other = self.by_signature.get(key)  # a dict, not a scan: check time stays linear in the number of blocks
+        if other is not None:
+            return other
         self.graphs[g.name] = g
-        self.signatures[g.name] = sig
+        self.by_signature[key] = g.name
         return g.name
 
     # ---- expressions ----------------------------------------------------------------------------------------
