@@ -471,6 +471,15 @@ def schedule_module(mod: tvm.IRModule, target, info: CPUInfo):
             continue
         if SCHEDULED_ATTR in func.attrs and int(func.attrs[SCHEDULED_ATTR]) == 1:
             continue
+        try:
+            from tvm.relax.analysis import has_reshape_pattern  # pylint: disable=import-outside-toplevel
+
+            if has_reshape_pattern(func):
+                # left alone: RewriteDataflowReshape (in tvm.compile) turns it into a free view
+                stats[gv.name_hint] = "reshape-view"
+                continue
+        except Exception:  # pylint: disable=broad-except
+            pass
         new_func, how = schedule_primfunc(func, target, info)
         stats[gv.name_hint] = how
         if new_func is not None:
@@ -478,7 +487,8 @@ def schedule_module(mod: tvm.IRModule, target, info: CPUInfo):
             for key, val in func.attrs.items():
                 if key not in new_func.attrs:
                     new_func = new_func.with_attr(key, val)
-            updates[gv] = new_func.with_attr(SCHEDULED_ATTR, True)
+            # opaque for any later FuseOps: scheduled PrimFuncs must not be re-fused
+            updates[gv] = new_func.with_attr(SCHEDULED_ATTR, True).with_attr("op_pattern", 8)
     for gv, func in updates.items():
         mod[gv] = func
     return mod, stats
