@@ -97,6 +97,10 @@ class _Return(Exception):
         self.values = values
 
 
+class _Halt(Exception):
+    """A failed `assert` ends its block (or model): what follows relies on it, so its errors would be noise."""
+
+
 class GraphBuilder:
     def __init__(self, name: str, block: str, hparams: dict, span: Span | None) -> None:
         self.graph = Graph(name=name, block=block, hparams=hparams, span=span)
@@ -249,13 +253,15 @@ class Elaborator:
         except _Return as r:
             self.error("E0402", "a model returns values with `output name = ...`, not `return`", None)
             del r
+        except _Halt:
+            pass
         finally:
             registry.GRAPHS.reset(gtoken)
             CONSTRAINTS.reset(token)
         g = b.graph
         if not g.inputs:
             self.error("E0402", f"model {chosen.name} declares no `input`", chosen.name_span)
-        if not g.outputs:
+        if not g.outputs and not self.diags:  # else an output failed to elaborate, already reported
             self.error("E0402", f"model {chosen.name} declares no `output`", chosen.name_span)
         self.graphs[g.name] = g
         return Module(name=chosen.name, graphs=dict(self.graphs), main=g.name, hparams=hparams,
@@ -287,6 +293,8 @@ class Elaborator:
                 self.exec_stmt(stmt, scope, b, is_model)
             except SpecError as e:
                 self.diags.extend(e.diagnostics)
+                if isinstance(stmt, A.Assert):
+                    raise _Halt from None
                 for name in _assigned_names(stmt):
                     scope[name] = POISON
 
@@ -519,7 +527,10 @@ class Elaborator:
         if s.var is not None:
             scope[s.var] = i
         before = len(self.diags)
-        self.exec_body(s.body, scope, bb)
+        try:
+            self.exec_body(s.body, scope, bb)
+        except _Halt:
+            pass
         if len(self.diags) > before:
             return None
         for v in carried:
@@ -990,6 +1001,8 @@ class Elaborator:
             returned = r.values
         except SpecError as e:
             self.diags.extend(e.diagnostics)
+        except _Halt:
+            pass
         if len(self.diags) > before:
             return None
         if returned is None:

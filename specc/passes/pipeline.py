@@ -20,9 +20,11 @@ class PassResult:
 @dataclass(frozen=True)
 class Pass:
     name: str
-    run: Callable[[Module], PassResult]
+    run: Callable[[Module, "PipelineOptions"], PassResult]
     level: int = 1  # minimum -O level that enables it
     doc: str = ""
+    requires: tuple[str, ...] = ("typed",)  # what the pass assumes of its input module
+    ensures: tuple[str, ...] = ("typed",)  # what it keeps true of its output
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,9 @@ class PipelineOptions:
     print_after: tuple[str, ...] = ()
     report: bool = False
     verify: bool = False
-    inference: bool = True  # folding batchnorm is only valid in eval mode
+    # Assume the emitted module only ever runs in eval mode: lets fold_constants drop dropout. Off by default, so
+    # that -O1 output trains exactly like -O0 (every other rewrite is exact in both modes, see fuse_batchnorm).
+    inference: bool = False
 
 
 PASSES: list[Pass] = []  # filled below; the order here IS the pipeline
@@ -50,38 +54,65 @@ def _register_default_passes() -> None:
 
 
 # The pipeline, in order. Each entry is a module in specc/passes/ that defines PASS.
-PIPELINE: list[str] = []
+PIPELINE: list[str] = [
+    "infer",  # re-run every shape rule (a no-op on fresh IR; proves a parsed or hand-edited module is typed)
+    "fold_constants",  # no-op reshapes/permutes, x*1, x+0, scalar chains, dropout when opts.inference
+    "cse",  # one node per distinct pure computation
+    "dce",  # drop pure nodes nothing reads
+    "fuse_layernorm",  # mean/sub/var/add eps/rsqrt/mul -> layernorm
+    "fuse_attention",  # matmul(q, k^T) * scale (+ mask) -> softmax -> matmul v -> sdpa
+    "merge_projections",  # sibling linears of one input (q/k/v) -> one merged_linear + getitems
+    "fuse_batchnorm",  # conv/linear -> batchnorm -> fused (folded in eval mode)
+    "fuse_epilogue",  # conv/linear/fused -> [+ residual] -> activation -> fused with an epilogue
+]
 
 
-def _count(m: Module) -> int:
-    return sum(len(g) for g in m.graphs.values())
+def _count(m: Module) -> tuple[int, int]:
+    """(nodes stored in all graphs, op nodes one forward runs: repeat bodies counted N times)."""
+    ops = sum(times for _, n, _, times in m.walk() if n.kind == "op" and n.target != "getitem")
+    return sum(len(g) for g in m.graphs.values()), ops
 
 
-def run_pipeline(module: Module, opts: PipelineOptions = PipelineOptions()) -> tuple[Module, str]:
+def run_pipeline(module: Module, opts: PipelineOptions = PipelineOptions(),
+                 passes: list[Pass] | None = None) -> tuple[Module, str]:
+    """Run the pipeline (or `passes`) on `module`; return the new module and the report/printouts asked for."""
     from ..printer import print_module
     from ..verify import verify
+    from .rewrite import shape_context
 
     _register_default_passes()
-    known = {p.name for p in PASSES}
+    passes = PASSES if passes is None else passes
+    known = {p.name for p in passes}
     unknown = [d for d in (*opts.disabled, *opts.print_after) if d not in known]
     if unknown:
         from ..cli import UsageError
 
-        raise UsageError(f"unknown pass {', '.join(unknown)} (passes: {', '.join(sorted(known)) or 'none'})")
+        raise UsageError(f"unknown pass {', '.join(unknown)} (passes: {', '.join(p.name for p in passes) or 'none'})")
     log: list[str] = []
-    for p in PASSES:
+    if opts.verify:
+        with shape_context(module):
+            verify(module)
+    start = _count(module)
+    for p in passes:
         if p.level > opts.level or p.name in opts.disabled:
+            if opts.report:
+                log.append(f"pass {p.name}: " + ("disabled" if p.name in opts.disabled else f"off at -O{opts.level}"))
             continue
         before = _count(module)
-        res = p.run(module)
+        res = p.run(module, opts)
         module = res.module
         if opts.verify:
-            verify(module)
+            with shape_context(module):
+                verify(module)
         if opts.report:
-            log.append(f"pass {p.name}: {before} -> {_count(module)} nodes")
+            after = _count(module)
+            log.append(f"pass {p.name}: {before[0]} -> {after[0]} nodes ({before[1]} -> {after[1]} ops per forward)")
             log += [f"  rewrote: {c}" for c in res.changed]
             log += [f"  skipped: {s}" for s in res.skipped]
         if opts.print_after_all or p.name in opts.print_after:
             log.append(f"// ----- IR after {p.name} -----")
             log.append(print_module(module).rstrip())
+    if opts.report:
+        end = _count(module)
+        log.append(f"total: {start[0]} -> {end[0]} nodes, {start[1]} -> {end[1]} ops per forward")
     return module, "\n".join(log)
