@@ -121,6 +121,12 @@ class Module:
     def graph(self) -> Graph:
         return self.graphs[self.main]
 
+    def flat(self) -> "Module":
+        """One graph: every block inlined, every repeat unrolled (specc/flatten.py)."""
+        from .flatten import flatten_module
+
+        return flatten_module(self)
+
     def walk(self, graph: Graph | None = None, prefix: str = "", times: int = 1
              ) -> Iterator[tuple[str, Node, Graph, int]]:
         """Yield (qualified name, node, owning graph, multiplicity) for every node, descending into calls.
