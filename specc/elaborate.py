@@ -734,6 +734,8 @@ class Elaborator:
         inst = scope.get(name)
         if isinstance(inst, LayerInstance):
             return self.apply_instance(inst, pos, kw, span, alias, b)
+        if isinstance(inst, BlockValue):  # `ffn = SwiGLU(1408)` ... `x -> ffn`: the block with its arguments
+            return self.apply_block_value(inst, pos, kw, span, arg_spans, alias, b)
         if name in BUILTINS and name not in self.defs:
             return BUILTINS[name](self, pos, kw, span, arg_spans, b)
         if name in self.defs:
@@ -861,6 +863,17 @@ class Elaborator:
         values = [resolve(v, spans.get(i, span)) for i, v in enumerate(values)]
         kw = {k: resolve(v, spans.get(k, span)) for k, v in kw.items()}
         return None if any(v is POISON for v in [*values, *kw.values()]) else (values, kw)
+
+    def apply_block_value(self, bv: BlockValue, pos: list, kw: dict, span: Span | None, spans: dict,
+                          alias: str | None, b: GraphBuilder) -> Any:
+        twice = sorted(set(kw) & {k for k, _ in bv.kw})
+        if twice:
+            raise self.fail("E0103", f"block {bv}: argument {twice[0]!r} is already given", spans.get(twice[0], span),
+                            notes=[Note(bv.span, "given here")])
+        tensors = [v for v in pos if isinstance(v, Tensor)]
+        values = [v for v in pos if not isinstance(v, Tensor)]
+        return self.apply_block(self.defs[bv.name], [*tensors, *bv.values, *values], {**dict(bv.kw), **kw}, span,
+                                {**dict(bv.spans), **spans}, alias, b)
 
     def instantiate(self, bv: BlockValue, types: list) -> str | _Poison:
         """The graph of block value `bv` specialised for inputs of `types` (memoised like any block call)."""

@@ -29,6 +29,10 @@ SHRINK: dict[str, dict] = {
     "gru_lm": {"vocab": 100, "d": 32},
     "lstm_lm": {"vocab": 100, "d": 32},
     "seq2seq_attention": {"src_vocab": 100, "tgt_vocab": 100, "emb": 16, "hidden": 32, "align": 32},
+    "mixtral_8x7b": {**_TINY_TRANSFORMER, "vocab": 100, "ctx": 16, "kv_heads": 2, "hidden": 64, "experts": 4},
+    "deepseek_moe_16b": {**_TINY_TRANSFORMER, "layers": 3, "vocab": 100, "ctx": 16, "dense_hidden": 128, "hidden": 32,
+                         "experts": 8, "top_k": 3},
+    "switch_base_8": {**_TINY_TRANSFORMER, "vocab": 100, "d_ff": 128, "experts": 4},
 }
 
 # values for symbolic input dims (anything not listed: 3); small, and distinct so a swapped axis shows

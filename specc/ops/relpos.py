@@ -1,0 +1,85 @@
+"""T5 relative position bias (Raffel et al. 2020, §2.1): one learned scalar per head for each bucket of the
+key - query offset, added to the attention scores. Exact offsets below num_buckets/4 (bidirectional) get a bucket
+each, larger ones share log-spaced buckets up to max_distance. `causal` (a decoder's self-attention): only past
+offsets are bucketed, and future keys get -inf, so the bias is also the causal mask.
+
+`x[..., T, d] -> rel_pos_bias(heads)` gives the bias [1, heads, T, T] for self-attention over x, to be passed as
+the mask of `sdpa` (T5 computes it in the first layer of each stack and shares it with the others)."""
+from __future__ import annotations
+
+from pydantic import PositiveInt
+
+from ..diagnostics import ShapeError
+from ..types import TensorType
+from .registry import LAYER, Attrs, OpDef, expect_float, register
+from .torch_rule import TorchRule
+
+
+class RelPosBiasAttrs(Attrs):
+    heads: PositiveInt
+    num_buckets: PositiveInt = 32
+    max_distance: PositiveInt = 128
+    causal: bool = False
+
+
+def _relpos_infer(ins: list[TensorType], a: RelPosBiasAttrs) -> TensorType:
+    (x,) = ins
+    expect_float(x, "rel_pos_bias")
+    if x.rank < 2:
+        raise ShapeError(f"rel_pos_bias expects a sequence [..., T, d], got {x}", "E0303")
+    buckets = a.num_buckets if a.causal else a.num_buckets // 2
+    if buckets < 2 or a.max_distance <= buckets // 2:
+        raise ShapeError(f"rel_pos_bias: {a.num_buckets} buckets up to distance {a.max_distance} leave no "
+                         "log-spaced buckets (need num_buckets >= 4 and max_distance > num_buckets / 4)", "E0107")
+    t = x.shape[-2]
+    return TensorType(x.dtype, (1, a.heads, t, t))
+
+
+_RELPOS = '''
+class RelativePositionBias(nn.Module):
+    """T5 relative position bias: weight[bucket(key - query), head] as a [1, heads, T, T] score bias; causal: only
+    past offsets are bucketed and future keys get -inf (Raffel et al. 2020; Hugging Face T5's bucketing)."""
+
+    def __init__(self, heads: int, num_buckets: int = 32, max_distance: int = 128, causal: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_buckets, heads))
+        nn.init.normal_(self.weight, std=0.02)
+        self.num_buckets, self.max_distance, self.causal = num_buckets, max_distance, causal
+
+    def bucket(self, offset: torch.Tensor) -> torch.Tensor:
+        buckets, out = self.num_buckets, torch.zeros_like(offset)
+        if self.causal:
+            dist = (-offset).clamp(min=0)
+        else:
+            buckets //= 2
+            out = out + (offset > 0).long() * buckets
+            dist = offset.abs()
+        exact = buckets // 2
+        far = exact + (torch.log(dist.float().clamp(min=1) / exact) / math.log(self.max_distance / exact)
+                       * (buckets - exact)).long()
+        return out + torch.where(dist < exact, dist, far.clamp(max=buckets - 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(x.size(-2), device=x.device)
+        offset = pos[None, :] - pos[:, None]  # [T, T]: key position - query position
+        bias = self.weight[self.bucket(offset)].permute(2, 0, 1).unsqueeze(0).to(x.dtype)  # [1, heads, T, T]
+        if self.causal:
+            bias = bias.masked_fill(offset > 0, float("-inf"))
+        return bias
+'''
+
+
+def _relpos_module(ins, a: RelPosBiasAttrs) -> str:
+    extra = "" if a.num_buckets == 32 else f", num_buckets={a.num_buckets}"
+    extra += "" if a.max_distance == 128 else f", max_distance={a.max_distance}"
+    extra += ", causal=True" if a.causal else ""
+    return f"RelativePositionBias({a.heads}{extra})"
+
+
+register(OpDef(
+    name="rel_pos_bias", attrs=RelPosBiasAttrs, positional=("heads",), infer=_relpos_infer,
+    params=lambda ins, a: {"weight": (a.num_buckets, a.heads)},
+    categories=frozenset({LAYER}),
+    torch=TorchRule(module=_relpos_module, imports=("import math",), support=(_RELPOS,)),
+    doc="T5 relative position bias [1, heads, T, T] for self-attention over x[..., T, d] (an additive sdpa mask).",
+))
