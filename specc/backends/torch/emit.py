@@ -440,6 +440,13 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], dict[str, str], list[str],
 
     taken.add(class_name(m.name))
     taken.add(class_name(m.name) + "Config")
+    # helper classes and functions that op rules put in the file keep their names
+    helpers = {name for snippet in support for found in _TOP_LEVEL.findall(snippet) for name in found if name}
+    clash = helpers & {class_name(m.name), class_name(m.name) + "Config"}
+    if clash:
+        raise SpecError.at("E0106", f"model name {m.name!r} clashes with the helper {clash.pop()} that the emitted "
+                           "file defines", m.graph.span, help="rename the model")
+    taken |= helpers
     # a class must not be shadowed by a constructor or forward argument that refers to it
     for name in live:
         taken.update(codes[name].args)
@@ -471,6 +478,9 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], dict[str, str], list[str],
     plans.append(ClassPlan(cname, [m.main], [], {m.main: []}, main.init, main.forward, main.comments, main.args,
                            f"{m.name}, compiled by specc from {spec_relative(m.path, m.path)}"))
     return plans, cls_of, sorted(imports), support
+
+
+_TOP_LEVEL = re.compile(r"^(?:class|def)\s+(\w+)|^(?!\s)(\w+)\s*[:=]", re.M)
 
 
 def spec_relative(file: str, main: str) -> str:
