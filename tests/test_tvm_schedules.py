@@ -231,3 +231,30 @@ def test_transformer_block_symbolic_batch_and_seq():
     for b, s in ((1, 1), (2, 13)):
         xi = rng.standard_normal((b, s, d)).astype("float32")
         np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_conv_batch_norm(training):
+    """Inference batch_norm is decomposed and fused into the conv epilogue; training-mode
+    batch_norm (batch statistics) keeps its semantics."""
+    rng = np.random.default_rng(8)
+    x = relax.Var("x", relax.TensorType((2, 4, 9, 9), "float32"))
+    w = rng.standard_normal((12, 4, 3, 3)).astype("float32")
+    gamma, beta, mean = (rng.standard_normal(12).astype("float32") for _ in range(3))
+    var = (np.abs(rng.standard_normal(12)) + 0.5).astype("float32")
+
+    def body(bb):
+        y = bb.emit(relax.op.nn.conv2d(x, relax.const(w), padding=1))
+        bn = bb.emit(relax.op.nn.batch_norm(y, relax.const(gamma), relax.const(beta), relax.const(mean),
+                                            relax.const(var), axis=1, training=training))
+        return bb.emit(relax.op.nn.relu(relax.TupleGetItem(bn, 0)))
+
+    mod = _function([x], body)
+    xi = rng.standard_normal((2, 4, 9, 9)).astype("float32")
+    out = _run(_build(mod, HOST, True), xi)
+    np.testing.assert_allclose(out, _run(_build(mod, HOST, False), xi), rtol=1e-4, atol=1e-5)
+    if not training:
+        conv = _run(_build(_function([x], lambda bb: bb.emit(relax.op.nn.conv2d(x, relax.const(w), padding=1))),
+                           HOST, True), xi)
+        ref = (conv - mean[:, None, None]) / np.sqrt(var[:, None, None] + 1e-5) * gamma[:, None, None]
+        np.testing.assert_allclose(out, np.maximum(ref + beta[:, None, None], 0), rtol=1e-4, atol=1e-5)

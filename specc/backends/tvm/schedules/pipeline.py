@@ -17,6 +17,20 @@ def last_stats() -> dict:
     return dict(_LAST_STATS)
 
 
+def _has_training_batch_norm(mod: tvm.IRModule) -> bool:
+    found = []
+
+    def visit(expr):
+        if (isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op)
+                and expr.op.name == "relax.nn.batch_norm" and bool(expr.attrs.training)):
+            found.append(expr)
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return bool(found)
+
+
 def optimize_for_cpu(mod: tvm.IRModule, target: tvm.target.Target, *, fast_math: bool = True) -> tvm.IRModule:
     """Lower a Relax IRModule for a CPU target with fast hand-written schedules.
 
@@ -36,7 +50,11 @@ def optimize_for_cpu(mod: tvm.IRModule, target: tvm.target.Target, *, fast_math:
         target = tvm.target.Target(target)
     info = cpu_info(target)
     with target:
-        mod = relax.transform.DecomposeOpsForInference()(mod)
+        if not _has_training_batch_norm(mod):
+            # batch_norm(training=False) -> elementwise ops that fuse into the conv epilogue.
+            # (DecomposeOpsForInference ignores the `training` flag, so it is only safe
+            # when no batch_norm asks for batch statistics.)
+            mod = relax.transform.DecomposeOpsForInference()(mod)
         mod = relax.transform.FoldConstant()(mod)
         mod, replaced = rewrite_heavy_ops(mod, info, fast_math)
         seq = tvm.transform.Sequential([
