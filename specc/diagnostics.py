@@ -19,6 +19,7 @@ CODES = {
     "E0108": "type error in compile-time expression",
     "E0109": "assertion failed",
     "E0110": "unknown or bad -D override",
+    "E0111": "blocks nested too deeply (unbounded recursion)",
     "E0201": "import file not found",
     "E0202": "import cycle",
     "E0301": "shape mismatch",

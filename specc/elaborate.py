@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 from dataclasses import dataclass, field
 from pathlib import Path
+import typing
 from typing import Any
 
 import pydantic
@@ -31,6 +32,9 @@ class _Poison:
 
 
 POISON = _Poison()
+
+MAX_BLOCK_DEPTH = 48  # nested block calls; deeper is almost surely a block calling itself without end
+MAX_UNROLL = 100_000  # iterations of a `repeat ... as i` whose body reads i
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,7 @@ class Elaborator:
         self.defs: dict[str, A.Def] = {}
         self.graphs: dict[str, Graph] = {}
         self.memo: dict[Any, str] = {}
+        self.block_depth = 0  # blocks being elaborated inside each other (recursion guard)
         self.by_signature: dict[tuple[str, str], str] = {}  # (block, structure) -> graph name
         self.block_counts: dict[str, int] = {}
         self.constraints: dict[str, tuple[Any, Span | None]] = {}
@@ -476,6 +481,9 @@ class Elaborator:
         if any(scope.get(v) is POISON for v in read):
             return
         uses_var = s.var is not None and s.var in read
+        if uses_var and n > MAX_UNROLL:
+            raise self.fail("E0107", f"repeat {n} as {s.var}: a body that reads {s.var} is elaborated once per "
+                            f"iteration, at most {MAX_UNROLL:,}", s.count.span)
         consts = tuple(sorted((k, _freeze(scope[k])) for k in read
                               if k in scope and not isinstance(scope[k], (Tensor, LayerInstance))))
         runs: list[list] = []  # [graph name, count]
@@ -500,6 +508,9 @@ class Elaborator:
             # advance carried types for the next iteration's key
             for v, o in zip(carried, body.outputs):
                 scope[v] = Tensor(scope[v].node, body[o].type, scope[v].span)
+            if not uses_var and tuple(scope[v].type for v in carried + captured) == types:
+                runs[-1][1] += n - 1 - i  # a fixpoint: every later iteration is this same body graph
+                break
         # re-read the values from before the loop: the types above were only for keys
         for v in carried:
             scope[v] = Tensor(scope[v].node, b.graph[scope[v].node].type, scope[v].span)
@@ -603,10 +614,17 @@ class Elaborator:
                 raise self.fail("E0108", f"unary {e.op} needs a number, got {_typename(v)}", e.span)
             return v if e.op == "+" else -v
         if isinstance(e, A.Chain):
-            left = self.ev(e.left, scope, b)
-            firsts = list(left) if isinstance(left, tuple) and all(isinstance(x, Tensor) for x in left) else [left]
-            return self.call_named(e.link.func, e.link.func_span, firsts, e.link.args or (), e.link.alias,
-                                   e.link.span, scope, b)
+            # `a -> f -> g -> ...` nests to the left: walk it in a loop so long chains stay off the Python stack
+            links = []
+            while isinstance(e, A.Chain):
+                links.append(e.link)
+                e = e.left
+            val = self.ev(e, scope, b)
+            for link in reversed(links):
+                firsts = list(val) if isinstance(val, tuple) and all(isinstance(x, Tensor) for x in val) else [val]
+                val = self.call_named(link.func, link.func_span, firsts, link.args or (), link.alias, link.span,
+                                      scope, b)
+            return val
         if isinstance(e, A.Call):
             if not isinstance(e.func, A.Name):
                 raise self.fail("E0108", "only ops, blocks, layers and built-in functions can be called", e.func.span)
@@ -761,7 +779,8 @@ class Elaborator:
         spans = spans or {}
         positional = op.positional
         if len(values) > len(positional) and len(positional) == 1:
-            values = [tuple(values)]  # reshape(x, B, T, -1) / permute(x, 0, 2, 1)
+            if _takes_tuple(op.attrs, positional[0]):
+                values = [tuple(values)]  # reshape(x, B, T, -1) / permute(x, 0, 2, 1)
         if len(values) > len(positional):
             raise self.fail("E0104", f"{label} takes at most {len(positional)} value argument(s) "
                             f"({', '.join(positional) or 'none'}), got {len(values)}",
@@ -822,7 +841,7 @@ class Elaborator:
         if any(isinstance(t.type, ErrorType) for t in tensors):
             return POISON
         name = alias if alias and alias not in b.graph else b.fresh(alias or opname)
-        label = f"{opname} '{name}'"
+        label = f"{opname} '{name}'" if alias else opname
         ins = [t.type for t in tensors]
         try:
             out = op.infer(ins, attrs)
@@ -1002,12 +1021,17 @@ class Elaborator:
                           attrs=CallAttrs(args=tuple((k, _to_attr(v)) for k, v in hp.items())), type=ty, span=span))
 
     def elaborate_block(self, d: A.Def, scope: Scope, hp: dict, tparams: list, tensors: list) -> str | None:
+        if self.block_depth >= MAX_BLOCK_DEPTH:
+            self.error("E0111", f"block {d.name}: blocks nest more than {MAX_BLOCK_DEPTH} calls deep", d.name_span,
+                       help="a block that calls itself needs an `if` that stops the recursion")
+            return None
         name = self.unique_graph_name(d.name)
         bb = GraphBuilder(name, d.name, hp, d.span)
         for p, t in zip(tparams, tensors):
             scope[p.name] = bb.add(Node(name=p.name, kind="input", type=t.type, span=p.span))
         before = len(self.diags)
         returned = None
+        self.block_depth += 1
         try:
             self.exec_body(d.body, scope, bb)
         except _Return as r:
@@ -1016,6 +1040,7 @@ class Elaborator:
             self.diags.extend(e.diagnostics)
         except _Halt:
             pass
+        self.block_depth -= 1  # every exception of the body is caught above
         if len(self.diags) > before:
             return None
         if returned is None:
@@ -1200,7 +1225,9 @@ def _seen_from_caller(dg: Diagnostic, d: A.Def, present: list, tensors: list, ca
     caller's tensors come from, and a last note points at the call itself."""
     origin = {p.span: t for p, t in zip(present, tensors) if p.span is not None}
     dg.notes = [Note(origin[n.span].span, n.message) if n.span in origin else n for n in dg.notes]
-    dg.notes.append(Note(call, f"in block {d.name}, called here"))
+    note = Note(call, f"in block {d.name}, called here")
+    if note not in dg.notes:  # a block calling itself: one note per call site, not one per level
+        dg.notes.append(note)
 
 
 def _assigned_names(stmt) -> list[str]:
@@ -1235,21 +1262,22 @@ def _assigned_in(body) -> set[str]:
 
 def _names_read(node) -> set[str]:
     out: set[str] = set()
-
-    def visit(x):
+    todo = [node]  # an explicit stack, not recursion: a 1000-step `->` chain is 1000 nested Chain nodes
+    while todo:
+        x = todo.pop()
         if isinstance(x, A.Name):
             out.add(x.id)
         elif isinstance(x, A.Link):
             out.add(x.func)
-            for a in x.args or ():
-                visit(a)
+            todo.extend(x.args or ())
         elif isinstance(x, (tuple, list)):
-            for y in x:
-                visit(y)
+            todo.extend(x)
         elif isinstance(x, A.Node):
-            for f in x.__dataclass_fields__:
-                if f != "span":
-                    visit(getattr(x, f))
-
-    visit(node)
+            todo.extend(getattr(x, f) for f in x.__dataclass_fields__ if f != "span")
     return out
+
+
+def _takes_tuple(attrs: type, field: str) -> bool:
+    """Whether an attribute accepts a tuple, so `reshape(x, B, T, -1)` may pass its items one by one."""
+    ann = attrs.model_fields[field].annotation
+    return typing.get_origin(ann) is tuple or any(typing.get_origin(a) is tuple for a in typing.get_args(ann))

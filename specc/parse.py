@@ -33,7 +33,11 @@ def parse(text: str, file: str = "<string>") -> A.Program:
         tree = _parser().parse(text)
     except lark.exceptions.UnexpectedInput as e:
         raise SpecError(_syntax_diag(e, text, file)) from None
-    return _Builder(file).program(tree)
+    try:
+        return _Builder(file).program(tree)
+    except RecursionError:  # e.g. thousands of nested parentheses; `->` chains are built without recursion
+        raise SpecError(Diagnostic("E0001", "syntax error: expressions nested too deeply", Span(file, 1, 1, 1, 2),
+                                   help="split the expression into several assignments")) from None
 
 
 def _syntax_diag(e: lark.exceptions.UnexpectedInput, text: str, file: str) -> Diagnostic:
@@ -213,7 +217,15 @@ class _Builder:
         return A.ListLit(sp, tuple(self.expr(c) for c in t.children if c is not None))
 
     def e_chain(self, t, sp):
-        return A.Chain(sp, self.expr(t.children[0]), self.link(t.children[1]))
+        # `a -> f -> g -> ...` nests to the left; walk the spine in a loop so long chains stay off the Python stack
+        spine = []
+        while isinstance(t, Tree) and t.data == "chain":
+            spine.append(t)
+            t = t.children[0]
+        node = self.expr(t)
+        for c in reversed(spine):
+            node = A.Chain(self.span(c), node, self.link(c.children[1]))
+        return node
 
     def link(self, t) -> A.Link:
         name, args, alias = t.children
