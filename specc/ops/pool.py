@@ -34,6 +34,8 @@ def _pool_infer(nd: int, name: str):
             size = x.shape[lead + i]
             if a.ceil_mode:
                 o = -((-(size + 2 * p[i] - k[i])) // s[i]) + 1
+                if isinstance(o, int) and (o - 1) * s[i] >= size + p[i]:
+                    o -= 1  # as PyTorch: no last window that would start inside the right padding
             else:
                 o = conv_out(size, k[i], s[i], p[i], 1)
             if isinstance(o, int) and o <= 0:
