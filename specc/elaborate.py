@@ -480,6 +480,12 @@ class Elaborator:
         captured = [v for v in sorted(read - assigned) if isinstance(scope.get(v), Tensor)]
         if any(scope.get(v) is POISON for v in read):
             return
+        shared = [v for v in sorted(read) if isinstance(scope.get(v), LayerInstance)]
+        if shared:
+            raise self.fail("E0108", f"layer {shared[0]!r} is declared outside this `repeat`: a repeat body cannot "
+                            "share one layer across its iterations", s.span,
+                            help=f"declare the layer inside the body, or unroll with `for i in range(...)` to share "
+                            f"{shared[0]!r}")
         uses_var = s.var is not None and s.var in read
         if uses_var and n > MAX_UNROLL:
             raise self.fail("E0107", f"repeat {n} as {s.var}: a body that reads {s.var} is elaborated once per "
