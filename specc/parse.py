@@ -3,6 +3,7 @@ nodes with spans, and lark's exceptions into located E0001 diagnostics."""
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 
 import lark
@@ -184,7 +185,7 @@ class _Builder:
         if t.type == "INT":
             return A.Lit(sp, _int(str(t), sp))
         if t.type == "FLOAT":
-            return A.Lit(sp, float(str(t).replace("_", "")))
+            return A.Lit(sp, self.float_lit(t, sp))
         if t.type == "STRING":
             return A.Lit(sp, _unquote(t))
         raise AssertionError(f"unexpected token {t.type}")
@@ -196,7 +197,13 @@ class _Builder:
         return A.Lit(sp, _int(str(t.children[0]), sp))
 
     def e_float_lit(self, t, sp):
-        return A.Lit(sp, float(str(t.children[0]).replace("_", "")))
+        return A.Lit(sp, self.float_lit(t.children[0], sp))
+
+    def float_lit(self, tok: Token, sp: Span | None) -> float:
+        v = float(str(tok).replace("_", ""))
+        if math.isinf(v):
+            raise SpecError(Diagnostic("E0002", f"invalid literal: {tok} is too large for a float", sp, label="here"))
+        return v
 
     def e_str_lit(self, t, sp):
         return A.Lit(sp, _unquote(t.children[0]))
