@@ -50,7 +50,7 @@ class _Inliner:
 
     def _repeat(self, n: Node, q: str, ins: list[str]) -> list[str]:
         body = self.m.graphs[n.target]
-        inner = _only_call(body)
+        inner = repeated_block(body)
         carried, captured = ins[:n.attrs.carried], ins[n.attrs.carried:]
         for i in range(n.attrs.count):
             if inner is not None:  # the body only calls one block: that block is the repeated unit
@@ -68,7 +68,7 @@ class _Inliner:
         return q
 
 
-def _only_call(body: Graph) -> str | None:
+def repeated_block(body: Graph) -> str | None:
     """The block a repeat body does nothing but call with its own inputs (`x = x -> Block(...)`), if so."""
     inner = [n for n in body.nodes() if n.kind not in ("input", "output")]
     if len(inner) != 1 or inner[0].kind != "call" or list(inner[0].inputs) != body.inputs:
