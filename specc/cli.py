@@ -77,7 +77,8 @@ def cmd_check(args) -> int:
 def cmd_inspect(args) -> int:
     spec = _load(args, args.file)
     module = spec.module
-    if args.optimize is not None or args.passes or args.print_after_all or args.print_after or args.disable_pass:
+    if args.optimize is not None or args.passes or args.print_after_all or args.print_after or args.disable_pass \
+            or args.inference:
         module = _run_passes(args, module)
     from .summary import default_env, render_table, summarize
 
@@ -95,9 +96,12 @@ def cmd_inspect(args) -> int:
     elif fmt == "json":
         out = json.dumps(summarize(module, args.flat).to_json(env), indent=2)
     elif fmt in ("dot", "svg", "html"):
-        from .viz import render
+        from .viz import GraphvizMissing, render
 
-        out = render(module, fmt, flat=args.flat)
+        try:
+            out = render(module, fmt, flat=args.flat)
+        except GraphvizMissing as e:
+            raise UsageError(f"--format {fmt}: {e}") from None
     else:  # argparse restricts choices
         raise UsageError(f"unknown format {fmt}")
     _write_out(args, out)
@@ -115,7 +119,8 @@ def _run_passes(args, module):
 
     opts = PipelineOptions(level=1 if args.optimize is None else args.optimize, disabled=tuple(args.disable_pass or ()),
                            print_after_all=args.print_after_all, print_after=tuple(args.print_after or ()),
-                           report=args.passes, verify=getattr(args, "debug", False))
+                           report=args.passes, verify=getattr(args, "debug", False),
+                           inference=getattr(args, "inference", False))
     module, log = run_pipeline(module, opts)
     if log:
         print(log, file=sys.stderr if args.format in ("json", "dot", "svg", "html") else sys.stdout)
@@ -211,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--passes", action="store_true", help="run the pipeline and report what each pass did")
     p.add_argument("--print-after-all", action="store_true")
     p.add_argument("--print-after", action="append", metavar="PASS")
+    p.add_argument("--inference", action="store_true", help="let the passes assume eval mode (drop dropout)")
     _common(p)
     _passes(p)
     p.set_defaults(func=cmd_inspect)
