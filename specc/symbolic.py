@@ -53,6 +53,10 @@ class Sym:
     def __floordiv__(self, other: "Dim") -> "Dim":
         if isinstance(other, int) and other != 0 and all(c % other == 0 for c in self.terms.values()):
             return _norm({m: c // other for m, c in self.terms.items()})
+        if isinstance(other, Sym) and len(other.terms) == 1:
+            exact = _div_by_monomial(self.terms, *next(iter(other.terms.items())))
+            if exact is not None:
+                return exact  # 32*B*T // (B*T) == 32, as reshape(B, T, -1) needs
         if isinstance(other, int) and other == 1:
             return self
         return Sym.var(f"({self})//{_paren(other)}")
@@ -115,6 +119,21 @@ def _atom_value(atom: str, env: dict[str, int]) -> Dim:
         except Exception:
             return Sym.var(atom)
     return Sym.var(atom)
+
+
+def _div_by_monomial(terms: dict[Monomial, int], mono: Monomial, coef: int) -> "Dim | None":
+    """terms / (coef * mono) when every term divides exactly, else None."""
+    out: dict[Monomial, int] = {}
+    for m, c in terms.items():
+        rest = list(m)
+        for atom in mono:
+            if atom not in rest:
+                return None
+            rest.remove(atom)
+        if c % coef:
+            return None
+        out[tuple(rest)] = out.get(tuple(rest), 0) + c // coef
+    return _norm(out)
 
 
 def _paren(d: Dim) -> str:
