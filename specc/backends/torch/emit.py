@@ -514,7 +514,10 @@ def check_emittable(m: Module) -> None:
     diags = []
     where = m.graph.span
     for k, v in m.hparams.items():
-        if _too_big(v):
+        if not _plain_data(v):
+            diags.append(Diagnostic("E0107", f"hyper-parameter {k!r} is a {type(v).__name__}: only numbers, strings, "
+                                    "booleans, none and lists of them can be compiled into a model", where))
+        elif _too_big(v):
             diags.append(Diagnostic("E0107", f"hyper-parameter {k!r} is too large to emit as Python source", where))
     for g in m.graphs.values():
         for n in g.nodes():
@@ -524,6 +527,12 @@ def check_emittable(m: Module) -> None:
                                         " as Python source", n.span or g.span))
     if diags:
         raise SpecError(*diags)
+
+
+def _plain_data(v) -> bool:
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return True
+    return isinstance(v, (tuple, list)) and all(_plain_data(x) for x in v)
 
 
 def _too_big(v) -> bool:
@@ -553,14 +562,12 @@ def emit_module_source(m: Module, target=None, source_name: str | None = None) -
         "@dataclass(frozen=True)",
         f"class {model_cls}Config:",
         f'    """The hyper-parameters {model_cls} was compiled with (change them with `specc compile -D name=value`)."""',
-        "",
     ]
     if m.hparams:
+        out.append("")
         field_name = Namer(py_name)
         for k, v in m.hparams.items():
             out.append(f"    {field_name(k)}: {_annot(v)} = {pyval(_plain(v))}")
-    else:
-        out.append("    pass")
     for p in plans:
         out += ["", ""]
         is_main = p.name == model_cls
@@ -616,6 +623,8 @@ _STDLIB = {"math", "dataclasses", "typing", "itertools", "functools"}
 
 
 def _annot(v) -> str:
+    if v is None:
+        return "None"
     if isinstance(v, bool):
         return "bool"
     if isinstance(v, int):
