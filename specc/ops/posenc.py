@@ -21,14 +21,20 @@ def _sequence(ins: list[TensorType], what: str) -> TensorType:
     return x
 
 
+def _bounds() -> dict | None:
+    """The model's `where` bounds {sym: (bound, span)}; None when no model is being elaborated or rewritten
+    (e.g. the IR verifier re-inferring types): symbolic lengths were checked when the model was elaborated."""
+    from ..elaborate import CONSTRAINTS
+
+    return CONSTRAINTS.get(None)
+
+
 def upper_bound(d: Dim) -> tuple[int | None, list[Note]]:
     """The largest value dim `d` can take under the model's `where` bounds (None if unbounded), and the bounds
     used. Sound for polynomials with non-negative coefficients, e.g. T, T + 1, 2*T."""
-    from ..elaborate import CONSTRAINTS
-
     if isinstance(d, int):
         return d, []
-    bounds = CONSTRAINTS.get()
+    bounds = _bounds() or {}
     if any(c < 0 for m, c in d.terms.items() if m) or not all(s in bounds for s in d.symbols()):
         return None, []
     env = {s: bounds[s][0] for s in d.symbols()}
@@ -40,6 +46,8 @@ def check_length(t: Dim, max_len: int, table: str) -> None:
     if isinstance(t, int):
         if t > max_len:
             raise ShapeError(f"sequence length {t} exceeds the {table} ({max_len} positions)", "E0304", 0)
+        return
+    if _bounds() is None:
         return
     bound, notes = upper_bound(t)
     if bound is None:
