@@ -439,3 +439,18 @@ def test_rel_pos_bias_matches_t5_bucketing(causal):
     if causal:
         want = want.masked_fill(offset[:7, :7] > 0, float("-inf"))
     assert torch.equal(bias[0], want)
+
+
+# ---- torch.compile ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cf", [0.0, 1.0])
+def test_one_graph_break_under_torch_compile(cf):
+    """Dispatch has one data-dependent step, the run lengths read back to size each expert's slice (`tolist`);
+    capacity dropping adds none (dropped pairs are sorted behind the runs, not masked out)."""
+    _, layer = moe_layer(k=2, shared=1, cf=cf)
+    x = torch.randn(2, 8, 16)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(layer)(x)
+    assert explained.graph_break_count == 1, [r.reason for r in explained.break_reasons]
+    compiled = torch.compile(layer, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), layer(x))

@@ -162,12 +162,15 @@ class MixtureOfExperts(nn.Module):
         # (token, slot) pairs slot-major (first choices first), stably sorted into one run per expert
         expert_of = chosen.t().reshape(-1)  # [k*N]
         order = expert_of.argsort(stable=True)
-        counts = torch.bincount(expert_of, minlength=len(self.experts))  # [E]
+        counts = torch.zeros(len(self.experts), dtype=torch.long, device=x.device)
+        counts = counts.scatter_add(0, expert_of, torch.ones_like(expert_of))  # [E] pairs per expert
         self.last_aux_loss = self.aux_loss(logits, probs, counts / (n * k))
         if self.capacity_factor is not None:
             order, counts = self.drop_overflow(order, expert_of, counts, n)
-        token = order % n  # [M] token of each kept pair, grouped by expert
-        runs = tokens[token].split(counts.tolist())
+        sizes = counts.tolist()  # the one host sync (and torch.compile graph break): the run lengths
+        order = order[: sum(sizes)]  # [M] the kept pairs, grouped by expert
+        token = order % n
+        runs = tokens[token].split(sizes)
         ys = torch.cat([expert(run) for expert, run in zip(self.experts, runs)])  # [M, d]
         w = weights.t().reshape(-1)[order].unsqueeze(-1).to(ys.dtype)
         out = torch.zeros_like(tokens).index_add(0, token, ys * w)
@@ -176,11 +179,14 @@ class MixtureOfExperts(nn.Module):
         return out.reshape(x.shape)
 
     def drop_overflow(self, order, expert_of, counts, n: int):
-        """Keep the first `capacity` pairs of each expert's run (first choices, then token order)."""
+        """Keep the first `capacity` pairs of each expert's run (first choices, then token order): the others move
+        behind every run, where forward's slice leaves them out (no data-dependent shapes here)."""
         capacity = math.ceil(self.capacity_factor * n * self.top_k / len(self.experts))
         start = counts.cumsum(0) - counts  # where each expert's run begins
-        rank = torch.arange(order.numel(), device=order.device) - start[expert_of[order]]
-        return order[rank < capacity], counts.clamp(max=capacity)
+        expert = expert_of[order]
+        rank = torch.arange(order.numel(), device=order.device) - start[expert]
+        order = order[torch.where(rank < capacity, expert, len(self.experts)).argsort(stable=True)]
+        return order, counts.clamp(max=capacity)
 
     def aux_loss(self, logits, probs, load):
         """balance_coef * E * sum_i f_i * P_i + z_coef * mean(logsumexp(logits)^2); load = f (sums to 1)."""
