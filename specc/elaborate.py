@@ -109,6 +109,10 @@ class GraphBuilder:
     def __init__(self, name: str, block: str, hparams: dict, span: Span | None) -> None:
         self.graph = Graph(name=name, block=block, hparams=hparams, span=span)
         self.counts: dict[str, int] = {}
+        self.reserved: set[str] = set()  # the model's output names: `output add = x + y` keeps the name `add`
+
+    def free(self, name: str) -> bool:
+        return name not in self.graph and name not in self.reserved
 
     def fresh(self, base: str) -> str:
         base = base or "v"
@@ -116,7 +120,7 @@ class GraphBuilder:
         while True:
             name = base if n == 0 else f"{base}_{n}"
             n += 1
-            if name not in self.graph:
+            if self.free(name):
                 self.counts[base] = n
                 return name
 
@@ -236,6 +240,7 @@ class Elaborator:
                 self.error("E0110", f"-D {k}: model {chosen.name} has no hyper-parameter {k!r} (it has: {avail})",
                            chosen.name_span)
         b = GraphBuilder(chosen.name, chosen.name, {}, chosen.span)
+        b.reserved = {s.name for s in _walk_stmts(chosen.body) if isinstance(s, A.OutputStmt)}
         scope = Scope()
         hparams: dict[str, Any] = {}
         for p in chosen.params:
@@ -846,7 +851,7 @@ class Elaborator:
         attrs = self.make_attrs(op, values, kw, span, vspans, label)
         if any(isinstance(t.type, ErrorType) for t in tensors):
             return POISON
-        name = alias if alias and alias not in b.graph else b.fresh(alias or opname)
+        name = alias if alias and b.free(alias) else b.fresh(alias or opname)
         label = f"{opname} '{name}'" if alias else opname
         ins = [t.type for t in tensors]
         try:
@@ -1022,7 +1027,7 @@ class Elaborator:
         g = self.graphs[gname]
         outs = g.output_types()
         ty = outs[0] if len(outs) == 1 else TupleType(tuple(outs))
-        name = alias if alias and alias not in b.graph else b.fresh(alias or _snake(d.name))
+        name = alias if alias and b.free(alias) else b.fresh(alias or _snake(d.name))
         return b.add(Node(name=name, kind="call", target=gname, inputs=tuple(t.node for t in tensors),
                           attrs=CallAttrs(args=tuple((k, _to_attr(v)) for k, v in hp.items())), type=ty, span=span))
 
