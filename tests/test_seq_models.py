@@ -37,6 +37,17 @@ def test_gpt2_forward_flops_at_128_tokens(capsys):
     assert int(flops.group(1).replace(",", "")) == 2 * 128 * (12 * (768 * 9216 + 2 * 128 * 768) + 768 * 50257)
 
 
+@pytest.mark.parametrize("name", [*COUNTS, "seq2seq_attention"])
+def test_ir_verifies_and_prints_back(name):
+    from specc.printer import parse_module, print_module
+    from specc.verify import verify
+
+    m = specc.load(SPECS / f"{name}.nn").module
+    verify(m)
+    text = print_module(m)
+    assert print_module(parse_module(text)) == text
+
+
 # ---- emitted PyTorch: every spec, shrunk, runs forward and backward -------------------------------------------
 
 torch = pytest.importorskip("torch")

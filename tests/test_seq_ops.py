@@ -204,6 +204,20 @@ def test_grouped_query_attention_matches_repeated_kv_heads():
     close(model(x), want)
 
 
+def test_llama_style_attention_rope_and_grouped_heads():
+    """Rotary q/k, 2 kv heads for 4 query heads, no biases; the reference rotates with complex numbers."""
+    model = build(STD + "model L() {\n  input x: f32[B, T, 32]\n"
+                  "  output y = x -> MultiHeadAttention(heads=4, kv_heads=2, causal=true, bias=false, rope=true)"
+                  " as attn\n}\n")
+    a = model.attn
+    x = torch.randn(2, 9, 32)
+    q = _rope_reference(a.q_proj(x).view(2, 9, 4, 8).transpose(1, 2), 10000.0, False)
+    k = _rope_reference(a.k_proj(x).view(2, 9, 2, 8).transpose(1, 2), 10000.0, False).repeat_interleave(2, 1)
+    v = a.v_proj(x).view(2, 9, 2, 8).transpose(1, 2).repeat_interleave(2, 1)
+    scores = (q @ k.transpose(-1, -2) / math.sqrt(8)).masked_fill(torch.ones(9, 9, dtype=torch.bool).triu(1), -math.inf)
+    close(model(x), a.out_proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(2, 9, 32)))
+
+
 def _copy_layer(ours: nn.Module, ref: nn.Module, pairs: dict[str, str]) -> None:
     """Copy ours -> ref; attention in_proj (q, k, v stacked) is assembled from q_proj/k_proj/v_proj."""
     sd = ours.state_dict()
