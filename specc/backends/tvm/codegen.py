@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -64,6 +65,9 @@ def optimize(mod: tvm.IRModule, target, ttarget: tvm.target.Target) -> tuple[tvm
             return relax.get_pipeline("zero")(mod), stats
     from .tune import apply_tuned
 
+    # a kernel the fast schedules do not fit falls back to a generic schedule: worth a debug line, not a page of IR
+    if not os.environ.get("SPECC_TVM_DEBUG"):
+        logging.getLogger("specc.tvm.schedules").setLevel(logging.ERROR)
     return apply_tuned(mod, ttarget, stats)
 
 

@@ -24,7 +24,7 @@ from ...ir import Graph, Module, Node
 from ...ops import registry
 from ...symbolic import Dim, Sym
 from ...types import DTYPES, TensorType, TupleType, Type
-from ..torch.emit import py_name, trivial_body
+from ..torch.emit import Namer, _unpacked_tuples, attr_name, py_name, trivial_body
 from .rules import load_rules
 
 
@@ -84,6 +84,7 @@ class LowerCtx:
     """Everything a lowering rule may use: the node, its IR types, the builder, weights and dims."""
 
     walker: "Walker"
+    graph: Graph
     node: Node
     prefix: str
     in_types: list[Type]
@@ -129,17 +130,36 @@ class LowerCtx:
         return self.bb.lookup_binding(var) if isinstance(var, relax.Var) else None
 
     def param(self, name: str) -> relax.Var:
-        """The weight (or buffer) `name` of this node's layer, as a function parameter."""
-        layer = py_name(self.node.layer or self.node.name)
-        tie = getattr(self.attrs, "tie", None)
-        if tie and name == "weight":
-            layer = py_name(tie)
+        """The weight (or buffer) `name` of this node's layer, as a function parameter named like the emitted
+        PyTorch module's state_dict entry."""
         op = registry.get(self.node.target)
         ins = [t for t in self.in_types if isinstance(t, TensorType)]
         shapes = {**op.param_shapes(ins, self.attrs), **op.buffer_shapes(ins, self.attrs)}
         if name not in shapes:
             raise KeyError(f"{self.node.target} has no parameter {name!r} (has {', '.join(shapes)})")
-        return self.walker.weight(f"{self.prefix}{layer}.{name}", shapes[name], "float32")
+        return self.walker.weight(self.state_name(name), shapes[name], "float32")
+
+    def state_name(self, name: str) -> str:
+        attrs = self.walker.attributes(self.graph)
+        tie = getattr(self.attrs, "tie", None)
+        if tie and name == "weight":
+            return f"{self.prefix}{attrs[tie]}.weight"
+        if self.walker.layered(self.graph, self.node):  # a fused op: "conv1.weight" is layer conv1's weight
+            layer, _, rest = name.partition(".")
+            return f"{self.prefix}{attrs[layer]}.{rest}"
+        return f"{self.prefix}{attrs[self.node.layer or self.node.name]}.{name}"
+
+    def as_op(self, target: str, attrs, name: str, in_types: list[Type]) -> "LowerCtx":
+        """The context of a layer a fused op absorbed (same inputs, its own op, attributes and weights)."""
+        op = registry.get(target)
+        node = Node(name=name, kind="op", target=target, inputs=self.node.inputs[:len(in_types)], attrs=attrs,
+                    type=op.infer(in_types, attrs), span=self.node.span)
+        return LowerCtx(self.walker, self.graph, node, self.prefix, in_types)
+
+    def lower_graph(self, graph: str, prefix: str, args: list) -> list:
+        """Inline another graph (an op's expert block): `prefix` is its module path relative to this node's."""
+        base = self.walker.attributes(self.graph)[self.node.layer or self.node.name]
+        return self.walker.graph(self.walker.m.graphs[graph], f"{self.prefix}{base}.{prefix}", args)
 
 
 Rule = Callable[..., relax.Expr]
@@ -173,6 +193,7 @@ class Walker:
         self.taps: list[tuple[str, Node, relax.Expr]] = []
         self.errors: list[Diagnostic] = []
         self.analyzer = tvm.sym.Analyzer()
+        self._attrs: dict[str, dict[str, str]] = {}
 
     # -- weights -----------------------------------------------------------------------------------------------
     def weight(self, name: str, shape: tuple[Dim, ...], dtype: str) -> relax.Var:
@@ -182,6 +203,35 @@ class Walker:
             self.weight_vars[name] = relax.Var(name, relax.TensorType(tuple(shape), dtype))
             self.weight_info[name] = (tuple(int(d) for d in shape), dtype)
         return self.weight_vars[name]
+
+    # -- names: exactly the emitted PyTorch module's attribute names (torch/emit.py graph_code) -----------------
+    def attributes(self, g: Graph) -> dict[str, str]:
+        """spec layer/node name -> nn.Module attribute in this graph's class."""
+        if g.name not in self._attrs:
+            attr_of = Namer(attr_name)
+            unpacked = _unpacked_tuples(g)
+            for n in g.nodes():
+                if n.kind in ("input", "output") or (n.kind == "op" and n.target == "getitem"
+                                                     and n.inputs[0] in unpacked):
+                    continue
+                attr_of(n.layer or n.name)
+                for key in self._module_keys(g, n):
+                    attr_of(key)
+            self._attrs[g.name] = attr_of.names
+        return self._attrs[g.name]
+
+    def _module_keys(self, g: Graph, n: Node) -> list[str]:
+        """The layer names of an op whose PyTorch module rule builds several layers (fused ops)."""
+        if n.kind != "op" or (n.layer is not None and n.layer != n.name):
+            return []
+        rule = registry.get(n.target).torch
+        if rule is None or rule.module is None:
+            return []
+        made = rule.module([g[i].type for i in n.inputs], n.attrs)
+        return list(made) if isinstance(made, dict) else []
+
+    def layered(self, g: Graph, n: Node) -> bool:
+        return bool(self._module_keys(g, n))
 
     # -- values ------------------------------------------------------------------------------------------------
     def tensor_type(self, t: TensorType) -> relax.TensorType:
@@ -222,7 +272,7 @@ class Walker:
                 outs.append(env[n.inputs[0]])
                 continue
             ins = [env[i] for i in n.inputs]
-            attr = py_name(n.layer or n.name)
+            attr = self.attributes(g).get(n.layer or n.name)
             if n.kind == "op":
                 env[n.name] = self.op(g, n, prefix, ins)
             elif n.kind == "call":
@@ -244,11 +294,12 @@ class Walker:
 
     def op(self, g: Graph, n: Node, prefix: str, ins: list):
         op = registry.get(n.target)
-        ctx = LowerCtx(self, n, prefix, [g[i].type for i in n.inputs])
+        ctx = LowerCtx(self, g, n, prefix, [g[i].type for i in n.inputs])
         try:
             value = op.tvm(ctx, *ins)
             if isinstance(value, relax.Expr) and not isinstance(value, (relax.Var, tvm.ir.expr.Constant)):
                 value = self.bb.emit(value, name_hint=_hint(prefix + n.name))
+            value = self.known_shape(n, value)
             self.check_type(n, value)
         except SpecError:
             raise
@@ -263,6 +314,14 @@ class Walker:
         if isinstance(t, TupleType):
             return tuple(self.placeholder(i) for i in t.items)
         return self.bb.emit(relax.op.zeros([self.dims(d) for d in t.shape], tvm_dtype(t.dtype)))
+
+    def known_shape(self, n: Node, value):
+        """Where Relax could not infer a shape (data-dependent slicing), assert the IR's at run time."""
+        ty = getattr(value, "ty", None)
+        if isinstance(n.type, TensorType) and isinstance(ty, relax.TensorType) and not isinstance(
+                ty.shape, relax.ShapeExpr):
+            return self.bb.match_cast(value, self.tensor_type(n.type))
+        return value
 
     def check_type(self, n: Node, value) -> None:
         """The rule's Relax value has the shape and dtype the IR inferred (a rule bug otherwise)."""

@@ -20,11 +20,21 @@ def _to_bsnh(ctx, x, t, lead):
     return permute(ctx, x, [0, 2, 1, 3])
 
 
+def _repeat_heads(ctx, x, t, heads: int):
+    """Grouped-query attention: each key/value head serves heads/Hkv consecutive query heads (repeat_interleave)."""
+    group = heads // t.shape[-3]
+    x = ctx.emit(relax.op.repeat(x, group, axis=t.rank - 3))
+    return x, t.with_shape((*t.shape[:-3], heads, *t.shape[-2:]))
+
+
 @lowering("sdpa")
 def _sdpa(ctx, q, k, v, mask=None):
     a = ctx.attrs
     qt, kt, vt = ctx.in_types[:3]
     lead = tuple(ctx.out_type.shape[:-2])
+    if qt.rank >= 4 and kt.rank >= 4 and kt.shape[-3] not in (qt.shape[-3], 1):
+        k, kt = _repeat_heads(ctx, k, kt, qt.shape[-3])
+        v, vt = _repeat_heads(ctx, v, vt, qt.shape[-3])
     q4, k4, v4 = (_to_bsnh(ctx, x, t, lead) for x, t in ((q, qt), (k, kt), (v, vt)))
     bias = None
     if mask is not None:

@@ -84,7 +84,7 @@ def _slice(ctx, x):
         d += 1
     y = x
     if axes:
-        y = ctx.emit(relax.op.strided_slice(x, axes, begin, end, strides, assume_inbound=False))
+        y = ctx.emit(relax.op.strided_slice(x, axes, begin, end, strides, assume_inbound=True))
     return relax.op.reshape(y, ctx.shape())
 
 

@@ -1,0 +1,234 @@
+"""rnn / lstm / gru (batch first, PyTorch's gate order and two biases per gate), multi-layer and bidirectional.
+
+Per layer and direction, the input projections of all time steps are one matmul (x @ W_ih^T + b_ih, the fast GEMM
+kernel); the recurrence itself is
+  * unrolled into Relax ops for short static lengths (T <= UNROLL), or
+  * a TIR PrimFunc with a serial time loop (called with relax.call_tir) for symbolic or long lengths: the CPU
+    runs it as written; a GPU would need it scheduled across threads, so CUDA targets unroll static lengths up
+    to GPU_UNROLL and report symbolic ones as E0501.
+
+Gates (PyTorch): rnn  h' = act(xp + W_hh h + b_hh)
+                 lstm i, f, g, o = xp + W_hh h + b_hh;  c' = f*c + i*g;  h' = o * tanh(c')
+                 gru  r, z = σ(xp_rz + W_hh_rz h + b_hh_rz);  n = tanh(xp_n + r * (W_hn h + b_hn));  h' = (1-z)*n + z*h
+"""
+from __future__ import annotations
+
+from tvm import relax
+from tvm.script import tirx as T
+
+from . import lowering
+
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+UNROLL = 16  # longest static sequence unrolled on CPU
+GPU_UNROLL = 64
+
+
+def _check(node, in_types, target):
+    length = in_types[0].shape[1]
+    if target is not None and target.device == "cuda" and not (isinstance(length, int) and length <= GPU_UNROLL):
+        return (f"the recurrence over sequence length {length} needs a CPU target (a serial TIR time loop); "
+                f"on CUDA only static lengths up to {GPU_UNROLL} are unrolled")
+    return None
+
+
+@lowering("rnn", "lstm", "gru", check=_check)
+def _recurrent(ctx, x, *state):
+    kind, a = ctx.node.target, ctx.attrs
+    xt = ctx.in_types[0]
+    batch, length = xt.shape[0], xt.shape[1]
+    dirs = 2 if a.bidirectional else 1
+    h = a.hidden_size
+    zeros = None
+    outs_h, outs_c = [], []
+    inp = x
+    for layer in range(a.num_layers):
+        ys = []
+        for d in range(dirs):
+            sfx = f"l{layer}" + ("_reverse" if d else "")
+            idx = layer * dirs + d
+            if state:
+                h0 = ctx.emit(relax.op.take(state[0], relax.const(idx, "int64"), axis=0))
+                c0 = ctx.emit(relax.op.take(state[1], relax.const(idx, "int64"), axis=0)) if kind == "lstm" else None
+            else:
+                if zeros is None:
+                    zeros = ctx.emit(relax.op.zeros([ctx.dim(batch), h], "float32"))
+                h0, c0 = zeros, (zeros if kind == "lstm" else None)
+            xp = ctx.emit(relax.op.linear(inp, ctx.param(f"weight_ih_{sfx}"),
+                                          ctx.param(f"bias_ih_{sfx}") if a.bias else None))
+            whh = ctx.param(f"weight_hh_{sfx}")
+            bhh = ctx.param(f"bias_hh_{sfx}") if a.bias else ctx.const(_zeros(GATES[kind] * h), "float32")
+            cell = Cell(ctx, kind, h, getattr(a, "nonlinearity", "tanh"))
+            if isinstance(length, int) and (length <= UNROLL or ctx.on_gpu):
+                y, hn, cn = cell.unrolled(xp, whh, bhh, h0, c0, length, reverse=bool(d))
+            else:
+                y, hn, cn = cell.loop(xp, whh, bhh, h0, c0, batch, length, reverse=bool(d))
+            ys.append(y)
+            outs_h.append(hn)
+            outs_c.append(cn)
+        inp = ys[0] if dirs == 1 else ctx.emit(relax.op.concat(ys, axis=2))
+    h_n = ctx.emit(relax.op.stack(outs_h, axis=0))
+    if kind == "lstm":
+        return inp, h_n, ctx.emit(relax.op.stack(outs_c, axis=0))
+    return inp, h_n
+
+
+def _zeros(n: int):
+    import numpy as np
+
+    return np.zeros((n,), "float32")
+
+
+class Cell:
+    def __init__(self, ctx, kind: str, hidden: int, nonlinearity: str) -> None:
+        self.ctx, self.kind, self.h, self.act = ctx, kind, hidden, nonlinearity
+
+    # -- unrolled: Relax ops per time step ---------------------------------------------------------------------
+    def unrolled(self, xp, whh, bhh, h0, c0, length: int, reverse: bool):
+        ctx, op = self.ctx, relax.op
+        h, c = h0, c0
+        ys = [None] * length
+        whh_t = ctx.emit(op.permute_dims(whh, [1, 0]))
+        for step in range(length):
+            s = length - 1 - step if reverse else step
+            xs = ctx.emit(op.squeeze(op.strided_slice(xp, [1], [s], [s + 1]), [1]))  # [B, G*H]
+            hp = ctx.emit(op.add(op.matmul(h, whh_t), bhh))
+            h, c = self.step(xs, hp, h, c)
+            ys[s] = h
+        y = ctx.emit(op.stack(ys, axis=1))
+        return y, h, c
+
+    def step(self, xs, hp, h, c):
+        ctx, op, n = self.ctx, relax.op, self.h
+
+        def gate(t, i):
+            return op.strided_slice(t, [1], [i * n], [(i + 1) * n])
+
+        if self.kind == "rnn":
+            pre = op.add(xs, hp)
+            return ctx.emit(op.tanh(pre) if self.act == "tanh" else op.nn.relu(pre)), None
+        if self.kind == "lstm":
+            pre = ctx.emit(op.add(xs, hp))
+            i, f, g, o = (ctx.emit(gate(pre, k)) for k in range(4))
+            c = ctx.emit(op.add(op.multiply(op.sigmoid(f), c), op.multiply(op.sigmoid(i), op.tanh(g))))
+            return ctx.emit(op.multiply(op.sigmoid(o), op.tanh(c))), c
+        r = ctx.emit(op.sigmoid(op.add(gate(xs, 0), gate(hp, 0))))
+        z = ctx.emit(op.sigmoid(op.add(gate(xs, 1), gate(hp, 1))))
+        nn_ = ctx.emit(op.tanh(op.add(gate(xs, 2), op.multiply(r, gate(hp, 2)))))
+        return ctx.emit(op.add(op.multiply(op.subtract(relax.const(1.0, "float32"), z), nn_),
+                               op.multiply(z, h))), None
+
+    # -- a TIR time loop -----------------------------------------------------------------------------------------
+    def loop(self, xp, whh, bhh, h0, c0, batch, length, reverse: bool):
+        ctx = self.ctx
+        whh_t = ctx.emit(relax.op.permute_dims(whh, [1, 0]))  # [H, G*H]: contiguous in the gate dim
+        fn = _PRIMFUNCS[self.kind](self.h, int(reverse), self.act == "relu")
+        gv = ctx.bb.add_func(fn, f"specc_{self.kind}{'_reverse' if reverse else ''}_{self.h}")
+        b, s = ctx.dim(batch), ctx.dim(length)
+        outs = [relax.TensorType([b, s, self.h], "float32"), relax.TensorType([b, self.h], "float32")]
+        args = [xp, whh_t, bhh, h0]
+        if self.kind == "lstm":
+            outs.append(relax.TensorType([b, self.h], "float32"))
+            args.append(c0)
+        res = ctx.emit(relax.call_tir(gv, args, out_ty=outs))
+        items = [ctx.emit(relax.TupleGetItem(res, i)) for i in range(len(outs))]
+        return items[0], items[1], (items[2] if self.kind == "lstm" else None)
+
+
+def _rnn_func(H: int, rev: int, relu: bool):
+    GH = H
+    use_relu = int(relu)
+
+    @T.prim_func(private=True)
+    def rnn(xp_h: T.handle, whh_t: T.Buffer((H, GH), "float32"), bhh: T.Buffer((GH,), "float32"), h0_h: T.handle,
+            y_h: T.handle, hn_h: T.handle):
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
+        B = T.int64()
+        S = T.int64()
+        xp = T.match_buffer(xp_h, (B, S, GH), "float32")
+        h0 = T.match_buffer(h0_h, (B, H), "float32")
+        y = T.match_buffer(y_h, (B, S, H), "float32")
+        hn = T.match_buffer(hn_h, (B, H), "float32")
+        hp = T.alloc_buffer((B, GH), "float32")
+        for b, u in T.grid(B, H):
+            hn[b, u] = h0[b, u]
+        for step in range(S):
+            t = step + rev * (S - 1 - 2 * step)
+            for b, j in T.grid(B, GH):
+                hp[b, j] = bhh[j]
+            for b, k, j in T.grid(B, H, GH):
+                hp[b, j] = hp[b, j] + hn[b, k] * whh_t[k, j]
+            for b, u in T.grid(B, H):
+                pre: T.float32 = xp[b, t, u] + hp[b, u]
+                hn[b, u] = T.if_then_else(use_relu == 1, T.max(pre, T.float32(0)), T.tanh(pre))
+                y[b, t, u] = hn[b, u]
+    return rnn
+
+
+def _lstm_func(H: int, rev: int, relu: bool):
+    GH = 4 * H
+
+    @T.prim_func(private=True)
+    def lstm(xp_h: T.handle, whh_t: T.Buffer((H, GH), "float32"), bhh: T.Buffer((GH,), "float32"),
+             h0_h: T.handle, c0_h: T.handle, y_h: T.handle, hn_h: T.handle, cn_h: T.handle):
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
+        B = T.int64()
+        S = T.int64()
+        xp = T.match_buffer(xp_h, (B, S, GH), "float32")
+        h0 = T.match_buffer(h0_h, (B, H), "float32")
+        c0 = T.match_buffer(c0_h, (B, H), "float32")
+        y = T.match_buffer(y_h, (B, S, H), "float32")
+        hn = T.match_buffer(hn_h, (B, H), "float32")
+        cn = T.match_buffer(cn_h, (B, H), "float32")
+        hp = T.alloc_buffer((B, GH), "float32")
+        for b, u in T.grid(B, H):
+            hn[b, u] = h0[b, u]
+            cn[b, u] = c0[b, u]
+        for step in range(S):
+            t = step + rev * (S - 1 - 2 * step)
+            for b, j in T.grid(B, GH):
+                hp[b, j] = bhh[j]
+            for b, k, j in T.grid(B, H, GH):
+                hp[b, j] = hp[b, j] + hn[b, k] * whh_t[k, j]
+            for b, u in T.grid(B, H):
+                ig: T.float32 = T.sigmoid(xp[b, t, u] + hp[b, u])
+                fg: T.float32 = T.sigmoid(xp[b, t, H + u] + hp[b, H + u])
+                gg: T.float32 = T.tanh(xp[b, t, 2 * H + u] + hp[b, 2 * H + u])
+                og: T.float32 = T.sigmoid(xp[b, t, 3 * H + u] + hp[b, 3 * H + u])
+                cn[b, u] = fg * cn[b, u] + ig * gg
+                hn[b, u] = og * T.tanh(cn[b, u])
+                y[b, t, u] = hn[b, u]
+    return lstm
+
+
+def _gru_func(H: int, rev: int, relu: bool):
+    GH = 3 * H
+
+    @T.prim_func(private=True)
+    def gru(xp_h: T.handle, whh_t: T.Buffer((H, GH), "float32"), bhh: T.Buffer((GH,), "float32"), h0_h: T.handle,
+            y_h: T.handle, hn_h: T.handle):
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
+        B = T.int64()
+        S = T.int64()
+        xp = T.match_buffer(xp_h, (B, S, GH), "float32")
+        h0 = T.match_buffer(h0_h, (B, H), "float32")
+        y = T.match_buffer(y_h, (B, S, H), "float32")
+        hn = T.match_buffer(hn_h, (B, H), "float32")
+        hp = T.alloc_buffer((B, GH), "float32")
+        for b, u in T.grid(B, H):
+            hn[b, u] = h0[b, u]
+        for step in range(S):
+            t = step + rev * (S - 1 - 2 * step)
+            for b, j in T.grid(B, GH):
+                hp[b, j] = bhh[j]
+            for b, k, j in T.grid(B, H, GH):
+                hp[b, j] = hp[b, j] + hn[b, k] * whh_t[k, j]
+            for b, u in T.grid(B, H):
+                r: T.float32 = T.sigmoid(xp[b, t, u] + hp[b, u])
+                z: T.float32 = T.sigmoid(xp[b, t, H + u] + hp[b, H + u])
+                n: T.float32 = T.tanh(xp[b, t, 2 * H + u] + r * hp[b, 2 * H + u])
+                hn[b, u] = (T.float32(1) - z) * n + z * hn[b, u]
+                y[b, t, u] = hn[b, u]
+    return gru
+
+
+_PRIMFUNCS = {"rnn": _rnn_func, "lstm": _lstm_func, "gru": _gru_func}
