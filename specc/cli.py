@@ -262,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .api import CheckError
     from .diagnostics import SpecError, render_all
+    from .fsutil import OutputError
 
     ap = build_parser()
     args = ap.parse_args(argv)
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as e:
         print(render_all(e.diagnostics, getattr(e, "sources", None)), file=sys.stderr)
         return EXIT_SPEC
-    except UsageError as e:
+    except (UsageError, OutputError) as e:
         print(f"specc: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
