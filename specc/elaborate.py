@@ -269,9 +269,11 @@ class Elaborator:
             registry.GRAPHS.reset(gtoken)
             CONSTRAINTS.reset(token)
         g = b.graph
-        if not g.inputs:
+        # an `input`/`output` that is written but failed (or was skipped by a failed assert) is already reported
+        written = {type(s) for s in _walk_stmts(chosen.body)} if self.diags else set()
+        if not g.inputs and A.InputStmt not in written:
             self.error("E0402", f"model {chosen.name} declares no `input`", chosen.name_span)
-        if not g.outputs and not self.diags:  # else an output failed to elaborate, already reported
+        if not g.outputs and A.OutputStmt not in written:
             self.error("E0402", f"model {chosen.name} declares no `output`", chosen.name_span)
         self.graphs[g.name] = g
         return Module(name=chosen.name, graphs=dict(self.graphs), main=g.name, hparams=hparams,
@@ -860,11 +862,15 @@ class Elaborator:
             notes = []
             if err.operand is not None and err.operand < len(tensors):
                 src = tensors[err.operand]
-                notes.append(Note(src.span, f"input {err.operand} ({src.type}) comes from here"))
-            elif tensors:
-                notes.append(Note(tensors[0].span, f"input ({tensors[0].type}) comes from here"))
+                which = f"input {err.operand}" if len(tensors) > 1 else "input"
+                notes.append(Note(src.span, f"{which} ({src.type}) comes from here"))
+            else:  # about all inputs (e.g. two shapes that do not broadcast): show where each comes from
+                for i, t in enumerate(tensors):
+                    which = f"input {i}" if len(tensors) > 1 else "input"
+                    notes.append(Note(t.span, f"{which} ({t.type}) comes from here"))
             notes.extend(err.notes)
-            raise self.fail(err.code, f"{label}: {err}", span, notes=notes) from None
+            # "conv2d: expects a rank-4 input", not "conv2d: conv2d expects ..."
+            raise self.fail(err.code, f"{label}: {str(err).removeprefix(opname + ' ')}", span, notes=notes) from None
         node = Node(name=name, kind="op", target=opname, inputs=tuple(t.node for t in tensors), attrs=attrs,
                     type=out, span=span, layer=layer.name if layer else None)
         self.check_tie(op, node, ins, b)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from pathlib import Path
 
 import lark
 from lark import Token, Tree
 
 from . import ast as A
-from .diagnostics import Diagnostic, SpecError
+from .diagnostics import Diagnostic, Note, SpecError
 from .source import Span
 
 GRAMMAR = Path(__file__).resolve().parent.parent / "grammar" / "specc.lark"
@@ -66,7 +67,34 @@ def _syntax_diag(e: lark.exceptions.UnexpectedInput, text: str, file: str) -> Di
         expected = sorted({_TOKEN_NAMES.get(t, _pretty_terminal(t)) for t in e.allowed})
     span = Span(file, line, col, line, col + width)
     help_ = f"expected {', '.join(expected[:8])}{' ...' if len(expected) > 8 else ''}" if expected else None
+    tok = getattr(e, "token", None)
+    if msg == "unexpected end of file" or (tok is not None and tok.value in (")", "]", "}")):
+        # an unclosed bracket is the usual cause; lark's list of every token that could follow is no help
+        end = len(text) if msg == "unexpected end of file" else tok.start_pos
+        opened = _unclosed_bracket(text[:end], file)
+        closing = {"(": ")", "[": "]", "{": "}"}
+        if opened is not None and (tok is None or tok.type == "$END" or closing[opened[0]] != tok.value):
+            ch, where = opened
+            return Diagnostic("E0001", f"syntax error: {msg}: {ch!r} is never closed", span, label="here",
+                              notes=[Note(where, f"{ch!r} opened here")], help=f"add {closing[ch]!r}")
     return Diagnostic("E0001", f"syntax error: {msg}", span, label="here", help=help_)
+
+
+def _unclosed_bracket(text: str, file: str) -> tuple[str, Span] | None:
+    """The innermost bracket still open at the end of `text` (strings and comments skipped)."""
+    stack: list[int] = []
+    for m in re.finditer(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|[(){}\[\]]', text):
+        tok = m.group()
+        if tok in ("(", "[", "{"):
+            stack.append(m.start())
+        elif tok in (")", "]", "}") and stack:
+            stack.pop()
+    if not stack:
+        return None
+    pos = stack[-1]
+    line = text.count("\n", 0, pos) + 1
+    col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return text[pos], Span(file, line, col, line, col + 1)
 
 
 def _pretty_terminal(name: str) -> str:
