@@ -17,7 +17,7 @@ import specc
 from torch_util import REPO, SPECS
 
 GOLDEN = REPO / "tests" / "golden" / "torch"
-CASES = ["lenet5", "resnet18", "resnet50", "gpt2"]
+CASES = ["lenet5", "resnet18", "resnet50", "gpt2", "deepseek_moe_16b"]
 ACCEPT = os.environ.get("SPECC_ACCEPT") == "1"
 
 
