@@ -98,7 +98,8 @@ _DERIVED = '''
 def derived(owner: nn.Module, tag: str, make, *sources):
     """Weights computed from parameters (a folded batchnorm, concatenated projections). While autograd records they
     are recomputed every call (gradients flow to the real parameters); otherwise cached on `owner` until a source
-    tensor changes (in-place update or new storage)."""
+    tensor changes: new storage, or an in-place update (load_state_dict, optimizer steps, `with torch.no_grad():
+    p.copy_(...)`). Writes through `p.data` are not versioned by PyTorch: call clear_derived(model) after those."""
     if torch.is_grad_enabled():
         return make()
     key = tuple((t.data_ptr(), t._version, t.dtype) for t in sources if t is not None)
@@ -106,6 +107,12 @@ def derived(owner: nn.Module, tag: str, make, *sources):
     if tag not in cache or cache[tag][0] != key:
         cache[tag] = (key, make())
     return cache[tag][1]
+
+
+def clear_derived(model: nn.Module) -> None:
+    """Forget every cached derived weight in `model` (needed only after writes through `.data`)."""
+    for m in model.modules():
+        m.__dict__.pop("_specc_derived", None)
 '''
 
 _FUSED = '''

@@ -140,10 +140,10 @@ def _fold(opts: PipelineOptions):
                     ed.remove(name)
                     log.did(ed, f"%{name} ({n.target}) is %{res}: {_why(n)}")
                 else:
-                    was = [ed[i] for i in n.inputs]
                     ed.set(res)
-                    ed.drop_dead(i.name for i in was if i.kind == "op")
                     log.did(ed, f"%{name} ({n.target}) folded with its operand: {_describe(res)}")
+                for dead in ed.drop_dead(n.inputs):  # what only the folded node read
+                    log.did(ed, f"removed %{dead}: nothing reads it any more")
                 progress = True
         if not opts.inference:
             for n in ed.nodes():

@@ -151,7 +151,8 @@ def _rewrite(ed: Editor, root: Node, m: Match, log: Log) -> None:
     inputs = (m.q, k, m.v) + ((m.mask,) if m.mask else ())
     try:
         if m.k_node is not None:
-            ed.insert_before(root.name, m.k_node.model_copy(update={"name": k, "origin": ()}))
+            kn = m.k_node
+            ed.insert_before(root.name, make_op(ed, k, kn.target, kn.inputs, kn.attrs, [], span=kn.span))
         node = make_op(ed, root.name, "sdpa", inputs, attrs, replaced, span=root.span)
     except ShapeError as e:
         if m.k_node is not None:

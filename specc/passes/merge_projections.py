@@ -30,9 +30,11 @@ def _merge(ed: Editor, log: Log) -> None:
                 log.skip(ed, f"%{u.name} (linear of %{x}) not merged: it is a shared or tied layer")
         ok = [u for u in linears if _mergeable(u)]
         groups = {b: [u for u in ok if u.attrs.bias == b] for b in (True, False)}
-        if groups[True] and groups[False]:
-            log.skip(ed, f"linears of %{x} with a bias ({', '.join('%' + u.name for u in groups[True])}) and without "
-                         f"({', '.join('%' + u.name for u in groups[False])}) are merged separately")
+        for b, group in groups.items():
+            others = groups[not b]
+            if len(group) == 1 and others:
+                log.skip(ed, f"%{group[0].name} (linear of %{x}) not merged: it has {'a' if b else 'no'} bias, "
+                             f"{', '.join('%' + u.name for u in others)} {'do not' if b else 'do'}")
         for group in groups.values():
             if len(group) >= 2:
                 _rewrite(ed, x, group, log)

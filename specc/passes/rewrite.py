@@ -117,17 +117,19 @@ class Editor:
                     return f"%{p} is also read by %{u.name}" if u.kind != "output" else f"%{p} is a graph output"
         return None
 
-    def drop_dead(self, names: Iterable[str]) -> None:
-        """Remove each of `names` that nobody reads any more (repeatedly: a removal can free its inputs)."""
+    def drop_dead(self, names: Iterable[str]) -> list[str]:
+        """Remove each pure op among `names` that nobody reads any more, and then its operands if that frees them;
+        return what was removed."""
         pending = [n for n in names if n in self.rec]
-        progress = True
-        while progress:
-            progress = False
-            for n in list(pending):
-                if n in self.rec and not self.users(n) and self.rec[n].kind != "output":
-                    self.remove(n)
-                    pending.remove(n)
-                    progress = True
+        removed = []
+        while pending:
+            n = pending.pop()
+            r = self.rec.get(n)
+            if r is not None and is_pure(r) and not self.users(n):
+                self.remove(n)
+                removed.append(n)
+                pending.extend(r.inputs)
+        return removed
 
     def build(self) -> Graph:
         g = Graph(name=self.src.name, block=self.src.block, hparams=dict(self.src.hparams), span=self.src.span)
