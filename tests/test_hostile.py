@@ -117,8 +117,12 @@ EVENTS: list[tuple[str, tuple]] = []
 _RECORDING = [False]
 
 
+# introspection torch itself does once torch.compile has run in the process (dynamo's frame checks)
+_INTROSPECTION = {"builtins.id", "sys._getframe", "sys._getframemodulename", "object.__getattr__"}
+
+
 def _audit(event: str, args: tuple) -> None:
-    if _RECORDING[0] and not event.startswith("sys._getframe"):
+    if _RECORDING[0] and event not in _INTROSPECTION:
         EVENTS.append((event, args))
 
 
