@@ -204,34 +204,14 @@ class Walker:
             self.weight_info[name] = (tuple(int(d) for d in shape), dtype)
         return self.weight_vars[name]
 
-    # -- names: exactly the emitted PyTorch module's attribute names (torch/emit.py graph_code) -----------------
+    # -- names -------------------------------------------------------------------------------------------------
     def attributes(self, g: Graph) -> dict[str, str]:
-        """spec layer/node name -> nn.Module attribute in this graph's class."""
         if g.name not in self._attrs:
-            attr_of = Namer(attr_name)
-            unpacked = _unpacked_tuples(g)
-            for n in g.nodes():
-                if n.kind in ("input", "output") or (n.kind == "op" and n.target == "getitem"
-                                                     and n.inputs[0] in unpacked):
-                    continue
-                attr_of(n.layer or n.name)
-                for key in self._module_keys(g, n):
-                    attr_of(key)
-            self._attrs[g.name] = attr_of.names
+            self._attrs[g.name] = attribute_names(g)
         return self._attrs[g.name]
 
-    def _module_keys(self, g: Graph, n: Node) -> list[str]:
-        """The layer names of an op whose PyTorch module rule builds several layers (fused ops)."""
-        if n.kind != "op" or (n.layer is not None and n.layer != n.name):
-            return []
-        rule = registry.get(n.target).torch
-        if rule is None or rule.module is None:
-            return []
-        made = rule.module([g[i].type for i in n.inputs], n.attrs)
-        return list(made) if isinstance(made, dict) else []
-
     def layered(self, g: Graph, n: Node) -> bool:
-        return bool(self._module_keys(g, n))
+        return bool(_module_keys(g, n))
 
     # -- values ------------------------------------------------------------------------------------------------
     def tensor_type(self, t: TensorType) -> relax.TensorType:
@@ -337,6 +317,31 @@ class Walker:
         if not same or str(ty.dtype) != tvm_dtype(n.type.dtype):
             raise TypeError(f"rule produced {ty.dtype}{list(got or [])}, the IR says {n.type} (a bug in specc's "
                             f"TVM rule for {n.target})")
+
+
+def attribute_names(g: Graph) -> dict[str, str]:
+    """spec layer/node name -> attribute of the emitted nn.Module for graph `g`: exactly the names (and the order
+    they are handed out in) of torch/emit.py's graph_code, so weight names match the PyTorch state_dict."""
+    attr_of = Namer(attr_name)
+    unpacked = _unpacked_tuples(g)
+    for n in g.nodes():
+        if n.kind in ("input", "output") or (n.kind == "op" and n.target == "getitem" and n.inputs[0] in unpacked):
+            continue
+        attr_of(n.layer or n.name)
+        for key in _module_keys(g, n):
+            attr_of(key)
+    return attr_of.names
+
+
+def _module_keys(g: Graph, n: Node) -> list[str]:
+    """The layer names of an op whose PyTorch module rule builds several layers (fused ops)."""
+    if n.kind != "op" or (n.layer is not None and n.layer != n.name):
+        return []
+    rule = registry.get(n.target).torch
+    if rule is None or rule.module is None:
+        return []
+    made = rule.module([g[i].type for i in n.inputs], n.attrs)
+    return list(made) if isinstance(made, dict) else []
 
 
 def _hint(qualified: str) -> str:
