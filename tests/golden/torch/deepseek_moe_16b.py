@@ -110,37 +110,37 @@ class DeepSeekMoE16BConfig:
     aux_loss_alpha: float = 0.001
 
 
-class RotaryAttention(nn.Module):
-    """RotaryAttention, defined at std/moe.nn:14"""
+class MultiHeadAttention(nn.Module):
+    """MultiHeadAttention, defined at std/transformer.nn:14"""
 
     def __init__(self) -> None:
         super().__init__()
         self.q_proj = nn.Linear(2048, 2048, bias=False)
         self.k_proj = nn.Linear(2048, 2048, bias=False)
         self.v_proj = nn.Linear(2048, 2048, bias=False)
-        self.o_proj = nn.Linear(2048, 2048, bias=False)
+        self.out_proj = nn.Linear(2048, 2048, bias=False)
 
     def forward(self, x):
         y = self.q_proj(x)  # [B, T, 2048]
         y = y.reshape(y.size(0), y.size(1), 16, 128)  # [B, T, 16, 128]
         y = y.transpose(1, 2)  # [B, 16, T, 128]
-        y = apply_rope(y)  # [B, 16, T, 128]
         z = self.k_proj(x)  # [B, T, 2048]
         z = z.reshape(z.size(0), z.size(1), 16, 128)  # [B, T, 16, 128]
         z = z.transpose(1, 2)  # [B, 16, T, 128]
-        z = apply_rope(z)  # [B, 16, T, 128]
         x = self.v_proj(x)  # [B, T, 2048]
         x = x.reshape(x.size(0), x.size(1), 16, 128)  # [B, T, 16, 128]
         x = x.transpose(1, 2)  # [B, 16, T, 128]
+        y = apply_rope(y)  # [B, 16, T, 128]
+        z = apply_rope(z)  # [B, 16, T, 128]
         y = F.scaled_dot_product_attention(y, z, x, is_causal=True)  # [B, 16, T, 128]
         y = y.transpose(1, 2)  # [B, T, 16, 128]
         y = y.reshape(y.size(0), y.size(1), 2048)  # [B, T, 2048]
-        y = self.o_proj(y)  # [B, T, 2048]
+        y = self.out_proj(y)  # [B, T, 2048]
         return y
 
 
 class SwiGLU(nn.Module):
-    """SwiGLU (2 variants), defined at std/transformer.nn:62"""
+    """SwiGLU (2 variants), defined at std/transformer.nn:63"""
 
     def __init__(self, hidden: int) -> None:
         super().__init__()
@@ -158,12 +158,12 @@ class SwiGLU(nn.Module):
 
 
 class RotaryDecoderLayer(nn.Module):
-    """RotaryDecoderLayer, defined at std/moe.nn:30"""
+    """RotaryDecoderLayer, defined at std/moe.nn:13"""
 
     def __init__(self) -> None:
         super().__init__()
         self.input_layernorm = nn.RMSNorm(2048, eps=1e-06)
-        self.self_attn = RotaryAttention()
+        self.self_attn = MultiHeadAttention()
         self.post_attention_layernorm = nn.RMSNorm(2048, eps=1e-06)
         self.mlp = SwiGLU(10944)
 
@@ -178,7 +178,7 @@ class RotaryDecoderLayer(nn.Module):
 
 
 class SparseMoE(nn.Module):
-    """SparseMoE, defined at std/moe.nn:37"""
+    """SparseMoE, defined at std/moe.nn:22"""
 
     def __init__(self) -> None:
         super().__init__()
@@ -190,12 +190,12 @@ class SparseMoE(nn.Module):
 
 
 class RotaryDecoderLayer1(nn.Module):
-    """RotaryDecoderLayer, defined at std/moe.nn:30"""
+    """RotaryDecoderLayer, defined at std/moe.nn:13"""
 
     def __init__(self) -> None:
         super().__init__()
         self.input_layernorm = nn.RMSNorm(2048, eps=1e-06)
-        self.self_attn = RotaryAttention()
+        self.self_attn = MultiHeadAttention()
         self.post_attention_layernorm = nn.RMSNorm(2048, eps=1e-06)
         self.mlp = SparseMoE()
 
