@@ -49,7 +49,6 @@ from tvm import relax  # noqa: E402
 
 from specc.backends.tvm.schedules import last_stats, optimize_for_cpu  # noqa: E402
 
-
 # ----------------------------------------------------------------------------- timing
 _clock = time.perf_counter
 

@@ -13,6 +13,6 @@ after it.
 
 from __future__ import annotations
 
-from .pipeline import optimize_for_cpu, last_stats  # noqa: F401
+from .pipeline import last_stats, optimize_for_cpu  # noqa: F401
 
 __all__ = ["optimize_for_cpu", "last_stats"]

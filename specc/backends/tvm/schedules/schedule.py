@@ -76,7 +76,7 @@ def _in(sch, blk, lst):
     return any(_same(sch, blk, x) for x in lst)
 
 
-def _inline_intermediates(sch, skip, after_only_of=None):
+def _inline_intermediates(sch, skip):
     """compute_inline every injective, non-output block (except `skip`)."""
     changed = True
     while changed:
