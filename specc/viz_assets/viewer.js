@@ -94,7 +94,7 @@
     const [x0, y0, w, h] = svgSize.vb.split(/\s+/).map(parseFloat);
     const cut = h - (mapY(0) - mapY(-h)) ;
     svg.setAttribute("viewBox", [x0, y0, w, h - cut].join(" "));
-    svg.setAttribute("height", ((h - cut) * svgSize.h / h).toFixed(2) + "pt");
+    svg.setAttribute("height", ((h - cut) * svgSize.h / h).toFixed(2) + "px");  // baseVal is in px
   }
   function refresh() {
     const hidden = new Set();
@@ -179,7 +179,16 @@
   document.getElementById("unfold-all").addEventListener("click", function () { folded.clear(); refresh(); });
   document.getElementById("fit").addEventListener("click", function () { fit(false); });
   document.getElementById("fit-width").addEventListener("click", function () { fit(true); });
-  window.specc = { show: show, toggle: toggle, folded: folded, fit: fit, refresh: refresh };
+  function reveal(id) {  // pan so that node or block `id` is in the middle of the view
+    const g = document.getElementById(id);
+    if (!g) return false;
+    const r = g.getBoundingClientRect(), v = view.getBoundingClientRect();
+    tx += v.left + v.width / 2 - (r.left + r.width / 2); ty += v.top + v.height / 2 - (r.top + r.height / 2); apply();
+    return true;
+  }
+  window.specc = { show: show, toggle: toggle, folded: folded, fit: fit, refresh: refresh, reveal: reveal };
   const [w0, h0] = size();
   fit(h0 * ((view.clientWidth - 20) / w0) > view.clientHeight * 3);
+  const wanted = decodeURIComponent(location.hash.slice(1));  // page.html#layers.0.attn: open at that node
+  if (wanted && reveal(wanted)) show(wanted);
 })();
