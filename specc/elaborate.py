@@ -8,6 +8,7 @@ so one mistake yields one error, not a cascade.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 import typing
@@ -217,7 +218,18 @@ class Elaborator:
         if registry.get(d.name) is not None:
             self.error("E0106", f"block {d.name!r} has the same name as a built-in op", d.name_span)
             return
-        self.defs[d.name] = d
+        self.defs[d.name] = self.unique_params(d)
+
+    def unique_params(self, d: A.Def) -> A.Def:
+        """Report parameters declared twice, and keep the first of each name so the rest can be checked."""
+        seen: dict[str, A.Param] = {}
+        for p in d.params:
+            if p.name in seen:
+                self.error("E0106", f"{d.kind} {d.name}: parameter {p.name!r} is declared twice", p.span,
+                           notes=[Note(seen[p.name].span, "first declared here")])
+            else:
+                seen[p.name] = p
+        return d if len(seen) == len(d.params) else dataclasses.replace(d, params=tuple(seen.values()))
 
     # ---- model ----------------------------------------------------------------------------------------------
     def elaborate_model(self, prog: A.Program, model: str | None, overrides: dict[str, Any]) -> Module | None:
@@ -233,6 +245,7 @@ class Elaborator:
             if chosen is None:
                 names = ", ".join(m.name for m in models)
                 raise SpecError.at("E0401", f"no model named {model!r} in {prog.file} (it defines: {names})")
+        chosen = self.unique_params(chosen)
         names = {p.name for p in chosen.params}
         for k in overrides:
             if k not in names:
