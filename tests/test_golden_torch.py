@@ -2,7 +2,7 @@
 
 A change to the emitter shows up here as a diff. Read it; if it is what you meant, refresh the files with
 
-    SPECC_ACCEPT=1 pytest tests/test_golden_torch.py
+    SPECC_ACCEPT=1 pytest tests/test_golden_torch.py      (or `pytest --accept`)
 
 and commit them with the change that caused them.
 """
@@ -18,7 +18,6 @@ from torch_util import REPO, SPECS
 
 GOLDEN = REPO / "tests" / "golden" / "torch"
 CASES = ["lenet5", "resnet18", "resnet50", "gpt2", "deepseek_moe_16b"]
-ACCEPT = os.environ.get("SPECC_ACCEPT") == "1"
 
 
 @pytest.mark.parametrize("stem", CASES)
@@ -28,7 +27,7 @@ def test_emitted_source_matches_golden(stem):
         pytest.skip(f"{path.name} not in specs/")
     got = specc.load(path).torch_source()
     golden = GOLDEN / f"{stem}.py"
-    if ACCEPT:
+    if os.environ.get("SPECC_ACCEPT") == "1":  # also set by `pytest --accept` (tests/conftest.py)
         golden.parent.mkdir(parents=True, exist_ok=True)
         golden.write_text(got)
         return

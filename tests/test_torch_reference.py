@@ -80,13 +80,13 @@ def translate(key: str, table: dict[str, str]) -> str:
     return table[prefix] + rest
 
 
-def build_pair(stem: str, seed: int = 0):
+def build_pair(stem: str, opt_level: int = 0, seed: int = 0):
     """(emitted, reference, key map): the emitted model randomly initialised (batch-norm statistics included),
     the reference holding the same tensors loaded through the name map with strict=True."""
     ref_cls, _, overrides = REFERENCES[stem]
     spec = specc.load(SPECS / f"{stem}.nn", **overrides)
     torch.manual_seed(seed)
-    emitted = spec.to_torch()
+    emitted = spec.to_torch(opt_level=opt_level)
     with torch.no_grad():
         for mod in emitted.modules():
             if isinstance(mod, torch.nn.BatchNorm2d):  # non-trivial statistics and affine terms
@@ -104,9 +104,10 @@ def build_pair(stem: str, seed: int = 0):
     return spec, emitted, reference, names
 
 
+@pytest.mark.parametrize("opt_level", [0, 1], ids=["O0", "O1"])  # -O1 is what `specc compile` writes
 @pytest.mark.parametrize("stem", list(REFERENCES))
-def test_emitted_matches_reference(stem):
-    spec, emitted, reference, names = build_pair(stem)
+def test_emitted_matches_reference(stem, opt_level):
+    spec, emitted, reference, names = build_pair(stem, opt_level)
     assert n_params(emitted) == n_params(reference) == spec.summary().params
     # the reverse direction loads too (strict): the map covers the reference completely
     back = {v: k for k, v in names.items()}
@@ -118,15 +119,16 @@ def test_emitted_matches_reference(stem):
         a, b = emitted(x), reference(x)
     assert a.shape == b.shape
     diff = (a - b).abs().max().item()
-    print(f"{stem}: max abs diff {diff:.3g} over {tuple(a.shape)}, |out| max {a.abs().max().item():.3g}")
+    print(f"{stem} -O{opt_level}: max abs diff {diff:.3g} over {tuple(a.shape)}, |out| max {a.abs().max().item():.3g}")
     assert diff <= TOL
     assert a.abs().max() > 1e-3, "outputs too close to 0 for the comparison to mean much"
 
 
+@pytest.mark.parametrize("opt_level", [0, 1], ids=["O0", "O1"])
 @pytest.mark.parametrize("stem", ["lenet5", "resnet18"])
-def test_training_step_matches_reference(stem):
+def test_training_step_matches_reference(stem, opt_level):
     """Train mode (batch-norm batch statistics), backward: same loss, same gradients under the name map."""
-    _, emitted, reference, names = build_pair(stem)
+    _, emitted, reference, names = build_pair(stem, opt_level)
     emitted.train()
     reference.train()
     x = torch.randn(REFERENCES[stem][1], generator=torch.Generator().manual_seed(2))

@@ -100,7 +100,7 @@ def derived(owner: nn.Module, tag: str, make, *sources):
     are recomputed every call (gradients flow to the real parameters); otherwise cached on `owner` until a source
     tensor changes: new storage, or an in-place update (load_state_dict, optimizer steps, `with torch.no_grad():
     p.copy_(...)`). Writes through `p.data` are not versioned by PyTorch: call clear_derived(model) after those."""
-    if torch.is_grad_enabled():
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():  # a compiled graph computes them itself
         return make()
     key = tuple((t.data_ptr(), t._version, t.dtype) for t in sources if t is not None)
     cache = owner.__dict__.setdefault("_specc_derived", {})
