@@ -6,6 +6,7 @@ both. Reported: median seconds per call and the ratio emitted/reference (target 
 
     python bench/torch_vs_reference.py                      # ResNet-18 and -50, forward b1/b32, train step b8
     python bench/torch_vs_reference.py --models resnet18 --iters 9 --train-batch 32
+    python bench/torch_vs_reference.py --cpu-time            # on a loaded machine
 """
 from __future__ import annotations
 
@@ -54,6 +55,9 @@ def train_fn(model, x, y):
     return run
 
 
+CLOCK = time.perf_counter
+
+
 def timed_pair(a, b, iters: int, warmup: int) -> tuple[float, float]:
     """Median seconds of a() and b(), alternating which runs first in each round."""
     for _ in range(warmup):
@@ -63,9 +67,9 @@ def timed_pair(a, b, iters: int, warmup: int) -> tuple[float, float]:
     for i in range(iters):
         order = [(a, ta), (b, tb)] if i % 2 == 0 else [(b, tb), (a, ta)]
         for fn, out in order:
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             fn()
-            out.append(time.perf_counter() - t0)
+            out.append(CLOCK() - t0)
     return statistics.median(ta), statistics.median(tb)
 
 
@@ -77,11 +81,19 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=5, help="timed rounds per case (median)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="one thread, timed by this process's CPU time: steadier on a machine others are loading")
     args = ap.parse_args()
+    global CLOCK
+    if args.cpu_time:
+        args.threads = 1
+        CLOCK = time.process_time
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.iters} alternating rounds")
+    clock = "process CPU time" if args.cpu_time else "wall clock"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {clock}, median of {args.iters} "
+          "alternating rounds")
     rows = []
     for stem in args.models:
         emitted, reference = build(stem)

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from torch_util import REPO, SPECS
 
 import specc
 from specc import cli, fsutil
-from torch_util import REPO, SPECS
 
 LENET = SPECS / "lenet5.nn"
 

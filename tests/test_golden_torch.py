@@ -12,9 +12,9 @@ import difflib
 import os
 
 import pytest
+from torch_util import REPO, SPECS
 
 import specc
-from torch_util import REPO, SPECS
 
 GOLDEN = REPO / "tests" / "golden" / "torch"
 CASES = ["lenet5", "resnet18", "resnet50", "gpt2", "deepseek_moe_16b"]

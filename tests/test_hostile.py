@@ -18,11 +18,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from torch_util import REPO, dim_env, n_params, random_inputs, ruff_check
 
 import specc
 from specc.api import CheckError
 from specc.diagnostics import SpecError
-from torch_util import REPO, dim_env, n_params, random_inputs, ruff_check
 
 torch = pytest.importorskip("torch")
 

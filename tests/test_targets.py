@@ -6,11 +6,11 @@ import subprocess
 import sys
 
 import pytest
+from torch_util import REPO
 
 from specc.api import CheckError
 from specc.diagnostics import SpecError
 from specc.targets import TARGETS_DIR, Target, available, load_target
-from torch_util import REPO
 
 
 def test_shipped_targets_load():

@@ -11,10 +11,19 @@ import subprocess
 import sys
 
 import pytest
+from torch_util import (
+    REPO,
+    SHRINK,
+    dim_env,
+    expected_outputs,
+    load_small,
+    n_params,
+    random_inputs,
+    ruff_check,
+    spec_paths,
+)
 
 import specc
-from torch_util import (REPO, SHRINK, dim_env, expected_outputs, load_small, n_params, random_inputs, ruff_check,
-                        spec_paths)
 
 torch = pytest.importorskip("torch")
 

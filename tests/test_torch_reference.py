@@ -8,7 +8,6 @@ outputs agree within 1e-5. For ResNet-18 and LeNet-5 a train-mode forward/backwa
 from __future__ import annotations
 
 import pytest
-
 from torch_util import REPO, SPECS, n_params
 
 torch = pytest.importorskip("torch")
