@@ -16,12 +16,15 @@ def _same(ins: list[TensorType], a) -> TensorType:
     return ins[0]
 
 
-def _unary(name: str, fn: str, doc: str) -> None:
+def _unary(name: str, fn: str, doc: str, inplace: str | None = None) -> None:
+    """inplace: the in-place spelling, for ops whose backward reads only their result (relu)."""
+    rule = TorchRule(call=lambda args, a, ins, fn=fn: f"{fn}({args[0]})",
+                     inplace=(lambda args, a, ins, fn=inplace: f"{fn}({args[0]}, inplace=True)") if inplace else None)
     register(OpDef(name=name, attrs=NoAttrs, infer=_same, categories=frozenset({ACTIVATION, ELEMENTWISE}),
-                   torch=TorchRule(call=lambda args, a, ins, fn=fn: f"{fn}({args[0]})"), doc=doc))
+                   torch=rule, doc=doc))
 
 
-_unary("relu", "F.relu", "max(x, 0)")
+_unary("relu", "F.relu", "max(x, 0)", inplace="F.relu")
 _unary("tanh", "torch.tanh", "hyperbolic tangent")
 _unary("sigmoid", "torch.sigmoid", "logistic sigmoid")
 _unary("silu", "F.silu", "x * sigmoid(x) (swish)")

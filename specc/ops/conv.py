@@ -108,6 +108,6 @@ for _nd in (1, 2):
         positional=("out_channels", "kernel_size", "stride", "padding"),
         infer=_conv_infer(_nd), params=_conv_params(_nd), macs=_conv_macs(_nd),
         categories=frozenset({LAYER}),
-        torch=TorchRule(module=_conv_module(_nd)),
+        torch=TorchRule(module=_conv_module(_nd), fresh=True),
         doc=f"{_nd}-D convolution over [N, C, ...] input.",
     ))

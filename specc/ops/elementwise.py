@@ -55,10 +55,12 @@ def _binary_call(sym: str):
     return call
 
 
-for _name, _sym in (("add", "+"), ("sub", "-"), ("mul", "*"), ("div", "/"), ("pow", "**")):
+# fresh: backward reads the operands, not the result (pow's exponent gradient reads the result)
+for _name, _sym, _fresh in (("add", "+", True), ("sub", "-", True), ("mul", "*", True), ("div", "/", True),
+                            ("pow", "**", False)):
     register(OpDef(
         name=_name, attrs=BinaryAttrs, arity=(1, 2), infer=_binary_infer,
-        categories=frozenset({ELEMENTWISE}), torch=TorchRule(call=_binary_call(_sym)),
+        categories=frozenset({ELEMENTWISE}), torch=TorchRule(call=_binary_call(_sym), fresh=_fresh),
         doc=f"elementwise `{_sym}` with broadcasting",
     ))
 

@@ -37,7 +37,7 @@ register(OpDef(
     name="linear", attrs=LinearAttrs, positional=("out_features",), infer=_linear_infer,
     params=lambda ins, a: {"weight": (a.out_features, ins[0].shape[-1]), **({"bias": (a.out_features,)} if a.bias else {})},
     macs=lambda ins, out, a: numel(out.shape) * ins[0].shape[-1],
-    categories=frozenset({LAYER}), torch=TorchRule(module=_linear_module),
+    categories=frozenset({LAYER}), torch=TorchRule(module=_linear_module, fresh=True),
     doc="y = x @ W.T + b over the last dim.",
 ))
 

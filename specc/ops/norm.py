@@ -40,7 +40,7 @@ register(OpDef(
     params=lambda ins, a: {"weight": (ins[0].shape[1],), "bias": (ins[0].shape[1],)} if a.affine else {},
     buffers=lambda ins, a: {"running_mean": (ins[0].shape[1],), "running_var": (ins[0].shape[1],),
                             "num_batches_tracked": ()},
-    categories=frozenset({LAYER}), torch=TorchRule(module=_bn_module),
+    categories=frozenset({LAYER}), torch=TorchRule(module=_bn_module, fresh=True),
     doc="batch normalisation over dim 1 (BatchNorm1d/2d/3d by rank).",
 ))
 
@@ -74,7 +74,7 @@ register(OpDef(
     name="layernorm", attrs=LayerNormAttrs, positional=("eps",), infer=_ln_infer,
     params=lambda ins, a: {} if not a.affine else
     {"weight": (ins[0].shape[-1],), **({"bias": (ins[0].shape[-1],)} if a.bias else {})},
-    categories=frozenset({LAYER}), torch=TorchRule(module=_ln_module),
+    categories=frozenset({LAYER}), torch=TorchRule(module=_ln_module, fresh=True),
     doc="layer normalisation over the last dim.",
 ))
 

@@ -21,6 +21,12 @@ class TorchRule:
     call: Callable[[list[str], Any, list[TensorType]], str] | None = None
     imports: tuple[str, ...] = ()
     support: tuple[str, ...] = ()
+    # The call returns a new tensor that nothing else aliases and that autograd's backward does not read, so the
+    # op reading it next may overwrite it (torchvision's ReLU(inplace=True) after a conv, batchnorm or add).
+    fresh: bool = False
+    # This op written in place on its first argument; the emitter uses it when that argument is fresh (above) and
+    # read by nothing else.
+    inplace: Callable[[list[str], Any, list[TensorType]], str] | None = None
 
 
 def pyval(v: Any) -> str:

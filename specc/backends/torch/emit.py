@@ -230,7 +230,9 @@ def graph_code(m: Module, g: Graph, cls_of: dict[str, str], is_main: bool) -> Gr
                 tie = getattr(n.attrs, "tie", None)
                 if tie:
                     ties.append(f"self.{attr}.weight = self.{attr_of(tie)}.weight  # weight tying")
-            if rule.call is not None:
+            if rule.inplace is not None and _overwritable(g, n):
+                expr = rule.inplace(ins, n.attrs, in_types)
+            elif rule.call is not None:
                 expr = rule.call(ins + layers, n.attrs, in_types)
             else:
                 expr = f"self.{attr}({', '.join(ins)})"
@@ -278,6 +280,15 @@ def graph_code(m: Module, g: Graph, cls_of: dict[str, str], is_main: bool) -> Gr
     fwd.append(f"return {ret}")
     comments.append("")
     return GraphCode(g, args, init, fwd, comments, callees, imports, support, attr_of.taken)
+
+
+def _overwritable(g: Graph, n: Node) -> bool:
+    """n may overwrite its first input: an op's fresh result (see TorchRule.fresh) that nothing else reads."""
+    src = g[n.inputs[0]]
+    if src.kind != "op" or g.users(src.name) != [n.name] or n.inputs.count(src.name) != 1:
+        return False
+    rule = registry.get(src.target).torch
+    return rule is not None and rule.fresh
 
 
 def _unpacked_tuples(g: Graph) -> dict[str, list[str | None]]:

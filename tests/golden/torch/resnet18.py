@@ -27,11 +27,11 @@ class BasicBlock(nn.Module):
     def forward(self, x):
         y = self.conv1(x)  # [B, width, *, *]
         y = self.bn1(y)  # [B, width, *, *]
-        y = F.relu(y)  # [B, width, *, *]
+        y = F.relu(y, inplace=True)  # [B, width, *, *]
         y = self.conv2(y)  # [B, width, *, *]
         y = self.bn2(y)  # [B, width, *, *]
         x = x + y  # [B, width, *, *]
-        x = F.relu(x)  # [B, width, *, *]
+        x = F.relu(x, inplace=True)  # [B, width, *, *]
         return x
 
 
@@ -50,13 +50,13 @@ class BasicBlock1(nn.Module):
     def forward(self, x):
         y = self.conv1(x)  # [B, width, *, *]
         y = self.bn1(y)  # [B, width, *, *]
-        y = F.relu(y)  # [B, width, *, *]
+        y = F.relu(y, inplace=True)  # [B, width, *, *]
         y = self.conv2(y)  # [B, width, *, *]
         y = self.bn2(y)  # [B, width, *, *]
         x = self.down_conv(x)  # [B, width, *, *]
         x = self.down_bn(x)  # [B, width, *, *]
         x = x + y  # [B, width, *, *]
-        x = F.relu(x)  # [B, width, *, *]
+        x = F.relu(x, inplace=True)  # [B, width, *, *]
         return x
 
 
@@ -83,7 +83,7 @@ class ResNet18(nn.Module):
     def forward(self, image):
         x = self.conv1(image)  # [B, 64, 112, 112]
         x = self.bn1(x)  # [B, 64, 112, 112]
-        x = F.relu(x)  # [B, 64, 112, 112]
+        x = F.relu(x, inplace=True)  # [B, 64, 112, 112]
         x = F.max_pool2d(x, 3, stride=2, padding=1)  # [B, 64, 56, 56]
         x = self.basic_block(x)  # [B, 64, 56, 56]
         x = self.basic_block_1(x)  # [B, 64, 56, 56]

@@ -32,16 +32,16 @@ class Bottleneck(nn.Module):
     def forward(self, x):
         y = self.conv1(x)  # [B, 64, 56, 56]
         y = self.bn1(y)  # [B, 64, 56, 56]
-        y = F.relu(y)  # [B, 64, 56, 56]
+        y = F.relu(y, inplace=True)  # [B, 64, 56, 56]
         y = self.conv2(y)  # [B, 64, 56, 56]
         y = self.bn2(y)  # [B, 64, 56, 56]
-        y = F.relu(y)  # [B, 64, 56, 56]
+        y = F.relu(y, inplace=True)  # [B, 64, 56, 56]
         y = self.conv3(y)  # [B, 256, 56, 56]
         y = self.bn3(y)  # [B, 256, 56, 56]
         x = self.down_conv(x)  # [B, 256, 56, 56]
         x = self.down_bn(x)  # [B, 256, 56, 56]
         x = x + y  # [B, 256, 56, 56]
-        x = F.relu(x)  # [B, 256, 56, 56]
+        x = F.relu(x, inplace=True)  # [B, 256, 56, 56]
         return x
 
 
@@ -60,14 +60,14 @@ class Bottleneck1(nn.Module):
     def forward(self, x):
         y = self.conv1(x)  # [B, width, *, *]
         y = self.bn1(y)  # [B, width, *, *]
-        y = F.relu(y)  # [B, width, *, *]
+        y = F.relu(y, inplace=True)  # [B, width, *, *]
         y = self.conv2(y)  # [B, width, *, *]
         y = self.bn2(y)  # [B, width, *, *]
-        y = F.relu(y)  # [B, width, *, *]
+        y = F.relu(y, inplace=True)  # [B, width, *, *]
         y = self.conv3(y)  # [B, *, *, *]
         y = self.bn3(y)  # [B, *, *, *]
         x = x + y  # [B, *, *, *]
-        x = F.relu(x)  # [B, *, *, *]
+        x = F.relu(x, inplace=True)  # [B, *, *, *]
         return x
 
 
@@ -88,16 +88,16 @@ class Bottleneck2(nn.Module):
     def forward(self, x):
         y = self.conv1(x)  # [B, 128, 56, 56]
         y = self.bn1(y)  # [B, 128, 56, 56]
-        y = F.relu(y)  # [B, 128, 56, 56]
+        y = F.relu(y, inplace=True)  # [B, 128, 56, 56]
         y = self.conv2(y)  # [B, 128, 28, 28]
         y = self.bn2(y)  # [B, 128, 28, 28]
-        y = F.relu(y)  # [B, 128, 28, 28]
+        y = F.relu(y, inplace=True)  # [B, 128, 28, 28]
         y = self.conv3(y)  # [B, 512, 28, 28]
         y = self.bn3(y)  # [B, 512, 28, 28]
         x = self.down_conv(x)  # [B, 512, 28, 28]
         x = self.down_bn(x)  # [B, 512, 28, 28]
         x = x + y  # [B, 512, 28, 28]
-        x = F.relu(x)  # [B, 512, 28, 28]
+        x = F.relu(x, inplace=True)  # [B, 512, 28, 28]
         return x
 
 
@@ -118,16 +118,16 @@ class Bottleneck3(nn.Module):
     def forward(self, x):
         y = self.conv1(x)  # [B, 256, 28, 28]
         y = self.bn1(y)  # [B, 256, 28, 28]
-        y = F.relu(y)  # [B, 256, 28, 28]
+        y = F.relu(y, inplace=True)  # [B, 256, 28, 28]
         y = self.conv2(y)  # [B, 256, 14, 14]
         y = self.bn2(y)  # [B, 256, 14, 14]
-        y = F.relu(y)  # [B, 256, 14, 14]
+        y = F.relu(y, inplace=True)  # [B, 256, 14, 14]
         y = self.conv3(y)  # [B, 1024, 14, 14]
         y = self.bn3(y)  # [B, 1024, 14, 14]
         x = self.down_conv(x)  # [B, 1024, 14, 14]
         x = self.down_bn(x)  # [B, 1024, 14, 14]
         x = x + y  # [B, 1024, 14, 14]
-        x = F.relu(x)  # [B, 1024, 14, 14]
+        x = F.relu(x, inplace=True)  # [B, 1024, 14, 14]
         return x
 
 
@@ -148,16 +148,16 @@ class Bottleneck4(nn.Module):
     def forward(self, x):
         y = self.conv1(x)  # [B, 512, 14, 14]
         y = self.bn1(y)  # [B, 512, 14, 14]
-        y = F.relu(y)  # [B, 512, 14, 14]
+        y = F.relu(y, inplace=True)  # [B, 512, 14, 14]
         y = self.conv2(y)  # [B, 512, 7, 7]
         y = self.bn2(y)  # [B, 512, 7, 7]
-        y = F.relu(y)  # [B, 512, 7, 7]
+        y = F.relu(y, inplace=True)  # [B, 512, 7, 7]
         y = self.conv3(y)  # [B, 2048, 7, 7]
         y = self.bn3(y)  # [B, 2048, 7, 7]
         x = self.down_conv(x)  # [B, 2048, 7, 7]
         x = self.down_bn(x)  # [B, 2048, 7, 7]
         x = x + y  # [B, 2048, 7, 7]
-        x = F.relu(x)  # [B, 2048, 7, 7]
+        x = F.relu(x, inplace=True)  # [B, 2048, 7, 7]
         return x
 
 
@@ -184,7 +184,7 @@ class ResNet50(nn.Module):
     def forward(self, image):
         x = self.conv1(image)  # [B, 64, 112, 112]
         x = self.bn1(x)  # [B, 64, 112, 112]
-        x = F.relu(x)  # [B, 64, 112, 112]
+        x = F.relu(x, inplace=True)  # [B, 64, 112, 112]
         x = F.max_pool2d(x, 3, stride=2, padding=1)  # [B, 64, 56, 56]
         x = self.bottleneck(x)  # [B, 256, 56, 56]
         for layer in self.layers:
