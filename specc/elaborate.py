@@ -233,6 +233,12 @@ class Elaborator:
 
     # ---- model ----------------------------------------------------------------------------------------------
     def elaborate_model(self, prog: A.Program, model: str | None, overrides: dict[str, Any]) -> Module | None:
+        from .parse import gc_paused
+
+        with gc_paused():  # see gc_paused: keeps check time linear in the size of the spec
+            return self._elaborate_model(prog, model, overrides)
+
+    def _elaborate_model(self, prog: A.Program, model: str | None, overrides: dict[str, Any]) -> Module | None:
         models = [d for d in prog.defs if d.kind == "model"]
         if not models:
             self.error("E0401", f"{prog.file} defines no model", None,
