@@ -29,8 +29,8 @@ from tests.test_torch_reference import NAME_MAPS, translate  # noqa: E402
 REFERENCES = {"resnet18": conv.ResNet18, "resnet50": conv.ResNet50}
 
 
-def build(stem: str):
-    emitted = specc.load(REPO / "specs" / f"{stem}.nn").to_torch()
+def build(stem: str, opt_level: int):
+    emitted = specc.load(REPO / "specs" / f"{stem}.nn").to_torch(opt_level=opt_level)
     reference = REFERENCES[stem]()
     state = {translate(k, NAME_MAPS[stem]): v for k, v in emitted.state_dict().items()}
     reference.load_state_dict(state, strict=True)
@@ -80,6 +80,8 @@ def main() -> None:
     ap.add_argument("--train-batch", type=int, default=8, help="batch size of the SGD training step")
     ap.add_argument("--iters", type=int, default=5, help="timed rounds per case (median)")
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("-O", dest="opt_level", type=int, choices=(0, 1), default=1,
+                    help="optimization level of the emitted model (default 1, what `specc compile` writes)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--cpu-time", action="store_true",
                     help="one thread, timed by this process's CPU time: steadier on a machine others are loading")
@@ -92,11 +94,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     clock = "process CPU time" if args.cpu_time else "wall clock"
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {clock}, median of {args.iters} "
-          "alternating rounds")
+    print(f"emitted at -O{args.opt_level}; torch {torch.__version__}, {torch.get_num_threads()} threads, {clock}, "
+          f"median of {args.iters} alternating rounds")
     rows = []
     for stem in args.models:
-        emitted, reference = build(stem)
+        emitted, reference = build(stem, args.opt_level)
         emitted.eval()
         reference.eval()
         x1 = torch.randn(1, 3, 224, 224)
