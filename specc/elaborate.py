@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-import typing
 from typing import Any
 
 import pydantic
