@@ -176,21 +176,37 @@ def prod(dims) -> Dim:
 
 
 def parse_dim(text: str) -> Dim:
-    """Parse a printed dim back (used by the IR text parser): ints, names, and +,-,* over them."""
+    """Parse a printed dim back (used by the IR text parser); the inverse of ``str(dim)``.
+
+    The printer joins terms with " + " / " - " and factors with "*"; a factor is an int, a symbol, or an opaque
+    atom such as ``(H - 1)//2``, which has none of those separators outside its parentheses. So splitting at
+    parenthesis depth 0 gives back the same terms, and ``((H - 1)//2)//2 + 1`` stays an atom plus 1."""
     text = text.strip()
     if text.lstrip("-").isdigit():
         return int(text)
-    if text.isidentifier():
-        return Sym.var(text)
-    # opaque or compound: keep canonical string as one atom unless it is a simple sum of products
-    import re
+    lead = -1 if text.startswith("-") else 1
+    total: Dim = 0
+    for sep, term in _split_top(text.removeprefix("-").lstrip(), (" + ", " - ")):
+        val: Dim = 1
+        for _, factor in _split_top(term, ("*",)):
+            val = val * (int(factor) if factor.isdigit() else Sym.var(factor))
+        sign = {"": lead, " + ": 1, " - ": -1}[sep]
+        total = total + (val if sign == 1 else -val)
+    return total
 
-    if re.fullmatch(r"[A-Za-z0-9_*+\- ]+", text):
-        total: Dim = 0
-        for sign, term in re.findall(r"([+-]?)\s*([A-Za-z0-9_*]+)", text.replace(" ", "")):
-            val: Dim = 1
-            for f in term.split("*"):
-                val = val * (int(f) if f.isdigit() else Sym.var(f))
-            total = total + (-val if sign == "-" else val)
-        return total
-    return Sym.var(text)
+
+def _split_top(text: str, seps: tuple[str, ...]) -> list[tuple[str, str]]:
+    """[(separator before, part)] of `text` split at `seps` outside parentheses; the first separator is ""."""
+    parts, depth, start, before, i = [], 0, 0, "", 0
+    while i < len(text):
+        ch = text[i]
+        depth += (ch == "(") - (ch == ")")
+        sep = next((s for s in seps if depth == 0 and text.startswith(s, i)), None)
+        if sep is not None:
+            parts.append((before, text[start:i]))
+            before, i = sep, i + len(sep)
+            start = i
+            continue
+        i += 1
+    parts.append((before, text[start:]))
+    return parts
