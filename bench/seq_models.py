@@ -9,7 +9,9 @@ importable. Weights are copied from the reference into the emitted model and the
 Runs alternate between the models (A B A B ...) so that load changes on a shared machine hit both alike; the table
 gives medians and the ratio specc / reference (< 1: the emitted code is faster).
 
-    python bench/seq_models.py [--threads 2] [--runs 15] [--models gpt2,bert,gpt2-train]
+    python bench/seq_models.py [--threads 2] [--runs 15] [--models gpt2,bert,gpt2-train] [--clock cpu]
+
+On a shared, loaded machine, `--clock cpu` (process CPU time, all threads) is steadier than wall time.
 """
 from __future__ import annotations
 
@@ -60,10 +62,13 @@ def hf_models():
     return gpt2.eval(), bert.eval()
 
 
+CLOCK = time.perf_counter
+
+
 def timed(fn) -> float:
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     fn()
-    return time.perf_counter() - t0
+    return CLOCK() - t0
 
 
 def race(fns: dict[str, object], runs: int, warmup: int = 2) -> dict[str, float]:
@@ -154,10 +159,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--runs", type=int, default=15, help="timed calls per model (medians are reported)")
     ap.add_argument("--models", default=",".join(BENCHES))
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall time, or process CPU time")
     args = ap.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     hf = hf_models()
-    print(f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()[0]:.2f}; "
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.clock} clock, "
+          f"load average {os.getloadavg()[0]:.2f}; "
           f"HF transformers: {'yes' if hf[0] is not None else 'not installed (skipped)'}")
     head = f"{'benchmark':<26} {'reference ms':>13} {'specc ms':>10} {'ratio':>7}" + \
         (f" {'HF ms':>9} {'specc/HF':>9}" if hf[0] is not None else "")
