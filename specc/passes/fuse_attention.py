@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from ..diagnostics import ShapeError
 from ..ir import Module, Node
 from ..ops import registry
+from ..types import FLOAT_DTYPES
 from .pipeline import Pass, PassResult, PipelineOptions
 from .rewrite import Editor, Log, make_op, map_graphs
 
@@ -69,6 +70,8 @@ def match(ed: Editor, root: Node) -> Match | str | None:
         interior.append(s.name)
         a, b = (ed[i] for i in s.inputs)
         scores, mask = (a, b.name) if _is_scores(ed, a) else (b, a.name)
+        if ed[mask].type.dtype not in FLOAT_DTYPES:  # sdpa reads a bool mask as "may attend", not as a number
+            return f"the scores add %{mask}, a {ed[mask].type.dtype} tensor, not an additive float mask"
         s = scores
     scale = 1.0
     c = _scalar(s if s.kind == "op" else None)

@@ -254,7 +254,8 @@ def is_pure(n: Node) -> bool:
     if n.kind != "op":
         return False
     op = registry.get(n.target)
-    return registry.LAYER not in op.categories and n.target not in IMPURE
+    random = n.target in IMPURE or (getattr(n.attrs, "dropout", 0) or 0) > 0  # e.g. sdpa with dropout
+    return registry.LAYER not in op.categories and not random
 
 
 IMPURE = {"dropout"}  # random draws in training mode
