@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 import specc
+import specc.api
 from specc.cli import main
 from specc.summary import default_env
 
@@ -122,3 +123,17 @@ def test_every_input_dim_but_the_batch_is_static():
     for name in ZOO:
         m = specc.load(SPECS / f"{name}.nn").module
         assert default_env(m) == {"B": 1}
+
+
+def test_std_conv_blocks():
+    spec = specc.api.loads("""
+        import "std/conv.nn"
+        model MobileNetStem() {
+          input image: f32[B, 32, 112, 112]
+          output y = image -> DepthwiseSeparable(64) -> DepthwiseSeparable(128, stride=2)
+        }""")
+    # depthwise 3x3 + BN, pointwise 1x1 + BN, twice: (288 + 64 + 2048 + 128) + (576 + 128 + 8192 + 256)
+    assert spec.params == 11_680
+    assert str(spec.graph["y"].type) == "f32[B, 128, 56, 56]"
+    convs = [n for _, n, _, _ in spec.module.walk() if n.target == "conv2d"]
+    assert [(c.attrs.groups, c.attrs.padding) for c in convs] == [(32, 1), (1, 0), (64, 1), (1, 0)]
