@@ -99,12 +99,25 @@ def test_emitted_files_pass_ruff(tmp_path):
 
 
 def test_repeat_stays_folded():
-    """ResNet-50 and ResNet-152 differ only in repeat counts: the emitted files have the same number of lines."""
+    """ResNet-50 and ResNet-152 differ only in repeat counts, so do a 12- and a 96-layer GPT: the emitted files
+    have the same number of lines."""
     path = REPO / "specs" / "resnet50.nn"
     r50 = specc.load(path).torch_source()
     r152 = specc.load(path, depths=[3, 8, 36, 3]).torch_source()
     assert len(r50.splitlines()) == len(r152.splitlines())
     assert "range(35)" in r152
+    gpt = REPO / "specs" / "gpt2.nn"
+    if gpt.is_file():
+        small, deep = specc.load(gpt).torch_source(), specc.load(gpt, layers=96).torch_source()
+        assert len(small.splitlines()) == len(deep.splitlines()) and "range(96)" in deep
+
+
+def test_attention_uses_sdpa():
+    """Wherever a spec has attention, the emitted forward calls F.scaled_dot_product_attention."""
+    for path in SPECS:
+        spec = specc.load(path)
+        if any(n.kind == "op" and n.target == "sdpa" for _, n, _, _ in spec.module.walk()):
+            assert "F.scaled_dot_product_attention(" in spec.torch_source(), path.stem
 
 
 def test_forward_has_shape_comments():
