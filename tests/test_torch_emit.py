@@ -68,7 +68,7 @@ _EMIT_ALL = """
 import json, sys
 from pathlib import Path
 import specc
-print(json.dumps({p: specc.load(p).torch_source() for p in sys.argv[1:]}))
+print(json.dumps({p + str(o): specc.load(p).torch_source(opt_level=o) for p in sys.argv[1:] for o in (0, 1)}))
 """
 
 
@@ -82,16 +82,17 @@ def test_emitted_source_is_deterministic_across_processes():
                              env=env, check=True, timeout=120)
         runs.append(json.loads(res.stdout))
     assert runs[0] == runs[1]
-    here = {str(p.relative_to(REPO)): specc.load(p).torch_source() for p in SPECS}
+    here = {str(p.relative_to(REPO)) + str(o): specc.load(p).torch_source(opt_level=o) for p in SPECS for o in (0, 1)}
     assert runs[0] == here
 
 
 def test_emitted_files_pass_ruff(tmp_path):
     files = []
     for path in SPECS:
-        f = tmp_path / f"{path.stem}.py"
-        f.write_text(load_small(path).torch_source())
-        files.append(f)
+        for level in (0, 1):
+            f = tmp_path / f"{path.stem}_O{level}.py"
+            f.write_text(load_small(path).torch_source(opt_level=level))
+            files.append(f)
     res = ruff_check(files)
     if res is None:
         pytest.skip("ruff not installed")
