@@ -97,3 +97,14 @@ def test_cli_target_path_and_bad_file(tmp_path):
     assert res.returncode == 1
     assert f"{bad}:2:11" in res.stderr and 'compile = "sometimes"' in res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "out2").exists()
+
+
+def test_target_settings_reach_the_built_module(tmp_path):
+    torch = pytest.importorskip("torch")
+    import specc
+
+    path = tmp_path / "bf16.toml"
+    path.write_text('backend = "torch"\ndevice = "cpu"\ndtype = "bfloat16"\ncompile = true\n')
+    model = specc.load(REPO / "specs" / "lenet5.nn").to_torch(target=load_target(str(path)))
+    assert isinstance(model, torch._dynamo.eval_frame.OptimizedModule)  # wrapped, compiled on first call
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
