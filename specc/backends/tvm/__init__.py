@@ -47,8 +47,9 @@ def ir_module(spec, opt_level: int | None = None, disabled: tuple = ()):
 
 
 def build(spec, target="tvm-cpu", *, weights=None, opt_level: int | None = None, disabled: tuple = (),
-          seed: int = 0) -> "TVMModel":
-    """Lower, compile and load `spec` for a TVM target; returns a callable runner."""
+          seed: int = 0, dims: dict[str, int] | None = None) -> "TVMModel":
+    """Lower, compile and load `spec` for a TVM target; returns a callable runner. `dims` fixes symbolic dims
+    (e.g. {"B": 1}) for a static-shape build, which can use kernels tuned by `specc tune` for those sizes."""
     t = resolve_target(target)
     if t.device == "cpu":
         os.environ.setdefault("TVM_NUM_THREADS", str(t.num_threads or len(os.sched_getaffinity(0))))
@@ -56,7 +57,7 @@ def build(spec, target="tvm-cpu", *, weights=None, opt_level: int | None = None,
     from .lower import lower
 
     module = ir_module(spec, opt_level, disabled)
-    lowered = lower(module, t)
+    lowered = lower(module, t, dims=dims)
     named = load_weights(weights, lowered.weights, spec, opt_level, disabled, seed)
     ex, stats = compile_module(lowered, named, t)
     return TVMModel(ex, lowered, t, named, stats, spec.name)
@@ -178,6 +179,9 @@ class TVMModel:
         for sym, bound in self.lowered.bounds.items():
             if sym in env and env[sym] > bound:
                 raise ValueError(f"{sym} = {env[sym]} exceeds its bound {sym} <= {bound}")
+        for sym, fixed in self.lowered.fixed.items():
+            if sym in env and env[sym] != fixed:
+                raise ValueError(f"{self.name} was built for {sym} = {fixed}, got {sym} = {env[sym]}")
         return list(inputs)
 
     def _to_tvm(self, x):
@@ -246,7 +250,7 @@ def _check_one(name: str, x, t: TensorType, env: dict[str, int]) -> None:
 # ---- specc compile --target tvm-* ----------------------------------------------------------------------------
 
 def compile_files(spec, target, outdir: Path, force: bool = False, opt_level: int | None = None,
-                  disabled: tuple = (), weights=None) -> list[Path]:
+                  disabled: tuple = (), weights=None, dims: dict[str, int] | None = None) -> list[Path]:
     """Write <model>.so, <model>.npz and <model>_tvm.py into outdir, all or none."""
     import tempfile
 
@@ -255,7 +259,7 @@ def compile_files(spec, target, outdir: Path, force: bool = False, opt_level: in
 
     t = resolve_target(target)
     level = t.opt_level if opt_level is None else opt_level
-    model = build(spec, t, weights=weights, opt_level=level, disabled=disabled)
+    model = build(spec, t, weights=weights, opt_level=level, disabled=disabled, dims=dims)
     stem = class_name(spec.module.name).lower()
     with tempfile.TemporaryDirectory() as tmp:
         lib = Path(tmp) / f"{stem}.so"

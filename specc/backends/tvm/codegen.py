@@ -41,8 +41,8 @@ def _host(mcpu: str | None, threads: int | None) -> tvm.target.Target:
         spec.update({k: found[k] for k in ("mtriple", "mcpu") if found.get(k)})
     else:
         spec["mcpu"] = mcpu
-    if threads:
-        spec["num-cores"] = threads
+    # the thread count the kernels are scheduled (and tuned) for
+    spec["num-cores"] = threads or int(os.environ.get("TVM_NUM_THREADS", 0)) or len(os.sched_getaffinity(0))
     return tvm.target.Target(spec)
 
 

@@ -37,8 +37,9 @@ def tvm_dtype(dtype: str) -> str:
 class DimConverter:
     """specc dims (int | Sym polynomial, with opaque atoms like ``(T - 1)//2``) -> tirx int64 expressions."""
 
-    def __init__(self) -> None:
+    def __init__(self, fixed: dict[str, int] | None = None) -> None:
         self.vars: dict[str, tirx.Var] = {}
+        self.fixed = dict(fixed or {})  # symbolic dims specialised to a number (static-shape builds, tuning)
 
     def var(self, name: str) -> tirx.Var:
         if name not in self.vars:
@@ -46,6 +47,8 @@ class DimConverter:
         return self.vars[name]
 
     def __call__(self, d: Dim) -> tirx.PrimExpr:
+        if self.fixed and isinstance(d, Sym):
+            d = d.subs(self.fixed)
         if isinstance(d, int):
             return tirx.IntImm("int64", d)
         total: tirx.PrimExpr = tirx.IntImm("int64", 0)
@@ -179,15 +182,16 @@ class Lowered:
     weights: dict[str, tuple[tuple[int, ...], str]]  # state-dict name -> (shape, dtype), in param order
     taps: list[tuple[str, Node]] = field(default_factory=list)  # extra outputs (diff mode): qualified name, node
     bounds: dict[str, int] = field(default_factory=dict)  # symbolic dim -> upper bound (`T <= ctx`)
+    fixed: dict[str, int] = field(default_factory=dict)  # symbolic dims this build specialised to a number
 
 
 class Walker:
-    def __init__(self, module: Module, target=None, taps: bool = False) -> None:
+    def __init__(self, module: Module, target=None, taps: bool = False, dims: dict[str, int] | None = None) -> None:
         self.m = module
         self.target = target
         self.want_taps = taps
         self.bb = relax.BlockBuilder()
-        self.dims = DimConverter()
+        self.dims = DimConverter(dims)
         self.weight_vars: dict[str, relax.Var] = {}
         self.weight_info: dict[str, tuple[tuple[int, ...], str]] = {}
         self.taps: list[tuple[str, Node, relax.Expr]] = []
@@ -240,7 +244,7 @@ class Walker:
             mod["main"] = mod["main"].with_attr("tir_var_upper_bound", bounds)
         return Lowered(mod, list(g.inputs), [g[i].type for i in g.inputs], list(g.outputs),
                        [g[o].type for o in g.outputs], dict(self.weight_info),
-                       [(q, n) for q, n, _ in self.taps], bounds)
+                       [(q, n) for q, n, _ in self.taps], bounds, dict(self.dims.fixed))
 
     def graph(self, g: Graph, prefix: str, args: list) -> list:
         env: dict[str, Any] = dict(zip(g.inputs, args))
@@ -394,10 +398,11 @@ def _dynamic_dims(types: list[Type]) -> str | None:
     return None
 
 
-def lower(module: Module, target=None, taps: bool = False) -> Lowered:
+def lower(module: Module, target=None, taps: bool = False, dims: dict[str, int] | None = None) -> Lowered:
     """Lower a checked IR module to a Relax IRModule. Raises SpecError (E0501) listing every node that cannot be
-    lowered for `target` (a specc.targets.Target or None)."""
+    lowered for `target` (a specc.targets.Target or None). `dims` specialises symbolic dims to numbers (a
+    static-shape build: what `specc tune` tunes for); the others stay symbolic."""
     diags = unsupported(module, target)
     if diags:
         raise SpecError(*diags)
-    return Walker(module, target, taps).run()
+    return Walker(module, target, taps, dims).run()
