@@ -379,7 +379,7 @@ def unsupported(module: Module, target=None) -> list[Diagnostic]:
         if reason is None:
             reason = _dynamic_dims(in_types + [n.type])
         if reason:
-            where = f" on {target.name}" if target is not None else ""
+            where = f" (target {target.name})" if target is not None else ""
             diags.append(_diag(n, reason + where))
     return diags
 
