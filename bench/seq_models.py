@@ -7,7 +7,8 @@
 Hugging Face transformers models (built from a config, no download) join as a second reference when the package is
 importable. Weights are copied from the reference into the emitted model and the outputs compared before timing.
 Runs alternate between the models (A B A B ...) so that load changes on a shared machine hit both alike; the table
-gives medians and the ratio specc / reference (< 1: the emitted code is faster).
+gives medians and minimums and the ratios specc / reference (< 1: the emitted code is faster). On a loaded machine
+the minimums (the runs least disturbed) are the steadier comparison.
 
     python bench/seq_models.py [--threads 2] [--runs 15] [--models gpt2,bert,gpt2-train] [--clock cpu]
 
@@ -71,8 +72,8 @@ def timed(fn) -> float:
     return CLOCK() - t0
 
 
-def race(fns: dict[str, object], runs: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per call of each fn, the fns taking turns (in reversed order every other round)."""
+def race(fns: dict[str, object], runs: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Seconds per call of each fn, the fns taking turns (in reversed order every other round)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -80,7 +81,7 @@ def race(fns: dict[str, object], runs: int, warmup: int = 2) -> dict[str, float]
     for r in range(runs):
         for k in (list(fns) if r % 2 == 0 else list(reversed(fns))):
             times[k].append(timed(fns[k]))
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
 
 
 def check(name: str, got: torch.Tensor, want: torch.Tensor, atol: float = 1e-4) -> None:
@@ -168,17 +169,19 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} threads, {args.clock} clock, "
           f"load average {os.getloadavg()[0]:.2f}; "
           f"HF transformers: {'yes' if hf[0] is not None else 'not installed (skipped)'}")
-    head = f"{'benchmark':<26} {'reference ms':>13} {'specc ms':>10} {'ratio':>7}" + \
-        (f" {'HF ms':>9} {'specc/HF':>9}" if hf[0] is not None else "")
+    cols = ["reference", "specc"] + (["hf"] if hf[0] is not None else [])
+    head = f"{'benchmark':<24} {'stat':<6}" + "".join(f" {c + ' ms':>13}" for c in cols) + f" {'specc/ref':>10}" + \
+        (f" {'specc/HF':>9}" if "hf" in cols else "")
     print(head)
     print("-" * len(head))
     for key in args.models.split(","):
         title, fn, which = BENCHES[key]
-        t = fn(args.runs, hf[which])
-        line = f"{title:<26} {t['reference'] * 1e3:>13.1f} {t['specc'] * 1e3:>10.1f} {t['specc'] / t['reference']:>7.2f}"
-        if "hf" in t:
-            line += f" {t['hf'] * 1e3:>9.1f} {t['specc'] / t['hf']:>9.2f}"
-        print(line, flush=True)
+        times = fn(args.runs, hf[which])
+        for stat, agg in (("median", statistics.median), ("min", min)):
+            t = {k: agg(v) for k, v in times.items()}
+            line = f"{title if stat == 'median' else '':<24} {stat:<6}" + "".join(f" {t[c] * 1e3:>13.1f}" for c in cols)
+            line += f" {t['specc'] / t['reference']:>10.2f}" + (f" {t['specc'] / t['hf']:>9.2f}" if "hf" in t else "")
+            print(line, flush=True)
 
 
 if __name__ == "__main__":
