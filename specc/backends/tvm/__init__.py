@@ -46,6 +46,18 @@ def ir_module(spec, opt_level: int | None = None, disabled: tuple = ()):
     return module
 
 
+def lower_spec(spec, module, target, **options):
+    """lower() with the spec's sources attached to its errors, so they render with the spec line and a caret."""
+    from ...diagnostics import SpecError
+    from .lower import lower
+
+    try:
+        return lower(module, target, **options)
+    except SpecError as err:
+        err.sources = spec.sources
+        raise
+
+
 def build(spec, target="tvm-cpu", *, weights=None, opt_level: int | None = None, disabled: tuple = (),
           seed: int = 0, dims: dict[str, int] | None = None) -> "TVMModel":
     """Lower, compile and load `spec` for a TVM target; returns a callable runner. `dims` fixes symbolic dims
@@ -54,10 +66,9 @@ def build(spec, target="tvm-cpu", *, weights=None, opt_level: int | None = None,
     if t.device == "cpu":
         os.environ.setdefault("TVM_NUM_THREADS", str(t.num_threads or len(os.sched_getaffinity(0))))
     from .codegen import compile_module
-    from .lower import lower
 
     module = ir_module(spec, opt_level, disabled)
-    lowered = lower(module, t, dims=dims)
+    lowered = lower_spec(spec, module, t, dims=dims)
     named = load_weights(weights, lowered.weights, spec, opt_level, disabled, seed)
     ex, stats = compile_module(lowered, named, t)
     return TVMModel(ex, lowered, t, named, stats, spec.name)
@@ -254,20 +265,22 @@ def compile_files(spec, target, outdir: Path, force: bool = False, opt_level: in
     """Write <model>.so, <model>.npz and <model>_tvm.py into outdir, all or none."""
     import tempfile
 
-    from ...fsutil import MARKER, commit_files
-    from ..torch.emit import class_name
+    from ...fsutil import MARKER, check_targets, commit_files
+    from ..torch.emit import module_file_name
 
     t = resolve_target(target)
+    outdir = Path(outdir)
+    stem = module_file_name(spec.module.name).removesuffix(".py")
+    names = [f"{stem}.so", f"{stem}.so.specc", f"{stem}.npz", f"{stem}.npz.specc", f"{stem}_tvm.py"]
+    check_targets([outdir / n for n in names], force=force)  # before the (slow) build, not after it
     level = t.opt_level if opt_level is None else opt_level
     model = build(spec, t, weights=weights, opt_level=level, disabled=disabled, dims=dims)
-    stem = class_name(spec.module.name).lower()
     with tempfile.TemporaryDirectory() as tmp:
         lib = Path(tmp) / f"{stem}.so"
         model.export_library(lib)
         lib_bytes = lib.read_bytes()
     buf = io.BytesIO()
     np.savez(buf, **model.weights)
-    outdir = Path(outdir)
     sidecar = f"{MARKER}: sidecar of a binary file specc wrote\n"
     files: dict[Path, str | bytes] = {
         outdir / f"{stem}.so": lib_bytes,
@@ -283,8 +296,9 @@ def runner_script(spec, model: TVMModel, stem: str) -> str:
     from ... import __version__
     from ..torch.emit import spec_relative
 
-    ins = [(n, DTYPES[t.dtype], [str(d) for d in t.shape]) for n, t in zip(model.input_names,
-                                                                         model.lowered.input_types)]
+    fixed = model.lowered.fixed
+    ins = [(n, DTYPES[t.dtype], [str(d.subs(fixed) if hasattr(d, "subs") else d) for d in t.shape])
+           for n, t in zip(model.input_names, model.lowered.input_types)]
     src = spec_relative(spec.module.path, spec.module.path) if spec.module.path else spec.name
     return _RUNNER.format(version=__version__, src=src, stem=stem, target=model.target.name,
                           device=model.target.device, inputs=repr(ins), outputs=repr(model.output_names))

@@ -19,7 +19,7 @@ import numpy as np
 from ...diagnostics import Diagnostic, Note
 from ...ir import Graph, Module, Node
 from ...ops import registry
-from ...types import INT_DTYPES, TensorType
+from ...types import INT_DTYPES
 
 
 @dataclass
@@ -45,9 +45,8 @@ def diff_nodes(spec, target="tvm-cpu", dims: dict[str, int] | None = None, rtol:
     """Every op node's TVM and PyTorch values compared, in run order (stops after the first divergence)."""
     import torch
 
-    from . import load_weights, resolve_target
+    from . import load_weights, lower_spec, resolve_target
     from .codegen import compile_module, configure_threads
-    from .lower import lower
 
     t = resolve_target(target)
     module = spec.module
@@ -57,7 +56,7 @@ def diff_nodes(spec, target="tvm-cpu", dims: dict[str, int] | None = None, rtol:
         _random_statistics(model)
     env = _dims(module, dims or {})
     inputs = _inputs(module, env, seed)
-    lowered = lower(module, t, taps=True)
+    lowered = lower_spec(spec, module, t, taps=True)
     weights = load_weights(model, lowered.weights)
     ex, _ = compile_module(lowered, weights, t)
     if t.device == "cpu":

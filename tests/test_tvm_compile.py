@@ -1,0 +1,60 @@
+"""`specc compile --target tvm-cpu -o out/`: a native library, its weights and a runner, written all or nothing."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from torch_util import REPO
+
+from specc.cli import main
+
+pytestmark = pytest.mark.tvm
+tvm = pytest.importorskip("tvm")
+torch = pytest.importorskip("torch")
+
+LENET = str(REPO / "specs" / "lenet5.nn")
+
+
+def test_compile_writes_library_weights_and_runner(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["compile", LENET, "--target", "tvm-cpu", "-o", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["lenet5.npz", "lenet5.npz.specc", "lenet5.so", "lenet5.so.specc", "lenet5_tvm.py"]
+    assert "wrote" in capsys.readouterr().out
+
+    # the runner script runs on its own (random inputs) ...
+    res = subprocess.run([sys.executable, str(out / "lenet5_tvm.py"), "--dim", "B=2"], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "logits: float32[2, 10]" in res.stdout
+
+    # ... and the library computes what the emitted PyTorch module computes with the saved weights
+    sys.path.insert(0, str(out))
+    try:
+        import lenet5_tvm
+    finally:
+        sys.path.remove(str(out))
+    import specc
+
+    model = specc.load(LENET).to_torch(opt_level=1).eval()
+    with np.load(out / "lenet5.npz") as w:
+        model.load_state_dict({k: torch.from_numpy(w[k]) for k in w.files}, strict=False)
+    x = np.random.default_rng(0).standard_normal((3, 1, 32, 32)).astype("float32")
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(lenet5_tvm.load()(x), want, rtol=1e-4, atol=1e-5)
+
+    # compiling again replaces specc's own files
+    assert main(["compile", LENET, "--target", "tvm-cpu", "-o", str(out)]) == 0
+
+
+def test_compile_refuses_foreign_files_before_building(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "lenet5.so").write_bytes(b"not ours")
+    assert main(["compile", LENET, "--target", "tvm-cpu", "-o", str(out)]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["lenet5.so"]
+    assert (out / "lenet5.so").read_bytes() == b"not ours"
