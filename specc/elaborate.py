@@ -526,7 +526,7 @@ class Elaborator:
             key = ("repeat", s.span, i if uses_var else None, types, consts)
             gname = self.memo.get(key)
             if gname is None:
-                gname = self.elaborate_repeat_body(s, scope, carried, captured, i, b.graph.name)
+                gname = self.elaborate_repeat_body(s, scope, carried, captured, i, b.graph.block)
                 if gname is None:
                     for v in carried:
                         scope[v] = POISON
@@ -563,7 +563,11 @@ class Elaborator:
                               owner: str) -> str | None:
         base = f"{owner}_layer"
         name = self.unique_graph_name(base)
-        bb = GraphBuilder(name, base, {}, s.span)
+        # the body's hyper-parameters are the compile-time values it reads from outside (not its index: bodies
+        # that differ only in `i` but are built alike must stay one folded run)
+        read = _names_read(s.body) - ({s.var} if s.var else set())
+        hp = {k: v for k, v in outer.items() if k in read and isinstance(v, (int, float, bool, str))}
+        bb = GraphBuilder(name, base, dict(sorted(hp.items())), s.span)
         scope = Scope({k: v for k, v in outer.items() if not isinstance(v, (Tensor, LayerInstance))})
         for v in carried + captured:
             scope[v] = bb.add(Node(name=v, kind="input", type=outer[v].type, span=outer[v].span))

@@ -113,12 +113,48 @@ def _atom_value(atom: str, env: dict[str, int]) -> Dim:
     if atom in env:
         return env[atom]
     if "//" in atom or "(" in atom:
-        # opaque atom: evaluate with Python arithmetic over the known symbols, if all are known
-        try:
-            return int(eval(atom, {"__builtins__": {}}, dict(env)))  # noqa: S307 - atom text is built by Sym itself
-        except Exception:
-            return Sym.var(atom)
+        # opaque atom such as "(T - 1)//2": evaluate it if every symbol in it is known
+        value = _safe_int_eval(atom, env)
+        return Sym.var(atom) if value is None else value
     return Sym.var(atom)
+
+
+def _safe_int_eval(text: str, env: dict[str, int]) -> int | None:
+    """Integer arithmetic over names and literals only (+ - * // and parentheses); no eval()."""
+    import ast
+
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        return None
+
+    def ev(n):
+        if isinstance(n, ast.Expression):
+            return ev(n.body)
+        if isinstance(n, ast.Constant) and isinstance(n.value, int) and not isinstance(n.value, bool):
+            return n.value
+        if isinstance(n, ast.Name):
+            if n.id not in env:
+                raise KeyError(n.id)
+            return env[n.id]
+        if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub):
+            return -ev(n.operand)
+        if isinstance(n, ast.BinOp):
+            a, b = ev(n.left), ev(n.right)
+            if isinstance(n.op, ast.Add):
+                return a + b
+            if isinstance(n.op, ast.Sub):
+                return a - b
+            if isinstance(n.op, ast.Mult):
+                return a * b
+            if isinstance(n.op, ast.FloorDiv) and b != 0:
+                return a // b
+        raise ValueError(ast.dump(n))
+
+    try:
+        return ev(tree)
+    except (KeyError, ValueError, RecursionError):
+        return None
 
 
 def _div_by_monomial(terms: dict[Monomial, int], mono: Monomial, coef: int) -> "Dim | None":
@@ -138,7 +174,7 @@ def _div_by_monomial(terms: dict[Monomial, int], mono: Monomial, coef: int) -> "
 
 def _paren(d: Dim) -> str:
     s = str(d)
-    return s if isinstance(d, int) or s.isidentifier() else f"({s})"
+    return s if (isinstance(d, int) and d >= 0) or s.isidentifier() else f"({s})"
 
 
 def _as_terms(d: Dim) -> dict[Monomial, int]:

@@ -374,6 +374,27 @@ def _candidates(g: Graph) -> list[tuple[str, int]]:
     return out
 
 
+def _match(pool: list[str], cands: list[dict], vals: list[int], derived: list[str]) -> tuple[str | None, str]:
+    """The parameter whose values across members are `vals` (the block's hyper-parameters first, then input widths);
+    failing that, a hyper-parameter times, divided by or minus a small constant (a Bottleneck's `width * 4`).
+    Returns (parameter, expression suffix)."""
+    ordered = [k for k in pool if k in derived] + [k for k in pool if k not in derived]
+    for k in ordered:
+        if all(c.get(k) == v for c, v in zip(cands, vals)):
+            return k, ""
+    for factor in (2, 4, 8):
+        for k in derived:
+            if all(isinstance(c.get(k), int) and c[k] * factor == v for c, v in zip(cands, vals)):
+                return k, f" * {factor}"
+            if all(isinstance(c.get(k), int) and c[k] % factor == 0 and c[k] // factor == v
+                   for c, v in zip(cands, vals)):
+                return k, f" // {factor}"
+    for k in derived:
+        if all(isinstance(c.get(k), int) and c[k] - 1 == v for c, v in zip(cands, vals)):
+            return k, " - 1"
+    return None, ""
+
+
 def _parametrize(codes: list[GraphCode]) -> tuple[list[str], list[str], list[str], list[str], list[list]] | None:
     """Replace numbers that differ between members by constructor parameters; None if some cannot be named."""
     cands = [dict(_candidates(c.graph)) for c in codes]
@@ -395,7 +416,7 @@ def _parametrize(codes: list[GraphCode]) -> tuple[list[str], list[str], list[str
                     rep = tok
                 else:
                     pool = names if not soft else [k for k in used if k in hp_names]
-                    match = next((k for k in pool if all(c.get(k) == v for c, v in zip(cands, vals))), None)
+                    match, suffix = _match(pool, cands, vals, derived=[k for k in pool if k in hp_names])
                     if match is None:
                         if not soft:
                             return None
@@ -403,7 +424,7 @@ def _parametrize(codes: list[GraphCode]) -> tuple[list[str], list[str], list[str
                     else:
                         if match not in used:
                             used.append(match)
-                        rep = prefix(match)
+                        rep = prefix(match) + suffix
                 new += rep + pieces[ti + 1]
             out.append(new)
         return out
@@ -427,13 +448,13 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], dict[str, str], list[str],
     for name in live:
         imports.extend(i for i in codes[name].imports if i not in imports)
         support.extend(s for s in codes[name].support if s not in support)
-    groups: dict[tuple, list[str]] = {}
-    for name in live:
-        c = codes[name]
-        if name == m.main:
-            continue
-        key = (m.graphs[name].block, _template(c.init), _template(c.forward), tuple(c.args))
-        groups.setdefault(key, []).append(name)
+    # Plan bottom-up, one call depth at a time, so that a caller's constructor lines already name its callees'
+    # classes (and their numeric arguments can be shared like any other number).
+    depth: dict[str, int] = {}
+    for name in live:  # callees come before callers in m.graphs
+        depth[name] = 1 + max((depth[c] for c in codes[name].callees), default=-1)
+    levels = sorted({depth[n] for n in live if n != m.main})
+    by_graph: dict[str, ClassPlan] = {}
     plans: list[ClassPlan] = []
     cls_of: dict[str, str] = {}
     taken: set[str] = set()
@@ -462,33 +483,56 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], dict[str, str], list[str],
     for name in live:
         taken.update(codes[name].args)
         taken.update(k for k, _ in _candidates(m.graphs[name]))
-    for members in groups.values():
-        mc = [codes[n] for n in members]
-        res = _parametrize(mc) if len(mc) > 1 else None
-        if len(mc) > 1 and res is None:
-            subsets = [[n] for n in members]
-        else:
-            subsets = [members]
-        for sub in subsets:
-            sc = [codes[n] for n in sub]
-            if len(sub) > 1:
-                params, init, fwd, comments, args = res
-            else:
-                params, init, fwd, comments, args = [], sc[0].init, sc[0].forward, sc[0].comments, [[]]
-            cname = new_class_name(m.graphs[sub[0]].block)
-            g0 = m.graphs[sub[0]]
-            doc = f"{g0.block}" + (f" ({len(sub)} variants)" if len(sub) > 1 else "") + \
-                (f", defined at {spec_relative(g0.span.file, m.path)}:{g0.span.line}" if g0.span else "")
-            plans.append(ClassPlan(cname, sub, params, {n: a for n, a in zip(sub, args)}, init, fwd, comments,
-                                   sc[0].args, doc))
-            for n in sub:
-                cls_of[n] = cname
+    for level in levels:
+        groups: dict[tuple, list[str]] = {}
+        for name in live:
+            if name == m.main or depth[name] != level:
+                continue
+            c = codes[name]
+            c.init = [_resolve_ctor(ln, by_graph) for ln in c.init]
+            key = (m.graphs[name].block, _template(c.init), _template(c.forward), tuple(c.args))
+            groups.setdefault(key, []).append(name)
+        for members in groups.values():
+            _plan_group(m, members, codes, plans, by_graph, cls_of, new_class_name)
     main = codes[m.main]
+    main.init = [_resolve_ctor(ln, by_graph) for ln in main.init]
     cname = class_name(m.name)
     cls_of[m.main] = cname
     plans.append(ClassPlan(cname, [m.main], [], {m.main: []}, main.init, main.forward, main.comments, main.args,
                            f"{m.name}, compiled by specc from {spec_relative(m.path, m.path)}"))
     return plans, cls_of, sorted(imports), support
+
+
+def _plan_group(m: Module, members: list[str], codes: dict, plans: list, by_graph: dict, cls_of: dict,
+            new_class_name) -> None:
+    # greedy clustering: a member joins the first class whose numbers it can share
+    subsets: list[list[str]] = []
+    results: list = []
+    for n in members:
+        for i, sub in enumerate(subsets):
+            res = _parametrize([codes[x] for x in [*sub, n]])
+            if res is not None:
+                subsets[i], results[i] = [*sub, n], res
+                break
+        else:
+            subsets.append([n])
+            results.append(None)
+    for sub, res in zip(subsets, results):
+        sc = [codes[n] for n in sub]
+        if len(sub) > 1:
+            params, init, fwd, comments, args = res
+        else:
+            params, init, fwd, comments, args = [], sc[0].init, sc[0].forward, sc[0].comments, [[]]
+        cname = new_class_name(m.graphs[sub[0]].block)
+        g0 = m.graphs[sub[0]]
+        doc = f"{g0.block}" + (f" ({len(sub)} variants)" if len(sub) > 1 else "") + \
+            (f", defined at {spec_relative(g0.span.file, m.path)}:{g0.span.line}" if g0.span else "")
+        plan = ClassPlan(cname, sub, params, {n: a for n, a in zip(sub, args)}, init, fwd, comments,
+                         sc[0].args, doc)
+        plans.append(plan)
+        for n in sub:
+            cls_of[n] = cname
+            by_graph[n] = plan
 
 
 _TOP_LEVEL = re.compile(r"^(?:class|def)\s+(\w+)|^(?!\s)(\w+)\s*[:=]", re.M)

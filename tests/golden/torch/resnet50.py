@@ -64,100 +64,40 @@ class Bottleneck1(nn.Module):
         y = self.conv2(y)  # [B, width, *, *]
         y = self.bn2(y)  # [B, width, *, *]
         y = F.relu(y, inplace=True)  # [B, width, *, *]
-        y = self.conv3(y)  # [B, *, *, *]
-        y = self.bn3(y)  # [B, *, *, *]
-        x = x + y  # [B, *, *, *]
-        x = F.relu(x, inplace=True)  # [B, *, *, *]
+        y = self.conv3(y)  # [B, width * 4, *, *]
+        y = self.bn3(y)  # [B, width * 4, *, *]
+        x = x + y  # [B, width * 4, *, *]
+        x = F.relu(x, inplace=True)  # [B, width * 4, *, *]
         return x
 
 
 class Bottleneck2(nn.Module):
-    """Bottleneck, defined at std/resnet.nn:17"""
+    """Bottleneck (3 variants), defined at std/resnet.nn:17"""
 
-    def __init__(self) -> None:
+    def __init__(self, width: int, x_channels: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(256, 128, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(128)
-        self.conv2 = nn.Conv2d(128, 128, 3, stride=2, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(128)
-        self.conv3 = nn.Conv2d(128, 512, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(512)
-        self.down_conv = nn.Conv2d(256, 512, 1, stride=2, bias=False)
-        self.down_bn = nn.BatchNorm2d(512)
+        self.conv1 = nn.Conv2d(x_channels, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=2, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, width * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(width * 4)
+        self.down_conv = nn.Conv2d(x_channels, width * 4, 1, stride=2, bias=False)
+        self.down_bn = nn.BatchNorm2d(width * 4)
 
     def forward(self, x):
-        y = self.conv1(x)  # [B, 128, 56, 56]
-        y = self.bn1(y)  # [B, 128, 56, 56]
-        y = F.relu(y, inplace=True)  # [B, 128, 56, 56]
-        y = self.conv2(y)  # [B, 128, 28, 28]
-        y = self.bn2(y)  # [B, 128, 28, 28]
-        y = F.relu(y, inplace=True)  # [B, 128, 28, 28]
-        y = self.conv3(y)  # [B, 512, 28, 28]
-        y = self.bn3(y)  # [B, 512, 28, 28]
-        x = self.down_conv(x)  # [B, 512, 28, 28]
-        x = self.down_bn(x)  # [B, 512, 28, 28]
-        x = x + y  # [B, 512, 28, 28]
-        x = F.relu(x, inplace=True)  # [B, 512, 28, 28]
-        return x
-
-
-class Bottleneck3(nn.Module):
-    """Bottleneck, defined at std/resnet.nn:17"""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(512, 256, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(256)
-        self.conv2 = nn.Conv2d(256, 256, 3, stride=2, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(256)
-        self.conv3 = nn.Conv2d(256, 1024, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(1024)
-        self.down_conv = nn.Conv2d(512, 1024, 1, stride=2, bias=False)
-        self.down_bn = nn.BatchNorm2d(1024)
-
-    def forward(self, x):
-        y = self.conv1(x)  # [B, 256, 28, 28]
-        y = self.bn1(y)  # [B, 256, 28, 28]
-        y = F.relu(y, inplace=True)  # [B, 256, 28, 28]
-        y = self.conv2(y)  # [B, 256, 14, 14]
-        y = self.bn2(y)  # [B, 256, 14, 14]
-        y = F.relu(y, inplace=True)  # [B, 256, 14, 14]
-        y = self.conv3(y)  # [B, 1024, 14, 14]
-        y = self.bn3(y)  # [B, 1024, 14, 14]
-        x = self.down_conv(x)  # [B, 1024, 14, 14]
-        x = self.down_bn(x)  # [B, 1024, 14, 14]
-        x = x + y  # [B, 1024, 14, 14]
-        x = F.relu(x, inplace=True)  # [B, 1024, 14, 14]
-        return x
-
-
-class Bottleneck4(nn.Module):
-    """Bottleneck, defined at std/resnet.nn:17"""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1024, 512, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(512)
-        self.conv2 = nn.Conv2d(512, 512, 3, stride=2, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(512)
-        self.conv3 = nn.Conv2d(512, 2048, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(2048)
-        self.down_conv = nn.Conv2d(1024, 2048, 1, stride=2, bias=False)
-        self.down_bn = nn.BatchNorm2d(2048)
-
-    def forward(self, x):
-        y = self.conv1(x)  # [B, 512, 14, 14]
-        y = self.bn1(y)  # [B, 512, 14, 14]
-        y = F.relu(y, inplace=True)  # [B, 512, 14, 14]
-        y = self.conv2(y)  # [B, 512, 7, 7]
-        y = self.bn2(y)  # [B, 512, 7, 7]
-        y = F.relu(y, inplace=True)  # [B, 512, 7, 7]
-        y = self.conv3(y)  # [B, 2048, 7, 7]
-        y = self.bn3(y)  # [B, 2048, 7, 7]
-        x = self.down_conv(x)  # [B, 2048, 7, 7]
-        x = self.down_bn(x)  # [B, 2048, 7, 7]
-        x = x + y  # [B, 2048, 7, 7]
-        x = F.relu(x, inplace=True)  # [B, 2048, 7, 7]
+        y = self.conv1(x)  # [B, width, *, *]
+        y = self.bn1(y)  # [B, width, *, *]
+        y = F.relu(y, inplace=True)  # [B, width, *, *]
+        y = self.conv2(y)  # [B, width, *, *]
+        y = self.bn2(y)  # [B, width, *, *]
+        y = F.relu(y, inplace=True)  # [B, width, *, *]
+        y = self.conv3(y)  # [B, width * 4, *, *]
+        y = self.bn3(y)  # [B, width * 4, *, *]
+        x = self.down_conv(x)  # [B, width * 4, *, *]
+        x = self.down_bn(x)  # [B, width * 4, *, *]
+        x = x + y  # [B, width * 4, *, *]
+        x = F.relu(x, inplace=True)  # [B, width * 4, *, *]
         return x
 
 
@@ -173,11 +113,11 @@ class ResNet50(nn.Module):
         self.bn1 = nn.BatchNorm2d(64)
         self.bottleneck = Bottleneck()
         self.layers = nn.ModuleList([Bottleneck1(64, 256) for _ in range(2)])
-        self.bottleneck_1 = Bottleneck2()
+        self.bottleneck_1 = Bottleneck2(128, 256)
         self.layers_1 = nn.ModuleList([Bottleneck1(128, 512) for _ in range(3)])
-        self.bottleneck_2 = Bottleneck3()
+        self.bottleneck_2 = Bottleneck2(256, 512)
         self.layers_2 = nn.ModuleList([Bottleneck1(256, 1024) for _ in range(5)])
-        self.bottleneck_3 = Bottleneck4()
+        self.bottleneck_3 = Bottleneck2(512, 1024)
         self.layers_3 = nn.ModuleList([Bottleneck1(512, 2048) for _ in range(2)])
         self.fc = nn.Linear(2048, 1000)
 
