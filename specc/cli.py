@@ -263,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     from .api import CheckError
     from .diagnostics import SpecError, render_all
     from .fsutil import OutputError
+    from .targets import TargetNotFound
 
     ap = build_parser()
     args = ap.parse_args(argv)
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as e:
         print(render_all(e.diagnostics, getattr(e, "sources", None)), file=sys.stderr)
         return EXIT_SPEC
-    except (UsageError, OutputError) as e:
+    except (UsageError, OutputError, TargetNotFound) as e:
         print(f"specc: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

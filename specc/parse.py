@@ -354,5 +354,7 @@ def _int(text: str, sp) -> int:
 
 def _unquote(tok) -> str:
     s = str(tok)[1:-1]
-    # only the escapes the grammar admits; never eval()
-    return s.replace('\\"', '"').replace("\\n", "\n").replace("\\t", "\t").replace("\\\\", "\\")
+    # one left-to-right pass over the escapes the grammar admits (an escaped backslash before n stays a backslash
+    # and an n); never eval()
+    simple = {"n": "\n", "t": "\t", '"': '"', "\\": "\\"}
+    return re.sub(r"\\(.)", lambda m: simple.get(m.group(1), "\\" + m.group(1)), s)

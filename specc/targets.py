@@ -35,6 +35,10 @@ def available() -> list[str]:
     return sorted(p.stem for p in TARGETS_DIR.glob("*.toml"))
 
 
+class TargetNotFound(LookupError):
+    """The command line named a target that does not exist: a usage error (exit 2), not a spec error."""
+
+
 def load_target(name_or_path: str) -> Target:
     """A target by name (targets/NAME.toml, or an alias) or by path to a .toml file. A bad file raises CheckError
     with one located diagnostic per problem, quoting the file's lines."""
@@ -44,10 +48,10 @@ def load_target(name_or_path: str) -> Target:
     if path.suffix != ".toml":
         path = TARGETS_DIR / f"{name}.toml"
         if not path.is_file():
-            raise SpecError.at("E0107", f"unknown target {name_or_path!r}",
-                               help=f"known targets: {', '.join(available())}; or pass a path to a .toml file")
+            raise TargetNotFound(f"unknown target {name_or_path!r} (known: {', '.join(available())}; "
+                                 "or pass a path to a .toml file)")
     if not path.is_file():
-        raise SpecError.at("E0107", f"target file not found: {path}")
+        raise TargetNotFound(f"target file not found: {path}")
     from .api import CheckError
 
     sources = SourceMap()

@@ -9,8 +9,7 @@ import pytest
 from torch_util import REPO
 
 from specc.api import CheckError
-from specc.diagnostics import SpecError
-from specc.targets import TARGETS_DIR, Target, available, load_target
+from specc.targets import TARGETS_DIR, Target, TargetNotFound, available, load_target
 
 
 def test_shipped_targets_load():
@@ -75,9 +74,16 @@ def test_every_problem_of_a_file_is_reported(tmp_path):
 
 
 def test_unknown_target_name_lists_the_known_ones():
-    with pytest.raises(SpecError) as err:
+    with pytest.raises(TargetNotFound) as err:
         load_target("torch-tpu")
-    assert "torch-cpu" in (err.value.diagnostics[0].help or "")
+    assert "torch-cpu" in str(err.value)
+
+
+def test_cli_unknown_target_is_a_usage_error(tmp_path):
+    res = _cli("compile", "specs/lenet5.nn", "--target", "torch-tpu", "-o", str(tmp_path / "out"))
+    assert res.returncode == 2
+    assert "unknown target 'torch-tpu'" in res.stderr and "torch-cpu" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "out").exists()
 
 
 def _cli(*args: str, cwd=REPO):
