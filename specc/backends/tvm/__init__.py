@@ -167,7 +167,8 @@ class TVMModel:
                                    "export_library() it and run it on a GPU machine")
             if self.target.device == "cpu":
                 configure_threads(self.target.num_threads)
-            self._vm = relax.VirtualMachine(self.executable, dev)
+            # pooled: buffers with symbolic sizes are reused across calls instead of allocated afresh every call
+            self._vm = relax.VirtualMachine(self.executable, dev, memory_cfg="pooled")
         return self._vm
 
     def __call__(self, *inputs):
@@ -328,7 +329,7 @@ DEVICE = "{device}"
 
 def load(device: str = DEVICE):
     dev = tvm.cuda(0) if device == "cuda" else tvm.cpu(0)
-    vm = relax.VirtualMachine(tvm.runtime.load_module(str(HERE / "{stem}.so")), dev)
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(HERE / "{stem}.so")), dev, memory_cfg="pooled")
 
     def run(*arrays):
         out = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a), dev) for a in arrays])
