@@ -72,7 +72,7 @@ def matmul_peak() -> float:
     for n in (1024, 2048):
         a, b = torch.randn(n, n), torch.randn(n, n)
         an, bn = a.numpy(), b.numpy()
-        for fn in (lambda: a @ b, lambda: an @ bn):
+        for fn in (lambda a=a, b=b: a @ b, lambda a=an, b=bn: a @ b):
             for _ in range(3):
                 fn()
             t = min(_timed(fn) for _ in range(15 if n == 1024 else 5))
@@ -189,8 +189,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     import tvm
 
+    load = os.getloadavg()[0]
     print(f"threads: torch {torch.get_num_threads()}, TVM {os.environ['TVM_NUM_THREADS']}; torch {torch.__version__}, "
-          f"tvm {tvm.__version__}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+          f"tvm {tvm.__version__}; load average {load:.1f} on {os.cpu_count()} CPUs")
+    if load > 0.5 * (os.cpu_count() or 1):
+        print("warning: other processes are busy on this machine; spin-waiting thread pools (PyTorch's OpenMP "
+              "most of all) slow down many times over when their cores are taken, so ratios are unreliable")
     peak = matmul_peak()
     print(f"measured fp32 matmul peak (1024^3 and 2048^3, best of torch/numpy): {peak:.1f} GFLOP/s")
     summary = {m: bench(m, peak, args.rounds, args.budget) for m in args.models.split(",")}
