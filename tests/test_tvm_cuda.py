@@ -52,3 +52,11 @@ def test_cuda_matches_pytorch():
     with torch.no_grad():
         want = model(tokens)
     assert max_rel_diff(spec.to_tvm("tvm-cuda", weights=model)(tokens), want) <= 1e-4
+
+
+def test_target_file_picks_the_gpu_architecture(tmp_path):
+    toml = tmp_path / "h100.toml"
+    toml.write_text('backend = "tvm"\ndevice = "cuda"\narch = "sm_90"\nschedules = "dlight"\n')
+    spec = load_small(REPO / "specs" / "lenet5.nn")
+    model = spec.to_tvm(str(toml))
+    assert "sm_90" in model.stats["target"] and assert_has_cuda_kernels(model.executable) > 0
