@@ -24,7 +24,11 @@ def test_compile_writes_library_weights_and_runner(tmp_path, capsys):
     assert names == ["lenet5.npz", "lenet5.npz.specc", "lenet5.so", "lenet5.so.specc", "lenet5_tvm.py"]
     assert "wrote" in capsys.readouterr().out
 
-    # the runner script runs on its own (random inputs) ...
+    # the runner script is clean Python and runs on its own (random inputs) ...
+    from torch_util import ruff_check
+
+    lint = ruff_check([out / "lenet5_tvm.py"])
+    assert lint is None or lint.returncode == 0, lint.stdout
     res = subprocess.run([sys.executable, str(out / "lenet5_tvm.py"), "--dim", "B=2"], capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]

@@ -26,9 +26,8 @@ from ...types import DTYPES, TensorType
 
 def resolve_target(target):
     """A specc Target, a target name (tvm-cpu, tvm-cuda) or a path to a .toml file."""
-    from ...targets import Target, load_target
-
     from ...diagnostics import SpecError
+    from ...targets import Target, load_target
 
     t = target if isinstance(target, Target) else load_target(target)
     if t.backend != "tvm":
@@ -320,8 +319,11 @@ From Python: `run = load(); outputs = run(*numpy_arrays)`. The weights are built
 the same weights by PyTorch state_dict name (for the PyTorch module specc emits from the same spec).
 """
 import argparse
+import os
 import time
 from pathlib import Path
+
+os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))  # TVM's own default here: 1
 
 import numpy as np
 import tvm
