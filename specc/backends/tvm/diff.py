@@ -49,6 +49,13 @@ def diff_nodes(spec, target="tvm-cpu", dims: dict[str, int] | None = None, rtol:
     from .codegen import compile_module, configure_threads
 
     t = resolve_target(target)
+    if t.device == "cuda":
+        import tvm
+
+        if not tvm.cuda(0).exist:
+            from ...cli import UsageError
+
+            raise UsageError(f"specc diff --target {t.name} runs the kernels: it needs a CUDA GPU, this machine has none")
     module = spec.module
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
