@@ -65,10 +65,15 @@ def optimize(mod: tvm.IRModule, target, ttarget: tvm.target.Target) -> tuple[tvm
             return relax.get_pipeline("zero")(mod), stats
     from .tune import apply_tuned
 
-    # a kernel the fast schedules do not fit falls back to a generic schedule: worth a debug line, not a page of IR
+    quiet_schedules()
+    return apply_tuned(mod, ttarget, stats)
+
+
+def quiet_schedules() -> None:
+    """A kernel the fast schedules do not fit falls back to a generic one: worth a debug line (SPECC_TVM_DEBUG=1),
+    not a page of IR on every compile."""
     if not os.environ.get("SPECC_TVM_DEBUG"):
         logging.getLogger("specc.tvm.schedules").setLevel(logging.ERROR)
-    return apply_tuned(mod, ttarget, stats)
 
 
 def compile_module(lowered: Lowered, weights: dict[str, np.ndarray], target) -> tuple[object, dict]:

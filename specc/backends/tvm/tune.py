@@ -165,7 +165,7 @@ def run_tune(spec, args) -> int:
 def extract_kernels(spec, target, dims: dict[str, int]) -> tuple[list[tuple[str, tirx.PrimFunc]], object]:
     """The distinct unscheduled kernels of the model as a compile for `target` would produce them."""
     from . import ir_module, lower_spec
-    from .codegen import bind_weights, tvm_target
+    from .codegen import bind_weights, quiet_schedules, tvm_target
     from .schedules import optimize_for_cpu
 
     ttarget = tvm_target(target)
@@ -180,6 +180,7 @@ def extract_kernels(spec, target, dims: dict[str, int]) -> tuple[list[tuple[str,
                 found.setdefault(kernel_key(func), (gv.name_hint, func))
         return m
 
+    quiet_schedules()
     with _before_scheduling(capture):
         optimize_for_cpu(bind_weights(lowered, weights), ttarget)
     return list(found.values()), ttarget
