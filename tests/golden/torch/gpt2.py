@@ -102,7 +102,7 @@ class GPT2(nn.Module):
         if config != GPT2Config():  # the layers below are specialised to these values
             raise ValueError(f"compiled for {GPT2Config()}: recompile with -D to change it")
         self.config = config
-        self.wte = nn.Embedding(50257, 768)
+        self.wte = nn.Embedding(50257, 768, _weight=torch.randn(50257, 768) * 0.02)
         self.wpe = LearnedPositions(1024, 768)
         self.drop = nn.Dropout(0.0)
         self.layers = nn.ModuleList([Block() for _ in range(12)])
