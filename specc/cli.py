@@ -153,8 +153,11 @@ def cmd_compile(args) -> int:
     target = load_target(args.target)
     from .backends import compile_to
 
+    dims = parse_dims(args.dim)
+    if dims and target.backend != "tvm":
+        raise UsageError("--dim fixes symbolic dims for a static TVM build; the PyTorch module takes any size")
     written = compile_to(spec, target, Path(args.output), force=args.force, opt_level=args.optimize,
-                         disabled=tuple(args.disable_pass or ()))
+                         disabled=tuple(args.disable_pass or ()), dims=dims or None)
     for p in written:
         print(f"wrote {p}")
     return 0
@@ -226,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="torch", help="a target name from targets/ or a path to a .toml file")
     p.add_argument("-o", "--output", default="out", help="output folder")
     p.add_argument("--force", action="store_true", help="overwrite files specc did not write")
+    p.add_argument("--dim", action="append", metavar="NAME=INT",
+                   help="TVM only: fix a symbolic dim (e.g. B=1) for a static-shape build that can use tuned kernels")
     _common(p)
     _passes(p)
     p.set_defaults(func=cmd_compile)

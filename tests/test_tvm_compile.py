@@ -62,3 +62,20 @@ def test_compile_refuses_foreign_files_before_building(tmp_path, capsys):
     assert "refusing to overwrite" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["lenet5.so"]
     assert (out / "lenet5.so").read_bytes() == b"not ours"
+
+
+def test_compile_dim_fixes_a_symbolic_dim(tmp_path):
+    """--dim B=1 builds a static-shape library (the kind tuned kernels apply to); other batch sizes are refused."""
+    out = tmp_path / "static"
+    assert main(["compile", LENET, "--target", "tvm-cpu", "--dim", "B=1", "-o", str(out)]) == 0
+    ex = tvm.runtime.load_module(str(out / "lenet5.so"))
+    vm = tvm.relax.VirtualMachine(ex, tvm.cpu())
+    x = np.random.default_rng(0).standard_normal((1, 1, 32, 32)).astype("float32")
+    assert vm["main"](tvm.runtime.tensor(x, tvm.cpu())).numpy().shape == (1, 10)
+    with pytest.raises(Exception):  # noqa: B017 - TVM reports a shape mismatch with its own error types
+        vm["main"](tvm.runtime.tensor(np.concatenate([x, x]), tvm.cpu()))
+
+
+def test_compile_dim_is_refused_for_pytorch(tmp_path):
+    assert main(["compile", LENET, "--dim", "B=1", "-o", str(tmp_path / "o")]) == 2
+    assert not (tmp_path / "o").exists()
