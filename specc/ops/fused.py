@@ -139,7 +139,7 @@ ACTIVATIONS = {
 
 def fused_layer(x, layer: nn.Module, bn: nn.Module | None, epilogue: tuple[str, ...], *residuals):
     """layer(x), then bn (folded into the layer's weights unless training), then the epilogue steps: "add" adds
-    the next residual, other steps are activations. In place where autograd is off (the layer's output is fresh)."""
+    the next residual, other steps are activations, all in place on the layer's fresh output."""
     if bn is None:
         y = layer(x)
     elif bn.training:
@@ -148,7 +148,9 @@ def fused_layer(x, layer: nn.Module, bn: nn.Module | None, epilogue: tuple[str, 
         sources = (layer.weight, layer.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
         weight, bias = derived(bn, "folded", lambda: fold_batchnorm(layer, bn), *sources)
         y = F.linear(x, weight, bias) if isinstance(layer, nn.Linear) else layer._conv_forward(x, weight, bias)
-    inplace = not torch.is_grad_enabled()
+    # y is always a fresh tensor that no autograd node saved (conv/linear save their input, batchnorm its input),
+    # so the residual add and the activation can overwrite it, as torchvision's blocks do
+    inplace = True
     rest = iter(residuals)
     for step in epilogue:
         if step == "add":
