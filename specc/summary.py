@@ -204,7 +204,8 @@ def render_table(s: Summary, env: dict[str, int]) -> str:
     out.append(f"model {s.model}: inputs " + ", ".join(f"{k}: {v}" for k, v in s.inputs.items())
                + "; outputs " + ", ".join(f"{k}: {v}" for k, v in s.outputs.items()))
     out.append(f"total params: {s.params:,}")
-    out.append(f"active params per token: {s.active_params:,}")
+    if s.active_params != s.params:  # only models that route tokens (mixture-of-experts) have a smaller active set
+        out.append(f"active params per token: {s.active_params:,}")
     out.append(f"MACs: {_fmt_int(macs)} ({_fmt_g(macs)})   FLOPs: {_fmt_int(flops)} ({_fmt_g(flops)})   at {dims}")
     per_token = s.flops_per_token(env)
     if per_token is not None:

@@ -454,3 +454,10 @@ def test_one_graph_break_under_torch_compile(cf):
     assert explained.graph_break_count == 1, [r.reason for r in explained.break_reasons]
     compiled = torch.compile(layer, backend="aot_eager")
     torch.testing.assert_close(compiled(x), layer(x))
+
+
+def test_dense_models_report_no_separate_active_count():
+    run = subprocess.run([sys.executable, "-m", "specc", "inspect", str(SPECS / "resnet18.nn")], capture_output=True,
+                         text=True, cwd=REPO, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "total params: 11,689,512" in run.stdout and "active params" not in run.stdout
