@@ -943,6 +943,10 @@ def main(setup: ScriptSetup, argv=None) -> int:
     env = init_env(cfg.device)
     try:
         final = fit(setup, cfg, env)
+        if dist.is_initialized():
+            # rank 0 still writes logs and checkpoints after the last collective: tearing gloo down while a peer
+            # is connected can abort the other process, so everyone leaves together
+            dist.barrier()
     except UserError as exc:
         prefix = f"[rank {env.rank}] " if env.world > 1 else ""
         print(f"{prefix}error: {exc}", file=sys.stderr)
