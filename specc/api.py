@@ -77,17 +77,13 @@ def load(path: str | Path, model: str | None = None, *, overrides: dict[str, Any
     ov = dict(overrides or {})
     ov.update(kw)
     sources = SourceMap()
-    el = Elaborator(sources)
     path = Path(path)
-    try:
+
+    def build(el: Elaborator) -> Module | None:
         prog = el.load_file(path)
-        module = el.elaborate_model(prog, model, ov) if prog is not None else None
-    except SpecError as e:
-        el.diags.extend(e.diagnostics)
-        module = None
-    if el.diags or module is None:
-        raise CheckError(el.diags or [Diagnostic("E0401", f"{path}: nothing to compile")], sources)
-    return Spec(module, sources, ov)
+        return el.elaborate_model(prog, model, ov) if prog is not None else None
+
+    return _elaborate(sources, build, str(path), ov)
 
 
 def loads(text: str, name: str = "<string>", model: str | None = None, **kw: Any) -> Spec:
@@ -96,23 +92,26 @@ def loads(text: str, name: str = "<string>", model: str | None = None, **kw: Any
 
     sources = SourceMap()
     sources.add(name, text)
+
+    def build(el: Elaborator) -> Module | None:
+        prog = parse(text, name)
+        el.add_program(prog, Path(name))
+        return el.elaborate_model(prog, model, kw)
+
+    return _elaborate(sources, build, name, kw)
+
+
+def _elaborate(sources: SourceMap, build, name: str, overrides: dict[str, Any]) -> Spec:
+    """Run `build` with a fresh elaborator; every diagnostic it produced becomes one CheckError."""
     el = Elaborator(sources)
     try:
-        prog = parse(text, name)
-        for imp in prog.imports:
-            target = el.resolve_import(Path(name), imp)
-            if target is not None:
-                el.load_file(target, imp.span)
-        for d in prog.defs:
-            if d.kind == "block":
-                el.add_def(d)
-        module = el.elaborate_model(prog, model, kw)
+        module = build(el)
     except SpecError as e:
         el.diags.extend(e.diagnostics)
         module = None
     if el.diags or module is None:
         raise CheckError(el.diags or [Diagnostic("E0401", f"{name}: nothing to compile")], sources)
-    return Spec(module, sources, kw)
+    return Spec(module, sources, overrides)
 
 
 def check(path: str | Path, **kw: Any) -> Spec:

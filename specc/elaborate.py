@@ -181,17 +181,21 @@ class Elaborator:
             except SpecError as e:
                 self.diags.extend(e.diagnostics)
                 return None
-            for imp in prog.imports:
-                target = self.resolve_import(path, imp)
-                if target is not None:
-                    self.load_file(target, imp.span)
-            for d in prog.defs:
-                if d.kind == "block":
-                    self.add_def(d)
+            self.add_program(prog, path)
             self._loaded.add(key)
             return prog
         finally:
             self._loading.pop()
+
+    def add_program(self, prog: A.Program, path: Path) -> None:
+        """Load a parsed file's imports (relative to `path`) and register its blocks."""
+        for imp in prog.imports:
+            target = self.resolve_import(path, imp)
+            if target is not None:
+                self.load_file(target, imp.span)
+        for d in prog.defs:
+            if d.kind == "block":
+                self.add_def(d)
 
     def resolve_import(self, importer: Path, imp: A.Import) -> Path | None:
         rel = Path(imp.path)
