@@ -18,7 +18,7 @@ from ..ir import Module, Node
 from ..ops import registry
 from ..types import FLOAT_DTYPES
 from .pipeline import Pass, PassResult, PipelineOptions
-from .rewrite import Editor, Log, make_op, map_graphs
+from .rewrite import Editor, Log, make_op, map_graphs, rewrite_matches
 
 
 @dataclass
@@ -126,20 +126,7 @@ def _key(ed: Editor, m: Match, kt: str) -> Match | str:
 
 
 def _fuse(ed: Editor, log: Log) -> None:
-    for root in ed.nodes():
-        if root.name not in ed or root.kind != "op" or root.target != "matmul":
-            continue
-        m = match(ed, root)
-        if m is None:
-            continue
-        if isinstance(m, str):
-            log.skip(ed, f"attention at %{root.name} not fused: {m}")
-            continue
-        why = ed.closed(root.name, m.interior)
-        if why:
-            log.skip(ed, f"attention at %{root.name} not fused: {why}")
-            continue
-        _rewrite(ed, root, m, log)
+    rewrite_matches(ed, log, ("matmul",), match, lambda m: m.interior, _rewrite, "attention at %{root} not fused")
 
 
 def _rewrite(ed: Editor, root: Node, m: Match, log: Log) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..ir import Module, Node
 from ..ops import registry
 from .pipeline import Pass, PassResult, PipelineOptions
-from .rewrite import Editor, Log, make_op, map_graphs
+from .rewrite import Editor, Log, make_op, map_graphs, rewrite_matches
 
 
 def _over_last(n: Node, rank: int) -> bool:
@@ -76,26 +76,17 @@ def _square_of(ed: Editor, name: str, d: str) -> str | None:
 
 
 def _fuse(ed: Editor, log: Log) -> None:
-    for root in ed.nodes():
-        if root.name not in ed or root.kind != "op" or root.target not in ("div", "mul"):
-            continue
-        m = match(ed, root)
-        if m is None:
-            continue
-        if isinstance(m, str):
-            log.skip(ed, f"layernorm at %{root.name} not recognised: {m}")
-            continue
-        x, eps, interior = m
-        why = ed.closed(root.name, interior)
-        if why:
-            log.skip(ed, f"layernorm at %{root.name} not recognised: {why}")
-            continue
-        attrs = registry.get("layernorm").attrs(eps=eps, affine=False)
-        node = make_op(ed, ed.fresh("layernorm"), "layernorm", (x,), attrs, [ed[i] for i in interior] + [root],
-                       span=root.span)
-        ed.replace(root.name, node, interior)
-        log.did(ed, f"{len(interior) + 1} nodes (mean/sub/var/eps/sqrt) at %{root.name} -> layernorm %{node.name}"
-                    f"(%{x}) eps={eps}")
+    rewrite_matches(ed, log, ("div", "mul"), match, lambda m: m[2], _rewrite, "layernorm at %{root} not recognised")
+
+
+def _rewrite(ed: Editor, root: Node, m: tuple, log: Log) -> None:
+    x, eps, interior = m
+    attrs = registry.get("layernorm").attrs(eps=eps, affine=False)
+    node = make_op(ed, ed.fresh("layernorm"), "layernorm", (x,), attrs, [ed[i] for i in interior] + [root],
+                   span=root.span)
+    ed.replace(root.name, node, interior)
+    log.did(ed, f"{len(interior) + 1} nodes (mean/sub/var/eps/sqrt) at %{root.name} -> layernorm %{node.name}"
+                f"(%{x}) eps={eps}")
 
 
 def run(m: Module, opts: PipelineOptions) -> PassResult:

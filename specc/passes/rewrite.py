@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Collection, Iterable, Iterator
 
 from ..ir import Graph, Module, Node
 from ..ops import registry
@@ -247,6 +247,25 @@ def retype(m: Module, log: Log | None = None) -> Module:
             graphs[name] = ed.build() if ed.changed else g
             any_change |= ed.changed
     return with_graphs(m, graphs) if any_change else m
+
+
+def rewrite_matches(ed: Editor, log: Log, targets: Collection[str], match: Callable, interior: Callable,
+                    rewrite: Callable, near_miss: str) -> None:
+    """The driver shared by the pattern passes. For each op whose target is in `targets`, `match(ed, root)` gives
+    None (not a candidate), a reason (a near miss, logged as `near_miss.format(root=...)` + reason) or a match;
+    a match whose `interior(match)` nodes are read from outside is a near miss too; otherwise
+    `rewrite(ed, root, match, log)` replaces it."""
+    for root in ed.nodes():
+        if root.name not in ed or root.kind != "op" or root.target not in targets:
+            continue
+        m = match(ed, root)
+        if m is None:
+            continue
+        why = m if isinstance(m, str) else ed.closed(root.name, interior(m))
+        if why:
+            log.skip(ed, f"{near_miss.format(root=root.name)}: {why}")
+            continue
+        rewrite(ed, root, m, log)
 
 
 def is_pure(n: Node) -> bool:
