@@ -299,8 +299,8 @@ def compile_files(spec, target, outdir: Path, force: bool = False, opt_level: in
 
 
 def runner_script(spec, model: TVMModel, stem: str) -> str:
-    from ... import __version__
     from ...naming import spec_relative
+    from ...version import __version__
 
     fixed = model.lowered.fixed
     ins = [(n, DTYPES[t.dtype], [str(d.subs(fixed) if hasattr(d, "subs") else d) for d in t.shape])

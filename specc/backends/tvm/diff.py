@@ -32,11 +32,10 @@ class NodeDiff:
     ok: bool
 
 
-def run_diff(spec, args) -> int:
-    from ...cli import parse_dims
-
-    dims = parse_dims(getattr(args, "dim", None))
-    diffs = diff_nodes(spec, getattr(args, "target", "tvm-cpu"), dims, rtol=args.rtol, atol=args.atol)
+def run_diff(spec, *, target: str = "tvm-cpu", dims: dict[str, int] | None = None, rtol: float = 1e-4,
+             atol: float = 1e-5) -> int:
+    """`specc diff`: print the comparison; 0 when every node agrees, 1 at the first divergence."""
+    diffs = diff_nodes(spec, target, dims or {}, rtol=rtol, atol=atol)
     print(report(diffs, spec))
     return 0 if all(d.ok for d in diffs) else 1
 
@@ -54,7 +53,7 @@ def diff_nodes(spec, target="tvm-cpu", dims: dict[str, int] | None = None, rtol:
         import tvm
 
         if not tvm.cuda(0).exist:
-            from ...cli import UsageError
+            from ...errors import UsageError
 
             raise UsageError(f"specc diff --target {t.name} runs the kernels: it needs a CUDA GPU, this machine has none")
     module = spec.module
