@@ -45,8 +45,10 @@ def diff_nodes(spec, target="tvm-cpu", dims: dict[str, int] | None = None, rtol:
     """Every op node's TVM and PyTorch values compared, in run order (stops after the first divergence)."""
     import torch
 
-    from . import load_weights, lower_spec, resolve_target
+    from .build import lower_spec
     from .codegen import compile_module, configure_threads
+    from .target import resolve_target
+    from .weights import load_weights
 
     t = resolve_target(target)
     if t.device == "cuda":

@@ -47,7 +47,7 @@ class TaskResult:
 def run_tune(spec, *, target: str = "tvm-cpu", dims: dict[str, int] | None = None, trials: int = 64) -> int:
     """`specc tune`: tune the model's kernels for `target` at the sizes `dims` (B defaults to 1) and print a summary."""
     from ...errors import UsageError
-    from . import resolve_target
+    from .target import resolve_target
 
     t = resolve_target(target)
     if t.device != "cpu":
@@ -66,7 +66,7 @@ def run_tune(spec, *, target: str = "tvm-cpu", dims: dict[str, int] | None = Non
 
 def extract_kernels(spec, target, dims: dict[str, int]) -> tuple[list[tuple[str, tirx.PrimFunc]], object]:
     """The distinct unscheduled kernels of the model as a compile for `target` would produce them."""
-    from . import ir_module, lower_spec
+    from .build import ir_module, lower_spec
     from .codegen import bind_weights, quiet_schedules, tvm_target
     from .schedules import optimize_for_cpu
 
