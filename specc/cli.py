@@ -169,6 +169,7 @@ def _passes(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line's grammar. Long because it is a declarative table, one paragraph per sub-command."""
     ap = argparse.ArgumentParser(prog="specc", description="Compile .nn model specs to checked IR, PyTorch and TVM.")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -261,8 +262,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"specc: internal error: {type(e).__name__}: {e}\n"
               "this is a bug in specc, not in your spec; rerun with SPECC_DEBUG=1 for the traceback", file=sys.stderr)
         return 3
-    except BrokenPipeError:
-        return 0
 
 
 if __name__ == "__main__":

@@ -214,3 +214,25 @@ def test_no_file_over_600_lines():
         if n > MAX_LINES and rel not in LONG_FILE_WAIVERS:
             long.append(f"{rel}: {n} lines")
     assert not long, f"files over {MAX_LINES} lines (split them along their seams):\n" + "\n".join(long)
+
+
+MAX_FUNCTION_LINES = 60
+# TVM schedules belong to the `tvmperf` engineer (issue 16), who is reworking them; out of this check's first pass.
+LONG_FUNCTION_WAIVERS = {("specc/backends/tvm/schedules/kernels.py", "attention_bsnh"),
+                         ("specc/backends/tvm/schedules/schedule.py", "_schedule_tiled"),
+                         ("specc/backends/tvm/schedules/schedule.py", "_schedule_attention")}
+
+
+def test_long_functions_say_why():
+    """A function over 60 lines states the reason in its docstring ("Long because ...")."""
+    bad = []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT.parent).as_posix()
+        for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            length = n.end_lineno - n.lineno + 1
+            if length > MAX_FUNCTION_LINES and "Long because" not in (ast.get_docstring(n) or "") \
+                    and (rel, n.name) not in LONG_FUNCTION_WAIVERS:
+                bad.append(f"{rel}:{n.lineno}: {n.name} is {length} lines")
+    assert not bad, "split these, or say why in the docstring (\"Long because ...\"):\n" + "\n".join(bad)

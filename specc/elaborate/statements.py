@@ -39,6 +39,8 @@ class StatementsMixin:
                     scope[name] = POISON
 
     def exec_stmt(self, s, scope: Scope, b: GraphBuilder, is_model: bool) -> None:
+        """Run one statement. Long because it is the dispatch over the language's statement kinds, one short branch
+        each, in the order of the language reference; the longer ones (input, repeat) are methods of their own."""
         if isinstance(s, A.Assign):
             val = self.ev(s.value, scope, b)
             self.bind(s.targets, val, scope, b, s.span)

@@ -6,7 +6,7 @@ later parts register on the same entry. Adding an op touches one file in ``specc
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict
@@ -50,7 +50,6 @@ class OpDef:
     torch: Any = None  # TorchRule: how the emitted PyTorch module builds and calls this op
     tvm: Callable | None = None  # (ctx, node, args) -> relax expr
     numpy: Callable | None = None  # reference implementation for differential tests
-    extra: dict[str, Any] = field(default_factory=dict)
     # An op may take blocks as arguments (moe's experts): ``block_inputs(in_types)`` gives the input types a block
     # argument is specialised for; the elaborator stores the specialised graph's name in the attribute, and
     # ``subgraphs(attrs)`` says which graphs the attributes name and how often each is instantiated and run.

@@ -23,8 +23,6 @@ class Pass:
     run: Callable[[Module, "PipelineOptions"], PassResult]
     level: int = 1  # minimum -O level that enables it
     doc: str = ""
-    requires: tuple[str, ...] = ("typed",)  # what the pass assumes of its input module
-    ensures: tuple[str, ...] = ("typed",)  # what it keeps true of its output
 
 
 @dataclass(frozen=True)
