@@ -45,6 +45,9 @@ class Example:
     attrs: dict = field(default_factory=dict)
 
 
+# Common waiver reasons (OpDef.waive values).
+NO_MACS = "no multiply-accumulates counted: elementwise/data-movement cost is left out of MACs, as in specc inspect"
+
 # The rules a complete op has (tests/test_registry.py checks each one or a waiver naming it with a reason).
 RULES = ("examples", "torch", "numpy", "tvm", "macs")
 
