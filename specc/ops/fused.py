@@ -139,7 +139,10 @@ ACTIVATIONS = {
 
 def fused_layer(x, layer: nn.Module, bn: nn.Module | None, epilogue: tuple[str, ...], *residuals):
     """layer(x), then bn (folded into the layer's weights unless training), then the epilogue steps: "add" adds
-    the next residual, other steps are activations, all in place on the layer's fresh output."""
+    the next residual, other steps are activations, all in place on the layer's fresh output.
+    -O2 only: with a batchnorm in eval mode this calls the folded weights directly, so forward hooks and wrappers
+    (LoRA, parametrizations, quantization observers) on `layer` and `bn` are bypassed. Compile at -O1 (the default)
+    for a module whose every layer is called through itself."""
     if bn is None:
         y = layer(x)
     elif bn.training:
@@ -240,7 +243,8 @@ def _rows(t: TensorType):
 
 _MERGED = '''
 def merged_linear(x: torch.Tensor, *layers: nn.Linear) -> tuple[torch.Tensor, ...]:
-    """Several nn.Linear of the same input as one matmul on their concatenated weights, split back per layer."""
+    """Several nn.Linear of the same input as one matmul on their concatenated weights, split back per layer.
+    -O2 only: the layers' own forward (and any hook or adapter on them) is not called; -O1 (the default) calls each."""
     def cat():
         bias = None if layers[0].bias is None else torch.cat([m.bias for m in layers])
         return torch.cat([m.weight for m in layers]), bias
