@@ -10,7 +10,10 @@ Runs alternate between the models (A B A B ...) so that load changes on a shared
 gives medians and minimums and the ratios specc / reference (< 1: the emitted code is faster). On a loaded machine
 the minimums (the runs least disturbed) are the steadier comparison.
 
-    python bench/seq_models.py [--threads 2] [--runs 15] [--models gpt2,bert,gpt2-train] [--clock cpu]
+    python bench/seq_models.py [--threads 2] [--runs 15] [--models gpt2,bert,gpt2-train] [--clock cpu] [--fused]
+
+`specc` is the module `specc compile` writes (the default level, every layer a module call); `--fused` races the
+-O2 module (eager fusion: merged q/k/v, fused epilogues) too, with the same weights, as `specc -O2`.
 
 On a shared, loaded machine, `--clock cpu` (process CPU time, all threads) is steadier than wall time.
 """
@@ -56,10 +59,12 @@ def hf_models():
     """(gpt2, bert) from Hugging Face transformers, built from configs; (None, None) if it is not installed."""
     try:
         import transformers
-    except ImportError:
+
+        gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(attn_implementation="sdpa"))
+        bert = transformers.BertModel(transformers.BertConfig(attn_implementation="sdpa"), add_pooling_layer=True)
+    except ImportError as e:  # not installed, or its lazy imports fail (e.g. a torchvision built for another torch)
+        print(f"HF transformers unusable ({type(e).__name__}): skipped", file=sys.stderr)
         return None, None
-    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(attn_implementation="sdpa"))
-    bert = transformers.BertModel(transformers.BertConfig(attn_implementation="sdpa"), add_pooling_layer=True)
     return gpt2.eval(), bert.eval()
 
 
@@ -84,6 +89,18 @@ def race(fns: dict[str, object], runs: int, warmup: int = 2) -> dict[str, list[f
     return times
 
 
+FUSED = False  # --fused: race the -O2 module too
+
+
+def fused_twin(spec_path: Path, ours: torch.nn.Module, train: bool = False) -> torch.nn.Module | None:
+    """The -O2 module of the same spec holding `ours`'s weights (the state_dict names are the same)."""
+    if not FUSED:
+        return None
+    twin = specc.load(spec_path).to_torch(opt_level=2)
+    twin.load_state_dict(ours.state_dict())
+    return twin.train(train)
+
+
 def check(name: str, got: torch.Tensor, want: torch.Tensor, atol: float = 1e-4) -> None:
     err = (got - want).abs().max().item()
     if err > atol:
@@ -95,10 +112,14 @@ def bench_gpt2_forward(runs: int, hf) -> dict[str, float]:
     ref = R.GPT2().eval()
     ours = specc.load(ROOT / "specs" / "gpt2.nn").to_torch().eval()
     copy_weights(ref, ours, GPT2_NAMES)
+    fused = fused_twin(ROOT / "specs" / "gpt2.nn", ours)  # built outside inference mode: it caches derived weights
     idx = torch.randint(0, 50257, (1, 128))
     with torch.inference_mode():
         check("gpt2", ours(idx), ref(idx))
         fns = {"reference": lambda: ref(idx), "specc": lambda: ours(idx)}
+        if fused is not None:
+            check("gpt2 -O2", fused(idx), ref(idx))
+            fns["specc -O2"] = lambda: fused(idx)
         if hf is not None:
             fns["hf"] = lambda: hf(idx)
         return race(fns, runs)
@@ -109,6 +130,7 @@ def bench_bert_forward(runs: int, hf) -> dict[str, float]:
     ref = R.BertModel().eval()
     ours = specc.load(ROOT / "specs" / "bert_base.nn").to_torch().eval()
     copy_weights(ref, ours, BERT_NAMES)
+    fused = fused_twin(ROOT / "specs" / "bert_base.nn", ours)
     ids, types = torch.randint(0, 30522, (1, 128)), torch.zeros(1, 128, dtype=torch.long)
     mask = torch.ones(1, 128, dtype=torch.bool)
     with torch.inference_mode():
@@ -117,6 +139,9 @@ def bench_bert_forward(runs: int, hf) -> dict[str, float]:
         check("bert", seq, want_seq)
         check("bert pooled", pooled, want_pooled)
         fns = {"reference": lambda: ref(ids, types, mask.long()), "specc": lambda: ours(ids, types, mask)}
+        if fused is not None:
+            check("bert -O2", fused(ids, types, mask)[0], want_seq)
+            fns["specc -O2"] = lambda: fused(ids, types, mask)
         if hf is not None:
             fns["hf"] = lambda: hf(input_ids=ids, token_type_ids=types, attention_mask=mask.long())
         return race(fns, runs)
@@ -142,6 +167,8 @@ def bench_gpt2_train(runs: int, hf) -> dict[str, float]:
         "reference": train_step(ref, torch.optim.AdamW(ref.parameters(), lr=1e-4), idx),
         "specc": train_step(ours, torch.optim.AdamW(ours.parameters(), lr=1e-4), idx),
     }
+    if (fused := fused_twin(ROOT / "specs" / "gpt2.nn", ours, train=True)) is not None:
+        fns["specc -O2"] = train_step(fused, torch.optim.AdamW(fused.parameters(), lr=1e-4), idx)
     if hf is not None:
         hf.train()
         fns["hf"] = train_step(hf, torch.optim.AdamW(hf.parameters(), lr=1e-4), idx, lambda out: out.logits)
@@ -161,17 +188,19 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=15, help="timed calls per model (medians are reported)")
     ap.add_argument("--models", default=",".join(BENCHES))
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="wall time, or process CPU time")
+    ap.add_argument("--fused", action="store_true", help="also race the -O2 (eager-fused) module")
     args = ap.parse_args()
-    global CLOCK
+    global CLOCK, FUSED
+    FUSED = args.fused
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     hf = hf_models()
     print(f"torch {torch.__version__}, {args.threads} threads, {args.clock} clock, "
           f"load average {os.getloadavg()[0]:.2f}; "
           f"HF transformers: {'yes' if hf[0] is not None else 'not installed (skipped)'}")
-    cols = ["reference", "specc"] + (["hf"] if hf[0] is not None else [])
+    cols = ["reference", "specc"] + (["specc -O2"] if FUSED else []) + (["hf"] if hf[0] is not None else [])
     head = f"{'benchmark':<24} {'stat':<6}" + "".join(f" {c + ' ms':>13}" for c in cols) + f" {'specc/ref':>10}" + \
-        (f" {'specc/HF':>9}" if "hf" in cols else "")
+        (f" {'-O1/-O2':>8}" if FUSED else "") + (f" {'specc/HF':>9}" if "hf" in cols else "")
     print(head)
     print("-" * len(head))
     for key in args.models.split(","):
@@ -180,7 +209,9 @@ def main() -> None:
         for stat, agg in (("median", statistics.median), ("min", min)):
             t = {k: agg(v) for k, v in times.items()}
             line = f"{title if stat == 'median' else '':<24} {stat:<6}" + "".join(f" {t[c] * 1e3:>13.1f}" for c in cols)
-            line += f" {t['specc'] / t['reference']:>10.2f}" + (f" {t['specc'] / t['hf']:>9.2f}" if "hf" in t else "")
+            line += f" {t['specc'] / t['reference']:>10.2f}"
+            line += f" {t['specc'] / t['specc -O2']:>8.3f}" if FUSED else ""
+            line += f" {t['specc'] / t['hf']:>9.2f}" if "hf" in t else ""
             print(line, flush=True)
 
 

@@ -80,8 +80,9 @@ def main() -> None:
     ap.add_argument("--train-batch", type=int, default=8, help="batch size of the SGD training step")
     ap.add_argument("--iters", type=int, default=5, help="timed rounds per case (median)")
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("-O", dest="opt_level", type=int, choices=(0, 1), default=1,
-                    help="optimization level of the emitted model (default 1, what `specc compile` writes)")
+    ap.add_argument("-O", dest="opt_level", type=int, choices=(0, 1, 2), default=None,
+                    help="optimization level of the emitted model (default: what `specc compile` writes, -O1; "
+                         "-O2 adds eager fusion)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--cpu-time", action="store_true",
                     help="one thread, timed by this process's CPU time: steadier on a machine others are loading")
@@ -94,7 +95,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     clock = "process CPU time" if args.cpu_time else "wall clock"
-    print(f"emitted at -O{args.opt_level}; torch {torch.__version__}, {torch.get_num_threads()} threads, {clock}, "
+    print(f"emitted at -O{1 if args.opt_level is None else args.opt_level}; torch {torch.__version__}, {torch.get_num_threads()} threads, {clock}, "
           f"median of {args.iters} alternating rounds")
     rows = []
     for stem in args.models:

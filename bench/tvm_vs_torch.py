@@ -8,7 +8,7 @@ Models (built from the specs, the way users get them):
 
 Peers, timed interleaved (round-robin, so load drifting on a shared machine hits all alike):
   * torch eager      the emitted PyTorch module (-O0), torch.no_grad()
-  * torch eager -O1  the emitted module after specc's passes (batchnorm folded into convs, fused epilogues)
+  * torch eager -O2  the emitted module after specc's eager fusion (batchnorm folded into convs, fused epilogues)
   * onnxruntime      the -O0 module exported to ONNX, when onnxruntime is installed (skipped otherwise)
   * tvm              specc.load(...).to_tvm("tvm-cpu"): specc's CPU schedules (symbolic batch/sequence dims)
   * tvm static       the same with the dims fixed (dims={"B": 1, ...}): uses kernels from `specc tune` if cached
@@ -129,8 +129,8 @@ def bench(name: str, peak: float, rounds: int, budget_s: float) -> dict:
 
     spec, inputs, dims = model_spec(name)
     torch.manual_seed(0)
-    eager = spec.to_torch().eval()
-    eager_o1 = spec.to_torch(opt_level=1).eval()
+    eager = spec.to_torch(opt_level=0).eval()
+    eager_o1 = spec.to_torch(opt_level=2).eval()
     eager_o1.load_state_dict(eager.state_dict())
     t0 = time.perf_counter()
     tvm_model = spec.to_tvm("tvm-cpu", weights=eager)
@@ -149,7 +149,7 @@ def bench(name: str, peak: float, rounds: int, budget_s: float) -> dict:
                 m(*inputs)
         return run
 
-    peers = {"torch eager": no_grad(eager), "torch eager -O1": no_grad(eager_o1)}
+    peers = {"torch eager": no_grad(eager), "torch eager -O2": no_grad(eager_o1)}
     with tempfile.TemporaryDirectory() as tmp:
         ort = onnxruntime_peer(eager, inputs, Path(tmp))
         if ort is not None:
@@ -176,7 +176,7 @@ def bench(name: str, peak: float, rounds: int, budget_s: float) -> dict:
     if "onnxruntime" not in times:
         print("onnxruntime: not installed, skipped")
     return {"median": times["tvm"][0] / base, "min": times["tvm"][1] / times["torch eager"][1],
-            "vs_o1": times["tvm"][0] / times["torch eager -O1"][0], "ok": max(checks.values()) <= 1e-4}
+            "vs_o1": times["tvm"][0] / times["torch eager -O2"][0], "ok": max(checks.values()) <= 1e-4}
 
 
 def main() -> None:
@@ -199,7 +199,7 @@ def main() -> None:
     print(f"measured fp32 matmul peak (1024^3 and 2048^3, best of torch/numpy): {peak:.1f} GFLOP/s")
     summary = {m: bench(m, peak, args.rounds, args.budget) for m in args.models.split(",")}
     print("\nTVM / torch eager:", "; ".join(
-        f"{m} {r['median']:.2f}x median, {r['min']:.2f}x min, {r['vs_o1']:.2f}x vs -O1"
+        f"{m} {r['median']:.2f}x median, {r['min']:.2f}x min, {r['vs_o1']:.2f}x vs -O2"
         + ("" if r["ok"] else " (OUTPUTS DIFFER)") for m, r in summary.items()))
 
 

@@ -43,15 +43,20 @@ class Spec:
 
         return print_module(self.module)
 
-    def to_torch(self, **options):
+    # Every backend entry point takes `opt_level` (None: specc.passes.DEFAULT_LEVEL, the same as `specc compile`)
+    # and `disabled` (pass names to skip); see specc/passes/pipeline.py for what each level does.
+
+    def to_torch(self, target=None, opt_level: int | None = None, disabled: tuple = ()):
+        """The emitted PyTorch module, built in-process (`target`: a Target for device/dtype/torch.compile)."""
         from .backends.torch import build_module
 
-        return build_module(self, **options)
+        return build_module(self, target, opt_level, disabled)
 
-    def torch_source(self, **options) -> str:
+    def torch_source(self, target=None, opt_level: int | None = None, disabled: tuple = ()) -> str:
+        """The module file `specc compile` writes for this spec and level."""
         from .backends.torch import emit_source
 
-        return emit_source(self, **options)
+        return emit_source(self, target, opt_level, disabled)
 
     def to_tvm(self, target: str = "tvm-cpu", **options):
         from .backends.tvm import build
@@ -105,3 +110,22 @@ def _elaborate(sources: SourceMap, build, name: str, overrides: dict[str, Any]) 
 
 def check(path: str | Path, **kw: Any) -> Spec:
     return load(path, **kw)
+
+
+def compile_to(spec: Spec, target, outdir: Path, *, force: bool = False, opt_level: int | None = None,
+               disabled: tuple = (), dims: dict[str, int] | None = None) -> list[Path]:
+    """`specc compile`: write the target's files for `spec` into `outdir` (all or none) and return their paths.
+
+    The one compile driver: PyTorch output is exactly `spec.torch_source(target, opt_level, disabled)`; a TVM target
+    builds through `spec.to_tvm`'s path. `opt_level` None means the target's level, else the default level."""
+    from .fsutil import commit_files
+
+    level = target.opt_level if opt_level is None else opt_level
+    if target.backend == "torch":
+        from .naming import module_file_name
+
+        files = {Path(outdir) / module_file_name(spec.module.name): spec.torch_source(target, level, disabled)}
+        return commit_files(files, force=force)
+    from .backends.tvm import compile_files
+
+    return compile_files(spec, target, Path(outdir), force=force, opt_level=level, disabled=disabled, dims=dims)

@@ -83,9 +83,9 @@ def _flat_graphs(module):
 
 
 def _run_passes(args, module):
-    from .passes import PipelineOptions, run_pipeline
+    from .passes import DEFAULT_LEVEL, PipelineOptions, run_pipeline
 
-    opts = PipelineOptions(level=1 if args.optimize is None else args.optimize, disabled=tuple(args.disable_pass or ()),
+    opts = PipelineOptions(level=DEFAULT_LEVEL if args.optimize is None else args.optimize, disabled=tuple(args.disable_pass or ()),
                            print_after_all=args.print_after_all, print_after=tuple(args.print_after or ()),
                            report=args.passes, verify=getattr(args, "debug", False),
                            inference=getattr(args, "inference", False))
@@ -119,7 +119,7 @@ def cmd_compile(args) -> int:
 
     spec = _load(args, args.file)
     target = load_target(args.target)
-    from .backends import compile_to
+    from .api import compile_to
 
     dims = parse_dims(args.dim)
     if dims and target.backend != "tvm":
@@ -163,7 +163,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _passes(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-O", dest="optimize", type=int, choices=(0, 1), default=None, help="optimization level")
+    p.add_argument("-O", dest="optimize", type=int, choices=(0, 1, 2), default=None,
+                   help="optimization level: 0 none; 1 (default) exact rewrites, every layer still called through its "
+                        "module (hooks, LoRA, torchinfo work); 2 adds eager fusion that calls fused layers' weights "
+                        "directly: same state_dict, forward hooks on those layers no longer fire (TVM fuses at 1 too)")
     p.add_argument("--disable-pass", action="append", metavar="NAME", help="skip one pass (repeatable)")
     p.add_argument("--debug", action="store_true", help="verify the IR between passes")
 

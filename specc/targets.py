@@ -28,7 +28,7 @@ class Target(BaseModel):
     mcpu: str | None = None  # llvm -mcpu; "host" = detect
     num_threads: int | None = Field(None, ge=1)
     schedules: Literal["specc", "dlight", "none", "tuned"] = "specc"
-    opt_level: int = Field(1, ge=0, le=1)
+    opt_level: int | None = Field(None, ge=0, le=2)  # None: the pipeline's default level
     description: str = ""
 
 

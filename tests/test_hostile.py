@@ -250,7 +250,7 @@ def test_huge_repeat_stays_folded():
 
 
 def test_model_named_like_a_module_is_not_written_under_that_name(tmp_path):
-    from specc.backends import compile_to
+    from specc.api import compile_to
     from specc.targets import load_target
 
     written = compile_to(specc.load(CORPUS / "model_named_torch.nn"), load_target("torch-cpu"), tmp_path,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from torch_util import dim_env, load_small, random_inputs, spec_paths
 
-from specc.passes import PipelineOptions, run_pipeline
+from specc.passes import MAX_LEVEL, PipelineOptions, run_pipeline
 from specc.passes.rewrite import shape_context
 from specc.printer import parse_module, print_module
 from specc.summary import summarize
@@ -24,7 +24,7 @@ def test_pipeline_keeps_the_ir_valid(path: Path) -> None:
     spec = load_small(path)
     m0 = spec.module
     text0 = print_module(m0)
-    m1, _ = run_pipeline(m0, PipelineOptions(verify=True, inference=True))  # verifies after every pass
+    m1, _ = run_pipeline(m0, PipelineOptions(level=MAX_LEVEL, verify=True, inference=True))  # verifies after each pass
     assert print_module(m0) == text0, "the pipeline modified its input"
     with shape_context(m1):
         verify(m1)
@@ -66,13 +66,14 @@ def _outputs(y) -> list:
 
 @pytest.mark.parametrize("path", PATHS, ids=IDS)
 def test_optimised_module_agrees_in_eval_mode(path: Path) -> None:
-    """-O1 as compiled (train-safe) and with PipelineOptions(inference=True) (dropout dropped, if that differs)."""
+    """-O1 (the default) and -O2 (eager fusion) as compiled (train-safe), and -O2 with PipelineOptions(inference=True)
+    (dropout dropped, if that differs)."""
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     spec = load_small(path)
     variants = {}
-    for inference in (False, True):
-        ir, _ = run_pipeline(spec.module, PipelineOptions(inference=inference))
+    for level, inference in ((1, False), (MAX_LEVEL, False), (MAX_LEVEL, True)):
+        ir, _ = run_pipeline(spec.module, PipelineOptions(level=level, inference=inference))
         variants.setdefault(print_module(ir), ir)
     ref = _build(spec.module, spec.name)
     _randomise_batchnorm(ref)
@@ -136,7 +137,7 @@ def test_hand_written_attention_is_emitted_as_sdpa() -> None:
 
     spec = load_small(HAND)
     before = emit_module_source(spec.module)
-    after = emit_module_source(run_pipeline(spec.module)[0])
+    after = emit_module_source(run_pipeline(spec.module, PipelineOptions(level=MAX_LEVEL))[0])
     assert "F.softmax" in before and "F.scaled_dot_product_attention" not in before
     assert "F.scaled_dot_product_attention(" in after and "F.softmax" not in after
     assert "merged_linear(x, self.q, self.k, self.v)" in after
@@ -147,7 +148,7 @@ def test_hand_written_attention_is_emitted_as_sdpa() -> None:
 def test_cli_reports_and_prints_passes(capsys) -> None:
     from specc.cli import main
 
-    assert main(["inspect", str(HAND), "--passes", "--format", "text"]) == 0
+    assert main(["inspect", str(HAND), "-O2", "--passes", "--format", "text"]) == 0
     out = capsys.readouterr().out
     assert "pass fuse_attention: " in out and "-> sdpa(" in out
     assert "pass merge_projections: " in out and "-> merged_linear %q_k_v" in out
@@ -155,11 +156,11 @@ def test_cli_reports_and_prints_passes(capsys) -> None:
     assert main(["inspect", str(HAND), "--print-after", "fuse_layernorm", "--format", "json"]) == 0
     cap = capsys.readouterr()
     assert "// ----- IR after fuse_layernorm -----" in cap.err and "op layernorm(%x) {'affine': False}" in cap.err
-    assert main(["inspect", str(HAND), "--print-after-all", "--format", "json"]) == 0
+    assert main(["inspect", str(HAND), "-O2", "--print-after-all", "--format", "json"]) == 0
     assert capsys.readouterr().err.count("// ----- IR after ") == 9
     assert main(["inspect", str(HAND), "-O0", "--passes"]) == 0
     assert "pass fuse_attention: off at -O0" in capsys.readouterr().out
-    assert main(["inspect", str(HAND), "--disable-pass", "fuse_attention", "--format", "text"]) == 0
+    assert main(["inspect", str(HAND), "-O2", "--disable-pass", "fuse_attention", "--format", "text"]) == 0
     out = capsys.readouterr().out
     assert "op sdpa" not in out and "op softmax" in out and "op merged_linear" in out
     assert main(["inspect", str(HAND), "--disable-pass", "nope"]) == 2
@@ -169,11 +170,14 @@ def test_cli_reports_and_prints_passes(capsys) -> None:
 def test_cli_compile_levels(tmp_path, capsys) -> None:
     from specc.cli import main
 
-    for level in ("0", "1"):
+    for level in ("0", "1", "2"):
         assert main(["compile", str(HAND), "-O", level, "-o", str(tmp_path / level)]) == 0
     capsys.readouterr()
-    (o0,), (o1,) = (list((tmp_path / lv).glob("*.py")) for lv in ("0", "1"))
+    (o0,), (o1,), (o2,) = (list((tmp_path / lv).glob("*.py")) for lv in ("0", "1", "2"))
     assert "scaled_dot_product_attention" not in o0.read_text() and "scaled_dot_product_attention" in o1.read_text()
-    assert main(["compile", str(HAND), "--disable-pass", "fuse_attention", "-o", str(tmp_path / "d")]) == 0
+    # the default level keeps every layer a module call; eager fusion only at -O2
+    assert "merged_linear(" not in o1.read_text() and "fused_layer(" not in o1.read_text()
+    assert "merged_linear(" in o2.read_text() and "fused_layer(" in o2.read_text()
+    assert main(["compile", str(HAND), "-O2", "--disable-pass", "fuse_attention", "-o", str(tmp_path / "d")]) == 0
     (od,) = list((tmp_path / "d").glob("*.py"))
     assert "scaled_dot_product_attention" not in od.read_text() and "merged_linear(" in od.read_text()

@@ -68,7 +68,7 @@ _EMIT_ALL = """
 import json, sys
 from pathlib import Path
 import specc
-print(json.dumps({p + str(o): specc.load(p).torch_source(opt_level=o) for p in sys.argv[1:] for o in (0, 1)}))
+print(json.dumps({p + str(o): specc.load(p).torch_source(opt_level=o) for p in sys.argv[1:] for o in (0, 1, 2)}))
 """
 
 
@@ -82,14 +82,14 @@ def test_emitted_source_is_deterministic_across_processes():
                              env=env, check=True, timeout=120)
         runs.append(json.loads(res.stdout))
     assert runs[0] == runs[1]
-    here = {str(p.relative_to(REPO)) + str(o): specc.load(p).torch_source(opt_level=o) for p in SPECS for o in (0, 1)}
+    here = {str(p.relative_to(REPO)) + str(o): specc.load(p).torch_source(opt_level=o) for p in SPECS for o in (0, 1, 2)}
     assert runs[0] == here
 
 
 def test_emitted_files_pass_ruff(tmp_path):
     files = []
     for path in SPECS:
-        for level in (0, 1):
+        for level in (0, 1, 2):
             f = tmp_path / f"{path.stem}_O{level}.py"
             f.write_text(load_small(path).torch_source(opt_level=level))
             files.append(f)
@@ -127,10 +127,10 @@ def test_forward_has_shape_comments():
     assert "# [B, 1000]" in src
 
 
-@pytest.mark.parametrize("opt_level", [0, 1])
+@pytest.mark.parametrize("opt_level", [0, 1, 2])
 def test_no_graph_breaks_resnet18(opt_level):
     """Dynamo traces the whole forward as one graph, with autograd on and off, also after an eager call has run
-    (-O1 caches folded batch-norm weights in eager mode; a compiled graph must not trip over that cache)."""
+    (-O2 caches folded batch-norm weights in eager mode; a compiled graph must not trip over that cache)."""
     model = specc.load(REPO / "specs" / "resnet18.nn", **SHRINK["resnet18"]).to_torch(opt_level=opt_level).eval()
     x = torch.randn(1, 3, 224, 224)
     torch._dynamo.reset()

@@ -103,7 +103,7 @@ def build_pair(stem: str, opt_level: int = 0, seed: int = 0):
     return spec, emitted, reference, names
 
 
-@pytest.mark.parametrize("opt_level", [0, 1], ids=["O0", "O1"])  # -O1 is what `specc compile` writes
+@pytest.mark.parametrize("opt_level", [0, 1, 2], ids=["O0", "O1", "O2"])  # -O1 is what `specc compile` writes
 @pytest.mark.parametrize("stem", list(REFERENCES))
 def test_emitted_matches_reference(stem, opt_level):
     spec, emitted, reference, names = build_pair(stem, opt_level)
@@ -123,7 +123,7 @@ def test_emitted_matches_reference(stem, opt_level):
     assert a.abs().max() > 1e-3, "outputs too close to 0 for the comparison to mean much"
 
 
-@pytest.mark.parametrize("opt_level", [0, 1], ids=["O0", "O1"])
+@pytest.mark.parametrize("opt_level", [0, 1, 2], ids=["O0", "O1", "O2"])
 @pytest.mark.parametrize("stem", ["lenet5", "resnet18"])
 def test_training_step_matches_reference(stem, opt_level):
     """Train mode (batch-norm batch statistics), backward: same loss, same gradients under the name map."""

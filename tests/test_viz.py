@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import specc
-from specc.passes import run_pipeline
+from specc.passes import PipelineOptions, run_pipeline
 from specc.viz import render, to_dot
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,7 +54,7 @@ def test_blocks_are_clusters_and_repeat_is_folded_unless_flat() -> None:
 
 
 def test_fused_nodes_show_what_they_fused() -> None:
-    m, _ = run_pipeline(_module(REPO / "specs" / "resnet18.nn"))
+    m, _ = run_pipeline(_module(REPO / "specs" / "resnet18.nn"), PipelineOptions(level=2))  # fusion is -O2
     dot, details, _ = to_dot(m)
     assert "fused: conv2d + batchnorm + add + relu" in dot
     d = details["basic_block.conv2"]
@@ -201,7 +201,7 @@ def browser():
 @needs_dot
 @needs_chromium
 def test_html_viewer_in_chromium(browser, tmp_path) -> None:
-    m, _ = run_pipeline(_module(REPO / "specs" / "resnet18.nn"))
+    m, _ = run_pipeline(_module(REPO / "specs" / "resnet18.nn"), PipelineOptions(level=2))  # fusion is -O2
     page_file = tmp_path / "resnet18.html"
     page_file.write_text(render(m, "html"), encoding="utf-8")
     page = browser.open(page_file.as_uri())

@@ -12,7 +12,7 @@ from pydantic import Field
 from ..diagnostics import ShapeError
 from ..types import TensorType
 from .elementwise import broadcast
-from .registry import Attrs, OpDef, expect_float, numel, register
+from .registry import Attrs, Example, OpDef, expect_float, numel, register
 from .torch_rule import TorchRule, pyval
 
 
@@ -87,8 +87,37 @@ def _sdpa_macs(ins, out, a) -> object:
     return numel(q.shape) * k.shape[-2] + numel(out.shape) * k.shape[-2]
 
 
+def _np_sdpa(xs, a: SDPAAttrs, p):
+    """softmax(q k^T * scale + mask) v; grouped-query heads repeat each key/value head; eval mode (no dropout)."""
+    import numpy as np
+
+    q, k, v = (t.astype(np.float64) for t in xs[:3])
+    if q.ndim >= 4 and k.ndim >= 4 and k.shape[-3] not in (1, q.shape[-3]):
+        rep = q.shape[-3] // k.shape[-3]
+        k, v = np.repeat(k, rep, axis=-3), np.repeat(v, rep, axis=-3)
+    scale = a.scale if a.scale is not None else 1 / np.sqrt(q.shape[-1])
+    s = q @ k.swapaxes(-1, -2) * scale
+    t, n = s.shape[-2:]
+    if len(xs) == 4:
+        m = xs[3]
+        s = np.where(m, s, -np.inf) if m.dtype == np.bool_ else s + m
+    if a.causal:
+        s = np.where(np.tril(np.ones((t, n), bool)), s, -np.inf)
+    with np.errstate(invalid="ignore"):
+        e = np.exp(s - s.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True) @ v
+
+
 register(OpDef(
     name="sdpa", attrs=SDPAAttrs, positional=("causal",), arity=(3, 4), infer=_sdpa_infer, macs=_sdpa_macs,
     torch=TorchRule(call=_sdpa_call),
     doc="scaled dot-product attention over [..., T, d] (q, k, v[, mask]); BSHD users permute first",
+    numpy=_np_sdpa,
+    examples=(Example(("f32[2, 2, 3, 4]",) * 3), Example(("f32[1, 2, 4, 4]",) * 3, {"causal": True, "scale": 0.3}),
+              Example(("f32[1, 2, 3, 4]", "f32[1, 2, 5, 4]", "f32[1, 2, 5, 3]", "f32[1, 1, 3, 5]")),  # additive mask
+              Example(("f32[1, 4, 3, 4]", "f32[1, 2, 3, 4]", "f32[1, 2, 3, 4]", "f32[3, 3]"), {"causal": True}),
+              Example(("f32[1, 4, 3, 4]", "f32[1, 2, 3, 4]", "f32[1, 2, 3, 4]")),  # grouped-query
+              # a bool mask (true = attend); 6 keys so that no row is fully masked (backends disagree there)
+              Example(("f32[1, 2, 3, 4]", "f32[1, 2, 6, 4]", "f32[1, 2, 6, 4]", "bool[3, 6]")),
+              Example(("f32[3, 4]", "f32[5, 4]", "f32[5, 2]"), {"dropout": 0.1})),
 ))

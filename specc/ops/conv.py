@@ -8,7 +8,7 @@ from pydantic import PositiveInt, field_validator
 from ..diagnostics import ShapeError
 from ..symbolic import Dim
 from ..types import TensorType
-from .registry import LAYER, Attrs, OpDef, expect_float, expect_rank, numel, pair, register
+from .registry import LAYER, Attrs, Example, OpDef, expect_float, expect_rank, numel, pair, register
 from .torch_rule import TorchRule, pyval
 
 IntOrPair = PositiveInt | tuple[PositiveInt, ...]
@@ -102,6 +102,46 @@ def _squeeze(v):
     return v
 
 
+def _np_conv(nd: int):
+    """Reference: a sum over kernel offsets of strided input slices times that offset's weights, per group."""
+    def ref(xs, a: ConvAttrs, p):
+        import itertools
+
+        import numpy as np
+
+        x, w = xs[0].astype(np.float64), p["weight"].astype(np.float64)
+        k, s, d = pair(a.kernel_size, nd), pair(a.stride, nd), pair(a.dilation, nd)
+        if a.padding == "same":  # PyTorch: the odd pixel of an uneven total goes to the end
+            pads = [(t // 2, t - t // 2) for t in (d[i] * (k[i] - 1) for i in range(nd))]
+        else:
+            pads = [(q, q) for q in ((0,) * nd if a.padding == "valid" else pair(a.padding, nd))]
+        x = np.pad(x, [(0, 0), (0, 0), *pads])
+        sizes = [(x.shape[2 + i] - d[i] * (k[i] - 1) - 1) // s[i] + 1 for i in range(nd)]
+        n, c, g, o = x.shape[0], x.shape[1], a.groups, w.shape[0]
+        xg = x.reshape(n, g, c // g, *x.shape[2:])
+        wg = w.reshape(g, o // g, c // g, *k)
+        out = np.zeros((n, g, o // g, *sizes))
+        for off in itertools.product(*(range(ki) for ki in k)):
+            window = tuple(slice(off[i] * d[i], off[i] * d[i] + (sizes[i] - 1) * s[i] + 1, s[i]) for i in range(nd))
+            out += np.einsum("ngc...,goc->ngo...", xg[(slice(None),) * 3 + window], wg[(slice(None),) * 3 + off])
+        out = out.reshape(n, o, *sizes)
+        return out + p["bias"].reshape((1, o) + (1,) * nd) if a.bias else out
+    return ref
+
+
+CONV_EXAMPLES = {
+    1: (Example(("f32[2, 3, 9]",), {"out_channels": 4, "kernel_size": 3}),
+        Example(("f32[1, 4, 10]",), {"out_channels": 2, "kernel_size": 3, "stride": 2, "padding": 1, "dilation": 2,
+                                     "groups": 2, "bias": False}),
+        Example(("f32[1, 2, 7]",), {"out_channels": 3, "kernel_size": 4, "padding": "same"})),
+    2: (Example(("f32[2, 3, 7, 7]",), {"out_channels": 4, "kernel_size": 3}),
+        Example(("f32[1, 4, 8, 9]",), {"out_channels": 4, "kernel_size": (3, 2), "stride": (2, 1),
+                                       "padding": (1, 0), "groups": 4}),
+        Example(("f32[1, 2, 6, 6]",), {"out_channels": 2, "kernel_size": 3, "dilation": 2, "padding": "same",
+                                       "bias": False}),
+        Example(("f32[1, 2, 5, 5]",), {"out_channels": 3, "kernel_size": 2, "padding": "valid"})),
+}
+
 for _nd in (1, 2):
     register(OpDef(
         name=f"conv{_nd}d", attrs=ConvAttrs,
@@ -110,4 +150,5 @@ for _nd in (1, 2):
         categories=frozenset({LAYER}),
         torch=TorchRule(module=_conv_module(_nd), fresh=True),
         doc=f"{_nd}-D convolution over [N, C, ...] input.",
+        numpy=_np_conv(_nd), examples=CONV_EXAMPLES[_nd],
     ))

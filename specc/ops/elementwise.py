@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..diagnostics import ShapeError
 from ..symbolic import Dim
 from ..types import FLOAT_DTYPES, TensorType
-from .registry import ELEMENTWISE, Attrs, OpDef, expect_rank, numel, register
+from .registry import ELEMENTWISE, NO_MACS, Attrs, Example, OpDef, expect_rank, numel, register
 from .torch_rule import TorchRule, pyval
 
 
@@ -55,13 +55,33 @@ def _binary_call(sym: str):
     return call
 
 
+def _np_binary(fn: str):
+    def ref(xs, a: BinaryAttrs, params):
+        import numpy as np
+
+        f = getattr(np, fn)
+        x = xs[0].astype(np.float64)
+        y = xs[1].astype(np.float64) if len(xs) == 2 else a.scalar
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return f(y, x) if a.reverse else f(x, y)
+    return ref
+
+
+BINARY_EXAMPLES = (
+    Example(("f32[2, 3, 4]", "f32[3, 1]")),  # broadcasting
+    Example(("f32[2, 3]",), {"scalar": 2.5}),
+    Example(("f32[2, 3]",), {"scalar": 2, "reverse": True}),
+)
+
 # fresh: backward reads the operands, not the result (pow's exponent gradient reads the result)
-for _name, _sym, _fresh in (("add", "+", True), ("sub", "-", True), ("mul", "*", True), ("div", "/", True),
-                            ("pow", "**", False)):
+for _name, _sym, _fresh, _np in (("add", "+", True, "add"), ("sub", "-", True, "subtract"),
+                                 ("mul", "*", True, "multiply"), ("div", "/", True, "true_divide"),
+                                 ("pow", "**", False, "power")):
     register(OpDef(
         name=_name, attrs=BinaryAttrs, arity=(1, 2), infer=_binary_infer,
         categories=frozenset({ELEMENTWISE}), torch=TorchRule(call=_binary_call(_sym), fresh=_fresh),
         doc=f"elementwise `{_sym}` with broadcasting",
+        numpy=_np_binary(_np), examples=BINARY_EXAMPLES, waive={"macs": NO_MACS},
     ))
 
 
@@ -72,6 +92,7 @@ class NoAttrs(Attrs):
 register(OpDef(
     name="neg", attrs=NoAttrs, infer=lambda ins, a: ins[0], categories=frozenset({ELEMENTWISE}),
     torch=TorchRule(call=lambda args, a, ins: f"-{args[0]}"), doc="-x",
+    numpy=lambda xs, a, params: -xs[0], examples=(Example(("f32[2, 3]",)),), waive={"macs": NO_MACS},
 ))
 
 
@@ -97,4 +118,7 @@ def _matmul_macs(ins, out, a) -> Dim:
 register(OpDef(
     name="matmul", attrs=NoAttrs, arity=(2, 2), infer=_matmul_infer, macs=_matmul_macs,
     torch=TorchRule(call=lambda args, a, ins: f"{args[0]} @ {args[1]}"), doc="matrix product `@` with batching",
+    numpy=lambda xs, a, params: xs[0].astype("float64") @ xs[1].astype("float64"),
+    examples=(Example(("f32[3, 4]", "f32[4, 5]")), Example(("f32[2, 3, 4]", "f32[4, 2]")),
+              Example(("f32[2, 1, 3, 4]", "f32[3, 4, 2]")), Example(("f32[4]", "f32[2, 4, 3]"))),
 ))

@@ -16,7 +16,7 @@ from pydantic import PositiveInt
 
 from ..diagnostics import ShapeError
 from ..types import FLOAT_DTYPES, TensorType, TupleType
-from .registry import LAYER, Attrs, OpDef, get, register
+from .registry import LAYER, Attrs, Example, OpDef, get, register
 from .torch_rule import TorchRule, pyval
 
 BASES = ("conv1d", "conv2d", "linear")
@@ -140,7 +140,10 @@ ACTIVATIONS = {
 
 def fused_layer(x, layer: nn.Module, bn: nn.Module | None, epilogue: tuple[str, ...], *residuals):
     """layer(x), then bn (folded into the layer's weights unless training), then the epilogue steps: "add" adds
-    the next residual, other steps are activations, all in place on the layer's fresh output."""
+    the next residual, other steps are activations, all in place on the layer's fresh output.
+    -O2 only: with a batchnorm in eval mode this calls the folded weights directly, so forward hooks and wrappers
+    (LoRA, parametrizations, quantization observers) on `layer` and `bn` are bypassed. Compile at -O1 (the default)
+    for a module whose every layer is called through itself."""
     if bn is None:
         y = layer(x)
     elif bn.training:
@@ -157,12 +160,47 @@ def fused_layer(x, layer: nn.Module, bn: nn.Module | None, epilogue: tuple[str, 
     return y
 '''
 
+def _sub(params: dict, layer: str) -> dict:
+    return {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith(layer + ".")}
+
+
+def _np_fused(xs, a: FusedAttrs, p):
+    """The unfused ops' own references in a row: base layer, batchnorm (eval), then the epilogue steps."""
+    y = get(a.base).numpy(xs[:1], base_attrs(a), _sub(p, a.layer))
+    if a.bn is not None:
+        y = get("batchnorm").numpy([y], bn_attrs(a), _sub(p, a.bn))
+    rest = iter(xs[1:])
+    for step in a.epilogue:
+        if step == "add":
+            y = y + next(rest)
+        elif step == "gelu_tanh":
+            y = get("gelu").numpy([y], get("gelu").attrs(approximate="tanh"), {})
+        else:
+            y = get(step).numpy([y], get(step).attrs(), {})
+    return y
+
+
+FUSED_EXAMPLES = (
+    Example(("f32[2, 3, 6, 6]", "f32[2, 4, 6, 6]"),
+            {"base": "conv2d", "layer": "conv_a", "base_attrs": (("out_channels", 4), ("kernel_size", 3),
+                                                                 ("padding", 1), ("bias", False)),
+             "bn": "bn_a", "epilogue": ("add", "relu")}),
+    Example(("f32[2, 3, 5]",), {"base": "linear", "layer": "fc_b", "base_attrs": (("out_features", 6),),
+                                "epilogue": ("gelu_tanh",)}),
+    Example(("f32[1, 2, 7]",), {"base": "conv1d", "layer": "conv_c", "base_attrs": (("out_channels", 3),
+                                                                                   ("kernel_size", 2)),
+                                "bn": "bn_c", "bn_attrs": (("eps", 0.001),), "epilogue": ("silu",)}),
+    Example(("f32[4, 5]",), {"base": "linear", "layer": "fc_d", "base_attrs": (("out_features", 3),),
+                             "epilogue": ("sigmoid",)}),
+)
+
 register(OpDef(
     name="fused", attrs=FusedAttrs, arity=(1, None), infer=_fused_infer, params=_fused_params,
     buffers=_fused_buffers, macs=lambda ins, out, a: get(a.base).cost(ins[:1], out, base_attrs(a)),
     categories=frozenset({LAYER}),
     torch=TorchRule(module=_fused_modules, call=_fused_call, support=(_DERIVED, _FUSED)),
     doc="conv/linear (+ batchnorm) + epilogue (residual adds, activations) as one node; made by the fusion passes",
+    numpy=_np_fused, examples=FUSED_EXAMPLES,
 ))
 
 
@@ -202,7 +240,8 @@ def _rows(t: TensorType):
 
 _MERGED = '''
 def merged_linear(x: torch.Tensor, *layers: nn.Linear) -> tuple[torch.Tensor, ...]:
-    """Several nn.Linear of the same input as one matmul on their concatenated weights, split back per layer."""
+    """Several nn.Linear of the same input as one matmul on their concatenated weights, split back per layer.
+    -O2 only: the layers' own forward (and any hook or adapter on them) is not called; -O1 (the default) calls each."""
     def cat():
         bias = None if layers[0].bias is None else torch.cat([m.bias for m in layers])
         return torch.cat([m.weight for m in layers]), bias
@@ -212,6 +251,11 @@ def merged_linear(x: torch.Tensor, *layers: nn.Linear) -> tuple[torch.Tensor, ..
     return F.linear(x, weight, bias).split([m.out_features for m in layers], dim=-1)
 '''
 
+def _np_merged(xs, a: MergedLinearAttrs, p):
+    x = xs[0].astype("float64")
+    return tuple(x @ p[f"{n}.weight"].T + (p[f"{n}.bias"] if a.bias else 0) for n in a.layers)
+
+
 register(OpDef(
     name="merged_linear", attrs=MergedLinearAttrs, infer=_merged_infer, params=_merged_params, macs=_merged_macs,
     categories=frozenset({LAYER}),
@@ -220,4 +264,7 @@ register(OpDef(
                                for n, o in zip(a.layers, a.out_features)},
         call=lambda args, a, ins: f"merged_linear({', '.join(args)})", support=(_DERIVED, _MERGED)),
     doc="sibling linears of one input (q/k/v) as one matmul + split; made by merge_projections",
+    numpy=_np_merged,
+    examples=(Example(("f32[2, 3, 4]",), {"layers": ("q", "k", "v"), "out_features": (4, 4, 2)}),
+              Example(("f32[5, 3]",), {"layers": ("gate", "up"), "out_features": (6, 6), "bias": False})),
 ))

@@ -5,7 +5,7 @@ from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 
 from ..diagnostics import ShapeError
 from ..types import INT_DTYPES, TensorType
-from .registry import LAYER, Attrs, OpDef, expect_float, numel, register
+from .registry import LAYER, Attrs, Example, OpDef, expect_float, numel, register
 from .torch_rule import TorchRule, pyval
 
 
@@ -39,6 +39,8 @@ register(OpDef(
     macs=lambda ins, out, a: numel(out.shape) * ins[0].shape[-1],
     categories=frozenset({LAYER}), torch=TorchRule(module=_linear_module, fresh=True),
     doc="y = x @ W.T + b over the last dim.",
+    numpy=lambda xs, a, p: xs[0].astype("float64") @ p["weight"].T + (p["bias"] if a.bias else 0),
+    examples=(Example(("f32[2, 3, 4]",), {"out_features": 5}), Example(("f32[6]",), {"out_features": 2, "bias": False})),
 ))
 
 
@@ -69,4 +71,8 @@ register(OpDef(
     params=lambda ins, a: {"weight": (a.num_embeddings, a.embedding_dim)},
     categories=frozenset({LAYER}), torch=TorchRule(module=_emb_module),
     doc="table lookup: i64[...] -> f32[..., dim].",
+    numpy=lambda xs, a, p: p["weight"][xs[0]],
+    examples=(Example(("i64[2, 3]",), {"num_embeddings": 5, "embedding_dim": 4}),
+              Example(("i32[4]",), {"num_embeddings": 4, "embedding_dim": 3, "padding_idx": 0})),
+    waive={"macs": "a table lookup: no multiply-accumulates"},
 ))

@@ -5,7 +5,7 @@ from pydantic import PositiveFloat
 
 from ..diagnostics import ShapeError
 from ..types import TensorType
-from .registry import LAYER, Attrs, OpDef, expect_float, expect_rank, register
+from .registry import LAYER, NO_MACS, Attrs, Example, OpDef, expect_float, expect_rank, register
 from .torch_rule import TorchRule, pyval
 
 
@@ -35,6 +35,36 @@ def _bn_module(ins: list[TensorType], a: BatchNormAttrs) -> str:
     return f"nn.BatchNorm{nd}d({ins[0].shape[1]}{extra})"
 
 
+def _np_batchnorm(xs, a: BatchNormAttrs, p):
+    """Eval mode: the running statistics."""
+    import numpy as np
+
+    x = xs[0].astype(np.float64)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    y = (x - p["running_mean"].reshape(shape)) / np.sqrt(p["running_var"].reshape(shape) + a.eps)
+    return y * p["weight"].reshape(shape) + p["bias"].reshape(shape) if a.affine else y
+
+
+def _np_layernorm(xs, a: LayerNormAttrs, p):
+    import numpy as np
+
+    x = xs[0].astype(np.float64)
+    mu = x.mean(-1, keepdims=True)
+    y = (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + a.eps)
+    if not a.affine:
+        return y
+    return y * p["weight"] + (p["bias"] if a.bias else 0)
+
+
+def _np_rmsnorm(xs, a, p):
+    import numpy as np
+
+    x = xs[0].astype(np.float64)
+    return x / np.sqrt((x * x).mean(-1, keepdims=True) + a.eps) * p["weight"]
+
+
+NORM_WAIVERS = {"macs": NO_MACS}
+
 register(OpDef(
     name="batchnorm", attrs=BatchNormAttrs, positional=("eps",), infer=_bn_infer,
     params=lambda ins, a: {"weight": (ins[0].shape[1],), "bias": (ins[0].shape[1],)} if a.affine else {},
@@ -42,6 +72,9 @@ register(OpDef(
                             "num_batches_tracked": ()},
     categories=frozenset({LAYER}), torch=TorchRule(module=_bn_module, fresh=True),
     doc="batch normalisation over dim 1 (BatchNorm1d/2d/3d by rank).",
+    numpy=_np_batchnorm, waive=NORM_WAIVERS,
+    examples=(Example(("f32[2, 3, 4, 4]",)), Example(("f32[4, 3]",), {"eps": 1e-3, "affine": False}),
+              Example(("f32[2, 2, 5]",))),
 ))
 
 
@@ -76,6 +109,9 @@ register(OpDef(
     {"weight": (ins[0].shape[-1],), **({"bias": (ins[0].shape[-1],)} if a.bias else {})},
     categories=frozenset({LAYER}), torch=TorchRule(module=_ln_module, fresh=True),
     doc="layer normalisation over the last dim.",
+    numpy=_np_layernorm, waive=NORM_WAIVERS,
+    examples=(Example(("f32[2, 3, 8]",)), Example(("f32[4, 6]",), {"eps": 1e-3, "bias": False}),
+              Example(("f32[2, 5]",), {"affine": False})),
 ))
 
 
@@ -90,4 +126,6 @@ register(OpDef(
     categories=frozenset({LAYER}),
     torch=TorchRule(module=lambda ins, a: f"nn.RMSNorm({ins[0].shape[-1]}, eps={pyval(a.eps)})"),
     doc="RMS normalisation over the last dim (LLaMA / Mixtral).",
+    numpy=_np_rmsnorm, waive=NORM_WAIVERS,
+    examples=(Example(("f32[2, 3, 8]",)), Example(("f32[4, 6]",), {"eps": 1e-2})),
 ))

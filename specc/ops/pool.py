@@ -6,7 +6,7 @@ from pydantic import PositiveInt
 from ..diagnostics import ShapeError
 from ..types import TensorType
 from .conv import _squeeze, conv_out
-from .registry import Attrs, NoAttrs, OpDef, expect_rank, pair, register
+from .registry import NO_MACS, Attrs, Example, NoAttrs, OpDef, expect_rank, pair, register
 from .torch_rule import TorchRule, pyval
 
 IntOrPair = PositiveInt | tuple[PositiveInt, ...]
@@ -58,6 +58,53 @@ def _pool_call(fn: str):
     return call
 
 
+def _windows(nd: int, x, out_sizes, starts, ends):
+    """For each output position over the last nd dims: (output index, the window's slices of x)."""
+    import itertools
+
+    for idx in itertools.product(*(range(o) for o in out_sizes)):
+        yield idx, tuple(slice(starts[i](idx[i]), ends[i](idx[i])) for i in range(nd))
+
+
+def _np_pool(nd: int, kind: str):
+    """PyTorch's windows: start i*s - p; max over the real input in the window; avg divides by the window clipped
+    to the padded input (count_include_pad, so ceil_mode's overhang past the padding is not counted)."""
+    def ref(xs, a: PoolAttrs, p):
+        import numpy as np
+
+        x = xs[0].astype(np.float64)
+        k = pair(a.kernel_size, nd)
+        s = pair(a.stride if a.stride is not None else a.kernel_size, nd)
+        pad = pair(a.padding, nd)
+        size = x.shape[-nd:]
+        out_sizes = _pool_infer(nd, "pool")([TensorType("f32", x.shape)], a).shape[-nd:]
+        out = np.zeros((*x.shape[:-nd], *out_sizes))
+        lead = (slice(None),) * (x.ndim - nd)
+        starts = [lambda o, i=i: max(o * s[i] - pad[i], 0) for i in range(nd)]
+        ends = [lambda o, i=i: min(o * s[i] - pad[i] + k[i], size[i]) for i in range(nd)]
+        for idx, win in _windows(nd, x, out_sizes, starts, ends):
+            patch = x[lead + win].reshape(*x.shape[:-nd], -1)
+            if kind == "max":
+                out[lead + idx] = patch.max(-1)
+            else:
+                count = 1
+                for i in range(nd):
+                    lo = idx[i] * s[i] - pad[i]
+                    count *= min(lo + k[i], size[i] + pad[i]) - lo
+                out[lead + idx] = patch.sum(-1) / count
+        return out
+    return ref
+
+
+POOL_EXAMPLES = {
+    1: (Example(("f32[2, 3, 8]",), {"kernel_size": 2}),
+        Example(("f32[1, 2, 9]",), {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True})),
+    2: (Example(("f32[2, 3, 8, 8]",), {"kernel_size": 2}),
+        Example(("f32[1, 2, 7, 6]",), {"kernel_size": 3, "stride": 2, "padding": 1}),
+        Example(("f32[1, 2, 6, 7]",), {"kernel_size": (3, 2), "stride": (2, 2), "ceil_mode": True}),
+        Example(("f32[2, 5, 5]",), {"kernel_size": 2, "stride": 1})),  # unbatched [C, H, W]
+}
+
 for _nd in (1, 2):
     for _kind in ("max", "avg"):
         register(OpDef(
@@ -65,6 +112,7 @@ for _nd in (1, 2):
             infer=_pool_infer(_nd, f"{_kind}pool{_nd}d"),
             torch=TorchRule(call=_pool_call(f"{_kind}_pool{_nd}d")),
             doc=f"{_kind} pooling over the last {_nd} dims.",
+            numpy=_np_pool(_nd, _kind), examples=POOL_EXAMPLES[_nd], waive={"macs": NO_MACS},
         ))
 
 
@@ -83,10 +131,20 @@ def _global_call(kind: str):
     return call
 
 
+def _np_global(kind: str):
+    def ref(xs, a, p):
+        x = xs[0].astype("float64")
+        axes = tuple(range(2, x.ndim))
+        return x.mean(axes, keepdims=True) if kind == "avg" else x.max(axes, keepdims=True)
+    return ref
+
+
 for _kind in ("avg", "max"):
     register(OpDef(
         name=f"global_{_kind}pool", attrs=NoAttrs, infer=_global_infer(f"global_{_kind}pool"),
         torch=TorchRule(call=_global_call(_kind)),
+        numpy=_np_global(_kind), examples=(Example(("f32[2, 3, 4, 5]",)), Example(("f32[2, 3, 6]",))),
+        waive={"macs": NO_MACS},
         doc=f"global {_kind} pooling: [N, C, ...] -> [N, C, 1, ...] (keeps dims, like torchvision).",
     ))
 
@@ -109,10 +167,34 @@ def _adaptive_call(kind: str, nd: int):
     return call
 
 
+def _np_adaptive(nd: int, kind: str):
+    """PyTorch's adaptive windows: output i of n over length L reads [floor(i L / n), ceil((i + 1) L / n))."""
+    def ref(xs, a: AdaptiveAttrs, p):
+        import numpy as np
+
+        x = xs[0].astype(np.float64)
+        outs, size = pair(a.output_size, nd), x.shape[-nd:]
+        out = np.zeros((*x.shape[:-nd], *outs))
+        lead = (slice(None),) * (x.ndim - nd)
+        starts = [lambda o, i=i: (o * size[i]) // outs[i] for i in range(nd)]
+        ends = [lambda o, i=i: -((-(o + 1) * size[i]) // outs[i]) for i in range(nd)]
+        for idx, win in _windows(nd, x, outs, starts, ends):
+            patch = x[lead + win].reshape(*x.shape[:-nd], -1)
+            out[lead + idx] = patch.max(-1) if kind == "max" else patch.mean(-1)
+        return out
+    return ref
+
+
+ADAPTIVE_EXAMPLES = {
+    1: (Example(("f32[2, 3, 10]",), {"output_size": 4}), Example(("f32[1, 2, 5]",), {"output_size": 5})),
+    2: (Example(("f32[2, 3, 7, 9]",), {"output_size": (3, 4)}), Example(("f32[1, 2, 6, 6]",), {"output_size": 1})),
+}
+
 for _nd in (1, 2):
     for _kind in ("avg", "max"):
         register(OpDef(
             name=f"adaptive_{_kind}pool{_nd}d", attrs=AdaptiveAttrs, positional=("output_size",),
             infer=_adaptive_infer(_nd), torch=TorchRule(call=_adaptive_call(_kind, _nd)),
+            numpy=_np_adaptive(_nd, _kind), examples=ADAPTIVE_EXAMPLES[_nd], waive={"macs": NO_MACS},
             doc=f"adaptive {_kind} pooling to a fixed output size.",
         ))

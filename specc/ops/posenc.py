@@ -10,7 +10,7 @@ from ..diagnostics import Note, ShapeError
 from ..symbolic import Dim, Sym
 from ..types import TensorType
 from .context import bounds
-from .registry import LAYER, Attrs, OpDef, expect_float, register
+from .registry import LAYER, NO_MACS, Attrs, Example, OpDef, expect_float, register
 from .torch_rule import TorchRule, pyval
 
 
@@ -89,6 +89,8 @@ register(OpDef(
     categories=frozenset({LAYER}),
     torch=TorchRule(module=lambda ins, a: f"LearnedPositions({a.max_len}, {ins[0].shape[-1]})", support=(_LEARNED,)),
     doc="x[..., T, d] + a learned [max_len, d] position table's first T rows; checks T <= max_len.",
+    numpy=lambda xs, a, p: xs[0] + p["weight"][: xs[0].shape[-2]], waive={"macs": NO_MACS},
+    examples=(Example(("f32[2, 3, 4]",), {"max_len": 5}), Example(("f32[5, 2]",), {"max_len": 5})),
 ))
 
 
@@ -130,12 +132,26 @@ def _sinusoidal_module(ins, a: SinusoidalAttrs) -> str:
     return f"SinusoidalPositions({a.max_len}, {ins[0].shape[-1]}{base})"
 
 
+def _np_sinusoidal(xs, a: SinusoidalAttrs, p):
+    """PE[t, 2i] = sin(t / base^(2i/d)), PE[t, 2i+1] = cos(t / base^(2i/d)) (Vaswani et al. 2017, §3.5)."""
+    import numpy as np
+
+    x = xs[0].astype(np.float64)
+    t, d = x.shape[-2:]
+    angle = np.arange(t)[:, None] / a.base ** (np.arange(0, d, 2) / d)
+    pe = np.zeros((t, d))
+    pe[:, 0::2], pe[:, 1::2] = np.sin(angle), np.cos(angle)
+    return x + pe
+
+
 register(OpDef(
     name="sinusoidal_pos", attrs=SinusoidalAttrs, positional=("max_len",), infer=_sinusoidal_infer,
     buffers=lambda ins, a: {"pe": (a.max_len, ins[0].shape[-1])},
     categories=frozenset({LAYER}),
     torch=TorchRule(module=_sinusoidal_module, imports=("import math",), support=(_SINUSOIDAL,)),
     doc="x[..., T, d] + the fixed sin/cos position table (no parameters); checks T <= max_len.",
+    numpy=_np_sinusoidal, waive={"macs": NO_MACS},
+    examples=(Example(("f32[2, 5, 6]",), {"max_len": 8}), Example(("f32[7, 4]",), {"max_len": 7, "base": 100.0})),
 ))
 
 
@@ -175,8 +191,27 @@ def _rope_call(args, a: RopeAttrs, ins) -> str:
     return f"apply_rope({args[0]}{extra})"
 
 
+def _np_rope(xs, a: RopeAttrs, p):
+    """Feature pair i of position t turned by angle t * base^(-2i/d); pairs (i, i + d/2), or (2i, 2i+1)."""
+    import numpy as np
+
+    x = xs[0].astype(np.float64)
+    t, d = x.shape[-2:]
+    angle = np.arange(t)[:, None] * a.base ** (-np.arange(0, d, 2) / d)  # [T, d/2]
+    cos, sin = np.cos(angle), np.sin(angle)
+    if a.interleaved:
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        out = np.empty_like(x)
+        out[..., 0::2], out[..., 1::2] = x1 * cos - x2 * sin, x2 * cos + x1 * sin
+        return out
+    x1, x2 = x[..., : d // 2], x[..., d // 2:]
+    return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
 register(OpDef(
     name="rope", attrs=RopeAttrs, positional=("base",), infer=_rope_infer,
     torch=TorchRule(call=_rope_call, support=(_ROPE,)),
     doc="rotary position embedding of q or k [..., T, head_dim] (no parameters).",
+    numpy=_np_rope, waive={"macs": NO_MACS},
+    examples=(Example(("f32[2, 2, 5, 8]",)), Example(("f32[1, 3, 4, 6]",), {"base": 500.0, "interleaved": True})),
 ))

@@ -15,7 +15,7 @@ from pydantic import Field, PositiveInt
 from ..diagnostics import ShapeError
 from ..symbolic import Dim
 from ..types import TensorType, TupleType
-from .registry import LAYER, Attrs, OpDef, expect_float, expect_rank, register
+from .registry import LAYER, Attrs, Example, OpDef, expect_float, expect_rank, register
 from .torch_rule import TorchRule, pyval
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
@@ -116,6 +116,76 @@ class FlatLSTM(nn.LSTM):
         return out, h, c
 '''
 
+def _np_cell(kind: str, a: RecurrentAttrs):
+    """One time step (x [B, I], state) -> state, with PyTorch's gate order (GRU r, z, n; LSTM i, f, g, o)."""
+    import numpy as np
+
+    def sig(v):
+        return 1 / (1 + np.exp(-v))
+
+    def step(x, state, w_ih, w_hh, b_ih, b_hh):
+        h = state[0]
+        gi, gh = x @ w_ih.T + b_ih, h @ w_hh.T + b_hh
+        if kind == "rnn":
+            pre = gi + gh
+            return (np.tanh(pre) if getattr(a, "nonlinearity", "tanh") == "tanh" else np.maximum(pre, 0),)
+        if kind == "gru":
+            (ir, iz, in_), (hr, hz, hn) = np.split(gi, 3, -1), np.split(gh, 3, -1)
+            r, z = sig(ir + hr), sig(iz + hz)
+            n = np.tanh(in_ + r * hn)
+            return ((1 - z) * n + z * h,)
+        i, f, g, o = np.split(gi + gh, 4, -1)
+        c = sig(f) * state[1] + sig(i) * np.tanh(g)
+        return (sig(o) * np.tanh(c), c)
+    return step
+
+
+def _np_recurrent(kind: str):
+    """Layer by layer, each direction over the sequence (the reverse one from the end); out concatenates the
+    directions; final states are ordered layer-major, direction-minor, as PyTorch's h_n."""
+    def ref(xs, a: RecurrentAttrs, p):
+        import numpy as np
+
+        x = xs[0].astype(np.float64)
+        batch, steps = x.shape[:2]
+        dirs = 2 if a.bidirectional else 1
+        zeros = np.zeros((a.num_layers * dirs, batch, a.hidden_size))
+        init = [s.astype(np.float64) for s in xs[1:]] or [zeros] * _states(kind)
+        step = _np_cell(kind, a)
+        finals = []
+        for layer in range(a.num_layers):
+            outs = []
+            for d, suffix in enumerate(("", "_reverse")[:dirs]):
+                w = [p[f"{n}_l{layer}{suffix}"] for n in ("weight_ih", "weight_hh")]
+                b = [p[f"{n}_l{layer}{suffix}"] if a.bias else 0 for n in ("bias_ih", "bias_hh")]
+                state = tuple(s[layer * dirs + d] for s in init)
+                seq = [None] * steps
+                for t in (range(steps - 1, -1, -1) if d else range(steps)):
+                    state = step(x[:, t], state, *w, *b)
+                    seq[t] = state[0]
+                outs.append(np.stack(seq, 1))
+                finals.append(state)
+            x = np.concatenate(outs, -1)
+        return (x, *(np.stack([f[i] for f in finals]) for i in range(_states(kind))))
+    return ref
+
+
+RECURRENT_EXAMPLES = (
+    Example(("f32[2, 4, 3]",), {"hidden_size": 5}),
+    Example(("f32[2, 3, 3]",), {"hidden_size": 4, "num_layers": 2, "bidirectional": True}),
+    Example(("f32[1, 3, 2]",), {"hidden_size": 3, "bias": False}),
+)
+
+
+def _examples(kind: str) -> tuple[Example, ...]:
+    """The shared cases, one with an initial state given, and (rnn) the relu nonlinearity."""
+    state = "f32[1, 2, 4]"
+    extra = (Example(("f32[2, 3, 6]",) + (state,) * _states(kind), {"hidden_size": 4}),)
+    if kind == "rnn":
+        extra += (Example(("f32[2, 3, 3]",), {"hidden_size": 4, "nonlinearity": "relu"}),)
+    return RECURRENT_EXAMPLES + extra
+
+
 for _kind in ("rnn", "gru", "lstm"):
     register(OpDef(
         name=_kind, attrs=RNNAttrs if _kind == "rnn" else RecurrentAttrs, positional=("hidden_size", "num_layers"),
@@ -124,4 +194,5 @@ for _kind in ("rnn", "gru", "lstm"):
         torch=TorchRule(module=_module(_kind), support=(_FLAT_LSTM,) if _kind == "lstm" else ()),
         doc=f"{_kind.upper()} over x [B, T, I] (batch first); returns (out [B, T, D*H], h_n [L*D, B, H]"
             + (", c_n)" if _kind == "lstm" else ")") + "; optional initial state after x.",
+        numpy=_np_recurrent(_kind), examples=_examples(_kind),
     ))

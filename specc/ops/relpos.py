@@ -11,7 +11,7 @@ from pydantic import PositiveInt
 
 from ..diagnostics import ShapeError
 from ..types import TensorType
-from .registry import LAYER, Attrs, OpDef, expect_float, register
+from .registry import LAYER, NO_MACS, Attrs, Example, OpDef, expect_float, register
 from .torch_rule import TorchRule
 
 
@@ -76,10 +76,35 @@ def _relpos_module(ins, a: RelPosBiasAttrs) -> str:
     return f"RelativePositionBias({a.heads}{extra})"
 
 
+def _np_relpos(xs, a: RelPosBiasAttrs, p):
+    """T5's _relative_position_bucket (Hugging Face transformers), then one weight per (bucket, head)."""
+    import numpy as np
+
+    t = xs[0].shape[-2]
+    rel = np.arange(t)[None, :] - np.arange(t)[:, None]  # key - query
+    buckets, out = a.num_buckets, np.zeros_like(rel)
+    if a.causal:
+        n = np.maximum(-rel, 0)
+    else:
+        buckets //= 2
+        out += (rel > 0) * buckets
+        n = np.abs(rel)
+    exact = buckets // 2
+    large = exact + (np.log(np.maximum(n, 1).astype(np.float32) / exact) / np.log(a.max_distance / exact)
+                     * (buckets - exact)).astype(np.int64)  # used only where n >= exact
+    out += np.where(n < exact, n, np.minimum(large, buckets - 1))
+    bias = p["weight"][out].transpose(2, 0, 1)[None].astype(np.float64)  # [1, heads, T, T]
+    return np.where(rel > 0, -np.inf, bias) if a.causal else bias
+
+
 register(OpDef(
     name="rel_pos_bias", attrs=RelPosBiasAttrs, positional=("heads",), infer=_relpos_infer,
     params=lambda ins, a: {"weight": (a.num_buckets, a.heads)},
     categories=frozenset({LAYER}),
     torch=TorchRule(module=_relpos_module, imports=("import math",), support=(_RELPOS,)),
     doc="T5 relative position bias [1, heads, T, T] for self-attention over x[..., T, d] (an additive sdpa mask).",
+    numpy=_np_relpos, waive={"macs": NO_MACS},
+    # 12 positions over 8 buckets reach the log-spaced buckets and the clamp at max_distance
+    examples=(Example(("f32[2, 12, 4]",), {"heads": 2, "num_buckets": 8, "max_distance": 6}),
+              Example(("f32[1, 12, 4]",), {"heads": 3, "num_buckets": 8, "max_distance": 10, "causal": True})),
 ))

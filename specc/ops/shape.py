@@ -6,8 +6,51 @@ from pydantic import PositiveInt
 from ..diagnostics import ShapeError
 from ..symbolic import Dim, Sym
 from ..types import TensorType, TupleType
-from .registry import REDUCTION, SHAPE, Attrs, OpDef, numel, register
+from .registry import NO_MACS, REDUCTION, SHAPE, Attrs, Example, OpDef, numel, register
 from .torch_rule import TorchRule, pyval
+
+
+def _np_flatten(xs, a: FlattenAttrs, p):
+    x = xs[0]
+    s, e = a.start_dim % x.ndim, a.end_dim % x.ndim
+    return x.reshape(*x.shape[:s], -1, *x.shape[e + 1:])
+
+
+def _np_slice(xs, a, p):
+    key = tuple(... if it == "..." else None if it == "new" else it if isinstance(it, int) else slice(*it)
+                for it in a.items)
+    return xs[0][key]
+
+
+def _np_split(xs, a, p):
+    import numpy as np
+
+    x = xs[0]
+    if isinstance(a.sections, int):
+        return tuple(np.split(x, a.sections, axis=a.dim))
+    return tuple(np.split(x, np.cumsum(a.sections)[:-1], axis=a.dim))
+
+
+def _np_concat(xs, a, p):
+    import numpy as np
+
+    return np.concatenate(xs, axis=a.dim)
+
+
+def _np_unsqueeze(xs, a, p):
+    import numpy as np
+
+    return np.expand_dims(xs[0], a.dim)
+
+
+def _np_reduce(fn: str):
+    def ref(xs, a, p):
+        import numpy as np
+
+        x = xs[0].astype(np.float64)
+        kw = {"ddof": 1 if a.unbiased else 0} if fn == "var" else {}
+        return getattr(np, fn)(x, axis=a.dim, keepdims=a.keepdim, **kw)
+    return ref
 
 
 def _axis(d: int, rank: int, what: str = "dim") -> int:
@@ -37,7 +80,8 @@ def _flatten_call(args, a: FlattenAttrs, ins) -> str:
 
 register(OpDef(name="flatten", attrs=FlattenAttrs, positional=("start_dim", "end_dim"), infer=_flatten_infer,
                categories=frozenset({SHAPE}), torch=TorchRule(call=_flatten_call),
-               doc="merge dims start_dim..end_dim"))
+               doc="merge dims start_dim..end_dim", numpy=_np_flatten, waive={"macs": NO_MACS},
+               examples=(Example(("f32[2, 3, 4, 5]",)), Example(("f32[2, 3, 4, 5]",), {"start_dim": 0, "end_dim": 2}))))
 
 
 class ReshapeAttrs(Attrs):
@@ -93,7 +137,9 @@ def _runtime_dim(d: Dim, x: TensorType, arg: str) -> str:
 
 register(OpDef(name="reshape", attrs=ReshapeAttrs, positional=("shape",), infer=_reshape_infer,
                categories=frozenset({SHAPE}), torch=TorchRule(call=_reshape_call),
-               doc="view with a new shape; one dim may be -1"))
+               doc="view with a new shape; one dim may be -1", waive={"macs": NO_MACS},
+               numpy=lambda xs, a, p: xs[0].reshape(a.shape),
+               examples=(Example(("f32[2, 3, 4]",), {"shape": (6, 4)}), Example(("f32[2, 3, 4]",), {"shape": (2, -1, 2)}))))
 
 
 class PermuteAttrs(Attrs):
@@ -113,7 +159,8 @@ def _permute_infer(ins: list[TensorType], a: PermuteAttrs) -> TensorType:
 register(OpDef(name="permute", attrs=PermuteAttrs, positional=("dims",), infer=_permute_infer,
                categories=frozenset({SHAPE}),
                torch=TorchRule(call=lambda args, a, ins: f"{args[0]}.permute{pyval(tuple(a.dims))}"),
-               doc="reorder dims"))
+               doc="reorder dims", numpy=lambda xs, a, p: xs[0].transpose(a.dims), waive={"macs": NO_MACS},
+               examples=(Example(("f32[2, 3, 4]",), {"dims": (2, 0, 1)}), Example(("f32[2, 3, 4, 5]",), {"dims": (0, 2, 1, -1)}))))
 
 
 class TransposeAttrs(Attrs):
@@ -132,7 +179,8 @@ def _transpose_infer(ins: list[TensorType], a: TransposeAttrs) -> TensorType:
 register(OpDef(name="transpose", attrs=TransposeAttrs, positional=("dim0", "dim1"), infer=_transpose_infer,
                categories=frozenset({SHAPE}),
                torch=TorchRule(call=lambda args, a, ins: f"{args[0]}.transpose({a.dim0}, {a.dim1})"),
-               doc="swap two dims (default: the last two)"))
+               doc="swap two dims (default: the last two)", numpy=lambda xs, a, p: xs[0].swapaxes(a.dim0, a.dim1),
+               waive={"macs": NO_MACS}, examples=(Example(("f32[2, 3, 4]",)), Example(("f32[2, 3, 4, 5]",), {"dim0": 1, "dim1": 2}))))
 
 
 class ConcatAttrs(Attrs):
@@ -158,7 +206,9 @@ def _concat_infer(ins: list[TensorType], a: ConcatAttrs) -> TensorType:
 register(OpDef(name="concat", attrs=ConcatAttrs, positional=("dim",), arity=(1, None), infer=_concat_infer,
                categories=frozenset({SHAPE}),
                torch=TorchRule(call=lambda args, a, ins: f"torch.cat([{', '.join(args)}], dim={a.dim})"),
-               doc="join tensors along a dim"))
+               doc="join tensors along a dim", waive={"macs": NO_MACS},
+               numpy=_np_concat,
+               examples=(Example(("f32[2, 3]", "f32[2, 4]")), Example(("f32[1, 3]", "f32[2, 3]", "f32[1, 3]"), {"dim": 0}))))
 
 
 class SplitAttrs(Attrs):
@@ -192,7 +242,8 @@ def _split_call(args, a: SplitAttrs, ins) -> str:
 
 register(OpDef(name="split", attrs=SplitAttrs, positional=("sections", "dim"), infer=_split_infer,
                categories=frozenset({SHAPE}), torch=TorchRule(call=_split_call),
-               doc="split into n equal parts or parts of given sizes; returns a tuple"))
+               doc="split into n equal parts or parts of given sizes; returns a tuple", numpy=_np_split, waive={"macs": NO_MACS},
+               examples=(Example(("f32[2, 6]",), {"sections": 3}), Example(("f32[5, 2]",), {"sections": (2, 3), "dim": 0}))))
 
 
 class GetItemAttrs(Attrs):
@@ -210,7 +261,9 @@ def _getitem_infer(ins, a: GetItemAttrs):
 
 register(OpDef(name="getitem", attrs=GetItemAttrs, positional=("index",), infer=_getitem_infer,
                torch=TorchRule(call=lambda args, a, ins: f"{args[0]}[{a.index}]"),
-               doc="one element of a tuple value"))
+               doc="one element of a tuple value", numpy=lambda xs, a, p: xs[0][a.index],
+               waive={"macs": NO_MACS, "examples": "takes a tuple, which only ops make: the examples of every "
+                      "tuple-valued op (split, rnn, gru, lstm, merged_linear) read their results through getitem"}))
 
 
 SliceItem = int | tuple[int | None, int | None, int | None] | str  # index, (start, stop, step), "..." or "new"
@@ -285,7 +338,10 @@ def _slice_call(args, a: SliceAttrs, ins) -> str:
 
 register(OpDef(name="slice", attrs=SliceAttrs, positional=("items",), infer=_slice_infer,
                categories=frozenset({SHAPE}), torch=TorchRule(call=_slice_call),
-               doc="x[i, a:b, ...]: integer indices drop a dim, slices keep it"))
+               doc="x[i, a:b, ...]: integer indices drop a dim, slices keep it", numpy=_np_slice, waive={"macs": NO_MACS},
+               examples=(Example(("f32[3, 5, 4]",), {"items": (1, (None, None, 2), (1, -1, None))}),
+                         Example(("f32[2, 3, 4]",), {"items": ("...", "new", (None, 2, None))}),
+                         Example(("f32[2, 5]",), {"items": ((None, None, None), -1)}))))
 
 
 class UnsqueezeAttrs(Attrs):
@@ -302,7 +358,9 @@ def _unsqueeze_infer(ins: list[TensorType], a: UnsqueezeAttrs) -> TensorType:
 
 register(OpDef(name="unsqueeze", attrs=UnsqueezeAttrs, positional=("dim",), infer=_unsqueeze_infer,
                categories=frozenset({SHAPE}),
-               torch=TorchRule(call=lambda args, a, ins: f"{args[0]}.unsqueeze({a.dim})"), doc="insert a size-1 dim"))
+               torch=TorchRule(call=lambda args, a, ins: f"{args[0]}.unsqueeze({a.dim})"), doc="insert a size-1 dim",
+               numpy=_np_unsqueeze, waive={"macs": NO_MACS},
+               examples=(Example(("f32[2, 3]",), {"dim": 1}), Example(("f32[2, 3]",), {"dim": -1}))))
 
 
 class ReduceAttrs(Attrs):
@@ -324,10 +382,14 @@ def _reduce_call(fn: str):
     return call
 
 
+REDUCE_EXAMPLES = (Example(("f32[2, 3, 4]",)), Example(("f32[2, 3, 4]",), {"dim": (0, 2), "keepdim": True}),
+                   Example(("f32[3, 5]",), {"dim": 0}))
+
 for _name in ("mean", "sum", "amax"):
     register(OpDef(name=_name, attrs=ReduceAttrs, positional=("dim", "keepdim"), infer=_reduce_infer,
                    categories=frozenset({REDUCTION}), torch=TorchRule(call=_reduce_call(_name)),
-                   doc=f"{_name} over dim(s)"))
+                   doc=f"{_name} over dim(s)", numpy=_np_reduce({"amax": "max"}.get(_name, _name)), waive={"macs": NO_MACS},
+                   examples=REDUCE_EXAMPLES))
 
 
 class VarAttrs(ReduceAttrs):
@@ -338,4 +400,5 @@ register(OpDef(name="var", attrs=VarAttrs, positional=("dim", "keepdim"), infer=
                categories=frozenset({REDUCTION}),
                torch=TorchRule(call=lambda args, a, ins: f"{args[0]}.var({pyval(a.dim)}, correction="
                                f"{1 if a.unbiased else 0}" + (", keepdim=True)" if a.keepdim else ")")),
-               doc="variance over dim(s) (biased by default, as layernorm uses)"))
+               doc="variance over dim(s) (biased by default, as layernorm uses)", numpy=_np_reduce("var"),
+               waive={"macs": NO_MACS}, examples=REDUCE_EXAMPLES + (Example(("f32[2, 5]",), {"unbiased": True}),)))

@@ -53,4 +53,4 @@ def run(m: Module, opts: PipelineOptions) -> PassResult:
     return PassResult(out, log.changed, log.skipped)
 
 
-PASS = Pass("fuse_batchnorm", run, level=1, doc=__doc__.splitlines()[0])
+PASS = Pass("fuse_batchnorm", run, level=1, doc=__doc__.splitlines()[0], keeps_modules=False)

@@ -1,7 +1,18 @@
 """The pass pipeline: one list literal, run in order. Each pass is a function Module -> PassResult that returns
 a NEW module (it never edits the one it was given), so pass order is explicit and `--print-after` is honest.
 
-The verifier runs after every pass in tests and with --debug."""
+The verifier runs after every pass in tests and with --debug.
+
+Levels (one default, DEFAULT_LEVEL, for every entry point: the API, `specc compile`, training scripts, TVM):
+  -O0  no rewrites (only `infer`, which re-checks every shape);
+  -O1  (default) exact rewrites that keep every layer called through its own module: constant folding, cse, dce,
+       hand-written layernorm/attention recognised. Emitted PyTorch stays a plain module tree: forward hooks,
+       torchinfo, PEFT/LoRA, torch.ao quantization and pruning see every layer.
+  -O2  adds eager-mode fusion that calls layers' weights directly (merged q/k/v matmul, batchnorm folded into the
+       conv, conv/linear + residual + activation in one call). Same state_dict and numerics, a few percent faster
+       in eager PyTorch, but forward hooks and parameter wrappers (LoRA, parametrizations) on the fused layers are
+       BYPASSED. Passes that do this say `keeps_modules=False`.
+A backend without modules to keep (TVM) passes `keep_modules=False`: it gets those fusions at -O1 too."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -23,11 +34,19 @@ class Pass:
     run: Callable[[Module, "PipelineOptions"], PassResult]
     level: int = 1  # minimum -O level that enables it
     doc: str = ""
+    # False: the rewrite calls a layer's weights directly instead of its module (hooks on it no longer fire), so for
+    # a backend that keeps modules it runs only at -O2.
+    keeps_modules: bool = True
+
+
+DEFAULT_LEVEL = 1
+MAX_LEVEL = 2
+MODULE_LEVEL = 2  # the level from which passes that bypass layer modules run for a backend that keeps modules
 
 
 @dataclass(frozen=True)
 class PipelineOptions:
-    level: int = 1
+    level: int = DEFAULT_LEVEL
     disabled: tuple[str, ...] = ()
     print_after_all: bool = False
     print_after: tuple[str, ...] = ()
@@ -36,6 +55,13 @@ class PipelineOptions:
     # Assume the emitted module only ever runs in eval mode: lets fold_constants drop dropout. Off by default, so
     # that -O1 output trains exactly like -O0 (every other rewrite is exact in both modes, see fuse_batchnorm).
     inference: bool = False
+    # The output must call every layer through its module (emitted PyTorch); False for backends without modules.
+    keep_modules: bool = True
+
+    def enables(self, p: "Pass") -> bool:
+        if p.name in self.disabled or p.level > self.level:
+            return False
+        return p.keeps_modules or not self.keep_modules or self.level >= MODULE_LEVEL
 
 
 PASSES: list[Pass] = []  # filled below; the order here IS the pipeline
@@ -92,7 +118,7 @@ def run_pipeline(module: Module, opts: PipelineOptions = PipelineOptions(),
             verify(module)
     start = _count(module)
     for p in passes:
-        if p.level > opts.level or p.name in opts.disabled:
+        if not opts.enables(p):
             if opts.report:
                 log.append(f"pass {p.name}: " + ("disabled" if p.name in opts.disabled else f"off at -O{opts.level}"))
             continue
@@ -114,3 +140,12 @@ def run_pipeline(module: Module, opts: PipelineOptions = PipelineOptions(),
         end = _count(module)
         log.append(f"total: {start[0]} -> {end[0]} nodes, {start[1]} -> {end[1]} ops per forward")
     return module, "\n".join(log)
+
+
+def optimize(module: Module, level: int | None = None, disabled: tuple[str, ...] = (), *,
+             keep_modules: bool = True, inference: bool = False) -> Module:
+    """The module a backend compiles at -O`level` (None: DEFAULT_LEVEL). Every backend entry point goes through
+    here, so the API, `specc compile`, training scripts and TVM agree on what a level means."""
+    opts = PipelineOptions(level=DEFAULT_LEVEL if level is None else level, disabled=tuple(disabled),
+                           keep_modules=keep_modules, inference=inference)
+    return run_pipeline(module, opts)[0]

@@ -9,13 +9,11 @@ from pathlib import Path
 
 
 def emit_source(spec, target=None, opt_level: int | None = None, disabled: tuple = ()) -> str:
+    """The module file for `spec` at -O`opt_level` (None: the pipeline's default level, plain modules)."""
+    from ...passes import optimize
     from .emit import emit_module_source
 
-    module = spec.module
-    if opt_level:
-        from ...passes import PipelineOptions, run_pipeline
-
-        module, _ = run_pipeline(module, PipelineOptions(level=opt_level, disabled=disabled))
+    module = optimize(spec.module, opt_level, disabled)
     return emit_module_source(module, source_name=Path(spec.module.path).name)
 
 

@@ -9,13 +9,11 @@ from .weights import load_weights
 
 
 def ir_module(spec, opt_level: int | None = None, disabled: tuple = ()):
-    """The IR the backend lowers: the same passes as the PyTorch emitter at the same level, so weight names agree."""
-    if not opt_level:
-        return spec.module
-    from ...passes import PipelineOptions, run_pipeline
+    """The IR the backend lowers, at -O`opt_level` (None: the default level). TVM has no layer modules to keep, so
+    the fusion passes that eager PyTorch gets only at -O2 run here from -O1 (the state_dict is the same anyway)."""
+    from ...passes import optimize
 
-    module, _ = run_pipeline(spec.module, PipelineOptions(level=opt_level, disabled=disabled))
-    return module
+    return optimize(spec.module, opt_level, disabled, keep_modules=False)
 
 
 def lower_spec(spec, module, target, **options):
@@ -39,6 +37,7 @@ def build(spec, target="tvm-cpu", *, weights=None, opt_level: int | None = None,
         os.environ.setdefault("TVM_NUM_THREADS", str(t.num_threads or len(os.sched_getaffinity(0))))
     from .codegen import compile_module
 
+    opt_level = t.opt_level if opt_level is None else opt_level
     module = ir_module(spec, opt_level, disabled)
     lowered = lower_spec(spec, module, t, dims=dims)
     named = load_weights(weights, lowered.weights, spec, opt_level, disabled, seed)

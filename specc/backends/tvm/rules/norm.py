@@ -30,8 +30,10 @@ def _batchnorm(ctx, x):
 def _layernorm(ctx, x):
     a = ctx.attrs
     d = ctx.in_types[0].shape[-1]
-    beta = ctx.param("bias") if a.bias else relax.const(_zeros(d), "float32")
-    return relax.op.nn.layer_norm(x, ctx.param("weight"), beta, axes=[-1], epsilon=a.eps)
+    # affine=False (a hand-written layernorm the fusion pass recognised) has no weight and no bias
+    gamma = ctx.param("weight") if a.affine else relax.const(_zeros(d) + 1, "float32")
+    beta = ctx.param("bias") if a.affine and a.bias else relax.const(_zeros(d), "float32")
+    return relax.op.nn.layer_norm(x, gamma, beta, axes=[-1], epsilon=a.eps)
 
 
 @lowering("rmsnorm")
