@@ -40,10 +40,17 @@ class Spec:
 
         return print_module(self.module)
 
-    def to_torch(self, **options):
+    def to_torch(self, weights=None, weights_map: str | None = None, **options):
+        """The PyTorch module; `weights`: a file or folder to fill it from (specc's layout as `specc weights import`
+        writes it, or a checkpoint converted on the fly through `weights_map` or the spec's matching map)."""
         from .backends.torch import build_module
 
-        return build_module(self, **options)
+        module = build_module(self, **options)
+        if weights is not None:
+            from .weights import load_weights
+
+            load_weights(module, weights, weights_map, self.module.path or None)
+        return module
 
     def torch_source(self, **options) -> str:
         from .backends.torch import emit_source

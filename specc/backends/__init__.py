@@ -5,7 +5,8 @@ from pathlib import Path
 
 
 def compile_to(spec, target, outdir: Path, force: bool = False, opt_level: int | None = None,
-               disabled: tuple = (), dims: dict[str, int] | None = None) -> list[Path]:
+               disabled: tuple = (), dims: dict[str, int] | None = None, weights=None) -> list[Path]:
+    """`weights`: what the TVM build bakes in (a module or state_dict); the PyTorch target emits code only."""
     from ..fsutil import commit_files
 
     if target.backend == "torch":
@@ -18,4 +19,5 @@ def compile_to(spec, target, outdir: Path, force: bool = False, opt_level: int |
         return commit_files(files, force=force)
     from .tvm import compile_files
 
-    return compile_files(spec, target, outdir, force=force, opt_level=opt_level, disabled=disabled, dims=dims)
+    return compile_files(spec, target, outdir, force=force, opt_level=opt_level, disabled=disabled, dims=dims,
+                         weights=weights)

@@ -106,7 +106,11 @@ def import_weights(spec, checkpoint: str | Path, output: str | Path | None, map:
         layout = model_layout(spec)
         plan = plan_import(wmap, ckpt.info, layout.tensors, layout.aliases, source=str(checkpoint),
                            target=f"model {spec.name}")
-        _check_plan(plan)
+        if not plan.report.ok:
+            clash = [f"{k}={v!r} (config.json: {from_config[k]!r})" for k, v in (overrides or {}).items()
+                     if k in from_config and from_config[k] != v]
+            raise WeightsError(plan.report.problems() + (f"\nnote: map {wmap.name!r}; -D overrides config.json: "
+                                                         + ", ".join(clash) if clash else f"\nnote: map {wmap.name!r}"))
         _tied_check(plan, ckpt.get)
         result = ImportResult(spec, wmap, plan.report, from_config)
         if output is not None:

@@ -139,12 +139,15 @@ def plan_import(wmap: WeightMap, ckpt: dict[str, TensorInfo], model: dict[str, T
         want = [model[d].shape for d in dst_real]
         got = forward_shapes(rule, shapes_in, want)
         if isinstance(got, str):
-            report.shapes.append((", ".join(src), ", ".join(dst), shapes_in[0], want[0]))
+            report.shapes.append((", ".join(src), ", ".join(dst), shapes_in[0], want[0], got))
+            filled.update(dst_real)  # reported as a mismatch, not again as unfilled
             continue
         bad = [(d, g, w) for d, g, w in zip(dst, got, want) if tuple(g) != tuple(w)]
         if len(got) != len(want) or bad:
             d, g, w = bad[0] if bad else (dst[0], got[0], want[0])
-            report.shapes.append((", ".join(src), d, tuple(g), tuple(w)))
+            how = f"gives {list(g)}" if tuple(g) != tuple(shapes_in[0]) else ""
+            report.shapes.append((", ".join(src), d, shapes_in[0], tuple(w), how))
+            filled.update(dst_real)
             continue
         check_only = all(d in aliases for d in dst)
         steps.append(Step(rule, src, dst_real, shapes_in, want, check_only=check_only))

@@ -27,7 +27,8 @@ class MappingReport:
     mapped: list[tuple[list[str], list[str], str]] = field(default_factory=list)  # (from, to, transforms)
     unused: list[tuple[str, str]] = field(default_factory=list)          # (source tensor, why)
     unfilled: list[str] = field(default_factory=list)                    # target tensors nothing fills
-    shapes: list[tuple[str, str, tuple, tuple]] = field(default_factory=list)  # (source, target, got, wanted)
+    shapes: list[tuple[str, str, tuple, tuple, str]] = field(default_factory=list)  # (source, target, its shape,
+    #                                                                                  wanted, what the map made)
     source_names: list[str] = field(default_factory=list)
     target_names: list[str] = field(default_factory=list)
     tied: list[tuple[str, str]] = field(default_factory=list)            # (alias, owner) filled through the owner
@@ -56,8 +57,8 @@ class MappingReport:
                 lines.append(f"    {name}" + (f"; closest unused {self.source} tensor: {near}" if near else ""))
         if self.shapes:
             lines.append(f"  {len(self.shapes)} shape mismatch(es):")
-            for src, dst, got, want in self.shapes:
-                lines.append(f"    {src} {_shape(got)} -> {dst} needs {_shape(want)}")
+            for src, dst, got, want, how in self.shapes:
+                lines.append(f"    {src} {_shape(got)}" + (f" ({how})" if how else "") + f" -> {dst} needs {_shape(want)}")
         return "\n".join(lines)
 
     def summary(self) -> str:
