@@ -10,7 +10,8 @@ parsing a map and planning which tensor goes where reads names and shapes only.
     ignore = ["h.{i}.attn.bias"]          # checkpoint tensors that hold no weights (old GPT-2 causal masks)
 
     [params]                              # spec hyper-parameter = config.json key (dotted for nested keys, a list
-    vocab = "vocab_size"                  #   for alternatives: the first present wins; export writes the first)
+    vocab = "vocab_size"                  #   for alternatives: the first present wins; export writes the first;
+    classes = "len(id2label)"             #   len(key) counts a table's entries)
 
     [config]                              # fixed config.json entries: written on export, checked on import
     model_type = "gpt2"
@@ -205,6 +206,10 @@ class WeightMap:
 
 
 def _lookup(config: dict, key: str) -> tuple[bool, Any]:
+    """config[key]; dotted keys descend into nested tables; `len(key)` counts entries (classes = len(id2label))."""
+    if key.startswith("len(") and key.endswith(")"):
+        found, value = _lookup(config, key[4:-1])
+        return (True, len(value)) if found and isinstance(value, (dict, list)) else (False, None)
     cur: Any = config
     for part in key.split("."):
         if not isinstance(cur, dict) or part not in cur:
@@ -214,6 +219,12 @@ def _lookup(config: dict, key: str) -> tuple[bool, Any]:
 
 
 def _store(config: dict, key: str, value: Any) -> None:
+    if key == "len(id2label)":  # Hugging Face's class count: labels named as from_pretrained names them
+        config["id2label"] = {str(i): f"LABEL_{i}" for i in range(value)}
+        config["label2id"] = {f"LABEL_{i}": i for i in range(value)}
+        return
+    if key.startswith("len("):
+        raise WeightsError(f"cannot write {key} back to config.json")
     parts = key.split(".")
     cur = config
     for part in parts[:-1]:
