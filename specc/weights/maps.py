@@ -21,7 +21,8 @@ parsing a map and planning which tensor goes where reads names and shapes only.
     "h.{i}.attn.c_attn.weight" = { to = "layers.{i}.attn.c_attn.weight", transpose = true }
 
 Patterns: `{i}` matches a layer index; the other side may use `{2*i+1}` (an affine expression of one index, solved
-when matching), so an encoder whose blocks come in pairs maps onto a flat list. Transforms (import direction;
+when matching), so an encoder whose blocks come in pairs maps onto a flat list; `{*}` matches the rest of a name
+(`"layer1.0.{*}" = "basic_block.{*}"`). Transforms (import direction;
 export applies the inverse): `transpose`, `permute = [..]`, `shape = [..]` (the checkpoint's shape; -1 once, or a
 hyper-parameter name), `split = DIM` (one checkpoint tensor -> the `to` list), `concat = DIM` (the `from` list ->
 one), `stack = "e"` (every `{e}` of the checkpoint -> one tensor, new dim 0), `unstack = "e"` (the reverse),
@@ -58,8 +59,8 @@ class Slot:
     a: int = 1
     b: int = 0
 
-    def value(self, env: dict[str, int]) -> int:
-        return self.a * env[self.var] + self.b
+    def value(self, env: dict[str, int]) -> int | str:
+        return env["*"] if self.var == "*" else self.a * env[self.var] + self.b
 
     def solve(self, n: int) -> int | None:
         k, r = divmod(n - self.b, self.a)
@@ -81,6 +82,13 @@ class Pattern:
             lit = text[pos:m.start()]
             parts.append(lit)
             rx += re.escape(lit)
+            if m.group(1) == "*":  # the rest of a dotted name, copied as it is
+                if any(isinstance(p, Slot) and p.var == "*" for p in parts):
+                    raise WeightsError(f"{where}: {{*}} appears twice in {text!r}")
+                parts.append(Slot("*"))
+                rx += r"(.+)"
+                pos = m.end()
+                continue
             am = _AFFINE.match(m.group(1))
             if am is None:
                 raise WeightsError(f"{where}: {{{m.group(1)}}} in {text!r} is not an index like {{i}} or {{2*i+1}}")
@@ -111,6 +119,9 @@ class Pattern:
             return None
         env: dict[str, int] = {}
         for slot, digits in zip(self.slots, m.groups()):
+            if slot.var == "*":
+                env["*"] = digits
+                continue
             if len(digits) > 1 and digits[0] == "0":
                 return None
             v = slot.solve(int(digits))
