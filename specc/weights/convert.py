@@ -224,17 +224,20 @@ def init_from(module, path: str | Path) -> InitReport:
     report = InitReport(str(path))
     state = module.state_dict(keep_vars=True)
     with open_checkpoint(path) as ckpt, torch.no_grad():
-        for name, info in ckpt.info.items():
-            target = layout.aliases.get(name, name)
-            if target not in layout.tensors:
+        owners = {}  # checkpoint name that fills each model tensor: its own name, else a tied copy's
+        for name in ckpt.info:
+            owner = layout.aliases.get(name, name)
+            if owner not in layout.tensors:
                 report.unused.append(name)
-            elif name in layout.aliases:
-                continue  # a tied copy: its owner is loaded under its own name
-            elif tuple(info.shape) != tuple(layout.tensors[name].shape):
-                report.reinitialised.append((name, tuple(info.shape), tuple(layout.tensors[name].shape)))
+            elif owner not in owners or name == owner:
+                owners[owner] = name
+        for name, info in layout.tensors.items():  # model order: reports read like the model
+            src = owners.get(name)
+            if src is None:
+                report.missing.append(name)
+            elif tuple(ckpt.info[src].shape) != tuple(info.shape):
+                report.reinitialised.append((name, tuple(ckpt.info[src].shape), tuple(info.shape)))
             else:
-                state[name].copy_(ckpt.get(name))
+                state[name].copy_(ckpt.get(src))
                 report.loaded.append(name)
-        seen = set(ckpt.info)
-        report.missing = [n for n in layout.tensors if n not in seen]
     return report
