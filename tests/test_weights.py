@@ -88,7 +88,18 @@ def _llama(tf):
     return tf.LlamaForCausalLM(cfg), None, "llama-hf", (ids,), lambda m, x: m(x[0]).logits, lambda m, x: m(*x)
 
 
-HF_CASES = {"gpt2": _gpt2, "bert": _bert, "vit": _vit, "mixtral": _mixtral, "llama": _llama}
+def _switch(tf):
+    cfg = tf.SwitchTransformersConfig(vocab_size=50, d_model=32, d_kv=8, d_ff=40, num_layers=2, num_decoder_layers=2,
+                                      num_heads=4, num_experts=3, encoder_sparse_step=2, decoder_sparse_step=2,
+                                      expert_capacity=64)
+    src, tgt = torch.randint(2, 50, (2, 7)), torch.randint(2, 50, (2, 5))
+    return (tf.SwitchTransformersForConditionalGeneration(cfg), "switch_base_8.nn", None, (src, tgt),
+            lambda m, x: m(input_ids=x[0], decoder_input_ids=x[1]).logits, lambda m, x: m(*x))
+
+
+HF_CASES = {"gpt2": _gpt2, "bert": _bert, "vit": _vit, "mixtral": _mixtral, "llama": _llama, "switch": _switch}
+# specc caps an expert at capacity_factor x tokens / experts, transformers at expert_capacity tokens: neither drops
+EXTRA_D = {"switch": ["-D", "capacity_factor=100.0"]}
 
 
 @pytest.mark.parametrize("sharded", [False, True], ids=["single", "sharded"])
@@ -107,7 +118,8 @@ def test_huggingface_round_trip(case, sharded, tmp_path, capsys):
     before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in ckpt.iterdir()}
 
     out = tmp_path / "w.safetensors"
-    argv = ["weights", "import", str(spec), str(ckpt), "-o", str(out)] + (["--map", map_name] if map_name else [])
+    argv = ["weights", "import", str(spec), str(ckpt), "-o", str(out)] + (["--map", map_name] if map_name else []) \
+        + EXTRA_D.get(case, [])
     assert main(argv) == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert "config.json set -D" in printed and f"wrote {out}" in printed
@@ -370,6 +382,8 @@ def test_streaming_writer_reads_back_with_safetensors(tmp_path):
             assert torch.equal(f.get_tensor(k), v), k
 
 
+@pytest.mark.tvm
+@pytest.mark.slow
 def test_tvm_compile_with_weights(gpt2_ckpt, tmp_path):
     pytest.importorskip("tvm")
     import numpy as np

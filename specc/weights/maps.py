@@ -14,7 +14,7 @@ parsing a map and planning which tensor goes where reads names and shapes only.
     classes = "len(id2label)"             #   len(key) counts a table's entries)
 
     [config]                              # fixed config.json entries: written on export, checked on import
-    model_type = "gpt2"
+    model_type = "gpt2"                   #   ("= d // heads": computed from the hyper-parameters on export)
 
     [tensors]                             # checkpoint pattern = model pattern, or a table of transforms, in order:
     "wte.weight" = "wte.weight"           #   the first rule whose pattern matches a checkpoint name takes it
@@ -31,6 +31,7 @@ are filled by their owner, and a checkpoint tensor mapped onto an alias must equ
 """
 from __future__ import annotations
 
+import ast
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -199,7 +200,7 @@ class WeightMap:
     def check_config(self, config: dict | None, source: str) -> None:
         problems = []
         for key, want in self.config.items():
-            if key == "architectures":
+            if key == "architectures" or _is_expr(want):
                 continue
             found, value = _lookup(config or {}, key)
             if found and value != want:
@@ -208,12 +209,38 @@ class WeightMap:
             raise WeightsError(f"{source}: config.json does not fit map {self.name!r}: " + "; ".join(problems))
 
     def export_config(self, hparams: dict[str, Any]) -> dict[str, Any]:
-        """config.json for export: the fixed entries, then every mapped hyper-parameter under its first key."""
-        out = dict(self.config)
+        """config.json for export: the fixed entries, then every mapped hyper-parameter under its first key.
+        A fixed entry written "= expr" is computed from the hyper-parameters (`d_kv = "= d // heads"`)."""
+        out = {k: _evaluate(v[1:], hparams, self.name) if _is_expr(v) else v for k, v in self.config.items()}
         for param, keys in self.params.items():
             if param in hparams:
                 _store(out, keys[0], hparams[param])
         return out
+
+
+def _is_expr(v: Any) -> bool:
+    return isinstance(v, str) and v.startswith("=")
+
+
+_ARITH = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+          ast.FloorDiv: lambda a, b: a // b}
+
+
+def _evaluate(text: str, hparams: dict[str, Any], where: str) -> Any:
+    """Integer arithmetic over hyper-parameter names (+ - * //), nothing else: a map is data, never code."""
+    def ev(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return node.value
+        if isinstance(node, ast.Name) and node.id in hparams:
+            return hparams[node.id]
+        if isinstance(node, ast.BinOp) and type(node.op) in _ARITH:
+            return _ARITH[type(node.op)](ev(node.left), ev(node.right))
+        raise WeightsError(f"map {where}: {text.strip()!r}: only + - * // over the spec's hyper-parameters")
+
+    try:
+        return ev(ast.parse(text.strip(), mode="eval").body)
+    except SyntaxError:
+        raise WeightsError(f"map {where}: {text.strip()!r} is not an expression") from None
 
 
 def _lookup(config: dict, key: str) -> tuple[bool, Any]:

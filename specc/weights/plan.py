@@ -149,10 +149,11 @@ def plan_import(wmap: WeightMap, ckpt: dict[str, TensorInfo], model: dict[str, T
             report.shapes.append((", ".join(src), d, shapes_in[0], tuple(w), how))
             filled.update(dst_real)
             continue
-        check_only = all(d in aliases for d in dst)
+        # a tied alias of the model, or a tensor a checkpoint stores twice (T5's shared and encoder.embed_tokens)
+        check_only = all(d in aliases or d in filled for d in dst)
         steps.append(Step(rule, src, dst_real, shapes_in, want, check_only=check_only))
         if check_only:
-            report.tied.extend((d, aliases[d]) for d in dst)
+            report.tied.extend((s, d) for s, d in zip(src, dst_real))
         else:
             filled.update(dst_real)
             report.mapped.append((src, dst_real, steps[-1].describe()))

@@ -31,7 +31,7 @@ class MappingReport:
     #                                                                                  wanted, what the map made)
     source_names: list[str] = field(default_factory=list)
     target_names: list[str] = field(default_factory=list)
-    tied: list[tuple[str, str]] = field(default_factory=list)            # (alias, owner) filled through the owner
+    tied: list[tuple[str, str]] = field(default_factory=list)  # (source tensor, model tensor it must equal)
 
     @property
     def ok(self) -> bool:
@@ -72,6 +72,6 @@ class MappingReport:
                          f"{', '.join(dst[:3])}{' ...' if len(dst) > 3 else ''} ({how})")
         if len(transformed) > 8:
             lines.append(f"  ... and {len(transformed) - 8} more transformed")
-        for alias, owner in self.tied:
-            lines.append(f"  {alias} is tied to {owner}")
+        for src, owner in self.tied:
+            lines.append(f"  {src} is tied to {owner} (checked equal)")
         return "\n".join(lines)
