@@ -48,7 +48,7 @@ if kind == "transformers":
     model = tf.GPT2LMHeadModel.from_pretrained(folder)
 else:
     import specc
-    from specc.weights import import_weights
+    from specc.api import import_weights
     base = status("VmRSS"); t0 = time.perf_counter()
     if kind == "specc-import":
         import_weights(spec, folder, out)

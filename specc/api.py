@@ -4,10 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .diagnostics import Diagnostic, SpecError, render_all
+from .diagnostics import Diagnostic, SpecError
 from .elaborate import Elaborator
+from .errors import CheckError
 from .ir import Module
 from .source import SourceMap
+
+__all__ = ["CheckError", "Spec", "check", "import_weights", "load", "loads"]
 
 
 class Spec:
@@ -63,20 +66,6 @@ class Spec:
         return build(self, target, **options)
 
 
-class CheckError(SpecError):
-    """All diagnostics of a failed load, with the sources needed to render them."""
-
-    def __init__(self, diags: list[Diagnostic], sources: SourceMap) -> None:
-        super().__init__(*diags)
-        self.sources = sources
-
-    def render(self) -> str:
-        return render_all(self.diagnostics, self.sources)
-
-    def __str__(self) -> str:
-        return self.render()
-
-
 def load(path: str | Path, model: str | None = None, *, overrides: dict[str, Any] | None = None,
          **kw: Any) -> Spec:
     """Parse, elaborate and shape-check a spec. Keyword arguments override model hyper-parameters
@@ -123,3 +112,15 @@ def _elaborate(sources: SourceMap, build, name: str, overrides: dict[str, Any]) 
 
 def check(path: str | Path, **kw: Any) -> Spec:
     return load(path, **kw)
+
+
+def import_weights(path: str | Path, checkpoint: str | Path, output: str | Path | None, map: str | None = None, *,
+                   overrides: dict[str, Any] | None = None, model: str | None = None):
+    """`specc weights import`: convert a checkpoint (file or Hugging Face folder) to the layout of the spec at
+    `path`, whose hyper-parameters the checkpoint's config.json sets through the map (`overrides` win). Writes
+    `output` (.safetensors) all or nothing; returns specc.weights.ImportResult (what was mapped, the spec)."""
+    from .weights import import_weights as convert
+
+    return convert(lambda ov: load(path, model, overrides=ov), checkpoint, output, map, overrides=overrides,
+                   spec_path=path)
+

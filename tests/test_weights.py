@@ -14,11 +14,11 @@ pytest.importorskip("safetensors")
 from weights_util import torchvision_models, transformers  # noqa: E402
 
 import specc  # noqa: E402
+from specc.api import import_weights  # noqa: E402
 from specc.cli import main  # noqa: E402
 from specc.weights import (  # noqa: E402
     WeightsError,
     export_weights,
-    import_weights,
     init_from,
     load_map,
     model_layout,
@@ -335,7 +335,9 @@ def test_split_concat_stack_unstack_round_trip(tmp_path):
 "w3.{e}" = { to = "layers.0.mlp.moe.experts.{e}.w3.weight", transpose = true }
 "x.{*}" = "{*}"
 """.replace("layers.{i}", "layers.0"))
-    result = import_weights(spec, tmp_path / "c.safetensors", tmp_path / "w.safetensors", str(m))
+    from specc.weights import import_weights as import_into_spec  # a loaded Spec, no config.json
+
+    result = import_into_spec(spec, tmp_path / "c.safetensors", tmp_path / "w.safetensors", str(m))
     assert result.report.ok
     got = load_file(tmp_path / "w.safetensors")
     assert got.keys() == mine.keys() and all(torch.equal(got[k], mine[k]) for k in mine)

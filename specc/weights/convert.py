@@ -61,14 +61,6 @@ def _matched(m: WeightMap, name: str) -> bool:
     return any(p.match(c) is not None for r in m.rules for p in r.src for c in cands)
 
 
-def _load_spec(spec, overrides: dict[str, Any], model: str | None):
-    if not isinstance(spec, (str, Path)):
-        return spec, None
-    from ..api import load
-
-    return load(spec, model, overrides=overrides), Path(spec)
-
-
 def _check_plan(plan: Plan) -> None:
     if not plan.report.ok:
         raise WeightsError(plan.report.problems())
@@ -90,19 +82,21 @@ def _tied_check(plan: Plan, get) -> None:
 
 
 def import_weights(spec, checkpoint: str | Path, output: str | Path | None, map: str | None = None, *,
-                   overrides: dict[str, Any] | None = None, model: str | None = None) -> ImportResult:
+                   overrides: dict[str, Any] | None = None, spec_path: str | Path | None = None) -> ImportResult:
     """Convert a checkpoint to the spec's layout and write it to `output` (a .safetensors file), all or nothing.
 
-    `spec` is a spec path (then the checkpoint's config.json sets the hyper-parameters the map names, under
-    `overrides`) or a loaded Spec. Raises WeightsError listing every tensor that does not fit."""
+    `spec`: a loaded Spec, or a function overrides -> Spec (then the checkpoint's config.json sets the
+    hyper-parameters the map names, under `overrides`; `specc.api.import_weights` passes one). Raises WeightsError
+    listing every tensor that does not fit."""
     ckpt = open_checkpoint(checkpoint)
     with ckpt:
-        spec_path = Path(spec) if isinstance(spec, (str, Path)) else (Path(spec.module.path) if spec.module.path
-                                                                      else None)
-        wmap = choose_map(map, spec_path, ckpt)
+        if spec_path is None and not callable(spec) and spec.module.path:
+            spec_path = spec.module.path
+        wmap = choose_map(map, Path(spec_path) if spec_path else None, ckpt)
         wmap.check_config(ckpt.config, str(checkpoint))
         from_config = wmap.overrides(ckpt.config)
-        spec, _ = _load_spec(spec, {**from_config, **(overrides or {})}, model)
+        if callable(spec):
+            spec = spec({**from_config, **(overrides or {})})
         layout = model_layout(spec)
         plan = plan_import(wmap, ckpt.info, layout.tensors, layout.aliases, source=str(checkpoint),
                            target=f"model {spec.name}")

@@ -374,7 +374,7 @@ def _validate(r: Rule) -> None:
 # ---- finding a map -------------------------------------------------------------------------------------------
 
 def map_dirs(spec_path: Path | None) -> list[Path]:
-    from ..elaborate import STDLIB
+    from ..source import STDLIB
 
     dirs = []
     if spec_path is not None:
