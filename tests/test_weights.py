@@ -142,6 +142,20 @@ def test_huggingface_round_trip(case, sharded, tmp_path, capsys):
         assert (hf_fwd(again, inputs) - want).abs().max().item() <= ATOL
 
 
+def test_to_torch_converts_a_checkpoint_folder_directly(tmp_path):
+    tf = transformers()
+    torch.manual_seed(0)
+    hf = tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=97, n_positions=32, n_embd=32, n_layer=2, n_head=4)).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    model = specc.load(SPECS / "gpt2.nn", vocab=97, ctx=32, layers=2, heads=4, d=32).to_torch(
+        weights=tmp_path / "hf").eval()  # the spec's map is found by the checkpoint's names
+    ids = torch.randint(0, 97, (1, 8))
+    with torch.no_grad():
+        assert (model(ids) - hf(ids).logits).abs().max().item() <= ATOL
+    with pytest.raises(WeightsError, match="shape mismatch"):  # strict: nothing loaded into the wrong size
+        specc.load(SPECS / "gpt2.nn", vocab=97, ctx=32, layers=2, heads=4, d=64).to_torch(weights=tmp_path / "hf")
+
+
 # ---- torchvision ------------------------------------------------------------------------------------------------
 
 def _torchvision_model(name, classes=10):
