@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -237,9 +238,10 @@ def test_report_lists_every_problem_with_the_closest_name(gpt2_ckpt, tmp_path, c
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert "transformer.h.1.mlp.c_fc.biass (no rule of the map matches it)" in err
-    assert "layers.1.mlp.c_fc.bias; closest unused" in err and "transformer.h.1.mlp.c_fc.biass" in err
-    assert "transformer.h.0.attn.c_proj.weight [32, 33] (gives [33, 32]) -> layers.0.attn.c_proj.weight needs [32, 32]" \
-        in err
+    # the model's own names come from the naming layer; only their tails are pinned here
+    assert re.search(r"\S+\.1\.mlp\.c_fc\.bias; closest unused \S+ tensor: transformer\.h\.1\.mlp\.c_fc\.biass", err)
+    assert re.search(r"transformer\.h\.0\.attn\.c_proj\.weight \[32, 33\] \(gives \[33, 32\]\) -> "
+                     r"\S+\.0\.attn\.c_proj\.weight needs \[32, 32\]", err)
     assert not out.exists() and not list(tmp_path.glob(".out.safetensors*"))  # a failed import writes nothing
 
 
@@ -412,4 +414,5 @@ def test_tvm_compile_with_weights(gpt2_ckpt, tmp_path):
     from safetensors.torch import load_file
 
     ours = load_file(out)
-    assert np.array_equal(npz["layers.0.attn.c_attn.weight"], ours["layers.0.attn.c_attn.weight"].numpy())
+    name = next(n for n in ours if n.endswith("0.attn.c_attn.weight"))
+    assert np.array_equal(npz[name], ours[name].numpy())
