@@ -10,7 +10,7 @@ from .errors import CheckError
 from .ir import Module
 from .source import SourceMap
 
-__all__ = ["CheckError", "Spec", "check", "load", "loads"]
+__all__ = ["CheckError", "Spec", "check", "import_weights", "load", "loads"]
 
 
 class Spec:
@@ -46,11 +46,19 @@ class Spec:
     # Every backend entry point takes `opt_level` (None: specc.passes.DEFAULT_LEVEL, the same as `specc compile`)
     # and `disabled` (pass names to skip); see specc/passes/pipeline.py for what each level does.
 
-    def to_torch(self, target=None, opt_level: int | None = None, disabled: tuple = ()):
-        """The emitted PyTorch module, built in-process (`target`: a Target for device/dtype/torch.compile)."""
+    def to_torch(self, target=None, opt_level: int | None = None, disabled: tuple = (), *, weights=None,
+                 weights_map: str | None = None):
+        """The emitted PyTorch module, built in-process (`target`: a Target for device/dtype/torch.compile).
+        `weights`: a file or folder to fill it from (specc's layout as `specc weights import` writes it, or a
+        checkpoint converted on the fly through `weights_map` or the spec's matching map)."""
         from .backends.torch import build_module
 
-        return build_module(self, target, opt_level, disabled)
+        module = build_module(self, target, opt_level, disabled)
+        if weights is not None:
+            from .weights import load_weights
+
+            load_weights(module, weights, weights_map, self.module.path or None)
+        return module
 
     def torch_source(self, target=None, opt_level: int | None = None, disabled: tuple = ()) -> str:
         """The module file `specc compile` writes for this spec and level."""
@@ -113,11 +121,12 @@ def check(path: str | Path, **kw: Any) -> Spec:
 
 
 def compile_to(spec: Spec, target, outdir: Path, *, force: bool = False, opt_level: int | None = None,
-               disabled: tuple = (), dims: dict[str, int] | None = None) -> list[Path]:
+               disabled: tuple = (), dims: dict[str, int] | None = None, weights=None) -> list[Path]:
     """`specc compile`: write the target's files for `spec` into `outdir` (all or none) and return their paths.
 
     The one compile driver: PyTorch output is exactly `spec.torch_source(target, opt_level, disabled)`; a TVM target
-    builds through `spec.to_tvm`'s path. `opt_level` None means the target's level, else the default level."""
+    builds through `spec.to_tvm`'s path, baking in
+    `weights` (a module or state_dict; the PyTorch target emits code only). `opt_level` None means the target's level, else the default level."""
     from .fsutil import commit_files
 
     level = target.opt_level if opt_level is None else opt_level
@@ -128,4 +137,17 @@ def compile_to(spec: Spec, target, outdir: Path, *, force: bool = False, opt_lev
         return commit_files(files, force=force)
     from .backends.tvm import compile_files
 
-    return compile_files(spec, target, Path(outdir), force=force, opt_level=level, disabled=disabled, dims=dims)
+    return compile_files(spec, target, Path(outdir), force=force, opt_level=level, disabled=disabled, dims=dims,
+                         weights=weights)
+
+
+def import_weights(path: str | Path, checkpoint: str | Path, output: str | Path | None, map: str | None = None, *,
+                   overrides: dict[str, Any] | None = None, model: str | None = None):
+    """`specc weights import`: convert a checkpoint (file or Hugging Face folder) to the layout of the spec at
+    `path`, whose hyper-parameters the checkpoint's config.json sets through the map (`overrides` win). Writes
+    `output` (.safetensors) all or nothing; returns specc.weights.ImportResult (what was mapped, the spec)."""
+    from .weights import import_weights as convert
+
+    return convert(lambda ov: load(path, model, overrides=ov), checkpoint, output, map, overrides=overrides,
+                   spec_path=path)
+

@@ -1,13 +1,14 @@
 """The `specc` command line. Exit codes: 0 ok, 1 spec errors (rendered with locations), 2 usage errors.
 
-Only `compile --target torch|tvm`, `train-script`, `diff` and `tune` import torch or tvm, and only when run."""
+Only `compile --target torch|tvm`, `train-script`, `diff`, `tune` and `weights` import torch or tvm, and only when
+run."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .errors import CheckError, UsageError
 from .options import parse_define, parse_dims
@@ -15,13 +16,15 @@ from .options import parse_define, parse_dims
 EXIT_SPEC, EXIT_USAGE = 1, 2
 
 
-def _load(args, path: str):
+def _load(args, path: str, base: dict[str, Any] | None = None):
+    """The spec with -D overrides (on top of `base`, e.g. the hyper-parameters a weights file was imported with)."""
     import specc
 
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"no such file: {path}")
-    overrides = dict(parse_define(d) for d in (args.define or []))
+    overrides = dict(base or {})
+    overrides.update(parse_define(d) for d in (args.define or []))
     return specc.load(p, getattr(args, "model", None), overrides=overrides)
 
 
@@ -117,17 +120,64 @@ def cmd_ops(args) -> int:
 def cmd_compile(args) -> int:
     from .targets import load_target
 
-    spec = _load(args, args.file)
     target = load_target(args.target)
     from .api import compile_to
 
     dims = parse_dims(args.dim)
     if dims and target.backend != "tvm":
         raise UsageError("--dim fixes symbolic dims for a static TVM build; the PyTorch module takes any size")
+    weights = None
+    if args.weights:
+        if target.backend != "tvm":
+            raise UsageError("--weights builds weights into a TVM library; the emitted PyTorch module loads them "
+                             "with specc.load(spec).to_torch(weights=PATH)")
+
+        spec = _load(args, args.file, _weights_overrides(args.weights))
+        weights = spec.to_torch(weights=args.weights)
+    else:
+        spec = _load(args, args.file)
     written = compile_to(spec, target, Path(args.output), force=args.force, opt_level=args.optimize,
-                         disabled=tuple(args.disable_pass or ()), dims=dims or None)
+                         disabled=tuple(args.disable_pass or ()), dims=dims or None, weights=weights)
     for p in written:
         print(f"wrote {p}")
+    return 0
+
+
+def _weights_overrides(path: str) -> dict[str, Any]:
+    """The hyper-parameters a `specc weights import` file records (from the checkpoint's config.json)."""
+    from .weights import stored_overrides
+
+    if not Path(path).exists():
+        raise UsageError(f"no such weights file: {path}")
+    return stored_overrides(path)
+
+
+def cmd_weights_import(args) -> int:
+    from .api import import_weights
+
+    if not Path(args.file).is_file():
+        raise UsageError(f"no such file: {args.file}")
+    if not Path(args.checkpoint).exists():
+        raise UsageError(f"no such checkpoint: {args.checkpoint}")
+    overrides = dict(parse_define(d) for d in (args.define or []))
+    result = import_weights(args.file, args.checkpoint, args.output, args.map, overrides=overrides, model=args.model)
+    print(f"map {result.map.name}: {args.checkpoint} -> model {result.spec.name}")
+    if result.from_config:
+        print("config.json set " + " ".join(f"-D {k}={v!r}" if isinstance(v, str) else f"-D {k}={v}"
+                                            for k, v in result.from_config.items()))
+    print(result.report.summary())
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_weights_export(args) -> int:
+    from .weights import export_weights
+
+    spec = _load(args, args.file, _weights_overrides(args.weights))
+    report = export_weights(spec, args.weights, args.map, args.output, dtype=args.dtype)
+    print(f"map {args.map}: model {spec.name} -> {args.output}")
+    print(report.summary())
+    print(f"wrote {args.output}")
     return 0
 
 
@@ -203,9 +253,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite files specc did not write")
     p.add_argument("--dim", action="append", metavar="NAME=INT",
                    help="TVM only: fix a symbolic dim (e.g. B=1) for a static-shape build that can use tuned kernels")
+    p.add_argument("--weights", metavar="PATH",
+                   help="TVM only: build these weights in (specc's layout, from `specc weights import`)")
     _common(p)
     _passes(p)
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("weights", help="import a pretrained checkpoint into a spec's layout, or export it back")
+    wsub = p.add_subparsers(dest="weights_command", required=True)
+    w = wsub.add_parser("import", help="convert a checkpoint (file or Hugging Face folder) to the spec's layout")
+    w.add_argument("file", help="the spec")
+    w.add_argument("checkpoint", help=".safetensors, .bin/.pt/.pth, a shard index or a folder with config.json")
+    w.add_argument("--map", help="a map name (specs/maps/NAME.toml) or .toml path; default: the spec's best match")
+    w.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
+    _common(w)
+    w.set_defaults(func=cmd_weights_import)
+    w = wsub.add_parser("export", help="write specc weights in a checkpoint's own layout (config.json + weights)")
+    w.add_argument("file", help="the spec")
+    w.add_argument("weights", help="a .safetensors file in the spec's layout (from `specc weights import`)")
+    w.add_argument("--map", required=True, help="a map name (specs/maps/NAME.toml) or .toml path")
+    w.add_argument("-o", "--output", required=True, help="the folder to write")
+    w.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="store the weights in this dtype")
+    _common(w)
+    w.set_defaults(func=cmd_weights_export)
 
     p = sub.add_parser("train-script", help="write a standalone training script")
     p.add_argument("file")
@@ -240,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     from .diagnostics import SpecError, render_all
     from .fsutil import OutputError
     from .targets import TargetNotFound
+    from .weights.report import WeightsError
 
     ap = build_parser()
     args = ap.parse_args(argv)
@@ -251,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_SPEC
     except SpecError as e:
         print(render_all(e.diagnostics, getattr(e, "sources", None)), file=sys.stderr)
+        return EXIT_SPEC
+    except WeightsError as e:
+        print(f"specc: error: {e}", file=sys.stderr)
         return EXIT_SPEC
     except (UsageError, OutputError, TargetNotFound) as e:
         print(f"specc: error: {e}", file=sys.stderr)

@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("frontend", ["specc.parse", "specc.elaborate", "specc.elaborate.*"]),
     ("passes", ["specc.passes", "specc.passes.*"]),
     ("backends", ["specc.backends", "specc.backends.*", "specc.train", "specc.train.*", "specc.targets", "specc.viz"]),
+    ("weights", ["specc.weights", "specc.weights.*"]),  # checkpoints <-> the torch backend's state_dict layout
     ("driver", ["specc.api", "specc"]),
     ("cli", ["specc.cli", "specc.__main__"]),
 ]
