@@ -1,4 +1,4 @@
-"""Pooling: max/avg (1-D, 2-D), global and adaptive."""
+"""Pooling: max/avg (1-D, 2-D, 3-D), global and adaptive."""
 from __future__ import annotations
 
 from pydantic import PositiveInt
@@ -6,7 +6,7 @@ from pydantic import PositiveInt
 from ..diagnostics import ShapeError
 from ..types import TensorType
 from .conv import _squeeze, conv_out
-from .registry import Attrs, NoAttrs, OpDef, expect_rank, pair, register
+from .registry import Attrs, Example, NoAttrs, OpDef, expect_rank, pair, register
 from .torch_rule import TorchRule, pyval
 
 IntOrPair = PositiveInt | tuple[PositiveInt, ...]
@@ -58,12 +58,54 @@ def _pool_call(fn: str):
     return call
 
 
-for _nd in (1, 2):
+def _pool_numpy(kind: str, nd: int):
+    """Windows over the last nd dims; max pads with -inf, avg counts the zero padding (PyTorch's defaults)."""
+    def ref(xs, a: PoolAttrs, params):
+        import numpy as np
+
+        (x,) = xs
+        k = pair(a.kernel_size, nd)
+        s = pair(a.stride if a.stride is not None else a.kernel_size, nd)
+        p = pair(a.padding, nd)
+        out = _pool_infer(nd, "pool")([_Shape(x.shape)], a).shape[x.ndim - nd:]
+        fill = -np.inf if kind == "max" else 0.0
+        extra = [max(0, (o - 1) * si + ki - (n + pi)) for o, si, ki, n, pi in zip(out, s, k, x.shape[-nd:], p)]
+        xp = np.pad(x.astype(np.float64), [(0, 0)] * (x.ndim - nd) + [(pi, pi + e) for pi, e in zip(p, extra)],
+                    constant_values=fill)
+        acc = None
+        for off in np.ndindex(*k):
+            sl = tuple(slice(off[i], off[i] + s[i] * (out[i] - 1) + 1, s[i]) for i in range(nd))
+            win = xp[(Ellipsis, *sl)]
+            acc = win if acc is None else (np.maximum(acc, win) if kind == "max" else acc + win)
+        return (acc if kind == "max" else acc / np.prod(k)).astype(np.float32)
+    return ref
+
+
+class _Shape:
+    """Just enough of a TensorType for the shape rule (the reference reuses it for the output size)."""
+
+    def __init__(self, shape):
+        self.shape, self.rank = tuple(shape), len(shape)
+
+    def with_shape(self, shape):
+        return _Shape(shape)
+
+
+_POOL_EXAMPLES = {
+    1: (Example(("f32[2, 3, 9]",), {"kernel_size": 3, "stride": 2, "padding": 1}),),
+    2: (Example(("f32[2, 3, 7, 8]",), {"kernel_size": 2}),),
+    3: (Example(("f32[1, 2, 5, 6, 7]",), {"kernel_size": 3, "stride": 2, "padding": 1}),
+        Example(("f32[2, 4, 4, 6]",), {"kernel_size": 2})),
+}
+
+for _nd in (1, 2, 3):
     for _kind in ("max", "avg"):
         register(OpDef(
             name=f"{_kind}pool{_nd}d", attrs=PoolAttrs, positional=("kernel_size", "stride", "padding"),
             infer=_pool_infer(_nd, f"{_kind}pool{_nd}d"),
             torch=TorchRule(call=_pool_call(f"{_kind}_pool{_nd}d")),
+            numpy=_pool_numpy(_kind, _nd), examples=_POOL_EXAMPLES[_nd],
+            waive={"macs": "comparisons and additions only"},
             doc=f"{_kind} pooling over the last {_nd} dims.",
         ))
 

@@ -217,7 +217,8 @@ def graph_code(m: Module, g: Graph, cls_of: dict[str, str], is_main: bool) -> Gr
             if rule is None:
                 raise NotImplementedError(f"op {n.target!r} has no PyTorch emitter")
             imports.extend(i for i in rule.imports if i not in imports)
-            support.extend(s for s in rule.support if s not in support)
+            needed = rule.support(in_types, n.attrs) if callable(rule.support) else rule.support
+            support.extend(s for s in needed if s not in support)
             callees.extend(u.graph for u in op.graph_uses(n.attrs))  # named in the module rule as @graph@
             layers: list[str] = []  # attributes of the layers a fused op is made of, passed to its call rule
             if rule.module is not None and (n.layer is None or n.layer == n.name):
