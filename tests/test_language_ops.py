@@ -16,7 +16,7 @@ NEW_OPS = [
     "conv_transpose1d", "conv_transpose2d", "conv3d", "maxpool3d", "avgpool3d",
     "upsample", "pixel_shuffle", "pixel_unshuffle", "pad",
     "relu6", "hardtanh", "clamp", "hardswish", "hardsigmoid", "elu", "softplus", "mish", "glu",
-    "groupnorm", "instancenorm", "drop_path", "maximum", "minimum", "where", "masked_fill",
+    "groupnorm", "instancenorm", "drop_path", "maximum", "minimum", "where", "masked_fill", "parameter", "sincos",
 ]
 
 
@@ -33,9 +33,10 @@ def spec_value(v) -> str:
 def example_line(op: str, ex, k: int, prefix: str = "") -> tuple[list[str], str]:
     """Input declarations and the output line of example `ex` of `op`; inputs are named {prefix}x0, x1, ..."""
     names = [f"{prefix}x{i}" for i in range(len(ex.inputs))]
-    decls = [f"  input {n}: {t}" for n, t in zip(names, ex.inputs)]
+    # a model needs an input: ops without tensor inputs get an unused one
+    decls = [f"  input {n}: {t}" for n, t in zip(names, ex.inputs)] or [f"  input {prefix}unused: f32[1]"]
     args = ", ".join(f"{key}={spec_value(v)}" for key, v in ex.attrs.items())
-    src = names[0] if len(names) == 1 else f"({', '.join(names)})"
+    src = names[0] if len(names) == 1 else f"({', '.join(names)})"  # () for ops without tensor inputs
     return decls, f"  output {prefix}y = {src} -> {op}({args}) as {prefix}l{k}"
 
 
@@ -71,12 +72,13 @@ def test_example_matches_shape_params_and_reference(op, k, ex):
     with torch.no_grad():
         y = model(*xs)
     (out,) = spec.module.graph.outputs
+    y = y.detach()
     assert tuple(y.shape) == tuple(int(d) for d in spec.module.graph[out].type.shape)
     state = {n.split(".", 1)[1]: v.numpy() for n, v in model.state_dict().items()}
     assert spec.params == sum(p.numel() for p in model.parameters())
     opdef = all_ops()[op]
     node = spec.module.graph[spec.module.graph[out].inputs[0]]
-    want = opdef.numpy([x.numpy() for x in xs], node.attrs, state)
+    want = opdef.numpy([x.numpy() for x in xs][:len(ex.inputs)], node.attrs, state)
     np.testing.assert_allclose(y.numpy(), want, rtol=1e-4, atol=1e-5)
 
 
@@ -113,7 +115,7 @@ def test_tvm_matches_pytorch_on_every_example():
         want = model(*xs)
     got = spec.to_tvm(weights=model)(*[x.numpy() for x in xs])
     for (op, _, _), w, o in zip(cases, want, got):
-        np.testing.assert_allclose(np.asarray(o), w.numpy(), rtol=1e-4, atol=1e-4, err_msg=op)
+        np.testing.assert_allclose(np.asarray(o), w.detach().numpy(), rtol=1e-4, atol=1e-4, err_msg=op)
 
 
 def test_layernorm_over_the_channels_of_a_conv_map():
@@ -133,3 +135,63 @@ def test_layernorm_over_the_channels_of_a_conv_map():
     # the last dim keeps the plain nn.LayerNorm and no helper class
     plain = loads("model M() {\n  input x: f32[B, 8]\n  output y = x -> layernorm as norm\n}\n", "t.nn")
     assert "LayerNormDim" not in plain.torch_source()
+
+
+LAYER_SCALE = """model M(d: int = 6) {
+  input x: f32[B, d, H, W]
+  input s: f32[B, 5, 8]
+  param gamma: f32[d, 1, 1] = constant(0.5)
+  buffer frozen: f32[5, 8] = normal(1.0)
+  layer query = parameter(2, 8, init="zeros")
+  output y = x + (x -> conv2d(d, 3, padding=1, groups=d) as dw) * gamma
+  output z = s + frozen + sincos(5, 8, layout="halves") + query()[1]
+}
+"""
+
+
+def test_parameters_and_buffers_are_declarations_usable_in_expressions():
+    spec = loads(LAYER_SCALE, "t.nn")
+    # trainable: gamma (6) + query (16) + the conv (6*9 + 6); frozen and the sin/cos table are buffers
+    assert spec.params == 6 + 16 + 60
+    model = spec.to_torch().eval()
+    assert {n for n, _ in model.named_parameters()} == {"gamma.weight", "query.weight", "dw.weight", "dw.bias"}
+    assert "frozen.weight" in dict(model.named_buffers())
+    torch.testing.assert_close(model.gamma.weight, torch.full((6, 1, 1), 0.5))
+    x, s = torch.randn(2, 6, 4, 5), torch.randn(2, 5, 8)
+    t = torch.arange(5.0)[:, None] * torch.exp(torch.arange(0, 8, 2) * (-np.log(10000.0) / 8))
+    table = torch.cat([t.sin(), t.cos()], 1)  # halves: all sines, then all cosines
+    with torch.no_grad():
+        y, z = model(x, s)
+        torch.testing.assert_close(y, x + model.dw(x) * 0.5)
+        torch.testing.assert_close(z, s + model.frozen.weight + table + model.query.weight[1])
+
+
+def test_sincos_layouts_interleave_or_concatenate():
+    from specc.ops.param import sincos_table
+
+    inter, halves = sincos_table(4, 6), sincos_table(4, 6, "halves")
+    np.testing.assert_array_equal(inter[:, 0::2], halves[:, :3])
+    np.testing.assert_array_equal(inter[:, 1::2], halves[:, 3:])
+    np.testing.assert_allclose(halves[3, 0], np.sin(3.0), rtol=1e-6)
+
+
+def test_a_bad_parameter_init_is_a_located_error():
+    from specc.api import CheckError
+
+    with pytest.raises(CheckError) as err:
+        loads("model M() {\n  input x: f32[2]\n  param g: f32[2] = x + 1\n  output y = x * g\n}\n", "t.nn")
+    assert "t.nn:3:21" in err.value.render() and "init" in err.value.render()
+
+
+@pytest.mark.tvm
+def test_parameters_lower_to_tvm():
+    pytest.importorskip("tvm")
+    spec = loads(LAYER_SCALE, "t.nn")
+    torch.manual_seed(0)
+    model = spec.to_torch().eval()
+    x, s = torch.randn(2, 6, 4, 5), torch.randn(2, 5, 8)
+    with torch.no_grad():
+        want = model(x, s)
+    got = spec.to_tvm(weights=model)(x.numpy(), s.numpy())
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), w.detach().numpy(), rtol=1e-5, atol=1e-5)

@@ -66,3 +66,16 @@ def _cls_token(ctx, x):
     xt = ctx.in_types[0]
     tok = ctx.emit(relax.op.broadcast_to(ctx.param("weight"), [ctx.dim(xt.shape[0]), 1, xt.shape[-1]]))
     return relax.op.concat([tok, x], axis=1)
+
+
+@lowering("parameter")
+def _parameter(ctx):
+    return ctx.param("weight")
+
+
+@lowering("sincos")
+def _sincos(ctx):
+    from ....ops.param import sincos_table
+
+    a = ctx.attrs
+    return relax.const(sincos_table(a.length, a.dim, a.layout, a.base))
