@@ -195,3 +195,22 @@ def test_parameters_lower_to_tvm():
     got = spec.to_tvm(weights=model)(x.numpy(), s.numpy())
     for g, w in zip(got, want):
         np.testing.assert_allclose(np.asarray(g), w.detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_specc_ops_lists_every_argument_and_shows_one_op_with_a_working_example(capsys):
+    from specc.cli import main
+
+    assert main(["ops"]) == 0
+    listing = capsys.readouterr().out
+    line = next(ln for ln in listing.splitlines() if ln.startswith("conv2d("))
+    for arg in ("out_channels: int", "groups: int = 1", "bias: bool = true", "dilation: int | (int, ...) = 1"):
+        assert arg in line
+    assert main(["ops", "upsample"]) == 0
+    shown = capsys.readouterr().out
+    assert 'mode: "nearest" | "bilinear" = "nearest"' in shown
+    # the example it prints is a valid spec body
+    body = shown.split("example:\n", 1)[1]
+    spec = loads("model M() {\n" + body.replace("  y = ", "  output y = ") + "}\n", "t.nn")
+    assert spec.module.graph.outputs
+    assert main(["ops", "convtranspose2d"]) == 2
+    assert "did you mean 'conv_transpose2d'" in capsys.readouterr().err
