@@ -149,7 +149,7 @@ def cmd_ops(args) -> int:
                              + " (`specc ops` lists them)")
         print(describe(ops[args.name]))
         return 0
-    for name, op in sorted(ops.items()):
+    for _, op in sorted(ops.items()):
         print(f"{signature(op)}\n    {op.doc}")
     return 0
 
