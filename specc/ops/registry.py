@@ -35,14 +35,6 @@ SHAPE = "shape"
 LAYER = "layer"  # owns parameters
 
 
-@dataclass(frozen=True)
-class Example:
-    """One way to call an op, for `specc ops NAME` and the registry's generated tests."""
-
-    inputs: tuple[str, ...]  # input types in spec syntax, e.g. ("f32[2, 3, 8, 8]",)
-    attrs: dict = field(default_factory=dict)  # keyword attrs for the op's schema
-
-
 @dataclass
 class OpDef:
     name: str
@@ -58,10 +50,7 @@ class OpDef:
     # Backend rules, registered next to the op by the backend modules (see specc/ops/*.py):
     torch: Any = None  # TorchRule: how the emitted PyTorch module builds and calls this op
     tvm: Callable | None = None  # (ctx, node, args) -> relax expr
-    # reference: (inputs, attrs, params by the names `params` gives) -> output(s); NumPy only
-    numpy: Callable | None = None
-    examples: tuple[Example, ...] = ()
-    waive: dict[str, str] = field(default_factory=dict)  # rule -> why it is missing, e.g. {"macs": "no multiplies"}
+    numpy: Callable | None = None  # reference implementation for differential tests
     extra: dict[str, Any] = field(default_factory=dict)
     # An op may take blocks as arguments (moe's experts): ``block_inputs(in_types)`` gives the input types a block
     # argument is specialised for; the elaborator stores the specialised graph's name in the attribute, and
