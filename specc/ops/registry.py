@@ -35,6 +35,20 @@ SHAPE = "shape"
 LAYER = "layer"  # owns parameters
 
 
+@dataclass(frozen=True)
+class Example:
+    """A small case an op's generated tests run: input types in spec syntax and keyword attributes.
+
+    ``Example(("f32[2, 3, 8, 8]",), {"out": 4, "kernel": 3})`` is ``x -> conv2d(4, 3)`` on a 2x3x8x8 input."""
+
+    inputs: tuple[str, ...]
+    attrs: dict = field(default_factory=dict)
+
+
+# The rules a complete op has (tests/test_registry.py checks each one or a waiver naming it with a reason).
+RULES = ("examples", "torch", "numpy", "tvm", "macs")
+
+
 @dataclass
 class OpDef:
     name: str
@@ -50,8 +64,13 @@ class OpDef:
     # Backend rules, registered next to the op by the backend modules (see specc/ops/*.py):
     torch: Any = None  # TorchRule: how the emitted PyTorch module builds and calls this op
     tvm: Callable | None = None  # (ctx, node, args) -> relax expr
-    numpy: Callable | None = None  # reference implementation for differential tests
+    # NumPy reference for differential tests: (inputs, attrs, params by the names ``params`` gives) -> output(s)
+    numpy: Callable[[list, Any, dict], Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Small cases the registry tests run through every rule (shape vs PyTorch vs NumPy vs TVM).
+    examples: tuple[Example, ...] = ()
+    # A rule this op does not have on purpose: rule (one of RULES) -> the reason, e.g. {"macs": "no multiplies"}.
+    waive: dict[str, str] = field(default_factory=dict)
     # An op may take blocks as arguments (moe's experts): ``block_inputs(in_types)`` gives the input types a block
     # argument is specialised for; the elaborator stores the specialised graph's name in the attribute, and
     # ``subgraphs(attrs)`` says which graphs the attributes name and how often each is instantiated and run.
