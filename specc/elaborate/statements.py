@@ -42,10 +42,14 @@ class StatementsMixin:
         if isinstance(s, A.Assign):
             val = self.ev(s.value, scope, b)
             self.bind(s.targets, val, scope, b, s.span)
+        elif isinstance(s, A.InputStmt) and b.as_model:
+            self.bind_model_input(s, scope, b)
         elif isinstance(s, A.InputStmt):
             if not is_model:
                 raise self.fail("E0402", "`input` is only allowed in a model; blocks take inputs as parameters", s.span)
             self.exec_input(s, scope, b)
+        elif isinstance(s, A.OutputStmt) and b.as_model:  # the model's closing `return` reads it
+            scope[s.name] = self.ev(s.value, scope, b) if s.value is not None else self.lookup(s.name, scope, s.span)
         elif isinstance(s, A.OutputStmt):
             if not is_model:
                 raise self.fail("E0402", "`output` is only allowed in a model; blocks use `return`", s.span)
