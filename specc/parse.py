@@ -205,22 +205,24 @@ class _Builder:
         if init is not None:
             args += self.param_init(self.expr(init))
         if not trainable:
-            args.append(A.Arg(sp, "trainable", A.Lit(sp, False)))
+            args.append(A.Arg(sp, "buffer", A.Lit(sp, True)))
         link = A.Link(sp, "parameter", sp, tuple(args), str(name))
         return A.Assign(sp, (str(name),), A.Chain(sp, A.TupleLit(sp, ()), link))
 
     def param_init(self, e) -> list[A.Arg]:
-        """`ones`, `zeros`, `normal(0.02)`, `trunc_normal(std=0.02)`, `uniform(0.1)`, `constant(1e-6)` -> args."""
+        """`ones`, `zeros`, `normal(0.02)`, `trunc_normal(std=0.02)`, `uniform(0.1)`, `constant(1e-6)`,
+        `sincos("halves")` -> args."""
         if isinstance(e, A.Name):
             return [A.Arg(e.span, "init", A.Lit(e.span, e.id))]
         if isinstance(e, A.Call) and isinstance(e.func, A.Name):
-            key = "value" if e.func.id == "constant" else "std"
+            key = {"constant": "value", "sincos": "layout"}.get(e.func.id, "std")
             return [A.Arg(e.func.span, "init", A.Lit(e.func.span, e.func.id)),
                     *(A.Arg(a.span, a.name or key, a.value) for a in e.args)]
         if isinstance(e, A.Lit) and isinstance(e.value, (int, float)) and not isinstance(e.value, bool):
             return [A.Arg(e.span, "init", A.Lit(e.span, "constant")), A.Arg(e.span, "value", e)]
         raise SpecError(Diagnostic("E0108", "a parameter's init is a name (ones, zeros, normal, trunc_normal, "
-                                   "uniform), a call such as normal(0.02) or constant(1e-6), or a number", e.span,
+                                   "uniform, sincos), a call such as normal(0.02), constant(1e-6) or "
+                                   "sincos(\"halves\"), or a number", e.span,
                                    label="here"))
 
     def s_if_stmt(self, t, sp):

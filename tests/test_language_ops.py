@@ -143,18 +143,20 @@ LAYER_SCALE = """model M(d: int = 6) {
   param gamma: f32[d, 1, 1] = constant(0.5)
   buffer frozen: f32[5, 8] = normal(1.0)
   layer query = parameter(2, 8, init="zeros")
+  param pos: f32[5, 8] = sincos("halves")
   output y = x + (x -> conv2d(d, 3, padding=1, groups=d) as dw) * gamma
-  output z = s + frozen + sincos(5, 8, layout="halves") + query()[1]
+  output z = s + frozen + sincos(5, 8, layout="halves") + query()[1] - pos
 }
 """
 
 
 def test_parameters_and_buffers_are_declarations_usable_in_expressions():
     spec = loads(LAYER_SCALE, "t.nn")
-    # trainable: gamma (6) + query (16) + the conv (6*9 + 6); frozen and the sin/cos table are buffers
-    assert spec.params == 6 + 16 + 60
+    # gamma (6) + query (16) + pos (40) + the conv (6*9 + 6); frozen and the sin/cos table are buffers
+    assert spec.params == 6 + 16 + 40 + 60
     model = spec.to_torch().eval()
-    assert {n for n, _ in model.named_parameters()} == {"gamma.weight", "query.weight", "dw.weight", "dw.bias"}
+    assert {n for n, _ in model.named_parameters()} == {"gamma.weight", "query.weight", "pos.weight", "dw.weight",
+                                                        "dw.bias"}
     assert "frozen.weight" in dict(model.named_buffers())
     torch.testing.assert_close(model.gamma.weight, torch.full((6, 1, 1), 0.5))
     x, s = torch.randn(2, 6, 4, 5), torch.randn(2, 5, 8)
@@ -163,7 +165,8 @@ def test_parameters_and_buffers_are_declarations_usable_in_expressions():
     with torch.no_grad():
         y, z = model(x, s)
         torch.testing.assert_close(y, x + model.dw(x) * 0.5)
-        torch.testing.assert_close(z, s + model.frozen.weight + table + model.query.weight[1])
+        torch.testing.assert_close(model.pos.weight, table)  # a sincos-initialised parameter
+        torch.testing.assert_close(z, s + model.frozen.weight + table + model.query.weight[1] - table)
 
 
 def test_sincos_layouts_interleave_or_concatenate():

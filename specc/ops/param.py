@@ -1,7 +1,8 @@
 """Learned parameters and frozen tables as values: `gamma = parameter(d, 1, 1, init="constant", value=1e-6)` (layer
-scale), a learned query, a relative-position table; `trainable=false` makes it a frozen buffer. `sincos(n, d)` is
+scale), a learned query, a relative-position table; `trainable=false` freezes it (a parameter without gradient,
+still counted), `buffer=true` (the `buffer` declaration) makes it a buffer. `sincos(n, d)` is
 the fixed sin/cos position table, interleaved (sin, cos, sin, ...) or as two halves (all sines, then all cosines).
-Each takes no tensor input and gives a tensor usable in any expression (`x * gamma`, `x + table[:T]`); the layer
+Each takes no tensor input and gives a tensor usable in any expression (`x * gamma`, `x + table[0]`); the layer
 holds it as `weight` (state_dict `gamma.weight`)."""
 from __future__ import annotations
 
@@ -17,29 +18,42 @@ from .torch_rule import TorchRule, pyval
 
 class ParameterAttrs(Attrs):
     shape: tuple[PositiveInt, ...] = Field(min_length=0)
-    init: Literal["normal", "trunc_normal", "uniform", "zeros", "ones", "constant"] = "normal"
+    init: Literal["normal", "trunc_normal", "uniform", "zeros", "ones", "constant", "sincos"] = "normal"
     std: PositiveFloat = 0.02  # normal / trunc_normal (truncated at +-2 std, as timm)
     value: float = 0.0  # constant
+    layout: Literal["interleaved", "halves"] = "interleaved"  # sincos: a [length, dim] position table
+    # false: a parameter that does not train (requires_grad off; counted, as Hugging Face counts Whisper's positions)
     trainable: bool = True
+    buffer: bool = False  # a buffer (`buffer` declarations): in the state_dict, not a parameter
     dtype: str = "f32"
 
 
 def _parameter_infer(ins: list[TensorType], a: ParameterAttrs) -> TensorType:
     if a.dtype not in FLOAT_DTYPES:
         raise ShapeError(f"a parameter holds floats, got dtype {a.dtype!r}", "E0302")
+    if a.init == "sincos" and (len(a.shape) != 2 or a.shape[1] % 2):
+        raise ShapeError(f"init sincos makes a [length, even width] table, the shape is {a.shape}", "E0305")
     return TensorType(a.dtype, tuple(a.shape))
 
 
 _PARAMETER = '''
 class LearnedTensor(nn.Module):
-    """A free-standing tensor of the spec (a layer scale, a learned query, a position table): a parameter, or a
-    buffer when frozen. Calling the module gives the tensor."""
+    """A free-standing tensor of the spec (a layer scale, a learned query, a position table): a parameter (frozen:
+    without gradient), or a buffer. Calling the module gives the tensor."""
 
     def __init__(self, shape: tuple, init: str = "normal", std: float = 0.02, value: float = 0.0,
-                 trainable: bool = True, dtype: torch.dtype = torch.float32) -> None:
+                 layout: str = "interleaved", trainable: bool = True, buffer: bool = False,
+                 dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         t = torch.empty(shape, dtype=dtype)
-        if init == "normal":
+        if init == "sincos":  # [length, dim]: sin/cos of t * 10000^(-2i/dim), interleaved or as two halves
+            pos = torch.arange(shape[0], dtype=torch.float32).unsqueeze(1)
+            angle = pos * torch.exp(torch.arange(0, shape[1], 2, dtype=torch.float32) * (-math.log(10000.0) / shape[1]))
+            if layout == "halves":
+                t.copy_(torch.cat([angle.sin(), angle.cos()], dim=1))
+            else:
+                t.copy_(torch.stack([angle.sin(), angle.cos()], dim=-1).flatten(1))
+        elif init == "normal":
             nn.init.normal_(t, std=std)
         elif init == "trunc_normal":
             nn.init.trunc_normal_(t, std=std, a=-2 * std, b=2 * std)
@@ -47,10 +61,10 @@ class LearnedTensor(nn.Module):
             nn.init.uniform_(t, -std, std)
         else:
             nn.init.constant_(t, {"zeros": 0.0, "ones": 1.0}.get(init, value))
-        if trainable:
-            self.weight = nn.Parameter(t)
-        else:
+        if buffer:
             self.register_buffer("weight", t)
+        else:
+            self.weight = nn.Parameter(t, requires_grad=trainable)
 
     def forward(self) -> torch.Tensor:
         return self.weight
@@ -65,8 +79,12 @@ def _parameter_module(ins, a: ParameterAttrs) -> str:
         args.append(f"std={pyval(a.std)}")
     if a.init == "constant":
         args.append(f"value={pyval(a.value)}")
+    if a.init == "sincos" and a.layout != "interleaved":
+        args.append(f"layout={pyval(a.layout)}")
     if not a.trainable:
         args.append("trainable=False")
+    if a.buffer:
+        args.append("buffer=True")
     if a.dtype != "f32":
         args.append(f"dtype=torch.{DTYPES[a.dtype]}")
     return f"LearnedTensor({', '.join(args)})"
@@ -78,15 +96,17 @@ def _parameter_numpy(xs, a: ParameterAttrs, params):
 
 register(OpDef(
     name="parameter", attrs=ParameterAttrs, positional=("shape",), arity=(0, 0), infer=_parameter_infer,
-    params=lambda ins, a: {"weight": tuple(a.shape)} if a.trainable else {},
-    buffers=lambda ins, a: {} if a.trainable else {"weight": tuple(a.shape)},
-    categories=frozenset({LAYER}), torch=TorchRule(module=_parameter_module, support=(_PARAMETER,)),
+    params=lambda ins, a: {} if a.buffer else {"weight": tuple(a.shape)},
+    buffers=lambda ins, a: {"weight": tuple(a.shape)} if a.buffer else {},
+    categories=frozenset({LAYER}),
+    torch=TorchRule(module=_parameter_module, imports=("import math",), support=(_PARAMETER,)),
     numpy=_parameter_numpy,
     examples=(Example((), {"shape": (4, 1, 1), "init": "constant", "value": 1e-6}),
-              Example((), {"shape": (3, 5), "trainable": False, "init": "ones"})),
+              Example((), {"shape": (3, 5), "buffer": True, "init": "ones"}),
+              Example((), {"shape": (6, 4), "init": "sincos", "layout": "halves", "trainable": False})),
     waive={"macs": "a stored tensor: no arithmetic"},
-    doc="a learned tensor of the given shape (init normal/trunc_normal/uniform(std)/zeros/ones/constant(value)); "
-        "trainable=false makes it a frozen buffer.",
+    doc="a learned tensor of the given shape (init normal/trunc_normal/uniform(std)/zeros/ones/constant(value)/"
+        "sincos(layout)); trainable=false freezes it, buffer=true makes it a buffer instead of a parameter.",
 ))
 
 
