@@ -17,6 +17,7 @@ NEW_OPS = [
     "upsample", "pixel_shuffle", "pixel_unshuffle", "pad",
     "relu6", "hardtanh", "clamp", "hardswish", "hardsigmoid", "elu", "softplus", "mish", "glu",
     "groupnorm", "instancenorm", "drop_path", "maximum", "minimum", "where", "masked_fill", "parameter", "sincos",
+    "timestep_embedding",
 ]
 
 
@@ -52,6 +53,8 @@ def random_input(t, gen):
     shape = [int(d) for d in t.shape]
     if t.dtype == "bool":
         return torch.rand(shape, generator=gen) < 0.5
+    if t.dtype == "i64":
+        return torch.randint(0, 1000, shape, generator=gen)
     return torch.randn(shape, generator=gen)
 
 

@@ -295,6 +295,11 @@ def _parametrize(codes: list[GraphCode]) -> tuple[list[str], list[str], list[str
         out = []
         for li, line in enumerate(lines_per_member[0]):
             toks = [_NUM.findall(lm[li]) for lm in lines_per_member]
+            if len({len(t) for t in toks}) > 1:  # `[B, T, 64]` vs `[B, 10, 64]`: the numbers do not line up
+                if not soft:
+                    return None
+                out.append("")  # a shape comment that differs in form between members is left out
+                continue
             pieces = _NUM.split(line)
             new = pieces[0]
             for ti, tok in enumerate(toks[0]):
