@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from torch_util import SPECS, SHRINK
+from torch_util import SHRINK, SPECS
 
 import specc
 from specc.cli import main
@@ -41,7 +41,7 @@ def _transformers():
         pytest.skip("transformers is not installed")
     if importlib.util.find_spec("torchvision") is not None:
         try:
-            torch.ops.torchvision.nms
+            getattr(torch.ops.torchvision, "nms")  # noqa: B009 - an attribute lookup that may fail
         except (AttributeError, RuntimeError):  # declare the two schemas torchvision's Python code registers on
             lib = torch.library.Library("torchvision", "FRAGMENT")
             lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
