@@ -220,3 +220,15 @@ def test_specc_ops_lists_every_argument_and_shows_one_op_with_a_working_example(
     assert spec.module.graph.outputs
     assert main(["ops", "convtranspose2d"]) == 2
     assert "did you mean 'conv_transpose2d'" in capsys.readouterr().err
+
+
+def test_the_issue_snippets_for_a_layer_scale_check_and_name_the_parameter():
+    # `gamma = parameter(d, 1, 1)` and `param g: f32[8, 1, 1]` were both errors before
+    text = ("model M(d: int = 8) {\n  input x: f32[B, d, 4, 4]\n  gamma = parameter(d, 1, 1, init=\"constant\", "
+            "value=1e-6)\n  param g: f32[8, 1, 1] = ones\n  output y = x * gamma + x * g\n}\n")
+    spec = loads(text, "t.nn")
+    model = spec.to_torch()
+    assert set(model.state_dict()) == {"gamma.weight", "g.weight"} and spec.params == 16
+    x = torch.randn(2, 8, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), x * 1e-6 + x)
