@@ -84,3 +84,13 @@ def test_diff_agrees_on_every_zoo_spec(path):
     spec = load_small(path)
     diffs = diff_nodes(spec, dims=dim_env(spec))
     assert diffs and all(d.ok for d in diffs), report(diffs, spec)
+
+
+def test_diff_agrees_on_a_scalar_parameter():
+    # a 0-d weight (CLIP's logit_scale) used to come back from TVM as shape (1,)
+    from specc.api import loads
+
+    spec = loads("model M() {\n  input x: f32[2, 3]\n  param s: f32[] = constant(2.5)\n  output y = x * exp(s)\n}\n",
+                 "t.nn")
+    diffs = diff_nodes(spec)
+    assert len(diffs) == 3 and all(d.ok for d in diffs), report(diffs, spec)
