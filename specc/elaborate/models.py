@@ -7,10 +7,11 @@ from __future__ import annotations
 import dataclasses
 
 from .. import ast as A
+from ..attrs import short
 from ..diagnostics import Note
 from ..symbolic import Sym
 from ..types import TensorType
-from .values import Scope, Tensor, _short
+from .values import Scope, Tensor
 
 
 def model_as_block(d: A.Def) -> A.Def:
@@ -40,7 +41,7 @@ class ModelCallMixin:
             want = d.value if isinstance(d.value, int) else scope.get(d.value)
             if isinstance(want, (int, Sym)) and not isinstance(want, bool):
                 if want != actual:
-                    raise self.fail("E0301", f"model input {s.name!r}: dim {d.value} is {_short(want)}, "
+                    raise self.fail("E0301", f"model input {s.name!r}: dim {d.value} is {short(want)}, "
                                     f"got {actual}", d.span, notes=note)
             else:
                 scope[d.value] = actual  # the model's symbolic dim is the caller's size

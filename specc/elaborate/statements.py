@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import ast as A
+from ..attrs import short as _short
 from ..diagnostics import Note, SpecError
 from ..ir import Node
 from ..ops import registry
@@ -19,7 +20,6 @@ from .values import (
     Tensor,
     _Halt,
     _Return,
-    _short,
     _typename,
 )
 
@@ -39,6 +39,8 @@ class StatementsMixin:
                     scope[name] = POISON
 
     def exec_stmt(self, s, scope: Scope, b: GraphBuilder, is_model: bool) -> None:
+        """Run one statement. Long because it is the dispatch over the language's statement kinds, one short branch
+        each, in the order of the language reference; the longer ones (input, repeat) are methods of their own."""
         if isinstance(s, A.Assign):
             stored = _stored_tensor(s)
             if stored is not None:  # `gamma = parameter(d, 1, 1)`: the layer is named after the variable

@@ -13,7 +13,6 @@ from typing import Callable
 
 from pydantic import BaseModel
 
-from ... import __version__
 from ...diagnostics import Diagnostic, SpecError
 from ...ir import Graph, Module, Node
 from ...naming import (
@@ -29,6 +28,7 @@ from ...naming import (
 from ...ops import registry
 from ...ops.torch_rule import pyval
 from ...types import TensorType, TupleType
+from ...version import __version__
 
 
 def _shape(t) -> str:
@@ -108,7 +108,10 @@ class _Vars:
         return any(name != src and var == v and self.last_use.get(name, -1) > here for name, var in self.var.items())
 
 
-def graph_code(m: Module, g: Graph, cls_of: dict[str, str], is_main: bool) -> GraphCode:
+def graph_code(m: Module, g: Graph, is_main: bool) -> GraphCode:
+    """The constructor and forward lines of one graph. Long because both are written in one pass over the nodes
+    (a forward line calls the attribute its constructor line creates); the emitter rewrite of issue 12 splits the
+    forward code from class planning and file assembly and moves this walk onto specc/walker.py."""
     arg_name = Namer(py_name)
     args = [arg_name(g[i].name) for i in g.inputs]
     attr_of = attribute_namer(g)  # the state_dict layout every backend shares
@@ -333,7 +336,10 @@ def _parametrize(codes: list[GraphCode]) -> tuple[list[str], list[str], list[str
 
 
 def plan_classes(m: Module) -> tuple[list[ClassPlan], dict[str, str], list[str], list[str]]:
-    codes = {name: graph_code(m, g, {}, name == m.main) for name, g in m.graphs.items()}
+    """One class per group of block specialisations that differ only in numbers, planned bottom-up by call depth.
+    Long because the naming of classes (no clash with helpers, models or arguments) is set up here, next to the
+    loop it serves; issue 12's rewrite replaces this by one class per block."""
+    codes = {name: graph_code(m, g, name == m.main) for name, g in m.graphs.items()}
     live = reachable(m, codes)
     imports: list[str] = []
     support: list[str] = []
@@ -482,7 +488,9 @@ def _too_big(v) -> bool:
 
 # ---- the file -------------------------------------------------------------------------------------------------
 
-def emit_module_source(m: Module, target=None, source_name: str | None = None) -> str:
+def emit_module_source(m: Module, source_name: str | None = None) -> str:
+    """The emitted file's text. Long because it writes the file top to bottom (helpers, config, classes,
+    imports), so its layout can be read off the code."""
     check_emittable(m)
     plans, _, imports, support = plan_classes(m)
     by_graph = {g: p for p in plans for g in p.members}
