@@ -148,3 +148,22 @@ def test_dcgan_generator_and_discriminator_shapes_chain():
         assert image.shape == (2, 3, 64, 64) and image.abs().max() <= 1
         prob = d(image)
     assert prob.shape == (2, 1, 1, 1) and ((prob > 0) & (prob < 1)).all()
+
+
+def test_ddpm_count_matches_diffusers():
+    import importlib.util
+
+    if importlib.util.find_spec("diffusers") is None:
+        pytest.skip("diffusers is not installed")
+    _transformers()  # diffusers imports torchvision too
+    from diffusers import UNet2DModel
+
+    # google/ddpm-cifar10-32's config
+    cfg = dict(act_fn="silu", attention_head_dim=None, block_out_channels=[128, 256, 256, 256],
+               down_block_types=["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"],
+               up_block_types=["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"], downsample_padding=0,
+               flip_sin_to_cos=False, freq_shift=1, in_channels=3, out_channels=3, layers_per_block=2,
+               norm_eps=1e-6, norm_num_groups=32, sample_size=32, time_embedding_type="positional")
+    with torch.device("meta"):
+        ref = UNet2DModel(**cfg)
+    assert specc.load(SPECS / "ddpm_cifar10.nn").params == sum(p.numel() for p in ref.parameters()) == 35_746_307
