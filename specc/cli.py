@@ -110,10 +110,18 @@ def _write_out(args, text: str) -> None:
 
 def cmd_ops(args) -> int:
     from .ops import all_ops
+    from .ops.describe import closest, describe, signature
 
-    for name, op in sorted(all_ops().items()):
-        fields = ", ".join(op.positional)
-        print(f"{name}({fields})  {op.doc}")
+    ops = all_ops()
+    if args.name:
+        if args.name not in ops:
+            close = closest(args.name, sorted(ops))
+            raise UsageError(f"no op {args.name!r}" + (f"; did you mean {close!r}?" if close else "")
+                             + " (`specc ops` lists them)")
+        print(describe(ops[args.name]))
+        return 0
+    for _, op in sorted(ops.items()):
+        print(f"{signature(op)}\n    {op.doc}")
     return 0
 
 
@@ -301,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_tune)
 
-    p = sub.add_parser("ops", help="list the built-in ops")
+    p = sub.add_parser("ops", help="list the built-in ops with every argument, or show one op in full")
+    p.add_argument("name", nargs="?", help="an op to show in full, with an example")
     p.set_defaults(func=cmd_ops)
     return ap
 

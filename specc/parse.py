@@ -190,6 +190,41 @@ class _Builder:
         name, link = t.children
         return A.LayerStmt(sp, str(name), self.link(link))
 
+    def s_buffer_stmt(self, t, sp):
+        return self.s_param_stmt(t, sp, trainable=False)
+
+    def s_param_stmt(self, t, sp, trainable: bool = True):
+        """`param gamma: f32[d, 1, 1] = constant(1e-6)` is `gamma = () -> parameter((d, 1, 1), init="constant",
+        value=1e-6, dtype="f32") as gamma`: a parameter op with no tensor input, named like the statement."""
+        name, ttype, init = t.children
+        dtype_tok, *dims = ttype.children
+        shape = tuple(A.Lit(self.span(d.children[0]), int(d.children[0])) if d.data == "int_dim"
+                      else A.Name(self.span(d.children[0]), str(d.children[0])) for d in dims if d is not None)
+        args = [A.Arg(self.span(ttype), "shape", A.TupleLit(self.span(ttype), shape)),
+                A.Arg(self.span(dtype_tok), "dtype", A.Lit(self.span(dtype_tok), str(dtype_tok)))]
+        if init is not None:
+            args += self.param_init(self.expr(init))
+        if not trainable:
+            args.append(A.Arg(sp, "buffer", A.Lit(sp, True)))
+        link = A.Link(sp, "parameter", sp, tuple(args), str(name))
+        return A.Assign(sp, (str(name),), A.Chain(sp, A.TupleLit(sp, ()), link))
+
+    def param_init(self, e) -> list[A.Arg]:
+        """`ones`, `zeros`, `normal(0.02)`, `trunc_normal(std=0.02)`, `uniform(0.1)`, `constant(1e-6)`,
+        `sincos("halves")` -> args."""
+        if isinstance(e, A.Name):
+            return [A.Arg(e.span, "init", A.Lit(e.span, e.id))]
+        if isinstance(e, A.Call) and isinstance(e.func, A.Name):
+            key = {"constant": "value", "sincos": "layout"}.get(e.func.id, "std")
+            return [A.Arg(e.func.span, "init", A.Lit(e.func.span, e.func.id)),
+                    *(A.Arg(a.span, a.name or key, a.value) for a in e.args)]
+        if isinstance(e, A.Lit) and isinstance(e.value, (int, float)) and not isinstance(e.value, bool):
+            return [A.Arg(e.span, "init", A.Lit(e.span, "constant")), A.Arg(e.span, "value", e)]
+        raise SpecError(Diagnostic("E0108", "a parameter's init is a name (ones, zeros, normal, trunc_normal, "
+                                   "uniform, sincos), a call such as normal(0.02), constant(1e-6) or "
+                                   "sincos(\"halves\"), or a number", e.span,
+                                   label="here"))
+
     def s_if_stmt(self, t, sp):
         cond, body, *rest = t.children
         branches = [(self.expr(cond), self.body(body))]

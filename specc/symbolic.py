@@ -246,3 +246,89 @@ def _split_top(text: str, seps: tuple[str, ...]) -> list[tuple[str, str]]:
         i += 1
     parts.append((before, text[start:]))
     return parts
+
+
+# ---- bounds: the largest value a dim takes when its symbols are bounded ---------------------------------------
+
+def base_symbols(d: Dim) -> set[str]:
+    """The input symbols a dim depends on, looking inside opaque atoms: {"F"} for ``(F - 1)//2 + 1``."""
+    import ast
+
+    if isinstance(d, int):
+        return set()
+    out: set[str] = set()
+    for atom in d.symbols():
+        if "(" in atom or "//" in atom:
+            try:
+                out |= {n.id for n in ast.walk(ast.parse(atom, mode="eval")) if isinstance(n, ast.Name)}
+            except SyntaxError:
+                out.add(atom)
+        else:
+            out.add(atom)
+    return out
+
+
+def is_monotone(d: Dim) -> bool:
+    """True when `d` never decreases as any of its (positive) symbols grows: non-negative coefficients, and atoms
+    built from such sums, products and floor divisions by positive numbers (what conv/pool/reshape produce). Then
+    substituting each symbol's upper bound gives the dim's upper bound."""
+    import ast
+
+    if isinstance(d, int):
+        return True
+    if any(c < 0 for m, c in d.terms.items() if m):
+        return False
+
+    def const(n) -> bool:
+        return not any(isinstance(x, ast.Name) for x in ast.walk(n))
+
+    def mono(n) -> bool:
+        if isinstance(n, ast.Expression):
+            return mono(n.body)
+        if isinstance(n, (ast.Name, ast.Constant)):
+            return True
+        if isinstance(n, ast.BinOp):
+            if isinstance(n.op, ast.Add):
+                return mono(n.left) and mono(n.right)
+            if isinstance(n.op, ast.Sub):
+                return mono(n.left) and const(n.right)
+            if isinstance(n.op, ast.Mult):
+                return mono(n.left) and mono(n.right) and _nonneg(n.left) and _nonneg(n.right)
+            if isinstance(n.op, ast.FloorDiv):
+                divisor = _safe_int_eval(ast.unparse(n.right), {}) if const(n.right) else None
+                return mono(n.left) and divisor is not None and divisor > 0
+        return False
+
+    def _nonneg(n) -> bool:  # symbols are positive sizes; a constant factor must not be negative
+        return not const(n) or (_safe_int_eval(ast.unparse(n), {}) or 0) >= 0
+
+    for atom in d.symbols():
+        if "(" in atom or "//" in atom:
+            try:
+                if not mono(ast.parse(atom, mode="eval")):
+                    return False
+            except SyntaxError:
+                return False
+    return True
+
+
+def largest_within(d: Dim, sym: str, env: dict[str, int], limit: int, cap: int = 1 << 40) -> int | None:
+    """The largest value of `sym` (>= 1) for which monotone `d`, with the other symbols at `env`, stays <= limit;
+    None if even sym = 1 exceeds it."""
+    def value(v: int) -> int | None:
+        out = subs(d, {**env, sym: v})
+        return out if isinstance(out, int) else None
+
+    first = value(1)
+    if first is None or first > limit:
+        return None
+    lo, hi = 1, 2
+    while hi < cap and (value(hi) or 0) <= limit:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:  # value(lo) <= limit < value(hi)
+        mid = (lo + hi) // 2
+        if (value(mid) or 0) <= limit:
+            lo = mid
+        else:
+            hi = mid
+    return lo

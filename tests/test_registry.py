@@ -276,7 +276,7 @@ def _compare(name: str, op: OpDef, ex: Example, j: int, mag: float, ty, xs, para
         return problems
     refs = [v for _, v in _leaves(ty, op.numpy(xs, op.attrs(**ex.attrs), params))]
     for (path, _), value, want in zip(leaves, got, refs):
-        msg = _close(value.numpy(), want)
+        msg = _close(value.detach().numpy(), want)
         if msg:
             problems.append(f"{where} output {path}: PyTorch rule differs from the NumPy reference: {msg}")
     return problems
@@ -332,7 +332,7 @@ def test_tvm_rule_matches_torch_and_numpy(name):
         for k, (path, _) in enumerate(_leaves(ty)):
             idx = [n for n in module.graph.outputs].index(f"y{j}" + "".join(f"_{p}" for p in path))
             g = np.asarray(got[idx].numpy() if hasattr(got[idx], "numpy") else got[idx])
-            msg = _close(g, want[idx].numpy())
+            msg = _close(g, want[idx].detach().numpy())
             if msg:
                 problems.append(f"op {name!r} example {j} output {path}: TVM rule differs from the PyTorch rule: {msg}")
             if refs:

@@ -33,6 +33,14 @@ SHRINK: dict[str, dict] = {
     "deepseek_moe_16b": {**_TINY_TRANSFORMER, "layers": 3, "vocab": 100, "ctx": 16, "dense_hidden": 128, "hidden": 32,
                          "experts": 8, "top_k": 3},
     "switch_base_8": {**_TINY_TRANSFORMER, "vocab": 100, "d_ff": 128, "experts": 4},
+    "llama2_7b": {**_TINY_TRANSFORMER, "vocab": 100, "ctx": 16, "kv_heads": 2, "hidden": 96},
+    "dcgan": {"ngf": 8},
+    "word2vec_sgns": {"vocab": 100, "d": 16},
+    "clip_vit_b32": {"embed": 32, "image_size": 64, "vocab": 100, "ctx": 16, "vision_layers": 2, "text_layers": 2,
+                     "vision_d": 128, "text_d": 64},
+    "whisper_tiny": {"vocab": 100, "n_mels": 8, "frames": 20, "max_target": 16, "d": 64, "heads": 4, "layers": 2,
+                     "d_ff": 128},
+    "ddpm_cifar10": {"ch": 32, "image_size": 16},
 }
 
 # values for symbolic input dims (anything not listed: 3); small, and distinct so a swapped axis shows

@@ -123,6 +123,7 @@ class BlocksMixin:
             return None
         name = self.unique_graph_name(d.name)
         bb = GraphBuilder(name, d.name, hp, d.span)
+        bb.as_model = d.kind == "model"  # a model called as a block: its `input`s bind, its `output`s name results
         for p, t in zip(tparams, tensors):
             scope[p.name] = bb.add(Node(name=p.name, kind="input", type=t.type, span=p.span))
         before = len(self.diags)

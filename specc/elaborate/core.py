@@ -14,6 +14,7 @@ from .blocks import BlocksMixin
 from .calls import CallsMixin
 from .expressions import ExpressionsMixin
 from .loader import LoaderMixin
+from .models import ModelCallMixin
 from .repeat import RepeatMixin
 from .statements import StatementsMixin
 from .syntax import _walk_stmts
@@ -28,7 +29,8 @@ from .values import (
 )
 
 
-class Elaborator(LoaderMixin, StatementsMixin, RepeatMixin, ExpressionsMixin, CallsMixin, BlocksMixin):
+class Elaborator(LoaderMixin, StatementsMixin, RepeatMixin, ExpressionsMixin, CallsMixin, BlocksMixin,
+                 ModelCallMixin):
     def __init__(self, sources: SourceMap | None = None) -> None:
         self.sources = sources or SourceMap()
         self.diags: list[Diagnostic] = []

@@ -8,6 +8,7 @@ from .. import ast as A
 from ..diagnostics import Note, SpecError
 from ..ops import registry
 from ..source import STDLIB, Span
+from .models import model_as_block
 
 
 class LoaderMixin:
@@ -50,8 +51,8 @@ class LoaderMixin:
             if target is not None:
                 self.load_file(target, imp.span)
         for d in prog.defs:
-            if d.kind == "block":
-                self.add_def(d)
+            # a model is also a block for other specs: its inputs are the block's tensor arguments
+            self.add_def(d if d.kind == "block" else model_as_block(d))
 
     def resolve_import(self, importer: Path, imp: A.Import) -> Path | None:
         rel = Path(imp.path)
@@ -72,11 +73,11 @@ class LoaderMixin:
         if prev is not None and prev is not d:
             if prev.span == d.span:
                 return
-            self.error("E0106", f"block {d.name!r} is defined twice", d.name_span,
+            self.error("E0106", f"{d.kind} {d.name!r} is defined twice", d.name_span,
                        notes=[Note(prev.name_span, "first defined here")])
             return
         if registry.get(d.name) is not None:
-            self.error("E0106", f"block {d.name!r} has the same name as a built-in op", d.name_span)
+            self.error("E0106", f"{d.kind} {d.name!r} has the same name as a built-in op", d.name_span)
             return
         self.defs[d.name] = self.unique_params(d)
 

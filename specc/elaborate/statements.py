@@ -42,12 +42,21 @@ class StatementsMixin:
         """Run one statement. Long because it is the dispatch over the language's statement kinds, one short branch
         each, in the order of the language reference; the longer ones (input, repeat) are methods of their own."""
         if isinstance(s, A.Assign):
-            val = self.ev(s.value, scope, b)
+            stored = _stored_tensor(s)
+            if stored is not None:  # `gamma = parameter(d, 1, 1)`: the layer is named after the variable
+                val = self.call_named(stored.func.id, stored.func.span, [], stored.args, s.targets[0], stored.span,
+                                      scope, b)
+            else:
+                val = self.ev(s.value, scope, b)
             self.bind(s.targets, val, scope, b, s.span)
+        elif isinstance(s, A.InputStmt) and b.as_model:
+            self.bind_model_input(s, scope, b)
         elif isinstance(s, A.InputStmt):
             if not is_model:
                 raise self.fail("E0402", "`input` is only allowed in a model; blocks take inputs as parameters", s.span)
             self.exec_input(s, scope, b)
+        elif isinstance(s, A.OutputStmt) and b.as_model:  # the model's closing `return` reads it
+            scope[s.name] = self.ev(s.value, scope, b) if s.value is not None else self.lookup(s.name, scope, s.span)
         elif isinstance(s, A.OutputStmt):
             if not is_model:
                 raise self.fail("E0402", "`output` is only allowed in a model; blocks use `return`", s.span)
@@ -203,3 +212,12 @@ class StatementsMixin:
         t = val.type.items[i]
         return b.add(Node(name=b.fresh(f"{val.node}_{i}"), kind="op", target="getitem", inputs=(val.node,),
                           attrs=registry.get("getitem").attrs(index=i), type=t, span=span))
+
+
+def _stored_tensor(s: A.Assign) -> A.Call | None:
+    """The call in `name = op(...)` when the op takes no tensor input (parameter, sincos): a stored tensor."""
+    v = s.value
+    if len(s.targets) != 1 or not isinstance(v, A.Call) or not isinstance(v.func, A.Name):
+        return None
+    op = registry.get(v.func.id)
+    return v if op is not None and op.arity == (0, 0) else None

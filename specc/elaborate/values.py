@@ -75,6 +75,7 @@ class GraphBuilder:
         self.graph = Graph(name=name, block=block, hparams=hparams, span=span)
         self.counts: dict[str, int] = {}
         self.reserved: set[str] = set()  # the model's output names: `output add = x + y` keeps the name `add`
+        self.as_model = False  # the graph of a model called as a block (elaborate/models.py)
 
     def free(self, name: str) -> bool:
         return name not in self.graph and name not in self.reserved

@@ -48,12 +48,12 @@ def _np_batchnorm(xs, a: BatchNormAttrs, p):
 def _np_layernorm(xs, a: LayerNormAttrs, p):
     import numpy as np
 
-    x = xs[0].astype(np.float64)
+    x = np.moveaxis(xs[0].astype(np.float64), a.dim, -1)
     mu = x.mean(-1, keepdims=True)
     y = (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + a.eps)
-    if not a.affine:
-        return y
-    return y * p["weight"] + (p["bias"] if a.bias else 0)
+    if a.affine:
+        y = y * p["weight"] + (p["bias"] if a.bias else 0)
+    return np.moveaxis(y, -1, a.dim)
 
 
 def _np_rmsnorm(xs, a, p):
@@ -83,35 +83,56 @@ class LayerNormAttrs(Attrs):
     bias: bool = True
     normalized_shape: int | None = None
     affine: bool = True  # False: no weight/bias (what the layernorm-fusion pass makes of a hand-written one)
+    dim: int = -1  # the normalised dim: 1 for the channels of a conv feature map [N, C, H, W] (ConvNeXt)
 
 
 def _ln_infer(ins: list[TensorType], a) -> TensorType:
     (x,) = ins
+    dim = getattr(a, "dim", -1)
     expect_float(x, "norm")
-    if x.rank < 1 or not isinstance(x.shape[-1], int):
-        raise ShapeError(f"norm needs a static last dim, input is {x}")
-    if a.normalized_shape is not None and a.normalized_shape != x.shape[-1]:
-        raise ShapeError(f"input has {x.shape[-1]} features, layer expects {a.normalized_shape}")
+    if not -x.rank <= dim < x.rank:
+        raise ShapeError(f"dim {dim} is out of range for {x}", "E0305")
+    if not isinstance(x.shape[dim], int):
+        raise ShapeError(f"norm needs a static dim {dim}, input is {x}")
+    if a.normalized_shape is not None and a.normalized_shape != x.shape[dim]:
+        raise ShapeError(f"input has {x.shape[dim]} features, layer expects {a.normalized_shape}")
     return x
+
+
+_LAYERNORM_DIM = '''
+class LayerNormDim(nn.LayerNorm):
+    """Layer norm over one dim other than the last (the channels of a [N, C, H, W] map, as in ConvNeXt)."""
+
+    def __init__(self, features: int, dim: int, **kwargs) -> None:
+        super().__init__(features, **kwargs)
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.movedim(self.dim, -1)).movedim(-1, self.dim)
+'''
 
 
 def _ln_module(ins, a: LayerNormAttrs) -> str:
     extra = "" if a.eps == 1e-5 else f", eps={pyval(a.eps)}"
     if not a.affine:
-        return f"nn.LayerNorm({ins[0].shape[-1]}{extra}, elementwise_affine=False)"
-    extra += "" if a.bias else ", bias=False"
+        extra += ", elementwise_affine=False"
+    else:
+        extra += "" if a.bias else ", bias=False"
+    if a.dim not in (-1, ins[0].rank - 1):
+        return f"LayerNormDim({ins[0].shape[a.dim]}, {a.dim}{extra})"
     return f"nn.LayerNorm({ins[0].shape[-1]}{extra})"
 
 
 register(OpDef(
     name="layernorm", attrs=LayerNormAttrs, positional=("eps",), infer=_ln_infer,
     params=lambda ins, a: {} if not a.affine else
-    {"weight": (ins[0].shape[-1],), **({"bias": (ins[0].shape[-1],)} if a.bias else {})},
-    categories=frozenset({LAYER}), torch=TorchRule(module=_ln_module, fresh=True),
-    doc="layer normalisation over the last dim.",
+    {"weight": (ins[0].shape[a.dim],), **({"bias": (ins[0].shape[a.dim],)} if a.bias else {})},
+    categories=frozenset({LAYER}), torch=TorchRule(module=_ln_module, fresh=True,
+                    support=lambda ins, a: () if a.dim in (-1, ins[0].rank - 1) else (_LAYERNORM_DIM,)),
+    doc="layer normalisation over the last dim, or over dim= (e.g. 1: the channels of a conv feature map).",
     numpy=_np_layernorm, waive=NORM_WAIVERS,
     examples=(Example(("f32[2, 3, 8]",)), Example(("f32[4, 6]",), {"eps": 1e-3, "bias": False}),
-              Example(("f32[2, 5]",), {"affine": False})),
+              Example(("f32[2, 5]",), {"affine": False}), Example(("f32[2, 4, 3, 3]",), {"dim": 1})),
 ))
 
 

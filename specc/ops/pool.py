@@ -1,4 +1,4 @@
-"""Pooling: max/avg (1-D, 2-D), global and adaptive."""
+"""Pooling: max/avg (1-D, 2-D, 3-D), global and adaptive."""
 from __future__ import annotations
 
 from pydantic import PositiveInt
@@ -58,62 +58,64 @@ def _pool_call(fn: str):
     return call
 
 
+def _pool_numpy(kind: str, nd: int):
+    """Windows over the last nd dims; max pads with -inf, avg counts the zero padding (PyTorch's defaults)."""
+    def ref(xs, a: PoolAttrs, params):
+        import numpy as np
+
+        (x,) = xs
+        k = pair(a.kernel_size, nd)
+        s = pair(a.stride if a.stride is not None else a.kernel_size, nd)
+        p = pair(a.padding, nd)
+        out = _pool_infer(nd, "pool")([_Shape(x.shape)], a).shape[x.ndim - nd:]
+        fill = -np.inf if kind == "max" else 0.0
+        extra = [max(0, (o - 1) * si + ki - (n + pi)) for o, si, ki, n, pi in zip(out, s, k, x.shape[-nd:], p)]
+        xp = np.pad(x.astype(np.float64), [(0, 0)] * (x.ndim - nd) + [(pi, pi + e) for pi, e in zip(p, extra)],
+                    constant_values=fill)
+        acc = None
+        for off in np.ndindex(*k):
+            sl = tuple(slice(off[i], off[i] + s[i] * (out[i] - 1) + 1, s[i]) for i in range(nd))
+            win = xp[(Ellipsis, *sl)]
+            acc = win if acc is None else (np.maximum(acc, win) if kind == "max" else acc + win)
+        return (acc if kind == "max" else acc / np.prod(k)).astype(np.float32)
+    return ref
+
+
+class _Shape:
+    """Just enough of a TensorType for the shape rule (the reference reuses it for the output size)."""
+
+    def __init__(self, shape):
+        self.shape, self.rank = tuple(shape), len(shape)
+
+    def with_shape(self, shape):
+        return _Shape(shape)
+
+
+_POOL_EXAMPLES = {
+    1: (Example(("f32[2, 3, 9]",), {"kernel_size": 3, "stride": 2, "padding": 1}),),
+    2: (Example(("f32[2, 3, 7, 8]",), {"kernel_size": 2}),),
+    3: (Example(("f32[1, 2, 5, 6, 7]",), {"kernel_size": 3, "stride": 2, "padding": 1}),
+        Example(("f32[2, 4, 4, 6]",), {"kernel_size": 2})),
+}
+
+for _nd in (1, 2, 3):
+    for _kind in ("max", "avg"):
+        register(OpDef(
+            name=f"{_kind}pool{_nd}d", attrs=PoolAttrs, positional=("kernel_size", "stride", "padding"),
+            infer=_pool_infer(_nd, f"{_kind}pool{_nd}d"),
+            torch=TorchRule(call=_pool_call(f"{_kind}_pool{_nd}d")),
+            numpy=_pool_numpy(_kind, _nd), examples=_POOL_EXAMPLES[_nd],
+            waive={"macs": "comparisons and additions only"},
+            doc=f"{_kind} pooling over the last {_nd} dims.",
+        ))
+
+
 def _windows(nd: int, x, out_sizes, starts, ends):
     """For each output position over the last nd dims: (output index, the window's slices of x)."""
     import itertools
 
     for idx in itertools.product(*(range(o) for o in out_sizes)):
         yield idx, tuple(slice(starts[i](idx[i]), ends[i](idx[i])) for i in range(nd))
-
-
-def _np_pool(nd: int, kind: str):
-    """PyTorch's windows: start i*s - p; max over the real input in the window; avg divides by the window clipped
-    to the padded input (count_include_pad, so ceil_mode's overhang past the padding is not counted)."""
-    def ref(xs, a: PoolAttrs, p):
-        import numpy as np
-
-        x = xs[0].astype(np.float64)
-        k = pair(a.kernel_size, nd)
-        s = pair(a.stride if a.stride is not None else a.kernel_size, nd)
-        pad = pair(a.padding, nd)
-        size = x.shape[-nd:]
-        out_sizes = _pool_infer(nd, "pool")([TensorType("f32", x.shape)], a).shape[-nd:]
-        out = np.zeros((*x.shape[:-nd], *out_sizes))
-        lead = (slice(None),) * (x.ndim - nd)
-        starts = [lambda o, i=i: max(o * s[i] - pad[i], 0) for i in range(nd)]
-        ends = [lambda o, i=i: min(o * s[i] - pad[i] + k[i], size[i]) for i in range(nd)]
-        for idx, win in _windows(nd, x, out_sizes, starts, ends):
-            patch = x[lead + win].reshape(*x.shape[:-nd], -1)
-            if kind == "max":
-                out[lead + idx] = patch.max(-1)
-            else:
-                count = 1
-                for i in range(nd):
-                    lo = idx[i] * s[i] - pad[i]
-                    count *= min(lo + k[i], size[i] + pad[i]) - lo
-                out[lead + idx] = patch.sum(-1) / count
-        return out
-    return ref
-
-
-POOL_EXAMPLES = {
-    1: (Example(("f32[2, 3, 8]",), {"kernel_size": 2}),
-        Example(("f32[1, 2, 9]",), {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True})),
-    2: (Example(("f32[2, 3, 8, 8]",), {"kernel_size": 2}),
-        Example(("f32[1, 2, 7, 6]",), {"kernel_size": 3, "stride": 2, "padding": 1}),
-        Example(("f32[1, 2, 6, 7]",), {"kernel_size": (3, 2), "stride": (2, 2), "ceil_mode": True}),
-        Example(("f32[2, 5, 5]",), {"kernel_size": 2, "stride": 1})),  # unbatched [C, H, W]
-}
-
-for _nd in (1, 2):
-    for _kind in ("max", "avg"):
-        register(OpDef(
-            name=f"{_kind}pool{_nd}d", attrs=PoolAttrs, positional=("kernel_size", "stride", "padding"),
-            infer=_pool_infer(_nd, f"{_kind}pool{_nd}d"),
-            torch=TorchRule(call=_pool_call(f"{_kind}_pool{_nd}d")),
-            doc=f"{_kind} pooling over the last {_nd} dims.",
-            numpy=_np_pool(_nd, _kind), examples=POOL_EXAMPLES[_nd], waive={"macs": NO_MACS},
-        ))
 
 
 def _global_infer(name: str):

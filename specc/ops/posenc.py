@@ -7,7 +7,7 @@ from __future__ import annotations
 from pydantic import PositiveFloat, PositiveInt
 
 from ..diagnostics import Note, ShapeError
-from ..symbolic import Dim, Sym
+from ..symbolic import Dim, base_symbols, is_monotone, largest_within
 from ..types import TensorType
 from .context import bounds
 from .registry import LAYER, NO_MACS, Attrs, Example, OpDef, expect_float, register
@@ -30,15 +30,30 @@ def _bounds() -> dict | None:
 
 def upper_bound(d: Dim) -> tuple[int | None, list[Note]]:
     """The largest value dim `d` can take under the model's `where` bounds (None if unbounded), and the bounds
-    used. Sound for polynomials with non-negative coefficients, e.g. T, T + 1, 2*T."""
+    used. Sound for dims that never decrease as their symbols grow: T, T + 1, 2*T, and what conv, pool and reshape
+    make of them, e.g. (T - 1)//2 + 1 after a stride-2 convolution."""
     if isinstance(d, int):
         return d, []
     bounds = _bounds() or {}
-    if any(c < 0 for m, c in d.terms.items() if m) or not all(s in bounds for s in d.symbols()):
+    syms = base_symbols(d)
+    if not is_monotone(d) or not all(s in bounds for s in syms):
         return None, []
-    env = {s: bounds[s][0] for s in d.symbols()}
+    env = {s: bounds[s][0] for s in syms}
     notes = [Note(bounds[s][1], f"{s} is bounded here: {s} <= {bounds[s][0]}") for s in sorted(env)]
-    return d.subs(env), notes
+    value = d.subs(env)
+    return (value if isinstance(value, int) else None), notes
+
+
+def _bound_hint(t: Dim, max_len: int) -> str:
+    """A `where` clause that makes `t <= max_len` hold, as spec text a user can paste into the input line."""
+    bounds = _bounds() or {}
+    free = sorted(s for s in base_symbols(t) if s not in bounds)
+    if len(free) == 1 and is_monotone(t):
+        env = {s: b for s, (b, _) in bounds.items()}
+        largest = largest_within(t, free[0], env, max_len)
+        if largest is not None:
+            return f"bound it in the input, e.g. `where {free[0]} <= {largest}`"
+    return f"bound {', '.join(free) or 'its symbols'} in the input with `where NAME <= n`"
 
 
 def check_length(t: Dim, max_len: int, table: str) -> None:
@@ -50,9 +65,8 @@ def check_length(t: Dim, max_len: int, table: str) -> None:
         return
     bound, notes = upper_bound(t)
     if bound is None:
-        names = ", ".join(sorted(t.symbols())) if isinstance(t, Sym) else str(t)
         raise ShapeError(f"cannot check sequence length {t} against the {table} ({max_len} positions): "
-                         f"bound it in the input, e.g. `where {names} <= {max_len}`", "E0304", 0)
+                         + _bound_hint(t, max_len), "E0304", 0)
     if bound > max_len:
         raise ShapeError(f"the {table} has {max_len} positions, but sequence length {t} can be up to {bound}",
                          "E0304", 0, notes=notes)

@@ -20,7 +20,8 @@ class TorchRule:
     module: Callable[[list[TensorType], Any], str] | None = None
     call: Callable[[list[str], Any, list[TensorType]], str] | None = None
     imports: tuple[str, ...] = ()
-    support: tuple[str, ...] = ()
+    # or (ins, attrs) -> tuple, for a helper only some uses need (layernorm over a dim other than the last)
+    support: tuple[str, ...] | Callable[[list[TensorType], Any], tuple[str, ...]] = ()
     # The call returns a new tensor that nothing else aliases and that autograd's backward does not read, so the
     # op reading it next may overwrite it (torchvision's ReLU(inplace=True) after a conv, batchnorm or add).
     fresh: bool = False

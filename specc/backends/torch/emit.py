@@ -142,7 +142,8 @@ def graph_code(m: Module, g: Graph, is_main: bool) -> GraphCode:
             if rule is None:
                 raise NotImplementedError(f"op {n.target!r} has no PyTorch emitter")
             imports.extend(i for i in rule.imports if i not in imports)
-            support.extend(s for s in rule.support if s not in support)
+            needed = rule.support(in_types, n.attrs) if callable(rule.support) else rule.support
+            support.extend(s for s in needed if s not in support)
             callees.extend(u.graph for u in op.graph_uses(n.attrs))  # named in the module rule as @graph@
             layers: list[str] = []  # attributes of the layers a fused op is made of, passed to its call rule
             if rule.module is not None and (n.layer is None or n.layer == n.name):
@@ -297,6 +298,11 @@ def _parametrize(codes: list[GraphCode]) -> tuple[list[str], list[str], list[str
         out = []
         for li, line in enumerate(lines_per_member[0]):
             toks = [_NUM.findall(lm[li]) for lm in lines_per_member]
+            if len({len(t) for t in toks}) > 1:  # `[B, T, 64]` vs `[B, 10, 64]`: the numbers do not line up
+                if not soft:
+                    return None
+                out.append("")  # a shape comment that differs in form between members is left out
+                continue
             pieces = _NUM.split(line)
             new = pieces[0]
             for ti, tok in enumerate(toks[0]):

@@ -50,7 +50,8 @@ def bind_weights(lowered: Lowered, weights: dict[str, np.ndarray]) -> tvm.IRModu
     """Weights become constants (BindParams), so layout changes and batchnorm arithmetic fold at compile time."""
     func = lowered.mod["main"]
     params = func.params[len(lowered.inputs):]
-    binds = {p: tvm.runtime.tensor(np.ascontiguousarray(weights[name]))
+    # reshape: np.ascontiguousarray turns a 0-d weight (CLIP's logit_scale) into shape (1,)
+    binds = {p: tvm.runtime.tensor(np.ascontiguousarray(weights[name]).reshape(np.shape(weights[name])))
              for p, name in zip(params, lowered.weights)}
     return relax.transform.BindParams("main", binds)(lowered.mod)
 

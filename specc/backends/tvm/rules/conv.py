@@ -1,5 +1,5 @@
-"""conv1d / conv2d (NCW / NCHW, OIW / OIHW weights as in PyTorch). conv1d runs as a conv2d over a height of 1 so
-that it gets the same fast CPU kernel."""
+"""conv1d / conv2d / conv3d (OI... weights) and conv_transpose1d/2d (IO... weights), NC... layouts as in PyTorch.
+conv1d runs as a conv2d over a height of 1 so that it gets the same fast CPU kernel."""
 from __future__ import annotations
 
 from tvm import relax
@@ -44,3 +44,32 @@ def _conv1d(ctx, x):
     if a.bias:
         y = ctx.emit(relax.op.add(y, relax.op.reshape(ctx.param("bias"), (1, a.out_channels, 1, 1))))
     return relax.op.squeeze(y, [2])
+
+
+@lowering("conv3d")
+def _conv3d(ctx, x):
+    a = ctx.attrs
+    k, s, d = pair(a.kernel_size, 3), pair(a.stride, 3), pair(a.dilation, 3)
+    y = relax.op.nn.conv3d(x, ctx.param("weight"), strides=s, padding=_padding(a, k, d), dilation=d,
+                           groups=a.groups)
+    if a.bias:
+        y = relax.op.add(ctx.emit(y), relax.op.reshape(ctx.param("bias"), (1, a.out_channels, 1, 1, 1)))
+    return y
+
+
+def _conv_transpose(nd: int):
+    fn = {1: relax.op.nn.conv1d_transpose, 2: relax.op.nn.conv2d_transpose}[nd]
+
+    def rule(ctx, x):
+        a = ctx.attrs
+        p = pair(a.padding, nd)
+        y = fn(x, ctx.param("weight"), strides=pair(a.stride, nd), padding=list(p) + list(p),
+               output_padding=pair(a.output_padding, nd), dilation=pair(a.dilation, nd), groups=a.groups)
+        if a.bias:
+            y = relax.op.add(ctx.emit(y), relax.op.reshape(ctx.param("bias"), (1, a.out_channels) + (1,) * nd))
+        return y
+    return rule
+
+
+for _nd in (1, 2):
+    lowering(f"conv_transpose{_nd}d")(_conv_transpose(_nd))

@@ -1,4 +1,4 @@
-"""Pooling: max/avg 1-D and 2-D (PyTorch semantics: avg counts padding, -inf padding for max), global and
+"""Pooling: max/avg 1-D, 2-D and 3-D (PyTorch semantics: avg counts padding, -inf padding for max), global and
 adaptive pooling. Inputs may be unbatched ([C, *spatial])."""
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _pool(kind: str, nd: int):
     return rule
 
 
-for _nd in (1, 2):
+for _nd in (1, 2, 3):
     for _kind in ("max", "avg"):
         lowering(f"{_kind}pool{_nd}d")(_pool(_kind, _nd))
 

@@ -66,3 +66,27 @@ def _cls_token(ctx, x):
     xt = ctx.in_types[0]
     tok = ctx.emit(relax.op.broadcast_to(ctx.param("weight"), [ctx.dim(xt.shape[0]), 1, xt.shape[-1]]))
     return relax.op.concat([tok, x], axis=1)
+
+
+@lowering("parameter")
+def _parameter(ctx):
+    return ctx.param("weight")
+
+
+@lowering("sincos")
+def _sincos(ctx):
+    from ....ops.param import sincos_table
+
+    a = ctx.attrs
+    return relax.const(sincos_table(a.length, a.dim, a.layout, a.base))
+
+
+@lowering("timestep_embedding")
+def _timestep_embedding(ctx, t):
+    from ....ops.timestep import frequencies
+
+    a = ctx.attrs
+    tf = t if ctx.in_types[0].dtype == "f32" else ctx.emit(relax.op.astype(t, "float32"))
+    angle = ctx.emit(relax.op.multiply(relax.op.expand_dims(tf, 1), relax.const(frequencies(a)[None, :])))
+    sin, cos = ctx.emit(relax.op.sin(angle)), ctx.emit(relax.op.cos(angle))
+    return relax.op.concat([cos, sin] if a.flip_sin_to_cos else [sin, cos], axis=1)
