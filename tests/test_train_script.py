@@ -51,7 +51,7 @@ def write_script(tmp: Path, model: str, **settings) -> Path:
 
 
 def run_script(script: Path, *args: str, launcher: tuple = (sys.executable,), timeout: int = 180):
-    env = {**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}  # the runtime of this checkout
     return subprocess.run([*launcher, str(script), *args], capture_output=True, text=True, timeout=timeout,
                           cwd=script.parent, env=env, check=False)
 
@@ -129,7 +129,8 @@ def error_of(model: str, **settings) -> TrainConfigError:
     ("TinyGPT", {"task": "seq2seq"}, "task", "two integer inputs"),
     ("TinyGPT", {"vocab_size": 50}, "vocab_size", "has 64 vocabulary entries"),
     ("TinyCNN", {"num_classes": 5}, "num_classes", "has 10 classes"),
-    ("TinyGPT", {"data": "tokens"}, "data", "needs train_path"),
+    ("TinyCNN", {"normalize": "given"}, "normalize", "needs mean and std"),
+    ("TinyGPT", {"data": "cifar"}, "data", "feeds task classification"),
     ("TinyCNN", {"data": "tokens", "train_path": "t.bin"}, "data", "cannot feed task classification"),
     ("TinyGPT", {"output": "probs"}, "output", "has outputs logits"),
 ])
@@ -290,7 +291,7 @@ def test_torchrun_two_processes(tmp_path):
 def test_seq2seq_and_masked_lm_train_in_process(tmp_path):
     seq2seq = load_script(write_script(tmp_path, "TinySeq2Seq", steps=30, seq_len=8, batch_size=16, lr=1e-2,
                                        log_every=5, out_dir=str(tmp_path / "s2s"), synthetic_samples=512))
-    assert seq2seq.main(seq2seq.SETUP, ["--quiet"]) == 0
+    assert seq2seq.specc_train.main(seq2seq.SETUP, ["--quiet"]) == 0
     losses = train_losses(tmp_path / "s2s")
     assert losses[-1] < losses[0]
 
@@ -301,7 +302,7 @@ def test_seq2seq_and_masked_lm_train_in_process(tmp_path):
                                    train_path=str(tmp_path / "mlm.npz"), seq_len=16, batch_size=8, steps=6,
                                    log_every=3, precision="bf16", log_format="jsonl",
                                    out_dir=str(tmp_path / "mlm")))
-    assert mlm.main(mlm.SETUP, ["--quiet"]) == 0
+    assert mlm.specc_train.main(mlm.SETUP, ["--quiet"]) == 0
     lines = [json.loads(line) for line in (tmp_path / "mlm" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [3, 6, 6] and lines[-1]["split"] == "val"
     assert 0 <= lines[-1]["accuracy"] <= 1 and lines[-1]["perplexity"] > 1
@@ -314,7 +315,7 @@ def test_classification_from_npy_arrays(tmp_path):
     module = load_script(write_script(tmp_path, "TinyCNN", data="npy", train_path=str(tmp_path / "x.npy"),
                                       train_labels=str(tmp_path / "y.npy"), batch_size=8, steps=4,
                                       optimizer="sgd", schedule="step", out_dir=str(tmp_path / "out")))
-    assert module.main(module.SETUP, ["--quiet"]) == 0
+    assert module.specc_train.main(module.SETUP, ["--quiet"]) == 0
     assert json.loads((tmp_path / "out" / "final.json").read_text())["step"] == 4
 
 
@@ -370,7 +371,7 @@ def _missing_file(tmp: Path) -> tuple:
 
 def _sequences_too_long_for_the_model(tmp: Path) -> tuple:
     # TinyGPT has 32 positions; the default seq_len for its symbolic T is 64
-    return "TinyGPT", {"synthetic_samples": 64}, "the model failed on the first batch (idx (32, 64))", "--seq-len"
+    return "TinyGPT", {"synthetic_samples": 64}, "the model failed on a sample (idx (1, 64))", "--seq-len"
 
 
 def _too_few_samples(tmp: Path) -> tuple:
@@ -385,6 +386,6 @@ def test_bad_data_files_in_process(tmp_path, monkeypatch, capsys, case):
     model, settings, start, words = case(tmp_path)
     module = load_script(write_script(tmp_path, model, **settings, val_fraction=0.0))
     monkeypatch.chdir(tmp_path)
-    assert module.main(module.SETUP, ["--quiet", "--out-dir", str(tmp_path / "out")]) == 1
+    assert module.specc_train.main(module.SETUP, ["--quiet", "--out-dir", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: {start}") and words in err, err
