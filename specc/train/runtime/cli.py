@@ -31,6 +31,7 @@ def parse_args(setup: ScriptSetup, argv=None) -> argparse.Namespace:
     run.add_argument("--quiet", action="store_true", help="no progress bar and no per-step console lines")
     run.add_argument("--kill-after-step", type=int, default=None, metavar="N",
                      help="testing --resume: SIGKILL this process right after step N")
+    run.add_argument("--stall-after-step", type=int, default=None, help=argparse.SUPPRESS)  # testing timeouts
     args = parser.parse_args(argv)
     for problem in setting_problems(args, setup):
         parser.error(problem)

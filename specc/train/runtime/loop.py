@@ -207,6 +207,7 @@ def fit(setup: ScriptSetup, cfg, env: Env) -> dict:
     for step in range(start + 1, cfg.steps + 1):
         lr = run.optimizer.param_groups[0]["lr"]  # the rate this step uses
         loss, aux = train_step(run, step)
+        final["step"] = step
         last = step == cfg.steps
         shown = None
         if step % cfg.log_every == 0 or last:
@@ -233,6 +234,8 @@ def fit(setup: ScriptSetup, cfg, env: Env) -> dict:
             save(run, step, cfg.out_dir)
         if cfg.kill_after_step == step:
             os.kill(os.getpid(), signal.SIGKILL)
+        if cfg.stall_after_step == step:
+            signal.pause()  # testing --dist-timeout: this process stops answering its peers
         if stop:
             break
     console.close()

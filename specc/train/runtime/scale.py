@@ -90,7 +90,8 @@ def memory_estimate(model: nn.Module, cfg, world: int, strategy: str, act_per_sa
 
 
 def describe(estimate: dict) -> str:
-    return ", ".join(f"{k} {v / GIB:.3f} GiB" for k, v in estimate.items())
+    unit, size = ("GiB", GIB) if estimate["total"] >= GIB else ("MiB", 2 ** 20)
+    return ", ".join(f"{k} {v / size:.1f} {unit}" for k, v in estimate.items())
 
 
 def check_budget(estimate: dict, budget_gb: float, strategy: str, world: int) -> None:

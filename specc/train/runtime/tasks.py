@@ -57,7 +57,7 @@ def checked_tokens(tokens: np.ndarray, path: str, cfg) -> np.ndarray:
     if np.issubdtype(tokens.dtype, np.floating):
         whole = np.isfinite(tokens) & (np.floor(tokens) == tokens)
         if not whole.all():
-            raise DataError(f"{path}: token id {tokens[~whole].flat[0]!r} is not a whole number "
+            raise DataError(f"{path}: token id {float(tokens[~whole].flat[0])!r} is not a whole number "
                             "(token ids must be integers)")
     low, high = tokens.min(), tokens.max()
     if low < 0 or high >= cfg.vocab_size:
@@ -80,7 +80,7 @@ def _check_input(array: np.ndarray, spec, path: str, indices) -> None:
         whole = np.isfinite(array) & (np.floor(array) == array)
         if not whole.all():
             raise DataError(f"{path}: input '{spec.name}' is {spec.dtype}, but the array holds "
-                            f"{array[~whole].flat[0]!r}, not a whole number")
+                            f"{float(array[~whole].flat[0])!r}, not a whole number")
 
 
 def make_batch(setup: ScriptSetup, cfg, source, indices: np.ndarray, salt: int, preprocess=None,
