@@ -241,7 +241,8 @@ def fit(setup: ScriptSetup, cfg, env: Env) -> dict:
     console.close()
     if log is not None:
         log.close()
-    final["checkpoint"] = os.path.join(cfg.out_dir, "checkpoint.pt")
+    sharded = cfg.strategy == "fsdp" and env.world > 1
+    final["checkpoint"] = os.path.join(cfg.out_dir, LATEST_DCP if sharded else "checkpoint.pt")
     return final
 
 

@@ -15,12 +15,18 @@ OPTIMIZER_STATES = {"sgd": 1, "adam": 2, "adamw": 2}  # fp32 tensors per paramet
 
 
 def blocks_of(model: nn.Module) -> list[nn.Module]:
-    """The model's blocks: the layers of every `repeat` (the emitter writes a repeat as an nn.ModuleList)."""
-    found = []
-    for module in model.modules():
-        if isinstance(module, nn.ModuleList):
-            found += [m for m in module if any(True for _ in m.parameters())]
-    return found
+    """The model's outermost blocks: the layers of each `repeat` (which the emitter writes as an nn.ModuleList)
+    that lie in no other such layer (a MoE layer's experts belong to their layer's shard)."""
+    found: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.ModuleList):
+            continue
+        for index, child in enumerate(module):
+            path = f"{name}.{index}" if name else str(index)
+            inside = any(path.startswith(outer + ".") for outer, _ in found)
+            if not inside and any(True for _ in child.parameters()):
+                found.append((path, child))
+    return [module for _, module in found]
 
 
 def checkpoint_activations(blocks: list[nn.Module]) -> None:
