@@ -161,3 +161,49 @@ def test_full_validation_set_is_evaluated(tmp_path):
                                                   "--out-dir", str(tmp_path / "partial")]) == 0
     partial = json.loads((tmp_path / "partial" / "final.json").read_text())
     assert partial["val_samples"] == 64 and partial["val_accuracy"] == pytest.approx((predicted[:64] == y[:64]).mean())
+
+
+def _tokenizer(path, words: list[str]) -> None:
+    tokenizers = pytest.importorskip("tokenizers")
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok.train_from_iterator([" ".join(words)], tokenizers.trainers.WordLevelTrainer(
+        vocab_size=64, special_tokens=["[UNK]", "[EOS]"]))
+    tok.save(str(path))
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "parquet"])
+def test_text_files_through_datasets_and_a_tokenizer(tmp_path, kind):
+    pytest.importorskip("datasets")
+    words = [f"w{i}" for i in range(40)]
+    rng = np.random.default_rng(0)
+    docs = [" ".join(words[j % 40] for j in range(s, s + 30)) for s in rng.integers(40, size=60)]
+    _tokenizer(tmp_path / "tokenizer.json", words)
+    path = tmp_path / f"corpus.{kind}"
+    if kind == "jsonl":
+        path.write_text("".join(json.dumps({"body": d}) + "\n" for d in docs))
+    else:
+        pandas = pytest.importorskip("pandas")
+        frame = pandas.DataFrame({"body": docs})
+        frame.to_parquet(path)
+    module = load_script(write_script(tmp_path, "TinyGPT", data="text", text_field="body", eos_token="[EOS]",
+                                      seq_len=16, batch_size=8, steps=8, lr=1e-2, log_every=1,
+                                      out_dir=str(tmp_path / "out")))
+    assert module.specc_train.main(module.SETUP, ["--quiet", "--train-path", str(path), "--tokenizer",
+                                                  str(tmp_path / "tokenizer.json")]) == 0
+    losses = [float(r["loss"]) for r in read_log(tmp_path / "out") if r["split"] == "train"]
+    assert len(losses) == 8 and losses[-1] < losses[0]
+    final = json.loads((tmp_path / "out" / "final.json").read_text())
+    windows = (60 * 31 - 17) // 16 + 1  # 60 documents of 30 words + [EOS]; 17-token windows, stride 16
+    assert final["val_samples"] == int(windows * 0.1)
+
+
+def test_memory_budget_refusal_names_the_numbers(tmp_path, capsys):
+    module = load_script(write_script(tmp_path, "TinyCNN", steps=2, batch_size=8, synthetic_samples=64,
+                                      out_dir=str(tmp_path / "out")))
+    assert module.specc_train.main(module.SETUP, ["--quiet", "--memory-budget-gb", "0.0001"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the run needs about ") and "over --memory-budget-gb 0.0001" in err
+    for part in ("parameters", "gradients", "optimizer", "activations"):
+        assert part in err
+    assert "--strategy fsdp" in err
