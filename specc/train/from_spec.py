@@ -12,7 +12,7 @@ from .signature import ModelIO, TensorSig
 def model_io(module, sources=None) -> ModelIO:
     """The model graph's inputs and outputs, with the bounds its `where T <= ctx` clauses put on symbolic dims
     (and, given the spec's `sources`, the text and place of each bound, for the script's messages)."""
-    from specc.backends.torch.emit import class_name
+    from specc.naming import class_name
 
     graph = module.graph
 
