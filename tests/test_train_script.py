@@ -191,11 +191,13 @@ def test_script_from_a_spec_with_a_train_section(tmp_path):
 
 
 def test_train_section_errors_point_at_the_spec_line():
-    spec = _gpt2_spec('  train {\n    task = "classification"\n  }\n')
-    with pytest.raises(TrainConfigError) as info:
-        train_script_for(spec)
-    assert info.value.key == "task" and "[B, C]" in info.value.message
-    rendered = info.value.diagnostic().render(spec.sources)
+    from specc.api import CheckError
+
+    # the spec's check already judges its train section (against the model's signature too)
+    with pytest.raises(CheckError) as info:
+        _gpt2_spec('  train {\n    task = "classification"\n  }\n')
+    rendered = info.value.render()
+    assert "E0403" in rendered and "[B, C]" in rendered
     assert "gpt2.nn:" in rendered and 'task = "classification"' in rendered
 
 
@@ -389,3 +391,19 @@ def test_bad_data_files_in_process(tmp_path, monkeypatch, capsys, case):
     assert module.specc_train.main(module.SETUP, ["--quiet", "--out-dir", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: {start}") and words in err, err
+
+
+def test_specc_check_locates_train_section_errors(tmp_path):
+    spec = tmp_path / "bad.nn"
+    spec.write_text('model M() {\n  input x: f32[B, 3, 32, 32]\n  output logits = x -> flatten -> linear(10)\n'
+                    '  train {\n    optimiser = "sgd"\n    lr = -1\n  }\n}\n')
+    code = ("import sys, specc.cli; rc = specc.cli.main(['check', sys.argv[1]]);"
+            "print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr); sys.exit(rc)")
+    result = subprocess.run([sys.executable, "-c", code, str(spec)], capture_output=True, text=True, check=False,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 1, result.stderr
+    out = result.stdout + result.stderr
+    assert "unknown train setting 'optimiser' (did you mean 'optimizer'?)" in out and "bad.nn:5:5" in out
+    assert "train setting 'lr' = -1: should be greater than 0" in out and "bad.nn:6:5" in out
+    assert out.index("bad.nn:5:5") < out.index("bad.nn:6:5")  # in source order
+    assert "no torch" in result.stderr

@@ -38,3 +38,19 @@ def train_script_for(spec, **torch_options) -> str:
     spans = {key: span for key, (_value, span) in module.train.items()}
     io = model_io(module, spec.sources)
     return render_train_script(spec.torch_source(**torch_options), io.name, io, settings, spans)
+
+
+def train_section_diagnostics(module, sources=None) -> list:
+    """Diagnostics (E0403, located at the settings) for a model's `train` section: unknown keys (with the closest
+    known one), values of the wrong type or range, and a task its inputs and outputs cannot serve."""
+    from .config import TrainConfigError, parse_settings
+    from .signature import resolve_task
+
+    settings = {key: value for key, (value, _span) in module.train.items()}
+    spans = {key: span for key, (_value, span) in module.train.items()}
+    try:
+        resolve_task(parse_settings(settings, spans), model_io(module, sources), spans)
+    except TrainConfigError as err:
+        errors = sorted(err.errors, key=lambda e: (e.span is None, getattr(e.span, "line", 0), getattr(e.span, "col", 0)))
+        return [e.diagnostic() for e in errors]
+    return []
