@@ -7,6 +7,7 @@ import math
 import os
 import signal
 import sys
+import time
 
 import torch
 import torch.distributed as dist
@@ -204,9 +205,12 @@ def fit(setup: ScriptSetup, cfg, env: Env) -> dict:
     log = MetricsLog(cfg.out_dir, cfg.log_format, start if path is not None else None, cfg.wandb_project,
                      vars(cfg)) if env.is_main else None
     final = {"step": start}
+    train_seconds = 0.0  # in train_step only (data, forward, backward, update): what bench/ compares
     for step in range(start + 1, cfg.steps + 1):
         lr = run.optimizer.param_groups[0]["lr"]  # the rate this step uses
+        began = time.perf_counter()
         loss, aux = train_step(run, step)
+        train_seconds += time.perf_counter() - began
         final["step"] = step
         last = step == cfg.steps
         shown = None
@@ -241,6 +245,10 @@ def fit(setup: ScriptSetup, cfg, env: Env) -> dict:
     console.close()
     if log is not None:
         log.close()
+    if env.device.type == "cuda":
+        torch.cuda.synchronize(env.device)
+    final["train_seconds"] = train_seconds
+    final["samples_per_second"] = (final["step"] - start) * run.order.global_batch / max(train_seconds, 1e-9)
     sharded = cfg.strategy == "fsdp" and env.world > 1
     final["checkpoint"] = os.path.join(cfg.out_dir, LATEST_DCP if sharded else "checkpoint.pt")
     return final
