@@ -288,6 +288,14 @@ def test_torchrun_two_processes(tmp_path):
     model = module.TinyGPT(module.TinyGPTConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
     assert len(read_log(tmp_path / "out")) == 3  # rank 0 alone wrote: steps 5 and 10, eval at 10
+    # one process cannot silently continue with half the samples per step ...
+    more = ("--quiet", "--resume", "--steps", "12", "--log-every", "1")
+    refused = run_script(script, *more)
+    assert refused.returncode == 1 and "trained with 8 samples per step (2 processes x batch_size 4" in refused.stderr
+    # ... but may take the same 8 samples per step in one batch
+    resumed = run_script(script, *more, "--batch-size", "8")
+    assert resumed.returncode == 0, resumed.stderr
+    assert torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)["step"] == 12
 
 
 def test_seq2seq_and_masked_lm_train_in_process(tmp_path):
