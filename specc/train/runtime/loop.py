@@ -197,6 +197,8 @@ def fit(setup: ScriptSetup, cfg, env: Env) -> dict:
         if start > cfg.steps:
             raise UserError(f"{path}: the checkpoint is at step {start}, past --steps {cfg.steps}")
     if cfg.eval_only:
+        if cfg.resume and path is None:
+            raise UserError(f"--eval-only --resume: no checkpoint in {cfg.out_dir} to evaluate")
         return _eval_only(run, start)
     run.start_loader()
     if console.bar is not None:

@@ -97,7 +97,7 @@ def memory_estimate(model: nn.Module, cfg, world: int, strategy: str, act_per_sa
 
 def describe(estimate: dict) -> str:
     unit, size = ("GiB", GIB) if estimate["total"] >= GIB else ("MiB", 2 ** 20)
-    return ", ".join(f"{k} {v / size:.1f} {unit}" for k, v in estimate.items())
+    return ", ".join(f"{k} {v / size:.2f} {unit}" for k, v in estimate.items())
 
 
 def check_budget(estimate: dict, budget_gb: float, strategy: str, world: int) -> None:
