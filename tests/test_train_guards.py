@@ -58,7 +58,8 @@ def test_model_names_never_shadow_the_script(tmp_path, name, capsys):
     module = script_for(tmp_path, source, io, steps=2, batch_size=8, synthetic_samples=64)
     assert module.specc_train == "taken" and module.SETUP == "taken"
     text = (tmp_path / f"train_{name.lower()}.py").read_text()
-    assert "import specc.train.runtime as specc_train_2" in text and "SETUP_2 = specc_train_2.ScriptSetup(" in text
+    assert 'specc_train_2 = importlib.import_module("specc.train.runtime")' in text
+    assert "SETUP_2 = specc_train_2.ScriptSetup(" in text
     assert module.specc_train_2.main(module.SETUP_2, ["--quiet"]) == 0
 
 

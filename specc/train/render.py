@@ -3,7 +3,7 @@
 The script is laid out as
 
     docstring
-    the model's imports, then `import specc.train.runtime as specc_train`
+    the model's imports, then specc_train = importlib.import_module("specc.train.runtime")
     # ---- model ----      the emitted model source, minus its imports
     # ---- training setup ---- SETUP = specc_train.ScriptSetup(...): inputs, logits output, bounds, and one
                                 Setting per TrainConfig field (the spec's value as the default)
@@ -54,7 +54,11 @@ def render_train_script(model_source: str, model_class: str, io: ModelIO, settin
         f"{_setup(setup, runtime, model_class, config_class, io, config)}",
         f'if __name__ == "__main__":\n    raise SystemExit({runtime}.main({setup}))',
     ]
-    imports = _merge_imports(model.imports) + f"\n\nimport {RUNTIME_MODULE} as {runtime}"
+    # imported by name, not by an import statement: whether isort files `specc` as first or third party depends
+    # on where ruff runs, and the script must lint clean anywhere
+    loader = _free("importlib", taken)
+    imports = _merge_imports(model.imports, (_Import("importlib", None, loader),))
+    imports += f"\n\n{runtime} = {loader}.import_module({_literal(RUNTIME_MODULE)})"
     # one blank line around the imports (isort's rule before a comment), two between top-level sections
     return f"{_header(model_class, model.calls_in_defaults)}\n\n{imports}\n\n" + "\n\n\n".join(code) + "\n"
 
