@@ -120,7 +120,8 @@ class TrainConfig(BaseModel):
     dist_timeout: float = Field(300.0, gt=0, description="seconds a collective waits for the other processes")
 
     # evaluation, logging, checkpoints
-    eval_every: int = Field(50, ge=0, description="evaluate every N steps (0: only at the end)")
+    eval_every: int = Field(50, ge=0, description="evaluate every N steps (0: after each epoch with --epochs, else at "
+                            "the end)")
     eval_steps: int = Field(0, ge=0, description="validation batches per evaluation (0: the whole set)")
     log_every: int = Field(10, ge=1, description="log the training loss every N steps")
     log_format: Literal["csv", "jsonl"] = Field("csv", description="metrics log format")

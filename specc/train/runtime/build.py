@@ -154,6 +154,8 @@ def build_run(setup: ScriptSetup, cfg, env: Env, init_weights=None) -> Run:
     if cfg.epochs:
         cfg.steps = cfg.epochs * order.steps_per_epoch
         notes.append(f"{cfg.epochs} epochs = {cfg.steps} steps of {order.global_batch} samples")
+        if not cfg.eval_every:
+            cfg.eval_every = order.steps_per_epoch  # evaluate at the end of every epoch
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = setup.model_class(setup.config_class()).to(env.device)
     if not any(p.requires_grad for p in model.parameters()):

@@ -94,6 +94,8 @@ def make_batch(setup: ScriptSetup, cfg, source, indices: np.ndarray, salt: int, 
         t = torch.from_numpy(np.ascontiguousarray(x))
         if preprocess is not None and spec.is_float and t.ndim == 4:
             t = preprocess(t, salt == 0, seed)
+        elif spec.is_float and t.dtype == torch.uint8 and cfg.scale_uint8:
+            t = t.float().div_(255)  # raw bytes (pixels) fed to a float input: scaled unless told otherwise
         tensors.append(t.to(TORCH_DTYPES[spec.dtype]))
     return tensors, torch.from_numpy(np.ascontiguousarray(labels)).to(torch.int64)
 

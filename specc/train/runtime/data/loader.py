@@ -76,8 +76,9 @@ def eval_keys(count: int, limit: int, batch_size: int, rank: int, world: int) ->
     for b in range(batches):
         indices = mine[b * batch_size:(b + 1) * batch_size]
         valid = len(indices)
-        if valid == 0:
-            indices = np.zeros(1, dtype=np.int64)
+        # every batch full-size (a model may fix its batch dim; compiled models keep one shape): the padding
+        # repeats sample 0 and is not counted
+        indices = np.concatenate([indices, np.zeros(batch_size - valid, dtype=indices.dtype)])
         keys.append(BatchKey(1, 0, b, 0, indices, valid))
     return keys
 
