@@ -3,11 +3,14 @@ exact resume with loader workers and augmentation; honest evaluation; checkpoint
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from test_train_script import load_script, read_log, run_script, write_script
+from test_train_script import REPO, load_script, read_log, run_script, write_script
 from train_data import cifar10_folder, class_images
 
 torch = pytest.importorskip("torch")
@@ -36,7 +39,7 @@ def test_cifar10_folder_with_the_seeds_augmentation(tmp_path):
     need_torchvision()
     cifar10_folder(tmp_path / "cifar-10-batches-py")
     # the data path comes from the command line: the spec's train section need not name it
-    script = write_script(tmp_path, "TinyCNN", **CIFAR_SETTINGS, epochs=4)
+    script = write_script(tmp_path, "TinyCNN", **CIFAR_SETTINGS, epochs=4, eval_every=0)
     result = run_script(script, "--train-path", "cifar-10-batches-py")
     assert result.returncode == 0, result.stderr
     final = json.loads((tmp_path / "out" / "final.json").read_text())
@@ -44,6 +47,8 @@ def test_cifar10_folder_with_the_seeds_augmentation(tmp_path):
     assert final["val_samples"] == 200  # CIFAR's whole test batch, not a prefix of it
     assert final["val_accuracy"] > 0.6  # chance is 0.1
     assert "eval at step 28 on 200 samples" in result.stdout
+    val = [int(r["step"]) for r in read_log(tmp_path / "out") if r["split"] == "val"]
+    assert val == [7, 14, 21, 28]  # after every epoch
     # the accuracy is the model's on the whole test set, recomputed here from the saved weights
     module = load_script(script)
     model = module.TinyCNN(module.TinyCNNConfig())
@@ -207,3 +212,14 @@ def test_memory_budget_refusal_names_the_numbers(tmp_path, capsys):
     for part in ("parameters", "gradients", "optimizer", "activations"):
         assert part in err
     assert "--strategy fsdp" in err
+
+
+def test_optional_libraries_load_only_for_their_data(tmp_path):
+    script = write_script(tmp_path, "TinyGPT", steps=2, seq_len=16, batch_size=4, synthetic_samples=64)
+    code = ("import runpy, sys; sys.argv = [sys.argv[1], '--quiet'];\n"
+            "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('datasets', 'tokenizers', 'PIL', 'torchvision', 'pandas') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code, str(script)], capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
