@@ -113,6 +113,12 @@ def _elaborate(sources: SourceMap, build, name: str, overrides: dict[str, Any]) 
         module = None
     if el.diags or module is None:
         raise CheckError(el.diags or [Diagnostic("E0401", f"{name}: nothing to compile")], sources)
+    if module.train:  # the `train { ... }` section: settings the training script will use, checked now
+        from .train.from_spec import train_section_diagnostics
+
+        diags = train_section_diagnostics(module, sources)
+        if diags:
+            raise CheckError(diags, sources)
     return Spec(module, sources, overrides)
 
 

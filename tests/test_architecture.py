@@ -39,8 +39,7 @@ BACKENDS: dict[str, list[str]] = {
 }
 
 MAX_LINES = 600
-# specc/train/runtime.py is being split by the `train` engineer (issue 15); it is the only waiver.
-LONG_FILE_WAIVERS = {"specc/train/runtime.py"}
+LONG_FILE_WAIVERS: set[str] = set()
 
 
 def module_name(path: Path) -> str:

@@ -51,7 +51,7 @@ def write_script(tmp: Path, model: str, **settings) -> Path:
 
 
 def run_script(script: Path, *args: str, launcher: tuple = (sys.executable,), timeout: int = 180):
-    env = {**os.environ, "PYTHONPATH": "", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}  # the runtime of this checkout
     return subprocess.run([*launcher, str(script), *args], capture_output=True, text=True, timeout=timeout,
                           cwd=script.parent, env=env, check=False)
 
@@ -129,7 +129,8 @@ def error_of(model: str, **settings) -> TrainConfigError:
     ("TinyGPT", {"task": "seq2seq"}, "task", "two integer inputs"),
     ("TinyGPT", {"vocab_size": 50}, "vocab_size", "has 64 vocabulary entries"),
     ("TinyCNN", {"num_classes": 5}, "num_classes", "has 10 classes"),
-    ("TinyGPT", {"data": "tokens"}, "data", "needs train_path"),
+    ("TinyCNN", {"normalize": "given"}, "normalize", "needs mean and std"),
+    ("TinyGPT", {"data": "cifar"}, "data", "feeds task classification"),
     ("TinyCNN", {"data": "tokens", "train_path": "t.bin"}, "data", "cannot feed task classification"),
     ("TinyGPT", {"output": "probs"}, "output", "has outputs logits"),
 ])
@@ -190,11 +191,13 @@ def test_script_from_a_spec_with_a_train_section(tmp_path):
 
 
 def test_train_section_errors_point_at_the_spec_line():
-    spec = _gpt2_spec('  train {\n    task = "classification"\n  }\n')
-    with pytest.raises(TrainConfigError) as info:
-        train_script_for(spec)
-    assert info.value.key == "task" and "[B, C]" in info.value.message
-    rendered = info.value.diagnostic().render(spec.sources)
+    from specc.api import CheckError
+
+    # the spec's check already judges its train section (against the model's signature too)
+    with pytest.raises(CheckError) as info:
+        _gpt2_spec('  train {\n    task = "classification"\n  }\n')
+    rendered = info.value.render()
+    assert "E0403" in rendered and "[B, C]" in rendered
     assert "gpt2.nn:" in rendered and 'task = "classification"' in rendered
 
 
@@ -285,12 +288,20 @@ def test_torchrun_two_processes(tmp_path):
     model = module.TinyGPT(module.TinyGPTConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
     assert len(read_log(tmp_path / "out")) == 3  # rank 0 alone wrote: steps 5 and 10, eval at 10
+    # one process cannot silently continue with half the samples per step ...
+    more = ("--quiet", "--resume", "--steps", "12", "--log-every", "1")
+    refused = run_script(script, *more)
+    assert refused.returncode == 1 and "trained with 8 samples per step (2 processes x batch_size 4" in refused.stderr
+    # ... but may take the same 8 samples per step in one batch
+    resumed = run_script(script, *more, "--batch-size", "8")
+    assert resumed.returncode == 0, resumed.stderr
+    assert torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)["step"] == 12
 
 
 def test_seq2seq_and_masked_lm_train_in_process(tmp_path):
     seq2seq = load_script(write_script(tmp_path, "TinySeq2Seq", steps=30, seq_len=8, batch_size=16, lr=1e-2,
                                        log_every=5, out_dir=str(tmp_path / "s2s"), synthetic_samples=512))
-    assert seq2seq.main(seq2seq.SETUP, ["--quiet"]) == 0
+    assert seq2seq.specc_train.main(seq2seq.SETUP, ["--quiet"]) == 0
     losses = train_losses(tmp_path / "s2s")
     assert losses[-1] < losses[0]
 
@@ -301,7 +312,7 @@ def test_seq2seq_and_masked_lm_train_in_process(tmp_path):
                                    train_path=str(tmp_path / "mlm.npz"), seq_len=16, batch_size=8, steps=6,
                                    log_every=3, precision="bf16", log_format="jsonl",
                                    out_dir=str(tmp_path / "mlm")))
-    assert mlm.main(mlm.SETUP, ["--quiet"]) == 0
+    assert mlm.specc_train.main(mlm.SETUP, ["--quiet"]) == 0
     lines = [json.loads(line) for line in (tmp_path / "mlm" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [3, 6, 6] and lines[-1]["split"] == "val"
     assert 0 <= lines[-1]["accuracy"] <= 1 and lines[-1]["perplexity"] > 1
@@ -314,7 +325,7 @@ def test_classification_from_npy_arrays(tmp_path):
     module = load_script(write_script(tmp_path, "TinyCNN", data="npy", train_path=str(tmp_path / "x.npy"),
                                       train_labels=str(tmp_path / "y.npy"), batch_size=8, steps=4,
                                       optimizer="sgd", schedule="step", out_dir=str(tmp_path / "out")))
-    assert module.main(module.SETUP, ["--quiet"]) == 0
+    assert module.specc_train.main(module.SETUP, ["--quiet"]) == 0
     assert json.loads((tmp_path / "out" / "final.json").read_text())["step"] == 4
 
 
@@ -370,7 +381,7 @@ def _missing_file(tmp: Path) -> tuple:
 
 def _sequences_too_long_for_the_model(tmp: Path) -> tuple:
     # TinyGPT has 32 positions; the default seq_len for its symbolic T is 64
-    return "TinyGPT", {"synthetic_samples": 64}, "the model failed on the first batch (idx (32, 64))", "--seq-len"
+    return "TinyGPT", {"synthetic_samples": 64}, "the model failed on a sample (idx (1, 64))", "--seq-len"
 
 
 def _too_few_samples(tmp: Path) -> tuple:
@@ -385,6 +396,22 @@ def test_bad_data_files_in_process(tmp_path, monkeypatch, capsys, case):
     model, settings, start, words = case(tmp_path)
     module = load_script(write_script(tmp_path, model, **settings, val_fraction=0.0))
     monkeypatch.chdir(tmp_path)
-    assert module.main(module.SETUP, ["--quiet", "--out-dir", str(tmp_path / "out")]) == 1
+    assert module.specc_train.main(module.SETUP, ["--quiet", "--out-dir", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: {start}") and words in err, err
+
+
+def test_specc_check_locates_train_section_errors(tmp_path):
+    spec = tmp_path / "bad.nn"
+    spec.write_text('model M() {\n  input x: f32[B, 3, 32, 32]\n  output logits = x -> flatten -> linear(10)\n'
+                    '  train {\n    optimiser = "sgd"\n    lr = -1\n  }\n}\n')
+    code = ("import sys, specc.cli; rc = specc.cli.main(['check', sys.argv[1]]);"
+            "print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr); sys.exit(rc)")
+    result = subprocess.run([sys.executable, "-c", code, str(spec)], capture_output=True, text=True, check=False,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 1, result.stderr
+    out = result.stdout + result.stderr
+    assert "unknown train setting 'optimiser' (did you mean 'optimizer'?)" in out and "bad.nn:5:5" in out
+    assert "train setting 'lr' = -1: should be greater than 0" in out and "bad.nn:6:5" in out
+    assert out.index("bad.nn:5:5") < out.index("bad.nn:6:5")  # in source order
+    assert "no torch" in result.stderr

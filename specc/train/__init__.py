@@ -1,7 +1,7 @@
 """Training scripts for emitted models: `render_train_script` turns a model source, its signature and a spec's
-`train { ... }` section into a standalone train.py (single process or torchrun DDP).
+`train { ... }` section into a short train.py (the model, a SETUP literal, a call into specc.train.runtime).
 
-Nothing here imports torch; the runtime that does (runtime.py) is copied into the scripts as text.
+Nothing here imports torch; the runtime package that does (specc/train/runtime/) is imported by the scripts only.
 """
 from .config import TASKS, TrainConfig, TrainConfigError, parse_settings
 from .from_spec import model_io, train_script_for

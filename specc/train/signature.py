@@ -59,11 +59,14 @@ class ModelIO:
     inputs: tuple[TensorSig, ...]
     outputs: tuple[TensorSig, ...] = field(default=())
     bounds: Mapping[str, int] = field(default_factory=dict)  # symbolic dim -> largest size (`T <= ctx`)
+    # symbolic dim -> (the spec's text of the bound, its location), e.g. ("T <= ctx", "gpt2.nn:29:33")
+    bound_sources: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "bounds", dict(self.bounds))
+        object.__setattr__(self, "bound_sources", dict(self.bound_sources))
 
 
 def resolve_task(cfg: TrainConfig, io: ModelIO, spans: Mapping[str, object] | None = None) -> TrainConfig:
