@@ -20,6 +20,7 @@ CODES = {
     "E0109": "assertion failed",
     "E0110": "unknown or bad -D override",
     "E0111": "blocks nested too deeply (unbounded recursion)",
+    "E0112": "compile-time budget exceeded",
     "E0201": "import file not found",
     "E0202": "import cycle",
     "E0301": "shape mismatch",
@@ -31,7 +32,9 @@ CODES = {
     "E0402": "missing input or output",
     "E0403": "train section error",
     "E0501": "cannot lower",
+    "E0900": "internal error (a bug in specc, located at the spec line that triggered it)",
 }
+INTERNAL = "E0900"
 
 
 @dataclass

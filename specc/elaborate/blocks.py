@@ -114,7 +114,7 @@ class BlocksMixin:
             self.error("E0111", f"block {d.name}: blocks nest more than {MAX_BLOCK_DEPTH} calls deep", d.name_span,
                        help="a block that calls itself needs an `if` that stops the recursion")
             return None
-        name = self.unique_graph_name(d.name)
+        name = self.unique_graph_name(d.name, d.name_span)
         bb = GraphBuilder(name, d.name, hp, d.span)
         for p, t in zip(tparams, tensors):
             scope[p.name] = bb.add(Node(name=p.name, kind="input", type=t.type, span=p.span))

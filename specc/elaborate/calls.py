@@ -1,12 +1,14 @@
 """Calls of ops, layer instances and block values, and the attributes and shape checks of op nodes."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pydantic
 
 from ..diagnostics import Diagnostic, Note, ShapeError, SpecError
 from ..ir import Node
+from ..limits import internal_error
 from ..ops import registry
 from ..source import Span
 from ..types import ErrorType
@@ -161,6 +163,10 @@ class CallsMixin:
             notes.extend(err.notes)
             # "conv2d: expects a rank-4 input", not "conv2d: conv2d expects ..."
             raise self.fail(err.code, f"{label}: {str(err).removeprefix(opname + ' ')}", span, notes=notes) from None
+        except Exception as e:  # noqa: BLE001 - a shape rule's bug, located at this node
+            if os.environ.get("SPECC_DEBUG"):
+                raise
+            raise internal_error(e, span, f"{label}'s shape rule") from e
         node = Node(name=name, kind="op", target=opname, inputs=tuple(t.node for t in tensors), attrs=attrs,
                     type=out, span=span, layer=layer.name if layer else None)
         self.check_tie(op, node, ins, b)

@@ -2,13 +2,16 @@
 lives in the mixins it is built from."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .. import ast as A
 from ..diagnostics import Diagnostic, SpecError
 from ..ir import Graph, Module
+from ..limits import Limits, int_digits, over_budget
 from ..ops import registry
 from ..source import SourceMap, Span
+from ..symbolic import Sym
 from .blocks import BlocksMixin
 from .calls import CallsMixin
 from .expressions import ExpressionsMixin
@@ -30,8 +33,11 @@ from .values import (
 
 
 class Elaborator(LoaderMixin, StatementsMixin, RepeatMixin, ExpressionsMixin, CallsMixin, BlocksMixin):
-    def __init__(self, sources: SourceMap | None = None) -> None:
+    def __init__(self, sources: SourceMap | None = None, limits: Limits | None = None) -> None:
         self.sources = sources or SourceMap()
+        self.limits = limits or Limits()
+        self.steps = 0  # evaluation steps spent (see Limits.steps)
+        self.elaborations = 0  # graphs elaborated (see Limits.specializations)
         self.diags: list[Diagnostic] = []
         self.defs: dict[str, A.Def] = {}
         self.graphs: dict[str, Graph] = {}
@@ -50,6 +56,31 @@ class Elaborator(LoaderMixin, StatementsMixin, RepeatMixin, ExpressionsMixin, Ca
 
     def fail(self, code: str, message: str, span: Span | None, **kw) -> SpecError:
         return SpecError.at(code, message, span, **kw)
+
+    # ---- budgets --------------------------------------------------------------------------------------------
+    def tick(self, span: Span | None) -> None:
+        self.steps += 1
+        if self.steps > self.limits.steps:
+            raise over_budget(self.limits, "steps", span, "a loop, recursion or repeat that does too much work")
+
+    def check_size(self, v: Any, span: Span | None) -> Any:
+        """A compile-time value within the integer, collection and symbolic-dim budgets, or a located error."""
+        if isinstance(v, int):
+            if not -10**18 < v < 10**18 and int_digits(v) > self.limits.int_digits:
+                raise over_budget(self.limits, "int_digits", span, f"an integer of {int_digits(v):,} digits")
+        elif isinstance(v, (list, tuple, str)):
+            if len(v) > self.limits.collection:
+                raise over_budget(self.limits, "collection", span, f"{len(v):,} elements")
+        elif isinstance(v, Sym):
+            if len(v.terms) > self.limits.dim_terms:
+                raise over_budget(self.limits, "dim_terms", span, f"a dim of {len(v.terms):,} terms")
+            for c in v.terms.values():
+                self.check_size(c, span)
+            if any(len(m) > 64 for m in v.terms):
+                raise over_budget(self.limits, "dim_terms", span, "a product of more than 64 symbols")
+        elif isinstance(v, float) and not math.isfinite(v):
+            raise self.fail("E0108", f"compile-time arithmetic gives {v}, not a finite number", span)
+        return v
 
     # ---- model ----------------------------------------------------------------------------------------------
     def elaborate_model(self, prog: A.Program, model: str | None, overrides: dict[str, Any]) -> Module | None:

@@ -1,11 +1,13 @@
 """Statements: assignments, input/output, layer declarations, if/for, return, assert, train."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .. import ast as A
 from ..diagnostics import Note, SpecError
 from ..ir import Node
+from ..limits import Abort, internal_error
 from ..ops import registry
 from ..source import Span
 from ..symbolic import Sym
@@ -37,8 +39,15 @@ class StatementsMixin:
                     raise _Halt from None
                 for name in _assigned_names(stmt):
                     scope[name] = POISON
+            except (_Return, _Halt, Abort):
+                raise
+            except Exception as e:  # noqa: BLE001 - last resort: a bug in specc, located at this statement
+                if os.environ.get("SPECC_DEBUG"):
+                    raise
+                raise internal_error(e, stmt.span, "this statement") from e
 
     def exec_stmt(self, s, scope: Scope, b: GraphBuilder, is_model: bool) -> None:
+        self.tick(s.span)
         if isinstance(s, A.Assign):
             val = self.ev(s.value, scope, b)
             self.bind(s.targets, val, scope, b, s.span)
@@ -146,6 +155,7 @@ class StatementsMixin:
         dims = []
         for d in s.dims:
             if isinstance(d.value, int):
+                self.check_size(d.value, d.span)
                 if d.value <= 0:
                     raise self.fail("E0107", f"dimension must be positive, got {d.value}", d.span)
                 dims.append(d.value)

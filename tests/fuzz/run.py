@@ -7,6 +7,7 @@ signals). A worker that timed out, ran out of memory or died is replaced. Outcom
   accepted   the spec checked (with --emit: and its PyTorch module was emitted, parsed, and passed ruff)
   located    rejected with diagnostics that all carry a code and a location
   unlocated  rejected, but a diagnostic has no location
+  internal   rejected with an internal-error diagnostic (specc's last-resort guard caught a bug of its own)
   uncaught   any other exception (a bug in specc), keyed by type and the innermost specc frame
   timeout    no answer within --timeout seconds
   memory     MemoryError or the worker died under the memory limit
@@ -32,7 +33,7 @@ from pathlib import Path
 from . import gen
 
 CORPUS = gen.REPO / "tests" / "hostile" / "corpus"
-BAD = ("unlocated", "uncaught", "timeout", "memory")
+BAD = ("internal", "unlocated", "uncaught", "timeout", "memory")
 
 
 class _Alarm(BaseException):
@@ -46,11 +47,14 @@ def _on_alarm(signum, frame):
 def classify(name: str, text: str, emit: bool = False) -> tuple[str, str]:
     """(outcome, detail) of checking one spec in this process."""
     from specc.api import CheckError, loads
+    from specc.diagnostics import INTERNAL
 
     try:
         spec = loads(text, name=name)
     except CheckError as e:
         for d in e.diagnostics:
+            if d.code == INTERNAL:
+                return "internal", d.message.removeprefix("internal error while checking ")[:160]
             if d.span is None and d.code != "E0401":
                 return "unlocated", f"{d.code} {d.message[:120]}"
         e.render()  # rendering must not fail either
@@ -94,6 +98,7 @@ def _worker(conn, memory: int, timeout: float, emit: bool) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     signal.signal(signal.SIGALRM, _on_alarm)
     os.environ["OMP_NUM_THREADS"] = "1"
+    classify("warmup.nn", "model M() {\n  input x: f32[B, 4]\n  output y = x -> relu\n}\n")  # imports, grammar
     while True:
         try:
             job = conn.recv()
@@ -182,6 +187,8 @@ def kind_of(outcome: str, detail: str) -> str:
     """The failure class a finding is counted and minimized under."""
     if outcome == "uncaught":
         return "uncaught:" + detail.split(":")[0]
+    if outcome == "internal":
+        return "internal:" + detail.split(":")[1].strip() if ":" in detail else "internal"
     if outcome == "unlocated":
         return "unlocated:" + detail.split(" ")[0]
     return outcome
