@@ -14,10 +14,10 @@ from .source import Span
 
 @dataclass(frozen=True)
 class Limits:
-    steps: int = 2_000_000  # expressions evaluated, statements run, blocks and repeat bodies elaborated
+    steps: int = 1_000_000  # expressions evaluated, statements run, blocks and repeat bodies elaborated
     int_digits: int = 200  # decimal digits of any compile-time integer (and coefficient of a symbolic dim)
     collection: int = 1_000_000  # elements of one list, tuple, range or string built at compile time
-    specializations: int = 10_000  # distinct graphs (block specialisations, repeat bodies)
+    specializations: int = 5_000  # distinct graphs (block specialisations, repeat bodies)
     nesting: int = 200  # brackets, blocks and statements nested inside each other
     dim_terms: int = 256  # terms of one symbolic dim (B*T + 2*B + ...)
     name_length: int = 200  # characters of a model, block, layer or value name

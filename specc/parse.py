@@ -15,7 +15,7 @@ from lark import Token, Tree
 
 from . import ast as A
 from .diagnostics import Diagnostic, Note, SpecError
-from .limits import Limits
+from .limits import Limits, check_name
 from .source import Span
 
 GRAMMAR = Path(__file__).resolve().parent.parent / "grammar" / "specc.lark"
@@ -74,6 +74,7 @@ def _parse(text: str, file: str, limits: Limits) -> A.Program:
         raise SpecError(_syntax_diag(e, text, file)) from None
     _check_nesting(tree, file, limits)
     _check_glued_keywords(tree, text, file)
+    _check_name_lengths(tree, file, limits)
     return _Builder(file).program(tree)
 
 
@@ -96,6 +97,12 @@ def _check_nesting(tree: Tree, file: str, limits: Limits) -> None:
                 stack.append((c, depth if (t.data == "chain" and i == 0) else depth + 1))
 
 
+def _check_name_lengths(tree: Tree, file: str, limits: Limits) -> None:
+    """Names end up in file names, class names and pictures: refuse the absurdly long ones here, located."""
+    for t in tree.scan_values(lambda v: isinstance(v, Token) and v.type == "NAME" and len(v) > limits.name_length):
+        check_name(limits, str(t), Span(file, t.line, t.column, t.end_line, t.end_column))
+
+
 @functools.lru_cache(maxsize=1)
 def _keywords() -> frozenset[str]:
     return frozenset(t.pattern.value for t in _parser().terminals
@@ -108,7 +115,8 @@ _WORD = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|[A-Za-z_][A-Za-z0-9_]*')
 def _check_glued_keywords(tree: Tree, text: str, file: str) -> None:
     """`modelM()` or `for i inrange(2)`: the lexer splits a keyword off the front of a word the parser then
     accepts. A word that begins with a keyword but is no name token of the tree was split that way."""
-    names = {t.start_pos for t in tree.scan_values(lambda v: isinstance(v, Token) and v.type == "NAME")}
+    tokens = list(tree.scan_values(lambda v: isinstance(v, Token) and v.type == "NAME"))
+    names = {t.start_pos for t in tokens}
     kws = _keywords()
     for m in _WORD.finditer(text):
         word = m.group()

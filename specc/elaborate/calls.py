@@ -8,10 +8,11 @@ import pydantic
 
 from ..diagnostics import Diagnostic, Note, ShapeError, SpecError
 from ..ir import Node
-from ..limits import internal_error
+from ..limits import internal_error, short_int
 from ..ops import registry
 from ..source import Span
-from ..types import ErrorType
+from ..symbolic import Sym
+from ..types import ErrorType, TensorType, TupleType
 from .builtins import BUILTINS
 from .values import (
     POISON,
@@ -108,6 +109,10 @@ class CallsMixin:
                                 where[k])
             else:
                 data[k] = _to_attr(v)
+                big = _beyond_int64(data[k])
+                if big is not None:
+                    raise self.fail("E0107", f"{label}: bad value for {k!r}: {short_int(big)} does not fit in 64 bits",
+                                    where[k])
         try:
             return op.attrs(**data)
         except pydantic.ValidationError as err:
@@ -145,6 +150,12 @@ class CallsMixin:
         attrs = self.make_attrs(op, values, kw, span, vspans, label)
         if any(isinstance(t.type, ErrorType) for t in tensors):
             return POISON
+        for i, t in enumerate(tensors):
+            if isinstance(t.type, TupleType) and opname not in TAKES_TUPLES:
+                which = f"input {i}" if len(tensors) > 1 else "its input"
+                raise self.fail("E0108", f"{label} takes tensors, {which} is a tuple of {len(t.type.items)} "
+                                f"tensors {t.type}", span, notes=[Note(t.span, "the tuple comes from here")],
+                                help="unpack it first (`a, b = ...`) or pick one with [i]")
         name = alias if alias and b.free(alias) else b.fresh(alias or opname)
         label = f"{opname} '{name}'" if alias else opname
         ins = [t.type for t in tensors]
@@ -167,10 +178,22 @@ class CallsMixin:
             if os.environ.get("SPECC_DEBUG"):
                 raise
             raise internal_error(e, span, f"{label}'s shape rule") from e
+        self.check_dims(out, label, span)
         node = Node(name=name, kind="op", target=opname, inputs=tuple(t.node for t in tensors), attrs=attrs,
                     type=out, span=span, layer=layer.name if layer else None)
         self.check_tie(op, node, ins, b)
         return b.add(node)
+
+    def check_dims(self, t, label: str, span: Span | None) -> None:
+        """Every dim a shape rule produced fits the int64 sizes tensors have at run time."""
+        for item in t.items if isinstance(t, TupleType) else (t,):
+            if not isinstance(item, TensorType):
+                continue
+            for d in item.shape:
+                coefs = d.terms.values() if isinstance(d, Sym) else (d,)
+                if any(not -INT64 <= c < INT64 for c in coefs):
+                    raise self.fail("E0305", f"{label}: its output {_short_type(item)} has a dimension beyond "
+                                    "64-bit sizes", span)
 
     def block_args(self, op: registry.OpDef, label: str, tensors: list, values: list, kw: dict, spans: dict,
                    span: Span | None, b: GraphBuilder) -> tuple[list, dict] | None:
@@ -253,3 +276,21 @@ class CallsMixin:
                             f"{_params_str(params)}, the first use made {_params_str(inst.params)}", span,
                             notes=[Note(inst.first.span, "first used here"), Note(inst.span, "declared here")])
         return result
+
+
+INT64 = 2 ** 63
+TAKES_TUPLES = frozenset({"getitem"})  # ops whose shape rule takes a tuple value (the rest take tensors)
+
+
+def _beyond_int64(v: Any) -> int | None:
+    """The first int in an attribute value that no int64 holds (PyTorch and TVM take sizes as int64)."""
+    if isinstance(v, int) and not isinstance(v, bool) and not -INT64 <= v < INT64:
+        return v
+    if isinstance(v, tuple):
+        return next((b for b in map(_beyond_int64, v) if b is not None), None)
+    return None
+
+
+def _short_type(t: TensorType) -> str:
+    text = str(t)
+    return text if len(text) <= 80 else text[:60] + "...]"

@@ -9,7 +9,7 @@ from ..diagnostics import SpecError
 from ..limits import over_budget, short_int
 from ..ops import registry
 from ..source import Span
-from ..symbolic import Sym
+from ..symbolic import DimTypeError, Sym
 from ..types import TensorType, TupleType
 from .builtins import BUILTINS
 from .values import (
@@ -130,6 +130,9 @@ class ExpressionsMixin:
             return self.check_size(_const_binop(e.op, left, right), e.span)
         except ZeroDivisionError:
             raise self.fail("E0108", "division by zero in a compile-time expression", e.span) from None
+        except DimTypeError as err:
+            raise self.fail("E0108", f"{err}", e.span, label="not a whole number",
+                            help="a size must be a whole number: write e.g. `B * 3 // 2`, or use an int") from None
         except OverflowError:
             raise self.fail("E0108", f"{_typename(left)} {e.op} {_typename(right)}: the result is too large for a "
                             "float", e.span) from None

@@ -34,6 +34,10 @@ class RepeatMixin:
         captured = [v for v in sorted(read - assigned) if isinstance(scope.get(v), Tensor)]
         if any(scope.get(v) is POISON for v in read):
             return
+        if not carried:
+            raise self.fail("E0108", "this `repeat` changes no tensor defined before it, so it has no effect",
+                            s.span, label="nothing carried",
+                            help="assign to a tensor from before the loop, e.g. `x = x -> Block(...)`")
         shared = [v for v in sorted(read) if isinstance(scope.get(v), LayerInstance)]
         if shared:
             raise self.fail("E0108", f"layer {shared[0]!r} is declared outside this `repeat`: a repeat body cannot "

@@ -7,7 +7,7 @@ from typing import Any
 from .. import ast as A
 from ..diagnostics import Note, SpecError
 from ..ir import Node
-from ..limits import Abort, internal_error
+from ..limits import Abort, internal_error, short_int
 from ..ops import registry
 from ..source import Span
 from ..symbolic import Sym
@@ -155,9 +155,10 @@ class StatementsMixin:
         dims = []
         for d in s.dims:
             if isinstance(d.value, int):
-                self.check_size(d.value, d.span)
                 if d.value <= 0:
                     raise self.fail("E0107", f"dimension must be positive, got {d.value}", d.span)
+                if d.value >= 2 ** 63:
+                    raise self.fail("E0107", f"dimension {short_int(d.value)} does not fit in 64 bits", d.span)
                 dims.append(d.value)
             else:
                 known = scope.get(d.value)

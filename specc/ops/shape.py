@@ -65,6 +65,11 @@ def _reshape_infer(ins: list[TensorType], a: ReshapeAttrs) -> TensorType:
         dims[dims.index(-1)] = q
     elif numel(dims) != total:
         raise ShapeError(f"cannot reshape {x} ({total} elements) to {_fmt(dims)} ({numel(dims)} elements)")
+    # the emitted reshape computes every symbolic dim from the input's sizes; at most one may be left to -1
+    unknown = [d for d in a.dims() if d == -1 or (isinstance(d, Sym) and _runtime_dim(d, x, "x") is None)]
+    if len(unknown) > 1:
+        raise ShapeError(f"reshape of {x} to {_fmt(a.dims())}: {', '.join(str(d) for d in unknown)} cannot all be "
+                         "computed from the input's sizes at run time (at most one dim can be inferred)", "E0305")
     return x.with_shape(dims)
 
 
@@ -73,22 +78,40 @@ def _fmt(dims) -> str:
 
 
 def _reshape_call(args, a: ReshapeAttrs, ins) -> str:
-    # symbolic dims are read off the input at run time; -1 stands for the one inferred dim
+    # symbolic dims are computed from the input's sizes at run time; -1 stands for the one inferred dim
     x = ins[0]
     parts = []
     for d in a.dims():
         if isinstance(d, int):
             parts.append(str(d))
         else:
-            parts.append(_runtime_dim(d, x, args[0]))
+            parts.append(_runtime_dim(d, x, args[0]) or "-1")
     return f"{args[0]}.reshape({', '.join(parts)})"
 
 
-def _runtime_dim(d: Dim, x: TensorType, arg: str) -> str:
+def _runtime_dim(d: Dim, x: TensorType, arg: str) -> str | None:
+    """`d` as a Python expression over `arg.size(i)`: a dim of the input itself, or a polynomial whose symbols are
+    each some dim of the input (`B * T` from [B, T, 8] is `x.size(0) * x.size(1)`). None when it cannot be."""
     for i, s in enumerate(x.shape):
         if s == d:
             return f"{arg}.size({i})"
-    return "-1"
+    if not isinstance(d, Sym):
+        return str(d)
+    sizes: dict[str, str] = {}
+    for i, s in enumerate(x.shape):
+        if isinstance(s, Sym) and len(s.terms) == 1:
+            ((mono, coef),) = s.terms.items()
+            if coef == 1 and len(mono) == 1:
+                sizes.setdefault(mono[0], f"{arg}.size({i})")
+    terms = []
+    for mono, coef in sorted(d.terms.items(), key=lambda mc: (-len(mc[0]), mc[0])):
+        if any(atom not in sizes for atom in mono):
+            return None
+        factors = [sizes[atom] for atom in mono]
+        if coef != 1 or not mono:
+            factors.insert(0, str(coef))
+        terms.append(" * ".join(factors))
+    return " + ".join(terms)
 
 
 register(OpDef(name="reshape", attrs=ReshapeAttrs, positional=("shape",), infer=_reshape_infer,
