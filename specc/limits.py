@@ -14,7 +14,7 @@ from .source import Span
 
 @dataclass(frozen=True)
 class Limits:
-    steps: int = 1_000_000  # expressions evaluated, statements run, blocks and repeat bodies elaborated
+    steps: int = 300_000  # expressions evaluated and statements run (an op or block call counts 10)
     int_digits: int = 200  # decimal digits of any compile-time integer (and coefficient of a symbolic dim)
     collection: int = 1_000_000  # elements of one list, tuple, range or string built at compile time
     specializations: int = 5_000  # distinct graphs (block specialisations, repeat bodies)

@@ -138,6 +138,7 @@ class CallsMixin:
                  b: GraphBuilder, vspans: dict | None = None, tspans: list | None = None,
                  layer: LayerInstance | None = None) -> Any:
         op = registry.get(opname)
+        self.tick(span, OP_STEPS)
         label = f"{opname} '{alias}'" if alias else opname
         lo, hi = op.arity
         if not lo <= len(tensors) <= (hi if hi is not None else len(tensors)):
@@ -279,6 +280,7 @@ class CallsMixin:
 
 
 INT64 = 2 ** 63
+OP_STEPS = 10  # an op costs a shape rule and a graph node: about ten expression steps
 TAKES_TUPLES = frozenset({"getitem"})  # ops whose shape rule takes a tuple value (the rest take tensors)
 
 

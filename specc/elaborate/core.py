@@ -58,8 +58,8 @@ class Elaborator(LoaderMixin, StatementsMixin, RepeatMixin, ExpressionsMixin, Ca
         return SpecError.at(code, message, span, **kw)
 
     # ---- budgets --------------------------------------------------------------------------------------------
-    def tick(self, span: Span | None) -> None:
-        self.steps += 1
+    def tick(self, span: Span | None, steps: int = 1) -> None:
+        self.steps += steps
         if self.steps > self.limits.steps:
             raise over_budget(self.limits, "steps", span, "a loop, recursion or repeat that does too much work")
 

@@ -121,6 +121,7 @@ class RepeatMixin:
 
     def unique_graph_name(self, base: str, span=None) -> str:
         self.elaborations += 1  # every block specialisation and repeat body comes through here
+        self.tick(span, 10)
         if self.elaborations > self.limits.specializations:
             raise over_budget(self.limits, "specializations", span, f"elaborating {base}")
         n = self.block_counts.get(base, 0)

@@ -1,7 +1,7 @@
 """Shape ops: flatten, reshape, permute, transpose, concat, split, chunk, slicing, tuple access, reductions."""
 from __future__ import annotations
 
-from pydantic import PositiveInt
+from pydantic import PositiveInt, field_validator
 
 from ..diagnostics import ShapeError
 from ..symbolic import Dim, Sym
@@ -241,6 +241,16 @@ SliceItem = int | tuple[int | None, int | None, int | None] | str  # index, (sta
 
 class SliceAttrs(Attrs):
     items: tuple[SliceItem, ...]
+
+    @field_validator("items")
+    @classmethod
+    def _items(cls, items):
+        for it in items:
+            if isinstance(it, str) and it not in ("...", "new"):
+                raise ValueError(f"a subscript item is an int, a (start, stop, step) slice, '...' or 'new', not {it!r}")
+            if isinstance(it, tuple) and len(it) != 3:
+                raise ValueError(f"a slice is (start, stop, step), got {it}")
+        return items
 
 
 def _slice_len(size: Dim, start, stop, step) -> Dim:

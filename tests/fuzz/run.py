@@ -218,7 +218,9 @@ def fuzz(cases: int, seed: int = 0, start: int = 0, jobs: int = 2, memory: int =
         if outcome in BAD:
             k = kind_of(outcome, detail)
             kinds[k] += 1
-            first.setdefault(k, {"case": i, "name": name, "detail": detail, "text": text})
+            first.setdefault(k, {"case": i, "name": name, "detail": detail, "text": text, "more": []})
+            if len(first[k]["more"]) < 50:
+                first[k]["more"].append(i)
         n = sum(counts.values())
         if progress and n % 1000 == 0:
             print(f"{n} cases, {time.monotonic() - t0:.0f}s: {dict(counts)}", file=sys.stderr, flush=True)
@@ -306,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if any(o in BAD for o in res["outcomes"]) else 0
     res = fuzz(a.cases, a.seed, a.start, a.jobs, memory, a.timeout, a.budget, a.emit, progress=not a.quiet)
     summary = {k: v for k, v in res.items() if k != "first"}
-    summary["first"] = {k: {"case": v["case"], "detail": v["detail"]} for k, v in res["first"].items()}
+    summary["first"] = {k: {"case": v["case"], "detail": v["detail"], "cases": v["more"][:20]}
+                        for k, v in res["first"].items()}
     print(json.dumps(summary, indent=1))
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))
