@@ -17,7 +17,7 @@ class Limits:
     steps: int = 300_000  # expressions evaluated and statements run (an op or block call counts 10)
     int_digits: int = 200  # decimal digits of any compile-time integer (and coefficient of a symbolic dim)
     collection: int = 1_000_000  # elements of one list, tuple, range or string built at compile time
-    specializations: int = 5_000  # distinct graphs (block specialisations, repeat bodies)
+    specializations: int = 2_000  # distinct graphs (block specialisations, repeat bodies)
     nesting: int = 200  # brackets, blocks and statements nested inside each other
     dim_terms: int = 256  # terms of one symbolic dim (B*T + 2*B + ...)
     name_length: int = 200  # characters of a model, block, layer or value name

@@ -93,8 +93,9 @@ class BlocksMixin:
             hp[p.name] = val
         key = ("block", d.name, tuple((k, _freeze(v)) for k, v in hp.items()),
                tuple((p.name, t.type) for p, t in zip(present, tensors)))
-        gname = self.memo.get(key)
-        if gname is None:
+        if key in self.memo:  # a failed specialisation is memoised too (None): its errors are reported once
+            gname = self.memo[key]
+        else:
             before = len(self.diags)
             gname = self.elaborate_block(d, scope, hp, present, tensors)
             self.memo[key] = gname
