@@ -69,3 +69,17 @@ def test_the_harness_reports_crashes_hangs_and_memory(monkeypatch, tmp_path: Pat
         pool.close()
     assert got == {"raise": "uncaught:KeyError@test_fuzz_campaign.py", "hang": "timeout", "memory": "memory",
                    "ok": "located"}
+
+
+@pytest.mark.parametrize("opt_level", [0, 1])
+def test_accepted_specs_emit_ruff_clean_python_whose_forward_runs(opt_level):
+    """The property of issue 17: every generated spec `specc check` accepts emits PyTorch that parses, passes
+    ruff, builds, and runs forward on inputs of the declared shapes and dtypes with the predicted outputs."""
+    pytest.importorskip("torch")
+    from fuzz.emit import FAILURES, run
+
+    res = run(cases=100_000, seed=opt_level, opt_level=opt_level,
+              budget=float(os.environ.get("SPECC_EMIT_BUDGET", "45")))
+    bad = {k: v for k, v in res["outcomes"].items() if k in FAILURES}
+    assert not bad, f"{bad}: {res['first']} (python -m tests.fuzz.emit --seed {opt_level} -O {opt_level} --only N)"
+    assert res["outcomes"].get("ok", 0) >= 10, res

@@ -11,7 +11,7 @@ from ..ir import Node
 from ..limits import internal_error, short_int
 from ..ops import registry
 from ..source import Span
-from ..symbolic import Sym
+from ..symbolic import Sym, prod as numel
 from ..types import ErrorType, TensorType, TupleType
 from .builtins import BUILTINS
 from .values import (
@@ -190,11 +190,11 @@ class CallsMixin:
         for item in t.items if isinstance(t, TupleType) else (t,):
             if not isinstance(item, TensorType):
                 continue
-            for d in item.shape:
+            for d in (*item.shape, numel(item.shape)):  # each dim, and the number of elements
                 coefs = d.terms.values() if isinstance(d, Sym) else (d,)
                 if any(not -INT64 <= c < INT64 for c in coefs):
-                    raise self.fail("E0305", f"{label}: its output {_short_type(item)} has a dimension beyond "
-                                    "64-bit sizes", span)
+                    raise self.fail("E0305", f"{label}: its output {_short_type(item)} has a dimension or a number "
+                                    "of elements beyond 64-bit sizes", span)
 
     def block_args(self, op: registry.OpDef, label: str, tensors: list, values: list, kw: dict, spans: dict,
                    span: Span | None, b: GraphBuilder) -> tuple[list, dict] | None:

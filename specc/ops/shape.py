@@ -342,6 +342,14 @@ class ReduceAttrs(Attrs):
     dim: int | tuple[int, ...] = -1
     keepdim: bool = False
 
+    @field_validator("dim")
+    @classmethod
+    def _dims(cls, v):
+        if isinstance(v, tuple) and (not v or len(set(v)) != len(v)):
+            # PyTorch reads dim=() as every dim, and refuses a dim given twice
+            raise ValueError("give one or more distinct dims")
+        return v
+
 
 def _reduce_infer(ins: list[TensorType], a: ReduceAttrs) -> TensorType:
     (x,) = ins

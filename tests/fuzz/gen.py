@@ -112,24 +112,29 @@ def _ops():
     return {n: op for n, op in sorted(all_ops().items()) if op.block_inputs is None}
 
 
-def _value(rng: random.Random, ann, depth: int = 0) -> str | None:
-    """A spec literal for a pydantic field annotation: mostly plausible, sometimes hostile."""
+def _value(rng: random.Random, ann, depth: int = 0, tame: bool = False) -> str | None:
+    """A spec literal for a pydantic field annotation: mostly plausible, sometimes hostile (never when tame)."""
     origin = typing.get_origin(ann)
     args = typing.get_args(ann)
     if origin is typing.Annotated:
-        return _value(rng, args[0], depth)
+        return _value(rng, args[0], depth, tame)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        return _value(rng, rng.choice(args), depth)
+        return _value(rng, rng.choice(args), depth, tame)
     if origin is typing.Literal:
         return rng.choice([f'"{a}"' if isinstance(a, str) else str(a).lower() for a in args])
     if origin is tuple:
         if depth > 1:
             return "()"
-        n = rng.choice([0, 1, 2, 2, 3, 4])
+        n = rng.choice([1, 2, 2] if tame else [0, 1, 2, 2, 3, 4])
         inner = args[0] if args else int
-        return "(" + ", ".join(_value(rng, inner, depth + 1) or "1" for _ in range(n)) + ("," if n == 1 else "") + ")"
+        return "(" + ", ".join(_value(rng, inner, depth + 1, tame) or "1" for _ in range(n)) + ("," if n == 1 else "") \
+            + ")"
     if ann is bool:
         return rng.choice(["true", "false"])
+    if ann is int and tame:
+        return rng.choice(["1", "2", "2", "3", "4", "8", "-1", "0"])
+    if ann is float and tame:
+        return rng.choice(["0.0", "0.1", "0.5", "1.0", "1e-5"])
     if ann is int:
         return rng.choice(["1", "2", "3", "4", "8", "16", "0", "-1", "-2", "2147483647", "9223372036854775808",
                            "10**30", "1" + "0" * 4400])
@@ -142,15 +147,18 @@ def _value(rng: random.Random, ann, depth: int = 0) -> str | None:
     return None
 
 
-def _tensor_type(rng: random.Random) -> str:
+def _tensor_type(rng: random.Random, tame: bool = False) -> str:
     rank = rng.choice([1, 2, 2, 3, 3, 3, 4, 4])
     dims = [rng.choice(["B", "T", "2", "3", "4", "8", "16", "1", "32"]) for _ in range(rank)]
+    if tame:
+        dims = ["B", "T", "4", "8"][:rank] if rank < 4 else ["B", "3", "8", "8"]
+        return f"{rng.choice(['f32'] * 6 + ['bf16', 'i64'])}[{', '.join(dims)}]"
     if rng.random() < 0.05:
         dims[rng.randrange(rank)] = rng.choice(["0", "9223372036854775808", "1" + "0" * 4400])
     return f"{rng.choice(DTYPES)}[{', '.join(dict.fromkeys(dims) if rng.random() < 0.3 else dims)}]"
 
 
-def _call(rng: random.Random, name: str, op) -> str:
+def _call(rng: random.Random, name: str, op, tame: bool = False) -> str:
     fields = list(op.attrs.model_fields.items())
     required = [(k, f) for k, f in fields if f.is_required()]
     optional = [(k, f) for k, f in fields if not f.is_required()]
@@ -158,7 +166,7 @@ def _call(rng: random.Random, name: str, op) -> str:
     args = []
     positional = list(op.positional)
     for k, f in chosen:
-        v = _value(rng, f.annotation)
+        v = _value(rng, f.annotation, tame=tame)
         if v is None:
             continue
         if k in positional and rng.random() < 0.5 and positional.index(k) == len(args):
@@ -168,17 +176,17 @@ def _call(rng: random.Random, name: str, op) -> str:
     return f"{name}({', '.join(args)})" if args or rng.random() < 0.5 else name
 
 
-def chain(rng: random.Random) -> tuple[str, str]:
+def chain(rng: random.Random, tame: bool = False) -> tuple[str, str]:
     ops = _ops()
     names = sorted(ops)
-    lines = [f"model M(n: int = {rng.choice([1, 2, 4])}) {{", f"  input x: {_tensor_type(rng)}"]
+    lines = [f"model M(n: int = {rng.choice([1, 2, 4])}) {{", f"  input x: {_tensor_type(rng, tame)}"]
     if rng.random() < 0.3:
-        lines.append(f"  input y: {_tensor_type(rng)}")
+        lines.append(f"  input y: {_tensor_type(rng, tame)}")
     cur = "x"
     for j in range(rng.randint(1, 4)):
         name = rng.choice(names)
         op = ops[name]
-        call = _call(rng, name, op)
+        call = _call(rng, name, op, tame)
         if op.arity[0] >= 2 or (op.arity[1] or 9) >= 2 and rng.random() < 0.3:
             other = rng.choice(["x", cur, "y" if "input y" in lines[-1] or len(lines) > 2 else "x"])
             head, _, tail = call.partition("(")
