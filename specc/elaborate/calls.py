@@ -11,7 +11,8 @@ from ..ir import Node
 from ..limits import internal_error, short_int
 from ..ops import registry
 from ..source import Span
-from ..symbolic import Sym, prod as numel
+from ..symbolic import Sym
+from ..symbolic import prod as numel
 from ..types import ErrorType, TensorType, TupleType
 from .builtins import BUILTINS
 from .values import (
