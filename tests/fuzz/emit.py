@@ -115,6 +115,8 @@ def run_forward(spec, source: str) -> str | None:
 
 
 def check_one(name: str, text: str, opt_level: int, folder: Path, key: str, timeout: float = 20) -> tuple[str, str]:
+    import torch  # noqa: F401 - imported before the alarm is set: an import cut short by it cannot be redone
+
     from specc.api import CheckError, loads
 
     signal.signal(signal.SIGALRM, _on_alarm)
