@@ -144,7 +144,7 @@ class _Vars:
         self.g = g
         self.reuse_inputs = reuse_inputs
         self.inputs = set(g.inputs)
-        self.var: dict[str, str] = {}
+        self.var: dict[str, str] = _VarMap()
         self.live: set[str] = set(args)
         self.used_names: set[str] = set(args)
         order = [n.name for n in g.nodes()]
@@ -182,8 +182,23 @@ class _Vars:
         return v
 
     def _shared(self, v: str, src: str, here: int) -> bool:
-        # another live value may hold the same variable name only if it is the same value
-        return any(name != src and var == v and self.last_use.get(name, -1) > here for name, var in self.var.items())
+        # another live value may hold the same variable name only if it is the same value; values are assigned in
+        # graph order, so a holder dead before `here` stays dead and is dropped (linear time on long chains)
+        holders = self.var.holders.get(v, [])
+        holders[:] = [name for name in holders if self.last_use.get(name, -1) >= here and self.var.get(name) == v]
+        return any(name != src and self.last_use.get(name, -1) > here for name in holders)
+
+
+class _VarMap(dict):
+    """value -> variable name, with the values holding each variable name (for _Vars._shared)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holders: dict[str, list[str]] = {}
+
+    def __setitem__(self, name: str, var: str) -> None:
+        super().__setitem__(name, var)
+        self.holders.setdefault(var, []).append(name)
 
 
 def graph_code(m: Module, g: Graph, cls_of: dict[str, str], is_main: bool) -> GraphCode:
