@@ -22,6 +22,7 @@ from pathlib import Path
 from . import gen
 
 MAX_PARAMS = 2_000_000
+MAX_ELEMENTS = 4_000_000  # of all inputs together, with the symbolic dims bound as in DIMS
 DIMS = {"B": 2, "T": 3, "S": 4, "N": 2}
 SMALL_ZOO = ["lenet5.nn", "cifar_cnn.nn", "gru_lm.nn", "lstm_lm.nn"]
 FAILURES = ("emit", "syntax", "build", "forward", "shape", "ruff", "timeout")
@@ -62,6 +63,14 @@ def env_for(spec) -> dict[str, int]:
                 v = DIMS.get(sym, 3)
                 env[sym] = min(v, bound[0]) if bound and isinstance(bound[0], int) else v
     return env
+
+
+def _input_elements(spec) -> int:
+    from specc.symbolic import prod, subs
+
+    env = env_for(spec)
+    g = spec.module.graph
+    return sum(subs(prod(g[n].type.shape), env) for n in g.inputs)
 
 
 def run_forward(spec, source: str) -> str | None:
@@ -126,7 +135,7 @@ def check_one(name: str, text: str, opt_level: int, folder: Path, key: str, time
             spec = loads(text, name=name)
         except CheckError:
             return "rejected", ""
-        if spec.summary().params > MAX_PARAMS:
+        if spec.summary().params > MAX_PARAMS or _input_elements(spec) > MAX_ELEMENTS:
             return "skipped", ""
         try:
             source = spec.torch_source(opt_level=opt_level)

@@ -46,8 +46,10 @@ def _on_alarm(signum, frame):
 
 def classify(name: str, text: str, emit: bool = False) -> tuple[str, str]:
     """(outcome, detail) of checking one spec in this process."""
+    from specc import diagnostics
     from specc.api import CheckError, loads
-    from specc.diagnostics import INTERNAL
+
+    INTERNAL = getattr(diagnostics, "INTERNAL", "E0900")  # noqa: N806 - also runs against older specc versions
 
     try:
         spec = loads(text, name=name)
@@ -141,7 +143,10 @@ class Pool:
                         done = True
                     else:
                         w[2], w[3] = job, time.monotonic()
-                        w[1].send(job[1:])
+                        try:
+                            w[1].send(job[1:])
+                        except OSError:  # the worker died before taking it (e.g. at start-up)
+                            pass  # its pipe reads EOF below: counted as "worker died"
             busy = [w for w in self.workers if w[2] is not None]
             if not busy:
                 return
