@@ -1,15 +1,16 @@
 """Run the spec fuzzer: `python -m tests.fuzz.run --cases 100000 [--jobs 2] [--seed 0] [--emit]`.
 
-Each case runs in a worker process under a memory limit (RLIMIT_AS) and a time limit (SIGALRM inside the worker,
-and a kill from the parent when even that does not answer, e.g. one big-int multiplication that never checks for
-signals). A worker that timed out, ran out of memory or died is replaced. Outcomes:
+Each case runs in a worker process under a memory limit (RLIMIT_AS) and a time limit: --timeout seconds of CPU time
+(ITIMER_PROF inside the worker: on a shared machine wall time measures the neighbours, not specc), and a kill from
+the parent after --wall seconds of wall time when even that does not answer (e.g. one big-int multiplication that
+never checks for signals). A worker that timed out, ran out of memory or died is replaced. Outcomes:
 
   accepted   the spec checked (with --emit: and its PyTorch module was emitted, parsed, and passed ruff)
   located    rejected with diagnostics that all carry a code and a location
   unlocated  rejected, but a diagnostic has no location
   internal   rejected with an internal-error diagnostic (specc's last-resort guard caught a bug of its own)
   uncaught   any other exception (a bug in specc), keyed by type and the innermost specc frame
-  timeout    no answer within --timeout seconds
+  timeout    no answer within --timeout CPU seconds (or --wall seconds of wall time)
   memory     MemoryError or the worker died under the memory limit
 
 `--minimize` shrinks the first case of each failing kind and writes it to tests/hostile/corpus/, which
@@ -37,7 +38,7 @@ BAD = ("internal", "unlocated", "uncaught", "timeout", "memory")
 
 
 class _Alarm(BaseException):
-    """Raised in the worker by SIGALRM; a BaseException so that no `except Exception` in specc swallows it."""
+    """Raised in the worker by SIGPROF; a BaseException so that no `except Exception` in specc swallows it."""
 
 
 def _on_alarm(signum, frame):
@@ -79,8 +80,14 @@ def _where(exc: BaseException) -> str:
     return f"{Path(f.filename).name}:{f.name}"
 
 
-def _run_one(name: str, text: str, timeout: float, emit: bool) -> tuple[str, str]:
-    signal.setitimer(signal.ITIMER_REAL, timeout)
+def _run_one(name: str, text: str, timeout: float, emit: bool) -> tuple[str, str, float]:
+    t0 = time.process_time()
+    outcome, detail = _run_limited(name, text, timeout, emit)
+    return outcome, detail, time.process_time() - t0
+
+
+def _run_limited(name: str, text: str, timeout: float, emit: bool) -> tuple[str, str]:
+    signal.setitimer(signal.ITIMER_PROF, timeout)
     try:
         return classify(name, text, emit)
     except _Alarm:
@@ -92,13 +99,13 @@ def _run_one(name: str, text: str, timeout: float, emit: bool) -> tuple[str, str
     except Exception as e:  # noqa: BLE001 - the point is to catch everything
         return "uncaught", f"{type(e).__name__}@{_where(e)}: {str(e)[:100]}"
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_PROF, 0)
 
 
 def _worker(conn, memory: int, timeout: float, emit: bool) -> None:
     if memory:
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.signal(signal.SIGPROF, _on_alarm)
     os.environ["OMP_NUM_THREADS"] = "1"
     classify("warmup.nn", "model M() {\n  input x: f32[B, 4]\n  output y = x -> relu\n}\n")  # imports, grammar
     while True:
@@ -112,16 +119,16 @@ def _worker(conn, memory: int, timeout: float, emit: bool) -> None:
         try:
             conn.send(_run_one(name, text, timeout, emit))
         except _Alarm:
-            conn.send(("timeout", ""))
+            conn.send(("timeout", "", timeout))
 
 
 class Pool:
     """Workers that each run one case at a time; a worker that does not answer in time is killed and replaced."""
 
-    def __init__(self, jobs: int, memory: int, timeout: float, emit: bool = False) -> None:
+    def __init__(self, jobs: int, memory: int, timeout: float, emit: bool = False, wall: float | None = None) -> None:
         self.ctx = mp.get_context("fork")
         self.args = (memory, timeout, emit)
-        self.timeout = timeout
+        self.wall = wall if wall is not None else max(60.0, 10 * timeout)
         self.workers = [self._spawn() for _ in range(jobs)]
 
     def _spawn(self):
@@ -132,7 +139,7 @@ class Pool:
         return [p, parent, None, 0.0]  # process, pipe, job in flight, start time
 
     def run(self, jobs, on_result) -> None:
-        """jobs: iterable of (key, name, text); on_result(key, name, text, outcome, detail, seconds)."""
+        """jobs: iterable of (key, name, text); on_result(key, name, text, outcome, detail, CPU seconds)."""
         it = iter(jobs)
         done = False
         while True:
@@ -158,14 +165,14 @@ class Pool:
                 if w[1] in ready:
                     job = w[2]
                     try:
-                        outcome, detail = w[1].recv()
+                        outcome, detail, cpu = w[1].recv()
                     except (EOFError, OSError):
-                        outcome, detail = "memory", "worker died"
+                        outcome, detail, cpu = "memory", "worker died", now - w[3]
                     w[2] = None
                     if outcome in ("timeout", "memory"):
                         self._replace(i)
-                    on_result(*job, outcome, detail, now - w[3])
-                elif now - w[3] > self.timeout + 5:
+                    on_result(*job, outcome, detail, cpu)
+                elif now - w[3] > self.wall:
                     job = w[2]
                     self._replace(i)
                     on_result(*job, "timeout", "killed", now - w[3])
@@ -200,7 +207,7 @@ def kind_of(outcome: str, detail: str) -> str:
 
 
 def fuzz(cases: int, seed: int = 0, start: int = 0, jobs: int = 2, memory: int = 2 << 30, timeout: float = 5.0,
-         budget: float | None = None, emit: bool = False, progress: bool = False) -> dict:
+         budget: float | None = None, emit: bool = False, progress: bool = False, wall: float | None = None) -> dict:
     """Run cases [start, start+cases) of `seed`; stop early after `budget` seconds. Returns the tallies and, per
     failing kind, its first case number and text."""
     counts: Counter = Counter()
@@ -230,7 +237,7 @@ def fuzz(cases: int, seed: int = 0, start: int = 0, jobs: int = 2, memory: int =
         if progress and n % 1000 == 0:
             print(f"{n} cases, {time.monotonic() - t0:.0f}s: {dict(counts)}", file=sys.stderr, flush=True)
 
-    pool = Pool(jobs, memory, timeout, emit)
+    pool = Pool(jobs, memory, timeout, emit, wall)
     try:
         pool.run(jobs_iter(), on_result)
     finally:
@@ -296,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", type=int, default=0, help="first case number")
     ap.add_argument("--only", type=int, help="run and print one case")
     ap.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) // 2))
-    ap.add_argument("--timeout", type=float, default=5.0, help="seconds per case")
+    ap.add_argument("--timeout", type=float, default=5.0, help="CPU seconds per case")
+    ap.add_argument("--wall", type=float, help="wall-clock seconds per case before the worker is killed "
+                    "(default: 10 x --timeout, at least 60)")
     ap.add_argument("--memory", type=int, default=2048, help="MiB per worker")
     ap.add_argument("--budget", type=float, help="stop after this many seconds")
     ap.add_argument("--emit", action="store_true", help="also emit PyTorch for accepted specs")
@@ -311,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         res = fuzz(1, a.seed, a.only, 1, memory, a.timeout, emit=a.emit)
         print(json.dumps({k: v for k, v in res.items() if k != "first"}, indent=1))
         return 1 if any(o in BAD for o in res["outcomes"]) else 0
-    res = fuzz(a.cases, a.seed, a.start, a.jobs, memory, a.timeout, a.budget, a.emit, progress=not a.quiet)
+    res = fuzz(a.cases, a.seed, a.start, a.jobs, memory, a.timeout, a.budget, a.emit, progress=not a.quiet,
+               wall=a.wall)
     summary = {k: v for k, v in res.items() if k != "first"}
     summary["first"] = {k: {"case": v["case"], "detail": v["detail"], "cases": v["more"][:20]}
                         for k, v in res["first"].items()}
