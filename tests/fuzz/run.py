@@ -279,7 +279,7 @@ def minimize(name: str, text: str, kind: str, timeout: float, memory: int, max_t
     try:
         lines = shrink(text.split("\n"), "\n")
         text = "\n".join(lines)
-        toks = [m.group() for m in gen.TOKEN.finditer(text)]
+        toks = [m.group() for m in gen.TOKEN.finditer(text) if not m.group().startswith("#")]  # comments end lines
         small = " ".join(shrink(toks, " ")) + "\n"
         return small if same(small) or tries[0] >= max_tries else text
     finally:
@@ -310,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, help="stop after this many seconds")
     ap.add_argument("--emit", action="store_true", help="also emit PyTorch for accepted specs")
     ap.add_argument("--minimize", action="store_true", help="shrink each failing kind into tests/hostile/corpus/")
+    ap.add_argument("--minimize-all", action="store_true", help="shrink timeouts and memory exhaustion too")
     ap.add_argument("--json", help="write the tallies here")
     ap.add_argument("-q", "--quiet", action="store_true")
     a = ap.parse_args(argv)
@@ -330,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(a.json).write_text(json.dumps(res, indent=1))
     if a.minimize:
         for kind, f in res["first"].items():
+            if kind in ("timeout", "memory") and not a.minimize_all:
+                continue  # slow to shrink, and often a sign of a loaded machine: look at these by hand
             small = minimize(f["name"], f["text"], kind, a.timeout, memory)
             print(f"{kind}: case {f['case']} -> {save_crasher(kind, small)}", file=sys.stderr)
     return 1 if any(o in BAD for o in res["outcomes"]) else 0
