@@ -4,11 +4,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .diagnostics import INTERNAL, Diagnostic, SpecError, render_all
+from .diagnostics import Diagnostic, SpecError
 from .elaborate import Elaborator
+from .errors import CheckError
 from .ir import Module
 from .limits import Abort, Limits
 from .source import SourceMap
+
+__all__ = ["CheckError", "Spec", "check", "load", "loads"]
 
 
 class Spec:
@@ -55,25 +58,6 @@ class Spec:
         from .backends.tvm import build
 
         return build(self, target, **options)
-
-
-class CheckError(SpecError):
-    """All diagnostics of a failed load, with the sources needed to render them."""
-
-    def __init__(self, diags: list[Diagnostic], sources: SourceMap) -> None:
-        super().__init__(*diags)
-        self.sources = sources
-
-    def render(self) -> str:
-        return render_all(self.diagnostics, self.sources)
-
-    @property
-    def internal(self) -> bool:
-        """A diagnostic is an internal error (a bug in specc located at a spec line), not a mistake in the spec."""
-        return any(d.code == INTERNAL for d in self.diagnostics)
-
-    def __str__(self) -> str:
-        return self.render()
 
 
 def load(path: str | Path, model: str | None = None, *, overrides: dict[str, Any] | None = None,

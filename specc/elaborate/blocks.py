@@ -4,6 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 from .. import ast as A
+from ..attrs import BlockValue
+from ..attrs import to_attr as _to_attr
 from ..diagnostics import Diagnostic, Note, SpecError
 from ..ir import CallAttrs, Node
 from ..source import Span
@@ -12,7 +14,6 @@ from .syntax import _seen_from_caller
 from .values import (
     MAX_BLOCK_DEPTH,
     POISON,
-    BlockValue,
     GraphBuilder,
     Scope,
     Tensor,
@@ -22,7 +23,6 @@ from .values import (
     _optional_tensor,
     _Return,
     _snake,
-    _to_attr,
     _typename,
 )
 
@@ -72,6 +72,29 @@ class BlocksMixin:
             bound[k] = v
         if any(isinstance(t.type, ErrorType) for t in tensors):
             return POISON
+        scope, hp = self.block_hparams(d, oparams, vparams, bound, span, spans)
+        key = ("block", d.name, tuple((k, _freeze(v)) for k, v in hp.items()),
+               tuple((p.name, t.type) for p, t in zip(present, tensors)))
+        gname = self.memo.get(key, ...)
+        if gname is ...:  # not yet specialised (a failed specialisation is memoised as None: reported once)
+            before = len(self.diags)
+            gname = self.elaborate_block(d, scope, hp, present, tensors)
+            self.memo[key] = gname
+            for dg in self.diags[before:]:
+                _seen_from_caller(dg, d, present, tensors, span)
+        if gname is None:
+            return POISON
+        g = self.graphs[gname]
+        outs = g.output_types()
+        ty = outs[0] if len(outs) == 1 else TupleType(tuple(outs))
+        name = alias if alias and b.free(alias) else b.fresh(alias or _snake(d.name))
+        return b.add(Node(name=name, kind="call", target=gname, inputs=tuple(t.node for t in tensors),
+                          attrs=CallAttrs(args=tuple((k, _to_attr(v)) for k, v in hp.items())), type=ty, span=span))
+
+    def block_hparams(self, d: A.Def, oparams: list, vparams: list, bound: dict, span: Span | None,
+                      spans: dict) -> tuple[Scope, dict[str, Any]]:
+        """The block's scope before its body runs and its hyper-parameters: the values given, else the defaults,
+        each checked against its declared type (an error points at the argument and at the declaration)."""
         scope = Scope({p.name: None for p in oparams})
         hp: dict[str, Any] = {}
         gb_dummy = GraphBuilder("_", "_", {}, None)
@@ -91,24 +114,7 @@ class BlocksMixin:
                     Note(p.span, "declared here")]))
             scope[p.name] = val
             hp[p.name] = val
-        key = ("block", d.name, tuple((k, _freeze(v)) for k, v in hp.items()),
-               tuple((p.name, t.type) for p, t in zip(present, tensors)))
-        if key in self.memo:  # a failed specialisation is memoised too (None): its errors are reported once
-            gname = self.memo[key]
-        else:
-            before = len(self.diags)
-            gname = self.elaborate_block(d, scope, hp, present, tensors)
-            self.memo[key] = gname
-            for dg in self.diags[before:]:
-                _seen_from_caller(dg, d, present, tensors, span)
-        if gname is None:
-            return POISON
-        g = self.graphs[gname]
-        outs = g.output_types()
-        ty = outs[0] if len(outs) == 1 else TupleType(tuple(outs))
-        name = alias if alias and b.free(alias) else b.fresh(alias or _snake(d.name))
-        return b.add(Node(name=name, kind="call", target=gname, inputs=tuple(t.node for t in tensors),
-                          attrs=CallAttrs(args=tuple((k, _to_attr(v)) for k, v in hp.items())), type=ty, span=span))
+        return scope, hp
 
     def elaborate_block(self, d: A.Def, scope: Scope, hp: dict, tparams: list, tensors: list) -> str | None:
         if self.block_depth >= MAX_BLOCK_DEPTH:

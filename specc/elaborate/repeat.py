@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .. import ast as A
+from ..attrs import short as _short
 from ..ir import Graph, Node, RepeatAttrs
 from ..limits import over_budget
 from ..types import ErrorType, TupleType
@@ -15,7 +16,6 @@ from .values import (
     Tensor,
     _freeze,
     _Halt,
-    _short,
 )
 
 
@@ -50,31 +50,9 @@ class RepeatMixin:
                             f"iteration, at most {MAX_UNROLL:,}", s.count.span)
         consts = tuple(sorted((k, _freeze(scope[k])) for k in read
                               if k in scope and not isinstance(scope[k], (Tensor, LayerInstance))))
-        runs: list[list] = []  # [graph name, count]
-        for i in range(n):
-            types = tuple(scope[v].type for v in carried + captured)
-            if any(isinstance(t, ErrorType) for t in types):
-                return
-            key = ("repeat", s.span, i if uses_var else None, types, consts)
-            gname = self.memo.get(key)
-            if gname is None:
-                gname = self.elaborate_repeat_body(s, scope, carried, captured, i, b.graph.block)
-                if gname is None:
-                    for v in carried:
-                        scope[v] = POISON
-                    return
-                self.memo[key] = gname
-            if runs and runs[-1][0] == gname:
-                runs[-1][1] += 1
-            else:
-                runs.append([gname, 1])
-            body = self.graphs[gname]
-            # advance carried types for the next iteration's key
-            for v, o in zip(carried, body.outputs):
-                scope[v] = Tensor(scope[v].node, body[o].type, scope[v].span)
-            if not uses_var and tuple(scope[v].type for v in carried + captured) == types:
-                runs[-1][1] += n - 1 - i  # a fixpoint: every later iteration is this same body graph
-                break
+        runs = self.fold_runs(s, n, scope, b, carried, captured, uses_var, consts)
+        if runs is None:
+            return
         # re-read the values from before the loop: the types above were only for keys
         for v in carried:
             scope[v] = Tensor(scope[v].node, b.graph[scope[v].node].type, scope[v].span)
@@ -90,6 +68,38 @@ class RepeatMixin:
             else:
                 for k, v in enumerate(carried):
                     scope[v] = self.getitem(ref, k, b, s.span)
+
+    def fold_runs(self, s: A.Repeat, n: int, scope: Scope, b: GraphBuilder, carried: list[str], captured: list[str],
+                  uses_var: bool, consts: tuple) -> list[list] | None:
+        """The body graphs of `repeat n` as runs [graph name, count]: one body per distinct input types (and index,
+        when the body reads it), memoised; stops at a fixpoint (the next iteration would see the same types). None
+        when the body failed (its errors are reported; the carried names are poisoned)."""
+        runs: list[list] = []  # [graph name, count]
+        for i in range(n):
+            types = tuple(scope[v].type for v in carried + captured)
+            if any(isinstance(t, ErrorType) for t in types):
+                return None
+            key = ("repeat", s.span, i if uses_var else None, types, consts)
+            gname = self.memo.get(key)
+            if gname is None:
+                gname = self.elaborate_repeat_body(s, scope, carried, captured, i, b.graph.block)
+                if gname is None:
+                    for v in carried:
+                        scope[v] = POISON
+                    return None
+                self.memo[key] = gname
+            if runs and runs[-1][0] == gname:
+                runs[-1][1] += 1
+            else:
+                runs.append([gname, 1])
+            body = self.graphs[gname]
+            # advance carried types for the next iteration's key
+            for v, o in zip(carried, body.outputs):
+                scope[v] = Tensor(scope[v].node, body[o].type, scope[v].span)
+            if not uses_var and tuple(scope[v].type for v in carried + captured) == types:
+                runs[-1][1] += n - 1 - i  # a fixpoint: every later iteration is this same body graph
+                break
+        return runs
 
     def elaborate_repeat_body(self, s: A.Repeat, outer: Scope, carried: list[str], captured: list[str], i: int,
                               owner: str) -> str | None:

@@ -5,6 +5,7 @@ import os
 from typing import Any
 
 from .. import ast as A
+from ..attrs import short as _short
 from ..diagnostics import Note, SpecError
 from ..ir import Node
 from ..limits import Abort, internal_error, short_int
@@ -21,7 +22,6 @@ from .values import (
     Tensor,
     _Halt,
     _Return,
-    _short,
     _typename,
 )
 
@@ -47,6 +47,8 @@ class StatementsMixin:
                 raise internal_error(e, stmt.span, "this statement") from e
 
     def exec_stmt(self, s, scope: Scope, b: GraphBuilder, is_model: bool) -> None:
+        """Run one statement. Long because it is the dispatch over the language's statement kinds, one short branch
+        each, in the order of the language reference; the longer ones (input, repeat) are methods of their own."""
         self.tick(s.span)
         if isinstance(s, A.Assign):
             val = self.ev(s.value, scope, b)
