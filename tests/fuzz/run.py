@@ -207,7 +207,8 @@ def kind_of(outcome: str, detail: str) -> str:
 
 
 def fuzz(cases: int, seed: int = 0, start: int = 0, jobs: int = 2, memory: int = 2 << 30, timeout: float = 5.0,
-         budget: float | None = None, emit: bool = False, progress: bool = False, wall: float | None = None) -> dict:
+         budget: float | None = None, emit: bool = False, progress: bool = False, wall: float | None = None,
+         snapshot: Path | None = None) -> dict:
     """Run cases [start, start+cases) of `seed`; stop early after `budget` seconds. Returns the tallies and, per
     failing kind, its first case number and text."""
     counts: Counter = Counter()
@@ -236,6 +237,13 @@ def fuzz(cases: int, seed: int = 0, start: int = 0, jobs: int = 2, memory: int =
         n = sum(counts.values())
         if progress and n % 1000 == 0:
             print(f"{n} cases, {time.monotonic() - t0:.0f}s: {dict(counts)}", file=sys.stderr, flush=True)
+        if snapshot is not None and n % 100 == 0:  # a long run killed early still leaves its figures
+            tmp = snapshot.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"cases": n, "seconds": round(time.monotonic() - t0, 1),
+                                       "outcomes": dict(counts), "kinds": dict(kinds),
+                                       "first": {k: {"case": v["case"], "detail": v["detail"]}
+                                                 for k, v in first.items()}}, indent=1))
+            os.replace(tmp, snapshot)
 
     pool = Pool(jobs, memory, timeout, emit, wall)
     try:
@@ -311,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--emit", action="store_true", help="also emit PyTorch for accepted specs")
     ap.add_argument("--minimize", action="store_true", help="shrink each failing kind into tests/hostile/corpus/")
     ap.add_argument("--minimize-all", action="store_true", help="shrink timeouts and memory exhaustion too")
-    ap.add_argument("--json", help="write the tallies here")
+    ap.add_argument("--json", help="write the tallies here (every 100 cases, and at the end)")
     ap.add_argument("-q", "--quiet", action="store_true")
     a = ap.parse_args(argv)
     memory = a.memory << 20
@@ -322,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: v for k, v in res.items() if k != "first"}, indent=1))
         return 1 if any(o in BAD for o in res["outcomes"]) else 0
     res = fuzz(a.cases, a.seed, a.start, a.jobs, memory, a.timeout, a.budget, a.emit, progress=not a.quiet,
-               wall=a.wall)
+               wall=a.wall, snapshot=Path(a.json) if a.json else None)
     summary = {k: v for k, v in res.items() if k != "first"}
     summary["first"] = {k: {"case": v["case"], "detail": v["detail"], "cases": v["more"][:20]}
                         for k, v in res["first"].items()}
