@@ -18,6 +18,7 @@ class Limits:
     int_digits: int = 200  # decimal digits of any compile-time integer (and coefficient of a symbolic dim)
     collection: int = 1_000_000  # elements of one list, tuple, range or string built at compile time
     specializations: int = 2_000  # distinct graphs (block specialisations, repeat bodies)
+    nodes: int = 200_000  # nodes of the model with every block call expanded (repeat bodies counted once)
     nesting: int = 200  # brackets, blocks and statements nested inside each other
     dim_terms: int = 256  # terms of one symbolic dim (B*T + 2*B + ...)
     name_length: int = 200  # characters of a model, block, layer or value name
@@ -33,6 +34,7 @@ WHAT = {
     "int_digits": "digits in an integer",
     "collection": "elements in a list, tuple, range or string",
     "specializations": "block specialisations and repeat bodies",
+    "nodes": "nodes in the model with its block calls expanded",
     "nesting": "levels of nesting",
     "dim_terms": "terms in a symbolic dimension",
     "name_length": "characters in a name",

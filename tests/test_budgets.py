@@ -65,6 +65,7 @@ CASES = {
                             "      s = s + 1\n    }\n  }\n  output y = x\n"), "E0112", "--max-steps"),
     "fan_out_specialisations": (_model(X + "  output y = x -> F(40, 1)\n", pre=FANOUT), "E0112",
                                 "--max-specializations"),
+    "expansion_of_memoised_calls": (_model(X + "  output y = x -> F(40)\n", pre=TWICE), "E0112", "--max-nodes"),
     "failed_recursion_fans_out": (_model(X + "  output y = x -> F(10000)\n", pre=TWICE), "E0111", "nest"),
     "repeat_without_fixpoint": (_model(X + "  repeat 1000000000 {\n    x = concat(x, x, dim=0)\n  }\n"
                                        "  output y = x\n"), "E0305", "64-bit"),

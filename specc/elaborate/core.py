@@ -141,8 +141,28 @@ class Elaborator(LoaderMixin, StatementsMixin, RepeatMixin, ExpressionsMixin, Ca
         if not g.outputs and A.OutputStmt not in written:
             self.error("E0402", f"model {chosen.name} declares no `output`", chosen.name_span)
         self.graphs[g.name] = g
+        self.check_expanded_size(g)
         return Module(name=chosen.name, graphs=dict(self.graphs), main=g.name, hparams=hparams,
                       constraints=dict(self.constraints), train=dict(self.train), path=prog.file)
+
+    def check_expanded_size(self, main: Graph) -> None:
+        """Blocks are specialised once and memoised, so a block calling another twice, 40 levels deep, checks in
+        linear time, but describes 2^40 nodes that every walk of the module (summary, pictures, lowering) expands.
+        Refuse it here, pointing at the call in the model that expands the most."""
+        sizes: dict[str, int] = {}
+
+        def size(name: str) -> int:
+            if name not in sizes:
+                sizes[name] = sum(1 + (size(n.target) if n.kind in ("call", "repeat") else 0)
+                                  for n in self.graphs[name].nodes())
+            return sizes[name]
+
+        limit = self.limits.nodes
+        if size(main.name) > limit:
+            worst = max((n for n in main.nodes() if n.kind in ("call", "repeat")), key=lambda n: size(n.target),
+                        default=None)
+            raise over_budget(self.limits, "nodes", worst.span if worst is not None else None,
+                              f"{size(main.name):,} once every block call is expanded")
 
     def check_param_type(self, p: A.Param, val: Any, owner: str) -> Any:
         if val is POISON or p.type is None:
