@@ -2,7 +2,6 @@
 lives in the mixins it is built from."""
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from .. import ast as A
@@ -77,8 +76,6 @@ class Elaborator(LoaderMixin, StatementsMixin, RepeatMixin, ExpressionsMixin, Ca
                 self.check_size(c, span)
             if any(len(m) > 64 for m in v.terms):
                 raise over_budget(self.limits, "dim_terms", span, "a product of more than 64 symbols")
-        elif isinstance(v, float) and not math.isfinite(v):
-            raise self.fail("E0108", f"compile-time arithmetic gives {v}, not a finite number", span)
         return v
 
     # ---- model ----------------------------------------------------------------------------------------------
