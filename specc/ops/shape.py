@@ -195,8 +195,12 @@ def _split_sizes(x: TensorType, a: SplitAttrs) -> tuple[int, tuple[Dim, ...]]:
     if isinstance(a.sections, int):
         if isinstance(size, int) and size % a.sections:
             raise ShapeError(f"cannot split dim {a.dim} of size {size} into {a.sections} equal parts", "E0305")
-        return ax, (size // a.sections,) * a.sections
-    if isinstance(size, int) and sum(a.sections) != size:
+        part = size // a.sections
+        if isinstance(part, Sym) and "//" in str(part):  # chunk() of 8 into 3 gives 3, 3, 2: not equal parts
+            raise ShapeError(f"cannot prove that dim {a.dim} of size {size} splits into {a.sections} equal parts",
+                             "E0305")
+        return ax, (part,) * a.sections
+    if sum(a.sections) != size:  # a sum of ints never equals a symbolic dim: the split would fail at run time
         raise ShapeError(f"split sizes {a.sections} add up to {sum(a.sections)}, dim {a.dim} is {size}", "E0305")
     return ax, tuple(a.sections)
 
@@ -365,8 +369,17 @@ def _reduce_call(fn: str):
     return call
 
 
+def _float_reduce_infer(ins: list[TensorType], a: ReduceAttrs) -> TensorType:
+    from ..types import FLOAT_DTYPES
+
+    if ins[0].dtype not in FLOAT_DTYPES:  # PyTorch's mean and var take floating-point tensors only
+        raise ShapeError(f"expects a floating-point input, got {ins[0].dtype}", "E0302", 0)
+    return _reduce_infer(ins, a)
+
+
 for _name in ("mean", "sum", "amax"):
-    register(OpDef(name=_name, attrs=ReduceAttrs, positional=("dim", "keepdim"), infer=_reduce_infer,
+    register(OpDef(name=_name, attrs=ReduceAttrs, positional=("dim", "keepdim"),
+                   infer=_float_reduce_infer if _name == "mean" else _reduce_infer,
                    categories=frozenset({REDUCTION}), torch=TorchRule(call=_reduce_call(_name)),
                    doc=f"{_name} over dim(s)"))
 
@@ -375,7 +388,7 @@ class VarAttrs(ReduceAttrs):
     unbiased: bool = False
 
 
-register(OpDef(name="var", attrs=VarAttrs, positional=("dim", "keepdim"), infer=_reduce_infer,
+register(OpDef(name="var", attrs=VarAttrs, positional=("dim", "keepdim"), infer=_float_reduce_infer,
                categories=frozenset({REDUCTION}),
                torch=TorchRule(call=lambda args, a, ins: f"{args[0]}.var({pyval(a.dim)}, correction="
                                f"{1 if a.unbiased else 0}" + (", keepdim=True)" if a.keepdim else ")")),
