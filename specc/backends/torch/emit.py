@@ -202,7 +202,7 @@ def graph_code(m: Module, g: Graph, is_main: bool) -> GraphCode:
                 if item is not None:
                     vars_.var[item] = v if i == first else vars_.fresh()
             v = ", ".join(vars_.var[item] if item is not None else "_" for item in items)
-        if expr != v:  # identity keeps its input's variable: no `y = y`
+        if expr not in (v, f"({v})"):  # identity keeps its input's variable: no `y = y`
             fwd.append(f"{v if g.users(n.name) or n.name in unpacked else '_'} = {expr}")  # `_`: never read
             comments.append(_shape(n.type))
     init.extend(ties)
