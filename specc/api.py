@@ -8,6 +8,7 @@ from .diagnostics import Diagnostic, SpecError
 from .elaborate import Elaborator
 from .errors import CheckError
 from .ir import Module
+from .limits import Abort, Limits
 from .source import SourceMap
 
 __all__ = ["CheckError", "Spec", "check", "import_weights", "load", "loads"]
@@ -73,9 +74,10 @@ class Spec:
 
 
 def load(path: str | Path, model: str | None = None, *, overrides: dict[str, Any] | None = None,
-         **kw: Any) -> Spec:
+         limits: Limits | None = None, **kw: Any) -> Spec:
     """Parse, elaborate and shape-check a spec. Keyword arguments override model hyper-parameters
-    (the same as `-D name=value` on the command line). Raises CheckError with every diagnostic."""
+    (the same as `-D name=value` on the command line); `limits` are the compile-time budgets (specc.limits).
+    Raises CheckError with every diagnostic."""
     ov = dict(overrides or {})
     ov.update(kw)
     sources = SourceMap()
@@ -85,10 +87,11 @@ def load(path: str | Path, model: str | None = None, *, overrides: dict[str, Any
         prog = el.load_file(path)
         return el.elaborate_model(prog, model, ov) if prog is not None else None
 
-    return _elaborate(sources, build, str(path), ov)
+    return _elaborate(sources, build, str(path), ov, limits)
 
 
-def loads(text: str, name: str = "<string>", model: str | None = None, **kw: Any) -> Spec:
+def loads(text: str, name: str = "<string>", model: str | None = None, *, limits: Limits | None = None,
+          **kw: Any) -> Spec:
     """Like load(), from a string (imports resolve against the standard library)."""
     from .parse import parse
 
@@ -96,20 +99,26 @@ def loads(text: str, name: str = "<string>", model: str | None = None, **kw: Any
     sources.add(name, text)
 
     def build(el: Elaborator) -> Module | None:
-        prog = parse(text, name)
+        prog = parse(text, name, el.limits)
         el.add_program(prog, Path(name))
         return el.elaborate_model(prog, model, kw)
 
-    return _elaborate(sources, build, name, kw)
+    return _elaborate(sources, build, name, kw, limits)
 
 
-def _elaborate(sources: SourceMap, build, name: str, overrides: dict[str, Any]) -> Spec:
+def _elaborate(sources: SourceMap, build, name: str, overrides: dict[str, Any], limits: Limits | None) -> Spec:
     """Run `build` with a fresh elaborator; every diagnostic it produced becomes one CheckError."""
-    el = Elaborator(sources)
+    from .parse import deep_recursion
+
+    el = Elaborator(sources, limits)
     try:
-        module = build(el)
+        with deep_recursion():
+            module = build(el)
     except SpecError as e:
         el.diags.extend(e.diagnostics)
+        module = None
+    except Abort as e:  # a budget exceeded or an internal error: nothing after it is worth checking
+        el.diags.append(e.diagnostic)
         module = None
     if el.diags or module is None:
         raise CheckError(el.diags or [Diagnostic("E0401", f"{name}: nothing to compile")], sources)

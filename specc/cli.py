@@ -13,7 +13,7 @@ from typing import Any, Callable
 from .errors import CheckError, UsageError
 from .options import parse_define, parse_dims
 
-EXIT_SPEC, EXIT_USAGE = 1, 2
+EXIT_SPEC, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
 
 
 def _load(args, path: str, base: dict[str, Any] | None = None):
@@ -25,24 +25,31 @@ def _load(args, path: str, base: dict[str, Any] | None = None):
         raise UsageError(f"no such file: {path}")
     overrides = dict(base or {})
     overrides.update(parse_define(d) for d in (args.define or []))
-    return specc.load(p, getattr(args, "model", None), overrides=overrides)
+    return specc.load(p, getattr(args, "model", None), overrides=overrides, limits=_limits(args))
+
+
+def _limits(args):
+    from .limits import FIELDS, Limits
+
+    given = {f: getattr(args, f"max_{f}") for f in FIELDS if getattr(args, f"max_{f}", None) is not None}
+    return Limits(**given)
 
 
 # ---- commands -------------------------------------------------------------------------------------------------
 
 def cmd_check(args) -> int:
-    failed = False
+    status = 0
     for path in args.files:
         try:
             spec = _load(args, path)
         except CheckError as e:
             print(e.render(), file=sys.stderr)
-            failed = True
+            status = max(status, EXIT_INTERNAL if e.internal else EXIT_SPEC)
             continue
         s = spec.summary()
         if not args.quiet:
             print(f"{path}: ok: model {spec.name}, {len(list(spec.module.walk()))} nodes, {s.params:,} params")
-    return EXIT_SPEC if failed else 0
+    return status
 
 
 def cmd_inspect(args) -> int:
@@ -218,6 +225,22 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-D", dest="define", action="append", metavar="NAME=VALUE",
                    help="override a model hyper-parameter (repeatable)")
     p.add_argument("--model", help="which model of the file (default: the first)")
+    from .limits import FIELDS, WHAT, Limits
+
+    g = p.add_argument_group("compile-time budgets")
+    for f in FIELDS:
+        g.add_argument(Limits.flag(f), dest=f"max_{f}", type=_positive, metavar="N",
+                       help=f"most {WHAT[f]} (default {getattr(Limits(), f):,})")
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n
 
 
 def _passes(p: argparse.ArgumentParser) -> None:
@@ -328,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args)
     except CheckError as e:
         print(e.render(), file=sys.stderr)
-        return EXIT_SPEC
+        return EXIT_INTERNAL if e.internal else EXIT_SPEC
     except SpecError as e:
         print(render_all(e.diagnostics, getattr(e, "sources", None)), file=sys.stderr)
         return EXIT_SPEC

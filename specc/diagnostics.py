@@ -20,6 +20,7 @@ CODES = {
     "E0109": "assertion failed",
     "E0110": "unknown or bad -D override",
     "E0111": "blocks nested too deeply (unbounded recursion)",
+    "E0112": "compile-time budget exceeded",
     "E0201": "import file not found",
     "E0202": "import cycle",
     "E0301": "shape mismatch",
@@ -31,7 +32,9 @@ CODES = {
     "E0402": "missing input or output",
     "E0403": "train section error",
     "E0501": "cannot lower",
+    "E0900": "internal error (a bug in specc, located at the spec line that triggered it)",
 }
+INTERNAL = "E0900"
 
 
 @dataclass
@@ -60,6 +63,9 @@ class Diagnostic:
         return "\n".join(out)
 
 
+MAX_LINE = 160  # characters of a source line shown under a diagnostic
+
+
 def _snippet(span: Span | None, label: str, sources: SourceMap | None) -> list[str]:
     if span is None:
         return []
@@ -70,8 +76,14 @@ def _snippet(span: Span | None, label: str, sources: SourceMap | None) -> list[s
     num = str(span.line)
     pad = " " * len(num)
     end = span.end_col if span.end_line == span.line else len(text) + 1
-    width = max(1, end - span.col)
-    caret = " " * (span.col - 1) + "^" * width
+    col = span.col
+    if len(text) > MAX_LINE:  # show a window around the caret, not a 17,000-character line
+        start = max(0, min(col - 1 - 20, len(text) - MAX_LINE))
+        text = ("..." if start else "") + text[start:start + MAX_LINE] + ("..." if start + MAX_LINE < len(text) else "")
+        shift = start - (3 if start else 0)
+        col, end = col - shift, min(end - shift, len(text) + 1)
+    width = max(1, end - col)
+    caret = " " * (col - 1) + "^" * width
     lines += [f"{pad} |", f"{num} | {text}", f"{pad} | {caret}" + (f" {label}" if label else "")]
     return lines
 

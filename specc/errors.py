@@ -8,7 +8,7 @@
 """
 from __future__ import annotations
 
-from .diagnostics import Diagnostic, ShapeError, SpecError, render_all
+from .diagnostics import INTERNAL, Diagnostic, ShapeError, SpecError, render_all
 from .source import SourceMap
 
 __all__ = ["CheckError", "ShapeError", "SpecError", "UsageError"]
@@ -23,6 +23,12 @@ class CheckError(SpecError):
 
     def render(self) -> str:
         return render_all(self.diagnostics, self.sources)
+
+    @property
+    def internal(self) -> bool:
+        """A diagnostic is an internal error (a bug in specc located at a spec line), not a mistake in the spec:
+        the CLI exits 3."""
+        return any(d.code == INTERNAL for d in self.diagnostics)
 
     def __str__(self) -> str:
         return self.render()

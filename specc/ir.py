@@ -127,7 +127,7 @@ class Module:
         """Yield (qualified name, node, owning graph, multiplicity) for every node, descending into calls.
 
         Repeat bodies are visited once with multiplicity N (folded), so costs scale without unrolling."""
-        graph = graph or self.graph
+        graph = self.graph if graph is None else graph  # an empty body graph is falsy
         for node in graph.nodes():
             q = f"{prefix}{node.name}"
             yield q, node, graph, times

@@ -10,6 +10,10 @@ from .errors import UsageError
 
 def parse_define(text: str) -> tuple[str, Any]:
     """`-D name=value`: value is a spec literal (int, float, true/false, a string, a list/tuple of those)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # argv bytes that are not UTF-8 arrive as lone surrogates
+        raise UsageError(f"-D {text.encode('utf-8', 'backslashreplace').decode()!s}: not valid UTF-8") from None
     name, sep, raw = text.partition("=")
     name = name.strip()
     if not sep or not name.isidentifier():

@@ -7,6 +7,7 @@ import functools
 import gc
 import math
 import re
+import sys
 from pathlib import Path
 
 import lark
@@ -14,6 +15,7 @@ from lark import Token, Tree
 
 from . import ast as A
 from .diagnostics import Diagnostic, Note, SpecError
+from .limits import Limits, check_name
 from .source import Span
 
 GRAMMAR = Path(__file__).resolve().parent.parent / "grammar" / "specc.lark"
@@ -48,21 +50,85 @@ def gc_paused():
             gc.enable()
 
 
-def parse(text: str, file: str = "<string>") -> A.Program:
-    with gc_paused():
-        return _parse(text, file)
+def parse(text: str, file: str = "<string>", limits: Limits | None = None) -> A.Program:
+    with gc_paused(), deep_recursion():
+        return _parse(text, file, limits or Limits())
 
 
-def _parse(text: str, file: str) -> A.Program:
+@contextlib.contextmanager
+def deep_recursion(frames: int = 20_000):
+    """Room for the recursive tree walks (builder, elaborator) up to the nesting budget: Limits.nesting bounds the
+    depth of every tree first, so this never lets a spec recurse without end."""
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, frames))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
+
+
+def _parse(text: str, file: str, limits: Limits) -> A.Program:
     try:
         tree = _parser().parse(text)
     except lark.exceptions.UnexpectedInput as e:
         raise SpecError(_syntax_diag(e, text, file)) from None
-    try:
-        return _Builder(file).program(tree)
-    except RecursionError:  # e.g. thousands of nested parentheses; `->` chains are built without recursion
-        raise SpecError(Diagnostic("E0001", "syntax error: expressions nested too deeply", Span(file, 1, 1, 1, 2),
-                                   help="split the expression into several assignments")) from None
+    _check_nesting(tree, file, limits)
+    _check_glued_keywords(tree, text, file)
+    _check_name_lengths(tree, file, limits)
+    return _Builder(file).program(tree)
+
+
+def _check_nesting(tree: Tree, file: str, limits: Limits) -> None:
+    """Refuse trees deeper than Limits.nesting (a `->` chain's spine does not count: it is walked in a loop), at
+    the first construct that goes too deep."""
+    stack = [(tree, 0)]
+    while stack:
+        t, depth = stack.pop()
+        if depth > limits.nesting:
+            meta = t.meta
+            line, col = (meta.line, meta.column) if not meta.empty else (1, 1)
+            span = Span(file, line, col, line, col + 1)
+            raise SpecError(Diagnostic(
+                "E0001", f"syntax error: nested more than {limits.nesting} levels deep", span, label="too deep",
+                help=f"split it into several statements or blocks (or raise the limit with "
+                f"{Limits.flag('nesting')} N)"))
+        for i, c in enumerate(t.children):
+            if isinstance(c, Tree):
+                stack.append((c, depth if (t.data == "chain" and i == 0) else depth + 1))
+
+
+def _check_name_lengths(tree: Tree, file: str, limits: Limits) -> None:
+    """Names end up in file names, class names and pictures: refuse the absurdly long ones here, located."""
+    for t in tree.scan_values(lambda v: isinstance(v, Token) and v.type == "NAME" and len(v) > limits.name_length):
+        check_name(limits, str(t), Span(file, t.line, t.column, t.end_line, t.end_column))
+
+
+@functools.lru_cache(maxsize=1)
+def _keywords() -> frozenset[str]:
+    return frozenset(t.pattern.value for t in _parser().terminals
+                     if t.pattern.type == "str" and t.pattern.value.isidentifier())
+
+
+_WORD = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|[A-Za-z_][A-Za-z0-9_]*')
+
+
+def _check_glued_keywords(tree: Tree, text: str, file: str) -> None:
+    """`modelM()` or `for i inrange(2)`: the lexer splits a keyword off the front of a word the parser then
+    accepts. A word that begins with a keyword but is no name token of the tree was split that way."""
+    tokens = list(tree.scan_values(lambda v: isinstance(v, Token) and v.type == "NAME"))
+    names = {t.start_pos for t in tokens}
+    kws = _keywords()
+    for m in _WORD.finditer(text):
+        word = m.group()
+        if word[0] in '"#' or m.start() in names or word in kws:
+            continue
+        kw = next((k for k in kws if word.startswith(k)), None)
+        if kw is not None:
+            line = text.count("\n", 0, m.start()) + 1
+            col = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
+            raise SpecError(Diagnostic("E0001", f"syntax error: keyword {kw!r} runs into {word[len(kw):]!r}",
+                                       Span(file, line, col, line, col + len(word)), label="here",
+                                       help=f"write `{kw} {word[len(kw):]}`"))
 
 
 def _syntax_diag(e: lark.exceptions.UnexpectedInput, text: str, file: str) -> Diagnostic:
@@ -172,8 +238,8 @@ class _Builder:
         name, ttype, *cons = t.children
         dtype_tok, *dims = ttype.children
         dims = [d for d in dims if d is not None]
-        decls = tuple(A.DimDecl(self.span(d.children[0]),
-                                int(d.children[0]) if d.data == "int_dim" else str(d.children[0])) for d in dims)
+        decls = tuple(A.DimDecl(self.span(d.children[0]), _int(str(d.children[0]), self.span(d.children[0]))
+                                if d.data == "int_dim" else str(d.children[0])) for d in dims)
         constraints = tuple(A.Constraint(self.span(c), str(c.children[0]), str(c.children[1]), self.expr(c.children[2]))
                             for c in cons if c is not None)
         return A.InputStmt(sp, str(name), str(dtype_tok), self.span(dtype_tok), decls, constraints)

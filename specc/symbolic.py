@@ -6,9 +6,26 @@ equality checks and golden files stable.
 """
 from __future__ import annotations
 
+import math
+from fractions import Fraction
 from typing import Union
 
 Monomial = tuple[str, ...]  # sorted atom names, repeated for powers
+
+
+class DimTypeError(TypeError):
+    """A float mixed into a symbolic dim where the result is not provably an integer (`B * 1.5`): an error, never
+    a silent truncation."""
+
+
+def _exact(terms: dict[Monomial, int], f: float, what: str) -> Fraction:
+    """`f` as an exact fraction, checked to keep every coefficient of `terms` integral after `what`."""
+    if not math.isfinite(f):
+        raise DimTypeError(f"{what}: {f} is not a finite number")
+    q = Fraction(f)
+    if any((c * q).denominator != 1 for c in terms.values()):
+        raise DimTypeError(f"{what}: the result is not a whole number for every value of the dim")
+    return q
 
 
 class Sym:
@@ -23,6 +40,8 @@ class Sym:
 
     # -- arithmetic ------------------------------------------------------------------------------------------
     def __add__(self, other: "Dim") -> "Dim":
+        if isinstance(other, float):
+            other = int(_exact({(): 1}, other, f"{self} + {other}"))
         o = _as_terms(other)
         t = dict(self.terms)
         for m, c in o.items():
@@ -41,6 +60,9 @@ class Sym:
         return (-self) + other
 
     def __mul__(self, other: "Dim") -> "Dim":
+        if isinstance(other, float):  # 2*B * 1.5 == 3*B is fine; B * 1.5 is not a size
+            q = _exact(self.terms, other, f"{self} * {other}")
+            return _norm({m: int(c * q) for m, c in self.terms.items()})
         t: dict[Monomial, int] = {}
         for m1, c1 in self.terms.items():
             for m2, c2 in _as_terms(other).items():
@@ -51,6 +73,8 @@ class Sym:
     __rmul__ = __mul__
 
     def __floordiv__(self, other: "Dim") -> "Dim":
+        if isinstance(other, float):
+            other = int(_exact({(): 1}, other, f"{self} // {other}"))
         if isinstance(other, int) and other != 0 and all(c % other == 0 for c in self.terms.values()):
             return _norm({m: c // other for m, c in self.terms.items()})
         if isinstance(other, Sym) and len(other.terms) == 1:
@@ -62,6 +86,8 @@ class Sym:
         return Sym.var(f"({self})//{_paren(other)}")
 
     def __rfloordiv__(self, other: "Dim") -> "Dim":
+        if isinstance(other, float):
+            other = int(_exact({(): 1}, other, f"{other} // {self}"))
         return Sym.var(f"{_paren(other)}//({self})")
 
     # -- comparison / printing -------------------------------------------------------------------------------
@@ -180,7 +206,9 @@ def _paren(d: Dim) -> str:
 def _as_terms(d: Dim) -> dict[Monomial, int]:
     if isinstance(d, Sym):
         return d.terms
-    return {(): int(d)} if d else {}
+    if not isinstance(d, int):  # a float here would be truncated: the callers above convert exact ones first
+        raise DimTypeError(f"cannot mix {type(d).__name__} {d} into a symbolic dim")
+    return {(): d} if d else {}
 
 
 def _norm(t: dict[Monomial, int]) -> Dim:

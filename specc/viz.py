@@ -362,11 +362,23 @@ def render(m: Module, fmt: str, flat: bool = False) -> str:
     raise ValueError(f"unknown picture format {fmt!r}")
 
 
+# JSON inside <script> must not contain `</script`, nor `<!--` + `<script` (which switch the HTML parser into
+# "double escaped" mode so that the real `</script>` no longer closes the element: the page stays blank), nor U+2028
+# and U+2029 (line ends to older JavaScript). Written as \u escapes they are the same JSON strings.
+_EMBED = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def embed_json(text: str) -> str:
+    """JSON text safe to place between <script> and </script>: the characters above only occur inside JSON
+    strings, where their backslash-u escapes mean the same."""
+    return re.sub("[<>&\u2028\u2029]", lambda m: _EMBED[m[0]], text)
+
+
 def html_page(m: Module, svg: str, details: dict, folds: dict) -> str:
     start = svg.find("<svg")
     svg = svg[start:] if start >= 0 else svg
     data = json.dumps({"model": m.name, "nodes": details, "clusters": folds}, sort_keys=True)
-    data = data.replace("</", "<\\/")  # never ends the <script> element early
+    data = embed_json(data)
     values = {"TITLE": html.escape(f"{m.name} \u2014 specc"), "MODEL": html.escape(m.name),
               "CSS": (ASSETS / "viewer.css").read_text(encoding="utf-8"),
               "JS": (ASSETS / "viewer.js").read_text(encoding="utf-8"), "DATA": data, "SVG": svg}

@@ -235,9 +235,8 @@ def test_emitted_hostile_files_pass_ruff(tmp_path):
 
 
 def test_strings_stay_inside_literals():
-    """Spec strings become string constants only (repr-escaped); train-section strings are not emitted at all."""
-    source = specc.load(CORPUS / "train_strings.nn").torch_source()
-    assert "import os" not in source and "passwd" not in source and "adamw" not in source
+    """Spec strings become string constants only (repr-escaped). (Train-section strings are judged by the checker:
+    train_strings.nn is refused with a located E0403.)"""
     source = specc.load(CORPUS / "strings.nn").torch_source()
     consts = {n.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Constant)}
     assert '"""; import os; os.system("echo pwned") #' in consts
@@ -288,7 +287,9 @@ def test_integer_too_large_to_print_is_a_located_error(tmp_path):
     with pytest.raises(SpecError) as err:
         specc.load(path).torch_source()
     d = err.value.diagnostics[0]
-    assert d.code == "E0107" and d.span is not None and Path(d.span.file).name == "bigmul.nn"
+    # refused while checking (the integer-size budget), no longer only when emitting (issue 17)
+    assert d.code == "E0112" and "--max-int-digits" in (d.help or "")
+    assert d.span is not None and Path(d.span.file).name == "bigmul.nn"
 
 
 @pytest.mark.parametrize("value", [b"x", {"a": 1}, {1, 2}, 1j])

@@ -241,3 +241,31 @@ def test_html_viewer_in_chromium(browser, tmp_path) -> None:
         page.call("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": 500, "button": "left", "buttons": 1,
                                                "clickCount": 1})
     assert page.eval("document.getElementById('canvas').style.transform") != zoomed
+
+
+HOSTILE_LINE = "<!--<script>window.pwned = 1</script><script>window.pwned = 2</script>-->\u2028\u2029 & \"'"
+
+
+@pytest.mark.browser
+@needs_dot
+@needs_chromium
+def test_html_viewer_survives_hostile_source_lines(browser, tmp_path) -> None:
+    """Source lines are shown in the viewer: a comment that opens an HTML comment and a script must neither stop
+    the viewer's script (a blank page) nor run."""
+    spec = ("model M() {\n  input x: f32[B, 4]\n"
+            f"  output y = x -> relu  # {HOSTILE_LINE}\n}}\n")
+    src = tmp_path / "hostile.nn"
+    src.write_text(spec, encoding="utf-8")
+    page_text = render(_module(src), "html")
+    data = re.search(r'<script id="specc-data" type="application/json">(.*?)</script>', page_text, re.S)[1]
+    assert not re.search(r"<!--|<script|</script|\u2028|\u2029", data, re.I)
+    page_file = tmp_path / "hostile.html"
+    page_file.write_text(page_text, encoding="utf-8")
+    page = browser.open(page_file.as_uri())
+    assert page.eval("typeof window.pwned") == "undefined"
+    assert page.eval("typeof specc") == "object", "the viewer's script did not start"
+    nodes = json.loads(page.eval("document.getElementById('specc-data').textContent"))["nodes"]
+    shown = HOSTILE_LINE.split("\u2028")[0]  # the viewer shows the line as it was written (up to a line break)
+    assert any(shown in v.get("code", "") for v in nodes.values())
+    assert page.eval("document.querySelectorAll('#canvas svg g.node').length") == \
+        len([n for n in nodes if not n.startswith("cluster_")])

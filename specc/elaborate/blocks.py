@@ -75,8 +75,8 @@ class BlocksMixin:
         scope, hp = self.block_hparams(d, oparams, vparams, bound, span, spans)
         key = ("block", d.name, tuple((k, _freeze(v)) for k, v in hp.items()),
                tuple((p.name, t.type) for p, t in zip(present, tensors)))
-        gname = self.memo.get(key)
-        if gname is None:
+        gname = self.memo.get(key, ...)
+        if gname is ...:  # not yet specialised (a failed specialisation is memoised as None: reported once)
             before = len(self.diags)
             gname = self.elaborate_block(d, scope, hp, present, tensors)
             self.memo[key] = gname
@@ -121,7 +121,7 @@ class BlocksMixin:
             self.error("E0111", f"block {d.name}: blocks nest more than {MAX_BLOCK_DEPTH} calls deep", d.name_span,
                        help="a block that calls itself needs an `if` that stops the recursion")
             return None
-        name = self.unique_graph_name(d.name)
+        name = self.unique_graph_name(d.name, d.name_span)
         bb = GraphBuilder(name, d.name, hp, d.span)
         bb.as_model = d.kind == "model"  # a model called as a block: its `input`s bind, its `output`s name results
         for p, t in zip(tparams, tensors):

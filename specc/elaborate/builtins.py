@@ -2,8 +2,10 @@
 max(), int(), float()."""
 from __future__ import annotations
 
+import math
 import typing
 
+from ..limits import int_digits, over_budget, short_int
 from ..source import Span
 from ..types import TensorType
 from .values import Tensor
@@ -47,9 +49,13 @@ def _b_len(el, pos, kw, span, spans, b):
 def _b_range(el, pos, kw, span, spans, b):
     if not 1 <= len(pos) <= 3 or not all(isinstance(p, int) and not isinstance(p, bool) for p in pos):
         raise el.fail("E0108", "range() takes one to three ints", span)
-    if len(range(*pos)) > 100_000:
-        raise el.fail("E0107", "range() longer than 100000", span)
-    return list(range(*pos))
+    if len(pos) == 3 and pos[2] == 0:
+        raise el.fail("E0108", "range() step must not be zero", span)
+    r = range(*pos)
+    n = (r.stop - r.start + r.step + (-1 if r.step > 0 else 1)) // r.step  # len(r) fails beyond sys.maxsize
+    if n > el.limits.collection:
+        raise over_budget(el.limits, "collection", span, f"range() of {short_int(n)} elements")
+    return list(r)
 
 
 def _b_minmax(fn):
@@ -65,7 +71,11 @@ def _b_cast(fn):
     def f(el, pos, kw, span, spans, b):
         if len(pos) != 1 or not isinstance(pos[0], (int, float, bool)):
             raise el.fail("E0108", f"{fn.__name__}() takes one number", span)
-        return fn(pos[0])
+        if isinstance(pos[0], float) and not math.isfinite(pos[0]):
+            raise el.fail("E0108", f"{fn.__name__}() of {pos[0]}: not a finite number", span)
+        if fn is float and isinstance(pos[0], int) and int_digits(pos[0]) > 308:
+            raise el.fail("E0108", f"float() of {short_int(pos[0])}: too large for a float", span)
+        return el.check_size(fn(pos[0]), span)
     return f
 
 

@@ -1,6 +1,7 @@
 """Calls of ops, layer instances and block values, and the attributes and shape checks of op nodes."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pydantic
@@ -10,9 +11,12 @@ from ..attrs import short as _short
 from ..attrs import to_attr as _to_attr
 from ..diagnostics import Diagnostic, Note, ShapeError, SpecError
 from ..ir import Node
+from ..limits import internal_error, short_int
 from ..ops import registry
 from ..source import Span
-from ..types import ErrorType
+from ..symbolic import Sym
+from ..symbolic import prod as numel
+from ..types import ErrorType, TensorType, TupleType
 from .builtins import BUILTINS
 from .values import (
     POISON,
@@ -106,6 +110,10 @@ class CallsMixin:
                                 where[k])
             else:
                 data[k] = _to_attr(v)
+                big = _beyond_int64(data[k])
+                if big is not None:
+                    raise self.fail("E0107", f"{label}: bad value for {k!r}: {short_int(big)} does not fit in 64 bits",
+                                    where[k])
         try:
             return op.attrs(**data)
         except pydantic.ValidationError as err:
@@ -131,6 +139,7 @@ class CallsMixin:
                  b: GraphBuilder, vspans: dict | None = None, tspans: list | None = None,
                  layer: LayerInstance | None = None) -> Any:
         op = registry.get(opname)
+        self.tick(span, OP_STEPS)
         label = f"{opname} '{alias}'" if alias else opname
         lo, hi = op.arity
         if not lo <= len(tensors) <= (hi if hi is not None else len(tensors)):
@@ -143,6 +152,12 @@ class CallsMixin:
         attrs = self.make_attrs(op, values, kw, span, vspans, label)
         if any(isinstance(t.type, ErrorType) for t in tensors):
             return POISON
+        for i, t in enumerate(tensors):
+            if isinstance(t.type, TupleType) and opname not in TAKES_TUPLES:
+                which = f"input {i}" if len(tensors) > 1 else "its input"
+                raise self.fail("E0108", f"{label} takes tensors, {which} is a tuple of {len(t.type.items)} "
+                                f"tensors {t.type}", span, notes=[Note(t.span, "the tuple comes from here")],
+                                help="unpack it first (`a, b = ...`) or pick one with [i]")
         name = alias if alias and b.free(alias) else b.fresh(alias or opname)
         label = f"{opname} '{name}'" if alias else opname
         ins = [t.type for t in tensors]
@@ -161,10 +176,26 @@ class CallsMixin:
             notes.extend(err.notes)
             # "conv2d: expects a rank-4 input", not "conv2d: conv2d expects ..."
             raise self.fail(err.code, f"{label}: {str(err).removeprefix(opname + ' ')}", span, notes=notes) from None
+        except Exception as e:  # noqa: BLE001 - a shape rule's bug, located at this node
+            if os.environ.get("SPECC_DEBUG"):
+                raise
+            raise internal_error(e, span, f"{label}'s shape rule") from e
+        self.check_dims(out, label, span)
         node = Node(name=name, kind="op", target=opname, inputs=tuple(t.node for t in tensors), attrs=attrs,
                     type=out, span=span, layer=layer.name if layer else None)
         self.check_tie(op, node, ins, b)
         return b.add(node)
+
+    def check_dims(self, t, label: str, span: Span | None) -> None:
+        """Every dim a shape rule produced fits the int64 sizes tensors have at run time."""
+        for item in t.items if isinstance(t, TupleType) else (t,):
+            if not isinstance(item, TensorType):
+                continue
+            for d in (*item.shape, numel(item.shape)):  # each dim, and the number of elements
+                coefs = d.terms.values() if isinstance(d, Sym) else (d,)
+                if any(not -INT64 <= c < INT64 for c in coefs):
+                    raise self.fail("E0305", f"{label}: its output {_short_type(item)} has a dimension or a number "
+                                    "of elements beyond 64-bit sizes", span)
 
     def block_args(self, op: registry.OpDef, label: str, tensors: list, values: list, kw: dict, spans: dict,
                    span: Span | None, b: GraphBuilder) -> tuple[list, dict] | None:
@@ -247,3 +278,22 @@ class CallsMixin:
                             f"{_params_str(params)}, the first use made {_params_str(inst.params)}", span,
                             notes=[Note(inst.first.span, "first used here"), Note(inst.span, "declared here")])
         return result
+
+
+INT64 = 2 ** 63
+OP_STEPS = 10  # an op costs a shape rule and a graph node: about ten expression steps
+TAKES_TUPLES = frozenset({"getitem"})  # ops whose shape rule takes a tuple value (the rest take tensors)
+
+
+def _beyond_int64(v: Any) -> int | None:
+    """The first int in an attribute value that no int64 holds (PyTorch and TVM take sizes as int64)."""
+    if isinstance(v, int) and not isinstance(v, bool) and not -INT64 <= v < INT64:
+        return v
+    if isinstance(v, tuple):
+        return next((b for b in map(_beyond_int64, v) if b is not None), None)
+    return None
+
+
+def _short_type(t: TensorType) -> str:
+    text = str(t)
+    return text if len(text) <= 80 else text[:60] + "...]"

@@ -8,8 +8,10 @@ from .. import ast as A
 from ..attrs import short as _short
 from ..diagnostics import Diagnostic, SpecError
 from ..ir import Graph, Module
+from ..limits import Limits, int_digits, over_budget
 from ..ops.context import shape_context
 from ..source import SourceMap, Span
+from ..symbolic import Sym
 from .blocks import BlocksMixin
 from .calls import CallsMixin
 from .expressions import ExpressionsMixin
@@ -31,8 +33,11 @@ from .values import (
 
 class Elaborator(LoaderMixin, StatementsMixin, RepeatMixin, ExpressionsMixin, CallsMixin, BlocksMixin,
                  ModelCallMixin):
-    def __init__(self, sources: SourceMap | None = None) -> None:
+    def __init__(self, sources: SourceMap | None = None, limits: Limits | None = None) -> None:
         self.sources = sources or SourceMap()
+        self.limits = limits or Limits()
+        self.steps = 0  # evaluation steps spent (see Limits.steps)
+        self.elaborations = 0  # graphs elaborated (see Limits.specializations)
         self.diags: list[Diagnostic] = []
         self.defs: dict[str, A.Def] = {}
         self.graphs: dict[str, Graph] = {}
@@ -51,6 +56,29 @@ class Elaborator(LoaderMixin, StatementsMixin, RepeatMixin, ExpressionsMixin, Ca
 
     def fail(self, code: str, message: str, span: Span | None, **kw) -> SpecError:
         return SpecError.at(code, message, span, **kw)
+
+    # ---- budgets --------------------------------------------------------------------------------------------
+    def tick(self, span: Span | None, steps: int = 1) -> None:
+        self.steps += steps
+        if self.steps > self.limits.steps:
+            raise over_budget(self.limits, "steps", span, "a loop, recursion or repeat that does too much work")
+
+    def check_size(self, v: Any, span: Span | None) -> Any:
+        """A compile-time value within the integer, collection and symbolic-dim budgets, or a located error."""
+        if isinstance(v, int):
+            if not -10**18 < v < 10**18 and int_digits(v) > self.limits.int_digits:
+                raise over_budget(self.limits, "int_digits", span, f"an integer of {int_digits(v):,} digits")
+        elif isinstance(v, (list, tuple, str)):
+            if len(v) > self.limits.collection:
+                raise over_budget(self.limits, "collection", span, f"{len(v):,} elements")
+        elif isinstance(v, Sym):
+            if len(v.terms) > self.limits.dim_terms:
+                raise over_budget(self.limits, "dim_terms", span, f"a dim of {len(v.terms):,} terms")
+            for c in v.terms.values():
+                self.check_size(c, span)
+            if any(len(m) > 64 for m in v.terms):
+                raise over_budget(self.limits, "dim_terms", span, "a product of more than 64 symbols")
+        return v
 
     # ---- model ----------------------------------------------------------------------------------------------
     def elaborate_model(self, prog: A.Program, model: str | None, overrides: dict[str, Any]) -> Module | None:
@@ -112,8 +140,28 @@ class Elaborator(LoaderMixin, StatementsMixin, RepeatMixin, ExpressionsMixin, Ca
         if not g.outputs and A.OutputStmt not in written:
             self.error("E0402", f"model {chosen.name} declares no `output`", chosen.name_span)
         self.graphs[g.name] = g
+        self.check_expanded_size(g)
         return Module(name=chosen.name, graphs=dict(self.graphs), main=g.name, hparams=hparams,
                       constraints=dict(self.constraints), train=dict(self.train), path=prog.file)
+
+    def check_expanded_size(self, main: Graph) -> None:
+        """Blocks are specialised once and memoised, so a block calling another twice, 40 levels deep, checks in
+        linear time, but describes 2^40 nodes that every walk of the module (summary, pictures, lowering) expands.
+        Refuse it here, pointing at the call in the model that expands the most."""
+        sizes: dict[str, int] = {}
+
+        def size(name: str) -> int:
+            if name not in sizes:
+                sizes[name] = sum(1 + (size(n.target) if n.kind in ("call", "repeat") else 0)
+                                  for n in self.graphs[name].nodes())
+            return sizes[name]
+
+        limit = self.limits.nodes
+        if size(main.name) > limit:
+            worst = max((n for n in main.nodes() if n.kind in ("call", "repeat")), key=lambda n: size(n.target),
+                        default=None)
+            raise over_budget(self.limits, "nodes", worst.span if worst is not None else None,
+                              f"{size(main.name):,} once every block call is expanded")
 
     def check_param_type(self, p: A.Param, val: Any, owner: str) -> Any:
         if val is POISON or p.type is None:

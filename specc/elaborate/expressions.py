@@ -1,13 +1,15 @@
 """Expressions: names, literals, arithmetic, chains, indexing, attributes."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .. import ast as A
 from ..diagnostics import SpecError
+from ..limits import over_budget, short_int
 from ..ops import registry
 from ..source import Span
-from ..symbolic import Sym
+from ..symbolic import DimTypeError, Sym
 from ..types import TensorType, TupleType
 from .builtins import BUILTINS
 from .values import (
@@ -46,8 +48,9 @@ class ExpressionsMixin:
                          help=f"did you mean {close!r}?" if close else "`specc ops` lists the built-in ops")
 
     def ev(self, e, scope: Scope, b: GraphBuilder) -> Any:
+        self.tick(e.span)
         if isinstance(e, A.Lit):
-            return e.value
+            return self.check_size(e.value, e.span)
         if isinstance(e, A.Name):
             return self.lookup(e.id, scope, e.span)
         if isinstance(e, A.TupleLit):
@@ -122,13 +125,34 @@ class ExpressionsMixin:
             return (left is right) == (e.op == "==")
         if isinstance(left, Tensor) or isinstance(right, Tensor):
             return self.tensor_binop(e, left, right, b)
+        self.check_binop(e, left, right)
         try:
-            return _const_binop(e.op, left, right)
+            return self.check_size(_const_binop(e.op, left, right), e.span)
         except ZeroDivisionError:
             raise self.fail("E0108", "division by zero in a compile-time expression", e.span) from None
-        except (TypeError, ValueError, OverflowError):
+        except DimTypeError as err:
+            raise self.fail("E0108", f"{err}", e.span, label="not a whole number",
+                            help="a size must be a whole number: write e.g. `B * 3 // 2`, or use an int") from None
+        except OverflowError:
+            raise self.fail("E0108", f"{_typename(left)} {e.op} {_typename(right)}: the result is too large for a "
+                            "float", e.span) from None
+        except (TypeError, ValueError):
             raise self.fail("E0108", f"cannot apply {e.op!r} to {_typename(left)} and {_typename(right)}",
                             e.span) from None
+
+    def check_binop(self, e: A.BinOp, left: Any, right: Any) -> None:
+        """Refuse, before computing it, a result beyond the budgets: `[1] * 10**9`, `10 ** 10**6`."""
+        lim = self.limits
+        if e.op == "*":
+            seq, n = (left, right) if isinstance(left, (list, tuple, str)) else (right, left)
+            if isinstance(seq, (list, tuple, str)) and isinstance(n, int) and len(seq) * n > lim.collection:
+                raise over_budget(lim, "collection", e.span, f"{len(seq):,} x {short_int(n)} elements")
+            if isinstance(left, Sym) and isinstance(right, Sym) and \
+                    len(left.terms) * len(right.terms) > lim.dim_terms ** 2:
+                raise over_budget(lim, "dim_terms", e.span)
+        if e.op == "**" and isinstance(left, int) and isinstance(right, int) and not isinstance(left, bool) \
+                and abs(left) > 1 and right > 0 and right * math.log10(abs(left)) > lim.int_digits + 1:
+            raise over_budget(lim, "int_digits", e.span, f"{short_int(left)} ** {short_int(right)}")
 
     def tensor_binop(self, e: A.BinOp, left: Any, right: Any, b: GraphBuilder) -> Any:
         ops = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow", "@": "matmul"}

@@ -34,7 +34,7 @@ class LoaderMixin:
                 self.error("E0201", f"cannot read imported file {path}: {getattr(e, 'strerror', None) or e}", span)
                 return None
             try:
-                prog = parse(text, str(path))
+                prog = parse(text, str(path), self.limits)
             except SpecError as e:
                 self.diags.extend(e.diagnostics)
                 return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 from .. import ast as A
 from ..attrs import short as _short
 from ..ir import Graph, Node, RepeatAttrs
+from ..limits import over_budget
 from ..types import ErrorType, TupleType
 from .syntax import _assigned_in, _names_read
 from .values import (
@@ -33,6 +34,10 @@ class RepeatMixin:
         captured = [v for v in sorted(read - assigned) if isinstance(scope.get(v), Tensor)]
         if any(scope.get(v) is POISON for v in read):
             return
+        if not carried:
+            raise self.fail("E0108", "this `repeat` changes no tensor defined before it, so it has no effect",
+                            s.span, label="nothing carried",
+                            help="assign to a tensor from before the loop, e.g. `x = x -> Block(...)`")
         shared = [v for v in sorted(read) if isinstance(scope.get(v), LayerInstance)]
         if shared:
             raise self.fail("E0108", f"layer {shared[0]!r} is declared outside this `repeat`: a repeat body cannot "
@@ -99,7 +104,7 @@ class RepeatMixin:
     def elaborate_repeat_body(self, s: A.Repeat, outer: Scope, carried: list[str], captured: list[str], i: int,
                               owner: str) -> str | None:
         base = f"{owner}_layer"
-        name = self.unique_graph_name(base)
+        name = self.unique_graph_name(base, s.span)
         # the body's hyper-parameters are the compile-time values it reads from outside (not its index: bodies
         # that differ only in `i` but are built alike must stay one folded run)
         read = _names_read(s.body) - ({s.var} if s.var else set())
@@ -124,7 +129,11 @@ class RepeatMixin:
             bb.add(Node(name=bb.fresh(f"{v}_out"), kind="output", inputs=(val.node,), type=val.type, span=s.span))
         return self.finish_graph(bb.graph)
 
-    def unique_graph_name(self, base: str) -> str:
+    def unique_graph_name(self, base: str, span=None) -> str:
+        self.elaborations += 1  # every block specialisation and repeat body comes through here
+        self.tick(span, 10)
+        if self.elaborations > self.limits.specializations:
+            raise over_budget(self.limits, "specializations", span, f"elaborating {base}")
         n = self.block_counts.get(base, 0)
         self.block_counts[base] = n + 1
         return base if n == 0 else f"{base}_{n}"

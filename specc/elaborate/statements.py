@@ -1,12 +1,14 @@
 """Statements: assignments, input/output, layer declarations, if/for, return, assert, train."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .. import ast as A
 from ..attrs import short as _short
 from ..diagnostics import Note, SpecError
 from ..ir import Node
+from ..limits import Abort, internal_error, short_int
 from ..ops import registry
 from ..source import Span
 from ..symbolic import Sym
@@ -37,10 +39,17 @@ class StatementsMixin:
                     raise _Halt from None
                 for name in _assigned_names(stmt):
                     scope[name] = POISON
+            except (_Return, _Halt, Abort):
+                raise
+            except Exception as e:  # noqa: BLE001 - last resort: a bug in specc, located at this statement
+                if os.environ.get("SPECC_DEBUG"):
+                    raise
+                raise internal_error(e, stmt.span, "this statement") from e
 
     def exec_stmt(self, s, scope: Scope, b: GraphBuilder, is_model: bool) -> None:
         """Run one statement. Long because it is the dispatch over the language's statement kinds, one short branch
         each, in the order of the language reference; the longer ones (input, repeat) are methods of their own."""
+        self.tick(s.span)
         if isinstance(s, A.Assign):
             stored = _stored_tensor(s)
             if stored is not None:  # `gamma = parameter(d, 1, 1)`: the layer is named after the variable
@@ -159,6 +168,8 @@ class StatementsMixin:
             if isinstance(d.value, int):
                 if d.value <= 0:
                     raise self.fail("E0107", f"dimension must be positive, got {d.value}", d.span)
+                if d.value >= 2 ** 63:
+                    raise self.fail("E0107", f"dimension {short_int(d.value)} does not fit in 64 bits", d.span)
                 dims.append(d.value)
             else:
                 known = scope.get(d.value)

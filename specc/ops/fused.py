@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import PositiveInt
+from pydantic import PositiveInt, ValidationError
 
 from ..diagnostics import ShapeError
 from ..types import FLOAT_DTYPES, TensorType, TupleType
@@ -36,11 +36,20 @@ class FusedAttrs(Attrs):
 
 
 def base_attrs(a: FusedAttrs):
-    return get(a.base).attrs(**dict(a.base_attrs))
+    return _sub_attrs(a.base, a.base_attrs)
 
 
 def bn_attrs(a: FusedAttrs):
-    return get("batchnorm").attrs(**dict(a.bn_attrs))
+    return _sub_attrs("batchnorm", a.bn_attrs)
+
+
+def _sub_attrs(op: str, items: tuple):
+    """The attributes of an absorbed op; a spec that writes `fused(...)` itself may give any tuple here."""
+    try:
+        return get(op).attrs(**dict(items))
+    except (ValidationError, ValueError, TypeError) as e:
+        first = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
+        raise ShapeError(f"bad attributes for the absorbed {op}: {first}", "E0305") from None
 
 
 def _fused_infer(ins: list[TensorType], a: FusedAttrs) -> TensorType:

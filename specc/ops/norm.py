@@ -128,7 +128,8 @@ register(OpDef(
     params=lambda ins, a: {} if not a.affine else
     {"weight": (ins[0].shape[a.dim],), **({"bias": (ins[0].shape[a.dim],)} if a.bias else {})},
     categories=frozenset({LAYER}), torch=TorchRule(module=_ln_module, fresh=True,
-                    support=lambda ins, a: () if a.dim in (-1, ins[0].rank - 1) else (_LAYERNORM_DIM,)),
+                    support=(_LAYERNORM_DIM,),
+                    support_when=lambda ins, a: a.dim not in (-1, ins[0].rank - 1)),
     doc="layer normalisation over the last dim, or over dim= (e.g. 1: the channels of a conv feature map).",
     numpy=_np_layernorm, waive=NORM_WAIVERS,
     examples=(Example(("f32[2, 3, 8]",)), Example(("f32[4, 6]",), {"eps": 1e-3, "bias": False}),

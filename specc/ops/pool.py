@@ -6,7 +6,7 @@ from pydantic import PositiveInt
 from ..diagnostics import ShapeError
 from ..types import TensorType
 from .conv import _squeeze, conv_out
-from .registry import NO_MACS, Attrs, Example, NoAttrs, OpDef, expect_rank, pair, register
+from .registry import NO_MACS, Attrs, Example, NoAttrs, OpDef, expect_float, expect_rank, pair, register
 from .torch_rule import TorchRule, pyval
 
 IntOrPair = PositiveInt | tuple[PositiveInt, ...]
@@ -23,6 +23,7 @@ def _pool_infer(nd: int, name: str):
     def infer(ins: list[TensorType], a: PoolAttrs) -> TensorType:
         (x,) = ins
         expect_rank(x, (nd + 2, nd + 1), name)
+        expect_float(x, name)  # PyTorch pools floating-point tensors only
         k = pair(a.kernel_size, nd)
         s = pair(a.stride if a.stride is not None else a.kernel_size, nd)
         p = pair(a.padding, nd)
@@ -84,6 +85,8 @@ def _pool_numpy(kind: str, nd: int):
 class _Shape:
     """Just enough of a TensorType for the shape rule (the reference reuses it for the output size)."""
 
+    dtype = "f32"  # the references run on float arrays
+
     def __init__(self, shape):
         self.shape, self.rank = tuple(shape), len(shape)
 
@@ -122,6 +125,7 @@ def _global_infer(name: str):
     def infer(ins: list[TensorType], a) -> TensorType:
         (x,) = ins
         expect_rank(x, (3, 4), name)
+        expect_float(x, name)
         return x.with_shape((*x.shape[:2], *([1] * (x.rank - 2))))
     return infer
 
@@ -159,6 +163,7 @@ def _adaptive_infer(nd: int):
     def infer(ins: list[TensorType], a: AdaptiveAttrs) -> TensorType:
         (x,) = ins
         expect_rank(x, (nd + 2, nd + 1), f"adaptive pool {nd}d")
+        expect_float(x, f"adaptive pool {nd}d")
         return x.with_shape((*x.shape[:-nd], *pair(a.output_size, nd)))
     return infer
 

@@ -137,7 +137,7 @@ class SinusoidalPositions(nn.Module):
         self.register_buffer("pe", pe, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.pe[: x.size(-2)]
+        return x + self.pe[: x.size(-2)].to(x.dtype)
 '''
 
 

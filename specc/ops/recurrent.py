@@ -23,7 +23,7 @@ GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
 class RecurrentAttrs(Attrs):
     hidden_size: PositiveInt
-    num_layers: PositiveInt = 1
+    num_layers: int = Field(1, gt=0, le=1024)  # each layer has its own parameters: more is a mistake
     bias: bool = True
     dropout: float = Field(0.0, ge=0.0, lt=1.0)  # on the outputs of every layer but the last (training only)
     bidirectional: bool = False

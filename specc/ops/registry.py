@@ -156,7 +156,12 @@ def expect_float(t: TensorType, what: str, operand: int = 0) -> None:
 
 
 def pair(v: int | tuple[int, ...], n: int = 2) -> tuple[int, ...]:
-    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+    """One value per spatial dim: an int for all of them, or a tuple of exactly n."""
+    if isinstance(v, (tuple, list)):
+        if len(v) != n:
+            raise ShapeError(f"expects {n} value(s) per spatial size, one per spatial dim, got {tuple(v)}", "E0305")
+        return tuple(v)
+    return (v,) * n
 
 
 def numel(shape) -> Dim:

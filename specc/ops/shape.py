@@ -1,7 +1,7 @@
 """Shape ops: flatten, reshape, permute, transpose, concat, split, chunk, slicing, tuple access, reductions."""
 from __future__ import annotations
 
-from pydantic import PositiveInt
+from pydantic import PositiveInt, field_validator
 
 from ..diagnostics import ShapeError
 from ..symbolic import Dim, Sym
@@ -109,6 +109,11 @@ def _reshape_infer(ins: list[TensorType], a: ReshapeAttrs) -> TensorType:
         dims[dims.index(-1)] = q
     elif numel(dims) != total:
         raise ShapeError(f"cannot reshape {x} ({total} elements) to {_fmt(dims)} ({numel(dims)} elements)")
+    # the emitted reshape computes every symbolic dim from the input's sizes; at most one may be left to -1
+    unknown = [d for d in a.dims() if d == -1 or (isinstance(d, Sym) and _runtime_dim(d, x, "x") is None)]
+    if len(unknown) > 1:
+        raise ShapeError(f"reshape of {x} to {_fmt(a.dims())}: {', '.join(str(d) for d in unknown)} cannot all be "
+                         "computed from the input's sizes at run time (at most one dim can be inferred)", "E0305")
     return x.with_shape(dims)
 
 
@@ -117,22 +122,40 @@ def _fmt(dims) -> str:
 
 
 def _reshape_call(args, a: ReshapeAttrs, ins) -> str:
-    # symbolic dims are read off the input at run time; -1 stands for the one inferred dim
+    # symbolic dims are computed from the input's sizes at run time; -1 stands for the one inferred dim
     x = ins[0]
     parts = []
     for d in a.dims():
         if isinstance(d, int):
             parts.append(str(d))
         else:
-            parts.append(_runtime_dim(d, x, args[0]))
+            parts.append(_runtime_dim(d, x, args[0]) or "-1")
     return f"{args[0]}.reshape({', '.join(parts)})"
 
 
-def _runtime_dim(d: Dim, x: TensorType, arg: str) -> str:
+def _runtime_dim(d: Dim, x: TensorType, arg: str) -> str | None:
+    """`d` as a Python expression over `arg.size(i)`: a dim of the input itself, or a polynomial whose symbols are
+    each some dim of the input (`B * T` from [B, T, 8] is `x.size(0) * x.size(1)`). None when it cannot be."""
     for i, s in enumerate(x.shape):
         if s == d:
             return f"{arg}.size({i})"
-    return "-1"
+    if not isinstance(d, Sym):
+        return str(d)
+    sizes: dict[str, str] = {}
+    for i, s in enumerate(x.shape):
+        if isinstance(s, Sym) and len(s.terms) == 1:
+            ((mono, coef),) = s.terms.items()
+            if coef == 1 and len(mono) == 1:
+                sizes.setdefault(mono[0], f"{arg}.size({i})")
+    terms = []
+    for mono, coef in sorted(d.terms.items(), key=lambda mc: (-len(mc[0]), mc[0])):
+        if any(atom not in sizes for atom in mono):
+            return None
+        factors = [sizes[atom] for atom in mono]
+        if coef != 1 or not mono:
+            factors.insert(0, str(coef))
+        terms.append(" * ".join(factors))
+    return " + ".join(terms)
 
 
 register(OpDef(name="reshape", attrs=ReshapeAttrs, positional=("shape",), infer=_reshape_infer,
@@ -222,8 +245,12 @@ def _split_sizes(x: TensorType, a: SplitAttrs) -> tuple[int, tuple[Dim, ...]]:
     if isinstance(a.sections, int):
         if isinstance(size, int) and size % a.sections:
             raise ShapeError(f"cannot split dim {a.dim} of size {size} into {a.sections} equal parts", "E0305")
-        return ax, (size // a.sections,) * a.sections
-    if isinstance(size, int) and sum(a.sections) != size:
+        part = size // a.sections
+        if isinstance(part, Sym) and "//" in str(part):  # chunk() of 8 into 3 gives 3, 3, 2: not equal parts
+            raise ShapeError(f"cannot prove that dim {a.dim} of size {size} splits into {a.sections} equal parts",
+                             "E0305")
+        return ax, (part,) * a.sections
+    if sum(a.sections) != size:  # a sum of ints never equals a symbolic dim: the split would fail at run time
         raise ShapeError(f"split sizes {a.sections} add up to {sum(a.sections)}, dim {a.dim} is {size}", "E0305")
     return ax, tuple(a.sections)
 
@@ -271,6 +298,16 @@ SliceItem = int | tuple[int | None, int | None, int | None] | str  # index, (sta
 
 class SliceAttrs(Attrs):
     items: tuple[SliceItem, ...]
+
+    @field_validator("items")
+    @classmethod
+    def _items(cls, items):
+        for it in items:
+            if isinstance(it, str) and it not in ("...", "new"):
+                raise ValueError(f"a subscript item is an int, a (start, stop, step) slice, '...' or 'new', not {it!r}")
+            if isinstance(it, tuple) and len(it) != 3:
+                raise ValueError(f"a slice is (start, stop, step), got {it}")
+        return items
 
 
 def _slice_len(size: Dim, start, stop, step) -> Dim:
@@ -367,6 +404,14 @@ class ReduceAttrs(Attrs):
     dim: int | tuple[int, ...] = -1
     keepdim: bool = False
 
+    @field_validator("dim")
+    @classmethod
+    def _dims(cls, v):
+        if isinstance(v, tuple) and (not v or len(set(v)) != len(v)):
+            # PyTorch reads dim=() as every dim, and refuses a dim given twice
+            raise ValueError("give one or more distinct dims")
+        return v
+
 
 def _reduce_infer(ins: list[TensorType], a: ReduceAttrs) -> TensorType:
     (x,) = ins
@@ -385,8 +430,18 @@ def _reduce_call(fn: str):
 REDUCE_EXAMPLES = (Example(("f32[2, 3, 4]",)), Example(("f32[2, 3, 4]",), {"dim": (0, 2), "keepdim": True}),
                    Example(("f32[3, 5]",), {"dim": 0}))
 
+
+def _float_reduce_infer(ins: list[TensorType], a: ReduceAttrs) -> TensorType:
+    from ..types import FLOAT_DTYPES
+
+    if ins[0].dtype not in FLOAT_DTYPES:  # PyTorch's mean and var take floating-point tensors only
+        raise ShapeError(f"expects a floating-point input, got {ins[0].dtype}", "E0302", 0)
+    return _reduce_infer(ins, a)
+
+
 for _name in ("mean", "sum", "amax"):
-    register(OpDef(name=_name, attrs=ReduceAttrs, positional=("dim", "keepdim"), infer=_reduce_infer,
+    register(OpDef(name=_name, attrs=ReduceAttrs, positional=("dim", "keepdim"),
+                   infer=_float_reduce_infer if _name == "mean" else _reduce_infer,
                    categories=frozenset({REDUCTION}), torch=TorchRule(call=_reduce_call(_name)),
                    doc=f"{_name} over dim(s)", numpy=_np_reduce({"amax": "max"}.get(_name, _name)), waive={"macs": NO_MACS},
                    examples=REDUCE_EXAMPLES))
@@ -396,7 +451,7 @@ class VarAttrs(ReduceAttrs):
     unbiased: bool = False
 
 
-register(OpDef(name="var", attrs=VarAttrs, positional=("dim", "keepdim"), infer=_reduce_infer,
+register(OpDef(name="var", attrs=VarAttrs, positional=("dim", "keepdim"), infer=_float_reduce_infer,
                categories=frozenset({REDUCTION}),
                torch=TorchRule(call=lambda args, a, ins: f"{args[0]}.var({pyval(a.dim)}, correction="
                                f"{1 if a.unbiased else 0}" + (", keepdim=True)" if a.keepdim else ")")),

@@ -15,13 +15,15 @@ class TorchRule:
     absorbed under that layer's own attribute name (so state_dicts of fused and unfused modules match); its ``call``
     then gets those attributes (``self.<name>``) after the tensor args. ``imports`` are extra import lines the emitted file needs (e.g. "import math");
     ``support`` are top-level Python definitions (helper nn.Module classes or functions, as source text) that the
-    module/call expressions use; each is emitted once, in first-use order, before the spec's classes."""
+    module/call expressions use (only where ``support_when`` says so, when given); each is emitted once, in first-use order, before the spec's classes."""
 
     module: Callable[[list[TensorType], Any], str] | None = None
     call: Callable[[list[str], Any, list[TensorType]], str] | None = None
     imports: tuple[str, ...] = ()
-    # or (ins, attrs) -> tuple, for a helper only some uses need (layernorm over a dim other than the last)
-    support: tuple[str, ...] | Callable[[list[TensorType], Any], tuple[str, ...]] = ()
+    support: tuple[str, ...] = ()
+    # (ins, attrs) -> whether this use needs ``support`` (None: every use does), for a helper only some uses need
+    # (layernorm over a dim other than the last)
+    support_when: Callable[[list[TensorType], Any], bool] | None = None
     # The call returns a new tensor that nothing else aliases and that autograd's backward does not read, so the
     # op reading it next may overwrite it (torchvision's ReLU(inplace=True) after a conv, batchnorm or add).
     fresh: bool = False

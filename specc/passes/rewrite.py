@@ -23,8 +23,24 @@ class Editor:
     def __init__(self, g: Graph) -> None:
         self.src = g
         self.order: list[str] = [n.name for n in g.nodes()]
-        self.rec: dict[str, Node] = {n.name: n for n in g.nodes()}
+        self.rec: dict[str, Node] = {}
+        self.uses: dict[str, set[str]] = {}  # value -> nodes reading it: users() without a scan of the graph
+        for n in g.nodes():
+            self._put(n)
         self.changed = False
+
+    def _put(self, node: Node) -> None:
+        old = self.rec.get(node.name)
+        if old is not None:
+            for i in old.inputs:
+                self.uses.get(i, set()).discard(node.name)
+        self.rec[node.name] = node
+        for i in node.inputs:
+            self.uses.setdefault(i, set()).add(node.name)
+
+    def _drop(self, name: str) -> None:
+        for i in self.rec.pop(name).inputs:
+            self.uses.get(i, set()).discard(name)
 
     # -- reading ---------------------------------------------------------------------------------------------
     def __getitem__(self, name: str) -> Node:
@@ -38,7 +54,10 @@ class Editor:
 
     def users(self, name: str) -> list[Node]:
         """Nodes reading `name`, in graph order (a node reading it twice is listed once)."""
-        return [n for n in self.nodes() if name in n.inputs]
+        names = self.uses.get(name, ())
+        if len(names) > 1:
+            names = sorted(names, key=self.order.index)
+        return [self.rec[n] for n in names]
 
     def sole_user(self, name: str) -> Node | None:
         us = self.users(name)
@@ -67,7 +86,7 @@ class Editor:
     # -- editing ---------------------------------------------------------------------------------------------
     def insert_before(self, anchor: str, node: Node) -> Node:
         assert node.name not in self.rec, node.name
-        self.rec[node.name] = node
+        self._put(node)
         self.order.insert(self.pos(anchor), node.name)
         self.changed = True
         return node
@@ -75,17 +94,17 @@ class Editor:
     def set(self, node: Node) -> None:
         """Replace the record of an existing node (same name; inputs may change)."""
         assert node.name in self.rec, node.name
-        self.rec[node.name] = node
+        self._put(node)
         self.changed = True
 
     def replace_uses(self, old: str, new: str) -> None:
         for u in self.users(old):
-            self.rec[u.name] = u.model_copy(update={"inputs": tuple(new if i == old else i for i in u.inputs)})
+            self._put(u.model_copy(update={"inputs": tuple(new if i == old else i for i in u.inputs)}))
         self.changed = True
 
     def remove(self, name: str) -> None:
         assert not self.users(name), f"%{name} still has users"
-        del self.rec[name]
+        self._drop(name)
         self.order.remove(name)
         self.changed = True
 
@@ -98,13 +117,13 @@ class Editor:
         users = [u.name for u in self.users(root)]
         at = self.pos(root) - sum(1 for p in interior if self.pos(p) < self.pos(root))
         for p in pattern:
-            del self.rec[p]
+            self._drop(p)
             self.order.remove(p)
-        self.rec[node.name] = node
+        self._put(node)
         self.order.insert(at, node.name)
         for u in users:
             r = self.rec[u]
-            self.rec[u] = r.model_copy(update={"inputs": tuple(node.name if i == root else i for i in r.inputs)})
+            self._put(r.model_copy(update={"inputs": tuple(node.name if i == root else i for i in r.inputs)}))
         self.changed = True
         return node
 

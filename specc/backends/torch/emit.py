@@ -29,6 +29,7 @@ from ...ops import registry
 from ...ops.torch_rule import pyval
 from ...types import TensorType, TupleType
 from ...version import __version__
+from .varmap import VarMap
 
 
 def _shape(t) -> str:
@@ -66,7 +67,7 @@ class _Vars:
         self.g = g
         self.reuse_inputs = reuse_inputs
         self.inputs = set(g.inputs)
-        self.var: dict[str, str] = {}
+        self.var: dict[str, str] = VarMap()
         self.live: set[str] = set(args)
         self.used_names: set[str] = set(args)
         order = [n.name for n in g.nodes()]
@@ -104,8 +105,11 @@ class _Vars:
         return v
 
     def _shared(self, v: str, src: str, here: int) -> bool:
-        # another live value may hold the same variable name only if it is the same value
-        return any(name != src and var == v and self.last_use.get(name, -1) > here for name, var in self.var.items())
+        # another live value may hold the same variable name only if it is the same value; values are assigned in
+        # graph order, so a holder dead before `here` stays dead and is dropped (linear time on long chains)
+        holders = self.var.holders.get(v, [])
+        holders[:] = [name for name in holders if self.last_use.get(name, -1) >= here and self.var.get(name) == v]
+        return any(name != src and self.last_use.get(name, -1) > here for name in holders)
 
 
 def graph_code(m: Module, g: Graph, is_main: bool) -> GraphCode:
@@ -142,7 +146,7 @@ def graph_code(m: Module, g: Graph, is_main: bool) -> GraphCode:
             if rule is None:
                 raise NotImplementedError(f"op {n.target!r} has no PyTorch emitter")
             imports.extend(i for i in rule.imports if i not in imports)
-            needed = rule.support(in_types, n.attrs) if callable(rule.support) else rule.support
+            needed = rule.support if rule.support_when is None or rule.support_when(in_types, n.attrs) else ()
             support.extend(s for s in needed if s not in support)
             callees.extend(u.graph for u in op.graph_uses(n.attrs))  # named in the module rule as @graph@
             layers: list[str] = []  # attributes of the layers a fused op is made of, passed to its call rule
@@ -199,8 +203,9 @@ def graph_code(m: Module, g: Graph, is_main: bool) -> GraphCode:
                 if item is not None:
                     vars_.var[item] = v if i == first else vars_.fresh()
             v = ", ".join(vars_.var[item] if item is not None else "_" for item in items)
-        fwd.append(f"{v} = {expr}")
-        comments.append(_shape(n.type))
+        if expr not in (v, f"({v})"):  # identity keeps its input's variable: no `y = y`
+            fwd.append(f"{v if g.users(n.name) or n.name in unpacked else '_'} = {expr}")  # `_`: never read
+            comments.append(_shape(n.type))
     init.extend(ties)
     ret = outputs[0] if len(outputs) == 1 else ", ".join(outputs)
     fwd.append(f"return {ret}")

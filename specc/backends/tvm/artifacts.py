@@ -51,7 +51,9 @@ def compile_files(spec, target, outdir: Path, force: bool = False, opt_level: in
         outdir / f"{stem}.npz.specc": sidecar,
         outdir / f"{stem}_tvm.py": runner_script(spec, model, stem),
     }
-    return commit_files(files, force=force)
+    # the manifest (SHA-256 of each file, committed last) lets a reader refuse a library and weights from two
+    # different compiles: fsutil.check_manifest(folder, f"{stem}.manifest.json") == []
+    return commit_files(files, force=force, manifest=f"{stem}.manifest.json")
 
 
 def runner_data(spec, model: TVMModel, stem: str) -> dict:

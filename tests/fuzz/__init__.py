@@ -1,0 +1,1 @@
+"""The spec fuzzer (see run.py)."""
