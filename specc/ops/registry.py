@@ -6,7 +6,6 @@ later parts register on the same entry. Adding an op touches one file in ``specc
 """
 from __future__ import annotations
 
-import contextvars
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -69,7 +68,6 @@ class OpDef:
     tvm: Callable | None = None  # (ctx, node, args) -> relax expr
     # NumPy reference for differential tests: (inputs, attrs, params by the names ``params`` gives) -> output(s)
     numpy: Callable[[list, Any, dict], Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
     # Small cases the registry tests run through every rule (shape vs PyTorch vs NumPy vs TVM).
     examples: tuple[Example, ...] = ()
     # A rule this op does not have on purpose: rule (one of RULES) -> the reason, e.g. {"macs": "no multiplies"}.
@@ -105,15 +103,6 @@ class GraphUse:
     active: int
 
 
-# The graphs of the module being elaborated or verified, for shape rules of ops that name subgraphs.
-GRAPHS: contextvars.ContextVar[dict] = contextvars.ContextVar("specc_graphs")
-
-
-def graphs() -> dict | None:
-    """The module's graphs by name; None outside the elaborator and the verifier (e.g. a pass re-typing)."""
-    return GRAPHS.get(None)
-
-
 REGISTRY: dict[str, OpDef] = {}
 
 
@@ -143,13 +132,12 @@ def _load() -> None:
         _loaded = True
         import importlib
         import pkgutil
-
-        from .. import ops
+        from pathlib import Path
 
         # every module in specc/ops is an op family; sorted so registration order is deterministic
-        for info in sorted(pkgutil.iter_modules(ops.__path__), key=lambda m: m.name):
-            if info.name != "registry":
-                importlib.import_module(f"{ops.__name__}.{info.name}")
+        for info in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda m: m.name):
+            if info.name not in ("registry", "context", "torch_rule"):
+                importlib.import_module(f"{__package__}.{info.name}")
 
 
 # ---- helpers shared by shape rules --------------------------------------------------------------------------

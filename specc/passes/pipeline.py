@@ -37,8 +37,6 @@ class Pass:
     # False: the rewrite calls a layer's weights directly instead of its module (hooks on it no longer fire), so for
     # a backend that keeps modules it runs only at -O2.
     keeps_modules: bool = True
-    requires: tuple[str, ...] = ("typed",)  # what the pass assumes of its input module
-    ensures: tuple[str, ...] = ("typed",)  # what it keeps true of its output
 
 
 DEFAULT_LEVEL = 1
@@ -111,7 +109,7 @@ def run_pipeline(module: Module, opts: PipelineOptions = PipelineOptions(),
     known = {p.name for p in passes}
     unknown = [d for d in (*opts.disabled, *opts.print_after) if d not in known]
     if unknown:
-        from ..cli import UsageError
+        from ..errors import UsageError
 
         raise UsageError(f"unknown pass {', '.join(unknown)} (passes: {', '.join(p.name for p in passes) or 'none'})")
     log: list[str] = []

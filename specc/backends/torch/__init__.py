@@ -14,7 +14,7 @@ def emit_source(spec, target=None, opt_level: int | None = None, disabled: tuple
     from .emit import emit_module_source
 
     module = optimize(spec.module, opt_level, disabled)
-    return emit_module_source(module, target, source_name=Path(spec.module.path).name)
+    return emit_module_source(module, source_name=Path(spec.module.path).name)
 
 
 _counter = [0]
@@ -36,7 +36,7 @@ def load_source(source: str, name: str):
 
 
 def build_module(spec, target=None, opt_level: int | None = None, disabled: tuple = ()):
-    from .emit import class_name
+    from ...naming import class_name
 
     source = emit_source(spec, target, opt_level, disabled)
     mod = load_source(source, class_name(spec.module.name))
