@@ -11,7 +11,7 @@ from .ir import Module
 from .limits import Abort, Limits
 from .source import SourceMap
 
-__all__ = ["CheckError", "Spec", "check", "import_weights", "load", "loads"]
+__all__ = ["CheckError", "Spec", "check", "compile_to", "import_weights", "load", "loads"]
 
 
 class Spec:

@@ -30,8 +30,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("cli", ["specc.cli", "specc.__main__"]),
 ]
 
-# Each backend's own modules; a module of one may not import a module of another. specc.backends itself (the
-# dispatcher of `compile_to`) is no backend's and may import them all.
+# Each backend's own modules; a module of one may not import a module of another. specc.backends itself (no
+# backend's: the driver, specc.api.compile_to, dispatches on the target) may import them all.
 BACKENDS: dict[str, list[str]] = {
     "torch": ["specc.backends.torch", "specc.backends.torch.*"],
     "tvm": ["specc.backends.tvm", "specc.backends.tvm.*"],

@@ -109,7 +109,8 @@ def _params(op: OpDef, ex: Example, rng: np.random.Generator) -> dict[str, np.nd
 
 def _torch_model(module: Module):
     from specc.backends.torch import load_source
-    from specc.backends.torch.emit import class_name, emit_module_source
+    from specc.backends.torch.emit import emit_module_source
+    from specc.naming import class_name
 
     source = emit_module_source(module, source_name="registry_test.nn")
     mod = load_source(source, class_name(module.name))

@@ -62,7 +62,7 @@ def diff_nodes(spec, target="tvm-cpu", dims: dict[str, int] | None = None, rtol:
     module = spec.module
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = spec.to_torch().eval()
+        model = spec.to_torch(opt_level=0).eval()  # the module of the unoptimised IR this walks, node by node
         _random_statistics(model)
     env = _dims(module, dims or {})
     inputs = _inputs(module, env, seed)
