@@ -47,7 +47,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
 
-from specc.backends.tvm.schedules import last_stats, optimize_for_cpu  # noqa: E402
+from specc.backends.tvm.schedules import TIR_PIPELINE, last_stats, optimize_for_cpu  # noqa: E402
 
 # ----------------------------------------------------------------------------- timing
 _clock = time.perf_counter
@@ -262,7 +262,7 @@ def compile_tvm(mod, target, optimized):
     else:
         with target:
             mod = relax.get_pipeline("zero")(mod)
-    ex = tvm.compile(mod, target)
+    ex = tvm.compile(mod, target, tir_pipeline=TIR_PIPELINE if optimized else "default")
     vm = relax.VirtualMachine(ex, tvm.cpu())
     return vm, time.perf_counter() - t0
 
