@@ -1,4 +1,4 @@
-"""The spec AST: plain frozen dataclasses, each with its source span. Produced by parse.py, consumed by elaborate.py."""
+"""The spec AST: plain frozen dataclasses, each with its source span. Produced by parse.py, consumed by specc/elaborate/."""
 from __future__ import annotations
 
 from dataclasses import dataclass

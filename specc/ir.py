@@ -7,7 +7,8 @@ Node kinds (torch.fx style, few of them):
   repeat  N folded calls of a body graph     target: body graph name, attrs: RepeatAttrs
   output  a graph output                     target: "", inputs: (value,)
 
-Blocks stay subgraphs and ``repeat`` stays folded; ``Module.flat()`` expands both for backends that want it.
+Blocks stay subgraphs and ``repeat`` stays folded; ``specc.flatten.flatten_module`` expands both for backends that
+want it.
 """
 from __future__ import annotations
 
@@ -120,12 +121,6 @@ class Module:
     @property
     def graph(self) -> Graph:
         return self.graphs[self.main]
-
-    def flat(self) -> "Module":
-        """One graph: every block inlined, every repeat unrolled (specc/flatten.py)."""
-        from .flatten import flatten_module
-
-        return flatten_module(self)
 
     def walk(self, graph: Graph | None = None, prefix: str = "", times: int = 1
              ) -> Iterator[tuple[str, Node, Graph, int]]:

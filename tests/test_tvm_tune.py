@@ -12,7 +12,7 @@ tvm = pytest.importorskip("tvm")
 torch = pytest.importorskip("torch")
 pytest.importorskip("psutil")  # MetaSchedule needs it
 
-from specc.backends.tvm import tune  # noqa: E402
+from specc.backends.tvm import tune, tuned  # noqa: E402
 from specc.backends.tvm.codegen import tvm_target  # noqa: E402
 from specc.targets import load_target  # noqa: E402
 
@@ -28,7 +28,7 @@ def test_tune_caches_kernels_that_later_builds_use(tmp_path, monkeypatch, capsys
     assert main(["tune", str(REPO / "specs" / "lenet5.nn"), "--trials", "4"]) == 0
     out = capsys.readouterr().out
     assert "tuned" in out and "kernel time" in out
-    cached = tune.cached_kernels(tvm_target(load_target("tvm-cpu")))
+    cached = tuned.cached_kernels(tvm_target(load_target("tvm-cpu")))
     assert cached and all(p.read_text().startswith("# specc tuned kernel:") for p in cached.values())
 
     torch.manual_seed(0)
@@ -66,8 +66,8 @@ def test_tuned_kernel_is_only_applied_to_the_target_it_was_tuned_for(tmp_path, m
     kernels, ttarget = tune.extract_kernels(spec, avx2, {"B": 1})
     name, func = max(kernels, key=lambda kv: len(kv[1].script()))  # the biggest kernel: a conv
     scheduled, _ = schedule_primfunc(func, ttarget, cpu_info(ttarget))  # stands in for a MetaSchedule result
-    path = tune.store_kernel(ttarget, tune.kernel_key(func), scheduled, {"kernel": name})
-    assert tune.kernel_meta(path)["target"]["features"] == ["avx", "avx2", "fma", "sse4.2"]
+    path = tuned.store_kernel(ttarget, tuned.kernel_key(func), scheduled, {"kernel": name})
+    assert tuned.kernel_meta(path)["target"]["features"] == ["avx", "avx2", "fma", "sse4.2"]
 
     torch.manual_seed(0)
     model = spec.to_torch().eval()
@@ -79,12 +79,12 @@ def test_tuned_kernel_is_only_applied_to_the_target_it_was_tuned_for(tmp_path, m
     torch.testing.assert_close(built(x), want, rtol=1e-4, atol=1e-5)
 
     other = tvm_target(avx512)
-    assert tune.target_key(other) != tune.target_key(ttarget)
-    foreign = tmp_path / "tvm-tuned" / tune.target_key(other) / path.name
+    assert tuned.target_key(other) != tuned.target_key(ttarget)
+    foreign = tmp_path / "tvm-tuned" / tuned.target_key(other) / path.name
     foreign.parent.mkdir(parents=True)
     foreign.write_text(path.read_text())
     with pytest.raises(ValueError, match="tuned for"):
-        tune.load_kernel(foreign, other)
+        tuned.load_kernel(foreign, other)
     built = spec.to_tvm(avx512, weights=model, dims={"B": 1})
     assert not built.stats["tuned"] and built.stats["tuned_refused"] == [path.stem]
     torch.testing.assert_close(built(x), want, rtol=1e-4, atol=1e-5)

@@ -127,13 +127,14 @@ def fold_batchnorm(layer: nn.Module, bn: nn.BatchNorm1d) -> tuple[torch.Tensor, 
     return weight, bias if bn.bias is None else bias + bn.bias
 
 
+# in place where PyTorch has an in-place form (the epilogue runs on the layer's fresh output, see fused_layer)
 ACTIVATIONS = {
-    "relu": lambda y, inplace: F.relu(y, inplace=inplace),
-    "silu": lambda y, inplace: F.silu(y, inplace=inplace),
-    "tanh": lambda y, inplace: y.tanh_() if inplace else torch.tanh(y),
-    "sigmoid": lambda y, inplace: y.sigmoid_() if inplace else torch.sigmoid(y),
-    "gelu": lambda y, inplace: F.gelu(y),
-    "gelu_tanh": lambda y, inplace: F.gelu(y, approximate="tanh"),
+    "relu": lambda y: F.relu(y, inplace=True),
+    "silu": lambda y: F.silu(y, inplace=True),
+    "tanh": lambda y: y.tanh_(),
+    "sigmoid": lambda y: y.sigmoid_(),
+    "gelu": lambda y: F.gelu(y),
+    "gelu_tanh": lambda y: F.gelu(y, approximate="tanh"),
 }
 
 
@@ -150,13 +151,9 @@ def fused_layer(x, layer: nn.Module, bn: nn.Module | None, epilogue: tuple[str, 
         y = F.linear(x, weight, bias) if isinstance(layer, nn.Linear) else layer._conv_forward(x, weight, bias)
     # y is always a fresh tensor that no autograd node saved (conv/linear save their input, batchnorm its input),
     # so the residual add and the activation can overwrite it, as torchvision's blocks do
-    inplace = True
     rest = iter(residuals)
     for step in epilogue:
-        if step == "add":
-            y = y.add_(next(rest)) if inplace else y + next(rest)
-        else:
-            y = ACTIVATIONS[step](y, inplace)
+        y = y.add_(next(rest)) if step == "add" else ACTIVATIONS[step](y)
     return y
 '''
 

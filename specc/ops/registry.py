@@ -6,8 +6,7 @@ later parts register on the same entry. Adding an op touches one file in ``specc
 """
 from __future__ import annotations
 
-import contextvars
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict
@@ -51,7 +50,6 @@ class OpDef:
     torch: Any = None  # TorchRule: how the emitted PyTorch module builds and calls this op
     tvm: Callable | None = None  # (ctx, node, args) -> relax expr
     numpy: Callable | None = None  # reference implementation for differential tests
-    extra: dict[str, Any] = field(default_factory=dict)
     # An op may take blocks as arguments (moe's experts): ``block_inputs(in_types)`` gives the input types a block
     # argument is specialised for; the elaborator stores the specialised graph's name in the attribute, and
     # ``subgraphs(attrs)`` says which graphs the attributes name and how often each is instantiated and run.
@@ -83,15 +81,6 @@ class GraphUse:
     active: int
 
 
-# The graphs of the module being elaborated or verified, for shape rules of ops that name subgraphs.
-GRAPHS: contextvars.ContextVar[dict] = contextvars.ContextVar("specc_graphs")
-
-
-def graphs() -> dict | None:
-    """The module's graphs by name; None outside the elaborator and the verifier (e.g. a pass re-typing)."""
-    return GRAPHS.get(None)
-
-
 REGISTRY: dict[str, OpDef] = {}
 
 
@@ -121,13 +110,12 @@ def _load() -> None:
         _loaded = True
         import importlib
         import pkgutil
-
-        from .. import ops
+        from pathlib import Path
 
         # every module in specc/ops is an op family; sorted so registration order is deterministic
-        for info in sorted(pkgutil.iter_modules(ops.__path__), key=lambda m: m.name):
-            if info.name != "registry":
-                importlib.import_module(f"{ops.__name__}.{info.name}")
+        for info in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda m: m.name):
+            if info.name not in ("registry", "context", "torch_rule"):
+                importlib.import_module(f"{__package__}.{info.name}")
 
 
 # ---- helpers shared by shape rules --------------------------------------------------------------------------

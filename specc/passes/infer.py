@@ -15,4 +15,4 @@ def run(m: Module, opts: PipelineOptions) -> PassResult:
     return PassResult(out, log.changed, log.skipped)
 
 
-PASS = Pass("infer", run, level=0, doc=__doc__.splitlines()[0], requires=(), ensures=("typed",))
+PASS = Pass("infer", run, level=0, doc=__doc__.splitlines()[0])

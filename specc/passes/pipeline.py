@@ -23,8 +23,6 @@ class Pass:
     run: Callable[[Module, "PipelineOptions"], PassResult]
     level: int = 1  # minimum -O level that enables it
     doc: str = ""
-    requires: tuple[str, ...] = ("typed",)  # what the pass assumes of its input module
-    ensures: tuple[str, ...] = ("typed",)  # what it keeps true of its output
 
 
 @dataclass(frozen=True)
@@ -85,7 +83,7 @@ def run_pipeline(module: Module, opts: PipelineOptions = PipelineOptions(),
     known = {p.name for p in passes}
     unknown = [d for d in (*opts.disabled, *opts.print_after) if d not in known]
     if unknown:
-        from ..cli import UsageError
+        from ..errors import UsageError
 
         raise UsageError(f"unknown pass {', '.join(unknown)} (passes: {', '.join(p.name for p in passes) or 'none'})")
     log: list[str] = []

@@ -16,7 +16,7 @@ def emit_source(spec, target=None, opt_level: int | None = None, disabled: tuple
         from ...passes import PipelineOptions, run_pipeline
 
         module, _ = run_pipeline(module, PipelineOptions(level=opt_level, disabled=disabled))
-    return emit_module_source(module, target, source_name=Path(spec.module.path).name)
+    return emit_module_source(module, source_name=Path(spec.module.path).name)
 
 
 _counter = [0]
@@ -38,7 +38,7 @@ def load_source(source: str, name: str):
 
 
 def build_module(spec, target=None, opt_level: int | None = None, disabled: tuple = ()):
-    from .emit import class_name
+    from ...naming import class_name
 
     source = emit_source(spec, target, opt_level, disabled)
     mod = load_source(source, class_name(spec.module.name))

@@ -18,8 +18,10 @@ import numpy as np
 
 from ...diagnostics import Diagnostic, Note
 from ...ir import Graph, Module, Node
+from ...naming import attribute_names, module_keys
 from ...ops import registry
 from ...types import INT_DTYPES
+from ...walker import Interpreter
 
 
 @dataclass
@@ -31,11 +33,10 @@ class NodeDiff:
     ok: bool
 
 
-def run_diff(spec, args) -> int:
-    from ...cli import parse_dims
-
-    dims = parse_dims(getattr(args, "dim", None))
-    diffs = diff_nodes(spec, getattr(args, "target", "tvm-cpu"), dims, rtol=args.rtol, atol=args.atol)
+def run_diff(spec, *, target: str = "tvm-cpu", dims: dict[str, int] | None = None, rtol: float = 1e-4,
+             atol: float = 1e-5) -> int:
+    """`specc diff`: print the comparison; 0 when every node agrees, 1 at the first divergence."""
+    diffs = diff_nodes(spec, target, dims or {}, rtol=rtol, atol=atol)
     print(report(diffs, spec))
     return 0 if all(d.ok for d in diffs) else 1
 
@@ -45,15 +46,17 @@ def diff_nodes(spec, target="tvm-cpu", dims: dict[str, int] | None = None, rtol:
     """Every op node's TVM and PyTorch values compared, in run order (stops after the first divergence)."""
     import torch
 
-    from . import load_weights, lower_spec, resolve_target
+    from .build import lower_spec
     from .codegen import compile_module, configure_threads
+    from .target import resolve_target
+    from .weights import load_weights
 
     t = resolve_target(target)
     if t.device == "cuda":
         import tvm
 
         if not tvm.cuda(0).exist:
-            from ...cli import UsageError
+            from ...errors import UsageError
 
             raise UsageError(f"specc diff --target {t.name} runs the kernels: it needs a CUDA GPU, this machine has none")
     module = spec.module
@@ -136,57 +139,48 @@ def _inputs(module: Module, env: dict[str, int], seed: int) -> list:
     return out
 
 
-class TorchInterpreter:
-    """Runs the emitted PyTorch module one IR node at a time, recording every node's value."""
+class TorchInterpreter(Interpreter):
+    """Runs the emitted PyTorch module one IR node at a time, recording every node's value. The walk's context is
+    (module path, the nn.Module that owns the graph being run)."""
 
     def __init__(self, module: Module, model) -> None:
-        from .lower import attribute_names
-
+        super().__init__(module)
         self.m = module
         self.model = model
         self.namespace = vars(sys.modules[type(model).__module__])
         self.values: dict[str, object] = {}
-        self._names = attribute_names
+        self._attrs: dict[str, dict[str, str]] = {}
+
+    def attributes(self, g: Graph) -> dict[str, str]:
+        if g.name not in self._attrs:
+            self._attrs[g.name] = attribute_names(g)
+        return self._attrs[g.name]
 
     def run(self, inputs: list) -> dict[str, object]:
-        self.graph(self.m.graph, "", self.model, list(inputs))
+        self.run_graph(self.m.graph, list(inputs), ("", self.model))
         return self.values
 
-    def graph(self, g: Graph, prefix: str, owner, args: list) -> list:
-        from ..torch.emit import trivial_body
+    def call_context(self, g: Graph, n: Node, ctx):
+        prefix, owner = ctx
+        attr = self.attributes(g)[n.layer or n.name]
+        return f"{prefix}{attr}.", getattr(owner, attr)
 
-        attrs = self._names(g)
-        env = dict(zip(g.inputs, args))
-        outs = []
-        for n in g.nodes():
-            if n.kind == "input":
-                continue
-            if n.kind == "output":
-                outs.append(env[n.inputs[0]])
-                continue
-            ins = [env[i] for i in n.inputs]
-            attr = attrs.get(n.layer or n.name)
-            if n.kind == "op":
-                env[n.name] = self.op(g, n, owner, attrs, ins)
-                self.values[prefix + n.name] = env[n.name]
-            elif n.kind == "call":
-                res = self.graph(self.m.graphs[n.target], f"{prefix}{attr}.", getattr(owner, attr), ins)
-                env[n.name] = res[0] if len(res) == 1 else tuple(res)
-            else:  # repeat
-                body = self.m.graphs[trivial_body(self.m, self.m.graphs[n.target]) or n.target]
-                carried, captured = ins[:n.attrs.carried], ins[n.attrs.carried:]
-                for i, layer in enumerate(getattr(owner, attr)):
-                    carried = self.graph(body, f"{prefix}{attr}.{i}.", layer, carried + captured)
-                env[n.name] = carried[0] if n.attrs.carried == 1 else tuple(carried)
-        return outs
+    def iteration_context(self, g: Graph, n: Node, i: int, ctx):
+        prefix, owner = ctx
+        attr = self.attributes(g)[n.layer or n.name]
+        return f"{prefix}{attr}.{i}.", getattr(owner, attr)[i]
 
-    def op(self, g: Graph, n: Node, owner, attrs: dict[str, str], ins: list):
-        from .lower import _module_keys
+    def op(self, g: Graph, n: Node, ins: list, ctx):
+        prefix, owner = ctx
+        value = self.eval_op(g, n, owner, self.attributes(g), ins)
+        self.values[prefix + n.name] = value
+        return value
 
+    def eval_op(self, g: Graph, n: Node, owner, attrs: dict[str, str], ins: list):
         rule = registry.get(n.target).torch
         names = [f"_v{i}" for i in range(len(ins))]
         in_types = [g[i].type for i in n.inputs]
-        layers = [f"self.{attrs[k]}" for k in _module_keys(g, n)]
+        layers = [f"self.{attrs[k]}" for k in module_keys(g, n)]
         if rule.call is not None:
             expr = rule.call(names + layers, n.attrs, in_types)
         else:

@@ -21,10 +21,11 @@ from tvm import relax, tirx
 
 from ...diagnostics import Diagnostic, Note, SpecError
 from ...ir import Graph, Module, Node
+from ...naming import attribute_names, module_keys, py_name
 from ...ops import registry
 from ...symbolic import Dim, Sym
 from ...types import DTYPES, TensorType, TupleType, Type
-from ..torch.emit import Namer, _unpacked_tuples, attr_name, py_name, trivial_body
+from ...walker import Interpreter
 from .rules import load_rules
 
 
@@ -185,8 +186,12 @@ class Lowered:
     fixed: dict[str, int] = field(default_factory=dict)  # symbolic dims this build specialised to a number
 
 
-class Walker:
+class Walker(Interpreter):
+    """Builds the Relax function: op nodes through their registry rules, calls and repeats inlined (the walker base's
+    loop), values named by the PyTorch module path of the graph they are in."""
+
     def __init__(self, module: Module, target=None, taps: bool = False, dims: dict[str, int] | None = None) -> None:
+        super().__init__(module)
         self.m = module
         self.target = target
         self.want_taps = taps
@@ -215,7 +220,7 @@ class Walker:
         return self._attrs[g.name]
 
     def layered(self, g: Graph, n: Node) -> bool:
-        return bool(_module_keys(g, n))
+        return bool(module_keys(g, n))
 
     # -- values ------------------------------------------------------------------------------------------------
     def tensor_type(self, t: TensorType) -> relax.TensorType:
@@ -247,36 +252,16 @@ class Walker:
                        [(q, n) for q, n, _ in self.taps], bounds, dict(self.dims.fixed))
 
     def graph(self, g: Graph, prefix: str, args: list) -> list:
-        env: dict[str, Any] = dict(zip(g.inputs, args))
-        outs = []
-        for n in g.nodes():
-            if n.kind == "input":
-                continue
-            if n.kind == "output":
-                outs.append(env[n.inputs[0]])
-                continue
-            ins = [env[i] for i in n.inputs]
-            attr = self.attributes(g).get(n.layer or n.name)
-            if n.kind == "op":
-                env[n.name] = self.op(g, n, prefix, ins)
-            elif n.kind == "call":
-                res = self.graph(self.m.graphs[n.target], f"{prefix}{attr}.", ins)
-                env[n.name] = res[0] if len(res) == 1 else tuple(res)
-            elif n.kind == "repeat":
-                env[n.name] = self.repeat(n, f"{prefix}{attr}.", ins)
-            else:  # pragma: no cover - the verifier rejects other kinds
-                raise AssertionError(n.kind)
-        return outs
+        """Inline graph `g` on `args`; `prefix` is its module path ("" or "layer1.0.")."""
+        return self.run_graph(g, args, prefix)
 
-    def repeat(self, n: Node, prefix: str, ins: list):
-        # the emitted ModuleList holds the body's class, or the one block a trivial body calls
-        body = self.m.graphs[trivial_body(self.m, self.m.graphs[n.target]) or n.target]
-        carried, captured = ins[:n.attrs.carried], ins[n.attrs.carried:]
-        for i in range(n.attrs.count):
-            carried = self.graph(body, f"{prefix}{i}.", carried + captured)
-        return carried[0] if n.attrs.carried == 1 else tuple(carried)
+    def call_context(self, g: Graph, n: Node, prefix: str) -> str:
+        return f"{prefix}{self.attributes(g)[n.layer or n.name]}."
 
-    def op(self, g: Graph, n: Node, prefix: str, ins: list):
+    def iteration_context(self, g: Graph, n: Node, i: int, prefix: str) -> str:
+        return f"{prefix}{self.attributes(g)[n.layer or n.name]}.{i}."
+
+    def op(self, g: Graph, n: Node, ins: list, prefix: str):
         op = registry.get(n.target)
         ctx = LowerCtx(self, g, n, prefix, [g[i].type for i in n.inputs])
         try:
@@ -321,31 +306,6 @@ class Walker:
         if not same or str(ty.dtype) != tvm_dtype(n.type.dtype):
             raise TypeError(f"rule produced {ty.dtype}{list(got or [])}, the IR says {n.type} (a bug in specc's "
                             f"TVM rule for {n.target})")
-
-
-def attribute_names(g: Graph) -> dict[str, str]:
-    """spec layer/node name -> attribute of the emitted nn.Module for graph `g`: exactly the names (and the order
-    they are handed out in) of torch/emit.py's graph_code, so weight names match the PyTorch state_dict."""
-    attr_of = Namer(attr_name)
-    unpacked = _unpacked_tuples(g)
-    for n in g.nodes():
-        if n.kind in ("input", "output") or (n.kind == "op" and n.target == "getitem" and n.inputs[0] in unpacked):
-            continue
-        attr_of(n.layer or n.name)
-        for key in _module_keys(g, n):
-            attr_of(key)
-    return attr_of.names
-
-
-def _module_keys(g: Graph, n: Node) -> list[str]:
-    """The layer names of an op whose PyTorch module rule builds several layers (fused ops)."""
-    if n.kind != "op" or (n.layer is not None and n.layer != n.name):
-        return []
-    rule = registry.get(n.target).torch
-    if rule is None or rule.module is None:
-        return []
-    made = rule.module([g[i].type for i in n.inputs], n.attrs)
-    return list(made) if isinstance(made, dict) else []
 
 
 def _hint(qualified: str) -> str:

@@ -1,0 +1,133 @@
+"""The elaborator: its state, error collection and the model entry point; the rest of the recursive interpreter
+lives in the mixins it is built from."""
+from __future__ import annotations
+
+from typing import Any
+
+from .. import ast as A
+from ..attrs import short as _short
+from ..diagnostics import Diagnostic, SpecError
+from ..ir import Graph, Module
+from ..ops.context import shape_context
+from ..source import SourceMap, Span
+from .blocks import BlocksMixin
+from .calls import CallsMixin
+from .expressions import ExpressionsMixin
+from .loader import LoaderMixin
+from .repeat import RepeatMixin
+from .statements import StatementsMixin
+from .syntax import _walk_stmts
+from .values import (
+    _PY_TYPES,
+    POISON,
+    GraphBuilder,
+    Scope,
+    _Halt,
+    _Return,
+    _typename,
+)
+
+
+class Elaborator(LoaderMixin, StatementsMixin, RepeatMixin, ExpressionsMixin, CallsMixin, BlocksMixin):
+    def __init__(self, sources: SourceMap | None = None) -> None:
+        self.sources = sources or SourceMap()
+        self.diags: list[Diagnostic] = []
+        self.defs: dict[str, A.Def] = {}
+        self.graphs: dict[str, Graph] = {}
+        self.memo: dict[Any, str] = {}
+        self.block_depth = 0  # blocks being elaborated inside each other (recursion guard)
+        self.by_signature: dict[tuple[str, str], str] = {}  # (block, structure) -> graph name
+        self.block_counts: dict[str, int] = {}
+        self.constraints: dict[str, tuple[Any, Span | None]] = {}
+        self.train: dict[str, tuple[Any, Span | None]] = {}
+        self._loading: list[str] = []
+        self._loaded: set[str] = set()
+
+    # ---- errors ---------------------------------------------------------------------------------------------
+    def error(self, code: str, message: str, span: Span | None, *, label: str = "", notes=None, help=None) -> None:
+        self.diags.append(Diagnostic(code, message, span, label, notes or [], help))
+
+    def fail(self, code: str, message: str, span: Span | None, **kw) -> SpecError:
+        return SpecError.at(code, message, span, **kw)
+
+    # ---- model ----------------------------------------------------------------------------------------------
+    def elaborate_model(self, prog: A.Program, model: str | None, overrides: dict[str, Any]) -> Module | None:
+        from ..parse import gc_paused
+
+        with gc_paused():  # see gc_paused: keeps check time linear in the size of the spec
+            return self._elaborate_model(prog, model, overrides)
+
+    def _elaborate_model(self, prog: A.Program, model: str | None, overrides: dict[str, Any]) -> Module | None:
+        models = [d for d in prog.defs if d.kind == "model"]
+        if not models:
+            self.error("E0401", f"{prog.file} defines no model", None,
+                       help="add `model Name(...) { input ...; output ... }`")
+            return None
+        if model is None:
+            chosen = models[0]
+        else:
+            chosen = next((m for m in models if m.name == model), None)
+            if chosen is None:
+                names = ", ".join(m.name for m in models)
+                raise SpecError.at("E0401", f"no model named {model!r} in {prog.file} (it defines: {names})")
+        chosen = self.unique_params(chosen)
+        names = {p.name for p in chosen.params}
+        for k in overrides:
+            if k not in names:
+                avail = ", ".join(sorted(names)) or "none"
+                self.error("E0110", f"-D {k}: model {chosen.name} has no hyper-parameter {k!r} (it has: {avail})",
+                           chosen.name_span)
+        b = GraphBuilder(chosen.name, chosen.name, {}, chosen.span)
+        b.reserved = {s.name for s in _walk_stmts(chosen.body) if isinstance(s, A.OutputStmt)}
+        scope = Scope()
+        hparams: dict[str, Any] = {}
+        for p in chosen.params:
+            if p.name in overrides:
+                val = overrides[p.name]
+            elif p.default is not None:
+                val = self.ev(p.default, scope, b)
+            else:
+                self.error("E0105", f"model hyper-parameter {p.name!r} has no default; give it with -D {p.name}=...",
+                           p.span)
+                val = POISON
+            val = self.check_param_type(p, val, chosen.name)
+            scope[p.name] = val
+            hparams[p.name] = val
+        b.graph.hparams = dict(hparams)
+        with shape_context(graphs=self.graphs, bounds=self.constraints):
+            try:
+                self.exec_body(chosen.body, scope, b, is_model=True)
+            except _Return as r:
+                self.error("E0402", "a model returns values with `output name = ...`, not `return`", None)
+                del r
+            except _Halt:
+                pass
+        g = b.graph
+        # an `input`/`output` that is written but failed (or was skipped by a failed assert) is already reported
+        written = {type(s) for s in _walk_stmts(chosen.body)} if self.diags else set()
+        if not g.inputs and A.InputStmt not in written:
+            self.error("E0402", f"model {chosen.name} declares no `input`", chosen.name_span)
+        if not g.outputs and A.OutputStmt not in written:
+            self.error("E0402", f"model {chosen.name} declares no `output`", chosen.name_span)
+        self.graphs[g.name] = g
+        return Module(name=chosen.name, graphs=dict(self.graphs), main=g.name, hparams=hparams,
+                      constraints=dict(self.constraints), train=dict(self.train), path=prog.file)
+
+    def check_param_type(self, p: A.Param, val: Any, owner: str) -> Any:
+        if val is POISON or p.type is None:
+            return val
+        allowed = _PY_TYPES.get(p.type)
+        if allowed is None:
+            self.error("E0107", f"unknown type {p.type!r} for {p.name!r} (use one of: {', '.join(_PY_TYPES)})", p.span)
+            return POISON
+        if isinstance(val, bool) and p.type in ("int", "float"):
+            ok = False
+        else:
+            ok = isinstance(val, allowed)
+        if not ok:
+            self.error("E0107", f"{owner}: {p.name!r} is declared {p.type}, got {_typename(val)} {_short(val)}",
+                       p.span)
+            return POISON
+        if p.type == "float" and isinstance(val, int):
+            return float(val)
+        return val

@@ -1,0 +1,185 @@
+"""Expressions: names, literals, arithmetic, chains, indexing, attributes."""
+from __future__ import annotations
+
+from typing import Any
+
+from .. import ast as A
+from ..diagnostics import SpecError
+from ..ops import registry
+from ..source import Span
+from ..symbolic import Sym
+from ..types import TensorType, TupleType
+from .builtins import BUILTINS
+from .values import (
+    POISON,
+    GraphBuilder,
+    LayerInstance,
+    Scope,
+    Tensor,
+    _closest,
+    _const_binop,
+    _typename,
+)
+
+
+class ExpressionsMixin:
+    """Expressions: names, literals, arithmetic, chains, indexing, attributes."""
+
+    def lookup(self, name: str, scope: Scope, span: Span | None) -> Any:
+        if name in scope:
+            return scope[name]
+        if name in self.defs or registry.get(name) is not None:
+            raise self.fail("E0108", f"{name!r} is a {'block' if name in self.defs else 'op'}; call it or use it "
+                            f"in a chain (x -> {name})", span)
+        raise self.unknown_name(name, span, scope)
+
+    def unknown_name(self, name: str, span: Span | None, scope: Scope) -> SpecError:
+        close = _closest(name, [k for k in scope if isinstance(k, str)])
+        return self.fail("E0101", f"unknown name {name!r}", span, label="not defined",
+                         help=f"did you mean {close!r}?" if close else None)
+
+    def unknown_callable(self, name: str, span: Span | None, scope: Scope) -> SpecError:
+        cands = list(registry.all_ops()) + list(self.defs) + list(BUILTINS) + \
+            [k for k, v in scope.items() if isinstance(v, LayerInstance)]
+        close = _closest(name, cands)
+        return self.fail("E0102", f"unknown op or block {name!r}", span, label="not an op, block or layer",
+                         help=f"did you mean {close!r}?" if close else "`specc ops` lists the built-in ops")
+
+    def ev(self, e, scope: Scope, b: GraphBuilder) -> Any:
+        if isinstance(e, A.Lit):
+            return e.value
+        if isinstance(e, A.Name):
+            return self.lookup(e.id, scope, e.span)
+        if isinstance(e, A.TupleLit):
+            return tuple(self.ev(x, scope, b) for x in e.items)
+        if isinstance(e, A.ListLit):
+            return [self.ev(x, scope, b) for x in e.items]
+        if isinstance(e, A.BinOp):
+            return self.ev_binop(e, scope, b)
+        if isinstance(e, A.Unary):
+            v = self.ev(e.operand, scope, b)
+            if v is POISON:
+                return POISON
+            if e.op == "not":
+                if not isinstance(v, bool):
+                    raise self.fail("E0108", f"`not` needs a bool, got {_typename(v)}", e.span)
+                return not v
+            if isinstance(v, Tensor):
+                return v if e.op == "+" else self.apply_op("neg", [v], [], {}, e.span, None, b)
+            if not isinstance(v, (int, float, Sym)) or isinstance(v, bool):
+                raise self.fail("E0108", f"unary {e.op} needs a number, got {_typename(v)}", e.span)
+            return v if e.op == "+" else -v
+        if isinstance(e, A.Chain):
+            # `a -> f -> g -> ...` nests to the left: walk it in a loop so long chains stay off the Python stack
+            links = []
+            while isinstance(e, A.Chain):
+                links.append(e.link)
+                e = e.left
+            val = self.ev(e, scope, b)
+            for link in reversed(links):
+                firsts = list(val) if isinstance(val, tuple) and all(isinstance(x, Tensor) for x in val) else [val]
+                val = self.call_named(link.func, link.func_span, firsts, link.args or (), link.alias, link.span,
+                                      scope, b)
+            return val
+        if isinstance(e, A.Call):
+            if not isinstance(e.func, A.Name):
+                raise self.fail("E0108", "only ops, blocks, layers and built-in functions can be called", e.func.span)
+            return self.call_named(e.func.id, e.func.span, [], e.args, None, e.span, scope, b)
+        if isinstance(e, A.Index):
+            return self.ev_index(e, scope, b)
+        if isinstance(e, A.Attr):
+            obj = self.ev(e.obj, scope, b)
+            if obj is POISON:
+                return POISON
+            if isinstance(obj, Tensor) and isinstance(obj.type, TensorType):
+                if e.name == "shape":
+                    return tuple(obj.type.shape)
+                if e.name == "rank":
+                    return obj.type.rank
+                if e.name == "T" and obj.type.rank >= 2:
+                    return self.apply_op("transpose", [obj], [], {}, e.span, None, b)
+            raise self.fail("E0101", f"{_typename(obj)} has no attribute {e.name!r}", e.span,
+                            help="tensors have .shape, .rank and .T")
+        raise AssertionError(type(e).__name__)  # pragma: no cover
+
+    def ev_binop(self, e: A.BinOp, scope: Scope, b: GraphBuilder) -> Any:
+        if e.op in ("and", "or"):
+            left = self.ev(e.left, scope, b)
+            if left is POISON:
+                return POISON
+            if not isinstance(left, bool):
+                raise self.fail("E0108", f"`{e.op}` needs bools, got {_typename(left)}", e.left.span)
+            if (e.op == "and" and not left) or (e.op == "or" and left):
+                return left
+            right = self.ev(e.right, scope, b)
+            if right is not POISON and not isinstance(right, bool):
+                raise self.fail("E0108", f"`{e.op}` needs bools, got {_typename(right)}", e.right.span)
+            return right
+        left, right = self.ev(e.left, scope, b), self.ev(e.right, scope, b)
+        if left is POISON or right is POISON:
+            return POISON
+        if e.op in ("==", "!=") and (left is None or right is None):  # `if mask != none`: is a tensor given?
+            return (left is right) == (e.op == "==")
+        if isinstance(left, Tensor) or isinstance(right, Tensor):
+            return self.tensor_binop(e, left, right, b)
+        try:
+            return _const_binop(e.op, left, right)
+        except ZeroDivisionError:
+            raise self.fail("E0108", "division by zero in a compile-time expression", e.span) from None
+        except (TypeError, ValueError, OverflowError):
+            raise self.fail("E0108", f"cannot apply {e.op!r} to {_typename(left)} and {_typename(right)}",
+                            e.span) from None
+
+    def tensor_binop(self, e: A.BinOp, left: Any, right: Any, b: GraphBuilder) -> Any:
+        ops = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow", "@": "matmul"}
+        if e.op not in ops:
+            raise self.fail("E0108", f"operator {e.op!r} is not defined on tensors", e.span)
+        op = ops[e.op]
+        if isinstance(left, Tensor) and isinstance(right, Tensor):
+            return self.apply_op(op, [left, right], [], {}, e.span, None, b)
+        scalar, tensor, reverse = (right, left, False) if isinstance(left, Tensor) else (left, right, True)
+        if op == "matmul" or not isinstance(scalar, (int, float)) or isinstance(scalar, bool):
+            raise self.fail("E0108", f"cannot apply {e.op!r} to a tensor and {_typename(scalar)}", e.span)
+        return self.apply_op(op, [tensor], [], {"scalar": scalar, "reverse": reverse}, e.span, None, b)
+
+    def ev_index(self, e: A.Index, scope: Scope, b: GraphBuilder) -> Any:
+        obj = self.ev(e.obj, scope, b)
+        if obj is POISON:
+            return POISON
+        items = []
+        for it in e.items:
+            if isinstance(it, A.SliceExpr):
+                parts = [None if p is None else self.ev(p, scope, b) for p in (it.start, it.stop, it.step)]
+                for p, sub in zip(parts, (it.start, it.stop, it.step)):
+                    if p is not None and (not isinstance(p, int) or isinstance(p, bool)):
+                        raise self.fail("E0108", f"slice bounds must be compile-time ints, got {_typename(p)}",
+                                        sub.span)
+                items.append(tuple(parts))
+            elif isinstance(it, A.Lit) and it.value is Ellipsis:
+                items.append("...")
+            else:
+                v = self.ev(it, scope, b)
+                if v is None:
+                    items.append("new")
+                elif isinstance(v, int) and not isinstance(v, bool):
+                    items.append(v)
+                else:
+                    raise self.fail("E0108", f"index must be a compile-time int, got {_typename(v)}", it.span)
+        if isinstance(obj, Tensor):
+            if isinstance(obj.type, TupleType):
+                if len(items) != 1 or not isinstance(items[0], int):
+                    raise self.fail("E0108", "a tuple value takes one integer index", e.span)
+                n = len(obj.type.items)
+                if not -n <= items[0] < n:
+                    raise self.fail("E0305", f"index {items[0]} is out of range for a {n}-tuple", e.span)
+                return self.getitem(obj, items[0] % n, b, e.span)
+            return self.apply_op("slice", [obj], [tuple(items)], {}, e.span, None, b)
+        if isinstance(obj, (tuple, list)):
+            if len(items) != 1:
+                raise self.fail("E0108", "lists and tuples take one index", e.span)
+            it = items[0]
+            try:
+                return obj[slice(*it)] if isinstance(it, tuple) else obj[it]
+            except IndexError:
+                raise self.fail("E0305", f"index {it} is out of range for a length-{len(obj)} list", e.span) from None
+        raise self.fail("E0108", f"{_typename(obj)} cannot be indexed", e.span)

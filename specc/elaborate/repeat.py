@@ -1,0 +1,142 @@
+"""`repeat N`: the body is elaborated once per distinct input types and folded into runs of one graph."""
+from __future__ import annotations
+
+from .. import ast as A
+from ..attrs import short as _short
+from ..ir import Graph, Node, RepeatAttrs
+from ..types import ErrorType, TupleType
+from .syntax import _assigned_in, _names_read
+from .values import (
+    MAX_UNROLL,
+    POISON,
+    GraphBuilder,
+    LayerInstance,
+    Scope,
+    Tensor,
+    _freeze,
+    _Halt,
+)
+
+
+class RepeatMixin:
+    """`repeat N`: the body is elaborated once per distinct input types and folded into runs of one graph."""
+
+    def exec_repeat(self, s: A.Repeat, scope: Scope, b: GraphBuilder) -> None:
+        n = self.ev(s.count, scope, b)
+        if n is POISON:
+            return
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise self.fail("E0107", f"repeat count must be a non-negative int, got {_short(n)}", s.count.span)
+        assigned = _assigned_in(s.body)
+        read = _names_read(s.body)
+        carried = [v for v in sorted(assigned) if isinstance(scope.get(v), Tensor)]
+        captured = [v for v in sorted(read - assigned) if isinstance(scope.get(v), Tensor)]
+        if any(scope.get(v) is POISON for v in read):
+            return
+        shared = [v for v in sorted(read) if isinstance(scope.get(v), LayerInstance)]
+        if shared:
+            raise self.fail("E0108", f"layer {shared[0]!r} is declared outside this `repeat`: a repeat body cannot "
+                            "share one layer across its iterations", s.span,
+                            help=f"declare the layer inside the body, or unroll with `for i in range(...)` to share "
+                            f"{shared[0]!r}")
+        uses_var = s.var is not None and s.var in read
+        if uses_var and n > MAX_UNROLL:
+            raise self.fail("E0107", f"repeat {n} as {s.var}: a body that reads {s.var} is elaborated once per "
+                            f"iteration, at most {MAX_UNROLL:,}", s.count.span)
+        consts = tuple(sorted((k, _freeze(scope[k])) for k in read
+                              if k in scope and not isinstance(scope[k], (Tensor, LayerInstance))))
+        runs = self.fold_runs(s, n, scope, b, carried, captured, uses_var, consts)
+        if runs is None:
+            return
+        # re-read the values from before the loop: the types above were only for keys
+        for v in carried:
+            scope[v] = Tensor(scope[v].node, b.graph[scope[v].node].type, scope[v].span)
+        for gname, count in runs:
+            body = self.graphs[gname]
+            outs = [body[o].type for o in body.outputs]
+            ty = outs[0] if len(outs) == 1 else TupleType(tuple(outs))
+            ref = b.add(Node(name=b.fresh("layers"), kind="repeat", target=gname,
+                             inputs=tuple(scope[v].node for v in carried + captured),
+                             attrs=RepeatAttrs(count=count, carried=len(carried)), type=ty, span=s.span))
+            if len(carried) == 1:
+                scope[carried[0]] = ref
+            else:
+                for k, v in enumerate(carried):
+                    scope[v] = self.getitem(ref, k, b, s.span)
+
+    def fold_runs(self, s: A.Repeat, n: int, scope: Scope, b: GraphBuilder, carried: list[str], captured: list[str],
+                  uses_var: bool, consts: tuple) -> list[list] | None:
+        """The body graphs of `repeat n` as runs [graph name, count]: one body per distinct input types (and index,
+        when the body reads it), memoised; stops at a fixpoint (the next iteration would see the same types). None
+        when the body failed (its errors are reported; the carried names are poisoned)."""
+        runs: list[list] = []  # [graph name, count]
+        for i in range(n):
+            types = tuple(scope[v].type for v in carried + captured)
+            if any(isinstance(t, ErrorType) for t in types):
+                return None
+            key = ("repeat", s.span, i if uses_var else None, types, consts)
+            gname = self.memo.get(key)
+            if gname is None:
+                gname = self.elaborate_repeat_body(s, scope, carried, captured, i, b.graph.block)
+                if gname is None:
+                    for v in carried:
+                        scope[v] = POISON
+                    return None
+                self.memo[key] = gname
+            if runs and runs[-1][0] == gname:
+                runs[-1][1] += 1
+            else:
+                runs.append([gname, 1])
+            body = self.graphs[gname]
+            # advance carried types for the next iteration's key
+            for v, o in zip(carried, body.outputs):
+                scope[v] = Tensor(scope[v].node, body[o].type, scope[v].span)
+            if not uses_var and tuple(scope[v].type for v in carried + captured) == types:
+                runs[-1][1] += n - 1 - i  # a fixpoint: every later iteration is this same body graph
+                break
+        return runs
+
+    def elaborate_repeat_body(self, s: A.Repeat, outer: Scope, carried: list[str], captured: list[str], i: int,
+                              owner: str) -> str | None:
+        base = f"{owner}_layer"
+        name = self.unique_graph_name(base)
+        # the body's hyper-parameters are the compile-time values it reads from outside (not its index: bodies
+        # that differ only in `i` but are built alike must stay one folded run)
+        read = _names_read(s.body) - ({s.var} if s.var else set())
+        hp = {k: v for k, v in outer.items() if k in read and isinstance(v, (int, float, bool, str))}
+        bb = GraphBuilder(name, base, dict(sorted(hp.items())), s.span)
+        scope = Scope({k: v for k, v in outer.items() if not isinstance(v, (Tensor, LayerInstance))})
+        for v in carried + captured:
+            scope[v] = bb.add(Node(name=v, kind="input", type=outer[v].type, span=outer[v].span))
+        if s.var is not None:
+            scope[s.var] = i
+        before = len(self.diags)
+        try:
+            self.exec_body(s.body, scope, bb)
+        except _Halt:
+            pass
+        if len(self.diags) > before:
+            return None
+        for v in carried:
+            val = scope[v]
+            if not isinstance(val, Tensor):
+                return None
+            bb.add(Node(name=bb.fresh(f"{v}_out"), kind="output", inputs=(val.node,), type=val.type, span=s.span))
+        return self.finish_graph(bb.graph)
+
+    def unique_graph_name(self, base: str) -> str:
+        n = self.block_counts.get(base, 0)
+        self.block_counts[base] = n + 1
+        return base if n == 0 else f"{base}_{n}"
+
+    def finish_graph(self, g: Graph) -> str:
+        """Register a finished graph, reusing an identical earlier one (so `if i == 0` bodies fold back)."""
+        from ..printer import graph_signature
+
+        key = (g.block, graph_signature(g))
+        other = self.by_signature.get(key)  # a dict, not a scan: check time stays linear in the number of blocks
+        if other is not None:
+            return other
+        self.graphs[g.name] = g
+        self.by_signature[key] = g.name
+        return g.name

@@ -1,0 +1,205 @@
+"""Statements: assignments, input/output, layer declarations, if/for, return, assert, train."""
+from __future__ import annotations
+
+from typing import Any
+
+from .. import ast as A
+from ..attrs import short as _short
+from ..diagnostics import Note, SpecError
+from ..ir import Node
+from ..ops import registry
+from ..source import Span
+from ..symbolic import Sym
+from ..types import DTYPES, TensorType, TupleType
+from .syntax import _assigned_names, _names_read
+from .values import (
+    POISON,
+    GraphBuilder,
+    LayerInstance,
+    Scope,
+    Tensor,
+    _Halt,
+    _Return,
+    _typename,
+)
+
+
+class StatementsMixin:
+    """Statements: assignments, input/output, layer declarations, if/for, return, assert, train."""
+
+    def exec_body(self, body: tuple, scope: Scope, b: GraphBuilder, is_model: bool = False) -> None:
+        for stmt in body:
+            try:
+                self.exec_stmt(stmt, scope, b, is_model)
+            except SpecError as e:
+                self.diags.extend(e.diagnostics)
+                if isinstance(stmt, A.Assert):
+                    raise _Halt from None
+                for name in _assigned_names(stmt):
+                    scope[name] = POISON
+
+    def exec_stmt(self, s, scope: Scope, b: GraphBuilder, is_model: bool) -> None:
+        """Run one statement. Long because it is the dispatch over the language's statement kinds, one short branch
+        each, in the order of the language reference; the longer ones (input, repeat) are methods of their own."""
+        if isinstance(s, A.Assign):
+            val = self.ev(s.value, scope, b)
+            self.bind(s.targets, val, scope, b, s.span)
+        elif isinstance(s, A.InputStmt):
+            if not is_model:
+                raise self.fail("E0402", "`input` is only allowed in a model; blocks take inputs as parameters", s.span)
+            self.exec_input(s, scope, b)
+        elif isinstance(s, A.OutputStmt):
+            if not is_model:
+                raise self.fail("E0402", "`output` is only allowed in a model; blocks use `return`", s.span)
+            val = self.ev(s.value, scope, b) if s.value is not None else self.lookup(s.name, scope, s.span)
+            if val is POISON:
+                return
+            if not isinstance(val, Tensor):
+                raise self.fail("E0108", f"output {s.name!r} must be a tensor, got {_typename(val)}", s.span)
+            if s.name in b.graph:
+                if b.graph[s.name].kind == "output":
+                    raise self.fail("E0106", f"output {s.name!r} is declared twice", s.span)
+            name = s.name if s.name not in b.graph else b.fresh(s.name)
+            b.add(Node(name=name, kind="output", inputs=(val.node,), type=val.type, span=s.span))
+            scope[s.name] = val
+        elif isinstance(s, A.LayerStmt):
+            if s.link.func in self.defs:
+                raise self.fail("E0102", f"`layer` names one op instance; {s.link.func!r} is a block", s.link.func_span,
+                                help="call the block directly where it is used")
+            if registry.get(s.link.func) is None:
+                raise self.unknown_callable(s.link.func, s.link.func_span, scope)
+            if s.name in scope:
+                raise self.fail("E0106", f"{s.name!r} is already defined", s.span)
+            inst = LayerInstance(s.name, s.link, s.span)
+            for a in s.link.args or ():
+                v = self.ev(a.value, scope, b)
+                if isinstance(v, Tensor):
+                    raise self.fail("E0108", f"layer {s.name!r} is configured with compile-time values; apply it "
+                                    f"to tensors where it is used (x -> {s.name})", a.span)
+                if a.name is None:
+                    inst.spans[len(inst.values)] = a.span
+                    inst.values.append(v)
+                else:
+                    inst.spans[a.name] = a.span
+                    inst.kw[a.name] = v
+            if any(v is POISON for v in [*inst.values, *inst.kw.values()]):
+                scope[s.name] = POISON
+                return
+            scope[s.name] = inst
+        elif isinstance(s, A.If):
+            for cond, body in s.branches:
+                c = self.ev(cond, scope, b)
+                if c is POISON:
+                    return
+                if not isinstance(c, bool):
+                    raise self.fail("E0108", f"`if` needs a compile-time bool, got {_typename(c)}", cond.span)
+                if c:
+                    self.exec_body(body, scope, b, is_model)
+                    return
+            if s.orelse is not None:
+                self.exec_body(s.orelse, scope, b, is_model)
+        elif isinstance(s, A.For):
+            it = self.ev(s.iterable, scope, b)
+            if it is POISON:
+                return
+            if not isinstance(it, (list, tuple)):
+                raise self.fail("E0108", f"`for` iterates over a list or tuple, got {_typename(it)}", s.iterable.span)
+            for item in it:
+                if s.unpack:
+                    if not isinstance(item, (list, tuple)) or len(item) != len(s.targets):
+                        raise self.fail("E0108", f"cannot unpack {_short(item)} into {len(s.targets)} names",
+                                        s.iterable.span)
+                    for n, v in zip(s.targets, item):
+                        scope[n] = v
+                else:
+                    scope[s.targets[0]] = item
+                self.exec_body(s.body, scope, b, is_model)
+        elif isinstance(s, A.Repeat):
+            self.exec_repeat(s, scope, b)
+        elif isinstance(s, A.Return):
+            if is_model:
+                raise self.fail("E0402", "a model returns values with `output name = ...`, not `return`", s.span)
+            raise _Return([self.ev(v, scope, b) for v in s.values])
+        elif isinstance(s, A.Assert):
+            c = self.ev(s.cond, scope, b)
+            if c is POISON:
+                return
+            if not isinstance(c, bool):
+                raise self.fail("E0108", f"`assert` needs a compile-time bool, got {_typename(c)}", s.cond.span)
+            if not c:
+                read = sorted(_names_read(s.cond) & set(scope))
+                vals = [f"{n} = {_short(scope[n])}" for n in read if isinstance(scope[n], (int, float, str, Sym))]
+                notes = [Note(scope[n].span, f"{n} ({scope[n].type}) comes from here") for n in read
+                         if isinstance(scope[n], Tensor)]
+                raise self.fail("E0109", f"assertion failed: {s.message or 'condition is false'}"
+                                + (f" ({', '.join(vals)})" if vals else ""), s.cond.span, notes=notes)
+        elif isinstance(s, A.Train):
+            if not is_model:
+                raise self.fail("E0403", "a `train` section belongs in the model", s.span)
+            for item in s.items:
+                self.train[item.key] = (self.ev(item.value, scope, b), item.span)
+        else:  # pragma: no cover - grammar and AST agree
+            raise AssertionError(type(s).__name__)
+
+    def exec_input(self, s: A.InputStmt, scope: Scope, b: GraphBuilder) -> None:
+        if s.dtype not in DTYPES:
+            raise self.fail("E0302", f"unknown dtype {s.dtype!r}", s.dtype_span,
+                            help=f"use one of: {', '.join(DTYPES)}")
+        dims = []
+        for d in s.dims:
+            if isinstance(d.value, int):
+                if d.value <= 0:
+                    raise self.fail("E0107", f"dimension must be positive, got {d.value}", d.span)
+                dims.append(d.value)
+            else:
+                known = scope.get(d.value)
+                if isinstance(known, (int, Sym)) and not isinstance(known, bool):
+                    dims.append(known)  # a hyper-parameter or an already declared symbol
+                else:
+                    sym = Sym.var(d.value)
+                    scope[d.value] = sym
+                    dims.append(sym)
+        for c in s.constraints:
+            if c.op not in ("<=", "<"):
+                raise self.fail("E0108", f"dimension bounds are written `{c.sym} <= n`, got {c.op!r}", c.span)
+            bound = self.ev(c.bound, scope, b)
+            if bound is POISON:
+                continue
+            if not isinstance(bound, int) or isinstance(bound, bool) or bound <= 0:
+                raise self.fail("E0107", f"the bound of {c.sym} must be a positive int, got {_short(bound)}",
+                                c.bound.span)
+            if not isinstance(scope.get(c.sym), Sym):
+                raise self.fail("E0101", f"{c.sym!r} is not a symbolic dim of this input", c.span)
+            self.constraints[c.sym] = (bound - (1 if c.op == "<" else 0), c.span)
+        if s.name in scope:
+            raise self.fail("E0106", f"{s.name!r} is already defined", s.span)
+        t = b.add(Node(name=s.name, kind="input", type=TensorType(s.dtype, tuple(dims)), span=s.span))
+        scope[s.name] = t
+
+    def bind(self, targets: tuple[str, ...], val: Any, scope: Scope, b: GraphBuilder, span: Span | None) -> None:
+        if len(targets) == 1:
+            scope[targets[0]] = val
+            return
+        if val is POISON:
+            for t in targets:
+                scope[t] = POISON
+            return
+        items = self.unpack(val, len(targets), b, span)
+        for t, v in zip(targets, items):
+            scope[t] = v
+
+    def unpack(self, val: Any, n: int, b: GraphBuilder, span: Span | None) -> list:
+        if isinstance(val, Tensor) and isinstance(val.type, TupleType):
+            if len(val.type.items) != n:
+                raise self.fail("E0104", f"cannot unpack a {len(val.type.items)}-tuple into {n} names", span)
+            return [self.getitem(val, i, b, span) for i in range(n)]
+        if isinstance(val, (tuple, list)):
+            if len(val) != n:
+                raise self.fail("E0104", f"cannot unpack {len(val)} values into {n} names", span)
+            return list(val)
+        raise self.fail("E0104", f"cannot unpack {_typename(val)} into {n} names", span)
+
+    def getitem(self, val: Tensor, i: int, b: GraphBuilder, span: Span | None) -> Tensor:
+        t = val.type.items[i]
+        return b.add(Node(name=b.fresh(f"{val.node}_{i}"), kind="op", target="getitem", inputs=(val.node,),
+                          attrs=registry.get("getitem").attrs(index=i), type=t, span=span))

@@ -1,0 +1,183 @@
+"""Compile-time values of the elaborator: tensors (references to IR nodes), block values, layer instances, the
+error value POISON, the graph builder, and the pure helpers that convert and print values. Block values and
+the conversion to IR attributes live in specc/attrs.py (the printer needs them too)."""
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import ast as A
+from ..attrs import BlockValue
+from ..ir import Graph, Node
+from ..source import Span
+from ..symbolic import Sym
+from ..types import Type
+
+
+class _Poison:
+    def __repr__(self) -> str:
+        return "<error>"
+
+
+POISON = _Poison()
+
+MAX_BLOCK_DEPTH = 48  # nested block calls; deeper is almost surely a block calling itself without end
+MAX_UNROLL = 100_000  # iterations of a `repeat ... as i` whose body reads i
+
+
+@dataclass(frozen=True)
+class Tensor:
+    node: str
+    type: Type
+    span: Span | None
+
+
+@dataclass
+class LayerInstance:
+    """`layer fc = linear(10)`: one set of parameters, applied wherever `fc` is used."""
+
+    name: str
+    link: A.Link
+    span: Span | None
+    values: list = field(default_factory=list)
+    kw: dict = field(default_factory=dict)
+    spans: dict = field(default_factory=dict)
+    first: Node | None = None
+    params: dict[str, tuple] = field(default_factory=dict)
+
+
+_PY_TYPES = {"int": (int,), "float": (float, int), "bool": (bool,), "str": (str,), "list": (list, tuple),
+             "tuple": (tuple, list), "dim": (int, Sym), "tensor": (Tensor,), "any": (object,)}
+
+
+def _typename(v: Any) -> str:
+    if isinstance(v, BlockValue):
+        return f"block {v}"
+    if isinstance(v, Tensor):
+        return f"tensor {v.type}"
+    if isinstance(v, Sym):
+        return f"dim {v}"
+    return type(v).__name__
+
+
+class _Return(Exception):
+    def __init__(self, values: list) -> None:
+        self.values = values
+
+
+class _Halt(Exception):
+    """A failed `assert` ends its block (or model): what follows relies on it, so its errors would be noise."""
+
+
+class GraphBuilder:
+    def __init__(self, name: str, block: str, hparams: dict, span: Span | None) -> None:
+        self.graph = Graph(name=name, block=block, hparams=hparams, span=span)
+        self.counts: dict[str, int] = {}
+        self.reserved: set[str] = set()  # the model's output names: `output add = x + y` keeps the name `add`
+
+    def free(self, name: str) -> bool:
+        return name not in self.graph and name not in self.reserved
+
+    def fresh(self, base: str) -> str:
+        base = base or "v"
+        n = self.counts.get(base, 0)
+        while True:
+            name = base if n == 0 else f"{base}_{n}"
+            n += 1
+            if self.free(name):
+                self.counts[base] = n
+                return name
+
+    def add(self, node: Node) -> Tensor:
+        self.graph.add(node)
+        return Tensor(node.name, node.type, node.span)
+
+
+class Scope(dict):
+    pass
+
+
+def _const_binop(op: str, a: Any, b: Any) -> Any:
+    if op in ("==", "!="):
+        eq = a == b
+        return eq if op == "==" else not eq
+    if isinstance(a, bool) or isinstance(b, bool):
+        raise TypeError
+    if op in ("<", "<=", ">", ">="):
+        if isinstance(a, Sym) or isinstance(b, Sym):
+            raise TypeError
+        return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+    if isinstance(a, (list, tuple)) and op in ("+", "*"):
+        return a + b if op == "+" else a * b
+    if not isinstance(a, (int, float, Sym)) or not isinstance(b, (int, float, Sym)):
+        raise TypeError
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op == "/":
+        if isinstance(a, Sym) or isinstance(b, Sym):
+            raise TypeError
+        return a / b
+    if op == "//":
+        if isinstance(b, int) and b == 0:
+            raise ZeroDivisionError
+        return a // b
+    if op == "%":
+        if isinstance(a, Sym) or isinstance(b, Sym):
+            raise TypeError
+        return a % b
+    if op == "**":
+        if isinstance(a, Sym) or isinstance(b, Sym) or (isinstance(b, int) and b > 64) or abs(a) > 1e6:
+            raise TypeError
+        return a ** b
+    raise TypeError
+
+
+def _freeze(v: Any) -> Any:
+    if isinstance(v, BlockValue):
+        return ("block", v.name, _freeze(v.values), tuple((k, _freeze(x)) for k, x in v.kw))
+    if isinstance(v, list):
+        return ("list", tuple(_freeze(x) for x in v))
+    if isinstance(v, tuple):
+        return tuple(_freeze(x) for x in v)
+    if isinstance(v, Sym):
+        return ("sym", str(v))
+    return (type(v).__name__, v)
+
+
+def _shape(s) -> str:
+    return "[" + ", ".join(str(d) for d in s) + "]" if s is not None else "none"
+
+
+def _params_str(p: dict) -> str:
+    return ", ".join(f"{k}{_shape(v)}" for k, v in p.items()) or "none"
+
+
+def _snake(name: str) -> str:
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isupper() and i and (not name[i - 1].isupper() or (i + 1 < len(name) and name[i + 1].islower())):
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
+
+
+def _closest(name: str, cands: list[str]) -> str | None:
+    import difflib
+
+    m = difflib.get_close_matches(name, sorted(set(cands)), n=1, cutoff=0.75)
+    return m[0] if m else None
+
+
+def _optional_tensor(p: A.Param) -> bool:
+    return p.type == "tensor" and isinstance(p.default, A.Lit) and p.default.value is None
+
+
+def _takes_tuple(attrs: type, field: str) -> bool:
+    """Whether an attribute accepts a tuple, so `reshape(x, B, T, -1)` may pass its items one by one."""
+    ann = attrs.model_fields[field].annotation
+    return typing.get_origin(ann) is tuple or any(typing.get_origin(a) is tuple for a in typing.get_args(ann))
