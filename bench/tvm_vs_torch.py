@@ -177,7 +177,8 @@ def onnx_export(model, inputs, path: Path) -> str | None:
     except ImportError as err:
         return f"not installed ({err.name}; pip install 'specc[bench]')"
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), \
+                contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             torch.onnx.export(model, tuple(inputs), str(path), opset_version=18, dynamo=False)
     except Exception as err:  # noqa: BLE001 - reported in the table, the other peers still run
