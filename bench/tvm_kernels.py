@@ -47,7 +47,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
 
-from specc.backends.tvm.schedules import last_stats, optimize_for_cpu  # noqa: E402
+from specc.backends.tvm.schedules import TIR_PIPELINE, last_stats, optimize_for_cpu  # noqa: E402
 
 # ----------------------------------------------------------------------------- timing
 _clock = time.perf_counter
@@ -262,7 +262,7 @@ def compile_tvm(mod, target, optimized):
     else:
         with target:
             mod = relax.get_pipeline("zero")(mod)
-    ex = tvm.compile(mod, target)
+    ex = tvm.compile(mod, target, tir_pipeline=TIR_PIPELINE if optimized else "default")
     vm = relax.VirtualMachine(ex, tvm.cpu())
     return vm, time.perf_counter() - t0
 
@@ -336,6 +336,156 @@ def bench_model(name, mod, torch_mod, inputs, flops, target, peak, skip_untuned)
                      "min_ratio": tmin_tvm / tmin_torch}
 
 
+# ----------------------------------------------------------------------------- per-op breakdown
+# (label, relax builder, torch function, flops): the hot ops of GPT-2 (1x128 tokens) and ResNet-18 (1x224x224)
+def _op_cases(rng):
+    op = relax.op
+    cases = []
+
+    def const(*shape, std=0.05):
+        return (rng.standard_normal(shape) * std).astype("float32")
+
+    for n_in, n_out, what in ((768, 2304, "qkv"), (768, 768, "attn proj"), (768, 3072, "mlp fc"),
+                              (3072, 768, "mlp proj")):
+        w, b = const(n_out, n_in), const(n_out)
+        cases.append((f"dense {what} 128x{n_in}->{n_out}", [(1, 128, n_in)],
+                      lambda x, w=w, b=b: op.linear(x, relax.const(w), relax.const(b)),
+                      lambda x, w=torch.from_numpy(w), b=torch.from_numpy(b): F.linear(x, w, b),
+                      2 * 128 * n_in * n_out))
+    cases.append(("attention 1x128x12x64 causal", [(1, 128, 12, 64)] * 3,
+                  lambda q, k, v: op.nn.attention(q, k, v, causal_mask="TopLeft"),
+                  lambda q, k, v: F.scaled_dot_product_attention(
+                      q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True).transpose(1, 2),
+                  2 * 2 * 12 * 128 * 128 * 64))
+    g, bt = const(768, std=1.0), const(768)
+    cases.append(("layernorm 128x768", [(1, 128, 768)],
+                  lambda x: op.nn.layer_norm(x, relax.const(g), relax.const(bt), axes=[-1], epsilon=1e-5),
+                  lambda x, g=torch.from_numpy(g), b=torch.from_numpy(bt): F.layer_norm(x, (768,), g, b, 1e-5),
+                  8 * 128 * 768))
+    cases.append(("gelu(tanh) 128x3072", [(1, 128, 3072)], lambda x: op.nn.gelu_tanh(x),
+                  lambda x: F.gelu(x, approximate="tanh"), 8 * 128 * 3072))
+    for ic, oc, k, s, hw in ((3, 64, 7, 2, 224), (64, 64, 3, 1, 56), (64, 128, 3, 2, 56), (128, 128, 3, 1, 28),
+                             (256, 256, 3, 1, 14), (512, 512, 3, 1, 7), (256, 512, 1, 2, 14)):
+        w, b = const(oc, ic, k, k), const(1, oc, 1, 1)
+        oh = (hw + 2 * (k // 2) - k) // s + 1
+        cases.append((f"conv {ic}->{oc} {k}x{k}/{s} @{hw}", [(1, ic, hw, hw)],
+                      lambda x, w=w, b=b, s=s, k=k: op.nn.relu(op.add(op.nn.conv2d(
+                          x, relax.const(w), strides=s, padding=k // 2), relax.const(b))),
+                      lambda x, w=torch.from_numpy(w), b=torch.from_numpy(b.reshape(-1)), s=s, k=k: F.relu(
+                          F.conv2d(x, w, b, stride=s, padding=k // 2)),
+                      2 * ic * oc * k * k * oh * oh))
+    return cases
+
+
+def _op_module(build, shapes):
+    bb = relax.BlockBuilder()
+    xs = [relax.Var(f"x{i}", relax.TensorType(s, "float32")) for i, s in enumerate(shapes)]
+    with bb.function("main", xs):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(build(*xs)))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _asm_profile(ex) -> str:
+    """What the hot loop looks like: vector FMAs by register width, and stores/loads of full vectors."""
+    from specc.backends.tvm.codegen import device_modules
+
+    asm = "\n".join(m.inspect_source("asm") for m in device_modules(ex, "llvm"))
+    counts = {"zmm": 0, "ymm": 0, "xmm": 0}
+    scalar = 0
+    for line in asm.splitlines():
+        t = line.strip()
+        if t.startswith("vfmadd") or t.startswith("vfnmadd"):
+            if "ss" in t.split()[0][-2:] or "sd" in t.split()[0][-2:]:
+                scalar += 1
+            for reg in counts:
+                if f"%{reg}" in t:
+                    counts[reg] += 1
+                    break
+    width = "zmm(512)" if counts["zmm"] else "ymm(256)" if counts["ymm"] else "xmm(128)" if counts["xmm"] else "none"
+    return f"{width}; FMAs zmm {counts['zmm']} ymm {counts['ymm']} xmm {counts['xmm']} scalar {scalar}"
+
+
+def bench_ops(args, peak):
+    """Each hot op alone: specc's TVM kernel (host mcpu and --op-mcpus code) vs torch vs onnxruntime, and the
+    instructions the schedule produces for each --op-mcpus target."""
+    import tempfile
+    from pathlib import Path
+
+    rng = np.random.default_rng(0)
+    host = tvm.target.Target.from_device(tvm.cpu()).export()
+    mcpus = [host.get("mcpu", "generic")] + [m for m in args.op_mcpus.split(",") if m]
+    runnable = {m for m in mcpus if _runs_here(m)}
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        ort = None
+    print(f"\n== per-op breakdown ({'thread CPU time' if _clock is time.thread_time else 'wall'}, "
+          f"{args.threads} thread(s)); TVM code for: {', '.join(mcpus)} (timed: those this CPU can run) ==")
+    rows = []
+    for label, shapes, build, tfn, flops in _op_cases(rng):
+        if args.ops and not any(o in label for o in args.ops.split(",")):
+            continue
+        mod = _op_module(build, shapes)
+        xs = [rng.standard_normal(s).astype("float32") for s in shapes]
+        txs = [torch.from_numpy(x) for x in xs]
+        with torch.no_grad():
+            ref = tfn(*txs).numpy()
+        fns, asm = {}, {}
+        for m in mcpus:
+            target = tvm.target.Target({"kind": "llvm", "mcpu": m, "num-cores": args.threads})
+            ex = tvm.compile(optimize_for_cpu(mod, target), target, tir_pipeline=TIR_PIPELINE)
+            asm[m] = _asm_profile(ex)
+            if m in runnable:
+                vm = relax.VirtualMachine(ex, tvm.cpu())
+                vin = [tvm.runtime.tensor(x) for x in xs]
+                out = vm["main"](*vin).numpy()
+                err = float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-30))
+                assert err < 1e-4, (label, m, err)
+                fns[f"tvm {m}"] = lambda vm=vm, vin=vin: vm["main"](*vin)
+
+        def run_torch(txs=txs, tfn=tfn):
+            with torch.no_grad():
+                tfn(*txs)
+
+        fns = {"torch": run_torch, **fns}
+        if ort is not None:
+            class Op(torch.nn.Module):
+                fn = staticmethod(tfn)
+
+                def forward(self, *a):
+                    return self.fn(*a)
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "op.onnx"
+                torch.onnx.export(Op(), tuple(txs), str(path), opset_version=18, dynamo=False)
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads = args.threads
+                sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            feed = {i.name: x for i, x in zip(sess.get_inputs(), xs)}
+            fns["onnxruntime"] = lambda sess=sess, feed=feed: sess.run(None, feed)
+        names = list(fns)
+        res = dict(zip(names, interleaved_times(list(fns.values()), rounds=4, per_block=6, budget_s=3.0)))
+        base = res.get("onnxruntime", res["torch"])[0]
+        cells = "  ".join(f"{k} {v[0] * 1e3:.3f} ms ({v[0] / base:.2f}x, {flops / v[0] / 1e9:.0f} GF/s)"
+                          for k, v in res.items())
+        print(f"{label:<34}{cells}")
+        for m in mcpus:
+            print(f"{'':<6}code for {m:<16}{asm[m]}")
+        rows.append((label, res))
+    return rows
+
+
+def _runs_here(mcpu: str) -> bool:
+    """Whether this CPU has every SIMD feature the mcpu's code may use (then its code can be timed here)."""
+    from specc.backends.tvm.schedules._target import cpu_info
+
+    host = cpu_info(tvm.target.Target.from_device(tvm.cpu()))
+    other = cpu_info(tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
+    return set(other.features) <= set(host.features)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
@@ -346,6 +496,11 @@ def main():
                     help="with --threads 1: time with the calling thread's CPU time (robust on a loaded box)")
     ap.add_argument("--mcpu", default=None,
                     help="LLVM cpu for TVM codegen (default: host, e.g. znver5); znver3 = AVX2-only code")
+    ap.add_argument("--per-op", action="store_true", help="the per-op breakdown (dense, attention, layernorm, "
+                    "gelu, ResNet convs) instead of whole models")
+    ap.add_argument("--ops", default="", help="with --per-op: only ops whose label contains one of these")
+    ap.add_argument("--op-mcpus", default="haswell,znver3,skylake-avx512,icelake-server,znver4",
+                    help="with --per-op: also generate (and, where this CPU can run it, time) code for these")
     args = ap.parse_args()
     if args.cpu_time:
         if args.threads != 1:
@@ -364,6 +519,9 @@ def main():
     pk_torch, pk_np = matmul_peak()
     peak = max(pk_torch, pk_np)
     print(f"measured fp32 matmul peak (1024^3): torch {pk_torch:.1f} GFLOP/s, numpy {pk_np:.1f} GFLOP/s")
+    if args.per_op:
+        bench_ops(args, peak)
+        return
     rng = np.random.default_rng(0)
     summary = []
     for model in args.models.split(","):

@@ -83,7 +83,13 @@ def compile_module(lowered: Lowered, weights: dict[str, np.ndarray], target) -> 
     ttarget = tvm_target(target)
     mod = bind_weights(lowered, weights)
     mod, stats = optimize(mod, target, ttarget)
-    ex = tvm.compile(mod, ttarget)
+    if target.device == "cpu" and target.schedules != "none":
+        from .schedules import TIR_PIPELINE
+
+        # keeps the kernels' alias information when the module has symbolic dims (see schedules/pipeline.py)
+        ex = tvm.compile(mod, ttarget, tir_pipeline=TIR_PIPELINE)
+    else:
+        ex = tvm.compile(mod, ttarget)
     if target.device == "cuda":
         assert_has_cuda_kernels(ex)
     stats["compile_s"] = time.perf_counter() - t0

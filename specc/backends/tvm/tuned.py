@@ -1,7 +1,9 @@
 """The cache of kernels tuned by `specc tune` (tune.py) and its use by every CPU compile (codegen.py).
 
-Tuned kernels are kept as TVMScript text under <cache>/<target>/<structural hash>.py; ``apply_tuned`` runs specc's
-CPU pipeline with a cached kernel in place of specc's schedule wherever the cache has one. The cache is
+Tuned kernels are kept as TVMScript text under <cache>/<target key>/<structural hash>.py, with the identity of the
+target they were tuned for (LLVM cpu, SIMD features, the vector width the schedules use, thread count) in their
+header; ``apply_tuned`` runs specc's CPU pipeline with a cached kernel in place of specc's schedule wherever the
+cache has one tuned for this very target (an entry tuned for another is refused, wherever it lies). The cache is
 $SPECC_CACHE_DIR/tvm-tuned, default ~/.cache/specc/tvm-tuned.
 """
 from __future__ import annotations
@@ -24,10 +26,24 @@ def cache_root() -> Path:
     return (Path(base) if base else Path.home() / ".cache" / "specc") / "tvm-tuned"
 
 
+def target_identity(ttarget) -> dict:
+    """What a tuned kernel is valid for: the LLVM cpu, the SIMD features its code may use, the vector width specc's
+    schedules derive from them and the thread count (schedules/_target.CPUInfo.identity)."""
+    from .schedules._target import cpu_info
+
+    ident = cpu_info(ttarget).identity()
+    ident["kind"] = str(ttarget.kind.name)
+    return ident
+
+
 def target_key(ttarget) -> str:
-    """A folder name per CPU target: kind, mcpu and thread count decide which schedule is fastest."""
-    attrs = ttarget.export()
-    parts = [str(attrs.get("kind", "llvm")), str(attrs.get("mcpu", "generic")), f"{attrs.get('num-cores', 0)}c"]
+    """A folder name per CPU target: kind, mcpu and thread count, and a hash of the whole identity (so two targets
+    that share an mcpu name but not its features, e.g. `-mattr=-avx512f`, get different folders)."""
+    import hashlib
+
+    ident = target_identity(ttarget)
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
+    parts = [ident["kind"], ident["mcpu"], f"{ident['num_cores']}c", digest]
     return "-".join(p.replace("/", "_") for p in parts)
 
 
@@ -44,7 +60,32 @@ def cached_kernels(ttarget) -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.glob("*.py"))} if folder.is_dir() else {}
 
 
-def load_kernel(path: Path) -> tirx.PrimFunc:
+HEADER = "# specc tuned kernel: "
+
+
+def kernel_meta(path: Path) -> dict:
+    """The JSON header a tuned kernel was stored with ({} when it has none or it does not parse)."""
+    with path.open(encoding="utf-8") as f:
+        first = f.readline()
+    if not first.startswith(HEADER):
+        return {}
+    try:
+        meta = json.loads(first[len(HEADER):])
+    except ValueError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def tuned_for(path: Path, ttarget) -> bool:
+    """Whether the kernel at `path` was tuned for exactly this target's identity. The folder name is only a hint
+    (a copied or hand-edited database, an mcpu that resolves differently): each entry carries its identity."""
+    return kernel_meta(path).get("target") == target_identity(ttarget)
+
+
+def load_kernel(path: Path, ttarget=None) -> tirx.PrimFunc:
+    """The tuned PrimFunc stored at `path`; with `ttarget`, only if it was tuned for that target (else ValueError)."""
+    if ttarget is not None and not tuned_for(path, ttarget):
+        raise ValueError(f"{path}: tuned for {kernel_meta(path).get('target')}, not for {target_identity(ttarget)}")
     parsed = tvm.script.from_source(path.read_text(encoding="utf-8"))
     if isinstance(parsed, tvm.IRModule):
         parsed = parsed["main"]
@@ -55,7 +96,7 @@ def store_kernel(ttarget, key: str, func: tirx.PrimFunc, meta: dict) -> Path:
     from ...fsutil import atomic_write
 
     path = cache_root() / target_key(ttarget) / f"{key}.py"
-    header = f"# specc tuned kernel: {json.dumps(meta, sort_keys=True)}\n"
+    header = HEADER + json.dumps({**meta, "target": target_identity(ttarget)}, sort_keys=True) + "\n"
     atomic_write(path, header + func.script())
     return path
 
@@ -86,6 +127,9 @@ def apply_tuned(mod, ttarget, stats: dict):
     from .schedules import last_stats, optimize_for_cpu
 
     cache = cached_kernels(ttarget)
+    # entries tuned for another target (a different CPU, feature set, vector width or thread count) are refused
+    foreign = sorted(k for k, p in cache.items() if not tuned_for(p, ttarget))
+    cache = {k: p for k, p in cache.items() if k not in foreign}
     used: list[str] = []
 
     def substitute(m):
@@ -94,7 +138,7 @@ def apply_tuned(mod, ttarget, stats: dict):
                 continue
             key = kernel_key(func)
             if key in cache:
-                tuned = load_kernel(cache[key])
+                tuned = load_kernel(cache[key], ttarget)
                 for k, v in func.attrs.items():
                     tuned = tuned.with_attr(k, v)
                 m[gv] = tuned.with_attr(SCHEDULED, True)
@@ -108,6 +152,7 @@ def apply_tuned(mod, ttarget, stats: dict):
         mod = optimize_for_cpu(mod, ttarget)
     stats.update(last_stats())
     stats["tuned"] = used
+    stats["tuned_refused"] = foreign
     return mod, stats
 
 

@@ -219,7 +219,7 @@ def attention_bsnh(q: te.Tensor, k: te.Tensor, v: te.Tensor, bias, scale: float,
 
 def _let(x, body_fn, name="v"):
     """Evaluate body_fn(v) with x bound once (avoids duplicating x in big expressions)."""
-    if isinstance(x, (tirx.Var, tirx.FloatImm, tirx.IntImm)) or type(x).__name__ == "BufferLoad":
+    if isinstance(x, (tirx.Var, tirx.FloatImm, tirx.IntImm)) or type(x).__name__ in ("BufferLoad", "ProducerLoad"):
         return body_fn(x)
     v = tirx.Var(name, x.ty)
     return tirx.Let(v, x, body_fn(v))
@@ -235,8 +235,13 @@ def _fast_exp(x):
     c = lambda v: tirx.const(v, f32)  # noqa: E731
     xc = tirx.max(tirx.min(x, c(88.3762626647950)), c(-87.3))
     # x = n*ln2 + r
-    return _let(xc, lambda x: _let(tirx.floor(x * c(1.44269504088896341) + c(0.5)),
-                                   lambda fx: _exp_poly(x, fx), "exp_n"), "exp_c")
+    val = _let(xc, lambda x: _let(tirx.floor(x * c(1.44269504088896341) + c(0.5)),
+                                  lambda fx: _exp_poly(x, fx), "exp_n"), "exp_c")
+    # exp(x) below -87.3 is exactly 0 (as with flush-to-zero), not the clamp's 1.2e-38: masked attention scores
+    # (-inf, causal) would otherwise feed near-denormal weights into the PV product, whose results are denormal, and
+    # x86 FMAs on denormals take microcode assists (~100x slower): GPT-2's causal attention ran 15x slower than
+    # onnxruntime's for that alone
+    return tirx.Select(x < c(-87.3), c(0.0), val)
 
 
 def _exp_poly(x, fx):
@@ -311,7 +316,8 @@ def fast_sigmoid(x):
 
 def _ew(fn):
     def build(t):
-        return te.compute(t.shape, lambda *i: fn(t[i]), name="specc_fast_math")
+        # t(*i), not t[i]: a TensorSlice is no PrimExpr (no dtype for _let's variable)
+        return te.compute(t.shape, lambda *i: fn(t(*i)), name="specc_fast_math")
     return build
 
 

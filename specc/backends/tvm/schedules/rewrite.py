@@ -139,9 +139,10 @@ class HeavyOpRewriter(PyExprMutator):
                 new = self._attention(call)
                 return call if new is None else new
             if self.fast_math and name in kernels.FAST_UNARY and _dtype(call.args[0]) == "float32":
+                new = self._call(kernels.FAST_UNARY[name], [call.args[0]], "specc_" + name.split(".")[-1],
+                                 {"op_pattern": K_ELEMWISE})
                 self.count["fast_math"] += 1
-                return self._call(kernels.FAST_UNARY[name], [call.args[0]], "specc_" + name.split(".")[-1],
-                                  {"op_pattern": K_ELEMWISE})
+                return new
             if name == "relax.nn.layer_norm":
                 new = self._layer_norm(call)
                 if new is not None:
