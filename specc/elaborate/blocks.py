@@ -19,6 +19,7 @@ from .values import (
     _closest,
     _freeze,
     _Halt,
+    _literal,
     _optional_tensor,
     _Return,
     _snake,
@@ -31,7 +32,7 @@ class BlocksMixin:
     """Block calls: binding arguments, specialising a block per hyper-parameters and input types (memoised)."""
 
     def apply_block(self, d: A.Def, pos: list, kw: dict, span: Span | None, spans: dict, alias: str | None,
-                    b: GraphBuilder) -> Any:
+                    b: GraphBuilder, exprs: dict | None = None) -> Any:
         tparams = [p for p in d.params if p.is_tensor]
         oparams = [p for p in d.params if _optional_tensor(p)]  # `mask: tensor = none`
         vparams = [p for p in d.params if not p.is_tensor and not _optional_tensor(p)]
@@ -61,6 +62,11 @@ class BlocksMixin:
         bound: dict[str, Any] = {}
         for p, v in zip(vparams, values):
             bound[p.name] = v
+        # the spec expression of each hyper-parameter given (positional ones in order after the tensors)
+        exprs = exprs or {}
+        given_exprs = dict(zip([p.name for p in vparams], [exprs.get(i) for i, v in enumerate(pos)
+                                                           if not isinstance(v, Tensor)]))
+        given_exprs.update((k, exprs.get(k)) for k in kw if k in bound or k in {p.name for p in vparams})
         for k, v in kw.items():
             if k not in {p.name for p in vparams}:
                 close = _closest(k, [p.name for p in vparams])
@@ -106,8 +112,10 @@ class BlocksMixin:
         outs = g.output_types()
         ty = outs[0] if len(outs) == 1 else TupleType(tuple(outs))
         name = alias if alias and b.free(alias) else b.fresh(alias or _snake(d.name))
+        call_exprs = tuple((k, A.unparse(e)) for k, e in given_exprs.items() if e is not None and not _literal(e))
         return b.add(Node(name=name, kind="call", target=gname, inputs=tuple(t.node for t in tensors),
-                          attrs=CallAttrs(args=tuple((k, _to_attr(v)) for k, v in hp.items())), type=ty, span=span))
+                          attrs=CallAttrs(args=tuple((k, _to_attr(v)) for k, v in hp.items())), type=ty, span=span,
+                          exprs=call_exprs))
 
     def elaborate_block(self, d: A.Def, scope: Scope, hp: dict, tparams: list, tensors: list) -> str | None:
         if self.block_depth >= MAX_BLOCK_DEPTH:

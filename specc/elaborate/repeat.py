@@ -14,6 +14,7 @@ from .values import (
     Tensor,
     _freeze,
     _Halt,
+    _literal,
     _short,
 )
 
@@ -73,18 +74,23 @@ class RepeatMixin:
         # re-read the values from before the loop: the types above were only for keys
         for v in carried:
             scope[v] = Tensor(scope[v].node, b.graph[scope[v].node].type, scope[v].span)
+        # `repeat layers`: the count's expression, when one folded run covers every iteration
+        exprs = (("count", A.unparse(s.count)),) if len(runs) == 1 and not _literal(s.count) else ()
         for gname, count in runs:
             body = self.graphs[gname]
             outs = [body[o].type for o in body.outputs]
             ty = outs[0] if len(outs) == 1 else TupleType(tuple(outs))
-            ref = b.add(Node(name=b.fresh("layers"), kind="repeat", target=gname,
+            base = s.stack or "layers"
+            ref = b.add(Node(name=base if s.stack and b.free(base) else b.fresh(base), kind="repeat", target=gname,
                              inputs=tuple(scope[v].node for v in carried + captured),
-                             attrs=RepeatAttrs(count=count, carried=len(carried)), type=ty, span=s.span))
+                             attrs=RepeatAttrs(count=count, carried=len(carried)), type=ty, span=s.span,
+                             exprs=exprs, stack=s.stack, var=carried[0] if len(carried) == 1 else None))
             if len(carried) == 1:
                 scope[carried[0]] = ref
             else:
                 for k, v in enumerate(carried):
                     scope[v] = self.getitem(ref, k, b, s.span)
+                    b.name_value(scope[v], v)
 
     def elaborate_repeat_body(self, s: A.Repeat, outer: Scope, carried: list[str], captured: list[str], i: int,
                               owner: str) -> str | None:

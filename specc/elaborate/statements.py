@@ -18,6 +18,7 @@ from .values import (
     Scope,
     Tensor,
     _Halt,
+    _is_data,
     _Return,
     _short,
     _typename,
@@ -42,6 +43,8 @@ class StatementsMixin:
         if isinstance(s, A.Assign):
             val = self.ev(s.value, scope, b)
             self.bind(s.targets, val, scope, b, s.span)
+            if len(s.targets) == 1 and _is_data(val):  # `d = features(x)`: the block's own compile-time name
+                b.graph.lets[s.targets[0]] = A.unparse(s.value)
         elif isinstance(s, A.InputStmt):
             if not is_model:
                 raise self.fail("E0402", "`input` is only allowed in a model; blocks take inputs as parameters", s.span)
@@ -58,6 +61,7 @@ class StatementsMixin:
                 if b.graph[s.name].kind == "output":
                     raise self.fail("E0106", f"output {s.name!r} is declared twice", s.span)
             name = s.name if s.name not in b.graph else b.fresh(s.name)
+            b.name_value(val, s.name)
             b.add(Node(name=name, kind="output", inputs=(val.node,), type=val.type, span=s.span))
             scope[s.name] = val
         elif isinstance(s, A.LayerStmt):
@@ -76,9 +80,11 @@ class StatementsMixin:
                                     f"to tensors where it is used (x -> {s.name})", a.span)
                 if a.name is None:
                     inst.spans[len(inst.values)] = a.span
+                    inst.exprs[len(inst.values)] = a.value
                     inst.values.append(v)
                 else:
                     inst.spans[a.name] = a.span
+                    inst.exprs[a.name] = a.value
                     inst.kw[a.name] = v
             if any(v is POISON for v in [*inst.values, *inst.kw.values()]):
                 scope[s.name] = POISON
@@ -102,7 +108,10 @@ class StatementsMixin:
                 return
             if not isinstance(it, (list, tuple)):
                 raise self.fail("E0108", f"`for` iterates over a list or tuple, got {_typename(it)}", s.iterable.span)
-            for item in it:
+            outer_stack = b.stack
+            for k, item in enumerate(it):
+                if s.stack is not None:
+                    b.stack = f"{s.stack}{k + 1}"  # torchvision's layer1 ... layer4
                 if s.unpack:
                     if not isinstance(item, (list, tuple)) or len(item) != len(s.targets):
                         raise self.fail("E0108", f"cannot unpack {_short(item)} into {len(s.targets)} names",
@@ -111,7 +120,10 @@ class StatementsMixin:
                         scope[n] = v
                 else:
                     scope[s.targets[0]] = item
-                self.exec_body(s.body, scope, b, is_model)
+                try:
+                    self.exec_body(s.body, scope, b, is_model)
+                finally:
+                    b.stack = outer_stack
         elif isinstance(s, A.Repeat):
             self.exec_repeat(s, scope, b)
         elif isinstance(s, A.Return):
@@ -177,6 +189,7 @@ class StatementsMixin:
     def bind(self, targets: tuple[str, ...], val: Any, scope: Scope, b: GraphBuilder, span: Span | None) -> None:
         if len(targets) == 1:
             scope[targets[0]] = val
+            b.name_value(val, targets[0])
             return
         if val is POISON:
             for t in targets:
@@ -185,6 +198,7 @@ class StatementsMixin:
         items = self.unpack(val, len(targets), b, span)
         for t, v in zip(targets, items):
             scope[t] = v
+            b.name_value(v, t)
 
     def unpack(self, val: Any, n: int, b: GraphBuilder, span: Span | None) -> list:
         if isinstance(val, Tensor) and isinstance(val.type, TupleType):
