@@ -4,6 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# the standard library of specs that `import "x.nn"` also searches
+STDLIB = Path(__file__).resolve().parent.parent / "specs"
+
 
 @dataclass(frozen=True, order=True)
 class Span:

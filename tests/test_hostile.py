@@ -307,8 +307,8 @@ def test_override_strings_stay_string_constants(value):
 
 
 def test_module_attribute_list_covers_installed_torch():
-    """The emitter's list of nn.Module attributes (it does not import torch) covers the installed version's."""
-    from specc.backends.torch.emit import _MODULE_ATTRS
+    """The naming layer's list of nn.Module attributes (it does not import torch) covers the installed version's."""
+    from specc.naming import _MODULE_ATTRS
 
     public = {a for a in dir(torch.nn.Module) if not a.startswith("_")} | set(vars(torch.nn.Module()))
     public = {a for a in public if not a.startswith("_")}

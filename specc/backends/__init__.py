@@ -9,8 +9,8 @@ def compile_to(spec, target, outdir: Path, force: bool = False, opt_level: int |
     from ..fsutil import commit_files
 
     if target.backend == "torch":
+        from ..naming import module_file_name
         from .torch import emit_source
-        from .torch.emit import module_file_name
 
         level = target.opt_level if opt_level is None else opt_level
         source = emit_source(spec, target, level, disabled)

@@ -7,9 +7,7 @@ from pathlib import Path
 from .. import ast as A
 from ..diagnostics import Note, SpecError
 from ..ops import registry
-from ..source import Span
-
-STDLIB = Path(__file__).resolve().parent.parent.parent / "specs"
+from ..source import STDLIB, Span
 
 
 class LoaderMixin:

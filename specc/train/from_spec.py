@@ -11,7 +11,7 @@ from .signature import ModelIO, TensorSig
 
 def model_io(module) -> ModelIO:
     """The model graph's inputs and outputs, with the bounds its `where T <= ctx` clauses put on symbolic dims."""
-    from specc.backends.torch.emit import class_name
+    from specc.naming import class_name
 
     graph = module.graph
 

@@ -38,7 +38,7 @@ def load_source(source: str, name: str):
 
 
 def build_module(spec, target=None, opt_level: int | None = None, disabled: tuple = ()):
-    from .emit import class_name
+    from ...naming import class_name
 
     source = emit_source(spec, target, opt_level, disabled)
     mod = load_source(source, class_name(spec.module.name))

@@ -7,12 +7,8 @@ constructor arguments, named after the block's hyper-parameter (or input width) 
 """
 from __future__ import annotations
 
-import builtins
-import keyword
 import re
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from pydantic import BaseModel
@@ -20,93 +16,19 @@ from pydantic import BaseModel
 from ... import __version__
 from ...diagnostics import Diagnostic, SpecError
 from ...ir import Graph, Module, Node
+from ...naming import (
+    Namer,
+    attr_name,
+    attribute_namer,
+    class_name,
+    py_name,
+    spec_relative,
+    trivial_body,
+    unpacked_tuples,
+)
 from ...ops import registry
 from ...ops.torch_rule import pyval
 from ...types import TensorType, TupleType
-
-# Names are escaped per namespace. A spec name that would mean something else in the emitted file gets a trailing
-# "_" (and a counter when that is taken too): Python keywords, builtins, the names the emitted file defines or
-# imports (locals and globals), and nn.Module's own attributes (attributes on self).
-_GLOBALS = {"torch", "nn", "F", "math", "dataclass", "field", "self", "config", "layer", "losses", "m"}
-_LOCALS = _GLOBALS | set(dir(builtins))
-# public attributes of torch.nn.Module (tests/test_hostile.py checks this against the installed torch), plus the
-# attributes emitted modules set or read on themselves
-_MODULE_ATTRS = {
-    "T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children", "compile", "cpu",
-    "cuda", "double", "dump_patches", "eval", "extra_repr", "float", "forward", "get_buffer", "get_extra_state",
-    "get_parameter", "get_submodule", "half", "ipu", "load_state_dict", "modules", "mtia", "named_buffers",
-    "named_children", "named_modules", "named_parameters", "parameters", "register_backward_hook", "register_buffer",
-    "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
-    "register_full_backward_pre_hook", "register_load_state_dict_post_hook", "register_load_state_dict_pre_hook",
-    "register_module", "register_parameter", "register_state_dict_post_hook", "register_state_dict_pre_hook",
-    "requires_grad_", "set_extra_state", "set_submodule", "share_memory", "state_dict", "to", "to_empty", "train",
-    "type", "xpu", "zero_grad",
-    "training", "config", "aux_loss", "last_aux_loss",
-}
-
-
-def _identifier(name: str) -> str:
-    """Any string as an identifier that is not private to Python or nn.Module (no leading underscore)."""
-    name = re.sub(r"\W", "_", name, flags=re.ASCII) or "v"
-    if name[0].isdigit() or name[0] == "_":
-        name = "v" + name
-    return name
-
-
-def _escape(name: str, reserved: set[str]) -> str:
-    name = _identifier(name)
-    if keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in reserved:
-        name += "_"
-    return name
-
-
-def py_name(name: str) -> str:
-    """A spec name as a local or global Python name: never a keyword, builtin or name the emitted file uses."""
-    return _escape(name, _LOCALS)
-
-
-def attr_name(name: str) -> str:
-    """A spec name as an attribute of an nn.Module (so also a state_dict key part)."""
-    return _escape(name, _MODULE_ATTRS)
-
-
-class Namer:
-    """Unique names in one namespace: the same key always gets the same name, first come first served."""
-
-    def __init__(self, escape=py_name, taken: set[str] | None = None) -> None:
-        self.escape = escape
-        self.taken: set[str] = set(taken or ())
-        self.names: dict[str, str] = {}
-
-    def __call__(self, key: str) -> str:
-        if key not in self.names:
-            base = name = self.escape(key)
-            k = 1
-            while name in self.taken:
-                name = f"{base}_{k}"
-                k += 1
-            self.taken.add(name)
-            self.names[key] = name
-        return self.names[key]
-
-
-def class_name(name: str) -> str:
-    parts = re.split(r"[_.]", name)
-    out = "".join(p[:1].upper() + p[1:] for p in parts if p)
-    return py_name(out or "Block")
-
-
-def module_file_name(model: str) -> str:
-    """The emitted file's name: never one that would shadow a module it (or Python) imports."""
-    stem = class_name(model).lower()
-    if stem in sys.stdlib_module_names or stem in _THIRD_PARTY or stem.startswith("torch"):
-        stem += "_model"
-    return stem + ".py"
-
-
-# top-level packages that `import torch` pulls in: an emitted torch.py or numpy.py next to a script would shadow them
-_THIRD_PARTY = {"torch", "numpy", "sympy", "mpmath", "networkx", "jinja2", "markupsafe", "filelock", "fsspec",
-                "typing_extensions", "triton", "setuptools", "pkg_resources", "specc", "functorch", "torchgen"}
 
 
 def _shape(t) -> str:
@@ -189,7 +111,7 @@ class _Vars:
 def graph_code(m: Module, g: Graph, cls_of: dict[str, str], is_main: bool) -> GraphCode:
     arg_name = Namer(py_name)
     args = [arg_name(g[i].name) for i in g.inputs]
-    attr_of = Namer(attr_name)
+    attr_of = attribute_namer(g)  # the state_dict layout every backend shares
     vars_ = _Vars(g, args, reuse_inputs=not is_main)
     for i, a in zip(g.inputs, args):
         vars_.var[i] = a
@@ -201,7 +123,7 @@ def graph_code(m: Module, g: Graph, cls_of: dict[str, str], is_main: bool) -> Gr
     support: list[str] = []
     ties: list[str] = []
     outputs: list[str] = []
-    unpacked = _unpacked_tuples(g)
+    unpacked = unpacked_tuples(g)
     for n in g.nodes():
         if n.kind == "input" or (n.kind == "op" and n.target == "getitem" and n.inputs[0] in unpacked):
             continue
@@ -289,42 +211,6 @@ def _overwritable(g: Graph, n: Node) -> bool:
         return False
     rule = registry.get(src.target).torch
     return rule is not None and rule.fresh
-
-
-def _unpacked_tuples(g: Graph) -> dict[str, list[str | None]]:
-    """Tuple-valued nodes read only through getitems, one per item at most: item index -> getitem node."""
-    out: dict[str, list[str | None]] = {}
-    for n in g.nodes():
-        if not isinstance(n.type, TupleType) or n.kind not in ("op", "call"):
-            continue
-        users = [g[u] for u in g.users(n.name)]
-        if not users or any(u.kind != "op" or u.target != "getitem" for u in users):
-            continue
-        users = [u for u in users if g.users(u.name)]  # an item nothing reads is unpacked into `_`
-        items: list[str | None] = [None] * len(n.type.items)
-        for u in users:
-            i = u.attrs.index % len(items)
-            if items[i] is not None:
-                break
-            items[i] = u.name
-        else:
-            out[n.name] = items
-    return out
-
-
-def trivial_body(m: Module, body: Graph) -> str | None:
-    """A repeat body that only calls one block (`x = x -> Block(...)`) is that block: return its graph."""
-    inner = [n for n in body.nodes() if n.kind not in ("input", "output")]
-    if len(inner) != 1 or inner[0].kind != "call":
-        return None
-    call = inner[0]
-    outs = [body[o].inputs[0] for o in body.outputs]
-    callee = m.graphs[call.target]
-    if list(call.inputs) != body.inputs or len(callee.outputs) != len(outs):
-        return None
-    if len(outs) == 1 and outs[0] == call.name:
-        return call.target
-    return None
 
 
 def reachable(m: Module, codes: dict[str, "GraphCode"]) -> list[str]:
@@ -536,18 +422,6 @@ def _plan_group(m: Module, members: list[str], codes: dict, plans: list, by_grap
 
 
 _TOP_LEVEL = re.compile(r"^(?:class|def)\s+(\w+)|^(?!\s)(\w+)\s*[:=]", re.M)
-
-
-def spec_relative(file: str, main: str) -> str:
-    """A source file as the emitted code names it: relative to the main spec's folder (or the standard library),
-    so that where the checkout lives never changes the output."""
-    from ...elaborate import STDLIB
-
-    path, home = Path(file).resolve(), Path(main).resolve().parent
-    for base in (home, STDLIB):
-        if path.is_relative_to(base):
-            return path.relative_to(base).as_posix()
-    return path.name
 
 
 def _resolve_ctor(line: str, plans_by_graph: dict[str, ClassPlan]) -> str:

@@ -272,7 +272,7 @@ def compile_files(spec, target, outdir: Path, force: bool = False, opt_level: in
     import tempfile
 
     from ...fsutil import MARKER, check_targets, commit_files
-    from ..torch.emit import module_file_name
+    from ...naming import module_file_name
 
     t = resolve_target(target)
     outdir = Path(outdir)
@@ -300,7 +300,7 @@ def compile_files(spec, target, outdir: Path, force: bool = False, opt_level: in
 
 def runner_script(spec, model: TVMModel, stem: str) -> str:
     from ... import __version__
-    from ..torch.emit import spec_relative
+    from ...naming import spec_relative
 
     fixed = model.lowered.fixed
     ins = [(n, DTYPES[t.dtype], [str(d.subs(fixed) if hasattr(d, "subs") else d) for d in t.shape])

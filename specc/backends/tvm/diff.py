@@ -18,6 +18,7 @@ import numpy as np
 
 from ...diagnostics import Diagnostic, Note
 from ...ir import Graph, Module, Node
+from ...naming import attribute_names, module_keys, repeat_body
 from ...ops import registry
 from ...types import INT_DTYPES
 
@@ -140,8 +141,6 @@ class TorchInterpreter:
     """Runs the emitted PyTorch module one IR node at a time, recording every node's value."""
 
     def __init__(self, module: Module, model) -> None:
-        from .lower import attribute_names
-
         self.m = module
         self.model = model
         self.namespace = vars(sys.modules[type(model).__module__])
@@ -153,8 +152,6 @@ class TorchInterpreter:
         return self.values
 
     def graph(self, g: Graph, prefix: str, owner, args: list) -> list:
-        from ..torch.emit import trivial_body
-
         attrs = self._names(g)
         env = dict(zip(g.inputs, args))
         outs = []
@@ -173,7 +170,7 @@ class TorchInterpreter:
                 res = self.graph(self.m.graphs[n.target], f"{prefix}{attr}.", getattr(owner, attr), ins)
                 env[n.name] = res[0] if len(res) == 1 else tuple(res)
             else:  # repeat
-                body = self.m.graphs[trivial_body(self.m, self.m.graphs[n.target]) or n.target]
+                body = repeat_body(self.m, n)
                 carried, captured = ins[:n.attrs.carried], ins[n.attrs.carried:]
                 for i, layer in enumerate(getattr(owner, attr)):
                     carried = self.graph(body, f"{prefix}{attr}.{i}.", layer, carried + captured)
@@ -181,12 +178,10 @@ class TorchInterpreter:
         return outs
 
     def op(self, g: Graph, n: Node, owner, attrs: dict[str, str], ins: list):
-        from .lower import _module_keys
-
         rule = registry.get(n.target).torch
         names = [f"_v{i}" for i in range(len(ins))]
         in_types = [g[i].type for i in n.inputs]
-        layers = [f"self.{attrs[k]}" for k in _module_keys(g, n)]
+        layers = [f"self.{attrs[k]}" for k in module_keys(g, n)]
         if rule.call is not None:
             expr = rule.call(names + layers, n.attrs, in_types)
         else:

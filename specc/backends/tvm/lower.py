@@ -21,10 +21,10 @@ from tvm import relax, tirx
 
 from ...diagnostics import Diagnostic, Note, SpecError
 from ...ir import Graph, Module, Node
+from ...naming import attribute_names, module_keys, py_name, repeat_body
 from ...ops import registry
 from ...symbolic import Dim, Sym
 from ...types import DTYPES, TensorType, TupleType, Type
-from ..torch.emit import Namer, _unpacked_tuples, attr_name, py_name, trivial_body
 from .rules import load_rules
 
 
@@ -215,7 +215,7 @@ class Walker:
         return self._attrs[g.name]
 
     def layered(self, g: Graph, n: Node) -> bool:
-        return bool(_module_keys(g, n))
+        return bool(module_keys(g, n))
 
     # -- values ------------------------------------------------------------------------------------------------
     def tensor_type(self, t: TensorType) -> relax.TensorType:
@@ -269,8 +269,7 @@ class Walker:
         return outs
 
     def repeat(self, n: Node, prefix: str, ins: list):
-        # the emitted ModuleList holds the body's class, or the one block a trivial body calls
-        body = self.m.graphs[trivial_body(self.m, self.m.graphs[n.target]) or n.target]
+        body = repeat_body(self.m, n)  # the graph of the module the emitted ModuleList holds
         carried, captured = ins[:n.attrs.carried], ins[n.attrs.carried:]
         for i in range(n.attrs.count):
             carried = self.graph(body, f"{prefix}{i}.", carried + captured)
@@ -321,31 +320,6 @@ class Walker:
         if not same or str(ty.dtype) != tvm_dtype(n.type.dtype):
             raise TypeError(f"rule produced {ty.dtype}{list(got or [])}, the IR says {n.type} (a bug in specc's "
                             f"TVM rule for {n.target})")
-
-
-def attribute_names(g: Graph) -> dict[str, str]:
-    """spec layer/node name -> attribute of the emitted nn.Module for graph `g`: exactly the names (and the order
-    they are handed out in) of torch/emit.py's graph_code, so weight names match the PyTorch state_dict."""
-    attr_of = Namer(attr_name)
-    unpacked = _unpacked_tuples(g)
-    for n in g.nodes():
-        if n.kind in ("input", "output") or (n.kind == "op" and n.target == "getitem" and n.inputs[0] in unpacked):
-            continue
-        attr_of(n.layer or n.name)
-        for key in _module_keys(g, n):
-            attr_of(key)
-    return attr_of.names
-
-
-def _module_keys(g: Graph, n: Node) -> list[str]:
-    """The layer names of an op whose PyTorch module rule builds several layers (fused ops)."""
-    if n.kind != "op" or (n.layer is not None and n.layer != n.name):
-        return []
-    rule = registry.get(n.target).torch
-    if rule is None or rule.module is None:
-        return []
-    made = rule.module([g[i].type for i in n.inputs], n.attrs)
-    return list(made) if isinstance(made, dict) else []
 
 
 def _hint(qualified: str) -> str:
