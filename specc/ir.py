@@ -55,7 +55,7 @@ class Node(BaseModel):
     # (attribute, spec expression) for each attribute computed from hyper-parameters rather than written as a
     # literal: linear's out_features from `3 * d`, a repeat's count from `layers`, a call's `width` from `width`
     exprs: tuple[tuple[str, str], ...] = ()
-    stack: str | None = None  # the named stack holding this layer: `for ... as layer` (layer1, ...), `repeat ... as h`
+    stack: str | None = None  # `for ... as layer`: the stack (layer1, layer2, ...) whose module list holds this call
 
 
 @dataclass

@@ -84,7 +84,7 @@ class RepeatMixin:
             ref = b.add(Node(name=base if s.stack and b.free(base) else b.fresh(base), kind="repeat", target=gname,
                              inputs=tuple(scope[v].node for v in carried + captured),
                              attrs=RepeatAttrs(count=count, carried=len(carried)), type=ty, span=s.span,
-                             exprs=exprs, stack=s.stack, var=carried[0] if len(carried) == 1 else None))
+                             exprs=exprs, var=carried[0] if len(carried) == 1 else None))
             if len(carried) == 1:
                 scope[carried[0]] = ref
             else:

@@ -18,7 +18,7 @@ import numpy as np
 
 from ...diagnostics import Diagnostic, Note
 from ...ir import Graph, Module, Node
-from ...naming import attribute_names, module_keys, repeat_body
+from ...naming import attribute_names, module_entry, module_keys, repeat_body
 from ...ops import registry
 from ...types import INT_DTYPES
 
@@ -167,13 +167,14 @@ class TorchInterpreter:
                 env[n.name] = self.op(g, n, owner, attrs, ins)
                 self.values[prefix + n.name] = env[n.name]
             elif n.kind == "call":
-                res = self.graph(self.m.graphs[n.target], f"{prefix}{attr}.", getattr(owner, attr), ins)
+                res = self.graph(self.m.graphs[n.target], f"{prefix}{attr}.", owner.get_submodule(attr), ins)
                 env[n.name] = res[0] if len(res) == 1 else tuple(res)
             else:  # repeat
                 body = repeat_body(self.m, n)
                 carried, captured = ins[:n.attrs.carried], ins[n.attrs.carried:]
-                for i, layer in enumerate(getattr(owner, attr)):
-                    carried = self.graph(body, f"{prefix}{attr}.{i}.", layer, carried + captured)
+                for i in range(n.attrs.count):
+                    entry = module_entry(attr, i)  # `h.3`, or `layer1.4` in a named stack
+                    carried = self.graph(body, f"{prefix}{entry}.", owner.get_submodule(entry), carried + captured)
                 env[n.name] = carried[0] if n.attrs.carried == 1 else tuple(carried)
         return outs
 

@@ -21,7 +21,7 @@ from tvm import relax, tirx
 
 from ...diagnostics import Diagnostic, Note, SpecError
 from ...ir import Graph, Module, Node
-from ...naming import attribute_names, module_keys, py_name, repeat_body
+from ...naming import attribute_names, module_entry, module_keys, py_name, repeat_body
 from ...ops import registry
 from ...symbolic import Dim, Sym
 from ...types import DTYPES, TensorType, TupleType, Type
@@ -263,16 +263,16 @@ class Walker:
                 res = self.graph(self.m.graphs[n.target], f"{prefix}{attr}.", ins)
                 env[n.name] = res[0] if len(res) == 1 else tuple(res)
             elif n.kind == "repeat":
-                env[n.name] = self.repeat(n, f"{prefix}{attr}.", ins)
+                env[n.name] = self.repeat(n, prefix, attr, ins)
             else:  # pragma: no cover - the verifier rejects other kinds
                 raise AssertionError(n.kind)
         return outs
 
-    def repeat(self, n: Node, prefix: str, ins: list):
+    def repeat(self, n: Node, prefix: str, attr: str, ins: list):
         body = repeat_body(self.m, n)  # the graph of the module the emitted ModuleList holds
         carried, captured = ins[:n.attrs.carried], ins[n.attrs.carried:]
         for i in range(n.attrs.count):
-            carried = self.graph(body, f"{prefix}{i}.", carried + captured)
+            carried = self.graph(body, f"{prefix}{module_entry(attr, i)}.", carried + captured)
         return carried[0] if n.attrs.carried == 1 else tuple(carried)
 
     def op(self, g: Graph, n: Node, prefix: str, ins: list):

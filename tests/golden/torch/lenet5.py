@@ -40,8 +40,8 @@ class LeNet5(nn.Module):
         x = torch.tanh(x)  # [B, 120]
         x = self.f6(x)  # [B, 84]
         x = torch.tanh(x)  # [B, 84]
-        x = self.f7(x)  # [B, 10]
-        return x
+        logits = self.f7(x)  # [B, 10]
+        return logits
 
     def aux_loss(self) -> torch.Tensor:
         """Auxiliary losses of the last forward (mixture-of-experts balancing); 0 if none."""
