@@ -53,7 +53,8 @@ class Node(BaseModel):
     origin: tuple[Span, ...] = ()  # spans of the nodes a fusion replaced
     var: str | None = None  # the spec variable this value was bound to (`q, k, v = ...`: q, k and v)
     # (attribute, spec expression) for each attribute computed from hyper-parameters rather than written as a
-    # literal: linear's out_features from `3 * d`, a repeat's count from `layers`, a call's `width` from `width`
+    # literal: linear's out_features from `3 * d`, a repeat's count from `layers`, a call's `width` from `width`;
+    # for an input, the bound of each bounded dim (`T <= ctx`: ("T", "ctx"))
     exprs: tuple[tuple[str, str], ...] = ()
     stack: str | None = None  # `for ... as layer`: the stack (layer1, layer2, ...) whose module list holds this call
 

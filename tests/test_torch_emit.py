@@ -153,3 +153,35 @@ def test_torch_compile_fullgraph_resnet18():
         want = model(x)
         compiled = torch.compile(model, fullgraph=True)
         torch.testing.assert_close(compiled(x), want, rtol=1e-4, atol=1e-5)
+
+
+# ---- spec names and the input contract -------------------------------------------------------------------------
+
+def test_emitted_code_uses_the_spec_names():
+    gpt = specc.load(REPO / "specs" / "gpt2.nn").torch_source()
+    assert "q, k, v = x.chunk(3, dim=-1)" in gpt  # q, k, v = x -> linear(3 * d) as c_attn -> split(3)
+    assert "y = F.scaled_dot_product_attention(q, k, v, is_causal=True)" in gpt
+    assert "self.h = nn.ModuleList(" in gpt  # repeat layers as h
+    r50 = specc.load(REPO / "specs" / "resnet50.nn")
+    src = r50.torch_source()
+    assert "self.layer1 = nn.Sequential(" in src and "x = self.layer1(x)" in src  # for ... as layer
+    keys = set(r50.to_torch().state_dict())
+    assert {"layer1.0.conv1.weight", "layer1.2.bn3.running_mean", "layer4.2.conv3.weight"} <= keys
+    assert not any(k.startswith(("bottleneck", "layers")) for k in keys)
+
+
+def test_forward_checks_inputs_against_the_spec():
+    model = specc.load(REPO / "specs" / "gpt2.nn", **SHRINK["gpt2"]).to_torch()
+    ctx = SHRINK["gpt2"].get("ctx", 1024)
+    with pytest.raises(ValueError, match=rf"tokens has T = {ctx + 1}, GPT2 was built for T <= {ctx} \(ctx\)"):
+        model(torch.zeros(1, ctx + 1, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"tokens must be an integer tensor \[B, T\], got torch.float32 \[2, 3\]"):
+        model(torch.zeros(2, 3))
+    assert model(torch.zeros(1, ctx, dtype=torch.long)).shape[1] == ctx
+    bert = specc.load(REPO / "specs" / "bert_base.nn", **SHRINK["bert_base"]).to_torch()
+    ids = torch.zeros(2, 5, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"mask has T = 4, ids has T = 5"):
+        bert(ids, ids, torch.ones(2, 4, dtype=torch.bool))
+    lenet = specc.load(REPO / "specs" / "lenet5.nn").to_torch()
+    with pytest.raises(ValueError, match=r"image has 28 at dim 2, LeNet5 was built for 32"):
+        lenet(torch.zeros(1, 1, 28, 32))

@@ -19,6 +19,7 @@ from .values import (
     Tensor,
     _Halt,
     _is_data,
+    _literal,
     _Return,
     _short,
     _typename,
@@ -169,6 +170,7 @@ class StatementsMixin:
                     sym = Sym.var(d.value)
                     scope[d.value] = sym
                     dims.append(sym)
+        bounds: list[tuple[str, str]] = []  # (dim, the spec expression of its bound): ("T", "ctx")
         for c in s.constraints:
             if c.op not in ("<=", "<"):
                 raise self.fail("E0108", f"dimension bounds are written `{c.sym} <= n`, got {c.op!r}", c.span)
@@ -181,9 +183,12 @@ class StatementsMixin:
             if not isinstance(scope.get(c.sym), Sym):
                 raise self.fail("E0101", f"{c.sym!r} is not a symbolic dim of this input", c.span)
             self.constraints[c.sym] = (bound - (1 if c.op == "<" else 0), c.span)
+            if not _literal(c.bound):
+                bounds.append((c.sym, A.unparse(c.bound) if c.op == "<=" else A.unparse(c.bound, 6) + " - 1"))
         if s.name in scope:
             raise self.fail("E0106", f"{s.name!r} is already defined", s.span)
-        t = b.add(Node(name=s.name, kind="input", type=TensorType(s.dtype, tuple(dims)), span=s.span))
+        t = b.add(Node(name=s.name, kind="input", type=TensorType(s.dtype, tuple(dims)), span=s.span,
+                       exprs=tuple(bounds)))
         scope[s.name] = t
 
     def bind(self, targets: tuple[str, ...], val: Any, scope: Scope, b: GraphBuilder, span: Span | None) -> None:

@@ -30,6 +30,7 @@ from ...naming import (
 from ...ops import registry
 from ...ops.torch_rule import pyval
 from ...types import TensorType, TupleType
+from .checks import input_checks
 
 
 def _shape(t) -> str:
@@ -632,6 +633,8 @@ def emit_module_source(m: Module, target=None, source_name: str | None = None) -
         out.append("")
         fargs = "".join(f", {a}" for a in p.fwd_args)
         out.append(f"    def forward(self{fargs}):")
+        if is_main:
+            out.extend("        " + ln for ln in input_checks(m, p.fwd_args, model_cls))
         for ln, c in zip(p.forward, p.comments):
             out.append("        " + ln + (f"  # {c}" if c else ""))
         if is_main:

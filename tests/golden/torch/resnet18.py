@@ -77,6 +77,15 @@ class ResNet18(nn.Module):
         self.fc = nn.Linear(512, 1000)
 
     def forward(self, image):
+        if not torch.compiler.is_compiling():  # the spec's input contract (torch.compile guards shapes)
+            if image.dim() != 4 or not image.is_floating_point():
+                raise ValueError(f"image must be a floating-point tensor [B, 3, 224, 224], got {image.dtype} {list(image.shape)}")
+            if image.size(1) != 3:
+                raise ValueError(f"image has {image.size(1)} at dim 1, ResNet18 was built for 3 ([B, 3, 224, 224])")
+            if image.size(2) != 224:
+                raise ValueError(f"image has {image.size(2)} at dim 2, ResNet18 was built for 224 ([B, 3, 224, 224])")
+            if image.size(3) != 224:
+                raise ValueError(f"image has {image.size(3)} at dim 3, ResNet18 was built for 224 ([B, 3, 224, 224])")
         x = self.conv1(image)  # [B, 64, 112, 112]
         x = self.bn1(x)  # [B, 64, 112, 112]
         x = F.relu(x, inplace=True)  # [B, 64, 112, 112]
