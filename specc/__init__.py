@@ -8,6 +8,6 @@
 Importing specc never imports torch or tvm; only the backends that need them do.
 """
 from .api import Spec, SpecError, check, load
+from .version import __version__
 
-__all__ = ["Spec", "SpecError", "check", "load"]
-__version__ = "0.1.0"
+__all__ = ["Spec", "SpecError", "__version__", "check", "load"]

@@ -4,45 +4,15 @@ Only `compile --target torch|tvm`, `train-script`, `diff` and `tune` import torc
 from __future__ import annotations
 
 import argparse
-import ast as pyast
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
+
+from .errors import CheckError, UsageError
+from .options import parse_define, parse_dims
 
 EXIT_SPEC, EXIT_USAGE = 1, 2
-
-
-class UsageError(Exception):
-    pass
-
-
-def parse_define(text: str) -> tuple[str, Any]:
-    """`-D name=value`: value is a spec literal (int, float, true/false, a string, a list/tuple of those)."""
-    name, sep, raw = text.partition("=")
-    name = name.strip()
-    if not sep or not name.isidentifier():
-        raise UsageError(f"-D expects NAME=VALUE, got {text!r}")
-    raw = raw.strip()
-    lowered = {"true": "True", "false": "False", "none": "None"}.get(raw, raw)
-    try:
-        value = pyast.literal_eval(lowered)
-    except (ValueError, SyntaxError):
-        value = raw  # a bare word is a string
-    if isinstance(value, list):
-        value = [tuple(v) if isinstance(v, list) else v for v in value]
-    return name, value
-
-
-def parse_dims(items: list[str]) -> dict[str, int]:
-    env = {}
-    for item in items or []:
-        for part in item.split(","):
-            k, sep, v = part.partition("=")
-            if not sep or not k.strip().isidentifier() or not v.strip().isdigit():
-                raise UsageError(f"--dim expects NAME=INT, got {part!r}")
-            env[k.strip()] = int(v)
-    return env
 
 
 def _load(args, path: str):
@@ -58,8 +28,6 @@ def _load(args, path: str):
 # ---- commands -------------------------------------------------------------------------------------------------
 
 def cmd_check(args) -> int:
-    from .api import CheckError
-
     failed = False
     for path in args.files:
         try:
@@ -176,14 +144,14 @@ def cmd_diff(args) -> int:
     from .backends.tvm.diff import run_diff
 
     spec = _load(args, args.file)
-    return run_diff(spec, args)
+    return run_diff(spec, target=args.target, dims=parse_dims(args.dim), rtol=args.rtol, atol=args.atol)
 
 
 def cmd_tune(args) -> int:
     from .backends.tvm.tune import run_tune
 
     spec = _load(args, args.file)
-    return run_tune(spec, args)
+    return run_tune(spec, target=args.target, dims=parse_dims(args.dim), trials=args.trials)
 
 
 # ---- argument parsing -----------------------------------------------------------------------------------------
@@ -265,7 +233,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .api import CheckError
     from .diagnostics import SpecError, render_all
     from .fsutil import OutputError
     from .targets import TargetNotFound

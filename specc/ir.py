@@ -11,7 +11,8 @@ Each node also keeps what the spec said: ``var``, the variable its value was bou
 hyper-parameter expression behind each computed attribute (as types keep symbolic dims). A graph keeps its
 block's compile-time definitions (``lets``: `d = features(x)`), so those expressions can be read in its terms.
 
-Blocks stay subgraphs and ``repeat`` stays folded; ``Module.flat()`` expands both for backends that want it.
+Blocks stay subgraphs and ``repeat`` stays folded; ``specc.flatten.flatten_module`` expands both for backends that
+want it.
 """
 from __future__ import annotations
 
@@ -135,12 +136,6 @@ class Module:
     @property
     def graph(self) -> Graph:
         return self.graphs[self.main]
-
-    def flat(self) -> "Module":
-        """One graph: every block inlined, every repeat unrolled (specc/flatten.py)."""
-        from .flatten import flatten_module
-
-        return flatten_module(self)
 
     def walk(self, graph: Graph | None = None, prefix: str = "", times: int = 1
              ) -> Iterator[tuple[str, Node, Graph, int]]:

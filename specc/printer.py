@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast as pyast
 import re
 
+from .attrs import to_attr
 from .ir import CallAttrs, Graph, Module, Node, RepeatAttrs
 from .ops import registry
 from .source import Span
@@ -85,9 +86,7 @@ def format_graph(g: Graph, spans: bool = True, header: bool = True) -> str:
 
 
 def _hp(hp: dict) -> str:
-    from .elaborate import _to_attr
-
-    return repr({k: _to_attr(v) for k, v in hp.items()}) if hp else ""
+    return repr({k: to_attr(v) for k, v in hp.items()}) if hp else ""
 
 
 def print_module(m: Module, spans: bool = True) -> str:

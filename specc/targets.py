@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .diagnostics import Diagnostic, SpecError
+from .errors import CheckError
 from .source import SourceMap, Span
 
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
@@ -52,8 +53,6 @@ def load_target(name_or_path: str) -> Target:
                                  "or pass a path to a .toml file)")
     if not path.is_file():
         raise TargetNotFound(f"target file not found: {path}")
-    from .api import CheckError
-
     sources = SourceMap()
     try:
         text = sources.read(path)

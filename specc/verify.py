@@ -5,6 +5,7 @@ import networkx as nx
 
 from .ir import Graph, Module
 from .ops import registry
+from .ops.context import shape_context
 from .types import ErrorType, TensorType, TupleType
 
 
@@ -74,11 +75,8 @@ def verify(m: Module) -> None:
     problems = []
     if m.main not in m.graphs:
         problems.append(f"main graph {m.main!r} is missing")
-    token = registry.GRAPHS.set(m.graphs)  # shape rules of ops that name subgraphs (moe) read them
-    try:
+    with shape_context(graphs=m.graphs):  # shape rules of ops that name subgraphs (moe) read them
         for g in m.graphs.values():
             problems += verify_graph(m, g)
-    finally:
-        registry.GRAPHS.reset(token)
     if problems:
         raise VerifyError("IR verification failed:\n  " + "\n  ".join(problems))

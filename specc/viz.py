@@ -17,12 +17,13 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .flatten import repeated_block
 from .ir import Graph, Module, Node
+from .naming import trivial_body
 from .ops import registry
 from .printer import attrs_dict
 from .source import Span
 from .types import TupleType
+from .walker import Interpreter
 
 ASSETS = Path(__file__).parent / "viz_assets"
 
@@ -57,8 +58,9 @@ class _Cluster:
     edges: list[str] = field(default_factory=list)  # DOT edge ids with both ends inside
 
 
-class _Dot:
+class _Dot(Interpreter):
     def __init__(self, m: Module, flat: bool) -> None:
+        super().__init__(m)
         self.m = m
         self.flat = flat
         self.lines: list[str] = []
@@ -103,71 +105,84 @@ class _Dot:
         self.open.pop()
         self.emit("}")
 
-    # -- walking the IR ----------------------------------------------------------------------------------------
-    def graph(self, g: Graph, path: str, env: dict[str, _Value]) -> list[_Value]:
-        outs: list[_Value] = []
-        for n in g.nodes():
-            nid = path + n.name
-            if n.kind == "input":
-                if not path:
-                    self.node(nid, f"{n.name}\n{_type(n.type)}", shape="ellipse", style="filled", fillcolor="#d8f0d8")
-                    self.details[nid] = self.info(n, g, nid, [])
-                    env[n.name] = _Value(nid, n.type)
-                continue
-            ins = [env[i] for i in n.inputs]
-            if n.kind == "output":
-                if path:
-                    outs.append(ins[0])
-                else:
-                    self.node(nid, n.name, shape="ellipse", style="filled", fillcolor="#f0d8d8")
-                    self.details[nid] = self.info(n, g, nid, ins)
-                    self.edge(ins[0], nid)
-                continue
-            if n.kind == "op" and n.target == "getitem":  # drawn as an edge label, not a node
-                src = ins[0]
-                items = src.type.items if isinstance(src.type, TupleType) else None
-                if isinstance(src, _Tuple):
-                    env[n.name] = src.items[n.attrs.index]
-                elif items is not None:
-                    env[n.name] = _Value(src.node, items[n.attrs.index], f"[{n.attrs.index}] ")
-                continue
-            if n.kind == "op":
-                self.node(nid, _label(n), shape="box", style="rounded,filled", fillcolor=_colour(n))
-                self.details[nid] = self.info(n, g, nid, ins)
-                for v in ins:
-                    self.edge(v, nid)
-                env[n.name] = _Value(nid, n.type)
-            elif n.kind == "call":
-                callee = self.m.graphs[n.target]
-                self.begin(nid, f"{n.name}: {callee.block}{_hp(callee.hparams)}",
-                           self.block_info(n, callee, nid))
-                res = self.graph(callee, nid + ".", dict(zip(callee.inputs, ins)))
-                self.end()
-                env[n.name] = _pack(res, n)
-            else:
-                env[n.name] = _pack(self.repeat(n, nid, ins), n)
+    # -- walking the IR: values are _Value (the DOT node producing them); the context is the path prefix ------
+    def graph(self, g: Graph, path: str, args: list[_Value]) -> list[_Value]:
+        return self.run_graph(g, args, path)
+
+    def input(self, g: Graph, n: Node, arg: _Value | None, path: str) -> _Value:
+        if path:  # a block's input: values flow straight in
+            return arg
+        nid = path + n.name
+        self.node(nid, f"{n.name}\n{_type(n.type)}", shape="ellipse", style="filled", fillcolor="#d8f0d8")
+        self.details[nid] = self.info(n, g, nid, [])
+        return _Value(nid, n.type)
+
+    def output(self, g: Graph, n: Node, value: _Value, path: str) -> _Value:
+        if path:
+            return value
+        nid = path + n.name
+        self.node(nid, n.name, shape="ellipse", style="filled", fillcolor="#f0d8d8")
+        self.details[nid] = self.info(n, g, nid, [value])
+        self.edge(value, nid)
+        return value
+
+    def op(self, g: Graph, n: Node, ins: list[_Value], path: str) -> _Value | None:
+        nid = path + n.name
+        if n.target == "getitem":  # drawn as an edge label, not a node
+            src = ins[0]
+            items = src.type.items if isinstance(src.type, TupleType) else None
+            if isinstance(src, _Tuple):
+                return src.items[n.attrs.index]
+            return _Value(src.node, items[n.attrs.index], f"[{n.attrs.index}] ") if items is not None else None
+        self.node(nid, _label(n), shape="box", style="rounded,filled", fillcolor=_colour(n))
+        self.details[nid] = self.info(n, g, nid, ins)
+        for v in ins:
+            self.edge(v, nid)
+        return _Value(nid, n.type)
+
+    def call(self, g: Graph, n: Node, ins: list[_Value], path: str) -> _Value:
+        nid = path + n.name
+        callee = self.m.graphs[n.target]
+        self.begin(nid, f"{n.name}: {callee.block}{_hp(callee.hparams)}", self.block_info(n, callee, nid))
+        value = super().call(g, n, ins, path)
+        self.end()
+        return value
+
+    def call_context(self, g: Graph, n: Node, path: str) -> str:
+        return f"{path}{n.name}."
+
+    def iteration_context(self, g: Graph, n: Node, i: int, path: str) -> str:
+        return f"{path}{n.name}.{i}."
+
+    def repeat_body(self, n: Node) -> Graph:
+        return self.m.graphs[n.target]  # the body as written, also when it only calls one block
+
+    def pack(self, g: Graph, n: Node, outs: list[_Value], path: str) -> _Value:
+        return _pack(outs, n)
+
+    def iteration(self, g: Graph, n: Node, body: Graph, i: int, args: list[_Value], path: str) -> list[_Value]:
+        nid = path + n.name  # only with flat=True: one cluster per iteration
+        self.begin(f"{nid}.{i}", f"{n.name}[{i}]", self.block_info(n, body, f"{nid}.{i}", i))
+        outs = super().iteration(g, n, body, i, args, path)
+        self.end()
         return outs
 
-    def repeat(self, n: Node, nid: str, ins: list[_Value]) -> list[_Value]:
-        body = self.m.graphs[n.target]
-        k, carried = n.attrs.count, n.attrs.carried
+    def repeat(self, g: Graph, n: Node, ins: list[_Value], path: str) -> _Value:
         if self.flat:
-            vals = ins[:carried]
-            for i in range(k):
-                self.begin(f"{nid}.{i}", f"{n.name}[{i}]", self.block_info(n, body, f"{nid}.{i}", i))
-                vals = self.graph(body, f"{nid}.{i}.", dict(zip(body.inputs, vals + ins[carried:])))
-                self.end()
-            return vals
-        self.begin(nid, f"{n.name} \u00d7{k}", self.block_info(n, body, nid))
+            return super().repeat(g, n, ins, path)
+        # folded: the body once, in one "xN" cluster, with dashed back edges for the carried values
+        nid = path + n.name
+        body = self.m.graphs[n.target]
+        self.begin(nid, f"{n.name} \u00d7{n.attrs.count}", self.block_info(n, body, nid))
         start = len(self.edges)
-        outs = self.graph(body, nid + ".", dict(zip(body.inputs, ins)))
-        # dashed back edges: each carried output feeds the next iteration's first reader of that input
-        for out, name in zip(outs, body.inputs[:carried]):
+        outs = self.graph(body, nid + ".", ins)
+        # each carried output feeds the next iteration's first reader of that input
+        for out, name in zip(outs, body.inputs[:n.attrs.carried]):
             first = self._first_reader(ins[body.inputs.index(name)].node, start)
             if first:
                 self.edge(out, first, style="dashed", constraint="false", color="#8a8a80")
         self.end()
-        return outs
+        return _pack(outs, n)
 
     def _first_reader(self, src: str, start: int) -> str | None:
         """The first DOT node that reads DOT node `src` through an edge drawn since edge `start`."""
@@ -202,7 +217,7 @@ class _Dot:
         return d
 
     def block_info(self, n: Node, body: Graph, cid: str, index: int | None = None) -> dict:
-        inner = self.m.graphs[repeated_block(body) or body.name] if n.kind == "repeat" else body
+        inner = self.m.graphs[trivial_body(self.m, body) or body.name] if n.kind == "repeat" else body
         d = {"name": cid, "kind": n.kind, "block": self.open[-1].block if self.open else self.m.graph.block,
              "callee": inner.block, "hparams": {k: _plain(v) for k, v in inner.hparams.items()}, "type": str(n.type)}
         if n.kind == "repeat":
@@ -318,7 +333,7 @@ def _unq(s: str) -> str:
 def to_dot(m: Module, flat: bool = False) -> tuple[str, dict, dict]:
     """(DOT text, node/cluster details by SVG id, cluster contents by cluster id)."""
     d = _Dot(m, flat)
-    d.graph(m.graph, "", {})
+    d.graph(m.graph, "", [])
     folds = {"cluster_" + c.id: {"title": c.title, "nodes": c.nodes, "edges": c.edges, "parent": c.parent}
              for c in d.clusters.values()}
     return d.text(), d.details, folds

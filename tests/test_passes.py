@@ -78,7 +78,7 @@ def test_fused_nodes_keep_every_source_span() -> None:
 
 
 def test_unknown_pass_is_a_usage_error() -> None:
-    from specc.cli import UsageError
+    from specc.errors import UsageError
 
     before, *_ = load_case("cse")
     with pytest.raises(UsageError, match="unknown pass nope"):

@@ -12,7 +12,7 @@ tvm = pytest.importorskip("tvm")
 torch = pytest.importorskip("torch")
 pytest.importorskip("psutil")  # MetaSchedule needs it
 
-from specc.backends.tvm import tune  # noqa: E402
+from specc.backends.tvm import tune, tuned  # noqa: E402
 from specc.backends.tvm.codegen import tvm_target  # noqa: E402
 from specc.targets import load_target  # noqa: E402
 
@@ -27,7 +27,7 @@ def test_tune_caches_kernels_that_later_builds_use(tmp_path, monkeypatch, capsys
     assert main(["tune", str(REPO / "specs" / "lenet5.nn"), "--trials", "4"]) == 0
     out = capsys.readouterr().out
     assert "tuned" in out and "kernel time" in out
-    cached = tune.cached_kernels(tvm_target(load_target("tvm-cpu")))
+    cached = tuned.cached_kernels(tvm_target(load_target("tvm-cpu")))
     assert cached and all(p.read_text().startswith("# specc tuned kernel:") for p in cached.values())
 
     torch.manual_seed(0)

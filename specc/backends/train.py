@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..api import CheckError
+from ..errors import CheckError
 from ..fsutil import commit_files
 
 

@@ -14,22 +14,20 @@ The package, by seam:
   statements.py  statements;  expressions.py  expressions;  calls.py  op/layer calls;  blocks.py  block calls
   repeat.py      `repeat N` folding
 """
+from ..attrs import BlockValue
+from ..attrs import to_attr as _to_attr
 from .builtins import BUILTINS
 from .core import Elaborator
 from .loader import STDLIB
 from .values import (
-    CONSTRAINTS,
     MAX_BLOCK_DEPTH,
     MAX_UNROLL,
     POISON,
-    BlockValue,
     GraphBuilder,
     LayerInstance,
     Scope,
     Tensor,
-    _to_attr,
-    constraints,
 )
 
-__all__ = ["BUILTINS", "CONSTRAINTS", "MAX_BLOCK_DEPTH", "MAX_UNROLL", "POISON", "STDLIB", "BlockValue", "Elaborator",
-           "GraphBuilder", "LayerInstance", "Scope", "Tensor", "_to_attr", "constraints"]
+__all__ = ["BUILTINS", "MAX_BLOCK_DEPTH", "MAX_UNROLL", "POISON", "STDLIB", "BlockValue", "Elaborator",
+           "GraphBuilder", "LayerInstance", "Scope", "Tensor", "_to_attr"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 from .. import ast as A
+from ..attrs import BlockValue
+from ..attrs import to_attr as _to_attr
 from ..diagnostics import Diagnostic, Note, SpecError
 from ..ir import CallAttrs, Node
 from ..source import Span
@@ -12,7 +14,6 @@ from .syntax import _seen_from_caller
 from .values import (
     MAX_BLOCK_DEPTH,
     POISON,
-    BlockValue,
     GraphBuilder,
     Scope,
     Tensor,
@@ -23,7 +24,6 @@ from .values import (
     _optional_tensor,
     _Return,
     _snake,
-    _to_attr,
     _typename,
 )
 

@@ -6,6 +6,9 @@ from typing import Any
 import pydantic
 
 from .. import ast as A
+from ..attrs import BlockValue
+from ..attrs import short as _short
+from ..attrs import to_attr as _to_attr
 from ..diagnostics import Diagnostic, Note, ShapeError, SpecError
 from ..ir import Node
 from ..ops import registry
@@ -14,7 +17,6 @@ from ..types import ErrorType
 from .builtins import BUILTINS
 from .values import (
     POISON,
-    BlockValue,
     GraphBuilder,
     LayerInstance,
     Scope,
@@ -24,9 +26,7 @@ from .values import (
     _params_str,
     _Poison,
     _shape,
-    _short,
     _takes_tuple,
-    _to_attr,
     _typename,
 )
 

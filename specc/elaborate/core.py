@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from .. import ast as A
+from ..attrs import short as _short
 from ..diagnostics import Diagnostic, SpecError
 from ..ir import Graph, Module
-from ..ops import registry
+from ..ops.context import shape_context
 from ..source import SourceMap, Span
 from .blocks import BlocksMixin
 from .calls import CallsMixin
@@ -18,13 +19,11 @@ from .statements import StatementsMixin
 from .syntax import _walk_stmts
 from .values import (
     _PY_TYPES,
-    CONSTRAINTS,
     POISON,
     GraphBuilder,
     Scope,
     _Halt,
     _Return,
-    _short,
     _typename,
 )
 
@@ -95,18 +94,14 @@ class Elaborator(LoaderMixin, StatementsMixin, RepeatMixin, ExpressionsMixin, Ca
             scope[p.name] = val
             hparams[p.name] = val
         b.graph.hparams = dict(hparams)
-        token = CONSTRAINTS.set(self.constraints)
-        gtoken = registry.GRAPHS.set(self.graphs)
-        try:
-            self.exec_body(chosen.body, scope, b, is_model=True)
-        except _Return as r:
-            self.error("E0402", "a model returns values with `output name = ...`, not `return`", None)
-            del r
-        except _Halt:
-            pass
-        finally:
-            registry.GRAPHS.reset(gtoken)
-            CONSTRAINTS.reset(token)
+        with shape_context(graphs=self.graphs, bounds=self.constraints):
+            try:
+                self.exec_body(chosen.body, scope, b, is_model=True)
+            except _Return as r:
+                self.error("E0402", "a model returns values with `output name = ...`, not `return`", None)
+                del r
+            except _Halt:
+                pass
         g = b.graph
         # an `input`/`output` that is written but failed (or was skipped by a failed assert) is already reported
         written = {type(s) for s in _walk_stmts(chosen.body)} if self.diags else set()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .. import ast as A
+from ..attrs import short as _short
 from ..ir import Graph, Node, RepeatAttrs
 from ..types import ErrorType, TupleType
 from .syntax import _assigned_in, _names_read
@@ -15,7 +16,6 @@ from .values import (
     _freeze,
     _Halt,
     _literal,
-    _short,
 )
 
 

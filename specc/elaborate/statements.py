@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import ast as A
+from ..attrs import short as _short
 from ..diagnostics import Note, SpecError
 from ..ir import Node
 from ..ops import registry
@@ -21,7 +22,6 @@ from .values import (
     _is_data,
     _literal,
     _Return,
-    _short,
     _typename,
 )
 

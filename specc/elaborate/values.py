@@ -1,13 +1,14 @@
 """Compile-time values of the elaborator: tensors (references to IR nodes), block values, layer instances, the
-error value POISON, the graph builder, and the pure helpers that convert and print values."""
+error value POISON, the graph builder, and the pure helpers that convert and print values. Block values and
+the conversion to IR attributes live in specc/attrs.py (the printer needs them too)."""
 from __future__ import annotations
 
-import contextvars
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import ast as A
+from ..attrs import BlockValue
 from ..ir import Graph, Node
 from ..source import Span
 from ..symbolic import Sym
@@ -32,22 +33,6 @@ class Tensor:
     span: Span | None
 
 
-@dataclass(frozen=True)
-class BlockValue:
-    """A block called without its tensor inputs, `SwiGLU(1408)`: a value that ops such as `moe` take as an argument
-    and specialise for the inputs they feed it (OpDef.block_inputs)."""
-
-    name: str
-    values: tuple
-    kw: tuple[tuple[str, Any], ...]
-    span: Span | None = field(default=None, compare=False)
-    spans: tuple = field(default=(), compare=False)  # (key, span) of each argument
-
-    def __str__(self) -> str:
-        args = [_short(v) for v in self.values] + [f"{k}={_short(v)}" for k, v in self.kw]
-        return f"{self.name}({', '.join(args)})"
-
-
 @dataclass
 class LayerInstance:
     """`layer fc = linear(10)`: one set of parameters, applied wherever `fc` is used."""
@@ -62,14 +47,6 @@ class LayerInstance:
     params: dict[str, tuple] = field(default_factory=dict)
     exprs: dict = field(default_factory=dict)  # argument key -> its AST expression (Node.exprs)
 
-
-# Shape rules that need the model's dimension constraints (e.g. `T <= ctx`) read them from here.
-CONSTRAINTS: contextvars.ContextVar[dict] = contextvars.ContextVar("specc_constraints")
-
-
-def constraints() -> dict:
-    """The dimension bounds of the model being elaborated: {sym: (bound, span)}."""
-    return CONSTRAINTS.get({})
 
 _PY_TYPES = {"int": (int,), "float": (float, int), "bool": (bool,), "str": (str,), "list": (list, tuple),
              "tuple": (tuple, list), "dim": (int, Sym), "tensor": (Tensor,), "any": (object,)}
@@ -171,18 +148,6 @@ def _const_binop(op: str, a: Any, b: Any) -> Any:
     raise TypeError
 
 
-def _to_attr(v: Any) -> Any:
-    if isinstance(v, BlockValue):
-        return str(v)
-    if isinstance(v, Sym):
-        return str(v)
-    if isinstance(v, list):
-        return tuple(_to_attr(x) for x in v)
-    if isinstance(v, tuple):
-        return tuple(_to_attr(x) for x in v)
-    return v
-
-
 def _freeze(v: Any) -> Any:
     if isinstance(v, BlockValue):
         return ("block", v.name, _freeze(v.values), tuple((k, _freeze(x)) for k, x in v.kw))
@@ -193,11 +158,6 @@ def _freeze(v: Any) -> Any:
     if isinstance(v, Sym):
         return ("sym", str(v))
     return (type(v).__name__, v)
-
-
-def _short(v: Any) -> str:
-    r = repr(v) if not isinstance(v, Sym) else str(v)
-    return r if len(r) <= 40 else r[:37] + "..."
 
 
 def _shape(s) -> str:

@@ -32,7 +32,8 @@ from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, Valida
 
 from ..diagnostics import Note, ShapeError
 from ..types import TensorType
-from .registry import LAYER, Attrs, GraphUse, OpDef, expect_float, graphs, numel, register
+from .context import graphs
+from .registry import LAYER, Attrs, GraphUse, OpDef, expect_float, numel, register
 from .torch_rule import TorchRule, pyval
 
 

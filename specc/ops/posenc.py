@@ -9,6 +9,7 @@ from pydantic import PositiveFloat, PositiveInt
 from ..diagnostics import Note, ShapeError
 from ..symbolic import Dim, Sym
 from ..types import TensorType
+from .context import bounds
 from .registry import LAYER, Attrs, OpDef, expect_float, register
 from .torch_rule import TorchRule, pyval
 
@@ -24,9 +25,7 @@ def _sequence(ins: list[TensorType], what: str) -> TensorType:
 def _bounds() -> dict | None:
     """The model's `where` bounds {sym: (bound, span)}; None when no model is being elaborated or rewritten
     (e.g. the IR verifier re-inferring types): symbolic lengths were checked when the model was elaborated."""
-    from ..elaborate import CONSTRAINTS
-
-    return CONSTRAINTS.get(None)
+    return bounds()
 
 
 def upper_bound(d: Dim) -> tuple[int | None, list[Note]]:

@@ -6,7 +6,6 @@ later parts register on the same entry. Adding an op touches one file in ``specc
 """
 from __future__ import annotations
 
-import contextvars
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -83,15 +82,6 @@ class GraphUse:
     active: int
 
 
-# The graphs of the module being elaborated or verified, for shape rules of ops that name subgraphs.
-GRAPHS: contextvars.ContextVar[dict] = contextvars.ContextVar("specc_graphs")
-
-
-def graphs() -> dict | None:
-    """The module's graphs by name; None outside the elaborator and the verifier (e.g. a pass re-typing)."""
-    return GRAPHS.get(None)
-
-
 REGISTRY: dict[str, OpDef] = {}
 
 
@@ -121,13 +111,12 @@ def _load() -> None:
         _loaded = True
         import importlib
         import pkgutil
-
-        from .. import ops
+        from pathlib import Path
 
         # every module in specc/ops is an op family; sorted so registration order is deterministic
-        for info in sorted(pkgutil.iter_modules(ops.__path__), key=lambda m: m.name):
-            if info.name != "registry":
-                importlib.import_module(f"{ops.__name__}.{info.name}")
+        for info in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda m: m.name):
+            if info.name not in ("registry", "context", "torch_rule"):
+                importlib.import_module(f"{__package__}.{info.name}")
 
 
 # ---- helpers shared by shape rules --------------------------------------------------------------------------

@@ -85,7 +85,7 @@ def run_pipeline(module: Module, opts: PipelineOptions = PipelineOptions(),
     known = {p.name for p in passes}
     unknown = [d for d in (*opts.disabled, *opts.print_after) if d not in known]
     if unknown:
-        from ..cli import UsageError
+        from ..errors import UsageError
 
         raise UsageError(f"unknown pass {', '.join(unknown)} (passes: {', '.join(p.name for p in passes) or 'none'})")
     log: list[str] = []

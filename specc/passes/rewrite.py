@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Iterable, Iterator
+from typing import Callable, Collection, Iterable
 
 from ..ir import Graph, Module, Node
-from ..ops import registry
+from ..ops import context, registry
 from ..source import Span
 from ..types import TupleType
 
@@ -184,16 +184,9 @@ def _gname(g) -> str:
     return g.src.name if isinstance(g, Editor) else g.name
 
 
-@contextlib.contextmanager
-def shape_context(m: Module) -> Iterator[None]:
+def shape_context(m: Module) -> contextlib.AbstractContextManager:
     """Shape rules may read the model's dim bounds (`T <= ctx`), as during elaboration."""
-    from ..elaborate import CONSTRAINTS
-
-    token = CONSTRAINTS.set(m.constraints)
-    try:
-        yield
-    finally:
-        CONSTRAINTS.reset(token)
+    return context.shape_context(bounds=m.constraints)
 
 
 def map_graphs(m: Module, fn: Callable[[Editor, Log], None], log: Log | None = None) -> tuple[Module, Log]:

@@ -13,7 +13,6 @@ from typing import Callable
 
 from pydantic import BaseModel
 
-from ... import __version__
 from ...diagnostics import Diagnostic, SpecError
 from ...ir import Graph, Module, Node
 from ...naming import (
@@ -30,6 +29,7 @@ from ...naming import (
 from ...ops import registry
 from ...ops.torch_rule import pyval
 from ...types import TensorType, TupleType
+from ...version import __version__
 from .checks import input_checks
 
 

@@ -63,7 +63,7 @@ def optimize(mod: tvm.IRModule, target, ttarget: tvm.target.Target) -> tuple[tvm
     if target.schedules == "none":
         with ttarget:
             return relax.get_pipeline("zero")(mod), stats
-    from .tune import apply_tuned
+    from .tuned import apply_tuned
 
     quiet_schedules()
     return apply_tuned(mod, ttarget, stats)

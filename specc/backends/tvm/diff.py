@@ -18,9 +18,10 @@ import numpy as np
 
 from ...diagnostics import Diagnostic, Note
 from ...ir import Graph, Module, Node
-from ...naming import attribute_names, module_entry, module_keys, repeat_body
+from ...naming import attribute_names, module_entry, module_keys
 from ...ops import registry
 from ...types import INT_DTYPES
+from ...walker import Interpreter
 
 
 @dataclass
@@ -32,11 +33,10 @@ class NodeDiff:
     ok: bool
 
 
-def run_diff(spec, args) -> int:
-    from ...cli import parse_dims
-
-    dims = parse_dims(getattr(args, "dim", None))
-    diffs = diff_nodes(spec, getattr(args, "target", "tvm-cpu"), dims, rtol=args.rtol, atol=args.atol)
+def run_diff(spec, *, target: str = "tvm-cpu", dims: dict[str, int] | None = None, rtol: float = 1e-4,
+             atol: float = 1e-5) -> int:
+    """`specc diff`: print the comparison; 0 when every node agrees, 1 at the first divergence."""
+    diffs = diff_nodes(spec, target, dims or {}, rtol=rtol, atol=atol)
     print(report(diffs, spec))
     return 0 if all(d.ok for d in diffs) else 1
 
@@ -46,15 +46,17 @@ def diff_nodes(spec, target="tvm-cpu", dims: dict[str, int] | None = None, rtol:
     """Every op node's TVM and PyTorch values compared, in run order (stops after the first divergence)."""
     import torch
 
-    from . import load_weights, lower_spec, resolve_target
+    from .build import lower_spec
     from .codegen import compile_module, configure_threads
+    from .target import resolve_target
+    from .weights import load_weights
 
     t = resolve_target(target)
     if t.device == "cuda":
         import tvm
 
         if not tvm.cuda(0).exist:
-            from ...cli import UsageError
+            from ...errors import UsageError
 
             raise UsageError(f"specc diff --target {t.name} runs the kernels: it needs a CUDA GPU, this machine has none")
     module = spec.module
@@ -137,48 +139,45 @@ def _inputs(module: Module, env: dict[str, int], seed: int) -> list:
     return out
 
 
-class TorchInterpreter:
-    """Runs the emitted PyTorch module one IR node at a time, recording every node's value."""
+class TorchInterpreter(Interpreter):
+    """Runs the emitted PyTorch module one IR node at a time, recording every node's value. The walk's context is
+    (module path, the nn.Module that owns the graph being run)."""
 
     def __init__(self, module: Module, model) -> None:
+        super().__init__(module)
         self.m = module
         self.model = model
         self.namespace = vars(sys.modules[type(model).__module__])
         self.values: dict[str, object] = {}
-        self._names = attribute_names
+        self._attrs: dict[str, dict[str, str]] = {}
+
+    def attributes(self, g: Graph) -> dict[str, str]:
+        if g.name not in self._attrs:
+            self._attrs[g.name] = attribute_names(g)
+        return self._attrs[g.name]
 
     def run(self, inputs: list) -> dict[str, object]:
-        self.graph(self.m.graph, "", self.model, list(inputs))
+        self.run_graph(self.m.graph, list(inputs), ("", self.model))
         return self.values
 
-    def graph(self, g: Graph, prefix: str, owner, args: list) -> list:
-        attrs = self._names(g)
-        env = dict(zip(g.inputs, args))
-        outs = []
-        for n in g.nodes():
-            if n.kind == "input":
-                continue
-            if n.kind == "output":
-                outs.append(env[n.inputs[0]])
-                continue
-            ins = [env[i] for i in n.inputs]
-            attr = attrs.get(n.layer or n.name)
-            if n.kind == "op":
-                env[n.name] = self.op(g, n, owner, attrs, ins)
-                self.values[prefix + n.name] = env[n.name]
-            elif n.kind == "call":
-                res = self.graph(self.m.graphs[n.target], f"{prefix}{attr}.", owner.get_submodule(attr), ins)
-                env[n.name] = res[0] if len(res) == 1 else tuple(res)
-            else:  # repeat
-                body = repeat_body(self.m, n)
-                carried, captured = ins[:n.attrs.carried], ins[n.attrs.carried:]
-                for i in range(n.attrs.count):
-                    entry = module_entry(attr, i)  # `h.3`, or `layer1.4` in a named stack
-                    carried = self.graph(body, f"{prefix}{entry}.", owner.get_submodule(entry), carried + captured)
-                env[n.name] = carried[0] if n.attrs.carried == 1 else tuple(carried)
-        return outs
+    def call_context(self, g: Graph, n: Node, ctx):
+        prefix, owner = ctx
+        attr = self.attributes(g)[n.layer or n.name]
+        return f"{prefix}{attr}.", owner.get_submodule(attr)  # `attn`, or `layer1.0` in a named stack
 
-    def op(self, g: Graph, n: Node, owner, attrs: dict[str, str], ins: list):
+    def iteration_context(self, g: Graph, n: Node, i: int, ctx):
+        prefix, owner = ctx
+        attr = self.attributes(g)[n.layer or n.name]
+        entry = module_entry(attr, i)  # `h.3`, or `layer1.4` for a repeat in a named stack
+        return f"{prefix}{entry}.", owner.get_submodule(entry)
+
+    def op(self, g: Graph, n: Node, ins: list, ctx):
+        prefix, owner = ctx
+        value = self.eval_op(g, n, owner, self.attributes(g), ins)
+        self.values[prefix + n.name] = value
+        return value
+
+    def eval_op(self, g: Graph, n: Node, owner, attrs: dict[str, str], ins: list):
         rule = registry.get(n.target).torch
         names = [f"_v{i}" for i in range(len(ins))]
         in_types = [g[i].type for i in n.inputs]

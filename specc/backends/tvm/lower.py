@@ -21,10 +21,11 @@ from tvm import relax, tirx
 
 from ...diagnostics import Diagnostic, Note, SpecError
 from ...ir import Graph, Module, Node
-from ...naming import attribute_names, module_entry, module_keys, py_name, repeat_body
+from ...naming import attribute_names, module_entry, module_keys, py_name
 from ...ops import registry
 from ...symbolic import Dim, Sym
 from ...types import DTYPES, TensorType, TupleType, Type
+from ...walker import Interpreter
 from .rules import load_rules
 
 
@@ -185,8 +186,12 @@ class Lowered:
     fixed: dict[str, int] = field(default_factory=dict)  # symbolic dims this build specialised to a number
 
 
-class Walker:
+class Walker(Interpreter):
+    """Builds the Relax function: op nodes through their registry rules, calls and repeats inlined (the walker base's
+    loop), values named by the PyTorch module path of the graph they are in."""
+
     def __init__(self, module: Module, target=None, taps: bool = False, dims: dict[str, int] | None = None) -> None:
+        super().__init__(module)
         self.m = module
         self.target = target
         self.want_taps = taps
@@ -247,35 +252,16 @@ class Walker:
                        [(q, n) for q, n, _ in self.taps], bounds, dict(self.dims.fixed))
 
     def graph(self, g: Graph, prefix: str, args: list) -> list:
-        env: dict[str, Any] = dict(zip(g.inputs, args))
-        outs = []
-        for n in g.nodes():
-            if n.kind == "input":
-                continue
-            if n.kind == "output":
-                outs.append(env[n.inputs[0]])
-                continue
-            ins = [env[i] for i in n.inputs]
-            attr = self.attributes(g).get(n.layer or n.name)
-            if n.kind == "op":
-                env[n.name] = self.op(g, n, prefix, ins)
-            elif n.kind == "call":
-                res = self.graph(self.m.graphs[n.target], f"{prefix}{attr}.", ins)
-                env[n.name] = res[0] if len(res) == 1 else tuple(res)
-            elif n.kind == "repeat":
-                env[n.name] = self.repeat(n, prefix, attr, ins)
-            else:  # pragma: no cover - the verifier rejects other kinds
-                raise AssertionError(n.kind)
-        return outs
+        """Inline graph `g` on `args`; `prefix` is its module path ("" or "layer1.0.")."""
+        return self.run_graph(g, args, prefix)
 
-    def repeat(self, n: Node, prefix: str, attr: str, ins: list):
-        body = repeat_body(self.m, n)  # the graph of the module the emitted ModuleList holds
-        carried, captured = ins[:n.attrs.carried], ins[n.attrs.carried:]
-        for i in range(n.attrs.count):
-            carried = self.graph(body, f"{prefix}{module_entry(attr, i)}.", carried + captured)
-        return carried[0] if n.attrs.carried == 1 else tuple(carried)
+    def call_context(self, g: Graph, n: Node, prefix: str) -> str:
+        return f"{prefix}{self.attributes(g)[n.layer or n.name]}."
 
-    def op(self, g: Graph, n: Node, prefix: str, ins: list):
+    def iteration_context(self, g: Graph, n: Node, i: int, prefix: str) -> str:
+        return f"{prefix}{module_entry(self.attributes(g)[n.layer or n.name], i)}."  # h.3, layer1.4
+
+    def op(self, g: Graph, n: Node, ins: list, prefix: str):
         op = registry.get(n.target)
         ctx = LowerCtx(self, g, n, prefix, [g[i].type for i in n.inputs])
         try:

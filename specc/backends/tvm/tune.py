@@ -19,116 +19,17 @@ time_evaluator.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import tvm
 from tvm import tirx
 
-SCHEDULED = "tirx.is_scheduled"
+from .tuned import _before_scheduling, _scheduled, cache_root, kernel_key, store_kernel
+
 MIN_MS = 0.002  # kernels faster than this (ms) are not worth a search
-
-
-# ---- the cache -------------------------------------------------------------------------------------------------
-
-def cache_root() -> Path:
-    base = os.environ.get("SPECC_CACHE_DIR")
-    return (Path(base) if base else Path.home() / ".cache" / "specc") / "tvm-tuned"
-
-
-def target_key(ttarget) -> str:
-    """A folder name per CPU target: kind, mcpu and thread count decide which schedule is fastest."""
-    attrs = ttarget.export()
-    parts = [str(attrs.get("kind", "llvm")), str(attrs.get("mcpu", "generic")), f"{attrs.get('num-cores', 0)}c"]
-    return "-".join(p.replace("/", "_") for p in parts)
-
-
-def kernel_key(func: tirx.PrimFunc) -> str:
-    """Structural hash of an unscheduled kernel (names and symbols attributes aside)."""
-    import tvm_ffi
-
-    func = func.without_attr("global_symbol") if "global_symbol" in func.attrs else func
-    return f"{tvm_ffi.structural_hash(func) & 0xFFFFFFFFFFFFFFFF:016x}"
-
-
-def cached_kernels(ttarget) -> dict[str, Path]:
-    folder = cache_root() / target_key(ttarget)
-    return {p.stem: p for p in sorted(folder.glob("*.py"))} if folder.is_dir() else {}
-
-
-def load_kernel(path: Path) -> tirx.PrimFunc:
-    parsed = tvm.script.from_source(path.read_text(encoding="utf-8"))
-    if isinstance(parsed, tvm.IRModule):
-        parsed = parsed["main"]
-    return parsed
-
-
-def store_kernel(ttarget, key: str, func: tirx.PrimFunc, meta: dict) -> Path:
-    from ...fsutil import atomic_write
-
-    path = cache_root() / target_key(ttarget) / f"{key}.py"
-    header = f"# specc tuned kernel: {json.dumps(meta, sort_keys=True)}\n"
-    atomic_write(path, header + func.script())
-    return path
-
-
-# ---- hooking the CPU pipeline at its scheduling step -----------------------------------------------------------
-
-@contextlib.contextmanager
-def _before_scheduling(hook):
-    """Run `hook(mod)` on the legalized, fused module right before optimize_for_cpu schedules it.
-
-    optimize_for_cpu has no such parameter (yet): its module-level schedule_module is wrapped for the call."""
-    from .schedules import pipeline
-
-    original = pipeline.schedule_module
-
-    def wrapped(mod, target, info):
-        return original(hook(mod), target, info)
-
-    pipeline.schedule_module = wrapped
-    try:
-        yield
-    finally:
-        pipeline.schedule_module = original
-
-
-def apply_tuned(mod, ttarget, stats: dict):
-    """optimize_for_cpu, with cached tuned kernels in place of specc's schedule where the cache has them."""
-    from .schedules import last_stats, optimize_for_cpu
-
-    cache = cached_kernels(ttarget)
-    used: list[str] = []
-
-    def substitute(m):
-        for gv, func in m.functions_items():
-            if not isinstance(func, tirx.PrimFunc) or _scheduled(func):
-                continue
-            key = kernel_key(func)
-            if key in cache:
-                tuned = load_kernel(cache[key])
-                for k, v in func.attrs.items():
-                    tuned = tuned.with_attr(k, v)
-                m[gv] = tuned.with_attr(SCHEDULED, True)
-                used.append(gv.name_hint)
-        return m
-
-    if cache:
-        with _before_scheduling(substitute):
-            mod = optimize_for_cpu(mod, ttarget)
-    else:
-        mod = optimize_for_cpu(mod, ttarget)
-    stats.update(last_stats())
-    stats["tuned"] = used
-    return mod, stats
-
-
-def _scheduled(func) -> bool:
-    return SCHEDULED in func.attrs and bool(int(func.attrs[SCHEDULED]))
 
 
 # ---- tuning ----------------------------------------------------------------------------------------------------
@@ -143,28 +44,29 @@ class TaskResult:
     note: str = ""
 
 
-def run_tune(spec, args) -> int:
-    from ...cli import UsageError, parse_dims
-    from . import resolve_target
+def run_tune(spec, *, target: str = "tvm-cpu", dims: dict[str, int] | None = None, trials: int = 64) -> int:
+    """`specc tune`: tune the model's kernels for `target` at the sizes `dims` (B defaults to 1) and print a summary."""
+    from ...errors import UsageError
+    from .target import resolve_target
 
-    t = resolve_target(args.target)
+    t = resolve_target(target)
     if t.device != "cpu":
         raise UsageError(f"specc tune tunes CPU kernels; {t.name} is a {t.device} target")
-    dims = parse_dims(getattr(args, "dim", None))
+    dims = dict(dims or {})
     syms = sorted({s for i in spec.module.graph.inputs for s in spec.module.graph[i].type.symbols()})
     dims = {**({"B": 1} if "B" in syms else {}), **dims}
     missing = [s for s in syms if s not in dims]
     if missing:
         raise UsageError(f"tuning needs a size for every symbolic dim: add --dim {missing[0]}=N"
                          + (f" (and {', '.join(missing[1:])})" if missing[1:] else ""))
-    results = tune(spec, t, dims, trials=args.trials)
+    results = tune(spec, t, dims, trials=trials)
     print(summary(results, t, dims))
     return 0
 
 
 def extract_kernels(spec, target, dims: dict[str, int]) -> tuple[list[tuple[str, tirx.PrimFunc]], object]:
     """The distinct unscheduled kernels of the model as a compile for `target` would produce them."""
-    from . import ir_module, lower_spec
+    from .build import ir_module, lower_spec
     from .codegen import bind_weights, quiet_schedules, tvm_target
     from .schedules import optimize_for_cpu
 
