@@ -116,7 +116,7 @@ def _parametrize(codes: list[GraphCode]) -> tuple[list[str], list[str], list[str
 
 
 def plan_classes(m: Module) -> tuple[list[ClassPlan], dict[str, str], list[str], list[str]]:
-    codes = {name: graph_code(m, g, {}, name == m.main) for name, g in m.graphs.items()}
+    codes = {name: graph_code(m, g, name == m.main) for name, g in m.graphs.items()}
     live = reachable(m, codes)
     imports: list[str] = []
     support: list[str] = []

@@ -7,16 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ...ir import Graph, Module, Node
-from ...naming import (
-    Namer,
-    attribute_namer,
-    py_name,
-    stack_entry,
-    trivial_body,
-    unpacked_tuples,
-)
+from ...naming import Namer, attribute_namer, py_name, stack_entry, unpacked_tuples
 from ...ops import registry
 from ...types import TensorType, TupleType
+from ...walker import Interpreter
 
 
 def _shape(t) -> str:
@@ -149,140 +143,159 @@ def _name_hints(g: Graph) -> dict[str, str]:
     return hint
 
 
-def graph_code(m: Module, g: Graph, cls_of: dict[str, str], is_main: bool) -> GraphCode:
-    arg_name = Namer(py_name)
-    args = [arg_name(g[i].name) for i in g.inputs]
-    attr_of = attribute_namer(g)  # the state_dict layout every backend shares
-    vars_ = _Vars(g, args, reuse_inputs=not is_main)
-    for i, a in zip(g.inputs, args):
-        vars_.var[i] = a
-    init: list[str] = []
-    fwd: list[str] = []
-    comments: list[str] = []
-    callees: list[str] = []
-    imports: list[str] = []
-    support: list[str] = []
-    ties: list[str] = []
-    outputs: list[str] = []
-    stacks: dict[str, tuple[int, list[str]]] = {}  # named stack -> (its init line, the modules it holds)
-    chains = _chained_stacks(g, attr_of)  # first block of a stack that is one chain -> all its blocks
-    in_chain = {c.name for members in chains.values() for c in members[1:]}
-    unpacked = unpacked_tuples(g)
+def graph_code(m: Module, g: Graph, is_main: bool) -> GraphCode:
+    """The init and forward lines of graph `g`'s nn.Module (calls and repeats name their callees' classes as
+    `@graph@`, resolved once classes are planned)."""
+    return _ForwardCode(m, g, is_main).code()
 
-    def construct(node: Node) -> str:
+
+class _ForwardCode(Interpreter[str, None]):
+    """Walks one graph (without descending into calls: each callee is its own class), a value being the Python
+    variable that holds it; every node appends its init and forward lines."""
+
+    def __init__(self, m: Module, g: Graph, is_main: bool) -> None:
+        super().__init__(m)
+        self.g = g
+        arg_name = Namer(py_name)
+        self.args = [arg_name(g[i].name) for i in g.inputs]
+        self.attr_of = attribute_namer(g)  # the state_dict layout every backend shares
+        self.vars = _Vars(g, self.args, reuse_inputs=not is_main)
+        self.vars.var.update(zip(g.inputs, self.args))
+        self.init: list[str] = []
+        self.fwd: list[str] = []
+        self.comments: list[str] = []
+        self.callees: list[str] = []
+        self.imports: list[str] = []
+        self.support: list[str] = []
+        self.ties: list[str] = []
+        self.outputs: list[str] = []
+        self.stacks: dict[str, tuple[int, list[str]]] = {}  # named stack -> (its init line, the modules it holds)
+        self.chains = _chained_stacks(g, self.attr_of)  # first block of a stack that is one chain -> its blocks
+        self.in_chain = {c.name for members in self.chains.values() for c in members[1:]}
+        self.unpacked = unpacked_tuples(g)
+
+    def code(self) -> GraphCode:
+        self.run_graph(self.g, self.args, None)
+        chained = {stack_entry(self.attr_of(first))[0] for first in self.chains}
+        for head, (line, ctors) in self.stacks.items():
+            opening, closing = ("nn.Sequential(", ")") if head in chained else ("nn.ModuleList([", "])")
+            if len(ctors) <= 3:
+                self.init[line] = f"self.{head} = {opening}{', '.join(ctors)}{closing}"
+            else:  # one block a line
+                self.init[line] = "\n".join([f"self.{head} = {opening}", *(f"    {c}," for c in ctors), closing])
+        ret = self.outputs[0] if len(self.outputs) == 1 else ", ".join(self.outputs)
+        return GraphCode(self.g, self.args, self.init + self.ties, [*self.fwd, f"return {ret}"],
+                         [*self.comments, ""], self.callees, self.imports, self.support, self.attr_of.taken)
+
+    def line(self, code: str, comment: str = "") -> None:
+        self.fwd.append(code)
+        self.comments.append(comment)
+
+    # -- node kinds --------------------------------------------------------------------------------------------
+    def output(self, g: Graph, n: Node, value: str, ctx: None) -> str:
+        self.outputs.append(value)
+        return value
+
+    def run_node(self, g: Graph, n: Node, ins: list[str], ctx: None) -> str:
+        if (n.kind == "op" and n.target == "getitem" and n.inputs[0] in self.unpacked) or n.name in self.in_chain:
+            return self.vars.var.get(n.name)  # unpacked by its tuple's line, or called through its stack
+        return super().run_node(g, n, ins, ctx)
+
+    def op(self, g: Graph, n: Node, ins: list[str], ctx: None) -> str:
+        op = registry.get(n.target)
+        rule = op.torch
+        if rule is None:
+            raise NotImplementedError(f"op {n.target!r} has no PyTorch emitter")
+        in_types = [g[i].type for i in n.inputs]
+        attr = self.attr_of(n.layer or n.name)
+        self.imports.extend(i for i in rule.imports if i not in self.imports)
+        self.support.extend(s for s in rule.support if s not in self.support)
+        self.callees.extend(u.graph for u in op.graph_uses(n.attrs))  # named in the module rule as @graph@
+        layers: list[str] = []  # attributes of the layers a fused op is made of, passed to its call rule
+        if rule.module is not None and (n.layer is None or n.layer == n.name):
+            made = rule.module(in_types, n.attrs)
+            if isinstance(made, dict):  # a fused op keeps each layer under its spec name: same state_dict
+                layers = [f"self.{self.attr_of(k)}" for k in made]
+                self.init += [f"{a} = {e}" for a, e in zip(layers, made.values())]
+            else:
+                self.init.append(f"self.{attr} = {made}")
+            tie = getattr(n.attrs, "tie", None)
+            if tie:
+                self.ties.append(f"self.{attr}.weight = self.{self.attr_of(tie)}.weight  # weight tying")
+        if rule.inplace is not None and _overwritable(g, n):
+            expr = rule.inplace(ins, n.attrs, in_types)
+        elif rule.call is not None:
+            expr = rule.call(ins + layers, n.attrs, in_types)
+        else:
+            expr = f"self.{attr}({', '.join(ins)})"
+        return self.bind(n, expr)
+
+    def call(self, g: Graph, n: Node, ins: list[str], ctx: None) -> str:
+        if n.name not in self.chains:
+            return self.bind(n, f"{self.construct(n)}({', '.join(ins)})")
+        members = self.chains[n.name]  # a named stack that is one chain: one nn.Sequential call
+        for c in members:
+            self.construct(c)
+        v = self.vars.assign(n)
+        self.vars.var[members[-1].name] = v
+        self.line(f"{v} = self.{stack_entry(self.attr_of(n.name))[0]}({ins[0]})", _shape(members[-1].type))
+        return v
+
+    def repeat(self, g: Graph, n: Node, ins: list[str], ctx: None) -> str:
+        if n.name in self.chains:
+            return self.call(g, n, ins, ctx)
+        held = self.construct(n)
+        carried, extra = ins[:n.attrs.carried], ins[n.attrs.carried:]
+        loop_vars = [self.vars.assign(n)] if n.attrs.carried == 1 else [self.vars.fresh() for _ in carried]
+        # carried values flow through the loop: initialise them, then rebind each iteration
+        for lv, cv in zip(loop_vars, carried):
+            if lv != cv:
+                self.line(f"{lv} = {cv}")
+        self.line(f"for layer in {held}:")
+        self.line(f"    {', '.join(loop_vars)} = layer({', '.join(loop_vars + extra)})", _shape(n.type))
+        if n.attrs.carried == 1:
+            return loop_vars[0]
+        tv = self.vars.fresh()
+        self.vars.var[n.name] = tv
+        self.line(f"{tv} = ({', '.join(loop_vars)}{',' if len(loop_vars) == 1 else ''})")
+        return tv
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+    def bind(self, n: Node, expr: str) -> str:
+        """`v = expr` for node n (`out, h = expr` for a tuple read only item by item); n's variable."""
+        v = self.vars.assign(n)
+        target = v
+        if n.name in self.unpacked:  # `out, h = self.rnn(x)` rather than `y = self.rnn(x)`, `out = y[0]`, ...
+            items = self.unpacked[n.name]
+            first = next((i for i, item in enumerate(items) if item is not None), None)
+            for i, item in enumerate(items):
+                if item is not None and self.vars.named(self.g[item]) is None:
+                    self.vars.var[item] = v if i == first else self.vars.fresh()
+            target = ", ".join(self.vars.var[item] if item is not None else "_" for item in items)
+        self.line(f"{target} = {expr}", _shape(n.type))
+        return v
+
+    def construct(self, node: Node) -> str:
         """The init line that builds node's module (or its entries in a named stack); the module as forward reads
         it: `self.attn`, `self.h` (a ModuleList for a repeat), `self.layer1[0]`, `self.layer1[1:3]`."""
-        attr = attr_of(node.name)
+        attr = self.attr_of(node.name)
         if node.kind == "call":
-            callees.append(node.target)
+            self.callees.append(node.target)
             ctor = f"@{node.target}@"
         else:
-            body = trivial_body(m, m.graphs[node.target]) or node.target
-            callees.append(body)
+            body = self.repeat_body(node).name
+            self.callees.append(body)
             ctor = f"@{body}@ for _ in range({node.attrs.count})"
         entry = stack_entry(attr)
         if entry is None:
-            init.append(f"self.{attr} = " + (ctor if node.kind == "call" else f"nn.ModuleList([{ctor}])"))
+            self.init.append(f"self.{attr} = " + (ctor if node.kind == "call" else f"nn.ModuleList([{ctor}])"))
             return f"self.{attr}"
         head, index, run = entry
-        if head not in stacks:
-            stacks[head] = (len(init), [])
-            init.append("")
-        stacks[head][1].append(f"*[{ctor}]" if run else ctor)
+        if head not in self.stacks:
+            self.stacks[head] = (len(self.init), [])
+            self.init.append("")
+        self.stacks[head][1].append(f"*[{ctor}]" if run else ctor)
         return f"self.{head}[{index}:{index + node.attrs.count}]" if run else f"self.{head}[{index}]"
-
-    for n in g.nodes():
-        if n.kind == "input" or (n.kind == "op" and n.target == "getitem" and n.inputs[0] in unpacked):
-            continue
-        if n.kind == "output":
-            outputs.append(vars_.var[n.inputs[0]])
-            continue
-        if n.name in in_chain:
-            continue  # called through its stack's nn.Sequential
-        ins = [vars_.var[i] for i in n.inputs]
-        in_types = [g[i].type for i in n.inputs]
-        attr = attr_of(n.layer or n.name)
-        if n.kind == "op":
-            op = registry.get(n.target)
-            rule = op.torch
-            if rule is None:
-                raise NotImplementedError(f"op {n.target!r} has no PyTorch emitter")
-            imports.extend(i for i in rule.imports if i not in imports)
-            support.extend(s for s in rule.support if s not in support)
-            callees.extend(u.graph for u in op.graph_uses(n.attrs))  # named in the module rule as @graph@
-            layers: list[str] = []  # attributes of the layers a fused op is made of, passed to its call rule
-            if rule.module is not None and (n.layer is None or n.layer == n.name):
-                made = rule.module(in_types, n.attrs)
-                if isinstance(made, dict):  # a fused op keeps each layer under its spec name: same state_dict
-                    layers = [f"self.{attr_of(k)}" for k in made]
-                    init += [f"{a} = {e}" for a, e in zip(layers, made.values())]
-                else:
-                    init.append(f"self.{attr} = {made}")
-                tie = getattr(n.attrs, "tie", None)
-                if tie:
-                    ties.append(f"self.{attr}.weight = self.{attr_of(tie)}.weight  # weight tying")
-            if rule.inplace is not None and _overwritable(g, n):
-                expr = rule.inplace(ins, n.attrs, in_types)
-            elif rule.call is not None:
-                expr = rule.call(ins + layers, n.attrs, in_types)
-            else:
-                expr = f"self.{attr}({', '.join(ins)})"
-        elif n.name in chains:
-            members = chains[n.name]
-            for c in members:
-                construct(c)
-            v = vars_.assign(n)
-            vars_.var[members[-1].name] = v
-            fwd.append(f"{v} = self.{stack_entry(attr)[0]}({ins[0]})")
-            comments.append(_shape(members[-1].type))
-            continue
-        elif n.kind == "call":
-            expr = f"{construct(n)}({', '.join(ins)})"
-        elif n.kind == "repeat":
-            held = construct(n)
-            carried = ins[:n.attrs.carried]
-            extra = ins[n.attrs.carried:]
-            loop_vars = [vars_.assign(n)] if n.attrs.carried == 1 else [vars_.fresh() for _ in carried]
-            # carried values flow through the loop: initialise them, then rebind each iteration
-            for lv, cv in zip(loop_vars, carried):
-                if lv != cv:
-                    fwd.append(f"{lv} = {cv}")
-                    comments.append("")
-            call_args = ", ".join(loop_vars + extra)
-            fwd.append(f"for layer in {held}:")
-            comments.append("")
-            fwd.append(f"    {', '.join(loop_vars)} = layer({call_args})")
-            comments.append(_shape(n.type))
-            if n.attrs.carried != 1:
-                tv = vars_.fresh()
-                vars_.var[n.name] = tv
-                fwd.append(f"{tv} = ({', '.join(loop_vars)}{',' if len(loop_vars) == 1 else ''})")
-                comments.append("")
-            continue
-        else:  # pragma: no cover
-            raise AssertionError(n.kind)
-        v = vars_.assign(n)
-        if n.name in unpacked:  # `out, h = self.rnn(x)` rather than `y = self.rnn(x)`, `out = y[0]`, ...
-            items = unpacked[n.name]
-            first = next((i for i, item in enumerate(items) if item is not None), None)
-            for i, item in enumerate(items):
-                if item is not None and vars_.named(g[item]) is None:
-                    vars_.var[item] = v if i == first else vars_.fresh()
-            v = ", ".join(vars_.var[item] if item is not None else "_" for item in items)
-        fwd.append(f"{v} = {expr}")
-        comments.append(_shape(n.type))
-    chained = {stack_entry(attr_of(first))[0] for first in chains}
-    for head, (line, ctors) in stacks.items():
-        opening, closing = ("nn.Sequential(", ")") if head in chained else ("nn.ModuleList([", "])")
-        if len(ctors) <= 3:
-            init[line] = f"self.{head} = {opening}{', '.join(ctors)}{closing}"
-        else:  # one block a line
-            init[line] = "\n".join([f"self.{head} = {opening}", *(f"    {c}," for c in ctors), closing])
-    init.extend(ties)
-    ret = outputs[0] if len(outputs) == 1 else ", ".join(outputs)
-    fwd.append(f"return {ret}")
-    comments.append("")
-    return GraphCode(g, args, init, fwd, comments, callees, imports, support, attr_of.taken)
 
 
 def _chained_stacks(g: Graph, attr_of) -> dict[str, list[Node]]:
