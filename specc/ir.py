@@ -57,7 +57,9 @@ class Node(BaseModel):
     # literal: linear's out_features from `3 * d`, a repeat's count from `layers`, a call's `width` from `width`;
     # for an input, the bound of each bounded dim (`T <= ctx`: ("T", "ctx"))
     exprs: tuple[tuple[str, str], ...] = ()
-    stack: str | None = None  # `for ... as layer`: the stack (layer1, layer2, ...) whose module list holds this call
+    # the named stack whose module list holds this call or repeat: `for ... as layer` (layer1, layer2, ...), or
+    # `repeat n as h` when its iterations fold into several runs (each run a slice of h)
+    stack: str | None = None
 
 
 @dataclass

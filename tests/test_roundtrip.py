@@ -117,7 +117,7 @@ def test_attributes_keep_their_hyper_parameter_expressions():
     assert m.graphs["CausalSelfAttention"].lets == {"d": "features(x)"}
     main = _by_name(m.graph)
     assert dict(main["wte"].exprs) == {"num_embeddings": "vocab", "embedding_dim": "d"}  # via `layer wte = ...`
-    assert dict(main["layers"].exprs) == {"count": "layers"}
+    assert dict(main["h"].exprs) == {"count": "layers"}  # repeat layers as h
     assert "init_std" not in dict(main["wte"].exprs)  # a literal is its own expression
     block = _by_name(m.graphs["Block"])
     assert dict(block["attn"].exprs) == {"heads": "heads", "dropout": "dropout"}
@@ -133,8 +133,15 @@ def test_stacks_are_named_by_as():
       for w in [8, 8] as layer {
         x = x -> B(w) -> B(w)
       }
-      repeat n as h[i] {
-        x = x -> linear(8 + i - i) as fc
+      repeat n as h {
+        x = x -> linear(8) as fc
+      }
+      repeat n as g[i] {
+        if i == 0 {
+          x = x -> linear(16) as wide
+        } else {
+          x = x -> linear(16) as fc
+        }
       }
       output y = x
     }"""
@@ -142,7 +149,8 @@ def test_stacks_are_named_by_as():
     nodes = m.graph.nodes()
     assert [n.stack for n in nodes if n.kind == "call"] == ["layer1", "layer1", "layer2", "layer2"]
     reps = [n for n in nodes if n.kind == "repeat"]
-    assert reps[0].name == "h" and {r.stack for r in reps} == {"h"}
+    assert reps[0].name == "h" and reps[0].stack is None  # one folded run: the ModuleList is h itself
+    assert [(r.attrs.count, r.stack) for r in reps[1:]] == [(1, "g"), (2, "g")]  # two runs, one stack g
     back = parse_module(print_module(m))
     assert back.graph.nodes() == m.graph.nodes()
 

@@ -185,3 +185,35 @@ def test_forward_checks_inputs_against_the_spec():
     lenet = specc.load(REPO / "specs" / "lenet5.nn").to_torch()
     with pytest.raises(ValueError, match=r"image has 28 at dim 2, LeNet5 was built for 32"):
         lenet(torch.zeros(1, 1, 28, 32))
+
+
+def test_named_stacks_hold_every_run_and_stage():
+    """`repeat n as g[i]` whose iterations fold into two runs is still one stack g.0, g.1, ...; `for ... as stage`
+    makes stage1, stage2 (an nn.Sequential each when its blocks form a chain); TVM's names are the same keys."""
+    from specc.api import loads
+    from specc.naming import attribute_names
+
+    src = """
+    block B(x, w: int) {
+      return x -> linear(w) as fc -> relu
+    }
+    model M(n: int = 3) {
+      input x: f32[N, 8]
+      for w in [8, 8] as stage {
+        x = x -> B(w) -> B(w)
+      }
+      repeat n as g[i] {
+        if i == 0 {
+          x = x -> linear(16) as wide
+        } else {
+          x = x -> linear(16) as fc
+        }
+      }
+      output y = x
+    }"""
+    spec = loads(src, name="stacks.nn")
+    model = spec.to_torch()
+    keys = set(model.state_dict())
+    assert {"stage1.0.fc.weight", "stage2.1.fc.bias", "g.0.wide.weight", "g.1.fc.weight", "g.2.fc.weight"} <= keys
+    assert model(torch.randn(2, 8)).shape == (2, 16)
+    assert attribute_names(spec.module.graph)["b"] == "stage1.0"  # the first B call, as every backend names it

@@ -84,7 +84,9 @@ class RepeatMixin:
             ref = b.add(Node(name=base if s.stack and b.free(base) else b.fresh(base), kind="repeat", target=gname,
                              inputs=tuple(scope[v].node for v in carried + captured),
                              attrs=RepeatAttrs(count=count, carried=len(carried)), type=ty, span=s.span,
-                             exprs=exprs, var=carried[0] if len(carried) == 1 else None))
+                             exprs=exprs, var=carried[0] if len(carried) == 1 else None,
+                             # folded into several runs (`if i == 0`), the iterations stay one named stack h.0, h.1...
+                             stack=s.stack if s.stack and len(runs) > 1 else None))
             if len(carried) == 1:
                 scope[carried[0]] = ref
             else:

@@ -218,8 +218,7 @@ class DeepSeekMoE16B(nn.Module):
             raise ValueError(f"compiled for {DeepSeekMoE16BConfig()}: recompile with -D to change it")
         self.config = config
         self.embed_tokens = nn.Embedding(102400, 2048)
-        self.layers = nn.ModuleList([RotaryDecoderLayer() for _ in range(1)])
-        self.layers_1 = nn.ModuleList([RotaryDecoderLayer1() for _ in range(27)])
+        self.layers = nn.Sequential(*[RotaryDecoderLayer() for _ in range(1)], *[RotaryDecoderLayer1() for _ in range(27)])
         self.norm = nn.RMSNorm(2048, eps=1e-06)
         self.lm_head = nn.Linear(2048, 102400, bias=False)
 
@@ -230,10 +229,7 @@ class DeepSeekMoE16B(nn.Module):
             if tokens.size(1) > 4096:
                 raise ValueError(f"tokens has T = {tokens.size(1)}, DeepSeekMoE16B was built for T <= 4096 (ctx)")
         x = self.embed_tokens(tokens)  # [B, T, 2048]
-        for layer in self.layers:
-            x = layer(x)  # [B, T, 2048]
-        for layer in self.layers_1:
-            x = layer(x)  # [B, T, 2048]
+        x = self.layers(x)  # [B, T, 2048]
         x = self.norm(x)  # [B, T, 2048]
         logits = self.lm_head(x)  # [B, T, 102400]
         return logits
