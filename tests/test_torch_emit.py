@@ -217,3 +217,17 @@ def test_named_stacks_hold_every_run_and_stage():
     assert {"stage1.0.fc.weight", "stage2.1.fc.bias", "g.0.wide.weight", "g.1.fc.weight", "g.2.fc.weight"} <= keys
     assert model(torch.randn(2, 8)).shape == (2, 16)
     assert attribute_names(spec.module.graph)["b"] == "stage1.0"  # the first B call, as every backend names it
+
+
+def test_a_bound_expression_never_escapes_its_message():
+    """A bound written with a string (quotes, braces) is left out of the f-string message, never pasted into it."""
+    from specc.api import loads
+
+    src = 'model M(n: int = 4) {\n  input x: i64[B, T] where T <= len("a{b}\\"") + n\n  output y = x -> embedding(10, 4)\n}\n'
+    spec = loads(src, name="m.nn")
+    model = spec.to_torch()
+    with pytest.raises(ValueError, match=r"x has T = 10, M was built for T <= 9$"):
+        model(torch.zeros(1, 10, dtype=torch.long))
+    plain = loads(src.replace('len("a{b}\\"") + n', "n + 4"), name="m.nn").to_torch()
+    with pytest.raises(ValueError, match=r"x has T = 9, M was built for T <= 8 \(n \+ 4\)"):
+        plain(torch.zeros(1, 9, dtype=torch.long))

@@ -9,10 +9,13 @@ since the compiled graph guards on the shapes it was traced for.
 """
 from __future__ import annotations
 
+import re
+
 from ...ir import Module
 from ...symbolic import Sym
 from ...types import FLOAT_DTYPES, TensorType
 
+_SAFE = re.compile(r"[\w .+\-*/%()]+")  # a bound's spec expression shown in a message: no quotes, no braces
 _KIND = {"float": ("not {x}.is_floating_point()", "a floating-point"),
          "bool": ("{x}.dtype != torch.bool", "a bool"),
          "int": ("{x}.is_floating_point() or {x}.dtype == torch.bool", "an integer")}
@@ -52,7 +55,7 @@ def input_checks(m: Module, args: list[str], model: str) -> list[str]:
             seen[sym] = (x, axis)
             if sym in m.constraints:
                 bound = m.constraints[sym][0]
-                why = f" ({bounds[sym]})" if sym in bounds else ""
+                why = f" ({bounds[sym]})" if _SAFE.fullmatch(bounds.get(sym, "")) else ""  # goes in an f-string
                 body += [f"if {x}.size({axis}) > {bound}:",
                          f'    raise ValueError(f"{x} has {sym} = {{{x}.size({axis})}}, {model} was built for '
                          f'{sym} <= {bound}{why}")']
