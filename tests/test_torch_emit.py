@@ -175,7 +175,7 @@ def test_forward_checks_inputs_against_the_spec():
     ctx = SHRINK["gpt2"].get("ctx", 1024)
     with pytest.raises(ValueError, match=rf"tokens has T = {ctx + 1}, GPT2 was built for T <= {ctx} \(ctx\)"):
         model(torch.zeros(1, ctx + 1, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"tokens must be an integer tensor \[B, T\], got torch.float32 \[2, 3\]"):
+    with pytest.raises(ValueError, match=r"tokens must be an integer tensor \[B, T\], got torch.float32 \(2, 3\)"):
         model(torch.zeros(2, 3))
     assert model(torch.zeros(1, ctx, dtype=torch.long)).shape[1] == ctx
     bert = specc.load(REPO / "specs" / "bert_base.nn", **SHRINK["bert_base"]).to_torch()

@@ -35,7 +35,7 @@ def input_checks(m: Module, args: list[str], model: str) -> list[str]:
         shape = "[" + ", ".join(str(d) for d in t.shape) + "]"
         body += [f"if {x}.dim() != {t.rank} or {test.format(x=x)}:",
                  f'    raise ValueError(f"{x} must be {words} tensor {shape}, got {{{x}.dtype}} '
-                 f'{{list({x}.shape)}}")']
+                 f'{{tuple({x}.shape)}}")']
         bounds = dict(g[name].exprs)
         for axis, d in enumerate(t.shape):
             if isinstance(d, int):

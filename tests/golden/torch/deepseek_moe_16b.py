@@ -225,7 +225,7 @@ class DeepSeekMoE16B(nn.Module):
     def forward(self, tokens):
         if not torch.compiler.is_compiling():  # the spec's input contract (torch.compile guards shapes)
             if tokens.dim() != 2 or tokens.is_floating_point() or tokens.dtype == torch.bool:
-                raise ValueError(f"tokens must be an integer tensor [B, T], got {tokens.dtype} {list(tokens.shape)}")
+                raise ValueError(f"tokens must be an integer tensor [B, T], got {tokens.dtype} {tuple(tokens.shape)}")
             if tokens.size(1) > 4096:
                 raise ValueError(f"tokens has T = {tokens.size(1)}, DeepSeekMoE16B was built for T <= 4096 (ctx)")
         x = self.embed_tokens(tokens)  # [B, T, 2048]

@@ -113,7 +113,7 @@ class GPT2(nn.Module):
     def forward(self, tokens):
         if not torch.compiler.is_compiling():  # the spec's input contract (torch.compile guards shapes)
             if tokens.dim() != 2 or tokens.is_floating_point() or tokens.dtype == torch.bool:
-                raise ValueError(f"tokens must be an integer tensor [B, T], got {tokens.dtype} {list(tokens.shape)}")
+                raise ValueError(f"tokens must be an integer tensor [B, T], got {tokens.dtype} {tuple(tokens.shape)}")
             if tokens.size(1) > 1024:
                 raise ValueError(f"tokens has T = {tokens.size(1)}, GPT2 was built for T <= 1024 (ctx)")
         x = self.wte(tokens)  # [B, T, 768]

@@ -31,7 +31,7 @@ class LeNet5(nn.Module):
     def forward(self, image):
         if not torch.compiler.is_compiling():  # the spec's input contract (torch.compile guards shapes)
             if image.dim() != 4 or not image.is_floating_point():
-                raise ValueError(f"image must be a floating-point tensor [B, 1, 32, 32], got {image.dtype} {list(image.shape)}")
+                raise ValueError(f"image must be a floating-point tensor [B, 1, 32, 32], got {image.dtype} {tuple(image.shape)}")
             if image.size(1) != 1:
                 raise ValueError(f"image has {image.size(1)} at dim 1, LeNet5 was built for 1 ([B, 1, 32, 32])")
             if image.size(2) != 32:

@@ -120,7 +120,7 @@ class ResNet50(nn.Module):
     def forward(self, image):
         if not torch.compiler.is_compiling():  # the spec's input contract (torch.compile guards shapes)
             if image.dim() != 4 or not image.is_floating_point():
-                raise ValueError(f"image must be a floating-point tensor [B, 3, 224, 224], got {image.dtype} {list(image.shape)}")
+                raise ValueError(f"image must be a floating-point tensor [B, 3, 224, 224], got {image.dtype} {tuple(image.shape)}")
             if image.size(1) != 3:
                 raise ValueError(f"image has {image.size(1)} at dim 1, ResNet50 was built for 3 ([B, 3, 224, 224])")
             if image.size(2) != 224:
