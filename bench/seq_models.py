@@ -36,9 +36,9 @@ import torch.nn.functional as F  # noqa: E402
 import specc  # noqa: E402
 from tests.references import seq as R  # noqa: E402
 
-GPT2_NAMES = [(r"^transformer\.", ""), (r"^h\.", "layers.")]
+GPT2_NAMES = [(r"^transformer\.", "")]
 BERT_NAMES = [
-    (r"^embeddings\.LayerNorm", "embeddings_norm"), (r"^embeddings\.", ""),
+    (r"^embeddings\.LayerNorm", "embeddings_norm"), (r"^embeddings\.", ""), (r"^layers\.", "layer."),
     (r"\.attention\.query", ".self_attn.q_proj"), (r"\.attention\.key", ".self_attn.k_proj"),
     (r"\.attention\.value", ".self_attn.v_proj"), (r"\.attention_output", ".self_attn.out_proj"),
     (r"\.attention_LayerNorm", ".norm1"), (r"\.intermediate", ".ffn.w_1"), (r"\.output_LayerNorm", ".norm2"),

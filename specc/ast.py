@@ -145,13 +145,15 @@ class For(Node):
     iterable: Any
     body: tuple
     unpack: bool
+    stack: str | None = None  # `for ... as layer`: item k's layers are stack layer{k+1}
 
 
 @dataclass(frozen=True)
 class Repeat(Node):
     count: Any
-    var: str | None
+    var: str | None  # the iteration index (`as h[i]`)
     body: tuple
+    stack: str | None = None  # `as h`: the iterations are h.0, h.1, ...
 
 
 @dataclass(frozen=True)
@@ -207,3 +209,61 @@ class Program(Node):
     file: str
     imports: tuple[Import, ...]
     defs: tuple[Def, ...]
+
+
+# ---- expressions back to spec text ------------------------------------------------------------------------------
+_PREC = {"or": 1, "and": 2, "not": 3, "==": 4, "!=": 4, "<": 4, "<=": 4, ">": 4, ">=": 4, "+": 5, "-": 5, "*": 6,
+         "/": 6, "//": 6, "%": 6, "@": 6, "u": 7, "**": 8}
+
+
+def unparse(e: Any, prec: int = 0) -> str:
+    """An expression as spec text with the fewest parentheses that keep its meaning: `3 * d`, `(h - 1) // 2`."""
+    if isinstance(e, Name):
+        return e.id
+    if isinstance(e, Lit):
+        v = e.value
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if v is None:
+            return "none"
+        if v is Ellipsis:
+            return "..."
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        return repr(v)
+    if isinstance(e, TupleLit):
+        items = [unparse(x) for x in e.items]
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+    if isinstance(e, ListLit):
+        return "[" + ", ".join(unparse(x) for x in e.items) + "]"
+    if isinstance(e, BinOp):
+        p = _PREC[e.op]
+        right_assoc = e.op == "**"
+        text = f"{unparse(e.left, p + right_assoc)} {e.op} {unparse(e.right, p + (not right_assoc))}"
+        return f"({text})" if p < prec else text
+    if isinstance(e, Unary):
+        p = _PREC["not" if e.op == "not" else "u"]
+        text = f"not {unparse(e.operand, p)}" if e.op == "not" else f"{e.op}{unparse(e.operand, p)}"
+        return f"({text})" if p < prec else text
+    if isinstance(e, Call):
+        return f"{unparse(e.func, 9)}({_args(e.args)})"
+    if isinstance(e, Index):
+        return f"{unparse(e.obj, 9)}[{', '.join(unparse(i) for i in e.items)}]"
+    if isinstance(e, SliceExpr):
+        parts = ["" if x is None else unparse(x) for x in (e.start, e.stop, e.step)]
+        return ":".join(parts[:2] if e.step is None else parts)
+    if isinstance(e, Attr):
+        return f"{unparse(e.obj, 9)}.{e.name}"
+    if isinstance(e, Chain):
+        text = f"{unparse(e.left, 0)} -> {_link(e.link)}"
+        return f"({text})" if prec > 0 else text
+    return "?"
+
+
+def _args(args: tuple) -> str:
+    return ", ".join(unparse(a.value) if a.name is None else f"{a.name}={unparse(a.value)}" for a in args)
+
+
+def _link(link: Any) -> str:
+    text = link.func + (f"({_args(link.args)})" if link.args is not None else "")
+    return text + (f" as {link.alias}" if link.alias else "")

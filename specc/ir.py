@@ -7,6 +7,10 @@ Node kinds (torch.fx style, few of them):
   repeat  N folded calls of a body graph     target: body graph name, attrs: RepeatAttrs
   output  a graph output                     target: "", inputs: (value,)
 
+Each node also keeps what the spec said: ``var``, the variable its value was bound to, and ``exprs``, the
+hyper-parameter expression behind each computed attribute (as types keep symbolic dims). A graph keeps its
+block's compile-time definitions (``lets``: `d = features(x)`), so those expressions can be read in its terms.
+
 Blocks stay subgraphs and ``repeat`` stays folded; ``specc.flatten.flatten_module`` expands both for backends that
 want it.
 """
@@ -48,6 +52,14 @@ class Node(BaseModel):
     span: Span | None = None
     layer: str | None = None  # the layer instance whose parameters this node uses (shared layers)
     origin: tuple[Span, ...] = ()  # spans of the nodes a fusion replaced
+    var: str | None = None  # the spec variable this value was bound to (`q, k, v = ...`: q, k and v)
+    # (attribute, spec expression) for each attribute computed from hyper-parameters rather than written as a
+    # literal: linear's out_features from `3 * d`, a repeat's count from `layers`, a call's `width` from `width`;
+    # for an input, the bound of each bounded dim (`T <= ctx`: ("T", "ctx"))
+    exprs: tuple[tuple[str, str], ...] = ()
+    # the named stack whose module list holds this call or repeat: `for ... as layer` (layer1, layer2, ...), or
+    # `repeat n as h` when its iterations fold into several runs (each run a slice of h)
+    stack: str | None = None
 
 
 @dataclass
@@ -60,6 +72,7 @@ class Graph:
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     span: Span | None = None
+    lets: dict[str, str] = field(default_factory=dict)  # compile-time names the block defines -> spec expression
     g: nx.DiGraph = field(default_factory=nx.DiGraph)
     _order: dict[str, int] = field(default_factory=dict)
 
@@ -78,6 +91,10 @@ class Graph:
         if node.kind == "output":
             self.outputs.append(node.name)
         return node
+
+    def expr(self, node: Node, attr: str) -> str | None:
+        """The spec expression node's attribute `attr` was computed from, or None for a literal."""
+        return dict(node.exprs).get(attr)
 
     def replace(self, node: Node) -> None:
         """Swap the record of an existing node (same name and inputs), e.g. after re-typing."""

@@ -163,13 +163,46 @@ def attribute_namer(g: Graph) -> Namer:
     and ``attribute_names`` reads it, so every backend agrees on the state_dict keys."""
     attr_of = Namer(attr_name)
     unpacked = unpacked_tuples(g)
+    stacks: dict[str, list] = {}  # stack -> [its attribute, entries so far]
     for n in g.nodes():
         if n.kind in ("input", "output") or (n.kind == "op" and n.target == "getitem" and n.inputs[0] in unpacked):
+            continue
+        if n.stack and n.kind in ("call", "repeat"):
+            # `for ... as layer`: the blocks of item k are the entries of one module list, `layer{k+1}.0`, `.1`, ...;
+            # a repeat there holds a run of entries from its position on (`layer1.1:`)
+            if n.stack not in stacks:
+                stacks[n.stack] = [_fresh(attr_of, attr_name(n.stack)), 0]
+            head, k = stacks[n.stack]
+            attr_of.names[n.name] = f"{head}.{k}" + (":" if n.kind == "repeat" else "")
+            stacks[n.stack][1] = k + (n.attrs.count if n.kind == "repeat" else 1)
             continue
         attr_of(n.layer or n.name)
         for key in module_keys(g, n):
             attr_of(key)
     return attr_of
+
+
+def _fresh(namer: Namer, base: str) -> str:
+    """A name no attribute of `namer` has taken yet, claimed."""
+    name, k = base, 1
+    while name in namer.taken:
+        name = f"{base}_{k}"
+        k += 1
+    namer.taken.add(name)
+    return name
+
+
+def stack_entry(attr: str) -> tuple[str, int, bool] | None:
+    """Where a block held in a named stack sits: `layer1.0` -> ("layer1", 0, False); a repeat's run of entries from
+    position 1 on, `layer1.1:` -> ("layer1", 1, True). None for a plain attribute."""
+    head, dot, index = attr.partition(".")
+    return (head, int(index.rstrip(":")), index.endswith(":")) if dot else None
+
+
+def module_entry(attr: str, i: int) -> str:
+    """The module of iteration i of the repeat whose attribute is `attr`: `h.3`, or in a stack `layer1.{1 + i}`."""
+    entry = stack_entry(attr)
+    return f"{entry[0]}.{entry[1] + i}" if entry else f"{attr}.{i}"
 
 
 def attribute_names(g: Graph) -> dict[str, str]:

@@ -305,13 +305,15 @@ class _Builder:
         return A.If(sp, tuple(branches), orelse)
 
     def s_for_stmt(self, t, sp):
-        target, iterable, body = t.children
+        target, iterable, stack, body = t.children
         names = tuple(str(n) for n in target.children)
-        return A.For(sp, names, self.expr(iterable), self.body(body), target.data == "for_tuple")
+        return A.For(sp, names, self.expr(iterable), self.body(body), target.data == "for_tuple",
+                     str(stack) if stack is not None else None)
 
     def s_repeat_stmt(self, t, sp):
-        count, var, body = t.children
-        return A.Repeat(sp, self.expr(count), str(var) if var is not None else None, self.body(body))
+        count, stack, var, body = t.children
+        return A.Repeat(sp, self.expr(count), str(var) if var is not None else None, self.body(body),
+                        str(stack) if stack is not None else None)
 
     def s_return_stmt(self, t, sp):
         return A.Return(sp, tuple(self.expr(c) for c in t.children))

@@ -4,10 +4,13 @@
     constraint T <= 1024  # gpt2.nn:12:30-12:41
     graph BasicBlock block=BasicBlock {'out': 64, 'stride': 1}
       %x: f32[B, 64, 56, 56] = input  # resnet18.nn:3:16-3:17
-      %conv1: f32[B, 64, 56, 56] = op conv2d(%x) {'out_channels': 64, 'kernel_size': 3}  # resnet18.nn:4:9-4:60
+      %conv1: f32[B, 64, 56, 56] = op conv2d(%x) {'out_channels': 64, 'kernel_size': 3} exprs={'out_channels': 'out'}
+      %y: f32[B, 64, 56, 56] = op add(%x, %relu) var=y  # resnet18.nn:5:7-5:14
       %out: f32[B, 64, 56, 56] = output(%relu)
     end
 
+`var=` is the spec variable a value was bound to, `exprs=` the hyper-parameter expression behind each computed
+attribute, `lets=` on a graph the compile-time names its block defined (`d = features(x)`).
 Attribute values are Python literals (read back with ast.literal_eval, never eval). Defaults are omitted.
 """
 from __future__ import annotations
@@ -57,6 +60,12 @@ def format_node(n: Node, spans: bool = True) -> str:
         body += " " + repr(a)
     if n.layer:
         body += f" layer={n.layer}"
+    if n.var:
+        body += f" var={n.var}"
+    if n.exprs:
+        body += f" exprs={dict(n.exprs)!r}"
+    if n.stack:
+        body += f" stack={n.stack}"
     tail = ""
     if spans and n.span:
         tail = f"  # {_span(n.span)}"
@@ -68,7 +77,8 @@ def format_node(n: Node, spans: bool = True) -> str:
 def format_graph(g: Graph, spans: bool = True, header: bool = True) -> str:
     lines = []
     if header:
-        lines.append(f"graph {g.name} block={g.block} {_hp(g.hparams)}".rstrip())
+        lets = f" lets={g.lets!r}" if g.lets else ""
+        lines.append(f"graph {g.name} block={g.block} {_hp(g.hparams)}".rstrip() + lets)
     lines += ["  " + format_node(n, spans) for n in g.nodes()]
     if header:
         lines.append("end")
@@ -90,13 +100,14 @@ def print_module(m: Module, spans: bool = True) -> str:
 
 def graph_signature(g: Graph) -> str:
     """Structure of a graph without its name: equal signatures mean interchangeable graphs."""
-    return f"{g.block} {_hp(g.hparams)}\n" + format_graph(g, spans=False, header=False)
+    return f"{g.block} {_hp(g.hparams)} {g.lets!r}\n" + format_graph(g, spans=False, header=False)
 
 
 # ---- parsing back ---------------------------------------------------------------------------------------------
 
 _NODE = re.compile(r"^%(?P<name>[A-Za-z_][\w.]*): (?P<type>.+?) = (?P<body>input|output\(.*?\)|(?P<kind>op|call|repeat) "
                    r"(?P<target>[\w.]+)\((?P<args>.*?)\))(?: (?P<attrs>\{.*?\}))?(?: layer=(?P<layer>\w+))?"
+                   r"(?: var=(?P<var>\w+))?(?: exprs=(?P<exprs>\{.*?\}))?(?: stack=(?P<stack>\w+))?"
                    r"(?:  # (?P<span>\S+:\d+:\d+-\d+:\d+)(?: from (?P<origin>.*))?)?$")
 _SPAN = re.compile(r"^(?P<file>.+):(?P<l>\d+):(?P<c>\d+)-(?P<el>\d+):(?P<ec>\d+)$")
 
@@ -182,7 +193,8 @@ def parse_node(line: str) -> Node:
         attrs = None
     origin = tuple(parse_span(s) for s in m["origin"].split()) if m["origin"] else ()
     return Node(name=m["name"], kind=kind, target=target, inputs=inputs, attrs=attrs, type=parse_type(m["type"]),
-                span=parse_span(m["span"]), layer=m["layer"], origin=origin)
+                span=parse_span(m["span"]), layer=m["layer"], origin=origin, var=m["var"], stack=m["stack"],
+                exprs=tuple(pyast.literal_eval(m["exprs"]).items()) if m["exprs"] else ())
 
 
 def parse_module(text: str) -> Module:
@@ -202,9 +214,11 @@ def parse_module(text: str) -> Module:
             sym, _, bound = body.partition(" <= ")
             constraints[sym] = (int(bound), parse_span(span) if span else None)
         elif s.startswith("graph "):
-            parts = s[6:].split(" ", 2)
+            head, _, lets = s[6:].partition(" lets=")
+            parts = head.split(" ", 2)
             hp = pyast.literal_eval(parts[2]) if len(parts) > 2 else {}
-            cur = Graph(name=parts[0], block=parts[1].removeprefix("block="), hparams=hp)
+            cur = Graph(name=parts[0], block=parts[1].removeprefix("block="), hparams=hp,
+                        lets=pyast.literal_eval(lets) if lets else {})
         elif s == "end":
             assert cur is not None
             graphs[cur.name] = cur

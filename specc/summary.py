@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .ir import Graph, Module, Node
+from .naming import attribute_names, stack_entry
 from .ops import registry
 from .symbolic import Dim, Sym, prod, subs
 from .types import INT_DTYPES, TensorType
@@ -139,10 +140,11 @@ _HIDDEN = {"getitem"}
 
 
 def _rows(m: Module, g: Graph, prefix: str, depth: int, flat: bool, memo: dict, out: list[Row]) -> None:
+    stacked = attribute_names(g) if any(n.stack for n in g.nodes()) else {}  # `for ... as layer`: layer1.0
     for n in g.nodes():
         if n.kind in ("input", "output") or (n.kind == "op" and n.target in _HIDDEN):
             continue
-        q = prefix + n.name
+        q = prefix + (stacked.get(n.name, n.name) if n.stack and n.kind in ("call", "repeat") else n.name)
         p, _, c = _node_totals(m, n, g, memo)
         if n.kind == "op":
             out.append(Row(q, n.target, str(n.type), p, c, depth))
@@ -159,12 +161,17 @@ def _rows(m: Module, g: Graph, prefix: str, depth: int, flat: bool, memo: dict, 
         elif n.kind == "repeat":
             body = m.graphs[n.target]
             k = n.attrs.count
-            out.append(Row(q, f"repeat x{k}", str(n.type), p, c, depth, k))
+            head, start = q, 0
+            if n.stack and stack_entry(stacked.get(n.name, "")):
+                head_attr, start, _ = stack_entry(stacked[n.name])
+                head = prefix + head_attr  # a run of a named stack's entries: layer1.[1-2]
+            out.append(Row(q if head == q else f"{head}.[{start}-{start + k - 1}]", f"repeat x{k}", str(n.type), p, c,
+                           depth, k))
             if flat:
                 for i in range(k):
-                    _rows(m, body, f"{q}.{i}.", depth + 1, flat, memo, out)
+                    _rows(m, body, f"{head}.{start + i}.", depth + 1, flat, memo, out)
             else:
-                _rows(m, body, f"{q}.[0-{k - 1}].", depth + 1, flat, memo, out)
+                _rows(m, body, f"{head}.[{start}-{start + k - 1}].", depth + 1, flat, memo, out)
 
 
 def _fmt_int(v) -> str:

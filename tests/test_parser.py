@@ -146,7 +146,7 @@ def test_repeat_with_index_and_if_folds_equal_iterations():
     s = spec("""
         model M(n: int = 5) {
           input x: f32[B, 8]
-          repeat n as i {
+          repeat n as layers[i] {
             if i == 0 {
               x = x -> linear(16) as widen
             } else {

@@ -90,3 +90,84 @@ def test_parse_dim_inverts_printing(d):
     back = parse_dim(str(d))
     assert str(back) == str(d)
     assert back == d
+
+
+# ---- what the spec said: bound variables, hyper-parameter expressions, stack names ----------------------------
+
+def _by_name(g):
+    return {n.name: n for n in g.nodes()}
+
+
+def test_nodes_keep_the_variables_the_spec_bound():
+    m = specc.load(SPECS / "gpt2.nn").module
+    attn = m.graphs["CausalSelfAttention"]
+    items = [n for n in attn.nodes() if n.target == "getitem"]
+    assert [n.var for n in items] == ["q", "k", "v"]  # q, k, v = x -> linear(3 * d) as c_attn -> split(3)
+    transposes = [n for n in attn.nodes() if n.target == "transpose"]
+    assert [n.var for n in transposes] == ["q", "k", "v", None]  # q = q -> reshape(...) -> transpose(1, 2)
+    assert _by_name(m.graph)["lm_head"].var == "logits"
+    assert _by_name(m.graphs["Block"])["add"].var == "x"
+
+
+def test_attributes_keep_their_hyper_parameter_expressions():
+    m = specc.load(SPECS / "gpt2.nn").module
+    attn = _by_name(m.graphs["CausalSelfAttention"])
+    assert dict(attn["c_attn"].exprs) == {"out_features": "3 * d"}
+    assert dict(attn["reshape"].exprs) == {"shape": "(dim(x, 0), dim(x, 1), heads, d // heads)"}
+    assert m.graphs["CausalSelfAttention"].lets == {"d": "features(x)"}
+    main = _by_name(m.graph)
+    assert dict(main["wte"].exprs) == {"num_embeddings": "vocab", "embedding_dim": "d"}  # via `layer wte = ...`
+    assert dict(main["h"].exprs) == {"count": "layers"}  # repeat layers as h
+    assert "init_std" not in dict(main["wte"].exprs)  # a literal is its own expression
+    block = _by_name(m.graphs["Block"])
+    assert dict(block["attn"].exprs) == {"heads": "heads", "dropout": "dropout"}
+
+
+def test_stacks_are_named_by_as():
+    src = """
+    block B(x, w: int) {
+      return x -> linear(w) as fc
+    }
+    model M(n: int = 3) {
+      input x: f32[N, 8]
+      for w in [8, 8] as layer {
+        x = x -> B(w) -> B(w)
+      }
+      repeat n as h {
+        x = x -> linear(8) as fc
+      }
+      repeat n as g[i] {
+        if i == 0 {
+          x = x -> linear(16) as wide
+        } else {
+          x = x -> linear(16) as fc
+        }
+      }
+      output y = x
+    }"""
+    m = loads(src, name="stacks.nn").module
+    nodes = m.graph.nodes()
+    assert [n.stack for n in nodes if n.kind == "call"] == ["layer1", "layer1", "layer2", "layer2"]
+    reps = [n for n in nodes if n.kind == "repeat"]
+    assert reps[0].name == "h" and reps[0].stack is None  # one folded run: the ModuleList is h itself
+    assert [(r.attrs.count, r.stack) for r in reps[1:]] == [(1, "g"), (2, "g")]  # two runs, one stack g
+    back = parse_module(print_module(m))
+    assert back.graph.nodes() == m.graph.nodes()
+
+
+@pytest.mark.parametrize("text", [
+    "3 * d", "(h - 1) // 2 + 1", "-x ** 2", "(-x) ** 2", "2 ** 3 ** 2", "(2 ** 3) ** 2", "a - (b - c)", "a - b - c",
+    "not (a and b) or c", "f(x, k=2)[0]", "xs[1:]", "xs[::2]", "(1,)", "[1, 2.5, \"a\\\"b\", none, true]",
+    "x.shape[-1]", "dim(x, 0) * heads",
+])
+def test_unparse_reads_back_as_the_same_expression(text):
+    from specc import ast as A
+    from specc.parse import parse
+
+    def expr_of(t):
+        prog = parse(f"model M() {{\n  v = {t}\n}}")
+        return prog.defs[0].body[0].value
+
+    e = expr_of(text)
+    assert A.unparse(e) == text
+    assert A.unparse(expr_of(A.unparse(e))) == text

@@ -98,7 +98,7 @@ def test_resnet18_reuses_block_specialisations():
 def test_named_layers_read_like_torchvision():
     spec = specc.load(SPECS / "resnet18.nn")
     names = {r.name for r in spec.summary().rows}
-    assert {"conv1", "bn1", "fc", "basic_block.conv1", "basic_block_2.down_conv"} <= names
+    assert {"conv1", "bn1", "fc", "layer1.0.conv1", "layer2.0.down_conv"} <= names
     alex = {r.name for r in specc.load(SPECS / "alexnet.nn").summary().rows}
     assert {"conv1", "conv5", "fc1", "fc3"} <= alex
 

@@ -153,3 +153,81 @@ def test_torch_compile_fullgraph_resnet18():
         want = model(x)
         compiled = torch.compile(model, fullgraph=True)
         torch.testing.assert_close(compiled(x), want, rtol=1e-4, atol=1e-5)
+
+
+# ---- spec names and the input contract -------------------------------------------------------------------------
+
+def test_emitted_code_uses_the_spec_names():
+    gpt = specc.load(REPO / "specs" / "gpt2.nn").torch_source()
+    assert "q, k, v = x.chunk(3, dim=-1)" in gpt  # q, k, v = x -> linear(3 * d) as c_attn -> split(3)
+    assert "y = F.scaled_dot_product_attention(q, k, v, is_causal=True)" in gpt
+    assert "self.h = nn.ModuleList(" in gpt  # repeat layers as h
+    r50 = specc.load(REPO / "specs" / "resnet50.nn")
+    src = r50.torch_source()
+    assert "self.layer1 = nn.Sequential(" in src and "x = self.layer1(x)" in src  # for ... as layer
+    keys = set(r50.to_torch().state_dict())
+    assert {"layer1.0.conv1.weight", "layer1.2.bn3.running_mean", "layer4.2.conv3.weight"} <= keys
+    assert not any(k.startswith(("bottleneck", "layers")) for k in keys)
+
+
+def test_forward_checks_inputs_against_the_spec():
+    model = specc.load(REPO / "specs" / "gpt2.nn", **SHRINK["gpt2"]).to_torch()
+    ctx = SHRINK["gpt2"].get("ctx", 1024)
+    with pytest.raises(ValueError, match=rf"tokens has T = {ctx + 1}, GPT2 was built for T <= {ctx} \(ctx\)"):
+        model(torch.zeros(1, ctx + 1, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"tokens must be an integer tensor \[B, T\], got torch.float32 \(2, 3\)"):
+        model(torch.zeros(2, 3))
+    assert model(torch.zeros(1, ctx, dtype=torch.long)).shape[1] == ctx
+    bert = specc.load(REPO / "specs" / "bert_base.nn", **SHRINK["bert_base"]).to_torch()
+    ids = torch.zeros(2, 5, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"mask has T = 4, ids has T = 5"):
+        bert(ids, ids, torch.ones(2, 4, dtype=torch.bool))
+    lenet = specc.load(REPO / "specs" / "lenet5.nn").to_torch()
+    with pytest.raises(ValueError, match=r"image has 28 at dim 2, LeNet5 was built for 32"):
+        lenet(torch.zeros(1, 1, 28, 32))
+
+
+def test_named_stacks_hold_every_run_and_stage():
+    """`repeat n as g[i]` whose iterations fold into two runs is still one stack g.0, g.1, ...; `for ... as stage`
+    makes stage1, stage2 (an nn.Sequential each when its blocks form a chain); TVM's names are the same keys."""
+    from specc.api import loads
+    from specc.naming import attribute_names
+
+    src = """
+    block B(x, w: int) {
+      return x -> linear(w) as fc -> relu
+    }
+    model M(n: int = 3) {
+      input x: f32[N, 8]
+      for w in [8, 8] as stage {
+        x = x -> B(w) -> B(w)
+      }
+      repeat n as g[i] {
+        if i == 0 {
+          x = x -> linear(16) as wide
+        } else {
+          x = x -> linear(16) as fc
+        }
+      }
+      output y = x
+    }"""
+    spec = loads(src, name="stacks.nn")
+    model = spec.to_torch()
+    keys = set(model.state_dict())
+    assert {"stage1.0.fc.weight", "stage2.1.fc.bias", "g.0.wide.weight", "g.1.fc.weight", "g.2.fc.weight"} <= keys
+    assert model(torch.randn(2, 8)).shape == (2, 16)
+    assert attribute_names(spec.module.graph)["b"] == "stage1.0"  # the first B call, as every backend names it
+
+
+def test_a_bound_expression_never_escapes_its_message():
+    """A bound written with a string (quotes, braces) is left out of the f-string message, never pasted into it."""
+    from specc.api import loads
+
+    src = 'model M(n: int = 4) {\n  input x: i64[B, T] where T <= len("a{b}\\"") + n\n  output y = x -> embedding(10, 4)\n}\n'
+    spec = loads(src, name="m.nn")
+    model = spec.to_torch()
+    with pytest.raises(ValueError, match=r"x has T = 10, M was built for T <= 9$"):
+        model(torch.zeros(1, 10, dtype=torch.long))
+    plain = loads(src.replace('len("a{b}\\"") + n', "n + 4"), name="m.nn").to_torch()
+    with pytest.raises(ValueError, match=r"x has T = 9, M was built for T <= 8 \(n \+ 4\)"):
+        plain(torch.zeros(1, 9, dtype=torch.long))

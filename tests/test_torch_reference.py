@@ -31,28 +31,26 @@ NAME_MAPS: dict[str, dict[str, str]] = {
         "conv1.": "features.0.", "conv2.": "features.3.", "conv3.": "features.6.", "conv4.": "features.8.",
         "conv5.": "features.10.", "fc1.": "classifier.1.", "fc2.": "classifier.4.", "fc3.": "classifier.6.",
     },
-    "vgg16": {
-        "vgg_stage.layers.0.conv.": "features.0.", "vgg_stage.layers_1.0.conv.": "features.2.",
-        "vgg_stage_1.layers.0.conv.": "features.5.", "vgg_stage_1.layers_1.0.conv.": "features.7.",
-        "vgg_stage_2.layers.0.conv.": "features.10.", "vgg_stage_2.layers_1.0.conv.": "features.12.",
-        "vgg_stage_2.layers_1.1.conv.": "features.14.",
-        "vgg_stage_3.layers.0.conv.": "features.17.", "vgg_stage_3.layers_1.0.conv.": "features.19.",
-        "vgg_stage_3.layers_1.1.conv.": "features.21.",
+    "vgg16": {  # `repeat convs as layers`: one ModuleList per stage
+        "vgg_stage.layers.0.conv.": "features.0.", "vgg_stage.layers.1.conv.": "features.2.",
+        "vgg_stage_1.layers.0.conv.": "features.5.", "vgg_stage_1.layers.1.conv.": "features.7.",
+        "vgg_stage_2.layers.0.conv.": "features.10.", "vgg_stage_2.layers.1.conv.": "features.12.",
+        "vgg_stage_2.layers.2.conv.": "features.14.",
+        "vgg_stage_3.layers.0.conv.": "features.17.", "vgg_stage_3.layers.1.conv.": "features.19.",
+        "vgg_stage_3.layers.2.conv.": "features.21.",
         "vgg_stage_4.layers.0.conv.": "features.24.", "vgg_stage_4.layers.1.conv.": "features.26.",
         "vgg_stage_4.layers.2.conv.": "features.28.",
         "fc1.": "classifier.0.", "fc2.": "classifier.3.", "fc3.": "classifier.6.",
     },
+    # the specs name their stages `for ... as layer`: torchvision's own names (only `downsample` differs, INNER)
     "resnet18": {
         "conv1.": "conv1.", "bn1.": "bn1.", "fc.": "fc.",
-        **_resnet_map([["basic_block", "basic_block_1"], ["basic_block_2", "basic_block_3"],
-                       ["basic_block_4", "basic_block_5"], ["basic_block_6", "basic_block_7"]]),
+        **_resnet_map([["layer1.0", "layer1.1"], ["layer2.0", "layer2.1"], ["layer3.0", "layer3.1"],
+                       ["layer4.0", "layer4.1"]]),
     },
     "resnet50": {
         "conv1.": "conv1.", "bn1.": "bn1.", "fc.": "fc.",
-        **_resnet_map([["bottleneck", "layers.0", "layers.1"],
-                       ["bottleneck_1", "layers_1.0", "layers_1.1", "layers_1.2"],
-                       ["bottleneck_2", *(f"layers_2.{i}" for i in range(5))],
-                       ["bottleneck_3", "layers_3.0", "layers_3.1"]]),
+        **_resnet_map([[f"layer{s}.{i}" for i in range(n)] for s, n in ((1, 3), (2, 4), (3, 6), (4, 3))]),
     },
 }
 # inside a residual block: the spec's projection shortcut is torchvision's `downsample` Sequential

@@ -36,9 +36,9 @@ def test_diff_names_the_first_divergent_node_and_its_line(monkeypatch):
     diffs = diff_nodes(spec)
     bad = diffs[-1]
     assert not bad.ok and all(d.ok for d in diffs[:-1])
-    assert bad.name == "layers.0.mlp.gelu" and bad.node.target == "gelu"
+    assert bad.name == "h.0.mlp.gelu" and bad.node.target == "gelu"
     text = report(diffs, spec)
-    assert "diverge first at node 'layers.0.mlp.gelu' (gelu)" in text
+    assert "diverge first at node 'h.0.mlp.gelu' (gelu)" in text
     line = bad.node.span.line
     assert f"specs/gpt2.nn:{line}:" in text.replace("\\", "/") and 'gelu("tanh")' in text and "^" in text
 

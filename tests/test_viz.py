@@ -41,15 +41,15 @@ def test_every_edge_carries_a_shape() -> None:
 
 
 def test_blocks_are_clusters_and_repeat_is_folded_unless_flat() -> None:
-    m = _module(REPO / "specs" / "gpt2.nn", layers=3)
+    m = _module(REPO / "specs" / "gpt2.nn", layers=3)  # `repeat layers as h`
     dot, details, clusters = to_dot(m)
-    assert 'subgraph "cluster_layers"' in dot and 'label="layers \u00d73"' in dot
-    assert sum(1 for c in clusters if c.startswith("cluster_layers")) == 4  # layers > block > attn, mlp
-    assert details["layers.block.attn.sdpa"]["op"] == "sdpa"
+    assert 'subgraph "cluster_h"' in dot and 'label="h \u00d73"' in dot
+    assert sum(1 for c in clusters if c.startswith("cluster_h")) == 4  # h > block > attn, mlp
+    assert details["h.block.attn.sdpa"]["op"] == "sdpa"
     assert 'style="dashed"' in dot  # the carried value's back edge
     flat, _, fclusters = to_dot(m, flat=True)
     for i in range(3):
-        assert f'subgraph "cluster_layers.{i}"' in flat and f"layers.{i}.block.attn.sdpa" in flat
+        assert f'subgraph "cluster_h.{i}"' in flat and f"h.{i}.block.attn.sdpa" in flat
     assert "\u00d73" not in flat and 'style="dashed"' not in flat
 
 

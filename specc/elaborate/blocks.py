@@ -20,6 +20,7 @@ from .values import (
     _closest,
     _freeze,
     _Halt,
+    _literal,
     _optional_tensor,
     _Return,
     _snake,
@@ -31,7 +32,7 @@ class BlocksMixin:
     """Block calls: binding arguments, specialising a block per hyper-parameters and input types (memoised)."""
 
     def apply_block(self, d: A.Def, pos: list, kw: dict, span: Span | None, spans: dict, alias: str | None,
-                    b: GraphBuilder) -> Any:
+                    b: GraphBuilder, exprs: dict | None = None) -> Any:
         tparams = [p for p in d.params if p.is_tensor]
         oparams = [p for p in d.params if _optional_tensor(p)]  # `mask: tensor = none`
         vparams = [p for p in d.params if not p.is_tensor and not _optional_tensor(p)]
@@ -61,6 +62,7 @@ class BlocksMixin:
         bound: dict[str, Any] = {}
         for p, v in zip(vparams, values):
             bound[p.name] = v
+        given_exprs = _given_exprs(vparams, pos, kw, bound, exprs or {})
         for k, v in kw.items():
             if k not in {p.name for p in vparams}:
                 close = _closest(k, [p.name for p in vparams])
@@ -84,12 +86,18 @@ class BlocksMixin:
                 _seen_from_caller(dg, d, present, tensors, span)
         if gname is None:
             return POISON
-        g = self.graphs[gname]
-        outs = g.output_types()
+        return self.add_call(d, gname, tensors, hp, given_exprs, span, alias, b)
+
+    def add_call(self, d: A.Def, gname: str, tensors: list, hp: dict, given_exprs: dict, span: Span | None,
+                 alias: str | None, b: GraphBuilder) -> Any:
+        """The call node of block `d`'s specialisation `gname`, with the spec expressions of its arguments."""
+        outs = self.graphs[gname].output_types()
         ty = outs[0] if len(outs) == 1 else TupleType(tuple(outs))
         name = alias if alias and b.free(alias) else b.fresh(alias or _snake(d.name))
+        call_exprs = tuple((k, A.unparse(e)) for k, e in given_exprs.items() if e is not None and not _literal(e))
         return b.add(Node(name=name, kind="call", target=gname, inputs=tuple(t.node for t in tensors),
-                          attrs=CallAttrs(args=tuple((k, _to_attr(v)) for k, v in hp.items())), type=ty, span=span))
+                          attrs=CallAttrs(args=tuple((k, _to_attr(v)) for k, v in hp.items())), type=ty, span=span,
+                          exprs=call_exprs))
 
     def block_hparams(self, d: A.Def, oparams: list, vparams: list, bound: dict, span: Span | None,
                       spans: dict) -> tuple[Scope, dict[str, Any]]:
@@ -152,3 +160,10 @@ class BlocksMixin:
             bb.add(Node(name=bb.fresh("out" if len(returned) == 1 else f"out{i}"), kind="output", inputs=(v.node,),
                         type=v.type, span=v.span))
         return self.finish_graph(bb.graph)
+
+
+def _given_exprs(vparams: list, pos: list, kw: dict, bound: dict, exprs: dict) -> dict:
+    """The spec expression of each hyper-parameter given (positional ones in order after the tensors)."""
+    given = dict(zip([p.name for p in vparams], [exprs.get(i) for i, v in enumerate(pos) if not isinstance(v, Tensor)]))
+    given.update((k, exprs.get(k)) for k in kw if k in bound or k in {p.name for p in vparams})
+    return given

@@ -6,6 +6,7 @@ from typing import Any
 
 import pydantic
 
+from .. import ast as A
 from ..attrs import BlockValue
 from ..attrs import short as _short
 from ..attrs import to_attr as _to_attr
@@ -25,6 +26,7 @@ from .values import (
     Scope,
     Tensor,
     _closest,
+    _literal,
     _params_str,
     _Poison,
     _shape,
@@ -38,7 +40,7 @@ class CallsMixin:
 
     def call_named(self, name: str, name_span: Span | None, firsts: list, args: tuple, alias: str | None,
                    span: Span | None, scope: Scope, b: GraphBuilder) -> Any:
-        pos, kw, arg_spans = list(firsts), {}, {}
+        pos, kw, arg_spans, arg_exprs = list(firsts), {}, {}, {}
         first_spans = [getattr(f, "span", None) for f in firsts]
         for a in args:
             v = self.ev(a.value, scope, b)
@@ -46,11 +48,13 @@ class CallsMixin:
                 if kw:
                     raise self.fail("E0104", "positional argument after a keyword argument", a.span)
                 arg_spans[len(pos)] = a.span
+                arg_exprs[len(pos)] = a.value
                 pos.append(v)
             else:
                 if a.name in kw:
                     raise self.fail("E0103", f"argument {a.name!r} given twice", a.span)
                 arg_spans[a.name] = a.span
+                arg_exprs[a.name] = a.value
                 kw[a.name] = v
         for i, s in enumerate(first_spans):
             arg_spans.setdefault(i, s)
@@ -64,21 +68,23 @@ class CallsMixin:
         if name in BUILTINS and name not in self.defs:
             return BUILTINS[name](self, pos, kw, span, arg_spans, b)
         if name in self.defs:
-            return self.apply_block(self.defs[name], pos, kw, span, arg_spans, alias, b)
+            return self.apply_block(self.defs[name], pos, kw, span, arg_spans, alias, b, arg_exprs)
         if registry.get(name) is not None:
             tensors = [v for v in pos if isinstance(v, Tensor)]
             values = [v for v in pos if not isinstance(v, Tensor)]
             # positions of value args relative to the op's positional attrs
-            vspans = {}
+            vspans, vexprs = {}, {}
             k = 0
             for i, v in enumerate(pos):
                 if not isinstance(v, Tensor):
                     vspans[k] = arg_spans.get(i)
+                    vexprs[k] = arg_exprs.get(i)
                     k += 1
             for kname in kw:
                 vspans[kname] = arg_spans.get(kname)
+                vexprs[kname] = arg_exprs.get(kname)
             tspans = [arg_spans.get(i) for i, v in enumerate(pos) if isinstance(v, Tensor)]
-            return self.apply_op(name, tensors, values, kw, span, alias, b, vspans, tspans)
+            return self.apply_op(name, tensors, values, kw, span, alias, b, vspans, tspans, exprs=vexprs)
         raise self.unknown_callable(name, name_span, scope)
 
     def make_attrs(self, op: registry.OpDef, values: list, kw: dict, span: Span | None, spans: dict | None,
@@ -137,7 +143,7 @@ class CallsMixin:
 
     def apply_op(self, opname: str, tensors: list, values: list, kw: dict, span: Span | None, alias: str | None,
                  b: GraphBuilder, vspans: dict | None = None, tspans: list | None = None,
-                 layer: LayerInstance | None = None) -> Any:
+                 layer: LayerInstance | None = None, exprs: dict | None = None) -> Any:
         op = registry.get(opname)
         self.tick(span, OP_STEPS)
         label = f"{opname} '{alias}'" if alias else opname
@@ -182,7 +188,8 @@ class CallsMixin:
             raise internal_error(e, span, f"{label}'s shape rule") from e
         self.check_dims(out, label, span)
         node = Node(name=name, kind="op", target=opname, inputs=tuple(t.node for t in tensors), attrs=attrs,
-                    type=out, span=span, layer=layer.name if layer else None)
+                    type=out, span=span, layer=layer.name if layer else None,
+                    exprs=_attr_exprs(op, values, kw, exprs or {}))
         self.check_tie(op, node, ins, b)
         return b.add(node)
 
@@ -265,7 +272,8 @@ class CallsMixin:
         name = inst.name if inst.first is None else b.fresh(inst.name)
         if inst.first is not None and alias:
             name = b.fresh(alias)
-        result = self.apply_op(link.func, pos, inst.values, inst.kw, span, name, b, inst.spans, layer=inst)
+        result = self.apply_op(link.func, pos, inst.values, inst.kw, span, name, b, inst.spans, layer=inst,
+                               exprs=inst.exprs)
         if result is POISON:
             return result
         node = b.graph[result.node]
@@ -297,3 +305,27 @@ def _beyond_int64(v: Any) -> int | None:
 def _short_type(t: TensorType) -> str:
     text = str(t)
     return text if len(text) <= 80 else text[:60] + "...]"
+
+
+def _attr_exprs(op: registry.OpDef, values: list, kw: dict, exprs: dict) -> tuple[tuple[str, str], ...]:
+    """(attribute, spec expression) for each attribute given by a non-literal expression, by the same positional
+    mapping as make_attrs (several values packed into one tuple attribute print as one tuple expression)."""
+    if not exprs:
+        return ()
+    positional = op.positional
+    named: dict[str, str] = {}
+    if len(values) > len(positional) == 1 and _takes_tuple(op.attrs, positional[0]):
+        items = [exprs.get(i) for i in range(len(values))]
+        if all(e is not None for e in items) and not all(_literal(e) for e in items):
+            named[positional[0]] = "(" + ", ".join(A.unparse(e) for e in items) + ")"
+    else:
+        for i in range(min(len(values), len(positional))):
+            e = exprs.get(i)
+            if e is not None and not _literal(e):
+                named[positional[i]] = A.unparse(e)
+    for k, v in kw.items():
+        e = exprs.get(k)
+        if e is not None and not _literal(e) and not isinstance(v, LayerInstance):  # tie=wte names itself
+            named[k] = A.unparse(e)
+    fields = op.attrs.model_fields
+    return tuple((k, v) for k, v in named.items() if k in fields)

@@ -16,6 +16,7 @@ from .values import (
     Tensor,
     _freeze,
     _Halt,
+    _literal,
 )
 
 
@@ -56,18 +57,25 @@ class RepeatMixin:
         # re-read the values from before the loop: the types above were only for keys
         for v in carried:
             scope[v] = Tensor(scope[v].node, b.graph[scope[v].node].type, scope[v].span)
+        # `repeat layers`: the count's expression, when one folded run covers every iteration
+        exprs = (("count", A.unparse(s.count)),) if len(runs) == 1 and not _literal(s.count) else ()
         for gname, count in runs:
             body = self.graphs[gname]
             outs = [body[o].type for o in body.outputs]
             ty = outs[0] if len(outs) == 1 else TupleType(tuple(outs))
-            ref = b.add(Node(name=b.fresh("layers"), kind="repeat", target=gname,
+            base = s.stack or "layers"
+            ref = b.add(Node(name=base if s.stack and b.free(base) else b.fresh(base), kind="repeat", target=gname,
                              inputs=tuple(scope[v].node for v in carried + captured),
-                             attrs=RepeatAttrs(count=count, carried=len(carried)), type=ty, span=s.span))
+                             attrs=RepeatAttrs(count=count, carried=len(carried)), type=ty, span=s.span,
+                             exprs=exprs, var=carried[0] if len(carried) == 1 else None,
+                             # folded into several runs (`if i == 0`), the iterations stay one named stack h.0, h.1...
+                             stack=s.stack if s.stack and len(runs) > 1 else None))
             if len(carried) == 1:
                 scope[carried[0]] = ref
             else:
                 for k, v in enumerate(carried):
                     scope[v] = self.getitem(ref, k, b, s.span)
+                    b.name_value(scope[v], v)
 
     def fold_runs(self, s: A.Repeat, n: int, scope: Scope, b: GraphBuilder, carried: list[str], captured: list[str],
                   uses_var: bool, consts: tuple) -> list[list] | None:

@@ -21,6 +21,8 @@ from .values import (
     Scope,
     Tensor,
     _Halt,
+    _is_data,
+    _literal,
     _Return,
     _typename,
 )
@@ -58,6 +60,8 @@ class StatementsMixin:
             else:
                 val = self.ev(s.value, scope, b)
             self.bind(s.targets, val, scope, b, s.span)
+            if len(s.targets) == 1 and _is_data(val):  # `d = features(x)`: the block's own compile-time name
+                b.graph.lets[s.targets[0]] = A.unparse(s.value)
         elif isinstance(s, A.InputStmt) and b.as_model:
             self.bind_model_input(s, scope, b)
         elif isinstance(s, A.InputStmt):
@@ -78,6 +82,7 @@ class StatementsMixin:
                 if b.graph[s.name].kind == "output":
                     raise self.fail("E0106", f"output {s.name!r} is declared twice", s.span)
             name = s.name if s.name not in b.graph else b.fresh(s.name)
+            b.name_value(val, s.name)
             b.add(Node(name=name, kind="output", inputs=(val.node,), type=val.type, span=s.span))
             scope[s.name] = val
         elif isinstance(s, A.LayerStmt):
@@ -96,9 +101,11 @@ class StatementsMixin:
                                     f"to tensors where it is used (x -> {s.name})", a.span)
                 if a.name is None:
                     inst.spans[len(inst.values)] = a.span
+                    inst.exprs[len(inst.values)] = a.value
                     inst.values.append(v)
                 else:
                     inst.spans[a.name] = a.span
+                    inst.exprs[a.name] = a.value
                     inst.kw[a.name] = v
             if any(v is POISON for v in [*inst.values, *inst.kw.values()]):
                 scope[s.name] = POISON
@@ -122,7 +129,10 @@ class StatementsMixin:
                 return
             if not isinstance(it, (list, tuple)):
                 raise self.fail("E0108", f"`for` iterates over a list or tuple, got {_typename(it)}", s.iterable.span)
-            for item in it:
+            outer_stack = b.stack
+            for k, item in enumerate(it):
+                if s.stack is not None:
+                    b.stack = f"{s.stack}{k + 1}"  # torchvision's layer1 ... layer4
                 if s.unpack:
                     if not isinstance(item, (list, tuple)) or len(item) != len(s.targets):
                         raise self.fail("E0108", f"cannot unpack {_short(item)} into {len(s.targets)} names",
@@ -131,7 +141,10 @@ class StatementsMixin:
                         scope[n] = v
                 else:
                     scope[s.targets[0]] = item
-                self.exec_body(s.body, scope, b, is_model)
+                try:
+                    self.exec_body(s.body, scope, b, is_model)
+                finally:
+                    b.stack = outer_stack
         elif isinstance(s, A.Repeat):
             self.exec_repeat(s, scope, b)
         elif isinstance(s, A.Return):
@@ -179,6 +192,7 @@ class StatementsMixin:
                     sym = Sym.var(d.value)
                     scope[d.value] = sym
                     dims.append(sym)
+        bounds: list[tuple[str, str]] = []  # (dim, the spec expression of its bound): ("T", "ctx")
         for c in s.constraints:
             if c.op not in ("<=", "<"):
                 raise self.fail("E0108", f"dimension bounds are written `{c.sym} <= n`, got {c.op!r}", c.span)
@@ -191,14 +205,18 @@ class StatementsMixin:
             if not isinstance(scope.get(c.sym), Sym):
                 raise self.fail("E0101", f"{c.sym!r} is not a symbolic dim of this input", c.span)
             self.constraints[c.sym] = (bound - (1 if c.op == "<" else 0), c.span)
+            if not _literal(c.bound):
+                bounds.append((c.sym, A.unparse(c.bound) if c.op == "<=" else A.unparse(c.bound, 6) + " - 1"))
         if s.name in scope:
             raise self.fail("E0106", f"{s.name!r} is already defined", s.span)
-        t = b.add(Node(name=s.name, kind="input", type=TensorType(s.dtype, tuple(dims)), span=s.span))
+        t = b.add(Node(name=s.name, kind="input", type=TensorType(s.dtype, tuple(dims)), span=s.span,
+                       exprs=tuple(bounds)))
         scope[s.name] = t
 
     def bind(self, targets: tuple[str, ...], val: Any, scope: Scope, b: GraphBuilder, span: Span | None) -> None:
         if len(targets) == 1:
             scope[targets[0]] = val
+            b.name_value(val, targets[0])
             return
         if val is POISON:
             for t in targets:
@@ -207,6 +225,7 @@ class StatementsMixin:
         items = self.unpack(val, len(targets), b, span)
         for t, v in zip(targets, items):
             scope[t] = v
+            b.name_value(v, t)
 
     def unpack(self, val: Any, n: int, b: GraphBuilder, span: Span | None) -> list:
         if isinstance(val, Tensor) and isinstance(val.type, TupleType):

@@ -45,6 +45,7 @@ class LayerInstance:
     spans: dict = field(default_factory=dict)
     first: Node | None = None
     params: dict[str, tuple] = field(default_factory=dict)
+    exprs: dict = field(default_factory=dict)  # argument key -> its AST expression (Node.exprs)
 
 
 _PY_TYPES = {"int": (int,), "float": (float, int), "bool": (bool,), "str": (str,), "list": (list, tuple),
@@ -76,6 +77,7 @@ class GraphBuilder:
         self.counts: dict[str, int] = {}
         self.reserved: set[str] = set()  # the model's output names: `output add = x + y` keeps the name `add`
         self.as_model = False  # the graph of a model called as a block (elaborate/models.py)
+        self.stack: str | None = None  # the named stack (`for ... as layer`) that layers made now belong to
 
     def free(self, name: str) -> bool:
         return name not in self.graph and name not in self.reserved
@@ -91,8 +93,17 @@ class GraphBuilder:
                 return name
 
     def add(self, node: Node) -> Tensor:
+        if self.stack and node.stack is None and node.kind in ("op", "call", "repeat"):
+            node = node.model_copy(update={"stack": self.stack})
         self.graph.add(node)
         return Tensor(node.name, node.type, node.span)
+
+    def name_value(self, val: Any, var: str) -> None:
+        """Record that the spec bound `val` to variable `var` (the first binding of a value wins: `y = x` keeps x)."""
+        if isinstance(val, Tensor) and val.node in self.graph:
+            n = self.graph[val.node]
+            if n.var is None and n.kind in ("op", "call", "repeat"):
+                self.graph.replace(n.model_copy(update={"var": var}))
 
 
 class Scope(dict):
@@ -176,6 +187,23 @@ def _closest(name: str, cands: list[str]) -> str | None:
 
 def _optional_tensor(p: A.Param) -> bool:
     return p.type == "tensor" and isinstance(p.default, A.Lit) and p.default.value is None
+
+
+def _literal(e: Any) -> bool:
+    """A spec expression that is a constant as written: `3`, `-1`, `"tanh"`, `(1, 2)`."""
+    if isinstance(e, A.Lit):
+        return True
+    if isinstance(e, A.Unary) and e.op in "+-":
+        return _literal(e.operand)
+    if isinstance(e, (A.TupleLit, A.ListLit)):
+        return all(_literal(x) for x in e.items)
+    return False
+
+
+def _is_data(v: Any) -> bool:
+    """A compile-time value (not a tensor, layer, block or poisoned value)."""
+    return v is None or isinstance(v, (bool, int, float, str, Sym)) or (
+        isinstance(v, (tuple, list)) and all(_is_data(x) for x in v))
 
 
 def _takes_tuple(attrs: type, field: str) -> bool:

@@ -49,7 +49,7 @@ def _rewrite(ed: Editor, x: str, group: list[Node], log: Log) -> None:
     getitem = registry.get("getitem")
     for i, u in enumerate(group):  # each linear becomes item i of the merged value, under the same name
         ed.set(Node(name=u.name, kind="op", target="getitem", inputs=(merged.name,), attrs=getitem.attrs(index=i),
-                    type=u.type, span=u.span))
+                    type=u.type, span=u.span, var=u.var))
     log.did(ed, f"{len(group)} linears of %{x} ({', '.join('%' + n for n in names)}) -> merged_linear %{merged.name}")
 
 

@@ -151,7 +151,8 @@ class Editor:
         return removed
 
     def build(self) -> Graph:
-        g = Graph(name=self.src.name, block=self.src.block, hparams=dict(self.src.hparams), span=self.src.span)
+        g = Graph(name=self.src.name, block=self.src.block, hparams=dict(self.src.hparams), span=self.src.span,
+                  lets=dict(self.src.lets))
         for name in self.order:
             g.add(self.rec[name])
         return g
@@ -166,7 +167,8 @@ def make_op(ed: Editor, name: str, target: str, inputs: tuple[str, ...], attrs, 
     ty = op.infer([ed[i].type for i in inputs], attrs)
     replaced = list(replaced)
     return Node(name=name, kind="op", target=target, inputs=inputs, attrs=attrs, type=ty,
-                span=span or (replaced[0].span if replaced else None), origin=origins(replaced))
+                span=span or (replaced[0].span if replaced else None), origin=origins(replaced),
+                var=next((n.var for n in reversed(replaced) if n.var), None))  # the value the spec named
 
 
 def origins(nodes: Iterable[Node]) -> tuple[Span, ...]:

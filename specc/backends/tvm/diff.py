@@ -18,7 +18,7 @@ import numpy as np
 
 from ...diagnostics import Diagnostic, Note
 from ...ir import Graph, Module, Node
-from ...naming import attribute_names, module_keys
+from ...naming import attribute_names, module_entry, module_keys
 from ...ops import registry
 from ...types import INT_DTYPES
 from ...walker import Interpreter
@@ -178,12 +178,13 @@ class TorchInterpreter(Interpreter):
     def call_context(self, g: Graph, n: Node, ctx):
         prefix, owner = ctx
         attr = self.attributes(g)[n.layer or n.name]
-        return f"{prefix}{attr}.", getattr(owner, attr)
+        return f"{prefix}{attr}.", owner.get_submodule(attr)  # `attn`, or `layer1.0` in a named stack
 
     def iteration_context(self, g: Graph, n: Node, i: int, ctx):
         prefix, owner = ctx
         attr = self.attributes(g)[n.layer or n.name]
-        return f"{prefix}{attr}.{i}.", getattr(owner, attr)[i]
+        entry = module_entry(attr, i)  # `h.3`, or `layer1.4` for a repeat in a named stack
+        return f"{prefix}{entry}.", owner.get_submodule(entry)
 
     def op(self, g: Graph, n: Node, ins: list, ctx):
         prefix, owner = ctx

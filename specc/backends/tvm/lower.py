@@ -21,7 +21,7 @@ from tvm import relax, tirx
 
 from ...diagnostics import Diagnostic, Note, SpecError
 from ...ir import Graph, Module, Node
-from ...naming import attribute_names, module_keys, py_name
+from ...naming import attribute_names, module_entry, module_keys, py_name
 from ...ops import registry
 from ...symbolic import Dim, Sym
 from ...types import DTYPES, TensorType, TupleType, Type
@@ -259,7 +259,7 @@ class Walker(Interpreter):
         return f"{prefix}{self.attributes(g)[n.layer or n.name]}."
 
     def iteration_context(self, g: Graph, n: Node, i: int, prefix: str) -> str:
-        return f"{prefix}{self.attributes(g)[n.layer or n.name]}.{i}."
+        return f"{prefix}{module_entry(self.attributes(g)[n.layer or n.name], i)}."  # h.3, layer1.4
 
     def op(self, g: Graph, n: Node, ins: list, prefix: str):
         op = registry.get(n.target)

@@ -42,19 +42,19 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x):
         x = self.c_attn(x)  # [B, T, 2304]
-        x, y, z = x.chunk(3, dim=-1)  # ([B, T, 768], [B, T, 768], [B, T, 768])
-        x = x.reshape(x.size(0), x.size(1), 12, 64)  # [B, T, 12, 64]
-        x = x.transpose(1, 2)  # [B, 12, T, 64]
-        y = y.reshape(y.size(0), y.size(1), 12, 64)  # [B, T, 12, 64]
-        y = y.transpose(1, 2)  # [B, 12, T, 64]
-        z = z.reshape(z.size(0), z.size(1), 12, 64)  # [B, T, 12, 64]
-        z = z.transpose(1, 2)  # [B, 12, T, 64]
-        x = F.scaled_dot_product_attention(x, y, z, is_causal=True)  # [B, 12, T, 64]
-        x = x.transpose(1, 2)  # [B, T, 12, 64]
-        x = x.reshape(x.size(0), x.size(1), 768)  # [B, T, 768]
-        x = self.c_proj(x)  # [B, T, 768]
-        x = self.resid_dropout(x)  # [B, T, 768]
-        return x
+        q, k, v = x.chunk(3, dim=-1)  # ([B, T, 768], [B, T, 768], [B, T, 768])
+        q = q.reshape(q.size(0), q.size(1), 12, 64)  # [B, T, 12, 64]
+        q = q.transpose(1, 2)  # [B, 12, T, 64]
+        k = k.reshape(k.size(0), k.size(1), 12, 64)  # [B, T, 12, 64]
+        k = k.transpose(1, 2)  # [B, 12, T, 64]
+        v = v.reshape(v.size(0), v.size(1), 12, 64)  # [B, T, 12, 64]
+        v = v.transpose(1, 2)  # [B, 12, T, 64]
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # [B, 12, T, 64]
+        y = y.transpose(1, 2)  # [B, T, 12, 64]
+        y = y.reshape(y.size(0), y.size(1), 768)  # [B, T, 768]
+        y = self.c_proj(y)  # [B, T, 768]
+        y = self.resid_dropout(y)  # [B, T, 768]
+        return y
 
 
 class MLP(nn.Module):
@@ -105,20 +105,25 @@ class GPT2(nn.Module):
         self.wte = nn.Embedding(50257, 768, _weight=torch.randn(50257, 768) * 0.02)
         self.wpe = LearnedPositions(1024, 768)
         self.drop = nn.Dropout(0.0)
-        self.layers = nn.ModuleList([Block() for _ in range(12)])
+        self.h = nn.ModuleList([Block() for _ in range(12)])
         self.ln_f = nn.LayerNorm(768)
         self.lm_head = nn.Linear(768, 50257, bias=False)
         self.lm_head.weight = self.wte.weight  # weight tying
 
     def forward(self, tokens):
+        if not torch.compiler.is_compiling():  # the spec's input contract (torch.compile guards shapes)
+            if tokens.dim() != 2 or tokens.is_floating_point() or tokens.dtype == torch.bool:
+                raise ValueError(f"tokens must be an integer tensor [B, T], got {tokens.dtype} {tuple(tokens.shape)}")
+            if tokens.size(1) > 1024:
+                raise ValueError(f"tokens has T = {tokens.size(1)}, GPT2 was built for T <= 1024 (ctx)")
         x = self.wte(tokens)  # [B, T, 768]
         x = self.wpe(x)  # [B, T, 768]
         x = self.drop(x)  # [B, T, 768]
-        for layer in self.layers:
+        for layer in self.h:
             x = layer(x)  # [B, T, 768]
         x = self.ln_f(x)  # [B, T, 768]
-        x = self.lm_head(x)  # [B, T, 50257]
-        return x
+        logits = self.lm_head(x)  # [B, T, 50257]
+        return logits
 
     def aux_loss(self) -> torch.Tensor:
         """Auxiliary losses of the last forward (mixture-of-experts balancing); 0 if none."""

@@ -29,6 +29,15 @@ class LeNet5(nn.Module):
         self.f7 = nn.Linear(84, 10)
 
     def forward(self, image):
+        if not torch.compiler.is_compiling():  # the spec's input contract (torch.compile guards shapes)
+            if image.dim() != 4 or not image.is_floating_point():
+                raise ValueError(f"image must be a floating-point tensor [B, 1, 32, 32], got {image.dtype} {tuple(image.shape)}")
+            if image.size(1) != 1:
+                raise ValueError(f"image has {image.size(1)} at dim 1, LeNet5 was built for 1 ([B, 1, 32, 32])")
+            if image.size(2) != 32:
+                raise ValueError(f"image has {image.size(2)} at dim 2, LeNet5 was built for 32 ([B, 1, 32, 32])")
+            if image.size(3) != 32:
+                raise ValueError(f"image has {image.size(3)} at dim 3, LeNet5 was built for 32 ([B, 1, 32, 32])")
         x = self.c1(image)  # [B, 6, 28, 28]
         x = torch.tanh(x)  # [B, 6, 28, 28]
         x = F.avg_pool2d(x, 2)  # [B, 6, 14, 14]
@@ -40,8 +49,8 @@ class LeNet5(nn.Module):
         x = torch.tanh(x)  # [B, 120]
         x = self.f6(x)  # [B, 84]
         x = torch.tanh(x)  # [B, 84]
-        x = self.f7(x)  # [B, 10]
-        return x
+        logits = self.f7(x)  # [B, 10]
+        return logits
 
     def aux_loss(self) -> torch.Tensor:
         """Auxiliary losses of the last forward (mixture-of-experts balancing); 0 if none."""

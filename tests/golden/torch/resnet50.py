@@ -111,37 +111,34 @@ class ResNet50(nn.Module):
         self.config = config
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        self.bottleneck = Bottleneck()
-        self.layers = nn.ModuleList([Bottleneck1(64, 256) for _ in range(2)])
-        self.bottleneck_1 = Bottleneck2(128, 256)
-        self.layers_1 = nn.ModuleList([Bottleneck1(128, 512) for _ in range(3)])
-        self.bottleneck_2 = Bottleneck2(256, 512)
-        self.layers_2 = nn.ModuleList([Bottleneck1(256, 1024) for _ in range(5)])
-        self.bottleneck_3 = Bottleneck2(512, 1024)
-        self.layers_3 = nn.ModuleList([Bottleneck1(512, 2048) for _ in range(2)])
+        self.layer1 = nn.Sequential(Bottleneck(), *[Bottleneck1(64, 256) for _ in range(2)])
+        self.layer2 = nn.Sequential(Bottleneck2(128, 256), *[Bottleneck1(128, 512) for _ in range(3)])
+        self.layer3 = nn.Sequential(Bottleneck2(256, 512), *[Bottleneck1(256, 1024) for _ in range(5)])
+        self.layer4 = nn.Sequential(Bottleneck2(512, 1024), *[Bottleneck1(512, 2048) for _ in range(2)])
         self.fc = nn.Linear(2048, 1000)
 
     def forward(self, image):
+        if not torch.compiler.is_compiling():  # the spec's input contract (torch.compile guards shapes)
+            if image.dim() != 4 or not image.is_floating_point():
+                raise ValueError(f"image must be a floating-point tensor [B, 3, 224, 224], got {image.dtype} {tuple(image.shape)}")
+            if image.size(1) != 3:
+                raise ValueError(f"image has {image.size(1)} at dim 1, ResNet50 was built for 3 ([B, 3, 224, 224])")
+            if image.size(2) != 224:
+                raise ValueError(f"image has {image.size(2)} at dim 2, ResNet50 was built for 224 ([B, 3, 224, 224])")
+            if image.size(3) != 224:
+                raise ValueError(f"image has {image.size(3)} at dim 3, ResNet50 was built for 224 ([B, 3, 224, 224])")
         x = self.conv1(image)  # [B, 64, 112, 112]
         x = self.bn1(x)  # [B, 64, 112, 112]
         x = F.relu(x, inplace=True)  # [B, 64, 112, 112]
         x = F.max_pool2d(x, 3, stride=2, padding=1)  # [B, 64, 56, 56]
-        x = self.bottleneck(x)  # [B, 256, 56, 56]
-        for layer in self.layers:
-            x = layer(x)  # [B, 256, 56, 56]
-        x = self.bottleneck_1(x)  # [B, 512, 28, 28]
-        for layer in self.layers_1:
-            x = layer(x)  # [B, 512, 28, 28]
-        x = self.bottleneck_2(x)  # [B, 1024, 14, 14]
-        for layer in self.layers_2:
-            x = layer(x)  # [B, 1024, 14, 14]
-        x = self.bottleneck_3(x)  # [B, 2048, 7, 7]
-        for layer in self.layers_3:
-            x = layer(x)  # [B, 2048, 7, 7]
+        x = self.layer1(x)  # [B, 256, 56, 56]
+        x = self.layer2(x)  # [B, 512, 28, 28]
+        x = self.layer3(x)  # [B, 1024, 14, 14]
+        x = self.layer4(x)  # [B, 2048, 7, 7]
         x = F.adaptive_avg_pool2d(x, 1)  # [B, 2048, 1, 1]
         x = torch.flatten(x, 1)  # [B, 2048]
-        x = self.fc(x)  # [B, 1000]
-        return x
+        logits = self.fc(x)  # [B, 1000]
+        return logits
 
     def aux_loss(self) -> torch.Tensor:
         """Auxiliary losses of the last forward (mixture-of-experts balancing); 0 if none."""

@@ -45,17 +45,17 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(768, 768)
 
     def forward(self, x, mask):
-        y = self.q_proj(x)  # [B, T, 768]
-        y = y.reshape(y.size(0), y.size(1), 12, 64)  # [B, T, 12, 64]
-        y = y.transpose(1, 2)  # [B, 12, T, 64]
-        z = self.k_proj(x)  # [B, T, 768]
-        z = z.reshape(z.size(0), z.size(1), 12, 64)  # [B, T, 12, 64]
-        z = z.transpose(1, 2)  # [B, 12, T, 64]
-        x = self.v_proj(x)  # [B, T, 768]
-        x = x.reshape(x.size(0), x.size(1), 12, 64)  # [B, T, 12, 64]
-        x = x.transpose(1, 2)  # [B, 12, T, 64]
+        q = self.q_proj(x)  # [B, T, 768]
+        q = q.reshape(q.size(0), q.size(1), 12, 64)  # [B, T, 12, 64]
+        q = q.transpose(1, 2)  # [B, 12, T, 64]
+        k = self.k_proj(x)  # [B, T, 768]
+        k = k.reshape(k.size(0), k.size(1), 12, 64)  # [B, T, 12, 64]
+        k = k.transpose(1, 2)  # [B, 12, T, 64]
+        v = self.v_proj(x)  # [B, T, 768]
+        v = v.reshape(v.size(0), v.size(1), 12, 64)  # [B, T, 12, 64]
+        v = v.transpose(1, 2)  # [B, 12, T, 64]
         mask = mask[:, None, None, :]  # [B, 1, 1, T]
-        y = F.scaled_dot_product_attention(y, z, x, attn_mask=mask, dropout_p=0.1 if self.training else 0.0)  # [B, 12, T, 64]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.1 if self.training else 0.0)  # [B, 12, T, 64]
         y = y.transpose(1, 2)  # [B, T, 12, 64]
         y = y.reshape(y.size(0), y.size(1), 768)  # [B, T, 768]
         y = self.out_proj(y)  # [B, T, 768]
@@ -72,11 +72,11 @@ class FeedForward(nn.Module):
         self.w_2 = nn.Linear(3072, 768)
 
     def forward(self, x):
-        x = self.w_1(x)  # [B, T, 3072]
-        x = F.gelu(x)  # [B, T, 3072]
-        x = self.dropout(x)  # [B, T, 3072]
-        x = self.w_2(x)  # [B, T, 768]
-        return x
+        h = self.w_1(x)  # [B, T, 3072]
+        h = F.gelu(h)  # [B, T, 3072]
+        h = self.dropout(h)  # [B, T, 3072]
+        h = self.w_2(h)  # [B, T, 768]
+        return h
 
 
 class EncoderLayer(nn.Module):
@@ -116,22 +116,39 @@ class BertBase(nn.Module):
         self.token_type_embeddings = nn.Embedding(2, 768)
         self.embeddings_norm = nn.LayerNorm(768, eps=1e-12)
         self.dropout = nn.Dropout(0.1)
-        self.layers = nn.ModuleList([EncoderLayer() for _ in range(12)])
+        self.layer = nn.ModuleList([EncoderLayer() for _ in range(12)])
         self.pooler = nn.Linear(768, 768)
 
     def forward(self, ids, token_types, mask):
+        if not torch.compiler.is_compiling():  # the spec's input contract (torch.compile guards shapes)
+            if ids.dim() != 2 or ids.is_floating_point() or ids.dtype == torch.bool:
+                raise ValueError(f"ids must be an integer tensor [B, T], got {ids.dtype} {tuple(ids.shape)}")
+            if ids.size(1) > 512:
+                raise ValueError(f"ids has T = {ids.size(1)}, BertBase was built for T <= 512 (max_pos)")
+            if token_types.dim() != 2 or token_types.is_floating_point() or token_types.dtype == torch.bool:
+                raise ValueError(f"token_types must be an integer tensor [B, T], got {token_types.dtype} {tuple(token_types.shape)}")
+            if token_types.size(0) != ids.size(0):
+                raise ValueError(f"token_types has B = {token_types.size(0)}, ids has B = {ids.size(0)}")
+            if token_types.size(1) != ids.size(1):
+                raise ValueError(f"token_types has T = {token_types.size(1)}, ids has T = {ids.size(1)}")
+            if mask.dim() != 2 or mask.dtype != torch.bool:
+                raise ValueError(f"mask must be a bool tensor [B, T], got {mask.dtype} {tuple(mask.shape)}")
+            if mask.size(0) != ids.size(0):
+                raise ValueError(f"mask has B = {mask.size(0)}, ids has B = {ids.size(0)}")
+            if mask.size(1) != ids.size(1):
+                raise ValueError(f"mask has T = {mask.size(1)}, ids has T = {ids.size(1)}")
         x = self.word_embeddings(ids)  # [B, T, 768]
         x = self.position_embeddings(x)  # [B, T, 768]
         y = self.token_type_embeddings(token_types)  # [B, T, 768]
         x = x + y  # [B, T, 768]
         x = self.embeddings_norm(x)  # [B, T, 768]
         x = self.dropout(x)  # [B, T, 768]
-        for layer in self.layers:
+        for layer in self.layer:
             x = layer(x, mask)  # [B, T, 768]
         z = x[:, 0]  # [B, 768]
         z = self.pooler(z)  # [B, 768]
-        z = torch.tanh(z)  # [B, 768]
-        return x, z
+        pooled = torch.tanh(z)  # [B, 768]
+        return x, pooled
 
     def aux_loss(self) -> torch.Tensor:
         """Auxiliary losses of the last forward (mixture-of-experts balancing); 0 if none."""

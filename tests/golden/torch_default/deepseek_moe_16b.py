@@ -121,18 +121,18 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(2048, 2048, bias=False)
 
     def forward(self, x):
-        y = self.q_proj(x)  # [B, T, 2048]
-        y = y.reshape(y.size(0), y.size(1), 16, 128)  # [B, T, 16, 128]
-        y = y.transpose(1, 2)  # [B, 16, T, 128]
-        z = self.k_proj(x)  # [B, T, 2048]
-        z = z.reshape(z.size(0), z.size(1), 16, 128)  # [B, T, 16, 128]
-        z = z.transpose(1, 2)  # [B, 16, T, 128]
-        x = self.v_proj(x)  # [B, T, 2048]
-        x = x.reshape(x.size(0), x.size(1), 16, 128)  # [B, T, 16, 128]
-        x = x.transpose(1, 2)  # [B, 16, T, 128]
-        y = apply_rope(y)  # [B, 16, T, 128]
-        z = apply_rope(z)  # [B, 16, T, 128]
-        y = F.scaled_dot_product_attention(y, z, x, is_causal=True)  # [B, 16, T, 128]
+        q = self.q_proj(x)  # [B, T, 2048]
+        q = q.reshape(q.size(0), q.size(1), 16, 128)  # [B, T, 16, 128]
+        q = q.transpose(1, 2)  # [B, 16, T, 128]
+        k = self.k_proj(x)  # [B, T, 2048]
+        k = k.reshape(k.size(0), k.size(1), 16, 128)  # [B, T, 16, 128]
+        k = k.transpose(1, 2)  # [B, 16, T, 128]
+        v = self.v_proj(x)  # [B, T, 2048]
+        v = v.reshape(v.size(0), v.size(1), 16, 128)  # [B, T, 16, 128]
+        v = v.transpose(1, 2)  # [B, 16, T, 128]
+        q = apply_rope(q)  # [B, 16, T, 128]
+        k = apply_rope(k)  # [B, 16, T, 128]
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # [B, 16, T, 128]
         y = y.transpose(1, 2)  # [B, T, 16, 128]
         y = y.reshape(y.size(0), y.size(1), 2048)  # [B, T, 2048]
         y = self.out_proj(y)  # [B, T, 2048]
@@ -218,20 +218,21 @@ class DeepSeekMoE16B(nn.Module):
             raise ValueError(f"compiled for {DeepSeekMoE16BConfig()}: recompile with -D to change it")
         self.config = config
         self.embed_tokens = nn.Embedding(102400, 2048)
-        self.layers = nn.ModuleList([RotaryDecoderLayer() for _ in range(1)])
-        self.layers_1 = nn.ModuleList([RotaryDecoderLayer1() for _ in range(27)])
+        self.layers = nn.Sequential(*[RotaryDecoderLayer() for _ in range(1)], *[RotaryDecoderLayer1() for _ in range(27)])
         self.norm = nn.RMSNorm(2048, eps=1e-06)
         self.lm_head = nn.Linear(2048, 102400, bias=False)
 
     def forward(self, tokens):
+        if not torch.compiler.is_compiling():  # the spec's input contract (torch.compile guards shapes)
+            if tokens.dim() != 2 or tokens.is_floating_point() or tokens.dtype == torch.bool:
+                raise ValueError(f"tokens must be an integer tensor [B, T], got {tokens.dtype} {tuple(tokens.shape)}")
+            if tokens.size(1) > 4096:
+                raise ValueError(f"tokens has T = {tokens.size(1)}, DeepSeekMoE16B was built for T <= 4096 (ctx)")
         x = self.embed_tokens(tokens)  # [B, T, 2048]
-        for layer in self.layers:
-            x = layer(x)  # [B, T, 2048]
-        for layer in self.layers_1:
-            x = layer(x)  # [B, T, 2048]
+        x = self.layers(x)  # [B, T, 2048]
         x = self.norm(x)  # [B, T, 2048]
-        x = self.lm_head(x)  # [B, T, 102400]
-        return x
+        logits = self.lm_head(x)  # [B, T, 102400]
+        return logits
 
     def aux_loss(self) -> torch.Tensor:
         """Auxiliary losses of the last forward (mixture-of-experts balancing); 0 if none."""

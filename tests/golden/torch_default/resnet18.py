@@ -70,33 +70,34 @@ class ResNet18(nn.Module):
         self.config = config
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        self.basic_block = BasicBlock(64)
-        self.basic_block_1 = BasicBlock(64)
-        self.basic_block_2 = BasicBlock1(128, 64)
-        self.basic_block_3 = BasicBlock(128)
-        self.basic_block_4 = BasicBlock1(256, 128)
-        self.basic_block_5 = BasicBlock(256)
-        self.basic_block_6 = BasicBlock1(512, 256)
-        self.basic_block_7 = BasicBlock(512)
+        self.layer1 = nn.Sequential(BasicBlock(64), BasicBlock(64))
+        self.layer2 = nn.Sequential(BasicBlock1(128, 64), BasicBlock(128))
+        self.layer3 = nn.Sequential(BasicBlock1(256, 128), BasicBlock(256))
+        self.layer4 = nn.Sequential(BasicBlock1(512, 256), BasicBlock(512))
         self.fc = nn.Linear(512, 1000)
 
     def forward(self, image):
+        if not torch.compiler.is_compiling():  # the spec's input contract (torch.compile guards shapes)
+            if image.dim() != 4 or not image.is_floating_point():
+                raise ValueError(f"image must be a floating-point tensor [B, 3, 224, 224], got {image.dtype} {tuple(image.shape)}")
+            if image.size(1) != 3:
+                raise ValueError(f"image has {image.size(1)} at dim 1, ResNet18 was built for 3 ([B, 3, 224, 224])")
+            if image.size(2) != 224:
+                raise ValueError(f"image has {image.size(2)} at dim 2, ResNet18 was built for 224 ([B, 3, 224, 224])")
+            if image.size(3) != 224:
+                raise ValueError(f"image has {image.size(3)} at dim 3, ResNet18 was built for 224 ([B, 3, 224, 224])")
         x = self.conv1(image)  # [B, 64, 112, 112]
         x = self.bn1(x)  # [B, 64, 112, 112]
         x = F.relu(x, inplace=True)  # [B, 64, 112, 112]
         x = F.max_pool2d(x, 3, stride=2, padding=1)  # [B, 64, 56, 56]
-        x = self.basic_block(x)  # [B, 64, 56, 56]
-        x = self.basic_block_1(x)  # [B, 64, 56, 56]
-        x = self.basic_block_2(x)  # [B, 128, 28, 28]
-        x = self.basic_block_3(x)  # [B, 128, 28, 28]
-        x = self.basic_block_4(x)  # [B, 256, 14, 14]
-        x = self.basic_block_5(x)  # [B, 256, 14, 14]
-        x = self.basic_block_6(x)  # [B, 512, 7, 7]
-        x = self.basic_block_7(x)  # [B, 512, 7, 7]
+        x = self.layer1(x)  # [B, 64, 56, 56]
+        x = self.layer2(x)  # [B, 128, 28, 28]
+        x = self.layer3(x)  # [B, 256, 14, 14]
+        x = self.layer4(x)  # [B, 512, 7, 7]
         x = F.adaptive_avg_pool2d(x, 1)  # [B, 512, 1, 1]
         x = torch.flatten(x, 1)  # [B, 512]
-        x = self.fc(x)  # [B, 1000]
-        return x
+        logits = self.fc(x)  # [B, 1000]
+        return logits
 
     def aux_loss(self) -> torch.Tensor:
         """Auxiliary losses of the last forward (mixture-of-experts balancing); 0 if none."""
