@@ -102,3 +102,26 @@ def test_fine_tune_a_classifier_from_a_huggingface_bert(tmp_path):
     start = float(before.stdout.split("accuracy ")[-1].split()[0])  # the fresh head on the imported backbone
     end = accuracy(tmp_path / "run")
     assert end >= 0.65 and end >= start + 0.15, (start, end)
+
+
+def test_into_fills_one_submodule_and_names_the_others_when_it_is_wrong(tmp_path):
+    from safetensors.torch import save_file
+
+    from specc.api import import_weights
+    from specc.weights import WeightsError, open_checkpoint
+
+    sizes = dict(vocab=VOCAB, max_pos=16, layers=1, heads=2, d=8, d_ff=16)
+    spec = SPECS / "bert_classifier.nn"
+    torch.manual_seed(0)
+    backbone = specc.load(SPECS / "bert_base.nn", **sizes).to_torch()
+    save_file(backbone.state_dict(), str(tmp_path / "own.safetensors"))  # the backbone spec's own layout
+    import_weights(spec, tmp_path / "own.safetensors", tmp_path / "w.safetensors", overrides=sizes, into="bert")
+    model = specc.load(spec, **sizes).to_torch()
+    report = init_from(model, tmp_path / "w.safetensors")
+    with open_checkpoint(tmp_path / "w.safetensors") as ckpt:
+        assert len(ckpt.info) == len(backbone.state_dict()) == len(report.loaded)
+    assert not report.unused and report.missing and all(n in model.state_dict() for n in report.missing)
+    with pytest.raises(WeightsError) as err:
+        import_weights(spec, tmp_path / "own.safetensors", tmp_path / "x.safetensors", overrides=sizes, into="berty")
+    assert "has no submodule 'berty'" in str(err.value) and "bert" in str(err.value).split("it has: ")[1]
+    assert not (tmp_path / "x.safetensors").exists()
