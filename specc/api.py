@@ -157,12 +157,12 @@ def compile_to(spec: Spec, target, outdir: Path, *, force: bool = False, opt_lev
 
 
 def import_weights(path: str | Path, checkpoint: str | Path, output: str | Path | None, map: str | None = None, *,
-                   overrides: dict[str, Any] | None = None, model: str | None = None):
+                   overrides: dict[str, Any] | None = None, model: str | None = None, into: str | None = None):
     """`specc weights import`: convert a checkpoint (file or Hugging Face folder) to the layout of the spec at
     `path`, whose hyper-parameters the checkpoint's config.json sets through the map (`overrides` win). Writes
-    `output` (.safetensors) all or nothing; returns specc.weights.ImportResult (what was mapped, the spec)."""
+    `output` (.safetensors) all or nothing (`into`: fill only that submodule, a backbone called as a block); returns specc.weights.ImportResult (what was mapped, the spec)."""
     from .weights import import_weights as convert
 
     return convert(lambda ov: load(path, model, overrides=ov), checkpoint, output, map, overrides=overrides,
-                   spec_path=path)
+                   spec_path=path, into=into)
 

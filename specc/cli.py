@@ -175,8 +175,10 @@ def cmd_weights_import(args) -> int:
     if not Path(args.checkpoint).exists():
         raise UsageError(f"no such checkpoint: {args.checkpoint}")
     overrides = dict(parse_define(d) for d in (args.define or []))
-    result = import_weights(args.file, args.checkpoint, args.output, args.map, overrides=overrides, model=args.model)
-    print(f"map {result.map.name}: {args.checkpoint} -> model {result.spec.name}")
+    result = import_weights(args.file, args.checkpoint, args.output, args.map, overrides=overrides, model=args.model,
+                            into=args.into)
+    where = f"model {result.spec.name}" + (f", submodule {args.into.removesuffix('.')}" if args.into else "")
+    print(f"map {result.map.name}: {args.checkpoint} -> {where}")
     if result.from_config:
         print("config.json set " + " ".join(f"-D {k}={v!r}" if isinstance(v, str) else f"-D {k}={v}"
                                             for k, v in result.from_config.items()))
@@ -296,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("file", help="the spec")
     w.add_argument("checkpoint", help=".safetensors, .bin/.pt/.pth, a shard index or a folder with config.json")
     w.add_argument("--map", help="a map name (specs/maps/NAME.toml) or .toml path; default: the spec's best match")
+    w.add_argument("--into", metavar="NAME",
+                   help="fill only this submodule (a model called as a block, `... as NAME`) through the map, e.g. "
+                        "a BERT checkpoint into a classifier's backbone; the rest stays for train.py --init-from to "
+                        "initialise")
     w.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
     _common(w)
     w.set_defaults(func=cmd_weights_import)

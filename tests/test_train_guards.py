@@ -151,7 +151,7 @@ def test_init_from_lists_fresh_tensors_and_refuses_foreign_ones(tmp_path, capsys
     safetensors.save_file(state, str(tmp_path / "w.safetensors"))
     assert module.specc_train.main(module.SETUP, ["--init-from", str(tmp_path / "w.safetensors"), "--eval-only"]) == 0
     out = capsys.readouterr().out
-    assert "1 tensors not in the file keep fresh weights: conv2.bias" in out
+    assert "1 tensors not in the file are newly initialised: conv2.bias" in out
     assert "fc.weight (3, 4) -> (10, 1024)" in out
     assert "evaluation on " in out
     state["extra.weight"] = torch.zeros(2)

@@ -23,6 +23,7 @@ SHRINK: dict[str, dict] = {
     "resnet18": {"classes": 10},
     "resnet50": {"classes": 10},
     "bert_base": {**_TINY_TRANSFORMER, "vocab": 100, "max_pos": 16, "d_ff": 128},
+    "bert_classifier": {**_TINY_TRANSFORMER, "vocab": 100, "max_pos": 16, "d_ff": 128},
     "gpt2": {**_TINY_TRANSFORMER, "vocab": 100, "ctx": 16},
     "transformer_base": {**_TINY_TRANSFORMER, "vocab": 100, "d_ff": 128, "max_len": 64},
     "vit_b16": {**_TINY_TRANSFORMER, "image_size": 32, "classes": 10, "d_ff": 128},

@@ -82,12 +82,15 @@ def _tied_check(plan: Plan, get) -> None:
 
 
 def import_weights(spec, checkpoint: str | Path, output: str | Path | None, map: str | None = None, *,
-                   overrides: dict[str, Any] | None = None, spec_path: str | Path | None = None) -> ImportResult:
+                   overrides: dict[str, Any] | None = None, spec_path: str | Path | None = None,
+                   into: str | None = None) -> ImportResult:
     """Convert a checkpoint to the spec's layout and write it to `output` (a .safetensors file), all or nothing.
 
     `spec`: a loaded Spec, or a function overrides -> Spec (then the checkpoint's config.json sets the
-    hyper-parameters the map names, under `overrides`; `specc.api.import_weights` passes one). Raises WeightsError
-    listing every tensor that does not fit."""
+    hyper-parameters the map names, under `overrides`; `specc.api.import_weights` passes one). `into`: the name of
+    a submodule (a model called as a block, `... as bert`): the checkpoint fills only it, through the map with every
+    model name under `into.`, and the output holds only its tensors (the rest, a new head, is initialised fresh by
+    `train.py --init-from`). Raises WeightsError listing every tensor that does not fit."""
     ckpt = open_checkpoint(checkpoint)
     with ckpt:
         if spec_path is None and not callable(spec) and spec.module.path:
@@ -98,8 +101,15 @@ def import_weights(spec, checkpoint: str | Path, output: str | Path | None, map:
         if callable(spec):
             spec = spec({**from_config, **(overrides or {})})
         layout = model_layout(spec)
-        plan = plan_import(wmap, ckpt.info, layout.tensors, layout.aliases, source=str(checkpoint),
-                           target=f"model {spec.name}")
+        target = f"model {spec.name}"
+        if into:
+            prefix = into.removesuffix(".") + "."
+            part = layout.under(prefix)
+            if not part.tensors:
+                raise WeightsError(f"--into {into}: model {spec.name} has no submodule {into.removesuffix('.')!r} "
+                                   f"with weights (it has: {', '.join(layout.submodules()) or 'none'})")
+            wmap, layout, target = wmap.into(prefix), part, f"{target}.{prefix.removesuffix('.')}"
+        plan = plan_import(wmap, ckpt.info, layout.tensors, layout.aliases, source=str(checkpoint), target=target)
         if not plan.report.ok:
             clash = [f"{k}={v!r} (config.json: {from_config[k]!r})" for k, v in (overrides or {}).items()
                      if k in from_config and from_config[k] != v]

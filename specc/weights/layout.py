@@ -20,6 +20,14 @@ class Layout:
     def names(self) -> list[str]:
         return list(self.tensors)
 
+    def under(self, prefix: str) -> Layout:
+        """Only the tensors of the submodule `prefix` ("bert."), names kept whole."""
+        return Layout({n: t for n, t in self.tensors.items() if n.startswith(prefix)},
+                      {a: o for a, o in self.aliases.items() if a.startswith(prefix)})
+
+    def submodules(self) -> list[str]:
+        return sorted({n.split(".")[0] for n in self.tensors if "." in n})
+
 
 def module_layout(module) -> Layout:
     """The layout of a built nn.Module (any device, meta included)."""

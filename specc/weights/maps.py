@@ -34,7 +34,7 @@ from __future__ import annotations
 import ast
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +172,16 @@ class WeightMap:
     config: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     ignore: tuple[Pattern, ...] = ()  # checkpoint tensors that carry no weights (GPT-2's stored causal masks)
+
+    def into(self, prefix: str) -> WeightMap:
+        """This map with every model-side name under `prefix` (a submodule such as "bert."): a backbone's map
+        applied to a model that calls the backbone as a block (`specc weights import --into bert`)."""
+        if not self.rules:  # the identity: a file in the submodule's own layout
+            rules = [Rule((Pattern.parse("{*}", "--into"),), (Pattern.parse(prefix + "{*}", "--into"),),
+                          where="--into")]
+        else:
+            rules = [replace(r, dst=tuple(Pattern.parse(prefix + p.text, r.where) for p in r.dst)) for r in self.rules]
+        return replace(self, rules=rules, name=f"{self.name} into {prefix.removesuffix('.')}")
 
     def ignored(self, name: str) -> bool:
         cands = [name] + [name[len(p):] for p in self.prefix if p and name.startswith(p)]

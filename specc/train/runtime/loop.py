@@ -173,10 +173,10 @@ def _weights_loader(path: str | None, console: Console):
     def load(model, notes):
         missing, reshaped = init_from(model, path)
         notes.append(f"initialised from {path}")
-        if missing:
-            notes.append(f"  {len(missing)} tensors not in the file keep fresh weights: {', '.join(missing)}")
+        if missing:  # worded as specc.weights.InitReport words it (a 2-class head on a pretrained backbone)
+            notes.append(f"  {len(missing)} tensors not in the file are newly initialised: {', '.join(missing)}")
         if reshaped:
-            notes.append(f"  {len(reshaped)} tensors of another shape keep fresh weights: {', '.join(reshaped)}")
+            notes.append(f"  {len(reshaped)} tensors of another shape are newly initialised: {', '.join(reshaped)}")
 
     return load
 

@@ -45,7 +45,13 @@ def init_from(model: nn.Module, path: str) -> tuple[list[str], list[str]]:
         raise UserError(f"{path}: {len(unknown)} tensors have no place in the model: {listing} (is this a "
                         "checkpoint of another model, or in another layout?)")
     reshaped = sorted(k for k in state if tuple(state[k].shape) != tuple(own[k].shape))
-    missing = sorted(set(own) - set(state))
+    # a tied tensor (GPT-2's lm_head.weight shares wte.weight) is filled by whichever of its names the file holds:
+    # `specc weights import` writes the owner only, so the alias is not missing
+    names_of: dict[int, list[str]] = {}
+    for name, t in model.state_dict(keep_vars=True).items():
+        names_of.setdefault(id(t), []).append(name)
+    filled = {n for names in names_of.values() if any(k in state and k not in reshaped for k in names) for n in names}
+    missing = sorted(set(own) - set(state) - filled)
     load = {k: v for k, v in state.items() if k not in reshaped}
     model.load_state_dict(load, strict=False)
     return missing, [f"{k} {tuple(state[k].shape)} -> {tuple(own[k].shape)}" for k in reshaped]
