@@ -198,6 +198,11 @@ def test_a_fixed_candidate_width_fixes_the_negatives():
     assert 'Setting("negatives", "int", 3' in script
 
 
+def test_task_is_inferred_from_the_signature():
+    text = _with_train("    vocab_size = vocab\n    window = 3\n")
+    assert 'Setting("task", "str", "skipgram"' in train_script_for(_spec(text))
+
+
 def test_skipgram_on_a_language_model_names_the_task():
     from specc.api import CheckError, loads
 

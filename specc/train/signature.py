@@ -105,6 +105,10 @@ def _logits_output(cfg: TrainConfig, io: ModelIO, problems: list) -> TensorSig |
 
 def _infer_task(io: ModelIO, logits: TensorSig) -> str | None:
     token_inputs = [x for x in io.inputs if x.is_int and len(x.shape) == 2]
+    shapes = [len(x.shape) for x in io.inputs]
+    if (shapes == [1, 2] and all(x.is_int for x in io.inputs) and len(logits.shape) == 2
+            and logits.shape[1] == io.inputs[1].shape[1]):
+        return "skipgram"  # center [B], candidates [B, K] -> one score per candidate [B, K]
     if len(logits.shape) == 2:
         return "classification"
     if len(logits.shape) == 3 and len(token_inputs) == len(io.inputs) == 1:
