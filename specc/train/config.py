@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-Task = Literal["classification", "causal_lm", "masked_lm", "seq2seq"]
+Task = Literal["classification", "causal_lm", "masked_lm", "seq2seq", "skipgram"]
 TASKS: tuple[str, ...] = Task.__args__
 
 
@@ -72,6 +72,10 @@ class TrainConfig(BaseModel):
     target_len: int | None = Field(None, ge=1, description="seq2seq decoder length (default: seq_len)")
     mask_prob: float = Field(0.15, gt=0, lt=1, description="masked_lm: share of tokens to predict")
     mask_token: int | None = Field(None, ge=0, description="masked_lm: id of the [MASK] token (default vocab_size-1)")
+    window: int = Field(5, ge=1, description="skipgram: farthest context word from the center (each pair draws "
+                        "its window from 1..WINDOW, as word2vec)")
+    negatives: int = Field(5, ge=1, description="skipgram: negatives per pair, drawn from the unigram "
+                           "distribution raised to the 3/4 power")
 
     # preprocessing and augmentation of image inputs (torchvision.transforms.v2, seeded per batch)
     scale_uint8: bool = Field(True, description="scale uint8 images to [0, 1] floats")
@@ -141,6 +145,8 @@ class TrainConfig(BaseModel):
             raise _Problem("seq2seq needs two arrays per sample: use data = npz with 'source' and 'target'", "data")
         if self.data in ("tokens", "text") and self.task in ("classification", "seq2seq"):
             raise _Problem(f"data = {self.data} (a token stream) cannot feed task {self.task}", "data")
+        if self.task == "skipgram" and self.data not in ("synthetic", "tokens", "text"):
+            raise _Problem(f"task skipgram reads a token stream: data = tokens or text, not {self.data}", "data")
         if self.data in ("cifar", "images") and self.task not in (None, "classification"):
             raise _Problem(f"data = {self.data} (labelled images) feeds task classification", "data")
         if self.normalize == "given" and not (self.mean and self.std):

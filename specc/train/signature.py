@@ -80,7 +80,7 @@ def resolve_task(cfg: TrainConfig, io: ModelIO, spans: Mapping[str, object] | No
     task = cfg.task or _infer_task(io, logits)
     if task is None:
         problems.append(Problem(f"cannot infer the training task from the model's signature ({_describe(io)}); "
-                                "set task = classification | causal_lm | masked_lm | seq2seq", "task"))
+                                "set task = classification | causal_lm | masked_lm | seq2seq | skipgram", "task"))
         _raise(problems, spans)
     updates = {"task": task, "output": logits.name, **_batch_size(cfg, io, problems)}
     updates |= _TASK_CHECKS[task](task, cfg, io, logits, problems)
@@ -105,6 +105,10 @@ def _logits_output(cfg: TrainConfig, io: ModelIO, problems: list) -> TensorSig |
 
 def _infer_task(io: ModelIO, logits: TensorSig) -> str | None:
     token_inputs = [x for x in io.inputs if x.is_int and len(x.shape) == 2]
+    shapes = [len(x.shape) for x in io.inputs]
+    if (shapes == [1, 2] and all(x.is_int for x in io.inputs) and len(logits.shape) == 2
+            and logits.shape[1] == io.inputs[1].shape[1]):
+        return "skipgram"  # center [B], candidates [B, K] -> one score per candidate [B, K]
     if len(logits.shape) == 2:
         return "classification"
     if len(logits.shape) == 3 and len(token_inputs) == len(io.inputs) == 1:
@@ -170,11 +174,42 @@ def _check_seq2seq(task: str, cfg: TrainConfig, io: ModelIO, logits: TensorSig, 
     return updates
 
 
+def _check_skipgram(task: str, cfg: TrainConfig, io: ModelIO, logits: TensorSig, problems: list) -> dict:
+    """Skip-gram with negative sampling: center ids [B] and candidate ids [B, K] (column 0 the true context, the
+    rest negatives) in, one score per candidate [B, K] out."""
+    fits = (len(io.inputs) == 2 and io.inputs[0].is_int and len(io.inputs[0].shape) == 1
+            and io.inputs[1].is_int and len(io.inputs[1].shape) == 2)
+    if not fits:
+        problems.append(Problem("task = skipgram needs two integer inputs, center [B] then context [B, K] (the true "
+                                f"context word, then the negatives); the model has {_describe_inputs(io)}", "task"))
+        return {}
+    if not (logits.is_float and len(logits.shape) == 2):
+        problems.append(Problem(f"task = skipgram needs float [B, K] scores, one per context candidate; output "
+                                f"{logits} does not fit", "task"))
+        return {}
+    updates = {}
+    width = io.inputs[1].shape[1]
+    if isinstance(width, int):  # the model fixes K: K - 1 negatives per pair
+        if "negatives" in cfg.model_fields_set and cfg.negatives != width - 1:
+            problems.append(Problem(f"negatives = {cfg.negatives}, but input {io.inputs[1]} fixes the true context "
+                                    f"plus {width - 1} negatives", "negatives"))
+        elif width < 2:
+            problems.append(Problem(f"task = skipgram needs at least one negative; input {io.inputs[1]} has room "
+                                    "for the true context only", "task"))
+        else:
+            updates["negatives"] = width - 1
+    if cfg.vocab_size is None:
+        problems.append(Problem("task = skipgram samples negatives from the vocabulary: set vocab_size (e.g. "
+                                "vocab_size = vocab)", "task"))
+    return updates
+
+
 _TASK_CHECKS = {
     "classification": _check_classification,
     "causal_lm": _check_lm,
     "masked_lm": _check_lm,
     "seq2seq": _check_seq2seq,
+    "skipgram": _check_skipgram,
 }
 
 

@@ -119,7 +119,10 @@ def load_sources(setup: ScriptSetup, cfg, env: Env) -> tuple:
             return load_array_samples(setup, cfg, path, labels)
     train = load(cfg.train_path, cfg.train_labels)
     if cfg.val_path:
-        return train, load(cfg.val_path, cfg.val_labels)
+        val = load(cfg.val_path, cfg.val_labels)
+        if getattr(train, "noise", None) is not None:  # skipgram: negatives follow the training corpus's counts
+            val = dataclasses.replace(val, noise=train.noise)
+        return train, val
     n_val = int(train.count * cfg.val_fraction)
     return (train, None) if n_val == 0 else train.split(n_val)
 

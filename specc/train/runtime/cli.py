@@ -73,7 +73,7 @@ def setting_problems(cfg: argparse.Namespace, setup: ScriptSetup) -> list[str]:
     if cfg.data in DATA_FILES and not cfg.train_path:
         problems.append(f"--data {cfg.data} needs --train-path")
     problems += _data_kind_problems(cfg, setup)
-    if cfg.task in LM_TASKS and not cfg.vocab_size:
+    if (cfg.task in LM_TASKS or cfg.task == "skipgram") and not cfg.vocab_size:
         problems.append(f"task {cfg.task} needs --vocab-size")
     if cfg.task == "masked_lm" and mask_token(cfg) >= cfg.vocab_size:
         problems.append(f"--mask-token {cfg.mask_token} is outside the vocabulary (size {cfg.vocab_size})")
@@ -97,7 +97,14 @@ def _data_kind_problems(cfg, setup: ScriptSetup) -> list[str]:
         problems.append("--data npy holds one input array; this model has several: use --data npz")
     if cfg.data == "npy" and cfg.task == "seq2seq":
         problems.append("seq2seq needs 'source' and 'target' arrays: use --data npz")
-    if cfg.data in ("tokens", "text") and cfg.task not in ("causal_lm", "masked_lm"):
+    if cfg.task == "skipgram":
+        width = setup.inputs[1].shape[1] if len(setup.inputs) == 2 and len(setup.inputs[1].shape) == 2 else None
+        if isinstance(width, int) and width != cfg.negatives + 1:
+            problems.append(f"--negatives {cfg.negatives}: the model's input '{setup.inputs[1].name}' fixes "
+                            f"{width - 1} negatives per pair")
+        if cfg.data not in ("synthetic", "tokens", "text"):
+            problems.append(f"task skipgram reads a token stream: --data tokens or text, not {cfg.data}")
+    if cfg.data in ("tokens", "text") and cfg.task not in ("causal_lm", "masked_lm", "skipgram"):
         problems.append(f"--data {cfg.data} (a token stream) cannot feed task {cfg.task}")
     if cfg.data in ("cifar", "images") and cfg.task != "classification":
         problems.append(f"--data {cfg.data} (labelled images) feeds task classification, not {cfg.task}")

@@ -48,7 +48,7 @@ def train_step(run: Run, step: int) -> tuple:
         inputs, labels, where = next_batch(run)
         with run.sync(micro == cfg.grad_accum - 1):
             logits = run.forward(run.step_model, inputs, labels)
-            loss, aux = task_loss(logits, labels), aux_loss(run.model, run.env.device)
+            loss, aux = task_loss(logits, labels, task=cfg.task), aux_loss(run.model, run.env.device)
             run.scaler.scale((loss + aux) / cfg.grad_accum).backward()
         losses.append(loss.detach())
         auxes.append(aux.detach())
@@ -98,7 +98,7 @@ def evaluate(run: Run) -> dict:
             logits = run.forward(run.model, inputs, labels)[:valid]
             labels = labels[:valid]
             counted = labels != -100
-            totals += torch.stack([task_loss(logits, labels, reduction="sum").double(),
+            totals += torch.stack([task_loss(logits, labels, reduction="sum", task=cfg.task).double(),
                                    ((logits.argmax(-1) == labels) & counted).sum().double(),
                                    counted.sum().double(), torch.tensor(float(valid), device=env.device)])
     run.model.train()

@@ -48,8 +48,29 @@ def _seq2seq(setup, cfg, source, raw, indices, salt):
     return [src, tgt[:, :-1]], tgt[:, 1:]  # teacher forcing
 
 
+def _skipgram(setup, cfg, source, raw, indices, salt):
+    """Skip-gram with negative sampling (Mikolov et al. 2013): sample i is the center word at the middle of its
+    window; its context word is drawn at distance k with word2vec's odds (its shrunk windows pair words k apart
+    in proportion to window - k + 1), on either side, and `negatives` noise words come from the unigram^0.75
+    distribution. Each sample's draws are seeded by (seed, split, sample index), so reruns and resumes repeat
+    them exactly.
+    Inputs: center [B] and candidates [B, 1 + negatives] (column 0 the true context); label: 0, its column."""
+    tokens = checked_tokens(raw["tokens"], source.files["tokens"], cfg)
+    half = (tokens.shape[1] - 1) // 2
+    candidates = np.empty((len(tokens), 1 + cfg.negatives), dtype=np.int64)
+    distance_cdf = np.cumsum(np.arange(half, 0, -1)) / (half * (half + 1) / 2)  # k = 1..half: half - k + 1
+    for row, index in enumerate(source.offset + np.asarray(indices)):
+        rng = np.random.default_rng([cfg.seed, salt, int(index)])
+        distance = 1 + min(int(np.searchsorted(distance_cdf, rng.random(), side="right")), half - 1)
+        side = 1 if rng.random() < 0.5 else -1
+        candidates[row, 0] = tokens[row, half + side * distance]
+        candidates[row, 1:] = np.searchsorted(source.noise, rng.random(cfg.negatives), side="right")
+    np.minimum(candidates, cfg.vocab_size - 1, out=candidates)  # a draw of exactly 1.0 stays in the vocabulary
+    return [tokens[:, half], candidates], np.zeros(len(tokens), dtype=np.int64)
+
+
 TASK_BATCHES = {"classification": _classification, "causal_lm": _causal_lm, "masked_lm": _masked_lm,
-                "seq2seq": _seq2seq}
+                "seq2seq": _seq2seq, "skipgram": _skipgram}
 
 
 def checked_tokens(tokens: np.ndarray, path: str, cfg) -> np.ndarray:
@@ -106,16 +127,33 @@ def logits_of(setup: ScriptSetup, cfg, output) -> torch.Tensor:
 
 def check_logits(logits: torch.Tensor, labels: torch.Tensor, cfg) -> None:
     """Once, on the first batch: the model's logits must line up with the task's labels."""
+    if cfg.task == "skipgram":
+        if tuple(logits.shape) != (len(labels), 1 + cfg.negatives):
+            raise UserError(f"the model returned scores of shape {tuple(logits.shape)}, but task skipgram needs "
+                            f"{(len(labels), 1 + cfg.negatives)}: the true context and {cfg.negatives} negatives")
+        return
     classes = cfg.num_classes if cfg.task == "classification" else cfg.vocab_size
     if tuple(logits.shape) != (*labels.shape, classes):
         raise UserError(f"the model returned logits of shape {tuple(logits.shape)}, but task {cfg.task} needs "
                         f"{(*labels.shape, classes)} for labels of shape {tuple(labels.shape)}")
 
 
-def task_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy for every task: [B, C] vs [B] and [B, T, V] vs [B, T] alike."""
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean",
+              task: str | None = None) -> torch.Tensor:
+    """Cross-entropy for every task: [B, C] vs [B] and [B, T, V] vs [B, T] alike; skipgram's negative-sampling
+    loss on its [B, 1 + K] scores."""
+    if task == "skipgram":
+        return skipgram_loss(logits, reduction)
     return F.cross_entropy(logits.float().flatten(0, -2), labels.flatten(), ignore_index=IGNORE_INDEX,
                            reduction=reduction)
+
+
+def skipgram_loss(scores: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """-log sigmoid(u_o . v_c) - sum_k log sigmoid(-u_k . v_c) per pair: column 0 of `scores` is the true
+    context's score, the rest the negatives'."""
+    scores = scores.float()
+    per_pair = -F.logsigmoid(scores[:, 0]) - F.logsigmoid(-scores[:, 1:]).sum(-1)
+    return per_pair.sum() if reduction == "sum" else per_pair.mean()
 
 
 def aux_loss(model: nn.Module, device) -> torch.Tensor:

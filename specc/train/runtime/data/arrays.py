@@ -28,6 +28,7 @@ class Samples:
     offset: int = 0
     window: int = 0  # > 0: sample i is tokens[i*stride : i*stride + window]
     stride: int = 0
+    noise: np.ndarray | None = None  # skipgram: cumulative unigram^0.75 distribution the negatives come from
 
     def take(self, indices: np.ndarray) -> dict:
         rows = self.offset + np.asarray(indices, dtype=np.int64)
@@ -110,7 +111,10 @@ def load_array_samples(setup: ScriptSetup, cfg, path: str, labels_path: str | No
 
 
 def window_length(cfg) -> int:
-    """Tokens per language-model sample: causal_lm needs one more than it feeds, for the shifted labels."""
+    """Tokens per language-model sample: causal_lm needs one more than it feeds, for the shifted labels; a
+    skip-gram sample is a center word with `window` words on either side."""
+    if cfg.task == "skipgram":
+        return 2 * cfg.window + 1
     return cfg.seq_len + 1 if cfg.task == "causal_lm" else cfg.seq_len
 
 
@@ -118,11 +122,33 @@ def token_samples(tokens: np.ndarray, path: str, cfg) -> Samples:
     if not _is_token_array(tokens):
         raise DataError(f"{path}: token ids must be integers, not {tokens.dtype}")
     window = window_length(cfg)
+    needs = f"window {cfg.window}" if cfg.task == "skipgram" else f"seq_len {cfg.seq_len}"
     if len(tokens) < window:
-        raise DataError(f"{path}: {len(tokens)} tokens, fewer than the {window} one sequence needs "
-                        f"(seq_len {cfg.seq_len})")
+        raise DataError(f"{path}: {len(tokens)} tokens, fewer than the {window} one sample needs ({needs})")
+    if cfg.task == "skipgram":  # every position with a full window around it is a center word
+        return Samples({"tokens": tokens}, {"tokens": path}, count=len(tokens) - window + 1, window=window,
+                       stride=1, noise=noise_distribution(tokens, path, cfg.vocab_size))
     count = (len(tokens) - window) // cfg.seq_len + 1
     return Samples({"tokens": tokens}, {"tokens": path}, count=count, window=window, stride=cfg.seq_len)
+
+
+def noise_distribution(tokens: np.ndarray, path: str, vocab_size: int) -> np.ndarray:
+    """The cumulative unigram distribution raised to the 3/4 power (Mikolov et al. 2013), over the whole stream,
+    counted in chunks so a memory-mapped file is read once and never held in memory."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for start in range(0, len(tokens), 1 << 24):
+        chunk = np.asarray(tokens[start:start + (1 << 24)])
+        if np.issubdtype(chunk.dtype, np.floating) and not (np.floor(chunk) == chunk).all():
+            raise DataError(f"{path}: token ids must be whole numbers")
+        chunk = chunk.astype(np.int64)
+        if chunk.size and (chunk.min() < 0 or chunk.max() >= vocab_size):
+            bad = chunk.min() if chunk.min() < 0 else chunk.max()
+            raise DataError(f"{path}: token id {int(bad)} is outside the vocabulary 0..{vocab_size - 1} "
+                            "(corrupt file, wrong --token-dtype or wrong --vocab-size?)")
+        counts += np.bincount(chunk, minlength=vocab_size)
+    weights = counts.astype(np.float64) ** 0.75
+    cdf = np.cumsum(weights)
+    return cdf / cdf[-1]
 
 
 def _is_token_array(array: np.ndarray) -> bool:
@@ -189,10 +215,11 @@ def synthetic_samples(setup: ScriptSetup, cfg, count: int, salt: int) -> Samples
     structure = np.random.default_rng([cfg.seed, 7919])
     rng = np.random.default_rng([cfg.seed, salt])
     files = {"tokens": "<synthetic data>"}
-    if cfg.task in ("causal_lm", "masked_lm"):
+    if cfg.task in ("causal_lm", "masked_lm", "skipgram"):
         # a permuted counter advancing by 1 or 2: each token leaves two equally likely successors
         perm = structure.permutation(cfg.vocab_size)
-        steps = rng.integers(1, 3, size=count * cfg.seq_len + 1)
+        length = count + 2 * cfg.window if cfg.task == "skipgram" else count * cfg.seq_len + 1
+        steps = rng.integers(1, 3, size=length)
         tokens = perm[np.cumsum(steps) % cfg.vocab_size].astype(np.int64)
         return token_samples(tokens, files["tokens"], cfg)
     if cfg.task == "seq2seq":
