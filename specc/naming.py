@@ -38,6 +38,8 @@ _MODULE_ATTRS = {
     "requires_grad_", "set_extra_state", "set_submodule", "share_memory", "state_dict", "to", "to_empty", "train",
     "type", "xpu", "zero_grad",
     "training", "config", "aux_loss", "last_aux_loss",
+    # added to nn.Module by libraries users load beside the model (transformers 5 patches `smart_apply` in)
+    "smart_apply",
 }
 
 
