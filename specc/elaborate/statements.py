@@ -141,10 +141,13 @@ class StatementsMixin:
                         scope[n] = v
                 else:
                     scope[s.targets[0]] = item
+                before = len(self.diags)
                 try:
                     self.exec_body(s.body, scope, b, is_model)
                 finally:
                     b.stack = outer_stack
+                if len(self.diags) > before:
+                    break  # the next iterations would report the same errors again (100,000 times)
         elif isinstance(s, A.Repeat):
             self.exec_repeat(s, scope, b)
         elif isinstance(s, A.Return):

@@ -101,6 +101,8 @@ def _reshape_infer(ins: list[TensorType], a: ReshapeAttrs) -> TensorType:
     total = numel(x.shape)
     if -1 in dims:
         known = numel(d for d in dims if d != -1)
+        if known == 0:
+            raise ShapeError(f"cannot infer the -1 of a reshape of {x} to {_fmt(dims)}: another dim is 0", "E0305")
         q = total // known
         if isinstance(q, int) and isinstance(total, int) and isinstance(known, int) and total % known:
             raise ShapeError(f"cannot reshape {x} ({total} elements) to {_fmt(dims)}")
