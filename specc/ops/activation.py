@@ -9,7 +9,7 @@ from pydantic import Field
 from ..diagnostics import ShapeError
 from ..types import TensorType
 from .registry import ACTIVATION, ELEMENTWISE, NO_MACS, Attrs, Example, NoAttrs, OpDef, expect_float, register
-from .torch_rule import TorchRule, pyval
+from .torch_rule import TorchRule, pyval, support_text
 
 
 def _same(ins: list[TensorType], a) -> TensorType:
@@ -281,22 +281,7 @@ register(OpDef(
 
 # ---- drop-path (stochastic depth, Huang et al. 2016): a whole sample's residual branch dropped in training ----
 
-_DROP_PATH = '''
-class DropPath(nn.Module):
-    """Stochastic depth: in training, zero each sample's whole input with probability p and scale the kept ones
-    by 1 / (1 - p) (timm's drop_path); the identity in eval."""
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
-'''
+_DROP_PATH = support_text("drop_path")
 
 register(OpDef(
     name="drop_path", attrs=DropoutAttrs, positional=("p",), infer=lambda ins, a: ins[0],

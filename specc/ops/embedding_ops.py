@@ -6,19 +6,9 @@ from __future__ import annotations
 from ..diagnostics import ShapeError
 from ..types import TensorType
 from .registry import LAYER, NO_MACS, Example, NoAttrs, OpDef, expect_float, register
-from .torch_rule import TorchRule
+from .torch_rule import TorchRule, support_text
 
-_CLASS_TOKEN = '''
-class ClassToken(nn.Module):
-    """Prepends one learned [d] vector to every sequence: [B, N, d] -> [B, N + 1, d] (ViT's class token)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(1, 1, dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat((self.weight.expand(x.size(0), -1, -1), x), dim=1)
-'''
+_CLASS_TOKEN = support_text("class_token")
 
 
 def _cls_infer(ins: list[TensorType], a: NoAttrs) -> TensorType:

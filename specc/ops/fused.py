@@ -17,7 +17,7 @@ from pydantic import PositiveInt, ValidationError
 from ..diagnostics import ShapeError
 from ..types import FLOAT_DTYPES, TensorType, TupleType
 from .registry import LAYER, Attrs, Example, OpDef, get, register
-from .torch_rule import TorchRule, pyval
+from .torch_rule import TorchRule, pyval, support_text
 
 BASES = ("conv1d", "conv2d", "linear")
 # epilogue activation steps: IR op (and its attrs) -> step name in the emitted call
@@ -103,71 +103,9 @@ def _fused_call(args: list[str], a: FusedAttrs, ins) -> str:
     return f"fused_layer({x}, {layers[0]}, {bn}, {pyval(a.epilogue)}{tail})"
 
 
-_DERIVED = '''
-def derived(owner: nn.Module, tag: str, make, *sources):
-    """Weights computed from parameters (a folded batchnorm, concatenated projections). While autograd records they
-    are recomputed every call (gradients flow to the real parameters); otherwise cached on `owner` until a source
-    tensor changes: new storage, or an in-place update (load_state_dict, optimizer steps, `with torch.no_grad():
-    p.copy_(...)`). Writes through `p.data` are not versioned by PyTorch: call clear_derived(model) after those."""
-    if torch.is_grad_enabled() or torch.compiler.is_compiling():  # a compiled graph computes them itself
-        return make()
-    key = tuple((t.data_ptr(), t._version, t.dtype) for t in sources if t is not None)
-    cache = owner.__dict__.setdefault("_specc_derived", {})
-    if tag not in cache or cache[tag][0] != key:
-        cache[tag] = (key, make())
-    return cache[tag][1]
+_DERIVED = support_text("derived")
 
-
-def clear_derived(model: nn.Module) -> None:
-    """Forget every cached derived weight in `model` (needed only after writes through `.data`)."""
-    for m in model.modules():
-        m.__dict__.pop("_specc_derived", None)
-'''
-
-_FUSED = '''
-def fold_batchnorm(layer: nn.Module, bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Conv/linear weights with an eval-mode batchnorm folded in: w * s and (b - mean) * s + beta per output
-    channel, s = gamma / sqrt(var + eps)."""
-    scale = torch.rsqrt(bn.running_var + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight
-    weight = layer.weight * scale.reshape(-1, *([1] * (layer.weight.dim() - 1)))
-    bias = -bn.running_mean * scale if layer.bias is None else (layer.bias - bn.running_mean) * scale
-    return weight, bias if bn.bias is None else bias + bn.bias
-
-
-# in place where PyTorch has an in-place form (the epilogue runs on the layer's fresh output, see fused_layer)
-ACTIVATIONS = {
-    "relu": lambda y: F.relu(y, inplace=True),
-    "silu": lambda y: F.silu(y, inplace=True),
-    "tanh": lambda y: y.tanh_(),
-    "sigmoid": lambda y: y.sigmoid_(),
-    "gelu": lambda y: F.gelu(y),
-    "gelu_tanh": lambda y: F.gelu(y, approximate="tanh"),
-}
-
-
-def fused_layer(x, layer: nn.Module, bn: nn.Module | None, epilogue: tuple[str, ...], *residuals):
-    """layer(x), then bn (folded into the layer's weights unless training), then the epilogue steps: "add" adds
-    the next residual, other steps are activations, all in place on the layer's fresh output.
-    -O2 only: with a batchnorm in eval mode this calls the folded weights directly, so forward hooks and wrappers
-    (LoRA, parametrizations, quantization observers) on `layer` and `bn` are bypassed. Compile at -O1 (the default)
-    for a module whose every layer is called through itself."""
-    if bn is None:
-        y = layer(x)
-    elif bn.training:
-        y = bn(layer(x))
-    else:
-        sources = (layer.weight, layer.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
-        weight, bias = derived(bn, "folded", lambda: fold_batchnorm(layer, bn), *sources)
-        y = F.linear(x, weight, bias) if isinstance(layer, nn.Linear) else layer._conv_forward(x, weight, bias)
-    # y is always a fresh tensor that no autograd node saved (conv/linear save their input, batchnorm its input),
-    # so the residual add and the activation can overwrite it, as torchvision's blocks do
-    rest = iter(residuals)
-    for step in epilogue:
-        y = y.add_(next(rest)) if step == "add" else ACTIVATIONS[step](y)
-    return y
-'''
+_FUSED = support_text("fused_layer")
 
 def _sub(params: dict, layer: str) -> dict:
     return {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith(layer + ".")}
@@ -247,18 +185,7 @@ def _rows(t: TensorType):
     return n
 
 
-_MERGED = '''
-def merged_linear(x: torch.Tensor, *layers: nn.Linear) -> tuple[torch.Tensor, ...]:
-    """Several nn.Linear of the same input as one matmul on their concatenated weights, split back per layer.
-    -O2 only: the layers' own forward (and any hook or adapter on them) is not called; -O1 (the default) calls each."""
-    def cat():
-        bias = None if layers[0].bias is None else torch.cat([m.bias for m in layers])
-        return torch.cat([m.weight for m in layers]), bias
-
-    sources = [t for m in layers for t in (m.weight, m.bias)]
-    weight, bias = derived(layers[0], "merged", cat, *sources)
-    return F.linear(x, weight, bias).split([m.out_features for m in layers], dim=-1)
-'''
+_MERGED = support_text("merged_linear")
 
 def _np_merged(xs, a: MergedLinearAttrs, p):
     x = xs[0].astype("float64")

@@ -6,7 +6,7 @@ from pydantic import PositiveFloat
 from ..diagnostics import ShapeError
 from ..types import TensorType
 from .registry import LAYER, NO_MACS, Attrs, Example, OpDef, expect_float, expect_rank, register
-from .torch_rule import TorchRule, pyval
+from .torch_rule import TorchRule, pyval, support_text
 
 
 class BatchNormAttrs(Attrs):
@@ -99,17 +99,7 @@ def _ln_infer(ins: list[TensorType], a) -> TensorType:
     return x
 
 
-_LAYERNORM_DIM = '''
-class LayerNormDim(nn.LayerNorm):
-    """Layer norm over one dim other than the last (the channels of a [N, C, H, W] map, as in ConvNeXt)."""
-
-    def __init__(self, features: int, dim: int, **kwargs) -> None:
-        super().__init__(features, **kwargs)
-        self.dim = dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.movedim(self.dim, -1)).movedim(-1, self.dim)
-'''
+_LAYERNORM_DIM = support_text("layernorm_dim")
 
 
 def _ln_module(ins, a: LayerNormAttrs) -> str:

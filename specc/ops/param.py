@@ -13,7 +13,7 @@ from pydantic import Field, PositiveFloat, PositiveInt
 from ..diagnostics import ShapeError
 from ..types import DTYPES, FLOAT_DTYPES, TensorType
 from .registry import LAYER, Attrs, Example, OpDef, register
-from .torch_rule import TorchRule, pyval
+from .torch_rule import TorchRule, pyval, support_text
 
 
 class ParameterAttrs(Attrs):
@@ -36,39 +36,7 @@ def _parameter_infer(ins: list[TensorType], a: ParameterAttrs) -> TensorType:
     return TensorType(a.dtype, tuple(a.shape))
 
 
-_PARAMETER = '''
-class LearnedTensor(nn.Module):
-    """A free-standing tensor of the spec (a layer scale, a learned query, a position table): a parameter (frozen:
-    without gradient), or a buffer. Calling the module gives the tensor."""
-
-    def __init__(self, shape: tuple, init: str = "normal", std: float = 0.02, value: float = 0.0,
-                 layout: str = "interleaved", trainable: bool = True, buffer: bool = False,
-                 dtype: torch.dtype = torch.float32) -> None:
-        super().__init__()
-        t = torch.empty(shape, dtype=dtype)
-        if init == "sincos":  # [length, dim]: sin/cos of t * 10000^(-2i/dim), interleaved or as two halves
-            pos = torch.arange(shape[0], dtype=torch.float32).unsqueeze(1)
-            angle = pos * torch.exp(torch.arange(0, shape[1], 2, dtype=torch.float32) * (-math.log(10000.0) / shape[1]))
-            if layout == "halves":
-                t.copy_(torch.cat([angle.sin(), angle.cos()], dim=1))
-            else:
-                t.copy_(torch.stack([angle.sin(), angle.cos()], dim=-1).flatten(1))
-        elif init == "normal":
-            nn.init.normal_(t, std=std)
-        elif init == "trunc_normal":
-            nn.init.trunc_normal_(t, std=std, a=-2 * std, b=2 * std)
-        elif init == "uniform":
-            nn.init.uniform_(t, -std, std)
-        else:
-            nn.init.constant_(t, {"zeros": 0.0, "ones": 1.0}.get(init, value))
-        if buffer:
-            self.register_buffer("weight", t)
-        else:
-            self.weight = nn.Parameter(t, requires_grad=trainable)
-
-    def forward(self) -> torch.Tensor:
-        return self.weight
-'''
+_PARAMETER = support_text("parameter")
 
 
 def _parameter_module(ins, a: ParameterAttrs) -> str:
@@ -139,24 +107,7 @@ def sincos_table(length: int, dim: int, layout: str = "interleaved", base: float
     return out
 
 
-_SINCOS = '''
-class SinCosTable(nn.Module):
-    """The fixed [length, dim] sin/cos position table (a non-persistent buffer): frequency i = base^(-2i/dim);
-    interleaved (sin, cos pairs, Vaswani et al.) or halves (all sines, then all cosines)."""
-
-    def __init__(self, length: int, dim: int, layout: str = "interleaved", base: float = 10000.0) -> None:
-        super().__init__()
-        t = torch.arange(length, dtype=torch.float32).unsqueeze(1)
-        angle = t * torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(base) / dim))
-        if layout == "halves":
-            table = torch.cat([angle.sin(), angle.cos()], dim=1)
-        else:
-            table = torch.stack([angle.sin(), angle.cos()], dim=-1).flatten(1)
-        self.register_buffer("table", table, persistent=False)
-
-    def forward(self) -> torch.Tensor:
-        return self.table
-'''
+_SINCOS = support_text("sincos")
 
 
 def _sincos_module(ins, a: SinCosAttrs) -> str:

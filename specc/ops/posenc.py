@@ -11,7 +11,7 @@ from ..symbolic import Dim, base_symbols, is_monotone, largest_within
 from ..types import TensorType
 from .context import bounds
 from .registry import LAYER, NO_MACS, Attrs, Example, OpDef, expect_float, register
-from .torch_rule import TorchRule, pyval
+from .torch_rule import TorchRule, pyval, support_text
 
 
 def _sequence(ins: list[TensorType], what: str) -> TensorType:
@@ -84,18 +84,7 @@ def _learned_infer(ins: list[TensorType], a: LearnedPosAttrs) -> TensorType:
     return x
 
 
-_LEARNED = '''
-class LearnedPositions(nn.Module):
-    """x + the first T rows of a learned [max_len, d] table (GPT-2 wpe, BERT position embeddings, ViT)."""
-
-    def __init__(self, max_len: int, dim: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(max_len, dim))
-        nn.init.normal_(self.weight, std=0.02)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.weight[: x.size(-2)]
-'''
+_LEARNED = support_text("learned_positions")
 
 register(OpDef(
     name="learned_pos", attrs=LearnedPosAttrs, positional=("max_len",), infer=_learned_infer,
@@ -123,22 +112,7 @@ def _sinusoidal_infer(ins: list[TensorType], a: SinusoidalAttrs) -> TensorType:
     return x
 
 
-_SINUSOIDAL = '''
-class SinusoidalPositions(nn.Module):
-    """x + the fixed table PE[t, 2i] = sin(t / base^(2i/d)), PE[t, 2i+1] = cos(...) (Vaswani et al. 2017)."""
-
-    def __init__(self, max_len: int, dim: int, base: float = 10000.0) -> None:
-        super().__init__()
-        t = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)
-        inv_freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(base) / dim))
-        pe = torch.zeros(max_len, dim)
-        pe[:, 0::2] = torch.sin(t * inv_freq)
-        pe[:, 1::2] = torch.cos(t * inv_freq)
-        self.register_buffer("pe", pe, persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.pe[: x.size(-2)].to(x.dtype)
-'''
+_SINUSOIDAL = support_text("sinusoidal")
 
 
 def _sinusoidal_module(ins, a: SinusoidalAttrs) -> str:
@@ -183,20 +157,7 @@ def _rope_infer(ins: list[TensorType], a: RopeAttrs) -> TensorType:
     return x
 
 
-_ROPE = '''
-def apply_rope(x: torch.Tensor, base: float = 10000.0, interleaved: bool = False) -> torch.Tensor:
-    """Rotary position embedding (Su et al. 2021) of x [..., T, d]: feature pair i of position t turns by
-    t * base^(-2i/d). Pairs are (i, i + d/2), or (2i, 2i + 1) when interleaved."""
-    t, d = x.size(-2), x.size(-1)
-    inv_freq = base ** -(torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
-    angle = torch.outer(torch.arange(t, device=x.device, dtype=torch.float32), inv_freq)  # [T, d/2]
-    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
-    if interleaved:
-        x1, x2 = x[..., 0::2], x[..., 1::2]
-        return torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)
-    x1, x2 = x[..., : d // 2], x[..., d // 2 :]
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
-'''
+_ROPE = support_text("rope")
 
 
 def _rope_call(args, a: RopeAttrs, ins) -> str:

@@ -16,7 +16,7 @@ from ..diagnostics import ShapeError
 from ..symbolic import Dim
 from ..types import TensorType, TupleType
 from .registry import LAYER, Attrs, Example, OpDef, expect_float, expect_rank, register
-from .torch_rule import TorchRule, pyval
+from .torch_rule import TorchRule, pyval, support_text
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
@@ -107,14 +107,7 @@ def _module(kind: str):
 
 
 # nn.LSTM returns (out, (h, c)); the IR's tuples are flat, so the emitted layer returns (out, h, c).
-_FLAT_LSTM = '''
-class FlatLSTM(nn.LSTM):
-    """nn.LSTM (same parameters) taking (x[, h0, c0]) and returning (out, h_n, c_n) as one flat tuple."""
-
-    def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None, c0: torch.Tensor | None = None):
-        out, (h, c) = super().forward(x, None if h0 is None else (h0, c0))
-        return out, h, c
-'''
+_FLAT_LSTM = support_text("flat_lstm")
 
 def _np_cell(kind: str, a: RecurrentAttrs):
     """One time step (x [B, I], state) -> state, with PyTorch's gate order (GRU r, z, n; LSTM i, f, g, o)."""

@@ -8,7 +8,7 @@ from pydantic import PositiveFloat, PositiveInt
 from ..diagnostics import ShapeError
 from ..types import INT_DTYPES, TensorType
 from .registry import Attrs, Example, OpDef, expect_rank, register
-from .torch_rule import TorchRule, pyval
+from .torch_rule import TorchRule, pyval, support_text
 
 
 class TimestepAttrs(Attrs):
@@ -44,16 +44,7 @@ def _numpy(xs, a: TimestepAttrs, params):
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
-_SUPPORT = '''
-def timestep_embedding(t: torch.Tensor, dim: int, flip_sin_to_cos: bool = False, freq_shift: float = 1.0,
-                       base: float = 10000.0) -> torch.Tensor:
-    """[B] diffusion steps -> [B, dim]: sin and cos of t * base^(-i / (dim/2 - freq_shift)) (DDPM, diffusers)."""
-    half = dim // 2
-    exponent = -math.log(base) * torch.arange(half, dtype=torch.float32, device=t.device) / (half - freq_shift)
-    angle = t.float()[:, None] * torch.exp(exponent)[None, :]
-    parts = (angle.cos(), angle.sin()) if flip_sin_to_cos else (angle.sin(), angle.cos())
-    return torch.cat(parts, dim=-1)
-'''
+_SUPPORT = support_text("timestep_embedding")
 
 
 def _call(args, a: TimestepAttrs, ins) -> str:

@@ -60,3 +60,15 @@ def kwargs(a: Any, names: list[str], defaults: dict[str, Any]) -> str:
             continue
         out.append(f"{n}={pyval(v)}")
     return "".join(f", {x}" for x in out)
+
+
+def support_text(name: str) -> str:
+    """The definitions in specc/ops/support/<name>.py, as emitted files carry them: the file's text after its
+    docstring and imports (an emitted file has its own imports). The files are real Python, linted and importable
+    in tests; they are read here as text, never imported, so `specc check` loads no torch."""
+    from pathlib import Path
+
+    lines = (Path(__file__).parent / "support" / f"{name}.py").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line[:1] not in ("", " ", '"', "#")
+                 and not line.startswith(("import ", "from ")) and not line.endswith('"""'))
+    return "\n" + "\n".join(lines[start:]) + "\n"
