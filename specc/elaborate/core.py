@@ -152,6 +152,7 @@ class Elaborator(LoaderMixin, StatementsMixin, RepeatMixin, ExpressionsMixin, Ca
 
         def size(name: str) -> int:
             if name not in sizes:
+                sizes[name] = 0  # a graph that reaches itself (names clashing, already reported) counts once
                 sizes[name] = sum(1 + (size(n.target) if n.kind in ("call", "repeat") else 0)
                                   for n in self.graphs[name].nodes())
             return sizes[name]
