@@ -170,28 +170,54 @@ def _torchvision_model(name, classes=10):
     return m
 
 
-@pytest.mark.parametrize("name", ["resnet18", "alexnet"])
+def _tiny_vit(models, classes=10):
+    """torchvision's VisionTransformer at tiny size (vit_b_16's class): image 32, patch 8, 2 layers, 2 heads, d 16,
+    d_ff 32. Every parameter drawn at random: torchvision zero-initialises the class token and the head."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    m = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+                          num_classes=classes).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0.0, 0.2)
+    return m
+
+
+# name -> (spec, the torchvision model with 10 classes (seeded), -D overrides that match it, input size)
+TV_CASES = {
+    "resnet18": ("resnet18.nn", lambda: _torchvision_model("resnet18"), {"classes": 10}, 224),
+    "alexnet": ("alexnet.nn", lambda: _torchvision_model("alexnet"), {"classes": 10}, 224),
+    "vit": ("vit_b16.nn", lambda: (torch.manual_seed(1), _tiny_vit(torchvision_models()))[1],
+            {"classes": 10, "image_size": 32, "patch": 8, "layers": 2, "heads": 2, "d": 16, "d_ff": 32}, 32),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TV_CASES))
 def test_torchvision_round_trip(name, tmp_path):
     from safetensors.torch import load_file
 
-    tv = _torchvision_model(name)
+    spec, build, overrides, size = TV_CASES[name]
+    tv = build()
     pth = tmp_path / f"{name}.pth"
     torch.save(tv.state_dict(), pth)
     out = tmp_path / "w.safetensors"
-    result = import_weights(SPECS / f"{name}.nn", pth, out, overrides={"classes": 10})  # map found by its names
+    result = import_weights(SPECS / spec, pth, out, overrides=overrides)  # map found by its names
     assert result.map.name == f"{name}-torchvision"
     model = result.spec.to_torch(weights=out).eval()
-    x = torch.randn(2, 3, 224, 224)
+    x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         assert (tv(x) - model(x)).abs().max().item() <= ATOL
     export_weights(result.spec, out, result.map.name, tmp_path / "exp")
-    back = getattr(torchvision_models(), name)(num_classes=10).eval()
+    back = build()
+    with torch.no_grad():
+        for t in back.state_dict().values():  # not tv's values: the load below must overwrite every one
+            t.zero_()
     back.load_state_dict(load_file(tmp_path / "exp" / "model.safetensors"))  # strict: every name, every shape
     with torch.no_grad():
         assert torch.equal(back(x), tv(x))
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50", "vgg16", "alexnet"])
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "vgg16", "alexnet", "vit_b_16"])
 def test_torchvision_maps_cover_every_tensor(name):
     """Names and shapes only, on the meta device (full size, no memory): every tensor mapped both ways."""
     models = torchvision_models()
@@ -200,10 +226,12 @@ def test_torchvision_maps_cover_every_tensor(name):
     ckpt = {k: TensorInfo(tuple(v.shape), "float32") for k, v in tv.state_dict().items()}
     ckpt = {k: TensorInfo(v.shape, "int64" if k.endswith("num_batches_tracked") else "float32")
             for k, v in ckpt.items()}
-    layout = model_layout(specc.load(SPECS / f"{name}.nn"))
-    plan = plan_import(load_map(MAPS / f"{name}-torchvision.toml"), ckpt, layout.tensors, layout.aliases)
+    spec, wmap = {"vit_b_16": ("vit_b16", "vit")}.get(name, (name, name))
+    layout = model_layout(specc.load(SPECS / f"{spec}.nn"))
+    plan = plan_import(load_map(MAPS / f"{wmap}-torchvision.toml"), ckpt, layout.tensors, layout.aliases)
     assert plan.report.ok, plan.report.problems()
-    assert len(plan.out) == len(layout.tensors) == len(ckpt)
+    assert plan.out.keys() == layout.tensors.keys()  # every model tensor written, every checkpoint one read once
+    assert sorted(n for step in plan.steps for n in step.src) == sorted(ckpt)  # (vit: q/k/v fused, 3 -> 1)
 
 
 # ---- errors: one report, closest names, nothing written, nothing modified ---------------------------------------
