@@ -37,13 +37,27 @@ def _result_dtype(a: TensorType, b: TensorType) -> str:
     raise ShapeError(f"dtypes differ: {a.dtype} vs {b.dtype}", "E0302", 1)
 
 
-def _binary_infer(ins: list[TensorType], a: BinaryAttrs) -> TensorType:
-    if len(ins) == 1:
-        if a.scalar is None:
-            raise ShapeError("binary op needs two tensors or a tensor and a scalar", "E0104")
-        return ins[0]
-    x, y = ins
-    return TensorType(_result_dtype(x, y), broadcast(x, y))
+def _binary_infer(name: str):
+    def infer(ins: list[TensorType], a: BinaryAttrs) -> TensorType:
+        if len(ins) == 1:
+            if a.scalar is None:
+                raise ShapeError("binary op needs two tensors or a tensor and a scalar", "E0104")
+            return TensorType(_promote(name, ins[0].dtype, a.scalar), ins[0].shape)
+        x, y = ins
+        return TensorType(_promote(name, _result_dtype(x, y), None), broadcast(x, y))
+    return infer
+
+
+def _promote(name: str, dtype: str, scalar) -> str:
+    """PyTorch's type promotion for an integer or bool tensor: a float scalar or true division gives the default
+    float dtype (f32); a bool tensor with an int scalar gives i64."""
+    if dtype in FLOAT_DTYPES:
+        return dtype
+    if name == "div" or isinstance(scalar, float):
+        return "f32"
+    if dtype == "bool" and isinstance(scalar, int) and not isinstance(scalar, bool):
+        return "i64"
+    return dtype
 
 
 def _binary_call(sym: str):
@@ -78,7 +92,7 @@ for _name, _sym, _fresh, _np in (("add", "+", True, "add"), ("sub", "-", True, "
                                  ("mul", "*", True, "multiply"), ("div", "/", True, "true_divide"),
                                  ("pow", "**", False, "power")):
     register(OpDef(
-        name=_name, attrs=BinaryAttrs, arity=(1, 2), infer=_binary_infer,
+        name=_name, attrs=BinaryAttrs, arity=(1, 2), infer=_binary_infer(_name),
         categories=frozenset({ELEMENTWISE}), torch=TorchRule(call=_binary_call(_sym), fresh=_fresh),
         doc=f"elementwise `{_sym}` with broadcasting",
         numpy=_np_binary(_np), examples=BINARY_EXAMPLES, waive={"macs": NO_MACS},

@@ -30,7 +30,7 @@ def _minmax_numpy(fn: str):
 
 for _name in ("maximum", "minimum"):
     register(OpDef(
-        name=_name, attrs=BinaryAttrs, positional=("scalar",), arity=(1, 2), infer=_binary_infer,
+        name=_name, attrs=BinaryAttrs, positional=("scalar",), arity=(1, 2), infer=_binary_infer(_name),
         categories=frozenset({ELEMENTWISE}), torch=TorchRule(call=_minmax_call(f"torch.{_name}")),
         numpy=_minmax_numpy(_name),
         examples=(Example(("f32[2, 3, 4]", "f32[3, 1]")), Example(("f32[2, 5]",), {"scalar": 0.25})),
