@@ -21,7 +21,9 @@ def test_compile_writes_library_weights_and_runner(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["compile", LENET, "--target", "tvm-cpu", "-o", str(out)]) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["lenet5.npz", "lenet5.npz.specc", "lenet5.so", "lenet5.so.specc", "lenet5_tvm.py"]
+    # the manifest (written last) says which library, weights and runner belong together
+    assert names == ["lenet5.manifest.json", "lenet5.npz", "lenet5.npz.specc", "lenet5.so", "lenet5.so.specc",
+                     "lenet5_tvm.py"]
     assert "wrote" in capsys.readouterr().out
 
     # the runner script is clean Python and runs on its own (random inputs) ...
