@@ -66,9 +66,13 @@ def support_text(name: str) -> str:
     """The definitions in specc/ops/support/<name>.py, as emitted files carry them: the file's text after its
     docstring and imports (an emitted file has its own imports). The files are real Python, linted and importable
     in tests; they are read here as text, never imported, so `specc check` loads no torch."""
+    import ast
     from pathlib import Path
 
-    lines = (Path(__file__).parent / "support" / f"{name}.py").read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line[:1] not in ("", " ", '"', "#")
-                 and not line.startswith(("import ", "from ")) and not line.endswith('"""'))
-    return "\n" + "\n".join(lines[start:]) + "\n"
+    text = (Path(__file__).parent / "support" / f"{name}.py").read_text()
+    body = ast.parse(text).body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]  # the module docstring
+    first = next(n for n in body if not isinstance(n, (ast.Import, ast.ImportFrom)))
+    start = min([first.lineno, *(d.lineno for d in getattr(first, "decorator_list", ()))]) - 1
+    return "\n" + "\n".join(text.splitlines()[start:]) + "\n"
