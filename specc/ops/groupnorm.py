@@ -37,8 +37,13 @@ def _gn_infer(ins: list[TensorType], a: GroupNormAttrs) -> TensorType:
 
 
 def _in_infer(ins: list[TensorType], a: InstanceNormAttrs) -> TensorType:
-    _channels(ins[0], "instancenorm")
-    return ins[0]
+    x = ins[0]
+    _channels(x, "instancenorm")
+    spatial = x.shape[2:]
+    if all(isinstance(d, int) for d in spatial) and all(d == 1 for d in spatial):
+        raise ShapeError(f"instancenorm normalises each channel over its spatial positions, and {x} has only one "
+                         "(every output would be 0; PyTorch refuses it)", "E0305")
+    return x
 
 
 def _affine_params(ins: list[TensorType], a) -> dict:

@@ -190,6 +190,9 @@ def _pad_infer(ins: list[TensorType], a: PadAttrs) -> TensorType:
         shape[d] = shape[d] + a.pad[2 * i] + a.pad[2 * i + 1]
     if a.mode != "constant":
         expect_float(x, f"pad ({a.mode})")
+        if a.value != 0.0:
+            raise ShapeError(f"value={a.value} fills only mode=\"constant\" padding; mode=\"{a.mode}\" copies the "
+                             "input's own values", "E0305")
     return x.with_shape(tuple(shape))
 
 

@@ -3,7 +3,7 @@ where(cond, x, y) and masked_fill(x, mask, value)."""
 from __future__ import annotations
 
 from ..diagnostics import ShapeError
-from ..types import TensorType
+from ..types import FLOAT_DTYPES, TensorType
 from .elementwise import BinaryAttrs, _binary_infer, broadcast
 from .registry import ELEMENTWISE, Attrs, Example, OpDef, register
 from .torch_rule import TorchRule, pyval
@@ -28,9 +28,21 @@ def _minmax_numpy(fn: str):
     return ref
 
 
+def _minmax_infer(name: str):
+    tensors = _binary_infer(name)
+
+    def infer(ins: list[TensorType], a: BinaryAttrs) -> TensorType:
+        if len(ins) == 1 and isinstance(a.scalar, float) and ins[0].dtype not in FLOAT_DTYPES:
+            # the number is taken in the tensor's dtype (torch.minimum takes two tensors): 1.5 would become 1
+            raise ShapeError(f"{name} of a {ins[0].dtype} tensor and the float {a.scalar}: give an integer",
+                             "E0302", 0)
+        return tensors(ins, a) if len(ins) == 2 or a.scalar is None else TensorType(ins[0].dtype, ins[0].shape)
+    return infer
+
+
 for _name in ("maximum", "minimum"):
     register(OpDef(
-        name=_name, attrs=BinaryAttrs, positional=("scalar",), arity=(1, 2), infer=_binary_infer(_name),
+        name=_name, attrs=BinaryAttrs, positional=("scalar",), arity=(1, 2), infer=_minmax_infer(_name),
         categories=frozenset({ELEMENTWISE}), torch=TorchRule(call=_minmax_call(f"torch.{_name}")),
         numpy=_minmax_numpy(_name),
         examples=(Example(("f32[2, 3, 4]", "f32[3, 1]")), Example(("f32[2, 5]",), {"scalar": 0.25})),

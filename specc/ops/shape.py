@@ -417,7 +417,10 @@ class ReduceAttrs(Attrs):
 
 def _reduce_infer(ins: list[TensorType], a: ReduceAttrs) -> TensorType:
     (x,) = ins
-    axes = {_axis(d, x.rank) for d in (a.dim if isinstance(a.dim, tuple) else (a.dim,))}
+    dims = a.dim if isinstance(a.dim, tuple) else (a.dim,)
+    axes = {_axis(d, x.rank) for d in dims}
+    if len(axes) < len(dims):
+        raise ShapeError(f"dims {a.dim} name the same dim twice of a rank-{x.rank} tensor", "E0305")
     shape = [1 if i in axes else s for i, s in enumerate(x.shape)] if a.keepdim else \
         [s for i, s in enumerate(x.shape) if i not in axes]
     return x.with_shape(shape)

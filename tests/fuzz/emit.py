@@ -180,7 +180,7 @@ def ruff_failures(folder: Path) -> dict[str, str]:
     return bad
 
 
-def run(cases: int, seed: int = 0, opt_level: int = 0, budget: float | None = None) -> dict:
+def run(cases: int, seed: int = 0, opt_level: int = 0, budget: float | None = None, start: int = 0) -> dict:
     import time
 
     t0 = time.monotonic()
@@ -188,7 +188,7 @@ def run(cases: int, seed: int = 0, opt_level: int = 0, budget: float | None = No
     first: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="specc-emit-") as tmp:
         folder = Path(tmp)
-        for i in range(cases):
+        for i in range(start, start + cases):
             if budget is not None and time.monotonic() - t0 > budget:
                 break
             name, text = emit_case(seed, i)
@@ -210,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-O", dest="opt", type=int, default=0, choices=(0, 1))
     ap.add_argument("--budget", type=float)
+    ap.add_argument("--start", type=int, default=0, help="first case number")
     ap.add_argument("--only", type=int, help="print case N and its outcome")
     a = ap.parse_args(argv)
     if a.only is not None:
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             print(check_one(name, text, a.opt, Path(tmp), "case"))
         return 0
-    res = run(a.cases, a.seed, a.opt, a.budget)
+    res = run(a.cases, a.seed, a.opt, a.budget, a.start)
     print(json.dumps(res, indent=1))
     return 1 if any(k in FAILURES for k in res["outcomes"]) else 0
 
