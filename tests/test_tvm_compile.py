@@ -55,6 +55,18 @@ def test_compile_writes_library_weights_and_runner(tmp_path, capsys):
     # compiling again replaces specc's own files
     assert main(["compile", LENET, "--target", "tvm-cpu", "-o", str(out)]) == 0
 
+    # a library from another compile (here: one byte changed) is refused by the runner, not run on the wrong data
+    from specc.fsutil import check_manifest
+
+    assert check_manifest(out, "lenet5.manifest.json") == []
+    lib = out / "lenet5.so"
+    lib.write_bytes(lib.read_bytes() + b"\0")
+    assert check_manifest(out, "lenet5.manifest.json") == ["lenet5.so"]
+    res = subprocess.run([sys.executable, str(out / "lenet5_tvm.py"), "--dim", "B=2"], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode != 0 and "is not the library this runner was compiled with" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+
 
 def test_compile_refuses_foreign_files_before_building(tmp_path, capsys):
     out = tmp_path / "out"

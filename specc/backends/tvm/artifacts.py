@@ -8,6 +8,7 @@ file name is ever pasted into code, so none can run as code when the runner runs
 from __future__ import annotations
 
 import ast
+import hashlib
 import io
 from pathlib import Path
 
@@ -43,21 +44,23 @@ def compile_files(spec, target, outdir: Path, force: bool = False, opt_level: in
         lib_bytes = lib.read_bytes()
     buf = io.BytesIO()
     np.savez(buf, **model.weights)
+    digests = {"library": hashlib.sha256(lib_bytes).hexdigest(), "weights": hashlib.sha256(buf.getvalue()).hexdigest()}
     sidecar = f"{MARKER}: sidecar of a binary file specc wrote\n"
     files: dict[Path, str | bytes] = {
         outdir / f"{stem}.so": lib_bytes,
         outdir / f"{stem}.so.specc": sidecar,
         outdir / f"{stem}.npz": buf.getvalue(),
         outdir / f"{stem}.npz.specc": sidecar,
-        outdir / f"{stem}_tvm.py": runner_script(spec, model, stem),
+        outdir / f"{stem}_tvm.py": runner_script(spec, model, stem, digests),
     }
     # the manifest (SHA-256 of each file, committed last) lets a reader refuse a library and weights from two
     # different compiles: fsutil.check_manifest(folder, f"{stem}.manifest.json") == []
     return commit_files(files, force=force, manifest=f"{stem}.manifest.json")
 
 
-def runner_data(spec, model: TVMModel, stem: str) -> dict:
-    """What the runner needs to know, as plain data."""
+def runner_data(spec, model: TVMModel, stem: str, digests: dict[str, str]) -> dict:
+    """What the runner needs to know, as plain data. `digests`: SHA-256 of the library and the weights written with
+    it; the runner refuses a library from another compile (a `.so` swapped or half-replaced under it)."""
     from ...naming import spec_relative
     from ...version import __version__
 
@@ -67,11 +70,11 @@ def runner_data(spec, model: TVMModel, stem: str) -> dict:
     src = spec_relative(spec.module.path, spec.module.path) if spec.module.path else spec.name
     return {"model": spec.name, "library": f"{stem}.so", "weights": f"{stem}.npz", "target": model.target.name,
             "device": model.target.device, "inputs": ins, "outputs": list(model.output_names), "spec": src,
-            "specc": __version__}
+            "specc": __version__, "sha256": digests}
 
 
-def runner_script(spec, model: TVMModel, stem: str) -> str:
-    return render_runner(runner_data(spec, model, stem))
+def runner_script(spec, model: TVMModel, stem: str, digests: dict[str, str]) -> str:
+    return render_runner(runner_data(spec, model, stem, digests))
 
 
 def render_runner(data: dict) -> str:

@@ -10,6 +10,7 @@ the same spec).
 This file is specc/backends/tvm/runner_template.py with its MODEL line filled in as a Python literal: data only.
 """
 import argparse
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -21,15 +22,30 @@ import tvm
 from tvm import relax
 
 HERE = Path(__file__).resolve().parent
-MODEL = {"model": "Model", "library": "model.so", "weights": "model.npz", "target": "tvm-cpu", "device": "cpu", "inputs": [], "outputs": [], "spec": "model.nn", "specc": "0"}  # specc: model data
+MODEL = {"model": "Model", "library": "model.so", "weights": "model.npz", "target": "tvm-cpu", "device": "cpu", "inputs": [], "outputs": [], "spec": "model.nn", "specc": "0", "sha256": {}}  # specc: model data
 INPUTS = MODEL["inputs"]  # [name, dtype, shape]; named dims are symbolic
 OUTPUTS = MODEL["outputs"]
 DEVICE = MODEL["device"]
 
 
+def verify(what: str = "library") -> Path:
+    """The path of the library (or weights) file, after checking it is the one compiled with this runner."""
+    path = HERE / MODEL[what]
+    want = MODEL.get("sha256", {}).get(what)
+    if want is not None:
+        try:
+            got = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as e:
+            raise SystemExit(f"{path}: cannot read the {what} this runner was compiled with ({e.strerror})") from None
+        if got != want:
+            raise SystemExit(f"{path} is not the {what} this runner was compiled with (another compile wrote it, or "
+                             f"one is in progress): recompile {MODEL['spec']} with specc")
+    return path
+
+
 def load(device: str = DEVICE):
     dev = tvm.cuda(0) if device == "cuda" else tvm.cpu(0)
-    vm = relax.VirtualMachine(tvm.runtime.load_module(str(HERE / MODEL["library"])), dev, memory_cfg="pooled")
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(verify("library"))), dev, memory_cfg="pooled")
 
     def run(*arrays):
         out = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a), dev) for a in arrays])
