@@ -134,6 +134,8 @@ class Module:
     constraints: dict[str, tuple[Any, Span | None]] = field(default_factory=dict)  # sym -> (upper bound, span)
     train: dict[str, tuple[Any, Span | None]] = field(default_factory=dict)
     path: str = ""
+    # sym -> (smallest size, span, op) that a window over it needs (elaborate/minimums.py): `T >= 8`
+    minimums: dict[str, tuple[int, Span | None, str]] = field(default_factory=dict)
 
     @property
     def graph(self) -> Graph:

@@ -360,3 +360,26 @@ def largest_within(d: Dim, sym: str, env: dict[str, int], limit: int, cap: int =
         else:
             hi = mid
     return lo
+
+
+def smallest_reaching(d: Dim, sym: str, target: int = 1, cap: int = 1 << 40) -> int | None:
+    """The smallest value of `sym` (>= 1) for which monotone `d` (in `sym` alone) is at least `target`; None if
+    not even `cap` reaches it."""
+    def value(v: int) -> int:
+        out = subs(d, {sym: v})
+        return out if isinstance(out, int) else target  # not evaluable: make no claim
+
+    if value(1) >= target:
+        return 1
+    lo, hi = 1, 2
+    while value(hi) < target:  # value(lo) < target
+        if hi >= cap:
+            return None
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:  # value(lo) < target <= value(hi)
+        mid = (lo + hi) // 2
+        if value(mid) >= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi

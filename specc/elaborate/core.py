@@ -6,7 +6,7 @@ from typing import Any
 
 from .. import ast as A
 from ..attrs import short as _short
-from ..diagnostics import Diagnostic, SpecError
+from ..diagnostics import Diagnostic, Note, SpecError
 from ..ir import Graph, Module
 from ..limits import Limits, int_digits, over_budget
 from ..ops.context import shape_context
@@ -16,6 +16,7 @@ from .blocks import BlocksMixin
 from .calls import CallsMixin
 from .expressions import ExpressionsMixin
 from .loader import LoaderMixin
+from .minimums import size_minimums
 from .models import ModelCallMixin
 from .repeat import RepeatMixin
 from .statements import StatementsMixin
@@ -141,8 +142,22 @@ class Elaborator(LoaderMixin, StatementsMixin, RepeatMixin, ExpressionsMixin, Ca
             self.error("E0402", f"model {chosen.name} declares no `output`", chosen.name_span)
         self.graphs[g.name] = g
         self.check_expanded_size(g)
+        minimums = self.check_minimums()
         return Module(name=chosen.name, graphs=dict(self.graphs), main=g.name, hparams=hparams,
-                      constraints=dict(self.constraints), train=dict(self.train), path=prog.file)
+                      constraints=dict(self.constraints), train=dict(self.train), path=prog.file,
+                      minimums=minimums)
+
+    def check_minimums(self) -> dict:
+        """The smallest size of each symbolic dim that windows need (elaborate/minimums.py); an error where the
+        spec's own bound (`where T <= 9`) is below it."""
+        minimums = size_minimums(self.graphs) if not self.diags else {}
+        for sym, (least, span, op) in minimums.items():
+            bound, bspan = self.constraints.get(sym, (None, None))
+            if isinstance(bound, int) and bound < least:
+                self.error("E0305", f"{op} needs {sym} >= {least} (fewer positions leave it no output), but "
+                           f"{sym} <= {bound}", span, label=f"needs {sym} >= {least}",
+                           notes=[Note(bspan, f"{sym} <= {bound} is declared here")] if bspan else None)
+        return minimums
 
     def check_expanded_size(self, main: Graph) -> None:
         """Blocks are specialised once and memoised, so a block calling another twice, 40 levels deep, checks in

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import PositiveInt, ValidationError
+from pydantic import PositiveInt, ValidationError, field_validator
 
 from ..diagnostics import ShapeError
 from ..types import FLOAT_DTYPES, TensorType, TupleType
@@ -155,6 +155,13 @@ class MergedLinearAttrs(Attrs):
     layers: tuple[str, ...]  # the linears merged, in output order; each keeps its own weight/bias
     out_features: tuple[PositiveInt, ...]
     bias: bool = True
+
+    @field_validator("layers")
+    @classmethod
+    def _names(cls, v):
+        if len(set(v)) != len(v) or not all(n.isidentifier() for n in v):
+            raise ValueError("the merged layers need distinct names (identifiers)")
+        return v
 
 
 def _merged_infer(ins: list[TensorType], a: MergedLinearAttrs) -> TupleType:

@@ -52,6 +52,8 @@ def _upsample_infer(ins: list[TensorType], a: UpsampleAttrs) -> TensorType:
         if float(s).is_integer():
             out.append(d * int(s))
         elif isinstance(d, int):
+            if int(d * s) < 1:
+                raise ShapeError(f"scale_factor={s} shrinks a dim of {d} to {int(d * s)} in {x}", "E0305")
             out.append(int(d * s))
         else:
             raise ShapeError(f"a fractional scale_factor ({s}) needs a static size, got {x}: give size= instead",
@@ -190,6 +192,10 @@ def _pad_infer(ins: list[TensorType], a: PadAttrs) -> TensorType:
         shape[d] = shape[d] + a.pad[2 * i] + a.pad[2 * i + 1]
     if a.mode != "constant":
         expect_float(x, f"pad ({a.mode})")
+        k = len(a.pad) // 2
+        if k > 3 or x.rank not in (k + 1, k + 2):  # F.pad's non-constant modes: the padded dims and one or two leading ones
+            raise ShapeError(f"mode=\"{a.mode}\" pads the last 1-3 dims of a tensor with one or two more dims: "
+                             f"{k} padded dim(s) need rank {k + 1} or {k + 2}, got {x}", "E0305")
         if a.value != 0.0:
             raise ShapeError(f"value={a.value} fills only mode=\"constant\" padding; mode=\"{a.mode}\" copies the "
                              "input's own values", "E0305")

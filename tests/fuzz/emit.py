@@ -61,7 +61,7 @@ def env_for(spec) -> dict[str, int]:
         if isinstance(t, TensorType):
             for sym in sorted(t.symbols()):
                 bound = spec.module.constraints.get(sym)
-                v = DIMS.get(sym, 8)
+                v = max(DIMS.get(sym, 8), spec.module.minimums.get(sym, (1,))[0])  # the sizes the spec needs
                 env[sym] = min(v, bound[0]) if bound and isinstance(bound[0], int) else v
     return env
 
