@@ -27,6 +27,8 @@ def _pool_infer(nd: int, name: str):
         k = pair(a.kernel_size, nd)
         s = pair(a.stride if a.stride is not None else a.kernel_size, nd)
         p = pair(a.padding, nd)
+        if any(pi < 0 for pi in p):
+            raise ShapeError(f"padding {a.padding} must be >= 0", "E0305")
         if any(2 * pi > ki for pi, ki in zip(p, k)):
             raise ShapeError(f"padding {a.padding} must be at most half the kernel size {a.kernel_size}", "E0305")
         lead = x.rank - nd
@@ -37,6 +39,10 @@ def _pool_infer(nd: int, name: str):
                 o = -((-(size + 2 * p[i] - k[i])) // s[i]) + 1
                 if isinstance(o, int) and (o - 1) * s[i] >= size + p[i]:
                     o -= 1  # as PyTorch: no last window that would start inside the right padding
+                elif not isinstance(o, int) and s[i] > k[i] - p[i]:  # then that rule never applies
+                    raise ShapeError(f"ceil_mode=true with stride {s[i]} > kernel {k[i]} - padding {p[i]}: the output "
+                                     f"size of {size} positions depends on {size} mod {s[i]}; give a static size "
+                                     "or ceil_mode=false", "E0305")
             else:
                 o = conv_out(size, k[i], s[i], p[i], 1)
             if isinstance(o, int) and o <= 0:

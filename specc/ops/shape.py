@@ -4,7 +4,7 @@ from __future__ import annotations
 from pydantic import PositiveInt, field_validator
 
 from ..diagnostics import ShapeError
-from ..symbolic import Dim, Sym
+from ..symbolic import Dim, Sym, is_monotone, subs
 from ..types import TensorType, TupleType
 from .registry import NO_MACS, REDUCTION, SHAPE, Attrs, Example, OpDef, numel, register
 from .torch_rule import TorchRule, pyval
@@ -96,6 +96,9 @@ class ReshapeAttrs(Attrs):
 def _reshape_infer(ins: list[TensorType], a: ReshapeAttrs) -> TensorType:
     (x,) = ins
     dims = list(a.dims())
+    for d in dims:
+        if isinstance(d, Sym) and not (is_monotone(d) and (subs(d, dict.fromkeys(d.symbols(), 1)) or 0) >= 1):
+            raise ShapeError(f"reshape to {_fmt(dims)}: {d} is not a size (it can be 0 or negative)", "E0305")
     if sum(1 for d in dims if d == -1) > 1:
         raise ShapeError("reshape can infer at most one dim (-1)", "E0305")
     total = numel(x.shape)
