@@ -155,6 +155,7 @@ class CallsMixin:
         if blocks is None:
             return POISON
         values, kw = blocks
+        own, kw = self.own_inits(op, kw, vspans or {})
         attrs = self.make_attrs(op, values, kw, span, vspans, label)
         if any(isinstance(t.type, ErrorType) for t in tensors):
             return POISON
@@ -187,9 +188,13 @@ class CallsMixin:
                 raise
             raise internal_error(e, span, f"{label}'s shape rule") from e
         self.check_dims(out, label, span)
+        init = ()
+        if layer is None or name == layer.name:  # the layer that owns the parameters
+            init = self.layer_init(opname, layer.name if layer else alias, op.param_shapes(ins, attrs), own,
+                                   getattr(attrs, "tie", None), label, span)
         node = Node(name=name, kind="op", target=opname, inputs=tuple(t.node for t in tensors), attrs=attrs,
                     type=out, span=span, layer=layer.name if layer else None,
-                    exprs=_attr_exprs(op, values, kw, exprs or {}))
+                    exprs=_attr_exprs(op, values, kw, exprs or {}), init=init)
         self.check_tie(op, node, ins, b)
         return b.add(node)
 
