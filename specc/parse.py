@@ -330,8 +330,8 @@ class _Builder:
         return A.InitSection(sp, tuple(self._init_rule(r) for r in t.children if isinstance(r, Tree)))
 
     def _init_rule(self, r):
-        sel, param, value = r.children
-        return A.InitRule(self.span(r), str(sel), str(param) if param is not None else None, self.expr(value))
+        sel, *param, value = r.children
+        return A.InitRule(self.span(r), str(sel), ".".join(map(str, param)) or None, self.expr(value))
 
     # ---- expressions ---------------------------------------------------------------------------------------
     def expr(self, t):

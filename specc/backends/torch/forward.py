@@ -229,12 +229,14 @@ class _ForwardCode(Interpreter[str, None]):
                 self.init += [f"{a} = {e}" for a, e in zip(layers, made.values())]
             else:
                 self.init.append(f"self.{attr} = {made}")
+            for param, init in n.init:  # a fused op's parameters are `layer.param`; a moe's `router.weight`
+                owner, _, leaf = param.partition(".")
+                where = f"{self.attr_of(owner)}.{leaf}" if isinstance(made, dict) and owner in made else \
+                    f"{attr}.{param}"
+                self.weights.append(init_call(f"self.{where}", init))
             tie = getattr(n.attrs, "tie", None)
             if tie:
                 self.ties.append(f"self.{attr}.weight = self.{self.attr_of(tie)}.weight  # weight tying")
-            for param, init in n.init:  # a fused op's parameters are `layer.param`
-                owner, _, leaf = param.rpartition(".")
-                self.weights.append(init_call(f"self.{self.attr_of(owner) if owner else attr}.{leaf}", init))
         if rule.inplace is not None and _overwritable(g, n):
             expr = rule.inplace(ins, n.attrs, in_types)
         elif rule.call is not None:
