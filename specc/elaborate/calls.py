@@ -65,7 +65,9 @@ class CallsMixin:
             return self.apply_instance(inst, pos, kw, span, alias, b)
         if isinstance(inst, BlockValue):  # `ffn = SwiGLU(1408)` ... `x -> ffn`: the block with its arguments
             return self.apply_block_value(inst, pos, kw, span, arg_spans, alias, b)
-        if name in BUILTINS and name not in self.defs:
+        # `sqrt(2 * layers)` is compile-time arithmetic, `sqrt(x)` of a tensor the op
+        tensor_op = registry.get(name) is not None and any(isinstance(v, Tensor) for v in [*pos, *kw.values()])
+        if name in BUILTINS and name not in self.defs and not tensor_op:
             return BUILTINS[name](self, pos, kw, span, arg_spans, b)
         if name in self.defs:
             return self.apply_block(self.defs[name], pos, kw, span, arg_spans, alias, b, arg_exprs)
