@@ -15,6 +15,7 @@ rules apply to every layer of the block wherever the section stands in it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 from .. import ast as A
 from ..attrs import FAN_INITS, Init
 from ..diagnostics import Note, SpecError
