@@ -19,6 +19,7 @@ from ..symbolic import Sym
 from ..symbolic import prod as numel
 from ..types import ErrorType, TensorType, TupleType
 from .builtins import BUILTINS
+from .inits import INIT_KWARGS
 from .values import (
     POISON,
     GraphBuilder,
@@ -130,8 +131,10 @@ class CallsMixin:
                 key = str(item["loc"][0]) if item["loc"] else None
                 sp = where.get(key, span) if key else span
                 if item["type"] == "extra_forbidden":
-                    fields = ", ".join(op.attrs.model_fields)
-                    close = _closest(key or "", list(op.attrs.model_fields))
+                    names = [*op.attrs.model_fields, *(INIT_KWARGS if op.params else ())]  # + init=, bias_init=
+                    fields = ", ".join(dict.fromkeys(names))
+                    close = _closest(key or "", names) or ("init" if (key or "").startswith("init") and op.params
+                                                           else None)  # `init_std=0.02`: now `init=normal(0.02)`
                     diags.append(Diagnostic("E0103", f"{label} has no argument {key!r}", sp, "unknown argument",
                                             help=(f"did you mean {close!r}? " if close else "") + f"it takes: {fields}"))
                 elif item["type"] == "missing":
