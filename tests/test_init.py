@@ -100,6 +100,20 @@ def test_gpt2_scales_its_residual_projections():
     assert torch.equal(m.ln_f.weight, torch.ones_like(m.ln_f.weight))
 
 
+def test_declaring_initialisation_keeps_the_state_dict():
+    """The same names, in the same order, with and without the init section (weights maps and checkpoints rely
+    on it)."""
+    text = (SPECS / "gpt2.nn").read_text()
+    start = text.index("  init {")
+    bare = text[:start] + text[text.index("  }\n", start) + 4:]
+    assert "init {" not in bare
+    small = {"layers": 2, "d": 32, "heads": 2, "vocab": 64, "ctx": 16}
+    with torch.device("meta"):
+        declared = specc.load(SPECS / "gpt2.nn", overrides=small).to_torch().state_dict()
+        plain = loads(bare, "gpt2.nn", **small).to_torch().state_dict()
+    assert [(k, v.shape) for k, v in declared.items()] == [(k, v.shape) for k, v in plain.items()]
+
+
 def test_resnet_follows_torchvision():
     spec = specc.load(SPECS / "resnet18.nn", overrides={"classes": 10})
     torch.manual_seed(0)
