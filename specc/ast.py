@@ -178,6 +178,20 @@ class Train(Node):
     items: tuple[TrainItem, ...]
 
 
+@dataclass(frozen=True)
+class InitRule(Node):
+    """`linear: normal(0.02)` / `c_proj.bias: zeros`: layers of an op kind, or layers of a name, and a parameter."""
+
+    selector: str
+    param: str | None
+    value: Any
+
+
+@dataclass(frozen=True)
+class InitSection(Node):
+    rules: tuple[InitRule, ...]
+
+
 # ---- definitions ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Param(Node):

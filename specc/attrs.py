@@ -43,3 +43,44 @@ def short(v: Any) -> str:
     """A value for a message, cut to 40 characters."""
     r = repr(v) if not isinstance(v, Sym) else str(v)
     return r if len(r) <= 40 else r[:37] + "..."
+
+
+# ---- initialisation -------------------------------------------------------------------------------------------
+
+# The initialisers a spec may declare: name -> (parameters in positional order, defaults). Each is one
+# `torch.nn.init.<name>_` call in emitted code, with these keyword names (defaults left out).
+INITS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "normal": (("std", "mean"), {"mean": 0.0}),
+    "trunc_normal": (("std", "a", "b", "mean"), {"a": -2.0, "b": 2.0, "mean": 0.0}),
+    "uniform": (("a", "b"), {}),
+    "kaiming_normal": (("mode", "nonlinearity", "a"), {"mode": "fan_in", "nonlinearity": "leaky_relu", "a": 0.0}),
+    "kaiming_uniform": (("mode", "nonlinearity", "a"), {"mode": "fan_in", "nonlinearity": "leaky_relu", "a": 0.0}),
+    "xavier_normal": (("gain",), {"gain": 1.0}),
+    "xavier_uniform": (("gain",), {"gain": 1.0}),
+    "zeros": ((), {}),
+    "ones": ((), {}),
+    "constant": (("val",), {}),
+}
+FAN_INITS = frozenset({"kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform"})  # need rank >= 2
+
+
+@dataclass(frozen=True)
+class Init:
+    """An initialiser as a spec declared it, `normal(0.02 / sqrt(2 * layers))`: its kind, its arguments (defaults
+    left out) and, where an argument was computed, the spec text (for the comment beside the emitted call)."""
+
+    kind: str
+    args: tuple[tuple[str, Any], ...] = ()
+    text: str = field(default="", compare=False)
+
+    def __str__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.args)
+        return f"{self.kind}({inner})" if inner or self.kind not in ("zeros", "ones") else self.kind
+
+    def data(self) -> tuple:
+        """As plain literals (the IR printer writes these; ``Init.of`` reads them back)."""
+        return (self.kind, self.args, self.text) if self.text else (self.kind, self.args)
+
+    @staticmethod
+    def of(data: tuple) -> "Init":
+        return Init(data[0], tuple(tuple(a) for a in data[1]), data[2] if len(data) > 2 else "")

@@ -31,6 +31,7 @@ CODES = {
     "E0401": "missing model",
     "E0402": "missing input or output",
     "E0403": "train section error",
+    "E0404": "init declaration error",
     "E0501": "cannot lower",
     "E0900": "internal error (a bug in specc, located at the spec line that triggered it)",
 }

@@ -60,6 +60,9 @@ class Node(BaseModel):
     # the named stack whose module list holds this call or repeat: `for ... as layer` (layer1, layer2, ...), or
     # `repeat n as h` when its iterations fold into several runs (each run a slice of h)
     stack: str | None = None
+    # how the layer's parameters start, as the spec declares it: (parameter, Init) pairs, in parameter order; a
+    # parameter left out keeps PyTorch's default (specc/elaborate/inits.py)
+    init: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass

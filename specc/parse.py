@@ -326,6 +326,13 @@ class _Builder:
         return A.Train(sp, tuple(A.TrainItem(self.span(i), str(i.children[0]), self.expr(i.children[1]))
                                  for i in t.children))
 
+    def s_init_stmt(self, t, sp):
+        return A.InitSection(sp, tuple(self._init_rule(r) for r in t.children if isinstance(r, Tree)))
+
+    def _init_rule(self, r):
+        sel, *param, value = r.children
+        return A.InitRule(self.span(r), str(sel), ".".join(map(str, param)) or None, self.expr(value))
+
     # ---- expressions ---------------------------------------------------------------------------------------
     def expr(self, t):
         if isinstance(t, Token):

@@ -10,7 +10,7 @@
     end
 
 `var=` is the spec variable a value was bound to, `exprs=` the hyper-parameter expression behind each computed
-attribute, `lets=` on a graph the compile-time names its block defined (`d = features(x)`).
+attribute, `init=` how a layer's parameters start ({parameter: (initialiser, arguments[, spec text])}), `lets=` on a graph the compile-time names its block defined (`d = features(x)`).
 Attribute values are Python literals (read back with ast.literal_eval, never eval). Defaults are omitted.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import ast as pyast
 import re
 
-from .attrs import to_attr
+from .attrs import Init, to_attr
 from .ir import CallAttrs, Graph, Module, Node, RepeatAttrs
 from .ops import registry
 from .source import Span
@@ -66,6 +66,8 @@ def format_node(n: Node, spans: bool = True) -> str:
         body += f" exprs={dict(n.exprs)!r}"
     if n.stack:
         body += f" stack={n.stack}"
+    if n.init:
+        body += f" init={ {p: i.data() for p, i in n.init}!r}"
     tail = ""
     if spans and n.span:
         tail = f"  # {_span(n.span)}"
@@ -108,7 +110,7 @@ def graph_signature(g: Graph) -> str:
 _NODE = re.compile(r"^%(?P<name>[A-Za-z_][\w.]*): (?P<type>.+?) = (?P<body>input|output\(.*?\)|(?P<kind>op|call|repeat) "
                    r"(?P<target>[\w.]+)\((?P<args>.*?)\))(?: (?P<attrs>\{.*?\}))?(?: layer=(?P<layer>\w+))?"
                    r"(?: var=(?P<var>\w+))?(?: exprs=(?P<exprs>\{.*?\}))?(?: stack=(?P<stack>\w+))?"
-                   r"(?:  # (?P<span>\S+:\d+:\d+-\d+:\d+)(?: from (?P<origin>.*))?)?$")
+                   r"(?: init=(?P<init>\{.*?\}))?(?:  # (?P<span>\S+:\d+:\d+-\d+:\d+)(?: from (?P<origin>.*))?)?$")
 _SPAN = re.compile(r"^(?P<file>.+):(?P<l>\d+):(?P<c>\d+)-(?P<el>\d+):(?P<ec>\d+)$")
 
 
@@ -194,7 +196,8 @@ def parse_node(line: str) -> Node:
     origin = tuple(parse_span(s) for s in m["origin"].split()) if m["origin"] else ()
     return Node(name=m["name"], kind=kind, target=target, inputs=inputs, attrs=attrs, type=parse_type(m["type"]),
                 span=parse_span(m["span"]), layer=m["layer"], origin=origin, var=m["var"], stack=m["stack"],
-                exprs=tuple(pyast.literal_eval(m["exprs"]).items()) if m["exprs"] else ())
+                exprs=tuple(pyast.literal_eval(m["exprs"]).items()) if m["exprs"] else (),
+                init=tuple((p, Init.of(d)) for p, d in pyast.literal_eval(m["init"]).items()) if m["init"] else ())
 
 
 def parse_module(text: str) -> Module:

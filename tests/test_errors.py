@@ -53,6 +53,7 @@ CASES = {
     "missing_model": (["E0401"], {}),
     "missing_output": (["E0402"], {}),
     "train_section": (["E0403"], {}),
+    "init_section": (["E0404"], {}),
     "multiple_errors": (["E0103", "E0102", "E0301", "E0101"], {}),
 }
 

@@ -89,7 +89,8 @@ def test_optimised_module_agrees_in_eval_mode(path: Path) -> None:
         with torch.no_grad():
             got = _outputs(opt(*inputs))
         for w, g in zip(want, got):
-            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+            # rounding grows with the activations (ResNet-50 under torchvision's init: outputs in the thousands)
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5 * max(1.0, w.abs().max().item()))
 
 
 def test_fused_resnet_trains_exactly_like_the_unfused_one() -> None:

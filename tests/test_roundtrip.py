@@ -118,7 +118,10 @@ def test_attributes_keep_their_hyper_parameter_expressions():
     main = _by_name(m.graph)
     assert dict(main["wte"].exprs) == {"num_embeddings": "vocab", "embedding_dim": "d"}  # via `layer wte = ...`
     assert dict(main["h"].exprs) == {"count": "layers"}  # repeat layers as h
-    assert "init_std" not in dict(main["wte"].exprs)  # a literal is its own expression
+    # the declared initialisation, with the expression behind a computed number (GPT-2's scaled residual init)
+    assert [(p, str(i)) for p, i in main["wte"].init] == [("weight", "normal(std=0.02)")]
+    proj = _by_name(m.graphs["MLP"])["c_proj"].init[0][1]
+    assert proj.text == "normal(0.02 / sqrt(2 * layers))" and proj.args == (("std", 0.02 / (2 * 12) ** 0.5),)
     block = _by_name(m.graphs["Block"])
     assert dict(block["attn"].exprs) == {"heads": "heads", "dropout": "dropout"}
 

@@ -117,7 +117,9 @@ def test_emitted_matches_reference(stem, opt_level):
     assert a.shape == b.shape
     diff = (a - b).abs().max().item()
     print(f"{stem} -O{opt_level}: max abs diff {diff:.3g} over {tuple(a.shape)}, |out| max {a.abs().max().item():.3g}")
-    assert diff <= TOL
+    # float32 rounding grows with the activations: torchvision's initialisation (declared in the ResNet specs) gives
+    # outputs in the thousands, so the bound is relative to the output's size (1e-5 absolute below 1)
+    assert diff <= TOL * max(1.0, b.abs().max().item())
     assert a.abs().max() > 1e-3, "outputs too close to 0 for the comparison to mean much"
 
 

@@ -77,6 +77,8 @@ class BlocksMixin:
         scope, hp = self.block_hparams(d, oparams, vparams, bound, span, spans)
         key = ("block", d.name, tuple((k, _freeze(v)) for k, v in hp.items()),
                tuple((p.name, t.type) for p, t in zip(present, tensors)))
+        if self.init_scopes:  # the rules its layers inherit
+            key += (self.init_key(),)
         gname = self.memo.get(key, ...)
         if gname is ...:  # not yet specialised (a failed specialisation is memoised as None: reported once)
             before = len(self.diags)
@@ -137,6 +139,7 @@ class BlocksMixin:
         before = len(self.diags)
         returned = None
         self.block_depth += 1
+        self.init_scopes.append(self.init_section(d.body, scope, bb))
         try:
             self.exec_body(d.body, scope, bb)
         except _Return as r:
@@ -146,6 +149,7 @@ class BlocksMixin:
         except _Halt:
             pass
         self.block_depth -= 1  # every exception of the body is caught above
+        self.init_scopes.pop()
         if len(self.diags) > before:
             return None
         if returned is None:

@@ -19,6 +19,7 @@ from ..symbolic import Sym
 from ..symbolic import prod as numel
 from ..types import ErrorType, TensorType, TupleType
 from .builtins import BUILTINS
+from .inits import INIT_KWARGS
 from .values import (
     POISON,
     GraphBuilder,
@@ -65,7 +66,9 @@ class CallsMixin:
             return self.apply_instance(inst, pos, kw, span, alias, b)
         if isinstance(inst, BlockValue):  # `ffn = SwiGLU(1408)` ... `x -> ffn`: the block with its arguments
             return self.apply_block_value(inst, pos, kw, span, arg_spans, alias, b)
-        if name in BUILTINS and name not in self.defs:
+        # `sqrt(2 * layers)` is compile-time arithmetic, `sqrt(x)` of a tensor the op
+        tensor_op = registry.get(name) is not None and any(isinstance(v, Tensor) for v in [*pos, *kw.values()])
+        if name in BUILTINS and name not in self.defs and not tensor_op:
             return BUILTINS[name](self, pos, kw, span, arg_spans, b)
         if name in self.defs:
             return self.apply_block(self.defs[name], pos, kw, span, arg_spans, alias, b, arg_exprs)
@@ -128,8 +131,10 @@ class CallsMixin:
                 key = str(item["loc"][0]) if item["loc"] else None
                 sp = where.get(key, span) if key else span
                 if item["type"] == "extra_forbidden":
-                    fields = ", ".join(op.attrs.model_fields)
-                    close = _closest(key or "", list(op.attrs.model_fields))
+                    names = [*op.attrs.model_fields, *(INIT_KWARGS if op.params else ())]  # + init=, bias_init=
+                    fields = ", ".join(dict.fromkeys(names))
+                    close = _closest(key or "", names) or ("init" if (key or "").startswith("init") and op.params
+                                                           else None)  # `init_std=0.02`: now `init=normal(0.02)`
                     diags.append(Diagnostic("E0103", f"{label} has no argument {key!r}", sp, "unknown argument",
                                             help=(f"did you mean {close!r}? " if close else "") + f"it takes: {fields}"))
                 elif item["type"] == "missing":
@@ -155,6 +160,7 @@ class CallsMixin:
         if blocks is None:
             return POISON
         values, kw = blocks
+        own, kw = self.own_inits(op, kw, vspans or {})
         attrs = self.make_attrs(op, values, kw, span, vspans, label)
         if any(isinstance(t.type, ErrorType) for t in tensors):
             return POISON
@@ -187,9 +193,13 @@ class CallsMixin:
                 raise
             raise internal_error(e, span, f"{label}'s shape rule") from e
         self.check_dims(out, label, span)
+        init = ()
+        if layer is None or name == layer.name:  # the layer that owns the parameters
+            init = self.layer_init(opname, layer.name if layer else alias, op.param_shapes(ins, attrs), own,
+                                   getattr(attrs, "tie", None), label, span)
         node = Node(name=name, kind="op", target=opname, inputs=tuple(t.node for t in tensors), attrs=attrs,
                     type=out, span=span, layer=layer.name if layer else None,
-                    exprs=_attr_exprs(op, values, kw, exprs or {}))
+                    exprs=_attr_exprs(op, values, kw, exprs or {}), init=init)
         self.check_tie(op, node, ins, b)
         return b.add(node)
 

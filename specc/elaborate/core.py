@@ -15,6 +15,7 @@ from ..symbolic import Sym
 from .blocks import BlocksMixin
 from .calls import CallsMixin
 from .expressions import ExpressionsMixin
+from .inits import InitsMixin
 from .loader import LoaderMixin
 from .minimums import size_minimums
 from .models import ModelCallMixin
@@ -33,7 +34,7 @@ from .values import (
 
 
 class Elaborator(LoaderMixin, StatementsMixin, RepeatMixin, ExpressionsMixin, CallsMixin, BlocksMixin,
-                 ModelCallMixin):
+                 ModelCallMixin, InitsMixin):
     def __init__(self, sources: SourceMap | None = None, limits: Limits | None = None) -> None:
         self.sources = sources or SourceMap()
         self.limits = limits or Limits()
@@ -48,6 +49,9 @@ class Elaborator(LoaderMixin, StatementsMixin, RepeatMixin, ExpressionsMixin, Ca
         self.block_counts: dict[str, int] = {}
         self.constraints: dict[str, tuple[Any, Span | None]] = {}
         self.train: dict[str, tuple[Any, Span | None]] = {}
+        self.init_scopes: list[tuple] = []  # the `init { }` rules of the blocks being elaborated, outermost first
+        self.init_rules: dict[Span | None, list] = {}  # each rule's span -> [rule, whether it initialised anything]
+        self.top_init_sections: set[int] = set()  # the sections at the top of a body (elsewhere they are errors)
         self._loading: list[str] = []
         self._loaded: set[str] = set()
 
@@ -126,6 +130,7 @@ class Elaborator(LoaderMixin, StatementsMixin, RepeatMixin, ExpressionsMixin, Ca
             hparams[p.name] = val
         b.graph.hparams = dict(hparams)
         with shape_context(graphs=self.graphs, bounds=self.constraints):
+            self.init_scopes.append(self.init_section(chosen.body, scope, b))
             try:
                 self.exec_body(chosen.body, scope, b, is_model=True)
             except _Return as r:
@@ -133,6 +138,9 @@ class Elaborator(LoaderMixin, StatementsMixin, RepeatMixin, ExpressionsMixin, Ca
                 del r
             except _Halt:
                 pass
+            self.init_scopes.pop()
+        if not self.diags:
+            self.check_init_rules_used()
         g = b.graph
         # an `input`/`output` that is written but failed (or was skipped by a failed assert) is already reported
         written = {type(s) for s in _walk_stmts(chosen.body)} if self.diags else set()

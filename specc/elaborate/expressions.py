@@ -11,7 +11,7 @@ from ..ops import registry
 from ..source import Span
 from ..symbolic import DimTypeError, Sym
 from ..types import TensorType, TupleType
-from .builtins import BUILTINS
+from .builtins import BUILTINS, INIT_CONSTANTS
 from .values import (
     POISON,
     GraphBuilder,
@@ -30,6 +30,8 @@ class ExpressionsMixin:
     def lookup(self, name: str, scope: Scope, span: Span | None) -> Any:
         if name in scope:
             return scope[name]
+        if name in INIT_CONSTANTS:  # `bias_init=zeros`
+            return INIT_CONSTANTS[name]
         if name in self.defs or registry.get(name) is not None:
             raise self.fail("E0108", f"{name!r} is a {'block' if name in self.defs else 'op'}; call it or use it "
                             f"in a chain (x -> {name})", span)

@@ -172,6 +172,10 @@ class StatementsMixin:
                 raise self.fail("E0403", "a `train` section belongs in the model", s.span)
             for item in s.items:
                 self.train[item.key] = (self.ev(item.value, scope, b), item.span)
+        elif isinstance(s, A.InitSection):  # read when the block started (init_section)
+            if id(s) not in self.top_init_sections:
+                raise self.fail("E0404", "an `init` section belongs at the top level of a block or model body, not "
+                                "inside `if`, `for` or `repeat`", s.span)
         else:  # pragma: no cover - grammar and AST agree
             raise AssertionError(type(s).__name__)
 

@@ -1,12 +1,12 @@
 """Dense layers: linear and embedding (both can be shared instances and tied)."""
 from __future__ import annotations
 
-from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import NonNegativeInt, PositiveInt
 
 from ..diagnostics import ShapeError
 from ..types import INT_DTYPES, TensorType
 from .registry import LAYER, Attrs, Example, OpDef, expect_float, numel, register
-from .torch_rule import TorchRule, pyval
+from .torch_rule import TorchRule
 
 
 class LinearAttrs(Attrs):
@@ -49,7 +49,6 @@ class EmbeddingAttrs(Attrs):
     embedding_dim: PositiveInt
     padding_idx: NonNegativeInt | None = None
     tie: str | None = None
-    init_std: PositiveFloat | None = None  # N(0, std) initial weights (GPT-2/BERT: 0.02) instead of PyTorch's N(0, 1)
 
 
 def _emb_infer(ins: list[TensorType], a: EmbeddingAttrs) -> TensorType:
@@ -61,8 +60,6 @@ def _emb_infer(ins: list[TensorType], a: EmbeddingAttrs) -> TensorType:
 
 def _emb_module(ins, a: EmbeddingAttrs) -> str:
     pad = "" if a.padding_idx is None else f", padding_idx={a.padding_idx}"
-    if a.init_std is not None:
-        pad += f", _weight=torch.randn({a.num_embeddings}, {a.embedding_dim}) * {pyval(a.init_std)}"
     return f"nn.Embedding({a.num_embeddings}, {a.embedding_dim}{pad})"
 
 

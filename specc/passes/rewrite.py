@@ -168,7 +168,18 @@ def make_op(ed: Editor, name: str, target: str, inputs: tuple[str, ...], attrs, 
     replaced = list(replaced)
     return Node(name=name, kind="op", target=target, inputs=inputs, attrs=attrs, type=ty,
                 span=span or (replaced[0].span if replaced else None), origin=origins(replaced),
-                var=next((n.var for n in reversed(replaced) if n.var), None))  # the value the spec named
+                var=next((n.var for n in reversed(replaced) if n.var), None),  # the value the spec named
+                init=_carried_init(op.param_shapes([ed[i].type for i in inputs], attrs), replaced))
+
+
+def _carried_init(params: dict, replaced: list[Node]) -> tuple:
+    """The declared initialisation of the layers a fused op absorbs, under the fused op's parameter names
+    (`conv1.weight`), so -O2 starts like -O0."""
+    found = {}
+    for n in replaced:
+        for p, init in n.init:
+            found[p if p in params else f"{n.layer or n.name}.{p}"] = init
+    return tuple((p, found[p]) for p in params if p in found)
 
 
 def origins(nodes: Iterable[Node]) -> tuple[Span, ...]:

@@ -5,7 +5,7 @@ values they match.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from ...diagnostics import SpecError
@@ -34,6 +34,7 @@ class ClassPlan:
     comments: list[str]
     fwd_args: list[str]
     doc: str
+    weights: list[str] = field(default_factory=list)  # the `_init_weights` lines
 
 
 def _candidates(g: Graph) -> list[tuple[str, int]]:
@@ -70,7 +71,8 @@ def _match(pool: list[str], cands: list[dict], vals: list[int], derived: list[st
     return None, ""
 
 
-def _parametrize(codes: list[GraphCode]) -> tuple[list[str], list[str], list[str], list[str], list[list]] | None:
+def _parametrize(codes: list[GraphCode]) -> tuple[list[str], list[str], list[str], list[str], list[list],
+                                                   list[str]] | None:
     """Replace numbers that differ between members by constructor parameters; None if some cannot be named."""
     cands = [dict(_candidates(c.graph)) for c in codes]
     names = [k for k, _ in _candidates(codes[0].graph)]
@@ -111,13 +113,14 @@ def _parametrize(codes: list[GraphCode]) -> tuple[list[str], list[str], list[str
 
     init = subst([c.init for c in codes], str, soft=False)
     fwd = subst([c.forward for c in codes], lambda k: "self." + stored(k), soft=False)
-    if init is None or fwd is None:
+    weights = subst([c.weights for c in codes], lambda k: "self." + stored(k), soft=False)
+    if init is None or fwd is None or weights is None:
         return None
     comments = subst([c.comments for c in codes], str, soft=True)
     params = [k for k in names if k in used]
     stores = [f"self.{stored.names[p]} = {p}" for p in params if p in stored.names]
     args = [[cands[i][p] for p in params] for i in range(len(codes))]
-    return params, stores + init, fwd, comments, args
+    return params, stores + init, fwd, comments, args, weights
 
 
 def plan_classes(m: Module) -> tuple[list[ClassPlan], dict[str, str], list[str], list[str]]:
@@ -173,7 +176,7 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], dict[str, str], list[str],
                 continue
             c = codes[name]
             c.init = [_resolve_ctor(ln, by_graph) for ln in c.init]
-            key = (m.graphs[name].block, _template(c.init), _template(c.forward), tuple(c.args))
+            key = (m.graphs[name].block, _template(c.init), _template(c.forward), tuple(c.args), _template(c.weights))
             groups.setdefault(key, []).append(name)
         for members in groups.values():
             _plan_group(m, members, codes, plans, by_graph, cls_of, new_class_name)
@@ -182,7 +185,7 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], dict[str, str], list[str],
     cname = class_name(m.name)
     cls_of[m.main] = cname
     plans.append(ClassPlan(cname, [m.main], [], {m.main: []}, main.init, main.forward, main.comments, main.args,
-                           f"{m.name}, compiled by specc from {spec_relative(m.path, m.path)}"))
+                           f"{m.name}, compiled by specc from {spec_relative(m.path, m.path)}", main.weights))
     return plans, cls_of, sorted(imports), support
 
 
@@ -203,15 +206,16 @@ def _plan_group(m: Module, members: list[str], codes: dict, plans: list, by_grap
     for sub, res in zip(subsets, results):
         sc = [codes[n] for n in sub]
         if len(sub) > 1:
-            params, init, fwd, comments, args = res
+            params, init, fwd, comments, args, weights = res
         else:
-            params, init, fwd, comments, args = [], sc[0].init, sc[0].forward, sc[0].comments, [[]]
+            params, init, fwd, comments, args, weights = [], sc[0].init, sc[0].forward, sc[0].comments, [[]], \
+                sc[0].weights
         cname = new_class_name(m.graphs[sub[0]].block)
         g0 = m.graphs[sub[0]]
         doc = f"{g0.block}" + (f" ({len(sub)} variants)" if len(sub) > 1 else "") + \
             (f", defined at {spec_relative(g0.span.file, m.path)}:{g0.span.line}" if g0.span else "")
         plan = ClassPlan(cname, sub, params, {n: a for n, a in zip(sub, args)}, init, fwd, comments,
-                         sc[0].args, doc)
+                         sc[0].args, doc, weights)
         plans.append(plan)
         for n in sub:
             cls_of[n] = cname

@@ -103,6 +103,8 @@ def emit_module_source(m: Module, source_name: str | None = None) -> str:
             out.append("        super().__init__()")
         for ln in p.init:
             out.extend("        " + part for part in _resolve_ctor(ln, by_graph).split("\n"))
+        if p.weights:
+            out += ["        self._init_weights()", "", *_init_weights(p.weights, src)]
         out.append("")
         fargs = "".join(f", {a}" for a in p.fwd_args)
         out.append(f"    def forward(self{fargs}):")
@@ -131,6 +133,14 @@ def emit_module_source(m: Module, source_name: str | None = None) -> str:
         *_isort(third),
     ]
     return "\n".join(head) + "\n" + body
+
+
+def _init_weights(lines: list[str], src: str) -> list[str]:
+    """The method that starts this class's own layers as the spec declares (each block class starts its own)."""
+    return ["    def _init_weights(self) -> None:",
+            f'        """Initialisation declared in {_safe_doc(src)}; parameters it does not name keep PyTorch\'s '
+            'defaults."""',
+            *("        " + ln for ln in lines)]
 
 
 def _isort(lines: list[str]) -> list[str]:

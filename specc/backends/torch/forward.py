@@ -11,6 +11,7 @@ from ...naming import Namer, attribute_namer, py_name, stack_entry, unpacked_tup
 from ...ops import registry
 from ...types import TensorType, TupleType
 from ...walker import Interpreter
+from .inits import init_call
 from .varmap import VarMap
 
 
@@ -37,6 +38,7 @@ class GraphCode:
     imports: list[str] = field(default_factory=list)
     support: list[str] = field(default_factory=list)
     attrs: set[str] = field(default_factory=set)  # attribute names the init assigns on self
+    weights: list[str] = field(default_factory=list)  # the declared initialisation: the `_init_weights` lines
 
 
 _NAMES = ["x", "y", "z", "h", "u", "v", "w"]
@@ -173,6 +175,7 @@ class _ForwardCode(Interpreter[str, None]):
         self.imports: list[str] = []
         self.support: list[str] = []
         self.ties: list[str] = []
+        self.weights: list[str] = []
         self.outputs: list[str] = []
         self.stacks: dict[str, tuple[int, list[str]]] = {}  # named stack -> (its init line, the modules it holds)
         self.chains = _chained_stacks(g, self.attr_of)  # first block of a stack that is one chain -> its blocks
@@ -190,7 +193,8 @@ class _ForwardCode(Interpreter[str, None]):
                 self.init[line] = "\n".join([f"self.{head} = {opening}", *(f"    {c}," for c in ctors), closing])
         ret = self.outputs[0] if len(self.outputs) == 1 else ", ".join(self.outputs)
         return GraphCode(self.g, self.args, self.init + self.ties, [*self.fwd, f"return {ret}"],
-                         [*self.comments, ""], self.callees, self.imports, self.support, self.attr_of.taken)
+                         [*self.comments, ""], self.callees, self.imports, self.support, self.attr_of.taken,
+                         self.weights)
 
     def line(self, code: str, comment: str = "") -> None:
         self.fwd.append(code)
@@ -225,6 +229,11 @@ class _ForwardCode(Interpreter[str, None]):
                 self.init += [f"{a} = {e}" for a, e in zip(layers, made.values())]
             else:
                 self.init.append(f"self.{attr} = {made}")
+            for param, init in n.init:  # a fused op's parameters are `layer.param`; a moe's `router.weight`
+                owner, _, leaf = param.partition(".")
+                where = f"{self.attr_of(owner)}.{leaf}" if isinstance(made, dict) and owner in made else \
+                    f"{attr}.{param}"
+                self.weights.append(init_call(f"self.{where}", init))
             tie = getattr(n.attrs, "tie", None)
             if tie:
                 self.ties.append(f"self.{attr}.weight = self.{self.attr_of(tie)}.weight  # weight tying")

@@ -39,6 +39,14 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(768, 2304)
         self.c_proj = nn.Linear(768, 768)
         self.resid_dropout = nn.Dropout(0.0)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Initialisation declared in gpt2.nn; parameters it does not name keep PyTorch's defaults."""
+        nn.init.normal_(self.c_attn.weight, std=0.02)
+        nn.init.zeros_(self.c_attn.bias)
+        nn.init.normal_(self.c_proj.weight, std=0.004082482904638631)  # normal(0.02 / sqrt(2 * layers))
+        nn.init.zeros_(self.c_proj.bias)
 
     def forward(self, x):
         x = self.c_attn(x)  # [B, T, 2304]
@@ -65,6 +73,14 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(768, 3072)
         self.c_proj = nn.Linear(3072, 768)
         self.dropout = nn.Dropout(0.0)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Initialisation declared in gpt2.nn; parameters it does not name keep PyTorch's defaults."""
+        nn.init.normal_(self.c_fc.weight, std=0.02)
+        nn.init.zeros_(self.c_fc.bias)
+        nn.init.normal_(self.c_proj.weight, std=0.004082482904638631)  # normal(0.02 / sqrt(2 * layers))
+        nn.init.zeros_(self.c_proj.bias)
 
     def forward(self, x):
         x = self.c_fc(x)  # [B, T, 3072]
@@ -102,13 +118,19 @@ class GPT2(nn.Module):
         if config != GPT2Config():  # the layers below are specialised to these values
             raise ValueError(f"compiled for {GPT2Config()}: recompile with -D to change it")
         self.config = config
-        self.wte = nn.Embedding(50257, 768, _weight=torch.randn(50257, 768) * 0.02)
+        self.wte = nn.Embedding(50257, 768)
         self.wpe = LearnedPositions(1024, 768)
         self.drop = nn.Dropout(0.0)
         self.h = nn.ModuleList([Block() for _ in range(12)])
         self.ln_f = nn.LayerNorm(768)
         self.lm_head = nn.Linear(768, 50257, bias=False)
         self.lm_head.weight = self.wte.weight  # weight tying
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Initialisation declared in gpt2.nn; parameters it does not name keep PyTorch's defaults."""
+        nn.init.normal_(self.wte.weight, std=0.02)
+        nn.init.normal_(self.wpe.weight, std=0.02)
 
     def forward(self, tokens):
         if not torch.compiler.is_compiling():  # the spec's input contract (torch.compile guards shapes)

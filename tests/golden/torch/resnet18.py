@@ -23,6 +23,16 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Initialisation declared in resnet18.nn; parameters it does not name keep PyTorch's defaults."""
+        nn.init.kaiming_normal_(self.conv1.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.ones_(self.bn1.weight)
+        nn.init.zeros_(self.bn1.bias)
+        nn.init.kaiming_normal_(self.conv2.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.ones_(self.bn2.weight)
+        nn.init.zeros_(self.bn2.bias)
 
     def forward(self, x):
         y = self.conv1(x)  # [B, width, *, *]
@@ -46,6 +56,19 @@ class BasicBlock1(nn.Module):
         self.bn2 = nn.BatchNorm2d(width)
         self.down_conv = nn.Conv2d(x_channels, width, 1, stride=2, bias=False)
         self.down_bn = nn.BatchNorm2d(width)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Initialisation declared in resnet18.nn; parameters it does not name keep PyTorch's defaults."""
+        nn.init.kaiming_normal_(self.conv1.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.ones_(self.bn1.weight)
+        nn.init.zeros_(self.bn1.bias)
+        nn.init.kaiming_normal_(self.conv2.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.ones_(self.bn2.weight)
+        nn.init.zeros_(self.bn2.bias)
+        nn.init.kaiming_normal_(self.down_conv.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.ones_(self.down_bn.weight)
+        nn.init.zeros_(self.down_bn.bias)
 
     def forward(self, x):
         y = self.conv1(x)  # [B, width, *, *]
@@ -75,6 +98,13 @@ class ResNet18(nn.Module):
         self.layer3 = nn.Sequential(BasicBlock1(256, 128), BasicBlock(256))
         self.layer4 = nn.Sequential(BasicBlock1(512, 256), BasicBlock(512))
         self.fc = nn.Linear(512, 1000)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Initialisation declared in resnet18.nn; parameters it does not name keep PyTorch's defaults."""
+        nn.init.kaiming_normal_(self.conv1.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.ones_(self.bn1.weight)
+        nn.init.zeros_(self.bn1.bias)
 
     def forward(self, image):
         if not torch.compiler.is_compiling():  # the spec's input contract (torch.compile guards shapes)

@@ -28,6 +28,22 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(256)
         self.down_conv = nn.Conv2d(64, 256, 1, bias=False)
         self.down_bn = nn.BatchNorm2d(256)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Initialisation declared in resnet50.nn; parameters it does not name keep PyTorch's defaults."""
+        nn.init.kaiming_normal_(self.conv1.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.ones_(self.bn1.weight)
+        nn.init.zeros_(self.bn1.bias)
+        nn.init.kaiming_normal_(self.conv2.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.ones_(self.bn2.weight)
+        nn.init.zeros_(self.bn2.bias)
+        nn.init.kaiming_normal_(self.conv3.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.ones_(self.bn3.weight)
+        nn.init.zeros_(self.bn3.bias)
+        nn.init.kaiming_normal_(self.down_conv.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.ones_(self.down_bn.weight)
+        nn.init.zeros_(self.down_bn.bias)
 
     def forward(self, x):
         y = self.conv1(x)  # [B, 64, 56, 56]
@@ -56,6 +72,19 @@ class Bottleneck1(nn.Module):
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, x_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(x_channels)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Initialisation declared in resnet50.nn; parameters it does not name keep PyTorch's defaults."""
+        nn.init.kaiming_normal_(self.conv1.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.ones_(self.bn1.weight)
+        nn.init.zeros_(self.bn1.bias)
+        nn.init.kaiming_normal_(self.conv2.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.ones_(self.bn2.weight)
+        nn.init.zeros_(self.bn2.bias)
+        nn.init.kaiming_normal_(self.conv3.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.ones_(self.bn3.weight)
+        nn.init.zeros_(self.bn3.bias)
 
     def forward(self, x):
         y = self.conv1(x)  # [B, width, *, *]
@@ -84,6 +113,22 @@ class Bottleneck2(nn.Module):
         self.bn3 = nn.BatchNorm2d(width * 4)
         self.down_conv = nn.Conv2d(x_channels, width * 4, 1, stride=2, bias=False)
         self.down_bn = nn.BatchNorm2d(width * 4)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Initialisation declared in resnet50.nn; parameters it does not name keep PyTorch's defaults."""
+        nn.init.kaiming_normal_(self.conv1.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.ones_(self.bn1.weight)
+        nn.init.zeros_(self.bn1.bias)
+        nn.init.kaiming_normal_(self.conv2.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.ones_(self.bn2.weight)
+        nn.init.zeros_(self.bn2.bias)
+        nn.init.kaiming_normal_(self.conv3.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.ones_(self.bn3.weight)
+        nn.init.zeros_(self.bn3.bias)
+        nn.init.kaiming_normal_(self.down_conv.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.ones_(self.down_bn.weight)
+        nn.init.zeros_(self.down_bn.bias)
 
     def forward(self, x):
         y = self.conv1(x)  # [B, width, *, *]
@@ -116,6 +161,13 @@ class ResNet50(nn.Module):
         self.layer3 = nn.Sequential(Bottleneck2(256, 512), *[Bottleneck1(256, 1024) for _ in range(5)])
         self.layer4 = nn.Sequential(Bottleneck2(512, 1024), *[Bottleneck1(512, 2048) for _ in range(2)])
         self.fc = nn.Linear(2048, 1000)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Initialisation declared in resnet50.nn; parameters it does not name keep PyTorch's defaults."""
+        nn.init.kaiming_normal_(self.conv1.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.ones_(self.bn1.weight)
+        nn.init.zeros_(self.bn1.bias)
 
     def forward(self, image):
         if not torch.compiler.is_compiling():  # the spec's input contract (torch.compile guards shapes)

@@ -43,6 +43,18 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(768, 768)
         self.v_proj = nn.Linear(768, 768)
         self.out_proj = nn.Linear(768, 768)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Initialisation declared in bert_base.nn; parameters it does not name keep PyTorch's defaults."""
+        nn.init.normal_(self.q_proj.weight, std=0.02)
+        nn.init.zeros_(self.q_proj.bias)
+        nn.init.normal_(self.k_proj.weight, std=0.02)
+        nn.init.zeros_(self.k_proj.bias)
+        nn.init.normal_(self.v_proj.weight, std=0.02)
+        nn.init.zeros_(self.v_proj.bias)
+        nn.init.normal_(self.out_proj.weight, std=0.02)
+        nn.init.zeros_(self.out_proj.bias)
 
     def forward(self, x, mask):
         q = self.q_proj(x)  # [B, T, 768]
@@ -70,6 +82,14 @@ class FeedForward(nn.Module):
         self.w_1 = nn.Linear(768, 3072)
         self.dropout = nn.Dropout(0.1)
         self.w_2 = nn.Linear(3072, 768)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Initialisation declared in bert_base.nn; parameters it does not name keep PyTorch's defaults."""
+        nn.init.normal_(self.w_1.weight, std=0.02)
+        nn.init.zeros_(self.w_1.bias)
+        nn.init.normal_(self.w_2.weight, std=0.02)
+        nn.init.zeros_(self.w_2.bias)
 
     def forward(self, x):
         h = self.w_1(x)  # [B, T, 3072]
@@ -90,6 +110,14 @@ class EncoderLayer(nn.Module):
         self.ffn = FeedForward()
         self.dropout_1 = nn.Dropout(0.1)
         self.norm2 = nn.LayerNorm(768, eps=1e-12)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Initialisation declared in bert_base.nn; parameters it does not name keep PyTorch's defaults."""
+        nn.init.ones_(self.norm1.weight)
+        nn.init.zeros_(self.norm1.bias)
+        nn.init.ones_(self.norm2.weight)
+        nn.init.zeros_(self.norm2.bias)
 
     def forward(self, x, mask):
         y = self.self_attn(x, mask)  # [B, T, 768]
@@ -118,6 +146,17 @@ class BertBase(nn.Module):
         self.dropout = nn.Dropout(0.1)
         self.layer = nn.ModuleList([EncoderLayer() for _ in range(12)])
         self.pooler = nn.Linear(768, 768)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Initialisation declared in bert_base.nn; parameters it does not name keep PyTorch's defaults."""
+        nn.init.normal_(self.word_embeddings.weight, std=0.02)
+        nn.init.normal_(self.position_embeddings.weight, std=0.02)
+        nn.init.normal_(self.token_type_embeddings.weight, std=0.02)
+        nn.init.ones_(self.embeddings_norm.weight)
+        nn.init.zeros_(self.embeddings_norm.bias)
+        nn.init.normal_(self.pooler.weight, std=0.02)
+        nn.init.zeros_(self.pooler.bias)
 
     def forward(self, ids, token_types, mask):
         if not torch.compiler.is_compiling():  # the spec's input contract (torch.compile guards shapes)
