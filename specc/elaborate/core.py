@@ -92,19 +92,24 @@ class Elaborator(LoaderMixin, StatementsMixin, RepeatMixin, ExpressionsMixin, Ca
         with gc_paused():  # see gc_paused: keeps check time linear in the size of the spec
             return self._elaborate_model(prog, model, overrides)
 
-    def _elaborate_model(self, prog: A.Program, model: str | None, overrides: dict[str, Any]) -> Module | None:
+    def _choose_model(self, prog: A.Program, model: str | None):
         models = [d for d in prog.defs if d.kind == "model"]
         if not models:
             self.error("E0401", f"{prog.file} defines no model", None,
                        help="add `model Name(...) { input ...; output ... }`")
             return None
         if model is None:
-            chosen = models[0]
-        else:
-            chosen = next((m for m in models if m.name == model), None)
-            if chosen is None:
-                names = ", ".join(m.name for m in models)
-                raise SpecError.at("E0401", f"no model named {model!r} in {prog.file} (it defines: {names})")
+            return models[0]
+        chosen = next((m for m in models if m.name == model), None)
+        if chosen is None:
+            names = ", ".join(m.name for m in models)
+            raise SpecError.at("E0401", f"no model named {model!r} in {prog.file} (it defines: {names})")
+        return chosen
+
+    def _elaborate_model(self, prog: A.Program, model: str | None, overrides: dict[str, Any]) -> Module | None:
+        chosen = self._choose_model(prog, model)
+        if chosen is None:
+            return None
         chosen = self.unique_params(chosen)
         names = {p.name for p in chosen.params}
         for k in overrides:
