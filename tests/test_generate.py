@@ -11,7 +11,7 @@ from torch_util import SHRINK, SPECS
 
 import specc
 
-LMS = ["gpt2", "mixtral_8x7b", "llama2_7b"]
+LMS = ["gpt2", "mixtral_8x7b", "llama2_7b", "deepseek_moe_16b"]
 
 
 def _build(name: str, opt_level: int | None = None, **overrides):
