@@ -10,12 +10,49 @@ import torch
 from torch_util import SHRINK, SPECS
 
 import specc
+from specc.api import loads
 
-LMS = ["gpt2", "mixtral_8x7b", "llama2_7b", "deepseek_moe_16b"]
+LMS = ["gpt2", "mixtral_8x7b", "llama2_7b", "deepseek_moe_16b", "mistral"]
+
+
+# Mistral-style: rotary positions, grouped-query attention and a sliding window of 4 positions (Mistral 7B's 4096)
+MISTRAL = """
+import "std/transformer.nn"
+
+block SlidingWindowAttention(x, heads: int, kv_heads: int, window: int) {
+  d = features(x)
+  hd = d // heads
+  q = x -> linear(d, bias=false) as q_proj -> reshape(dim(x, 0), dim(x, 1), heads, hd) -> transpose(1, 2)
+  k = x -> linear(kv_heads * hd, bias=false) as k_proj -> reshape(dim(x, 0), dim(x, 1), kv_heads, hd) -> transpose(1, 2)
+  v = x -> linear(kv_heads * hd, bias=false) as v_proj -> reshape(dim(x, 0), dim(x, 1), kv_heads, hd) -> transpose(1, 2)
+  q = q -> rope(1000000.0)
+  k = k -> rope(1000000.0)
+  y = sdpa(q, k, v, causal=true, window=window)
+  return y -> transpose(1, 2) -> reshape(dim(x, 0), dim(x, 1), d) -> linear(d, bias=false) as o_proj
+}
+
+block MistralLayer(x, heads: int, kv_heads: int, window: int, hidden: int) {
+  x = x + (x -> rmsnorm(1e-5) as input_layernorm -> SlidingWindowAttention(heads, kv_heads, window) as self_attn)
+  return x + (x -> rmsnorm(1e-5) as post_attention_layernorm -> SwiGLU(hidden) as mlp)
+}
+
+model Mistral(vocab: int = 100, ctx: int = 32, layers: int = 2, d: int = 64, heads: int = 4, kv_heads: int = 2,
+              window: int = 4, hidden: int = 96) {
+  input tokens: i64[B, T] where T <= ctx
+  x = tokens -> embedding(vocab, d) as embed_tokens
+  repeat layers {
+    x = x -> MistralLayer(heads, kv_heads, window, hidden)
+  }
+  output logits = x -> rmsnorm(1e-5) as norm -> linear(vocab, bias=false) as lm_head
+}
+"""
 
 
 def _build(name: str, opt_level: int | None = None, **overrides):
-    spec = specc.load(SPECS / f"{name}.nn", overrides={**SHRINK[name], **overrides})
+    if name == "mistral":
+        spec = loads(MISTRAL, "mistral.nn", **overrides)
+    else:
+        spec = specc.load(SPECS / f"{name}.nn", overrides={**SHRINK[name], **overrides})
     torch.manual_seed(0)
     return spec.to_torch(opt_level=opt_level).eval()
 
@@ -50,7 +87,7 @@ def test_cached_steps_give_the_logits_of_a_full_recompute(name, level):
     assert torch.equal(generated, tokens)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "mixtral_8x7b"])
+@pytest.mark.parametrize("name", ["gpt2", "mixtral_8x7b", "mistral"])
 def test_a_prompt_fed_in_chunks_sees_the_cached_chunks(name):
     """Several new positions after cached ones: the causal mask is aligned to the end (query t at start + t)."""
     model = _build(name)
@@ -59,6 +96,18 @@ def test_a_prompt_fed_in_chunks_sees_the_cached_chunks(name):
     with torch.no_grad():
         parts = [model(tokens[:, :3], cache=cache), model(tokens[:, 3:7], cache=cache), model(tokens[:, 7:], cache=cache)]
         torch.testing.assert_close(torch.cat(parts, 1), model(tokens), rtol=0, atol=1e-5)
+
+
+def test_the_sliding_window_limits_what_cached_steps_see():
+    """With a window of 4, a token 8 positions on no longer sees the prompt's start: the logits differ from those
+    of the same weights with a window as long as the context, and the cached steps follow the windowed model."""
+    narrow, wide = _build("mistral"), _build("mistral", window=32)
+    wide.load_state_dict(narrow.state_dict())
+    tokens = _prompt(narrow, t=12)
+    with torch.no_grad():
+        assert torch.allclose(narrow(tokens)[:, :4], wide(tokens)[:, :4], atol=1e-6)  # inside the window: equal
+        assert not torch.allclose(narrow(tokens)[:, -1], wide(tokens)[:, -1], atol=1e-3)
+    assert "window=4" in loads(MISTRAL, "mistral.nn").torch_source()
 
 
 def test_the_cache_refuses_positions_beyond_its_room():

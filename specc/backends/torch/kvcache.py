@@ -149,12 +149,14 @@ def cached_attention_lines(n: Node, ins: list[str], kv: list[str], out: str, in_
                            ) -> list[tuple[str, str]]:
     """(line, comment) of a causal self-attention in a graph that takes the cache: the sdpa rule's own call when
     there is none, else this step's keys and values stored after the cached ones (into the variables `kv`) and
-    attended to with an explicit causal mask (query t at position start + t sees keys up to it). Comment "shape":
+    attended to with an explicit causal mask (query t at position start + t sees keys up to it, within its sliding
+    window if it has one). Comment "shape":
     the result's shape."""
     rule = registry.get("sdpa").torch
     q, k, v = ins
-    masked = rule.call([q, *kv, f"{cache}.causal_mask({q}, {kv[0]})"], n.attrs.model_copy(update={"causal": False}),
-                       [*in_types, in_types[0]])
+    window = "" if n.attrs.window is None else f", window={n.attrs.window}"
+    masked = rule.call([q, *kv, f"{cache}.causal_mask({q}, {kv[0]}{window})"],
+                       n.attrs.model_copy(update={"causal": False, "window": None}), [*in_types, in_types[0]])
     return [(f"if {cache} is None:", ""),
             (f"    {out} = {rule.call(ins, n.attrs, in_types)}", "shape"),
             ("else:  # generating: attend to the cached positions too", ""),

@@ -35,13 +35,14 @@ class KVCache:
         values[..., self.start:end, :] = v
         return keys[..., :end, :], values[..., :end, :]
 
-    def causal_mask(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor | None:
-        """[T, S] bool, true where query t (position start + t) may see key s: s <= start + t. None for one query,
-        which sees every cached key."""
-        if q.size(-2) == 1:
+    def causal_mask(self, q: torch.Tensor, k: torch.Tensor, window: int | None = None) -> torch.Tensor | None:
+        """[T, S] bool, true where query t (position start + t) may see key s: s <= start + t, and with a sliding
+        window s > start + t - window. None for one query without a window: it sees every cached key."""
+        if q.size(-2) == 1 and window is None:
             return None
-        rows = torch.arange(self.start, self.start + q.size(-2), device=q.device)
-        return torch.arange(k.size(-2), device=q.device) <= rows[:, None]
+        rows = torch.arange(self.start, self.start + q.size(-2), device=q.device)[:, None]
+        cols = torch.arange(k.size(-2), device=q.device)
+        return (cols <= rows) if window is None else (cols <= rows) & (cols > rows - window)
 
     def advance(self, n: int) -> None:
         """The forward's n positions are cached: the next forward starts after them."""
