@@ -193,3 +193,19 @@ def test_models_that_are_not_causal_lms_have_no_generate(name):
     source = spec.torch_source()
     assert "def generate(" not in source and "class KVCache" not in source and "cache=cache" not in source
     assert not hasattr(spec.to_torch(), "generate")
+
+
+def test_inputs_called_cache_keep_their_names():
+    """The cache argument is named clear of the spec's inputs, in the model and in every block it passes through."""
+    text = MISTRAL.replace("input tokens:", "input cache:").replace("x = tokens ->", "x = cache ->")
+    attention, rest = text.split("block MistralLayer")
+    attention = attention.replace("(x,", "(cache,").replace("features(x)", "features(cache)") \
+        .replace("x ->", "cache ->").replace("dim(x,", "dim(cache,")
+    spec = loads(attention + "block MistralLayer" + rest, "mistral.nn")
+    assert "def forward(self, cache, cache_1=None):" in spec.torch_source()
+    model = spec.to_torch().eval()
+    tokens = _prompt(model)
+    with torch.no_grad():
+        for _ in range(4):
+            tokens = torch.cat([tokens, model(tokens)[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(model.generate(tokens[:, :5], 4, temperature=0), tokens)

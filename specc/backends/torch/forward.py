@@ -163,10 +163,9 @@ class _ForwardCode(Interpreter[str, None]):
         super().__init__(m)
         self.g = g
         self.is_main = is_main
-        arg_name = Namer(py_name)
-        self.args = [arg_name(g[i].name) for i in g.inputs]
+        self.args = _arg_names(g)
         self.plan = cache if cache is not None and g.name in cache.graphs else None
-        self.cache = arg_name("cache") if self.plan else None  # the KVCache argument, named clear of the inputs
+        self.cache = _arg_names(g, "cache")[-1] if self.plan else None  # the KVCache argument
         self.attr_of = attribute_namer(g)  # the state_dict layout every backend shares
         self.vars = _Vars(g, self.args + ([self.cache] if self.cache else []), reuse_inputs=not is_main)
         for i, a in zip(g.inputs, self.args):
@@ -208,6 +207,10 @@ class _ForwardCode(Interpreter[str, None]):
     def takes_cache(self, graph: str) -> bool:
         """Whether this graph passes its key/value cache on to `graph`'s module."""
         return self.plan is not None and graph in self.plan.graphs
+
+    def pass_cache(self, graph: Graph) -> list[str]:
+        """The keyword argument that hands the cache to `graph`'s module's forward ([] if it takes none)."""
+        return [f"{_arg_names(graph, 'cache')[-1]}={self.cache}"] if self.takes_cache(graph.name) else []
 
     def line(self, code: str, comment: str = "") -> None:
         self.fwd.append(code)
@@ -269,7 +272,7 @@ class _ForwardCode(Interpreter[str, None]):
 
     def call(self, g: Graph, n: Node, ins: list[str], ctx: None) -> str:
         if n.name not in self.chains:
-            cache = [f"cache={self.cache}"] if self.takes_cache(n.target) else []
+            cache = self.pass_cache(self.module.graphs[n.target])
             return self.bind(n, f"{self.construct(n)}({', '.join(ins + cache)})")
         members = self.chains[n.name]  # a named stack that is one chain: one nn.Sequential call
         for c in members:
@@ -290,7 +293,7 @@ class _ForwardCode(Interpreter[str, None]):
             if lv != cv:
                 self.line(f"{lv} = {cv}")
         self.line(f"for layer in {held}:")
-        cache = [f"cache={self.cache}"] if self.takes_cache(n.target) else []
+        cache = self.pass_cache(self.repeat_body(n))
         self.line(f"    {', '.join(loop_vars)} = layer({', '.join(loop_vars + extra + cache)})", _shape(n.type))
         if n.attrs.carried == 1:
             return loop_vars[0]
@@ -339,6 +342,14 @@ class _ForwardCode(Interpreter[str, None]):
             self.init.append("")
         self.stacks[head][1].append(f"*[{ctor}]" if run else ctor)
         return f"self.{head}[{index}:{index + node.attrs.count}]" if run else f"self.{head}[{index}]"
+
+
+def _arg_names(g: Graph, *extra: str) -> list[str]:
+    """The forward's argument names: g's inputs, then `extra` ones (the cache), each clear of those before it."""
+    arg_name = Namer(py_name)
+    args = [arg_name(g[i].name) for i in g.inputs]
+    more = Namer(py_name, set(args))  # its own keys: an input may be called `cache` too
+    return args + [more(e) for e in extra]
 
 
 def _chained_stacks(g: Graph, attr_of, takes_cache=lambda n: False) -> dict[str, list[Node]]:

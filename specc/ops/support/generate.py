@@ -86,7 +86,7 @@ def generate_tokens(model: torch.nn.Module, tokens: torch.Tensor, max_new_tokens
     if max_new_tokens == 0:
         return tokens
     cache = KVCache(tokens.size(1) + max_new_tokens - 1)  # the last new token is never run
-    logits = model(tokens, cache=cache)[:, -1]  # [B, V]
+    logits = model(tokens, cache)[:, -1]  # [B, V]; the cache is the forward's argument after the tokens
     finished = torch.zeros(tokens.size(0), dtype=torch.bool, device=tokens.device)
     out = [tokens]
     for step in range(max_new_tokens):
@@ -97,5 +97,5 @@ def generate_tokens(model: torch.nn.Module, tokens: torch.Tensor, max_new_tokens
         out.append(token)
         if step + 1 == max_new_tokens or (eos_token is not None and bool(finished.all())):
             break
-        logits = model(token, cache=cache)[:, -1]
+        logits = model(token, cache)[:, -1]
     return torch.cat(out, dim=1)

@@ -57,13 +57,14 @@ class KVCache:
         values[..., self.start:end, :] = v
         return keys[..., :end, :], values[..., :end, :]
 
-    def causal_mask(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor | None:
-        """[T, S] bool, true where query t (position start + t) may see key s: s <= start + t. None for one query,
-        which sees every cached key."""
-        if q.size(-2) == 1:
+    def causal_mask(self, q: torch.Tensor, k: torch.Tensor, window: int | None = None) -> torch.Tensor | None:
+        """[T, S] bool, true where query t (position start + t) may see key s: s <= start + t, and with a sliding
+        window s > start + t - window. None for one query without a window: it sees every cached key."""
+        if q.size(-2) == 1 and window is None:
             return None
-        rows = torch.arange(self.start, self.start + q.size(-2), device=q.device)
-        return torch.arange(k.size(-2), device=q.device) <= rows[:, None]
+        rows = torch.arange(self.start, self.start + q.size(-2), device=q.device)[:, None]
+        cols = torch.arange(k.size(-2), device=q.device)
+        return (cols <= rows) if window is None else (cols <= rows) & (cols > rows - window)
 
     def advance(self, n: int) -> None:
         """The forward's n positions are cached: the next forward starts after them."""
@@ -107,7 +108,7 @@ def generate_tokens(model: torch.nn.Module, tokens: torch.Tensor, max_new_tokens
     if max_new_tokens == 0:
         return tokens
     cache = KVCache(tokens.size(1) + max_new_tokens - 1)  # the last new token is never run
-    logits = model(tokens, cache=cache)[:, -1]  # [B, V]
+    logits = model(tokens, cache)[:, -1]  # [B, V]; the cache is the forward's argument after the tokens
     finished = torch.zeros(tokens.size(0), dtype=torch.bool, device=tokens.device)
     out = [tokens]
     for step in range(max_new_tokens):
@@ -118,7 +119,7 @@ def generate_tokens(model: torch.nn.Module, tokens: torch.Tensor, max_new_tokens
         out.append(token)
         if step + 1 == max_new_tokens or (eos_token is not None and bool(finished.all())):
             break
-        logits = model(token, cache=cache)[:, -1]
+        logits = model(token, cache)[:, -1]
     return torch.cat(out, dim=1)
 
 
