@@ -209,3 +209,40 @@ def test_inputs_called_cache_keep_their_names():
         for _ in range(4):
             tokens = torch.cat([tokens, model(tokens)[:, -1].argmax(-1, keepdim=True)], 1)
     assert torch.equal(model.generate(tokens[:, :5], 4, temperature=0), tokens)
+
+
+TINY_LM = """
+block Attn(x, heads: int) {
+  d = features(x)
+  q, k, v = x -> linear(3 * d) as c_attn -> split(3)
+  q = q -> reshape(dim(x, 0), dim(x, 1), heads, d // heads) -> transpose(1, 2)
+  k = k -> reshape(dim(x, 0), dim(x, 1), heads, d // heads) -> transpose(1, 2)
+  v = v -> reshape(dim(x, 0), dim(x, 1), heads, d // heads) -> transpose(1, 2)
+  y = sdpa(q, k, v, causal=CAUSAL) -> transpose(1, 2) -> reshape(dim(x, 0), dim(x, 1), d)
+  return y -> linear(d) as c_proj
+}
+model LM(vocab: int = 50, d: int = 32) {
+  input tokens: i64[B, T] where T <= 16
+  x = tokens -> embedding(vocab, d)
+  x = x + (x -> Attn(4))
+  EXTRA
+  output logits = x -> linear(vocab)
+}
+"""
+
+
+@pytest.mark.parametrize("extra,causal,generates", [
+    ("", "true", True),
+    ("x = softmax(x, -1)", "true", True),  # over the features: per position
+    ("x = x -> unsqueeze(1) -> reshape(dim(x, 0), dim(x, 1), d)", "true", True),
+    ("", "false", False),  # bidirectional attention
+    ("x = softmax(x, 1)", "true", False),  # over the sequence
+    ("x = x - mean(x, 1, keepdim=true)", "true", False),
+    ("x = x -> transpose(1, 2) -> conv1d(d, 3, padding=1) -> transpose(1, 2)", "true", False),  # mixes neighbours
+])
+def test_generate_comes_from_the_ir_only_for_models_a_cache_cannot_change(extra, causal, generates):
+    from specc.backends.torch.kvcache import cache_plan
+
+    spec = loads(TINY_LM.replace("EXTRA", extra).replace("CAUSAL", causal), "lm.nn")
+    assert (cache_plan(spec.module) is not None) == generates
+    assert ("def generate(" in spec.torch_source()) == generates

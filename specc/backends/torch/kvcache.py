@@ -20,9 +20,9 @@ from ...ops.torch_rule import support_text
 from ...symbolic import Sym
 from ...types import FLOAT_DTYPES, INT_DTYPES, TensorType, TupleType
 
-# Ops that compute each position from that position alone, whatever their attributes (besides a `dim` attribute,
-# checked below): per-token layers, the routed experts of a mixture, constants. Elementwise, activation, shape and
-# reduction ops are per position as long as T stays one whole axis (checked on their types).
+# Ops that compute each position from that position alone, unless their `dim` attribute is T's axis (softmax over
+# the sequence; checked below): per-token layers, the routed experts of a mixture, constants. Elementwise,
+# activation, shape and reduction ops are per position as long as T stays one whole axis (checked on their types).
 _PER_POSITION = frozenset({"linear", "merged_linear", "embedding", "layernorm", "rmsnorm", "dropout", "drop_path",
                            "moe", "getitem", "softmax", "log_softmax", "glu", "matmul", "parameter", "sincos",
                            "timestep_embedding"})
@@ -99,9 +99,11 @@ class _Walk:
         if op.torch.positions:
             self.needs.add(g.name)
             return self.keeps_positions(ins, n.type)
-        per_position = n.target in _PER_POSITION or op.categories & _PER_POSITION_CATEGORIES or \
-            (n.target == "fused" and n.attrs.base == "linear")
-        return bool(per_position) and self.keeps_positions(ins, n.type) and not self.mixes_along_dim(n, ins)
+        if n.target in _PER_POSITION:
+            return self.keeps_positions(ins, n.type) and not self.mixes_along_dim(n, ins)
+        # elementwise, shape and reduction ops: one along T changes or drops it, which keeps_positions sees
+        linear = n.target == "fused" and n.attrs.base == "linear"
+        return bool(linear or op.categories & _PER_POSITION_CATEGORIES) and self.keeps_positions(ins, n.type)
 
     def keeps_positions(self, ins: list, out) -> bool:
         """T stays one whole axis: in every operand and result that mention it, exactly one dim is T; the result
