@@ -246,3 +246,12 @@ def test_generate_comes_from_the_ir_only_for_models_a_cache_cannot_change(extra,
     spec = loads(TINY_LM.replace("EXTRA", extra).replace("CAUSAL", causal), "lm.nn")
     assert (cache_plan(spec.module) is not None) == generates
     assert ("def generate(" in spec.torch_source()) == generates
+
+
+def test_a_window_without_causal_is_a_located_error():
+    from specc.api import CheckError
+
+    with pytest.raises(CheckError) as e:
+        loads(TINY_LM.replace("EXTRA", "").replace("causal=CAUSAL", "window=4"), "lm.nn")
+    text = str(e.value)
+    assert "sliding window over causal attention: set causal=true" in text and "lm.nn:8" in text

@@ -125,7 +125,8 @@ def _np_sdpa(xs, a: SDPAAttrs, p):
 register(OpDef(
     name="sdpa", attrs=SDPAAttrs, positional=("causal",), arity=(3, 4), infer=_sdpa_infer, macs=_sdpa_macs,
     torch=TorchRule(call=_sdpa_call),
-    doc="scaled dot-product attention over [..., T, d] (q, k, v[, mask]); BSHD users permute first",
+    doc="scaled dot-product attention over [..., T, d] (q, k, v[, mask]); causal, window= (a causal sliding window); "
+        "BSHD users permute first",
     numpy=_np_sdpa,
     examples=(Example(("f32[2, 2, 3, 4]",) * 3), Example(("f32[1, 2, 4, 4]",) * 3, {"causal": True, "scale": 0.3}),
               Example(("f32[1, 2, 3, 4]", "f32[1, 2, 5, 4]", "f32[1, 2, 5, 3]", "f32[1, 1, 3, 5]")),  # additive mask
