@@ -4,10 +4,11 @@ F.scaled_dot_product_attention and produced by the attention-fusion pass from ha
 Multi-head attention itself is a block of linears, reshapes and sdpa (specs/std/transformer.nn), so that specs
 read like the paper and the fusion and TVM passes see one core op. sdpa adds to the plain product:
   * grouped-query attention: q [B, H, T, d] with k, v [B, Hkv, S, d] where Hkv divides H;
-  * a mask (bool, true = attend, or additive float) broadcastable to the scores [B, H, T, S], also with causal."""
+  * a mask (bool, true = attend, or additive float) broadcastable to the scores [B, H, T, S], also with causal;
+  * a sliding window with causal (`window=w`, Mistral): query t sees the keys t - w < s <= t."""
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, PositiveInt
 
 from ..diagnostics import ShapeError
 from ..types import TensorType
@@ -20,10 +21,14 @@ class SDPAAttrs(Attrs):
     causal: bool = False
     scale: float | None = None  # default 1/sqrt(d)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    window: PositiveInt | None = None  # with causal: query t sees the last `window` keys, t - window < s <= t
 
 
 def _sdpa_infer(ins: list[TensorType], a: SDPAAttrs) -> TensorType:
     q, k, v = ins[:3]
+    if a.window is not None and not a.causal:
+        raise ShapeError(f"sdpa window={a.window} is a sliding window over causal attention: set causal=true",
+                         "E0305")
     for i, t in enumerate((q, k, v)):
         expect_float(t, "sdpa", i)
         if t.rank < 2:
@@ -56,10 +61,14 @@ def _gqa(q: TensorType, k: TensorType) -> bool:
     return q.rank >= 4 and k.rank >= 4 and k.shape[-3] != q.shape[-3] and k.shape[-3] != 1
 
 
-def _with_causal(args: list[str], mask: TensorType) -> str:
-    """The mask and "query t sees keys <= t" (top-left aligned, as is_causal), for a bool or an additive mask."""
+def _with_causal(args: list[str], mask: TensorType, window: int | None) -> str:
+    """The mask and "query t sees keys <= t" (top-left aligned, as is_causal; within the window when there is one),
+    for a bool or an additive mask."""
     q, k, m = args[0], args[1], args[3]
     tri = f"torch.ones({q}.size(-2), {k}.size(-2), dtype=torch.bool, device={m}.device)"
+    if window is not None:
+        band = f"{tri}.tril().triu({1 - window})"
+        return f"{m} & {band}" if mask.dtype == "bool" else f"{m}.masked_fill(~{band}, float(\"-inf\"))"
     if mask.dtype == "bool":
         return f"{m} & {tri}.tril()"
     return f"{m}.masked_fill({tri}.triu(1), float(\"-inf\"))"
@@ -68,12 +77,15 @@ def _with_causal(args: list[str], mask: TensorType) -> str:
 def _sdpa_call(args, a: SDPAAttrs, ins) -> str:
     extra = ""
     if len(args) == 4 and a.causal:  # F.sdpa takes a mask or is_causal, not both: fold the triangle in
-        extra += f", attn_mask={_with_causal(args, ins[3])}"
+        extra += f", attn_mask={_with_causal(args, ins[3], a.window)}"
     elif len(args) == 4:
         extra += f", attn_mask={args[3]}"
+    elif a.window is not None:  # the causal band: query t sees keys t - window < s <= t
+        extra += (f", attn_mask=torch.ones({args[0]}.size(-2), {args[1]}.size(-2), dtype=torch.bool, "
+                  f"device={args[0]}.device).tril().triu({1 - a.window})")
     if a.dropout:
         extra += f", dropout_p={pyval(a.dropout)} if self.training else 0.0"
-    if a.causal and len(args) == 3:
+    if a.causal and len(args) == 3 and a.window is None:
         extra += ", is_causal=True"
     if _gqa(ins[0], ins[1]):
         extra += ", enable_gqa=True"
@@ -103,6 +115,8 @@ def _np_sdpa(xs, a: SDPAAttrs, p):
         s = np.where(m, s, -np.inf) if m.dtype == np.bool_ else s + m
     if a.causal:
         s = np.where(np.tril(np.ones((t, n), bool)), s, -np.inf)
+    if a.window is not None:
+        s = np.where(np.triu(np.ones((t, n), bool), 1 - a.window), s, -np.inf)
     with np.errstate(invalid="ignore"):
         e = np.exp(s - s.max(-1, keepdims=True))
         return e / e.sum(-1, keepdims=True) @ v
@@ -111,12 +125,15 @@ def _np_sdpa(xs, a: SDPAAttrs, p):
 register(OpDef(
     name="sdpa", attrs=SDPAAttrs, positional=("causal",), arity=(3, 4), infer=_sdpa_infer, macs=_sdpa_macs,
     torch=TorchRule(call=_sdpa_call),
-    doc="scaled dot-product attention over [..., T, d] (q, k, v[, mask]); BSHD users permute first",
+    doc="scaled dot-product attention over [..., T, d] (q, k, v[, mask]); causal, window= (a causal sliding window); "
+        "BSHD users permute first",
     numpy=_np_sdpa,
     examples=(Example(("f32[2, 2, 3, 4]",) * 3), Example(("f32[1, 2, 4, 4]",) * 3, {"causal": True, "scale": 0.3}),
               Example(("f32[1, 2, 3, 4]", "f32[1, 2, 5, 4]", "f32[1, 2, 5, 3]", "f32[1, 1, 3, 5]")),  # additive mask
               Example(("f32[1, 4, 3, 4]", "f32[1, 2, 3, 4]", "f32[1, 2, 3, 4]", "f32[3, 3]"), {"causal": True}),
               Example(("f32[1, 4, 3, 4]", "f32[1, 2, 3, 4]", "f32[1, 2, 3, 4]")),  # grouped-query
+              Example(("f32[1, 2, 6, 4]",) * 3, {"causal": True, "window": 3}),  # a sliding window
+              Example(("f32[1, 2, 5, 4]",) * 3 + ("bool[5, 5]",), {"causal": True, "window": 2}),
               # a bool mask (true = attend); 6 keys so that no row is fully masked (backends disagree there)
               Example(("f32[1, 2, 3, 4]", "f32[1, 2, 6, 4]", "f32[1, 2, 6, 4]", "bool[3, 6]")),
               Example(("f32[3, 4]", "f32[5, 4]", "f32[5, 2]"), {"dropout": 0.1})),

@@ -90,7 +90,8 @@ register(OpDef(
     name="learned_pos", attrs=LearnedPosAttrs, positional=("max_len",), infer=_learned_infer,
     params=lambda ins, a: {"weight": (a.max_len, ins[0].shape[-1])},
     categories=frozenset({LAYER}),
-    torch=TorchRule(module=lambda ins, a: f"LearnedPositions({a.max_len}, {ins[0].shape[-1]})", support=(_LEARNED,)),
+    torch=TorchRule(module=lambda ins, a: f"LearnedPositions({a.max_len}, {ins[0].shape[-1]})", support=(_LEARNED,),
+                    positions=True),
     doc="x[..., T, d] + a learned [max_len, d] position table's first T rows; checks T <= max_len.",
     numpy=lambda xs, a, p: xs[0] + p["weight"][: xs[0].shape[-2]], waive={"macs": NO_MACS},
     examples=(Example(("f32[2, 3, 4]",), {"max_len": 5}), Example(("f32[5, 2]",), {"max_len": 5})),
@@ -136,7 +137,7 @@ register(OpDef(
     name="sinusoidal_pos", attrs=SinusoidalAttrs, positional=("max_len",), infer=_sinusoidal_infer,
     buffers=lambda ins, a: {"pe": (a.max_len, ins[0].shape[-1])},
     categories=frozenset({LAYER}),
-    torch=TorchRule(module=_sinusoidal_module, imports=("import math",), support=(_SINUSOIDAL,)),
+    torch=TorchRule(module=_sinusoidal_module, imports=("import math",), support=(_SINUSOIDAL,), positions=True),
     doc="x[..., T, d] + the fixed sin/cos position table (no parameters); checks T <= max_len.",
     numpy=_np_sinusoidal, waive={"macs": NO_MACS},
     examples=(Example(("f32[2, 5, 6]",), {"max_len": 8}), Example(("f32[7, 4]",), {"max_len": 7, "base": 100.0})),
@@ -163,6 +164,7 @@ _ROPE = support_text("rope")
 def _rope_call(args, a: RopeAttrs, ins) -> str:
     extra = "" if a.base == 10000.0 else f", base={pyval(a.base)}"
     extra += ", interleaved=True" if a.interleaved else ""
+    extra += "".join(f", {kw}" for kw in args[1:])  # the key/value cache of a generating model (`cache=cache`)
     return f"apply_rope({args[0]}{extra})"
 
 
@@ -185,7 +187,7 @@ def _np_rope(xs, a: RopeAttrs, p):
 
 register(OpDef(
     name="rope", attrs=RopeAttrs, positional=("base",), infer=_rope_infer,
-    torch=TorchRule(call=_rope_call, support=(_ROPE,)),
+    torch=TorchRule(call=_rope_call, support=(_ROPE,), positions=True),
     doc="rotary position embedding of q or k [..., T, head_dim] (no parameters).",
     numpy=_np_rope, waive={"macs": NO_MACS},
     examples=(Example(("f32[2, 2, 5, 8]",)), Example(("f32[1, 3, 4, 6]",), {"base": 500.0, "interleaved": True})),

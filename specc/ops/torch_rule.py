@@ -30,6 +30,10 @@ class TorchRule:
     # This op written in place on its first argument; the emitter uses it when that argument is fresh (above) and
     # read by nothing else.
     inplace: Callable[[list[str], Any, list[TensorType]], str] | None = None
+    # The op reads absolute positions (a position table, rope): in a model that generates with a key/value cache
+    # (specc/backends/torch/kvcache.py), its module or call takes that cache as a last keyword argument, written by
+    # the emitter into ``args`` after the tensors (`cache=cache`), and counts positions from ``cache.start``.
+    positions: bool = False
 
 
 def pyval(v: Any) -> str:

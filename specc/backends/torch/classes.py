@@ -14,6 +14,7 @@ from ...naming import Namer, attr_name, class_name, py_name, spec_relative
 from ...ops.torch_rule import pyval
 from ...types import TensorType
 from .forward import GraphCode, graph_code, reachable
+from .kvcache import cache_plan, generate_support
 
 # an integer literal, not part of a name, a float (1.5, 1e-05) or a string escape
 _NUM = re.compile(r"(?<![\w.\\])(?<![eE][-+])\d+(?![\w.])")
@@ -127,13 +128,16 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], dict[str, str], list[str],
     """One class per group of block specialisations that differ only in numbers, planned bottom-up by call depth.
     Long because the naming of classes (no clash with helpers, models or arguments) is set up here, next to the
     loop it serves; issue 12's "one class per block" replaces this."""
-    codes = {name: graph_code(m, g, name == m.main) for name, g in m.graphs.items()}
+    cache = cache_plan(m)  # a causal LM's key/value cache, for generate()
+    codes = {name: graph_code(m, g, name == m.main, cache) for name, g in m.graphs.items()}
     live = reachable(m, codes)
     imports: list[str] = []
     support: list[str] = []
     for name in live:
         imports.extend(i for i in codes[name].imports if i not in imports)
         support.extend(s for s in codes[name].support if s not in support)
+    if cache is not None:
+        support.append(generate_support())
     # Plan bottom-up, one call depth at a time, so that a caller's constructor lines already name its callees'
     # classes (and their numeric arguments can be shared like any other number).
     depth: dict[str, int] = {}

@@ -15,6 +15,7 @@ from ...ops.torch_rule import pyval
 from ...version import __version__
 from .checks import input_checks
 from .classes import _resolve_ctor, plan_classes
+from .kvcache import cache_plan, generate_method
 
 __all__ = ["check_emittable", "class_name", "emit_module_source"]
 
@@ -119,6 +120,10 @@ def emit_module_source(m: Module, source_name: str | None = None) -> str:
             out.append("        losses = [m.last_aux_loss for m in self.modules() if getattr(m, \"last_aux_loss\", None) "
                        "is not None]")
             out.append("        return sum(losses) if losses else torch.zeros(())")
+            cache = cache_plan(m)
+            if cache is not None:  # a causal LM
+                out.append("")
+                out.extend("    " + ln for ln in generate_method(cache, model_cls))
     body = "\n".join(out) + "\n"
     imports = ["from dataclasses import dataclass", "import torch", "from torch import nn", *imports]
     if re.search(r"\bF\.", body):

@@ -12,6 +12,7 @@ from ...ops import registry
 from ...types import TensorType, TupleType
 from ...walker import Interpreter
 from .inits import init_call
+from .kvcache import CachePlan, cached_attention_lines
 from .varmap import VarMap
 
 
@@ -149,25 +150,31 @@ def _name_hints(g: Graph) -> dict[str, str]:
     return hint
 
 
-def graph_code(m: Module, g: Graph, is_main: bool) -> GraphCode:
+def graph_code(m: Module, g: Graph, is_main: bool, cache: CachePlan | None = None) -> GraphCode:
     """The init and forward lines of graph `g`'s nn.Module (calls and repeats name their callees' classes as
-    `@graph@`, resolved once classes are planned)."""
-    return _ForwardCode(m, g, is_main).code()
+    `@graph@`, resolved once classes are planned); with the cache plan of a causal LM, the graphs it names take
+    a key/value cache (kvcache.py)."""
+    return _ForwardCode(m, g, is_main, cache).code()
 
 
 class _ForwardCode(Interpreter[str, None]):
     """Walks one graph (without descending into calls: each callee is its own class), a value being the Python
     variable that holds it; every node appends its init and forward lines."""
 
-    def __init__(self, m: Module, g: Graph, is_main: bool) -> None:
+    def __init__(self, m: Module, g: Graph, is_main: bool, cache: CachePlan | None = None) -> None:
         super().__init__(m)
         self.g = g
-        arg_name = Namer(py_name)
-        self.args = [arg_name(g[i].name) for i in g.inputs]
+        self.is_main = is_main
+        self.args = _arg_names(g)
+        self.plan = cache if cache is not None and g.name in cache.graphs else None
+        self.cache = _arg_names(g, "cache")[-1] if self.plan else None  # the KVCache argument
         self.attr_of = attribute_namer(g)  # the state_dict layout every backend shares
-        self.vars = _Vars(g, self.args, reuse_inputs=not is_main)
+        self.vars = _Vars(g, self.args + ([self.cache] if self.cache else []), reuse_inputs=not is_main)
         for i, a in zip(g.inputs, self.args):
             self.vars.var[i] = a
+        if self.cache:  # no spec variable takes the cache's name
+            self.vars.var["%cache"] = self.cache
+            self.vars.last_use["%cache"] = len(g)
         self.init: list[str] = []
         self.fwd: list[str] = []
         self.comments: list[str] = []
@@ -178,7 +185,8 @@ class _ForwardCode(Interpreter[str, None]):
         self.weights: list[str] = []
         self.outputs: list[str] = []
         self.stacks: dict[str, tuple[int, list[str]]] = {}  # named stack -> (its init line, the modules it holds)
-        self.chains = _chained_stacks(g, self.attr_of)  # first block of a stack that is one chain -> its blocks
+        # first block of a stack that is one chain -> its blocks (an nn.Sequential cannot pass the cache on)
+        self.chains = _chained_stacks(g, self.attr_of, lambda n: self.takes_cache(n.target))
         self.in_chain = {c.name for members in self.chains.values() for c in members[1:]}
         self.unpacked = unpacked_tuples(g)
 
@@ -192,9 +200,21 @@ class _ForwardCode(Interpreter[str, None]):
             else:  # one block a line
                 self.init[line] = "\n".join([f"self.{head} = {opening}", *(f"    {c}," for c in ctors), closing])
         ret = self.outputs[0] if len(self.outputs) == 1 else ", ".join(self.outputs)
-        return GraphCode(self.g, self.args, self.init + self.ties, [*self.fwd, f"return {ret}"],
+        if self.cache and self.is_main:  # this forward's positions are cached now
+            self.line(f"if {self.cache} is not None:")
+            self.line(f"    {self.cache}.advance({self.args[0]}.size(1))")
+        args = self.args + ([f"{self.cache}=None"] if self.cache else [])
+        return GraphCode(self.g, args, self.init + self.ties, [*self.fwd, f"return {ret}"],
                          [*self.comments, ""], self.callees, self.imports, self.support, self.attr_of.taken,
                          self.weights)
+
+    def takes_cache(self, graph: str) -> bool:
+        """Whether this graph passes its key/value cache on to `graph`'s module."""
+        return self.plan is not None and graph in self.plan.graphs
+
+    def pass_cache(self, graph: Graph) -> list[str]:
+        """The keyword argument that hands the cache to `graph`'s module's forward ([] if it takes none)."""
+        return [f"{_arg_names(graph, 'cache')[-1]}={self.cache}"] if self.takes_cache(graph.name) else []
 
     def line(self, code: str, comment: str = "") -> None:
         self.fwd.append(code)
@@ -237,6 +257,10 @@ class _ForwardCode(Interpreter[str, None]):
             tie = getattr(n.attrs, "tie", None)
             if tie:
                 self.ties.append(f"self.{attr}.weight = self.{self.attr_of(tie)}.weight  # weight tying")
+        if self.plan and (g.name, n.name) in self.plan.attention:
+            return self.cached_attention(n, ins, in_types)
+        if self.plan and rule.positions:  # positions count from the cache's start
+            ins = [*ins, f"cache={self.cache}"]
         if rule.inplace is not None and _overwritable(g, n):
             expr = rule.inplace(ins, n.attrs, in_types)
         elif rule.call is not None:
@@ -245,9 +269,20 @@ class _ForwardCode(Interpreter[str, None]):
             expr = f"self.{attr}({', '.join(ins)})"
         return self.bind(n, expr)
 
+    def cached_attention(self, n: Node, ins: list[str], in_types: list) -> str:
+        """A causal self-attention: as without a cache when there is none, else over the cached keys and values."""
+        here = self.vars.pos[n.name]
+        dying = len(set(ins)) == 3 and all(self.vars.last_use.get(i) == here for i in n.inputs[1:])
+        kv = ins[1:] if dying else [self.vars.fresh(), self.vars.fresh()]  # k, v keep their names if unread later
+        v = self.vars.assign(n)
+        for code, comment in cached_attention_lines(n, ins, kv, v, in_types, self.cache):
+            self.line(code, comment and (_shape(n.type) if comment == "shape" else comment))
+        return v
+
     def call(self, g: Graph, n: Node, ins: list[str], ctx: None) -> str:
         if n.name not in self.chains:
-            return self.bind(n, f"{self.construct(n)}({', '.join(ins)})")
+            cache = self.pass_cache(self.module.graphs[n.target])
+            return self.bind(n, f"{self.construct(n)}({', '.join(ins + cache)})")
         members = self.chains[n.name]  # a named stack that is one chain: one nn.Sequential call
         for c in members:
             self.construct(c)
@@ -267,7 +302,8 @@ class _ForwardCode(Interpreter[str, None]):
             if lv != cv:
                 self.line(f"{lv} = {cv}")
         self.line(f"for layer in {held}:")
-        self.line(f"    {', '.join(loop_vars)} = layer({', '.join(loop_vars + extra)})", _shape(n.type))
+        cache = self.pass_cache(self.repeat_body(n))
+        self.line(f"    {', '.join(loop_vars)} = layer({', '.join(loop_vars + extra + cache)})", _shape(n.type))
         if n.attrs.carried == 1:
             return loop_vars[0]
         tv = self.vars.fresh()
@@ -317,9 +353,18 @@ class _ForwardCode(Interpreter[str, None]):
         return f"self.{head}[{index}:{index + node.attrs.count}]" if run else f"self.{head}[{index}]"
 
 
-def _chained_stacks(g: Graph, attr_of) -> dict[str, list[Node]]:
+def _arg_names(g: Graph, *extra: str) -> list[str]:
+    """The forward's argument names: g's inputs, then `extra` ones (the cache), each clear of those before it."""
+    arg_name = Namer(py_name)
+    args = [arg_name(g[i].name) for i in g.inputs]
+    more = Namer(py_name, set(args))  # its own keys: an input may be called `cache` too
+    return args + [more(e) for e in extra]
+
+
+def _chained_stacks(g: Graph, attr_of, takes_cache=lambda n: False) -> dict[str, list[Node]]:
     """Named stacks whose blocks form one chain, each feeding only the next (`x = x -> BasicBlock(w, 2) ->
-    BasicBlock(w)`): emitted as an nn.Sequential called once, as torchvision's `self.layer1(x)`."""
+    BasicBlock(w)`): emitted as an nn.Sequential called once, as torchvision's `self.layer1(x)`; not where a block
+    takes the key/value cache (`takes_cache(node)`)."""
     order = [n.name for n in g.nodes()]
     stacks: dict[str, list[Node]] = {}
     for n in g.nodes():
@@ -330,7 +375,7 @@ def _chained_stacks(g: Graph, attr_of) -> dict[str, list[Node]]:
         pos = [order.index(c.name) for c in members]
         ok = all(len(c.inputs) == 1 and not isinstance(c.type, TupleType) and (c.kind == "call" or c.attrs.carried == 1)
                  for c in members)
-        ok = ok and pos == list(range(pos[0], pos[0] + len(pos)))
+        ok = ok and pos == list(range(pos[0], pos[0] + len(pos))) and not any(takes_cache(c) for c in members)
         ok = ok and all(b.inputs == (a.name,) and g.users(a.name) == [b.name] for a, b in zip(members, members[1:]))
         if ok:
             out[members[0].name] = members

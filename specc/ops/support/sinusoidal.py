@@ -18,5 +18,11 @@ class SinusoidalPositions(nn.Module):
         pe[:, 1::2] = torch.cos(t * inv_freq)
         self.register_buffer("pe", pe, persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.pe[: x.size(-2)].to(x.dtype)
+    def forward(self, x: torch.Tensor, cache=None) -> torch.Tensor:
+        if cache is None:
+            return x + self.pe[: x.size(-2)].to(x.dtype)
+        # generating with a KVCache: x holds the positions from cache.start on
+        start, end = cache.start, cache.start + x.size(-2)
+        if end > self.pe.size(0):
+            raise ValueError(f"positions {start}..{end - 1} do not fit the table of {self.pe.size(0)} positions")
+        return x + self.pe[start:end].to(x.dtype)

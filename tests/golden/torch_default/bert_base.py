@@ -15,8 +15,14 @@ class LearnedPositions(nn.Module):
         self.weight = nn.Parameter(torch.empty(max_len, dim))
         nn.init.normal_(self.weight, std=0.02)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.weight[: x.size(-2)]
+    def forward(self, x: torch.Tensor, cache=None) -> torch.Tensor:
+        if cache is None:
+            return x + self.weight[: x.size(-2)]
+        # generating with a KVCache: x holds the positions from cache.start on
+        start, end = cache.start, cache.start + x.size(-2)
+        if end > self.weight.size(0):
+            raise ValueError(f"positions {start}..{end - 1} do not fit the table of {self.weight.size(0)} positions")
+        return x + self.weight[start:end]
 
 
 @dataclass(frozen=True)

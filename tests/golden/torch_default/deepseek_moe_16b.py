@@ -8,12 +8,14 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def apply_rope(x: torch.Tensor, base: float = 10000.0, interleaved: bool = False) -> torch.Tensor:
+def apply_rope(x: torch.Tensor, base: float = 10000.0, interleaved: bool = False, cache=None) -> torch.Tensor:
     """Rotary position embedding (Su et al. 2021) of x [..., T, d]: feature pair i of position t turns by
-    t * base^(-2i/d). Pairs are (i, i + d/2), or (2i, 2i + 1) when interleaved."""
+    t * base^(-2i/d). Pairs are (i, i + d/2), or (2i, 2i + 1) when interleaved. Generating with a KVCache, x holds
+    the positions from cache.start on."""
     t, d = x.size(-2), x.size(-1)
+    start = 0 if cache is None else cache.start
     inv_freq = base ** -(torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
-    angle = torch.outer(torch.arange(t, device=x.device, dtype=torch.float32), inv_freq)  # [T, d/2]
+    angle = torch.outer(torch.arange(start, start + t, device=x.device, dtype=torch.float32), inv_freq)  # [T, d/2]
     cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
     if interleaved:
         x1, x2 = x[..., 0::2], x[..., 1::2]
@@ -90,6 +92,104 @@ class MixtureOfExperts(nn.Module):
         return self.balance_coef * self.last_balance_loss + self.z_coef * self.last_z_loss
 
 
+class KVCache:
+    """The keys and values a causal model has computed so far, one pair per self-attention, so that each generated
+    token runs the model on that one new position (Hugging Face's past_key_values, nanoGPT's missing piece).
+
+    Pass it to the model's forward as `cache=`: the forward's tokens are the positions from `start` on, each
+    self-attention stores its keys and values after the cached ones (`update`, in the order the layers run) and
+    attends to all of them, and the forward ends with `advance`. Room for `max_len` positions is allocated on first
+    use. A cache serves one batch of sequences; make a new one for the next batch."""
+
+    def __init__(self, max_len: int) -> None:
+        self.max_len = max_len
+        self.start = 0  # positions cached before the current forward: the position of its first token
+        self.keys: list[torch.Tensor] = []  # per self-attention [B, H, max_len, d]
+        self.values: list[torch.Tensor] = []
+        self.layer = 0  # the self-attention the next update() serves
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this forward's keys and values [B, H, T, d] after the cached ones; returns all of them
+        [B, H, start + T, d]."""
+        end = self.start + k.size(-2)
+        if end > self.max_len:
+            raise ValueError(f"KVCache has room for {self.max_len} positions: {self.start} cached and "
+                             f"{k.size(-2)} new ones do not fit")
+        if self.layer == len(self.keys):
+            self.keys.append(k.new_zeros(*k.shape[:-2], self.max_len, k.size(-1)))
+            self.values.append(v.new_zeros(*v.shape[:-2], self.max_len, v.size(-1)))
+        keys, values = self.keys[self.layer], self.values[self.layer]
+        self.layer += 1
+        keys[..., self.start:end, :] = k
+        values[..., self.start:end, :] = v
+        return keys[..., :end, :], values[..., :end, :]
+
+    def causal_mask(self, q: torch.Tensor, k: torch.Tensor, window: int | None = None) -> torch.Tensor | None:
+        """[T, S] bool, true where query t (position start + t) may see key s: s <= start + t, and with a sliding
+        window s > start + t - window. None for one query without a window: it sees every cached key."""
+        if q.size(-2) == 1 and window is None:
+            return None
+        rows = torch.arange(self.start, self.start + q.size(-2), device=q.device)[:, None]
+        cols = torch.arange(k.size(-2), device=q.device)
+        return (cols <= rows) if window is None else (cols <= rows) & (cols > rows - window)
+
+    def advance(self, n: int) -> None:
+        """The forward's n positions are cached: the next forward starts after them."""
+        self.start += n
+        self.layer = 0
+
+
+def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row [B, 1] from next-token logits [B, V]: the most likely one when temperature is 0, else a
+    sample of softmax(logits / temperature), restricted to the top_k most likely tokens and then to the smallest set
+    whose probability reaches top_p (nucleus sampling), drawn with `generator`."""
+    if temperature == 0:
+        return logits.argmax(-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        kth = logits.topk(min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None:
+        ordered, order = logits.sort(dim=-1, descending=True)
+        probs = ordered.softmax(-1)
+        outside = probs.cumsum(-1) - probs >= top_p  # the mass before this token already reaches top_p
+        logits = logits.scatter(-1, order, ordered.masked_fill(outside, float("-inf")))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator)
+
+
+def generate_tokens(model: torch.nn.Module, tokens: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                    top_k: int | None = None, top_p: float | None = None, eos_token: int | None = None,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """tokens [B, T] followed by up to max_new_tokens tokens chosen by next_token: [B, T + n]. The prompt runs
+    once, then each new token alone, on a KVCache. A row that produces eos_token is finished and padded with
+    eos_token; generation stops when every row is finished or after max_new_tokens."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0: the most likely token), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if max_new_tokens == 0:
+        return tokens
+    cache = KVCache(tokens.size(1) + max_new_tokens - 1)  # the last new token is never run
+    logits = model(tokens, cache)[:, -1]  # [B, V]; the cache is the forward's argument after the tokens
+    finished = torch.zeros(tokens.size(0), dtype=torch.bool, device=tokens.device)
+    out = [tokens]
+    for step in range(max_new_tokens):
+        token = next_token(logits, temperature, top_k, top_p, generator).to(tokens.dtype)  # [B, 1]
+        if eos_token is not None:
+            token = token.masked_fill(finished[:, None], eos_token)
+            finished |= token[:, 0] == eos_token
+        out.append(token)
+        if step + 1 == max_new_tokens or (eos_token is not None and bool(finished.all())):
+            break
+        logits = model(token, cache)[:, -1]
+    return torch.cat(out, dim=1)
+
+
 @dataclass(frozen=True)
 class DeepSeekMoE16BConfig:
     """The hyper-parameters DeepSeekMoE16B was compiled with (change them with `specc compile -D name=value`)."""
@@ -120,7 +220,7 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(2048, 2048, bias=False)
         self.out_proj = nn.Linear(2048, 2048, bias=False)
 
-    def forward(self, x):
+    def forward(self, x, cache=None):
         q = self.q_proj(x)  # [B, T, 2048]
         q = q.reshape(q.size(0), q.size(1), 16, 128)  # [B, T, 16, 128]
         q = q.transpose(1, 2)  # [B, 16, T, 128]
@@ -130,9 +230,13 @@ class MultiHeadAttention(nn.Module):
         v = self.v_proj(x)  # [B, T, 2048]
         v = v.reshape(v.size(0), v.size(1), 16, 128)  # [B, T, 16, 128]
         v = v.transpose(1, 2)  # [B, 16, T, 128]
-        q = apply_rope(q)  # [B, 16, T, 128]
-        k = apply_rope(k)  # [B, 16, T, 128]
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # [B, 16, T, 128]
+        q = apply_rope(q, cache=cache)  # [B, 16, T, 128]
+        k = apply_rope(k, cache=cache)  # [B, 16, T, 128]
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # [B, 16, T, 128]
+        else:  # generating: attend to the cached positions too
+            k, v = cache.update(k, v)  # keys and values of every position so far
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=cache.causal_mask(q, k))  # [B, 16, T, 128]
         y = y.transpose(1, 2)  # [B, T, 16, 128]
         y = y.reshape(y.size(0), y.size(1), 2048)  # [B, T, 2048]
         y = self.out_proj(y)  # [B, T, 2048]
@@ -167,9 +271,9 @@ class RotaryDecoderLayer(nn.Module):
         self.post_attention_layernorm = nn.RMSNorm(2048, eps=1e-06)
         self.mlp = SwiGLU(10944)
 
-    def forward(self, x):
+    def forward(self, x, cache=None):
         y = self.input_layernorm(x)  # [B, T, 2048]
-        y = self.self_attn(y)  # [B, T, 2048]
+        y = self.self_attn(y, cache=cache)  # [B, T, 2048]
         x = x + y  # [B, T, 2048]
         z = self.post_attention_layernorm(x)  # [B, T, 2048]
         z = self.mlp(z)  # [B, T, 2048]
@@ -199,9 +303,9 @@ class RotaryDecoderLayer1(nn.Module):
         self.post_attention_layernorm = nn.RMSNorm(2048, eps=1e-06)
         self.mlp = SparseMoE()
 
-    def forward(self, x):
+    def forward(self, x, cache=None):
         y = self.input_layernorm(x)  # [B, T, 2048]
-        y = self.self_attn(y)  # [B, T, 2048]
+        y = self.self_attn(y, cache=cache)  # [B, T, 2048]
         x = x + y  # [B, T, 2048]
         z = self.post_attention_layernorm(x)  # [B, T, 2048]
         z = self.mlp(z)  # [B, T, 2048]
@@ -218,23 +322,42 @@ class DeepSeekMoE16B(nn.Module):
             raise ValueError(f"compiled for {DeepSeekMoE16BConfig()}: recompile with -D to change it")
         self.config = config
         self.embed_tokens = nn.Embedding(102400, 2048)
-        self.layers = nn.Sequential(*[RotaryDecoderLayer() for _ in range(1)], *[RotaryDecoderLayer1() for _ in range(27)])
+        self.layers = nn.ModuleList([*[RotaryDecoderLayer() for _ in range(1)], *[RotaryDecoderLayer1() for _ in range(27)]])
         self.norm = nn.RMSNorm(2048, eps=1e-06)
         self.lm_head = nn.Linear(2048, 102400, bias=False)
 
-    def forward(self, tokens):
+    def forward(self, tokens, cache=None):
         if not torch.compiler.is_compiling():  # the spec's input contract (torch.compile guards shapes)
             if tokens.dim() != 2 or tokens.is_floating_point() or tokens.dtype == torch.bool:
                 raise ValueError(f"tokens must be an integer tensor [B, T], got {tokens.dtype} {tuple(tokens.shape)}")
             if tokens.size(1) > 4096:
                 raise ValueError(f"tokens has T = {tokens.size(1)}, DeepSeekMoE16B was built for T <= 4096 (ctx)")
         x = self.embed_tokens(tokens)  # [B, T, 2048]
-        x = self.layers(x)  # [B, T, 2048]
+        for layer in self.layers[0:1]:
+            x = layer(x, cache=cache)  # [B, T, 2048]
+        for layer in self.layers[1:28]:
+            x = layer(x, cache=cache)  # [B, T, 2048]
         x = self.norm(x)  # [B, T, 2048]
         logits = self.lm_head(x)  # [B, T, 102400]
+        if cache is not None:
+            cache.advance(tokens.size(1))
         return logits
 
     def aux_loss(self) -> torch.Tensor:
         """Auxiliary losses of the last forward (mixture-of-experts balancing); 0 if none."""
         losses = [m.last_aux_loss for m in self.modules() if getattr(m, "last_aux_loss", None) is not None]
         return sum(losses) if losses else torch.zeros(())
+
+    @torch.no_grad()
+    def generate(self, tokens: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, eos_token: int | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """tokens [B, T] followed by up to max_new_tokens new tokens, [B, T + n]: the most likely one when
+        temperature is 0, else sampled (top_k / top_p keep the k most likely / the smallest set with that
+        probability; `generator` seeds the draw). A row that produces eos_token ends there and is padded
+        with it. The prompt runs once, then each new token alone on a KVCache. Dropout acts in training
+        mode: call .eval() first."""
+        if tokens.size(1) + max_new_tokens > 4096:
+            raise ValueError(f"tokens has T = {tokens.size(1)} and max_new_tokens = {max_new_tokens}: "
+                             f"{tokens.size(1) + max_new_tokens} positions, DeepSeekMoE16B was built for T <= 4096 (ctx)")
+        return generate_tokens(self, tokens, max_new_tokens, temperature, top_k, top_p, eos_token, generator)

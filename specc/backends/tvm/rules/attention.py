@@ -27,6 +27,15 @@ def _repeat_heads(ctx, x, t, heads: int):
     return x, t.with_shape((*t.shape[:-3], heads, *t.shape[-2:]))
 
 
+def _window_bias(ctx, t, s, window: int):
+    """[T, S]: 0 where key s is within the window of query t (s > t - window), -inf elsewhere."""
+    rows = ctx.emit(relax.op.reshape(relax.op.arange(0, ctx.dim(t), 1, "int64"), [ctx.dim(t), 1]))
+    cols = ctx.emit(relax.op.reshape(relax.op.arange(0, ctx.dim(s), 1, "int64"), [1, ctx.dim(s)]))
+    keep = ctx.emit(relax.op.greater(ctx.emit(relax.op.add(cols, ctx.const(window, "int64"))), rows))
+    zero, neg = ctx.const(0.0, ctx.dtype()), ctx.const(float("-inf"), ctx.dtype())
+    return ctx.emit(relax.op.where(keep, zero, neg))
+
+
 @lowering("sdpa")
 def _sdpa(ctx, q, k, v, mask=None):
     a = ctx.attrs
@@ -42,6 +51,10 @@ def _sdpa(ctx, q, k, v, mask=None):
         if mt.dtype == "bool":
             zero, neg = ctx.const(0.0, ctx.dtype()), ctx.const(float("-inf"), ctx.dtype())
             mask = ctx.emit(relax.op.where(mask, zero, neg))
+    if a.window is not None:  # relax legalizes no window_size: the band's lower edge as a bias
+        band = _window_bias(ctx, qt.shape[-2], kt.shape[-2], a.window)
+        mask = band if mask is None else ctx.emit(relax.op.add(mask, band))
+    if mask is not None:
         scores = (*lead, qt.shape[-2], kt.shape[-2])
         heads = lead[-1] if lead else 1
         bias = ctx.emit(relax.op.broadcast_to(mask, [ctx.dim(d) for d in scores]))
