@@ -5,15 +5,19 @@ choices first, then token order).
 Routed form (the default): each expert runs only on the tokens routed to it, so the experts do N*k rows of work
 in all, as in the emitted PyTorch layer (whose per-expert runs are the same rows in the same order):
 
-    pairs p = j*N + t (slot-major)   expert_of[p]          [k*N]
-    order = argsort(expert_of * k*N + p)                   one run per expert, in pair order (unique keys: stable)
-    counts[e], starts[e]                                   run lengths and offsets; kept = min(counts, capacity)
-    kept, starts -> shape values n_e, s_e                  (relax tensor_to_shape + match_cast: exact sizes, known
-                                                            at run time; nothing padded, nothing dropped)
-    y_e = expert_e(tokens[order[s_e : s_e + n_e] % N])     [n_e, d]: the block lowered with n_e rows
-    Y = concat(y_0 .. y_{E-1})                             [sum n_e, d]
-    out[t] = sum_j w[t, j] * Y[pos[j*N + t]]               pos: where a pair's row landed (a gather, no scatter:
-                                                            parallel and deterministic); dropped pairs weigh 0
+    pairs p = j*N + t (slot-major)   picks[p, e] = 1 if pair p goes to expert e      [k*N, E]
+    rank = cumsum(picks, axis 0)     1-based rank of a pair within its expert's pairs; with a capacity, picks of
+                                     rank > capacity are cleared (the same pairs PyTorch drops)
+    run_e = nonzero(picks[:, e])     [n_e] its pairs in pair order: n_e is the exact count, a size known at run
+                                     time (match_cast to a fresh var); nothing padded, nothing dropped
+    y_e = expert_e(tokens[run_e % N])                    [n_e, d]: the block lowered with n_e rows
+    Y = concat(y_0 .. y_{E-1})                           [sum n_e, d]
+    out[t] = sum_j w[t, j] * Y[pos[j*N + t]]             pos = rows before its expert's + rank - 1: a gather, no
+                                                         scatter (parallel, deterministic); dropped pairs weigh 0
+
+The sizes come from `nonzero` on purpose: a size taken from `tensor_to_shape` + match_cast on a shape value is no
+data dependency for FuseOps, which then moved the size's definition after its uses (a static-dims build failed
+with "routed0 has not been computed").
 
 Dense form (the fallback when an expert's types do not keep the token count in their first dim alone, e.g. a
 static token count equal to the width): every expert on every token, combined by a [N, E] gate matrix; exact but
@@ -108,31 +112,33 @@ def _routed(ctx, tokens, weights, chosen, n_dim: Dim):
     e, k = a.experts, a.top_k
     n = ctx.dim(n_dim)
     expert_of = _slot_major(ctx, chosen)  # [k*N]
-    pair = ctx.emit(op.arange(relax.prim_value(tirx.IntImm("int64", 0)), relax.prim_value(k * n), dtype="int64"))
-    key = ctx.emit(op.add(ctx.emit(op.multiply(expert_of, relax.prim_value(k * n))), pair))
-    order = ctx.emit(op.argsort(key, axis=0, dtype="int64"))  # [k*N] pairs grouped by expert, in pair order
     one, zero = relax.prim_value(tirx.IntImm("int64", 1)), relax.prim_value(tirx.IntImm("int64", 0))
-    counts = ctx.emit(op.sum(ctx.emit(op.one_hot(expert_of, one, zero, e, axis=-1)), axis=[0]))  # [E]
-    starts = _exclusive_cumsum(ctx, counts)
-    kept = counts if a.capacity_factor is None else ctx.emit(op.minimum(counts, _capacity(ctx, n)))
-    sizes = [tirx.Var(f"routed{i}", "int64") for i in range(e)]
-    offsets = [tirx.Var(f"start{i}", "int64") for i in range(e)]
-    shape = ctx.emit(op.tensor_to_shape(ctx.emit(op.concat([kept, starts], axis=0))))
-    ctx.bb.match_cast(shape, relax.ShapeType(sizes + offsets))
+    picks = ctx.emit(op.one_hot(expert_of, one, zero, e, axis=-1))  # [k*N, E] 0/1
+    rank = ctx.emit(op.cumsum(picks, axis=0))  # [k*N, E]: 1-based rank of a pair within its expert's pairs
+    if a.capacity_factor is not None:  # keep each expert's first `capacity` pairs
+        keep = ctx.emit(op.less_equal(rank, _capacity(ctx, n)))
+        picks = ctx.emit(op.multiply(picks, ctx.emit(op.astype(keep, "int64"))))
+    kept = ctx.emit(op.sum(picks, axis=[0]))  # [E] rows each expert runs
     ys = []
     for i in range(e):
-        run = ctx.emit(op.strided_slice(order, axes=[0], begin=[offsets[i]], end=[offsets[i] + sizes[i]],
-                                        assume_inbound=True))  # [n_i] pair ids
+        size = tirx.Var(f"routed{i}", "int64")  # the rows expert i gets, known at run time
+        mine = ctx.emit(op.strided_slice(picks, [1], [i], [i + 1]))  # [k*N, 1]
+        found = ctx.emit(op.nonzero(ctx.emit(op.reshape(mine, [k * n]))))  # [1, n_i] its pairs, in pair order
+        run = ctx.bb.match_cast(found, relax.TensorType([1, size], "int64"))
+        run = ctx.emit(op.reshape(run, [size]))
         rows = ctx.emit(op.take(tokens, ctx.emit(op.floor_mod(run, relax.prim_value(n))), axis=0, mode="clip"))
-        (y,) = ctx.lower_graph(a.expert, f"experts.{i}.", [rows], rows=(n_dim, sizes[i]))  # [n_i, d]
+        (y,) = ctx.lower_graph(a.expert, f"experts.{i}.", [rows], rows=(n_dim, size))  # [n_i, d]
         ys.append(y)
     routed = ctx.emit(op.concat(ys, axis=0))  # [sum n_i, d]
-    rank = ctx.emit(op.argsort(order, axis=0, dtype="int64"))  # inverse permutation: pair -> place in `order`
+    # where each pair's row landed: its expert's first row + its rank - 1; a dropped pair weighs 0
+    first = ctx.emit(op.take(_exclusive_cumsum(ctx, kept), expert_of, axis=0))  # [k*N]
+    mine = ctx.emit(op.sum(ctx.emit(op.multiply(rank, picks)), axis=[1]))  # [k*N] rank, 0 when dropped
+    pos = ctx.emit(op.add(first, ctx.emit(op.subtract(mine, ctx.const(1, "int64")))))
     w = _slot_major(ctx, weights)  # [k*N]
-    if a.capacity_factor is None:
-        pos = rank  # kept == counts: the runs sit in `routed` as in `order`
-    else:
-        pos, w = _kept_positions(ctx, rank, expert_of, starts, kept, w)
+    if a.capacity_factor is not None:
+        kept_pair = ctx.emit(op.greater(mine, ctx.const(0, "int64")))
+        pos = ctx.emit(op.where(kept_pair, pos, ctx.const(0, "int64")))
+        w = ctx.emit(op.where(kept_pair, w, ctx.const(0.0, "float32")))
     picked = ctx.emit(op.take(routed, pos, axis=0, mode="clip"))  # [k*N, d]
     picked = ctx.emit(op.multiply(picked, ctx.emit(op.expand_dims(w, -1))))
     d = ctx.in_types[0].shape[-1]
@@ -157,17 +163,6 @@ def _capacity(ctx, n):
                              ctx.const(float(a.top_k), "float64")))
     return ctx.emit(op.astype(ctx.emit(op.ceil(ctx.emit(op.divide(c, ctx.const(float(a.experts), "float64"))))),
                               "int64"))
-
-
-def _kept_positions(ctx, rank, expert_of, starts, kept, w):
-    """With a capacity: a pair's place in its expert's run; pairs past `kept` are dropped (weight 0, any row)."""
-    op = relax.op
-    within = ctx.emit(op.subtract(rank, ctx.emit(op.take(starts, expert_of, axis=0))))  # rank in its expert's run
-    keep = ctx.emit(op.less(within, ctx.emit(op.take(kept, expert_of, axis=0))))
-    first = ctx.emit(op.take(_exclusive_cumsum(ctx, kept), expert_of, axis=0))  # where its expert's rows start
-    zero = ctx.const(0, "int64")
-    pos = ctx.emit(op.where(keep, ctx.emit(op.add(first, within)), zero))
-    return pos, ctx.emit(op.where(keep, w, ctx.const(0.0, "float32")))
 
 
 # ---- dense -----------------------------------------------------------------------------------------------------
