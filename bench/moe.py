@@ -5,7 +5,8 @@
     python bench/moe.py --tvm --threads 1 --skip-reference   # + specc TVM (routed and dense) and onnxruntime
 
 Every contender gets the same weights and the same input, outputs are checked against each other, and times are
-medians of --repeat forwards (the loop reference runs --reference-repeat times: it is slow by design). Contenders:
+medians of --repeat forwards, one of each contender per round (the loop reference runs --reference-repeat times:
+it is slow by design); at one CPU thread, thread CPU time (robust to other processes), else wall time. Contenders:
 
   specc      the emitted MixtureOfExperts: sort (token, slot) pairs by expert, one call per expert on its
              contiguous slice, index_add to combine
@@ -20,6 +21,7 @@ medians of --repeat forwards (the loop reference runs --reference-repeat times: 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -144,15 +146,20 @@ def onnxruntime_peer(a, layer: torch.nn.Module, x: torch.Tensor):
     return lambda t: torch.from_numpy(sess.run(None, {name: t.numpy()})[0])
 
 
-def timed(fn, x, repeat: int, sync) -> tuple[float, torch.Tensor]:
-    times, out = [], None
-    for _ in range(repeat):
-        sync()
-        t = time.perf_counter()
-        out = fn(x)
-        sync()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
+def interleaved(contenders: dict, x, repeats: dict[str, int], sync, clock) -> dict[str, tuple[float, torch.Tensor]]:
+    """name -> (median seconds, output): one call of each contender per round, so load drifting on a shared
+    machine hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    outs: dict[str, torch.Tensor] = {}
+    for r in range(max(repeats.values())):
+        for name, fn in contenders.items():
+            if r < repeats[name]:
+                sync()
+                t = clock()
+                outs[name] = fn(x)
+                sync()
+                times[name].append(clock() - t)
+    return {name: (statistics.median(times[name]), outs[name]) for name in contenders}
 
 
 def main() -> None:
@@ -191,14 +198,17 @@ def main() -> None:
         contenders["onnxruntime"] = onnxruntime_peer(a, mine, x)
     if not a.skip_reference:
         contenders["reference"] = lambda t: ref(t)[0]
+    # one CPU thread: every contender computes on the calling thread, whose CPU time other processes do not inflate
+    cpu_time = dev.type == "cpu" and torch.get_num_threads() == 1
+    clock = time.thread_time if cpu_time else time.perf_counter
     print(f"moe layer: {a.tokens} tokens, d {a.d}, {a.experts} SwiGLU experts of width {a.hidden}, top-{a.top_k}; "
-          f"{a.device} {a.dtype}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    results: dict[str, tuple[float, torch.Tensor]] = {}
+          f"{a.device} {a.dtype}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+          f"{'thread CPU time' if cpu_time else 'wall time'}, load average {os.getloadavg()[0]:.1f}")
+    repeats = {name: a.reference_repeat if name == "reference" else a.repeat for name in contenders}
     with torch.no_grad():
         for name, fn in contenders.items():
             fn(x if name == "onnxruntime" else x[:64])  # warm up; the exported ONNX graph has x's shape
-            n = a.reference_repeat if name == "reference" else a.repeat
-            results[name] = timed(fn, x, n, sync)
+        results = interleaved(contenders, x, repeats, sync, clock)
     base_t, base_out = results["specc"]
     tol = 1e-4 if dtype == torch.float32 else 5e-2
     print(f"{'':12}{'median ms':>12}{'vs specc':>12}{'max |diff|':>14}")
