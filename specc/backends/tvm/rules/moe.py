@@ -17,10 +17,12 @@ in all, as in the emitted PyTorch layer (whose per-expert runs are the same rows
 
 The sizes come from `nonzero` on purpose: a size taken from `tensor_to_shape` + match_cast on a shape value is no
 data dependency for FuseOps, which then moved the size's definition after its uses (a static-dims build failed
-with "routed0 has not been computed").
+with "routed0 has not been computed"). In TVM 0.27 `nonzero` runs on the host (`relax.run.nonzero` is NumPy,
+registered by `import tvm.relax`, which every specc runner does): one small call per expert and forward, and a
+CPU tensor, so CUDA builds keep the dense form until a device-side dispatch exists.
 
-Dense form (the fallback when an expert's types do not keep the token count in their first dim alone, e.g. a
-static token count equal to the width): every expert on every token, combined by a [N, E] gate matrix; exact but
+Dense form (CUDA; and the fallback when an expert's types do not keep the token count in their first dim alone,
+e.g. a static token count equal to the width): every expert on every token, combined by a [N, E] gate matrix; exact but
 E/k times the expert work."""
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ def _moe(ctx, x):
     n_dim = numel(xt.shape[:-1])
     tokens = ctx.emit(op.reshape(x, [ctx.dim(n_dim), xt.shape[-1]]))  # [N, d]
     weights, chosen = _route(ctx, tokens)  # [N, k] each
-    if rowwise(ctx.walker.m, a.expert, n_dim):
+    if not ctx.on_gpu and rowwise(ctx.walker.m, a.expert, n_dim):
         out = _routed(ctx, tokens, weights, chosen, n_dim)
     else:
         out = _dense(ctx, tokens, weights, chosen)
