@@ -3,7 +3,7 @@ the experts' matmuls have a run-time row count, not the layer's N tokens, and th
 PyTorch layer within 1e-4 relative for Switch-style top-1 with capacity drops, Mixtral-style top-2 SwiGLU, DeepSeek
 shared + fine-grained experts and an expert no token is routed to; at two token counts from one build. An expert
 whose types tie the token count to another dim lowers densely (every expert on every token) and still matches.
-A static-dims build (only the routed counts known at run time) matches too."""
+A static-dims build (only the routed counts known at run time) matches too; CUDA builds keep the dense form."""
 from __future__ import annotations
 
 import math
@@ -112,3 +112,12 @@ def test_token_count_equal_to_width_lowers_densely_and_matches():
     with torch.no_grad():
         want = model(x)
     assert max_rel_diff(spec.to_tvm("tvm-cpu", weights=model)(x), want) <= RTOL
+
+
+def test_cuda_keeps_the_dense_form():
+    """TVM 0.27's nonzero runs on the host (NumPy) and returns a CPU tensor: a CUDA build does not route."""
+    from specc.backends.tvm import resolve_target
+
+    spec = loads(STATIC.replace("f32[2, 4, 8]", "f32[B, T, 8]"), "cuda.nn")
+    cpu, cuda = (lower(spec.module, resolve_target(t)).mod.script() for t in ("tvm-cpu", "tvm-cuda"))
+    assert "nonzero" in cpu and "nonzero" not in cuda and "one_hot" in cuda
