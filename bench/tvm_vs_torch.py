@@ -1,8 +1,9 @@
 """Benchmark: specc's TVM CPU backend vs onnxruntime, PyTorch eager and torch.compile, on the same specs, weights
 and inputs, at 1 and 2 threads, in one interleaved run.
 
-    python bench/tvm_vs_torch.py                                    # resnet18,gpt2-block at 1 and 2 threads
-    python bench/tvm_vs_torch.py --models all --threads 1 -D gpt2.layers=2 -D bert.layers=2 -D vit.layers=2
+    python bench/tvm_vs_torch.py                  # every model below at 1 and 2 threads; 12-layer ones at 2 layers
+    python bench/tvm_vs_torch.py --quick          # the same, fewer timing rounds and no torch.compile
+    python bench/tvm_vs_torch.py --full           # the specs' own sizes (12 layers: minutes of TVM compile each)
     python bench/tvm_vs_torch.py --models resnet18 --mcpu haswell  # TVM code for an AVX2-only CPU (same machine)
 
 Models (built from the specs, the way users get them; -D model.param=value shrinks one, and the header says so):
@@ -11,12 +12,19 @@ Models (built from the specs, the way users get them; -D model.param=value shrin
   gpt2        specs/gpt2.nn (12 layers), tokens 1x128   bert      specs/bert_base.nn, 1x128 (ids, types, mask)
   vit         specs/vit_b16.nn, 1x3x224x224            moe       one top-2 MoE layer (8 SwiGLU experts), 1x128x768
 
+Unless --full, GPT-2, BERT and ViT-B/16 run 2 of their 12 layers (SHRUNK; the header of each model says so): the
+machine this runs on is usually shared and small, and TVM compile time grows with depth. -D adds to that.
+
 Peers, timed round-robin in blocks of calls (load drifting on a shared machine hits all alike):
   torch eager    the emitted PyTorch module, torch.no_grad()
   torch.compile  the same module through torch.compile (inductor; skip with --no-compile)
   onnxruntime    the module exported to ONNX (opset 18, TorchScript exporter), CPUExecutionProvider, all graph
-                 optimisations; intra-op threads = the thread count
-  tvm            specc.load(...).to_tvm("tvm-cpu"): specc's CPU schedules, symbolic batch/sequence dims
+                 optimisations; intra-op threads = the thread count. MoE layers are exported in an equivalent
+                 routed form (bench/onnx_moe.py: NonZero + Gather + ScatterND-add per expert, same weights): the
+                 emitted layer's host-side run lengths and stable Sort do not export
+  tvm            specc.load(...).to_tvm("tvm-cpu"): specc's CPU schedules, symbolic batch/sequence dims (a MoE
+                 layer runs each expert on its routed tokens only; `python bench/moe.py --tvm` compares the dense
+                 lowering)
   tvm static     the same with the dims fixed (dims={"B": 1, ...})
 
 Timing: at 1 thread the calling thread's CPU time (time.thread_time: every peer computes on the calling thread
@@ -57,6 +65,7 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
 
 import specc  # noqa: E402
 from specc.api import loads  # noqa: E402
@@ -76,6 +85,9 @@ model MoE(d: int = 768, hidden: int = 2048, experts: int = 8, top_k: int = 2) {
   output y = x -> moe(SwiGLU(hidden), experts, top_k, renormalize=true)
 }
 """
+
+# what a default run shrinks (--full: nothing)
+SHRUNK = {"gpt2": {"layers": 2}, "bert": {"layers": 2}, "vit": {"layers": 2}}
 
 # name -> (how to load it, its input sizes)
 MODELS = {
@@ -217,6 +229,7 @@ def bench(name: str, overrides: dict, threads: list[int], peaks: dict[int, float
     import tempfile
 
     import tvm
+    from onnx_moe import exportable
     from torch_util import random_inputs
 
     from specc.backends.tvm.codegen import configure_threads
@@ -264,7 +277,7 @@ def bench(name: str, overrides: dict, threads: list[int], peaks: dict[int, float
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
-        ort_why = onnx_export(eager, inputs, onnx_path)
+        ort_why = onnx_export(exportable(eager), inputs, onnx_path)
         if ort_why:
             print(f"onnxruntime: {ort_why}")
         vin = [tvm.runtime.tensor(x.numpy()) for x in inputs]
@@ -323,25 +336,34 @@ def parse_defines(items: list[str]) -> dict[str, dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", default=None, help="comma-separated thread counts (default 1,2)")
-    ap.add_argument("--models", default="resnet18,gpt2-block", help=f"comma-separated, or all: {', '.join(MODELS)}")
+    ap.add_argument("--models", default="all", help=f"comma-separated, or all: {', '.join(MODELS)}")
     ap.add_argument("-D", dest="defines", action="append", help="MODEL.PARAM=VALUE: shrink a model (e.g. gpt2.layers=2)")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--budget", type=float, default=30.0, help="seconds of timing per model and thread count, at most")
     ap.add_argument("--mcpu", default=None, help="LLVM cpu for TVM's code (e.g. haswell: AVX2 only); default the host")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (its compile takes minutes here)")
     ap.add_argument("--wall", action="store_true", help="wall time at 1 thread too")
+    ap.add_argument("--full", action="store_true", help="the specs' sizes (default: 12-layer models at 2 layers)")
+    ap.add_argument("--quick", action="store_true", help="3 rounds, 5 s of timing per model, no torch.compile")
     args = ap.parse_args()
+    if args.quick:
+        args.rounds, args.budget, args.no_compile = min(args.rounds, 3), min(args.budget, 5.0), True
     threads = [int(t) for t in (args.threads or "1,2").split(",")]
     models = list(MODELS) if args.models == "all" else args.models.split(",")
     for m in models:
         if m not in MODELS:
             raise SystemExit(f"unknown model {m!r} ({', '.join(MODELS)})")
     defines = parse_defines(args.defines)
+    if not args.full:
+        defines = {m: {**SHRUNK.get(m, {}), **defines.get(m, {})} for m in MODELS}
     import tvm
 
     load = os.getloadavg()[0]
     print(f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; load average {load:.1f}")
     print(describe_target(args.mcpu))
+    if not args.full:
+        print("sizes: " + "; ".join(f"{m} {', '.join(f'{k}={v}' for k, v in ov.items())}" for m, ov in SHRUNK.items())
+              + " (shrunk for this machine; --full for the specs' sizes)")
     print(f"torch {torch.__version__}, tvm {tvm.__version__}", end="")
     with contextlib.suppress(ImportError):
         import onnxruntime

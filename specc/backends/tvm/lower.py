@@ -12,8 +12,9 @@ Nodes that a target cannot lower are all reported at once (E0501, located at the
 from __future__ import annotations
 
 import ast
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import tvm
 import tvm.sym
@@ -41,6 +42,18 @@ class DimConverter:
     def __init__(self, fixed: dict[str, int] | None = None) -> None:
         self.vars: dict[str, tirx.Var] = {}
         self.fixed = dict(fixed or {})  # symbolic dims specialised to a number (static-shape builds, tuning)
+        self.rows: dict[Dim, tirx.PrimExpr] = {}  # while lowering a routed expert: the layer's token dim -> its rows
+
+    @contextlib.contextmanager
+    def rows_as(self, tokens: Dim, rows: tirx.PrimExpr) -> Iterator[None]:
+        """Within the block: dim `tokens` (the layer's token count) stands for `rows`, a count known only at run
+        time (the tokens routed to one expert). The caller checks that `tokens` never shares a symbol or a value
+        with another dim of the graphs lowered meanwhile."""
+        saved, self.rows = self.rows, {**self.rows, tokens: rows}
+        try:
+            yield
+        finally:
+            self.rows = saved
 
     def var(self, name: str) -> tirx.Var:
         if name not in self.vars:
@@ -48,6 +61,8 @@ class DimConverter:
         return self.vars[name]
 
     def __call__(self, d: Dim) -> tirx.PrimExpr:
+        if self.rows and d in self.rows:
+            return self.rows[d]
         if self.fixed and isinstance(d, Sym):
             d = d.subs(self.fixed)
         if isinstance(d, int):
@@ -160,10 +175,16 @@ class LowerCtx:
                     type=op.infer(in_types, attrs), span=self.node.span)
         return LowerCtx(self.walker, self.graph, node, self.prefix, in_types)
 
-    def lower_graph(self, graph: str, prefix: str, args: list) -> list:
-        """Inline another graph (an op's expert block): `prefix` is its module path relative to this node's."""
+    def lower_graph(self, graph: str, prefix: str, args: list, rows: tuple[Dim, tirx.PrimExpr] | None = None
+                    ) -> list:
+        """Inline another graph (an op's expert block): `prefix` is its module path relative to this node's.
+        `rows=(tokens, n)`: run it on `n` rows instead of the `tokens` its IR types say (see DimConverter.rows_as)."""
         base = self.walker.attributes(self.graph)[self.node.layer or self.node.name]
-        return self.walker.graph(self.walker.m.graphs[graph], f"{self.prefix}{base}.{prefix}", args)
+        g, path = self.walker.m.graphs[graph], f"{self.prefix}{base}.{prefix}"
+        if rows is None:
+            return self.walker.graph(g, path, args)
+        with self.walker.dims.rows_as(*rows):
+            return self.walker.graph(g, path, args)
 
 
 Rule = Callable[..., relax.Expr]
