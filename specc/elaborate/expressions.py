@@ -172,14 +172,18 @@ class ExpressionsMixin:
         obj = self.ev(e.obj, scope, b)
         if obj is POISON:
             return POISON
-        items = []
+        items, symbolic = [], []
         for it in e.items:
             if isinstance(it, A.SliceExpr):
                 parts = [None if p is None else self.ev(p, scope, b) for p in (it.start, it.stop, it.step)]
-                for p, sub in zip(parts, (it.start, it.stop, it.step)):
-                    if p is not None and (not isinstance(p, int) or isinstance(p, bool)):
-                        raise self.fail("E0108", f"slice bounds must be compile-time ints, got {_typename(p)}",
-                                        sub.span)
+                for i, (p, sub) in enumerate(zip(parts, (it.start, it.stop, it.step))):
+                    if i < 2 and isinstance(p, Sym):  # `table[:T]`: read from a tensor's size at run time
+                        parts[i] = str(p)
+                        symbolic.append((p, sub.span))
+                    elif p is not None and (not isinstance(p, int) or isinstance(p, bool)):
+                        want = "a compile-time int" if i == 2 else "compile-time ints or sizes (T, T - 1)"
+                        raise self.fail("E0108", f"slice {'step' if i == 2 else 'bounds'} must be {want}, got "
+                                        f"{_typename(p)}", sub.span)
                 items.append(tuple(parts))
             elif isinstance(it, A.Lit) and it.value is Ellipsis:
                 items.append("...")
@@ -199,7 +203,11 @@ class ExpressionsMixin:
                 if not -n <= items[0] < n:
                     raise self.fail("E0305", f"index {items[0]} is out of range for a {n}-tuple", e.span)
                 return self.getitem(obj, items[0] % n, b, e.span)
-            return self.apply_op("slice", [obj], [tuple(items)], {}, e.span, None, b)
+            carriers = self.size_carriers(obj, symbolic, b)
+            return self.apply_op("slice", [obj, *carriers], [tuple(items)], {}, e.span, None, b)
+        if symbolic:
+            raise self.fail("E0108", f"{_typename(obj)} takes compile-time int slice bounds, got {symbolic[0][0]}",
+                            symbolic[0][1])
         if isinstance(obj, (tuple, list)):
             if len(items) != 1:
                 raise self.fail("E0108", "lists and tuples take one index", e.span)
@@ -209,3 +217,22 @@ class ExpressionsMixin:
             except IndexError:
                 raise self.fail("E0305", f"index {it} is out of range for a length-{len(obj)} list", e.span) from None
         raise self.fail("E0108", f"{_typename(obj)} cannot be indexed", e.span)
+
+    def size_carriers(self, obj: Tensor, symbolic: list[tuple[Sym, Span | None]], b: GraphBuilder) -> list[Tensor]:
+        """The tensors whose sizes give the symbols of symbolic slice bounds at run time (`table[:T]` reads T from
+        an input [B, T, 8]): none for a symbol `obj` has as a dim; else the graph's inputs first, then its values."""
+        def has(t: Any, atom: str) -> bool:
+            return isinstance(t, TensorType) and Sym.var(atom) in t.shape
+
+        out: list[Tensor] = []
+        for d, span in symbolic:
+            for atom in sorted(d.symbols()):
+                if has(obj.type, atom) or any(has(t.type, atom) for t in out):
+                    continue
+                nodes = [b.graph[n] for n in b.graph.inputs] + b.graph.nodes()
+                found = next((n for n in nodes if n.kind != "output" and has(n.type, atom)), None)
+                if found is None:
+                    raise self.fail("E0305", f"slice bound {d}: no tensor here has a dim {atom} to read its size "
+                                    "from at run time", span)
+                out.append(Tensor(found.name, found.type, found.span))
+        return out

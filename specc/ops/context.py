@@ -11,6 +11,9 @@ import contextlib
 import contextvars
 from typing import Iterator
 
+from ..diagnostics import Note
+from ..symbolic import Dim, base_symbols, is_monotone, largest_within
+
 _GRAPHS: contextvars.ContextVar[dict] = contextvars.ContextVar("specc_graphs")
 _BOUNDS: contextvars.ContextVar[dict] = contextvars.ContextVar("specc_bounds")
 
@@ -38,3 +41,31 @@ def shape_context(*, graphs: dict | None = None, bounds: dict | None = None) -> 
     finally:
         for var, token in reversed(tokens):
             var.reset(token)
+
+
+def upper_bound(d: Dim) -> tuple[int | None, list[Note]]:
+    """The largest value dim `d` can take under the model's `where` bounds (None if unbounded), and the bounds
+    used. Sound for dims that never decrease as their symbols grow: T, T + 1, 2*T, and what conv, pool and reshape
+    make of them, e.g. (T - 1)//2 + 1 after a stride-2 convolution."""
+    if isinstance(d, int):
+        return d, []
+    known = bounds() or {}
+    syms = base_symbols(d)
+    if not is_monotone(d) or not all(s in known for s in syms):
+        return None, []
+    env = {s: known[s][0] for s in syms}
+    notes = [Note(known[s][1], f"{s} is bounded here: {s} <= {known[s][0]}") for s in sorted(env)]
+    value = d.subs(env)
+    return (value if isinstance(value, int) else None), notes
+
+
+def bound_hint(d: Dim, limit: int) -> str:
+    """A `where` clause that makes `d <= limit` hold, as spec text a user can paste into the input line."""
+    known = bounds() or {}
+    free = sorted(s for s in base_symbols(d) if s not in known)
+    if len(free) == 1 and is_monotone(d):
+        env = {s: b for s, (b, _) in known.items()}
+        largest = largest_within(d, free[0], env, limit)
+        if largest is not None:
+            return f"bound it in the input, e.g. `where {free[0]} <= {largest}`"
+    return f"bound {', '.join(free) or 'its symbols'} in the input with `where NAME <= n`"

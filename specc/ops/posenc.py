@@ -7,9 +7,9 @@ from __future__ import annotations
 from pydantic import PositiveFloat, PositiveInt
 
 from ..diagnostics import Note, ShapeError
-from ..symbolic import Dim, base_symbols, is_monotone, largest_within
+from ..symbolic import Dim
 from ..types import TensorType
-from .context import bounds
+from .context import bound_hint, bounds, upper_bound
 from .registry import LAYER, NO_MACS, Attrs, Example, OpDef, expect_float, register
 from .torch_rule import TorchRule, pyval, support_text
 
@@ -22,51 +22,17 @@ def _sequence(ins: list[TensorType], what: str) -> TensorType:
     return x
 
 
-def _bounds() -> dict | None:
-    """The model's `where` bounds {sym: (bound, span)}; None when no model is being elaborated or rewritten
-    (e.g. the IR verifier re-inferring types): symbolic lengths were checked when the model was elaborated."""
-    return bounds()
-
-
-def upper_bound(d: Dim) -> tuple[int | None, list[Note]]:
-    """The largest value dim `d` can take under the model's `where` bounds (None if unbounded), and the bounds
-    used. Sound for dims that never decrease as their symbols grow: T, T + 1, 2*T, and what conv, pool and reshape
-    make of them, e.g. (T - 1)//2 + 1 after a stride-2 convolution."""
-    if isinstance(d, int):
-        return d, []
-    bounds = _bounds() or {}
-    syms = base_symbols(d)
-    if not is_monotone(d) or not all(s in bounds for s in syms):
-        return None, []
-    env = {s: bounds[s][0] for s in syms}
-    notes = [Note(bounds[s][1], f"{s} is bounded here: {s} <= {bounds[s][0]}") for s in sorted(env)]
-    value = d.subs(env)
-    return (value if isinstance(value, int) else None), notes
-
-
-def _bound_hint(t: Dim, max_len: int) -> str:
-    """A `where` clause that makes `t <= max_len` hold, as spec text a user can paste into the input line."""
-    bounds = _bounds() or {}
-    free = sorted(s for s in base_symbols(t) if s not in bounds)
-    if len(free) == 1 and is_monotone(t):
-        env = {s: b for s, (b, _) in bounds.items()}
-        largest = largest_within(t, free[0], env, max_len)
-        if largest is not None:
-            return f"bound it in the input, e.g. `where {free[0]} <= {largest}`"
-    return f"bound {', '.join(free) or 'its symbols'} in the input with `where NAME <= n`"
-
-
 def check_length(t: Dim, max_len: int, table: str) -> None:
     if isinstance(t, int):
         if t > max_len:
             raise ShapeError(f"sequence length {t} exceeds the {table} ({max_len} positions)", "E0304", 0)
         return
-    if _bounds() is None:
+    if bounds() is None:  # e.g. the verifier re-inferring types: lengths were checked when elaborated
         return
     bound, notes = upper_bound(t)
     if bound is None:
         raise ShapeError(f"cannot check sequence length {t} against the {table} ({max_len} positions): "
-                         + _bound_hint(t, max_len), "E0304", 0)
+                         + bound_hint(t, max_len), "E0304", 0)
     if bound > max_len:
         raise ShapeError(f"the {table} has {max_len} positions, but sequence length {t} can be up to {bound}",
                          "E0304", 0, notes=notes)

@@ -4,8 +4,9 @@ from __future__ import annotations
 from pydantic import PositiveInt, field_validator
 
 from ..diagnostics import ShapeError
-from ..symbolic import Dim, Sym, is_monotone, subs
+from ..symbolic import Dim, Sym, base_symbols, is_monotone, subs
 from ..types import TensorType, TupleType
+from .context import bound_hint, bounds, upper_bound
 from .registry import NO_MACS, REDUCTION, SHAPE, Attrs, Example, OpDef, numel, register
 from .torch_rule import TorchRule, pyval
 
@@ -115,7 +116,7 @@ def _reshape_infer(ins: list[TensorType], a: ReshapeAttrs) -> TensorType:
     elif numel(dims) != total:
         raise ShapeError(f"cannot reshape {x} ({total} elements) to {_fmt(dims)} ({numel(dims)} elements)")
     # the emitted reshape computes every symbolic dim from the input's sizes; at most one may be left to -1
-    unknown = [d for d in a.dims() if d == -1 or (isinstance(d, Sym) and _runtime_dim(d, x, "x") is None)]
+    unknown = [d for d in a.dims() if d == -1 or (isinstance(d, Sym) and _runtime_dim(d, [(x, "x")]) is None)]
     if len(unknown) > 1:
         raise ShapeError(f"reshape of {x} to {_fmt(a.dims())}: {', '.join(str(d) for d in unknown)} cannot all be "
                          "computed from the input's sizes at run time (at most one dim can be inferred)", "E0305")
@@ -134,33 +135,37 @@ def _reshape_call(args, a: ReshapeAttrs, ins) -> str:
         if isinstance(d, int):
             parts.append(str(d))
         else:
-            parts.append(_runtime_dim(d, x, args[0]) or "-1")
+            parts.append(_runtime_dim(d, [(x, args[0])]) or "-1")
     return f"{args[0]}.reshape({', '.join(parts)})"
 
 
-def _runtime_dim(d: Dim, x: TensorType, arg: str) -> str | None:
-    """`d` as a Python expression over `arg.size(i)`: a dim of the input itself, or a polynomial whose symbols are
-    each some dim of the input (`B * T` from [B, T, 8] is `x.size(0) * x.size(1)`). None when it cannot be."""
-    for i, s in enumerate(x.shape):
-        if s == d:
-            return f"{arg}.size({i})"
+def _runtime_dim(d: Dim, tensors: list[tuple[TensorType, str]]) -> str | None:
+    """`d` as a Python expression over `arg.size(i)` of the (type, arg) `tensors`: a dim of one of them, or a
+    polynomial whose symbols are each some dim of one (`B * T` from x: [B, T, 8] is `x.size(0) * x.size(1)`).
+    None when it cannot be."""
+    for t, arg in tensors:
+        for i, s in enumerate(t.shape):
+            if s == d:
+                return f"{arg}.size({i})"
     if not isinstance(d, Sym):
         return str(d)
     sizes: dict[str, str] = {}
-    for i, s in enumerate(x.shape):
-        if isinstance(s, Sym) and len(s.terms) == 1:
-            ((mono, coef),) = s.terms.items()
-            if coef == 1 and len(mono) == 1:
-                sizes.setdefault(mono[0], f"{arg}.size({i})")
-    terms = []
+    for t, arg in tensors:
+        for i, s in enumerate(t.shape):
+            if isinstance(s, Sym) and len(s.terms) == 1:
+                ((mono, coef),) = s.terms.items()
+                if coef == 1 and len(mono) == 1:
+                    sizes.setdefault(mono[0], f"{arg}.size({i})")
+    text = ""
     for mono, coef in sorted(d.terms.items(), key=lambda mc: (-len(mc[0]), mc[0])):
         if any(atom not in sizes for atom in mono):
             return None
         factors = [sizes[atom] for atom in mono]
-        if coef != 1 or not mono:
-            factors.insert(0, str(coef))
-        terms.append(" * ".join(factors))
-    return " + ".join(terms)
+        if abs(coef) != 1 or not mono:
+            factors.insert(0, str(abs(coef)))
+        term = " * ".join(factors)
+        text = (f"-{term}" if coef < 0 else term) if not text else f"{text} {'-' if coef < 0 else '+'} {term}"
+    return text
 
 
 register(OpDef(name="reshape", attrs=ReshapeAttrs, positional=("shape",), infer=_reshape_infer,
@@ -298,7 +303,8 @@ register(OpDef(name="getitem", attrs=GetItemAttrs, positional=("index",), infer=
                       "tuple-valued op (split, rnn, gru, lstm, merged_linear) read their results through getitem"}))
 
 
-SliceItem = int | tuple[int | None, int | None, int | None] | str  # index, (start, stop, step), "..." or "new"
+Bound = int | str | None  # a slice bound: an int, or a symbolic size as text ("T", "T - 1", "2*T")
+SliceItem = int | tuple[Bound, Bound, int | None] | str  # index, (start, stop, step), "..." or "new"
 
 
 class SliceAttrs(Attrs):
@@ -307,18 +313,37 @@ class SliceAttrs(Attrs):
     @field_validator("items")
     @classmethod
     def _items(cls, items):
+        from ..symbolic import parse_dim
+
         for it in items:
             if isinstance(it, str) and it not in ("...", "new"):
                 raise ValueError(f"a subscript item is an int, a (start, stop, step) slice, '...' or 'new', not {it!r}")
             if isinstance(it, tuple) and len(it) != 3:
                 raise ValueError(f"a slice is (start, stop, step), got {it}")
+            for b in it[:2] if isinstance(it, tuple) else ():
+                if isinstance(b, str) and not isinstance(parse_dim(b), Sym):
+                    raise ValueError(f"a symbolic slice bound is a size such as 'T - 1', not {b!r}")
         return items
+
+    def bounds(self, item: tuple) -> tuple[Dim | None, Dim | None, int | None]:
+        """A slice item's (start, stop, step) with symbolic bounds parsed back into dims."""
+        from ..symbolic import parse_dim
+
+        start, stop, step = item
+        return (parse_dim(start) if isinstance(start, str) else start,
+                parse_dim(stop) if isinstance(stop, str) else stop, step)
+
+    def symbolic(self) -> bool:
+        """True when a bound is a symbolic size, read at run time from the sizes of the op's inputs."""
+        return any(isinstance(b, str) for it in self.items if isinstance(it, tuple) for b in it)
 
 
 def _slice_len(size: Dim, start, stop, step) -> Dim:
     step = step or 1
     if step <= 0:
         raise ShapeError("slice step must be positive", "E0305")
+    if isinstance(start, Sym) or isinstance(stop, Sym):
+        return _symbolic_len(size, start, stop, step)
     if isinstance(size, int):
         return len(range(size)[slice(start, stop, step)])
     s0 = 0 if start is None else start
@@ -333,8 +358,57 @@ def _slice_len(size: Dim, start, stop, step) -> Dim:
     return n if step == 1 else (n + step - 1) // step
 
 
+def _is_size(d: Dim) -> bool:
+    """`d` is never negative: it never decreases as its (positive) symbols grow, and is >= 0 with all of them 1."""
+    return is_monotone(d) and (subs(d, dict.fromkeys(base_symbols(d), 1)) or 0) >= 0
+
+
+def _symbolic_len(size: Dim, start, stop, step: int) -> Dim:
+    """The length of size[start:stop:step] where a bound is a symbolic size (checked in range by _check_bound):
+    Python's negative bounds would count from the end at run time, so int bounds must not be negative here."""
+    if any(isinstance(b, int) and b < 0 for b in (start, stop)):
+        raise ShapeError(f"a slice with a symbolic bound takes no negative bound, got [{_text(start)}:{_text(stop)}]",
+                         "E0305", 0)
+    n = (size if stop is None else stop) - (start or 0)
+    if not _is_size(n):
+        raise ShapeError(f"cannot prove the slice [{_text(start)}:{_text(stop)}] of a dim of size {size} is not "
+                         f"reversed: its length {n} can be negative", "E0305", 0)
+    return n if step == 1 else (n + step - 1) // step
+
+
+def _text(b) -> str:
+    return "" if b is None else str(b)
+
+
+def _check_bound(b: Dim, size: Dim, d: int, ins: list[TensorType]) -> None:
+    """A symbolic slice bound must be a size that cannot pass the end of dim `d` (its `size`), and the op's inputs
+    must carry its symbols so the emitted code can read it at run time."""
+    if not _is_size(b):
+        raise ShapeError(f"slice bound {b} can be negative (a negative bound counts from the end)", "E0305", 0)
+    if _runtime_dim(b, [(t, "") for t in ins]) is None:
+        raise ShapeError(f"slice bound {b}: no input of the slice has a dim to read it from at run time", "E0305", 0)
+    room = size - b
+    if isinstance(room, int):
+        if room < 0:
+            raise ShapeError(f"slice bound {b} is past the end of dim {d} ({size})", "E0305", 0)
+        return
+    if not isinstance(size, int):
+        raise ShapeError(f"cannot prove slice bound {b} is within dim {d} of size {size}", "E0304", 0)
+    if bounds() is None:  # e.g. the verifier re-inferring types: bounds were checked when elaborated
+        return
+    largest, notes = upper_bound(b)
+    if largest is None:
+        raise ShapeError(f"cannot check slice bound {b} against dim {d} of size {size}: " + bound_hint(b, size),
+                         "E0304", 0)
+    if largest > size:
+        raise ShapeError(f"slice bound {b} can be up to {largest}, past the end of dim {d} (size {size})",
+                         "E0304", 0, notes=notes)
+
+
 def _slice_infer(ins: list[TensorType], a: SliceAttrs) -> TensorType:
-    (x,) = ins
+    x = ins[0]  # the other inputs carry the sizes that symbolic bounds read at run time
+    if len(ins) > 1 and not a.symbolic():
+        raise ShapeError("a slice takes extra inputs only to read symbolic bounds from", "E0305", 1)
     n_ell = sum(1 for it in a.items if it == "...")
     used = sum(1 for it in a.items if it not in ("...", "new"))
     if n_ell > 1:
@@ -356,13 +430,18 @@ def _slice_infer(ins: list[TensorType], a: SliceAttrs) -> TensorType:
                 raise ShapeError(f"index {it} is out of range for dim {d} of size {size}", "E0305")
             d += 1
         else:
-            out.append(_slice_len(x.shape[d], *it))
+            start, stop, step = a.bounds(it)
+            for b in (start, stop):
+                if isinstance(b, Sym):
+                    _check_bound(b, x.shape[d], d, ins)
+            out.append(_slice_len(x.shape[d], start, stop, step))
             d += 1
     out.extend(x.shape[d:])
     return x.with_shape(out)
 
 
 def _slice_call(args, a: SliceAttrs, ins) -> str:
+    pairs = list(zip(ins, args))
     parts = []
     for it in a.items:
         if it == "...":
@@ -372,13 +451,15 @@ def _slice_call(args, a: SliceAttrs, ins) -> str:
         elif isinstance(it, int):
             parts.append(str(it))
         else:
-            start, stop, step = it
-            s = f"{'' if start is None else start}:{'' if stop is None else stop}"
-            parts.append(s + (f":{step}" if step not in (None, 1) else ""))
+            start, stop, step = (_runtime_dim(b, pairs) if isinstance(b, Sym) else b for b in a.bounds(it))
+            # spaced like black: `t[: x.size(1)]` when a bound is an expression, `t[1:4]` otherwise
+            colon = " : " if any(isinstance(b, str) for b in (start, stop)) else ":"
+            texts = [_text(start), _text(stop)] + ([str(step)] if step not in (None, 1) else [])
+            parts.append(colon.join(texts).strip())
     return f"{args[0]}[{', '.join(parts)}]"
 
 
-register(OpDef(name="slice", attrs=SliceAttrs, positional=("items",), infer=_slice_infer,
+register(OpDef(name="slice", attrs=SliceAttrs, positional=("items",), infer=_slice_infer, arity=(1, None),
                categories=frozenset({SHAPE}), torch=TorchRule(call=_slice_call),
                doc="x[i, a:b, ...]: integer indices drop a dim, slices keep it", numpy=_np_slice, waive={"macs": NO_MACS},
                examples=(Example(("f32[3, 5, 4]",), {"items": (1, (None, None, 2), (1, -1, None))}),
