@@ -369,11 +369,20 @@ def _symbolic_len(size: Dim, start, stop, step: int) -> Dim:
     if any(isinstance(b, int) and b < 0 for b in (start, stop)):
         raise ShapeError(f"a slice with a symbolic bound takes no negative bound, got [{_text(start)}:{_text(stop)}]",
                          "E0305", 0)
-    n = (size if stop is None else stop) - (start or 0)
-    if not _is_size(n):
+    end = size if stop is None else stop
+    n = end - (start or 0)
+    if not _is_size(n) and not _bounded_by(start, end):
         raise ShapeError(f"cannot prove the slice [{_text(start)}:{_text(stop)}] of a dim of size {size} is not "
                          f"reversed: its length {n} can be negative", "E0305", 0)
     return n if step == 1 else (n + step - 1) // step
+
+
+def _bounded_by(start: Dim | None, end: Dim) -> bool:
+    """`table[T:]` of a [16, d] table: the where-bounds keep T <= 16 (checked already outside the verifier)."""
+    if bounds() is None:
+        return True
+    largest = upper_bound(start)[0] if isinstance(start, Sym) else None
+    return isinstance(end, int) and largest is not None and largest <= end
 
 
 def _text(b) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tvm import relax
 
+from ....symbolic import Sym
 from . import axis, lowering, permute
 
 
@@ -55,9 +56,10 @@ def _getitem(ctx, t):
 
 
 @lowering("slice")
-def _slice(ctx, x):
+def _slice(ctx, x, *carriers):
     """x[i, a:b:s, ..., None]: one strided_slice over the sliced/indexed dims, then a reshape to the IR's output
-    shape (which drops indexed dims and inserts new ones)."""
+    shape (which drops indexed dims and inserts new ones). Symbolic bounds (`table[:T]`) are the function's shape
+    variables, so the inputs that carry their sizes (`carriers`) are not read here."""
     xt = ctx.in_types[0]
     used = sum(1 for it in ctx.attrs.items if it not in ("...", "new"))
     axes, begin, end, strides = [], [], [], []
@@ -76,7 +78,7 @@ def _slice(ctx, x):
             end.append(ctx.dim(start + 1))
             strides.append(1)
         else:
-            start, stop, step = _bounds(it, size)
+            start, stop, step = _bounds(ctx.attrs.bounds(it), size)
             axes.append(d)
             begin.append(ctx.dim(start))
             end.append(ctx.dim(stop))
@@ -92,10 +94,10 @@ def _bounds(item, size):
     """(start, stop, step) of a Python slice as in-range dims; symbolic sizes follow the IR's shape rule."""
     start, stop, step = item
     step = step or 1
-    if isinstance(size, int):
+    if isinstance(size, int) and not any(isinstance(b, Sym) for b in (start, stop)):
         return slice(start, stop, step).indices(size)
-    start = 0 if start is None else (size + start if start < 0 else start)
-    stop = size if stop is None else (size + stop if stop < 0 else stop)
+    start = 0 if start is None else (size + start if isinstance(start, int) and start < 0 else start)
+    stop = size if stop is None else (size + stop if isinstance(stop, int) and stop < 0 else stop)
     return start, stop, step
 
 
