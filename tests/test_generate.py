@@ -239,6 +239,7 @@ model LM(vocab: int = 50, d: int = 32) {
     ("x = softmax(x, 1)", "true", False),  # over the sequence
     ("x = x - mean(x, 1, keepdim=true)", "true", False),
     ("x = x -> transpose(1, 2) -> conv1d(d, 3, padding=1) -> transpose(1, 2)", "true", False),  # mixes neighbours
+    ("x = x + parameter(16, d)[:T]", "true", False),  # a table read from position 0, whatever the cache holds
 ])
 def test_generate_comes_from_the_ir_only_for_models_a_cache_cannot_change(extra, causal, generates):
     from specc.backends.torch.kvcache import cache_plan

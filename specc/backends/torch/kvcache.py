@@ -96,6 +96,8 @@ class _Walk:
             return True
         if n.target == "sdpa" or op is None or op.torch is None:
             return False  # attention that is not causal self-attention: a cache would change it
+        if n.target == "slice" and n.attrs.symbolic():
+            return False  # `pos[:T]` counts from position 0, so a cached step would read the first rows again
         if op.torch.positions:
             self.needs.add(g.name)
             return self.keeps_positions(ins, n.type)
