@@ -219,20 +219,33 @@ class ExpressionsMixin:
         raise self.fail("E0108", f"{_typename(obj)} cannot be indexed", e.span)
 
     def size_carriers(self, obj: Tensor, symbolic: list[tuple[Sym, Span | None]], b: GraphBuilder) -> list[Tensor]:
-        """The tensors whose sizes give the symbols of symbolic slice bounds at run time (`table[:T]` reads T from
-        an input [B, T, 8]): none for a symbol `obj` has as a dim; else the graph's inputs first, then its values."""
-        def has(t: Any, atom: str) -> bool:
-            return isinstance(t, TensorType) and Sym.var(atom) in t.shape
+        """The tensors whose sizes give symbolic slice bounds at run time (`table[:T]` reads T from an input
+        [B, T, 8]): none when `obj`'s own dims give it; else tensors with each of its symbols as a dim (the graph's
+        inputs first), else one with the whole bound as a dim (`dim(y, 1)` of y: [1, 8*N])."""
+        def has(t: Any, dim: Sym) -> bool:
+            return isinstance(t, TensorType) and dim in t.shape
+
+        nodes = [b.graph[n] for n in b.graph.inputs] + [n for n in b.graph.nodes() if n.kind != "output"]
+
+        def find(dim: Sym) -> Tensor | None:
+            n = next((n for n in nodes if has(n.type, dim)), None)
+            return None if n is None else Tensor(n.name, n.type, n.span)
 
         out: list[Tensor] = []
         for d, span in symbolic:
-            for atom in sorted(d.symbols()):
-                if has(obj.type, atom) or any(has(t.type, atom) for t in out):
-                    continue
-                nodes = [b.graph[n] for n in b.graph.inputs] + b.graph.nodes()
-                found = next((n for n in nodes if n.kind != "output" and has(n.type, atom)), None)
-                if found is None:
-                    raise self.fail("E0305", f"slice bound {d}: no tensor here has a dim {atom} to read its size "
-                                    "from at run time", span)
-                out.append(Tensor(found.name, found.type, found.span))
+            have = [obj.type, *(t.type for t in out)]
+            atoms = [Sym.var(a) for a in sorted(d.symbols())]
+            missing = [a for a in atoms if not any(has(t, a) for t in have)]
+            if not missing or any(has(t, d) for t in have):
+                continue
+            found = [find(a) for a in missing]
+            if None in found:
+                found = [find(d)]
+            if None in found:
+                atom = missing[[find(a) for a in missing].index(None)]
+                raise self.fail("E0305", f"slice bound {d}: no tensor here has a dim {atom} to read its size "
+                                "from at run time", span)
+            for t in found:
+                if all(t.node != o.node for o in out):
+                    out.append(t)
         return out
