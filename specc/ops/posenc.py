@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydantic import PositiveFloat, PositiveInt
 
-from ..diagnostics import Note, ShapeError
+from ..diagnostics import ShapeError
 from ..symbolic import Dim
 from ..types import TensorType
 from .context import bound_hint, bounds, upper_bound
