@@ -49,6 +49,7 @@ CASES = {
     "dtype_mismatch": (["E0302"], {}),
     "rank_mismatch": (["E0303"], {}),
     "dim_constraint": (["E0304"], {}),
+    "slice_bound": (["E0304"], {}),
     "invalid_attribute": (["E0305"], {}),
     "missing_model": (["E0401"], {}),
     "missing_output": (["E0402"], {}),

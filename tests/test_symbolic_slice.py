@@ -61,17 +61,17 @@ def test_the_shape_of_each_window():
 
 def test_a_missing_bound_is_a_located_error_with_the_where_hint():
     d = _error(POSITIONS.replace(" where T <= ctx", "").replace("STOP", "T"))
-    assert d.code == "E0304" and "slice bound T" in d.message
+    assert d.code == "E0304" and "slice: cannot check the bound T against dim 0 (size 16)" in d.message
     assert "`where T <= 16`" in d.message
     assert (d.span.line, d.span.col) == (5, 18)  # table[:T]
 
 
 @pytest.mark.parametrize("text,code,words", [
-    (POSITIONS.replace("STOP", "2 * T"), "E0304", "2*T can be up to 32, past the end of dim 0 (size 16)"),
+    (POSITIONS.replace("STOP", "2 * T"), "E0304", "slice: the bound 2*T can be up to 32, past the end of dim 0 (size 16)"),
     (POSITIONS.replace("T <= ctx", "T <= 20").replace("STOP", "T"), "E0304", "T can be up to 20"),
-    (POSITIONS.replace("table[:STOP]", "x[:, :T + 1]"), "E0305", "T + 1 is past the end of dim 1 (T)"),
-    (POSITIONS.replace("table[:STOP]", "x[:, T - 2:]"), "E0305", "T - 2 can be negative"),
-    (POSITIONS.replace("table[:STOP]", "x[:, :2 * T]"), "E0304", "cannot prove slice bound 2*T is within dim 1"),
+    (POSITIONS.replace("table[:STOP]", "x[:, :T + 1]"), "E0305", "the bound T + 1 is past the end of dim 1 (T)"),
+    (POSITIONS.replace("table[:STOP]", "x[:, T - 2:]"), "E0305", "the bound T - 2 can be negative"),
+    (POSITIONS.replace("table[:STOP]", "x[:, :2 * T]"), "E0304", "cannot prove the bound 2*T is within dim 1 (T)"),
     (POSITIONS.replace("table[:STOP]", "table[:T:T]"), "E0108", "slice step must be a compile-time int"),
 ])
 def test_a_bound_out_of_range_is_an_error(text, code, words):
@@ -87,7 +87,7 @@ def test_the_bound_that_reaches_past_the_table_points_at_the_where_clause():
 
 def test_an_unbounded_symbol_names_the_bound_to_add():
     d = _error("model M() {\n input x: f32[B, 8]\n param t: f32[4, 8]\n output y = t[:dim(x, 0)]\n}")
-    assert d.code == "E0304" and "slice bound B" in d.message and "`where B <= 4`" in d.message
+    assert d.code == "E0304" and "the bound B" in d.message and "`where B <= 4`" in d.message
 
 
 BLOCKS = """

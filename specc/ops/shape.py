@@ -367,7 +367,7 @@ def _symbolic_len(size: Dim, start, stop, step: int) -> Dim:
     """The length of size[start:stop:step] where a bound is a symbolic size (checked in range by _check_bound):
     Python's negative bounds would count from the end at run time, so int bounds must not be negative here."""
     if any(isinstance(b, int) and b < 0 for b in (start, stop)):
-        raise ShapeError(f"a slice with a symbolic bound takes no negative bound, got [{_text(start)}:{_text(stop)}]",
+        raise ShapeError(f"a symbolic bound takes no negative bound beside it, got [{_text(start)}:{_text(stop)}]",
                          "E0305", 0)
     end = size if stop is None else stop
     n = end - (start or 0)
@@ -393,24 +393,25 @@ def _check_bound(b: Dim, size: Dim, d: int, ins: list[TensorType]) -> None:
     """A symbolic slice bound must be a size that cannot pass the end of dim `d` (its `size`), and the op's inputs
     must carry its symbols so the emitted code can read it at run time."""
     if not _is_size(b):
-        raise ShapeError(f"slice bound {b} can be negative (a negative bound counts from the end)", "E0305", 0)
+        raise ShapeError(f"the bound {b} can be negative (a negative bound counts from the end)", "E0305", 0)
     if _runtime_dim(b, [(t, "") for t in ins]) is None:
-        raise ShapeError(f"slice bound {b}: no input of the slice has a dim to read it from at run time", "E0305", 0)
+        raise ShapeError(f"no input has a dim to read the bound {b} from at run time", "E0305")
     room = size - b
     if isinstance(room, int):
         if room < 0:
-            raise ShapeError(f"slice bound {b} is past the end of dim {d} ({size})", "E0305", 0)
+            raise ShapeError(f"the bound {b} is past the end of dim {d} ({size})", "E0305", 0)
         return
     if not isinstance(size, int):
-        raise ShapeError(f"cannot prove slice bound {b} is within dim {d} of size {size}", "E0304", 0)
+        raise ShapeError(f"cannot prove the bound {b} is within dim {d} ({size})", "E0304", 0)
     if bounds() is None:  # e.g. the verifier re-inferring types: bounds were checked when elaborated
         return
     largest, notes = upper_bound(b)
     if largest is None:
-        raise ShapeError(f"cannot check slice bound {b} against dim {d} of size {size}: " + bound_hint(b, size),
-                         "E0304", 0)
+        # no operand: the notes show both the sliced tensor and the input whose line takes the `where`
+        raise ShapeError(f"cannot check the bound {b} against dim {d} (size {size}): " + bound_hint(b, size),
+                         "E0304")
     if largest > size:
-        raise ShapeError(f"slice bound {b} can be up to {largest}, past the end of dim {d} (size {size})",
+        raise ShapeError(f"the bound {b} can be up to {largest}, past the end of dim {d} (size {size})",
                          "E0304", 0, notes=notes)
 
 
