@@ -471,7 +471,8 @@ def _slice_call(args, a: SliceAttrs, ins) -> str:
 
 register(OpDef(name="slice", attrs=SliceAttrs, positional=("items",), infer=_slice_infer, arity=(1, None),
                categories=frozenset({SHAPE}), torch=TorchRule(call=_slice_call),
-               doc="x[i, a:b, ...]: integer indices drop a dim, slices keep it", numpy=_np_slice, waive={"macs": NO_MACS},
+               doc="x[i, a:b, ...]: integer indices drop a dim, slices keep it; a bound may be a size (table[:T]) "
+                   "read at run time from the sizes of the extra inputs", numpy=_np_slice, waive={"macs": NO_MACS},
                examples=(Example(("f32[3, 5, 4]",), {"items": (1, (None, None, 2), (1, -1, None))}),
                          Example(("f32[2, 3, 4]",), {"items": ("...", "new", (None, 2, None))}),
                          Example(("f32[2, 5]",), {"items": ((None, None, None), -1)}))))
