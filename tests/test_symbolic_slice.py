@@ -152,6 +152,19 @@ def test_emitted_windows_read_naturally_and_match_numpy():
             np.testing.assert_array_equal(g, w)
 
 
+def test_the_optimised_module_computes_the_same_windows():
+    import torch
+
+    spec = loads(WINDOWS, "w.nn")
+    plain = spec.to_torch(opt_level=0).eval()
+    fast = spec.to_torch(opt_level=2).eval()
+    fast.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 4, 4)
+    with torch.no_grad():
+        for g, w in zip(fast(x), plain(x)):
+            assert torch.equal(g, w)
+
+
 @pytest.mark.parametrize("text", [POSITIONS.replace("STOP", "T"), WINDOWS])
 def test_ir_text_round_trips(text):
     m = loads(text, "m.nn").module
