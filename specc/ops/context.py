@@ -13,6 +13,7 @@ from typing import Iterator
 
 _GRAPHS: contextvars.ContextVar[dict] = contextvars.ContextVar("specc_graphs")
 _BOUNDS: contextvars.ContextVar[dict] = contextvars.ContextVar("specc_bounds")
+_NEEDS: contextvars.ContextVar[list] = contextvars.ContextVar("specc_needs")
 
 
 def graphs() -> dict | None:
@@ -38,3 +39,22 @@ def shape_context(*, graphs: dict | None = None, bounds: dict | None = None) -> 
     finally:
         for var, token in reversed(tokens):
             var.reset(token)
+
+
+def need(d, least: int) -> None:
+    """A shape rule's note that symbolic dim `d` must be at least `least` at run time (x[8] on a dim of size B needs
+    B >= 9); the elaborator turns these into the model's smallest sizes (elaborate/minimums.py)."""
+    found = _NEEDS.get(None)
+    if found is not None and not isinstance(d, int):
+        found.append((d, least))
+
+
+@contextlib.contextmanager
+def collect_needs() -> Iterator[list]:
+    """Gather the `need`s of the shape rules run inside, as (dim, least)."""
+    found: list = []
+    token = _NEEDS.set(found)
+    try:
+        yield found
+    finally:
+        _NEEDS.reset(token)

@@ -6,6 +6,7 @@ from pydantic import PositiveInt, field_validator
 from ..diagnostics import ShapeError
 from ..symbolic import Dim, Sym, is_monotone, subs
 from ..types import TensorType, TupleType
+from .context import need
 from .registry import NO_MACS, REDUCTION, SHAPE, Attrs, Example, OpDef, numel, register
 from .torch_rule import TorchRule, pyval
 
@@ -322,6 +323,9 @@ def _slice_len(size: Dim, start, stop, step) -> Dim:
     if isinstance(size, int):
         return len(range(size)[slice(start, stop, step)])
     s0 = 0 if start is None else start
+    # the predicted length holds only where the dim is long enough to have it (Python clips a slice silently)
+    need(size, max(1, -s0, stop if stop is not None and stop >= 0 else 1,
+                   1 + s0 - stop if stop is not None and stop < 0 <= s0 else 1))
     if stop is None:
         n = size - s0 if s0 >= 0 else -s0
     elif stop < 0:
@@ -354,6 +358,7 @@ def _slice_infer(ins: list[TensorType], a: SliceAttrs) -> TensorType:
             size = x.shape[d]
             if isinstance(size, int) and not -size <= it < size:
                 raise ShapeError(f"index {it} is out of range for dim {d} of size {size}", "E0305")
+            need(size, it + 1 if it >= 0 else -it)
             d += 1
         else:
             out.append(_slice_len(x.shape[d], *it))
