@@ -14,6 +14,7 @@ from ..diagnostics import Diagnostic, Note, ShapeError, SpecError
 from ..ir import Node
 from ..limits import internal_error, short_int
 from ..ops import registry
+from ..ops.context import collect_needs
 from ..source import Span
 from ..symbolic import Sym
 from ..symbolic import prod as numel
@@ -174,7 +175,9 @@ class CallsMixin:
         label = f"{opname} '{name}'" if alias else opname
         ins = [t.type for t in tensors]
         try:
-            out = op.infer(ins, attrs)
+            with collect_needs() as needs:
+                out = op.infer(ins, attrs)
+            self.needs.extend((d, least, span, opname) for d, least in needs)
         except ShapeError as err:
             notes = []
             if err.operand is not None and err.operand < len(tensors):

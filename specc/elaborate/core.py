@@ -48,6 +48,7 @@ class Elaborator(LoaderMixin, StatementsMixin, RepeatMixin, ExpressionsMixin, Ca
         self.by_signature: dict[tuple[str, str], str] = {}  # (block, structure) -> graph name
         self.block_counts: dict[str, int] = {}
         self.constraints: dict[str, tuple[Any, Span | None]] = {}
+        self.needs: list = []  # (dim, least, span, op) the shape rules asked for (ops/context.py `need`)
         self.train: dict[str, tuple[Any, Span | None]] = {}
         self.init_scopes: list[tuple] = []  # the `init { }` rules of the blocks being elaborated, outermost first
         self.init_rules: dict[Span | None, list] = {}  # each rule's span -> [rule, whether it initialised anything]
@@ -163,11 +164,11 @@ class Elaborator(LoaderMixin, StatementsMixin, RepeatMixin, ExpressionsMixin, Ca
     def check_minimums(self) -> dict:
         """The smallest size of each symbolic dim that windows need (elaborate/minimums.py); an error where the
         spec's own bound (`where T <= 9`) is below it."""
-        minimums = size_minimums(self.graphs) if not self.diags else {}
+        minimums = size_minimums(self.graphs, self.needs) if not self.diags else {}
         for sym, (least, span, op) in minimums.items():
             bound, bspan = self.constraints.get(sym, (None, None))
             if isinstance(bound, int) and bound < least:
-                self.error("E0305", f"{op} needs {sym} >= {least} (fewer positions leave it no output), but "
+                self.error("E0305", f"{op} needs {sym} >= {least} (smaller sizes leave it no output or out of range), but "
                            f"{sym} <= {bound}", span, label=f"needs {sym} >= {least}",
                            notes=[Note(bspan, f"{sym} <= {bound} is declared here")] if bspan else None)
         return minimums

@@ -12,9 +12,17 @@ from ..types import TensorType
 Minimum = tuple[int, "Span | None", str]  # (smallest size, the node that needs it, that node's op)
 
 
-def size_minimums(graphs: dict[str, Graph]) -> dict[str, Minimum]:
-    """For each symbol, the smallest size for which every dim built from it alone is at least 1."""
+def size_minimums(graphs: dict[str, Graph], needs: list = ()) -> dict[str, Minimum]:
+    """For each symbol, the smallest size for which every dim built from it alone is at least 1, and every
+    (dim, least, span, op) a shape rule asked for (an index or a slice into a symbolic dim) holds."""
     out: dict[str, Minimum] = {}
+    for d, least, span, op in needs:
+        syms = base_symbols(d)
+        if len(syms) == 1 and is_monotone(d):
+            (sym,) = syms
+            v = smallest_reaching(d, sym, least)
+            if v is not None and v > 1 and v > out.get(sym, (1,))[0]:
+                out[sym] = (v, span, op)
     seen: set[Sym] = set()
     for g in graphs.values():
         for node in g.nodes():

@@ -16,6 +16,7 @@ from ..symbolic import Dim, base_symbols, is_monotone, largest_within
 
 _GRAPHS: contextvars.ContextVar[dict] = contextvars.ContextVar("specc_graphs")
 _BOUNDS: contextvars.ContextVar[dict] = contextvars.ContextVar("specc_bounds")
+_NEEDS: contextvars.ContextVar[list] = contextvars.ContextVar("specc_needs")
 
 
 def graphs() -> dict | None:
@@ -69,3 +70,22 @@ def bound_hint(d: Dim, limit: int) -> str:
         if largest is not None:
             return f"bound it in the input, e.g. `where {free[0]} <= {largest}`"
     return f"bound {', '.join(free) or 'its symbols'} in the input with `where NAME <= n`"
+
+
+def need(d, least: int) -> None:
+    """A shape rule's note that symbolic dim `d` must be at least `least` at run time (x[8] on a dim of size B needs
+    B >= 9); the elaborator turns these into the model's smallest sizes (elaborate/minimums.py)."""
+    found = _NEEDS.get(None)
+    if found is not None and not isinstance(d, int):
+        found.append((d, least))
+
+
+@contextlib.contextmanager
+def collect_needs() -> Iterator[list]:
+    """Gather the `need`s of the shape rules run inside, as (dim, least)."""
+    found: list = []
+    token = _NEEDS.set(found)
+    try:
+        yield found
+    finally:
+        _NEEDS.reset(token)

@@ -35,6 +35,10 @@ def _pool_infer(nd: int, name: str):
         spatial = []
         for i in range(nd):
             size = x.shape[lead + i]
+            if name == "avgpool3d" and isinstance(size, int) and size + 2 * p[i] < k[i]:
+                # PyTorch's avg_pool3d refuses it even where ceil_mode would give one window (the others don't)
+                raise ShapeError(f"pool window {k[i]} is larger than the input's spatial size {size}"
+                                 + (f" padded by {p[i]}" if p[i] else ""))
             if a.ceil_mode:
                 o = -((-(size + 2 * p[i] - k[i])) // s[i]) + 1
                 if isinstance(o, int) and (o - 1) * s[i] >= size + p[i]:

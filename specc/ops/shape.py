@@ -6,7 +6,7 @@ from pydantic import PositiveInt, field_validator
 from ..diagnostics import ShapeError
 from ..symbolic import Dim, Sym, base_symbols, is_monotone, subs
 from ..types import TensorType, TupleType
-from .context import bound_hint, bounds, upper_bound
+from .context import bound_hint, bounds, need, upper_bound
 from .registry import NO_MACS, REDUCTION, SHAPE, Attrs, Example, OpDef, numel, register
 from .torch_rule import TorchRule, pyval
 
@@ -347,6 +347,9 @@ def _slice_len(size: Dim, start, stop, step) -> Dim:
     if isinstance(size, int):
         return len(range(size)[slice(start, stop, step)])
     s0 = 0 if start is None else start
+    # the predicted length holds only where the dim is long enough to have it (Python clips a slice silently)
+    need(size, max(1, -s0, stop if stop is not None and stop >= 0 else 1,
+                   1 + s0 - stop if stop is not None and stop < 0 <= s0 else 1))
     if stop is None:
         n = size - s0 if s0 >= 0 else -s0
     elif stop < 0:
@@ -438,6 +441,7 @@ def _slice_infer(ins: list[TensorType], a: SliceAttrs) -> TensorType:
             size = x.shape[d]
             if isinstance(size, int) and not -size <= it < size:
                 raise ShapeError(f"index {it} is out of range for dim {d} of size {size}", "E0305")
+            need(size, it + 1 if it >= 0 else -it)
             d += 1
         else:
             start, stop, step = a.bounds(it)

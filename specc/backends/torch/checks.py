@@ -57,7 +57,7 @@ def input_checks(m: Module, args: list[str], model: str) -> list[str]:
                 least, _, op = m.minimums[sym]
                 body += [f"if {x}.size({axis}) < {least}:",
                          f'    raise ValueError(f"{x} has {sym} = {{{x}.size({axis})}}, {model} needs {sym} >= {least} '
-                         f'(its {op} windows leave no output below that)")']
+                         f'(for its {op})")']
             if sym in m.constraints:
                 bound = m.constraints[sym][0]
                 why = f" ({bounds[sym]})" if _SAFE.fullmatch(bounds.get(sym, "")) else ""  # goes in an f-string
