@@ -26,9 +26,9 @@ Auxiliary losses, set each forward as `last_aux_loss = balance_coef * balance + 
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationInfo, field_validator
+from pydantic import Field, NonNegativeFloat, PositiveInt, ValidationInfo, field_validator
 
 from ..diagnostics import Note, ShapeError
 from ..types import TensorType
@@ -45,7 +45,7 @@ class MoEAttrs(Attrs):
     shared_experts: PositiveInt = 1  # how many copies of `shared`
     softmax: Literal["before", "after"] = "before"
     renormalize: bool = False
-    capacity_factor: PositiveFloat | None = None  # None: no token is dropped
+    capacity_factor: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None  # None: no token is dropped
     jitter: NonNegativeFloat = Field(0.0, lt=1.0)
     balance_coef: NonNegativeFloat = 0.01
     z_coef: NonNegativeFloat = 0.0

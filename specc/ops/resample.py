@@ -2,9 +2,9 @@
 pixel_shuffle / pixel_unshuffle (sub-pixel convolution, Shi et al. 2016) and pad (constant, reflect, replicate)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, model_validator
 
 from ..diagnostics import ShapeError
 from ..symbolic import Dim
@@ -15,8 +15,11 @@ from .torch_rule import TorchRule, pyval
 _NO_MACS = {"macs": "data movement (bilinear's 4-tap blend is not counted)"}
 
 
+Scale = Annotated[float, Field(gt=0, allow_inf_nan=False)]  # a finite factor: inf would be a size of infinity
+
+
 class UpsampleAttrs(Attrs):
-    scale_factor: PositiveFloat | tuple[PositiveFloat, ...] | None = None
+    scale_factor: Scale | tuple[Scale, ...] | None = None
     size: PositiveInt | tuple[PositiveInt, ...] | None = None
     mode: Literal["nearest", "bilinear"] = "nearest"
     align_corners: bool = False
