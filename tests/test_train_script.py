@@ -201,6 +201,22 @@ def test_train_section_errors_point_at_the_spec_line():
     assert "gpt2.nn:" in rendered and 'task = "classification"' in rendered
 
 
+def test_a_problem_with_a_setting_left_out_points_into_the_section(tmp_path):
+    """Synthetic data for token inputs needs vocab_size, which the section does not set: the error still has a
+    location, the section's first setting (fuzz seed 9 case 25473: it had none)."""
+    from specc.api import CheckError, load
+
+    for name in ("bert_classifier.nn", "bert_base.nn"):
+        (tmp_path / name).write_text((REPO / "specs" / name).read_text())
+    spec = tmp_path / "bert_classifier.nn"
+    spec.write_text("".join(ln for ln in spec.read_text().splitlines(keepends=True) if 'data = "npz"' not in ln))
+    with pytest.raises(CheckError) as info:
+        load(spec)
+    (diag,) = info.value.diagnostics
+    assert diag.code == "E0403" and "needs vocab_size" in diag.message
+    assert diag.span is not None and diag.span.line == 18 and Path(diag.span.file).name == "bert_classifier.nn"
+
+
 def test_help_lists_every_setting_with_the_spec_default(tmp_path):
     script = write_script(tmp_path, "TinyGPT", steps=123, optimizer="sgd")
     result = run_script(script, "--help")

@@ -51,6 +51,12 @@ def train_section_diagnostics(module, sources=None) -> list:
     try:
         resolve_task(parse_settings(settings, spans), model_io(module, sources), spans)
     except TrainConfigError as err:
+        # a problem about a setting the section leaves out (vocab_size for synthetic token data) points at the
+        # section's first setting, or else at the model
+        where = min((sp for sp in spans.values() if sp is not None), key=lambda sp: (sp.line, sp.col),
+                    default=module.graph.span)
+        for e in err.errors:
+            e.span = e.span or where
         errors = sorted(err.errors, key=lambda e: (e.span is None, getattr(e.span, "line", 0), getattr(e.span, "col", 0)))
         return [e.diagnostic() for e in errors]
     return []
