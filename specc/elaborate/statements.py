@@ -131,6 +131,7 @@ class StatementsMixin:
                 raise self.fail("E0108", f"`for` iterates over a list or tuple, got {_typename(it)}", s.iterable.span)
             outer_stack = b.stack
             for k, item in enumerate(it):
+                self.tick(s.span)  # an iteration is a step even when its body is empty (or all `for`s)
                 if s.stack is not None:
                     b.stack = f"{s.stack}{k + 1}"  # torchvision's layer1 ... layer4
                 if s.unpack:
