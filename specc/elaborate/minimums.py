@@ -16,29 +16,25 @@ def size_minimums(graphs: dict[str, Graph], needs: list = ()) -> dict[str, Minim
     """For each symbol, the smallest size for which every dim built from it alone is at least 1, and every
     (dim, least, span, op) a shape rule asked for (an index or a slice into a symbolic dim) holds."""
     out: dict[str, Minimum] = {}
-    for d, least, span, op in needs:
+    for d, least, span, op in [*needs, *_inferred_dims(graphs)]:
         syms = base_symbols(d)
         if len(syms) == 1 and is_monotone(d):
             (sym,) = syms
             v = smallest_reaching(d, sym, least)
             if v is not None and v > 1 and v > out.get(sym, (1,))[0]:
                 out[sym] = (v, span, op)
+    return out
+
+
+def _inferred_dims(graphs: dict[str, Graph]):
+    """(dim, 1, span, op) for each distinct symbolic dim of the nodes' types: every dim must be at least 1."""
     seen: set[Sym] = set()
     for g in graphs.values():
         for node in g.nodes():
-            t = node.type
-            for item in getattr(t, "items", None) or (t,):
+            for item in getattr(node.type, "items", None) or (node.type,):
                 if not isinstance(item, TensorType):
                     continue
                 for d in item.shape:
-                    if not isinstance(d, Sym) or d in seen:
-                        continue
-                    seen.add(d)
-                    syms = base_symbols(d)
-                    if len(syms) != 1 or not is_monotone(d):
-                        continue
-                    (sym,) = syms
-                    least = smallest_reaching(d, sym)
-                    if least is not None and least > 1 and least > out.get(sym, (1,))[0]:
-                        out[sym] = (least, node.span, node.target or node.kind)
-    return out
+                    if isinstance(d, Sym) and d not in seen:
+                        seen.add(d)
+                        yield d, 1, node.span, node.target or node.kind

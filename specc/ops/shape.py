@@ -98,7 +98,7 @@ def _reshape_infer(ins: list[TensorType], a: ReshapeAttrs) -> TensorType:
     (x,) = ins
     dims = list(a.dims())
     for d in dims:
-        if isinstance(d, Sym) and not (is_monotone(d) and (subs(d, dict.fromkeys(d.symbols(), 1)) or 0) >= 1):
+        if isinstance(d, Sym) and not _is_size(d, least=1):
             raise ShapeError(f"reshape to {_fmt(dims)}: {d} is not a size (it can be 0 or negative)", "E0305")
     if sum(1 for d in dims if d == -1) > 1:
         raise ShapeError("reshape can infer at most one dim (-1)", "E0305")
@@ -361,9 +361,10 @@ def _slice_len(size: Dim, start, stop, step) -> Dim:
     return n if step == 1 else (n + step - 1) // step
 
 
-def _is_size(d: Dim) -> bool:
-    """`d` is never negative: it never decreases as its (positive) symbols grow, and is >= 0 with all of them 1."""
-    return is_monotone(d) and (subs(d, dict.fromkeys(base_symbols(d), 1)) or 0) >= 0
+def _is_size(d: Dim, least: int = 0) -> bool:
+    """`d` is never below `least`: it never decreases as its (positive) symbols grow, and is >= least with all of
+    them 1."""
+    return is_monotone(d) and (subs(d, dict.fromkeys(base_symbols(d), 1)) or 0) >= least
 
 
 def _symbolic_len(size: Dim, start, stop, step: int) -> Dim:
