@@ -76,6 +76,10 @@ class Graph:
     outputs: list[str] = field(default_factory=list)
     span: Span | None = None
     lets: dict[str, str] = field(default_factory=dict)  # compile-time names the block defines -> spec expression
+    # what the graph's structure took as given: (Python condition in the graph's size names, what it says), from
+    # the `if`s, loop lengths and asserts ("assert:" + its message) its elaboration evaluated; emitted code checks
+    # them in the constructor
+    pins: list[tuple[str, str]] = field(default_factory=list)
     g: nx.DiGraph = field(default_factory=nx.DiGraph)
     _order: dict[str, int] = field(default_factory=dict)
 

@@ -107,7 +107,8 @@ def test_the_sliding_window_limits_what_cached_steps_see():
     with torch.no_grad():
         assert torch.allclose(narrow(tokens)[:, :4], wide(tokens)[:, :4], atol=1e-6)  # inside the window: equal
         assert not torch.allclose(narrow(tokens)[:, -1], wide(tokens)[:, -1], atol=1e-3)
-    assert "window=4" in loads(MISTRAL, "mistral.nn").torch_source()
+    src = loads(MISTRAL, "mistral.nn").torch_source()
+    assert "window: int = 4" in src and "triu(-self.window + 1)" in src  # the window is the config's
 
 
 def test_the_cache_refuses_positions_beyond_its_room():

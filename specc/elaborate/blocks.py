@@ -7,9 +7,11 @@ from .. import ast as A
 from ..attrs import BlockValue
 from ..attrs import to_attr as _to_attr
 from ..diagnostics import Diagnostic, Note, SpecError
+from ..hyper import named, plain
 from ..ir import CallAttrs, Node
 from ..source import Span
 from ..types import ErrorType, TupleType
+from .sizes import in_caller_terms, own_sizes, size_env
 from .syntax import _seen_from_caller
 from .values import (
     MAX_BLOCK_DEPTH,
@@ -93,7 +95,12 @@ class BlocksMixin:
     def add_call(self, d: A.Def, gname: str, tensors: list, hp: dict, given_exprs: dict, span: Span | None,
                  alias: str | None, b: GraphBuilder) -> Any:
         """The call node of block `d`'s specialisation `gname`, with the spec expressions of its arguments."""
-        outs = self.graphs[gname].output_types()
+        callee = self.graphs[gname]
+        # its result's sizes in the caller's names: the callee's names are its hyper-parameters and input sizes
+        env = {k: v for k, v in hp.items() if isinstance(v, int)}
+        for i, t in zip(callee.inputs, tensors):
+            env.update(size_env(callee[i].type, t.type))
+        outs = [in_caller_terms(o, env) for o in callee.output_types()]
         ty = outs[0] if len(outs) == 1 else TupleType(tuple(outs))
         name = alias if alias and b.free(alias) else b.fresh(alias or _snake(d.name))
         call_exprs = tuple((k, A.unparse(e)) for k, e in given_exprs.items() if e is not None and not _literal(e))
@@ -122,8 +129,8 @@ class BlocksMixin:
                 bad = self.diags.pop()
                 raise SpecError(Diagnostic(bad.code, bad.message, spans.get(p.name, span), notes=[
                     Note(p.span, "declared here")]))
-            scope[p.name] = val
-            hp[p.name] = val
+            scope[p.name] = named(val, p.name)  # its sizes are written in the block's own names (specc/hyper.py)
+            hp[p.name] = val  # as the caller gave it: its constructor argument
         return scope, hp
 
     def elaborate_block(self, d: A.Def, scope: Scope, hp: dict, tparams: list, tensors: list) -> str | None:
@@ -132,10 +139,10 @@ class BlocksMixin:
                        help="a block that calls itself needs an `if` that stops the recursion")
             return None
         name = self.unique_graph_name(d.name, d.name_span)
-        bb = GraphBuilder(name, d.name, hp, d.span)
+        bb = GraphBuilder(name, d.name, plain(hp), d.span)
         bb.as_model = d.kind == "model"  # a model called as a block: its `input`s bind, its `output`s name results
-        for p, t in zip(tparams, tensors):
-            scope[p.name] = bb.add(Node(name=p.name, kind="input", type=t.type, span=p.span))
+        for p, t in zip(tparams, tensors):  # its static sizes are the block's own (x_channels, ...)
+            scope[p.name] = bb.add(Node(name=p.name, kind="input", type=own_sizes(p.name, t.type), span=p.span))
         before = len(self.diags)
         returned = None
         self.block_depth += 1

@@ -6,6 +6,7 @@ import math
 import typing
 
 from ..attrs import INITS, Init
+from ..hyper import call_of
 from ..limits import int_digits, over_budget, short_int
 from ..source import Span
 from ..types import TensorType
@@ -64,7 +65,7 @@ def _b_minmax(fn):
         vals = pos[0] if len(pos) == 1 and isinstance(pos[0], (list, tuple)) else pos
         if not vals or not all(isinstance(v, (int, float)) for v in vals):
             raise el.fail("E0108", f"{fn.__name__}() takes numbers", span)
-        return fn(vals)
+        return call_of(fn.__name__, list(vals), fn(vals))
     return f
 
 
@@ -76,7 +77,7 @@ def _b_cast(fn):
             raise el.fail("E0108", f"{fn.__name__}() of {pos[0]}: not a finite number", span)
         if fn is float and isinstance(pos[0], int) and int_digits(pos[0]) > 308:
             raise el.fail("E0108", f"float() of {short_int(pos[0])}: too large for a float", span)
-        return el.check_size(fn(pos[0]), span)
+        return call_of(fn.__name__, [pos[0]], el.check_size(fn(pos[0]), span))
     return f
 
 
@@ -85,7 +86,7 @@ def _b_sqrt(el, pos, kw, span, spans, b):
         raise el.fail("E0108", "sqrt() takes one number >= 0", span)
     if isinstance(pos[0], int) and int_digits(pos[0]) > 308:
         raise el.fail("E0108", f"sqrt() of {short_int(pos[0])}: too large for a float", span)
-    return math.sqrt(pos[0])
+    return call_of("math.sqrt", [pos[0]], math.sqrt(pos[0]))
 
 
 # ---- initialisers -------------------------------------------------------------------------------------------

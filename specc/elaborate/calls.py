@@ -11,6 +11,7 @@ from ..attrs import BlockValue
 from ..attrs import short as _short
 from ..attrs import to_attr as _to_attr
 from ..diagnostics import Diagnostic, Note, ShapeError, SpecError
+from ..hyper import HFloat, HInt
 from ..ir import Node
 from ..limits import internal_error, short_int
 from ..ops import registry
@@ -125,7 +126,7 @@ class CallsMixin:
                     raise self.fail("E0107", f"{label}: bad value for {k!r}: {short_int(big)} does not fit in 64 bits",
                                     where[k])
         try:
-            return op.attrs(**data)
+            return keep_sizes(op.attrs(**data), data)
         except pydantic.ValidationError as err:
             diags = []
             for item in err.errors():
@@ -342,3 +343,18 @@ def _attr_exprs(op: registry.OpDef, values: list, kw: dict, exprs: dict) -> tupl
             named[k] = A.unparse(e)
     fields = op.attrs.model_fields
     return tuple((k, v) for k, v in named.items() if k in fields)
+
+
+def keep_sizes(attrs: Any, data: dict) -> Any:
+    """The validated attributes with the sizes given as HInts put back (pydantic makes them plain ints), so that
+    the shape rule's arithmetic and the emitter see their expressions; only where validation kept the value."""
+    for k, v in data.items():
+        if _has_hint(v) and getattr(attrs, k, None) == v and not isinstance(getattr(attrs, k), bool):
+            attrs.__dict__[k] = v
+    return attrs
+
+
+def _has_hint(v: Any) -> bool:
+    if isinstance(v, (HInt, HFloat)):
+        return v.expr is not None
+    return isinstance(v, tuple) and any(_has_hint(x) for x in v)

@@ -7,6 +7,7 @@ from typing import Any
 from .. import ast as A
 from ..attrs import short as _short
 from ..diagnostics import Diagnostic, Note, SpecError
+from ..hyper import named
 from ..ir import Graph, Module
 from ..limits import Limits, int_digits, over_budget
 from ..ops.context import shape_context
@@ -20,7 +21,7 @@ from .loader import LoaderMixin
 from .minimums import size_minimums
 from .models import ModelCallMixin
 from .repeat import RepeatMixin
-from .statements import StatementsMixin
+from .statements import PinsMixin, StatementsMixin
 from .syntax import _walk_stmts
 from .values import (
     _PY_TYPES,
@@ -33,7 +34,7 @@ from .values import (
 )
 
 
-class Elaborator(LoaderMixin, StatementsMixin, RepeatMixin, ExpressionsMixin, CallsMixin, BlocksMixin,
+class Elaborator(LoaderMixin, StatementsMixin, PinsMixin, RepeatMixin, ExpressionsMixin, CallsMixin, BlocksMixin,
                  ModelCallMixin, InitsMixin):
     def __init__(self, sources: SourceMap | None = None, limits: Limits | None = None) -> None:
         self.sources = sources or SourceMap()
@@ -132,7 +133,7 @@ class Elaborator(LoaderMixin, StatementsMixin, RepeatMixin, ExpressionsMixin, Ca
                            p.span)
                 val = POISON
             val = self.check_param_type(p, val, chosen.name)
-            scope[p.name] = val
+            scope[p.name] = named(val, p.name)  # sizes computed from it remember it (specc/hyper.py)
             hparams[p.name] = val
         b.graph.hparams = dict(hparams)
         with shape_context(graphs=self.graphs, bounds=self.constraints):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .. import ast as A
 from ..attrs import short as _short
+from ..hyper import HInt
 from ..ir import Graph, Node, RepeatAttrs
 from ..limits import over_budget
 from ..types import ErrorType, TupleType
@@ -61,12 +62,15 @@ class RepeatMixin:
         exprs = (("count", A.unparse(s.count)),) if len(runs) == 1 and not _literal(s.count) else ()
         for gname, count in runs:
             body = self.graphs[gname]
+            attrs = RepeatAttrs(count=count, carried=len(carried))
+            if len(runs) == 1 and isinstance(n, HInt):  # `repeat layers`: the count remembers `layers`
+                attrs.__dict__["count"] = n
             outs = [body[o].type for o in body.outputs]
             ty = outs[0] if len(outs) == 1 else TupleType(tuple(outs))
             base = s.stack or "layers"
             ref = b.add(Node(name=base if s.stack and b.free(base) else b.fresh(base), kind="repeat", target=gname,
                              inputs=tuple(scope[v].node for v in carried + captured),
-                             attrs=RepeatAttrs(count=count, carried=len(carried)), type=ty, span=s.span,
+                             attrs=attrs, type=ty, span=s.span,
                              exprs=exprs, var=carried[0] if len(carried) == 1 else None,
                              # folded into several runs (`if i == 0`), the iterations stay one named stack h.0, h.1...
                              stack=s.stack if s.stack and len(runs) > 1 else None))

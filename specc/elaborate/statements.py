@@ -7,6 +7,7 @@ from typing import Any
 from .. import ast as A
 from ..attrs import short as _short
 from ..diagnostics import Note, SpecError
+from ..hyper import HFloat, HInt, names, plain
 from ..ir import Node
 from ..limits import Abort, internal_error, short_int
 from ..ops import registry
@@ -118,6 +119,7 @@ class StatementsMixin:
                     return
                 if not isinstance(c, bool):
                     raise self.fail("E0108", f"`if` needs a compile-time bool, got {_typename(c)}", cond.span)
+                self.pin(cond, c, scope, b, f"`{A.unparse(cond)}` is {'true' if c else 'false'}")
                 if c:
                     self.exec_body(body, scope, b, is_model)
                     return
@@ -129,6 +131,8 @@ class StatementsMixin:
                 return
             if not isinstance(it, (list, tuple)):
                 raise self.fail("E0108", f"`for` iterates over a list or tuple, got {_typename(it)}", s.iterable.span)
+            if not isinstance(s.iterable, (A.ListLit, A.TupleLit)):
+                self.pin_length(s.iterable, len(it), scope, b)
             outer_stack = b.stack
             for k, item in enumerate(it):
                 self.tick(s.span)  # an iteration is a step even when its body is empty (or all `for`s)
@@ -161,6 +165,8 @@ class StatementsMixin:
                 return
             if not isinstance(c, bool):
                 raise self.fail("E0108", f"`assert` needs a compile-time bool, got {_typename(c)}", s.cond.span)
+            if c:
+                self.pin(s.cond, True, scope, b, "assert:" + (s.message or f"`{A.unparse(s.cond)}` must hold"))
             if not c:
                 read = sorted(_names_read(s.cond) & set(scope))
                 vals = [f"{n} = {_short(scope[n])}" for n in read if isinstance(scope[n], (int, float, str, Sym))]
@@ -259,3 +265,116 @@ def _stored_tensor(s: A.Assign) -> A.Call | None:
         return None
     op = registry.get(v.func.id)
     return v if op is not None and op.arity == (0, 0) else None
+
+
+_PY_OPS = {"+", "-", "*", "//", "%", "**", "==", "!=", "<", "<=", ">", ">=", "and", "or", "/"}
+
+
+class PinsMixin:
+    """What a graph's structure took as given, as Python conditions in its own size names (Graph.pins)."""
+
+    def pin(self, cond, value: bool, scope: Scope, b: GraphBuilder, what: str) -> None:
+        text = self.size_text(cond, scope, b)
+        if text is None:
+            if self.reads_sizes(cond, scope, b):  # decided by sizes it cannot write down: a pin nobody can check
+                b.graph.pins.append(("", what))
+            return
+        if not _reads_names(text):
+            return
+        b.graph.pins.append((text if value else f"not ({text})", what))
+
+    def pin_length(self, e, n: int, scope: Scope, b: GraphBuilder) -> None:
+        if isinstance(e, A.Call) and isinstance(e.func, A.Name) and e.func.id == "range" and len(e.args) == 1 \
+                and e.args[0].name is None:
+            text = self.size_text(e.args[0].value, scope, b)
+            what = f"`{A.unparse(e)}` has {n} iterations"
+            if text is not None and _reads_names(text):
+                b.graph.pins.append((f"{text} == {n}", what))
+            elif text is None and self.reads_sizes(e, scope, b):
+                b.graph.pins.append(("", what))
+            return
+        text = self.size_text(e, scope, b)
+        if text is not None and _reads_names(text):
+            b.graph.pins.append((f"len({text}) == {n}", f"`{A.unparse(e)}` has {n} items"))
+        elif text is None and self.reads_sizes(e, scope, b):
+            b.graph.pins.append(("", f"`{A.unparse(e)}` has {n} items"))
+
+    def size_text(self, e, scope: Scope, b: GraphBuilder) -> str | None:
+        """`e` as Python text over the graph's size names (`stride != 1 or x_channels != expansion * width`); None
+        where it reads anything else (a tensor, a string method, a block)."""
+        if isinstance(e, A.BinOp) and e.op in _PY_OPS:
+            a, c = self.size_text(e.left, scope, b), self.size_text(e.right, scope, b)
+            return None if a is None or c is None else f"({a}) {e.op} ({c})"
+        if isinstance(e, A.Unary) and e.op in ("-", "+", "not"):
+            a = self.size_text(e.operand, scope, b)
+            return None if a is None else f"{e.op} ({a})" if e.op == "not" else f"{e.op}({a})"
+        if not _pure(e):  # evaluated again here: never an expression that adds nodes
+            return None
+        try:
+            v = self.ev(e, scope, b)
+        except SpecError:
+            return None
+        return _value_text(v)
+
+    def reads_sizes(self, e, scope: Scope, b: GraphBuilder) -> bool:
+        """Whether `e` reads a hyper-parameter or a tensor's size (without evaluating it)."""
+        return any(_has_sizes(scope.get(n)) for n in _names_read_expr(e)) or _calls_size(e)
+
+
+_SIZE_FUNCS = {"features", "channels", "dim", "len", "range"}
+
+
+def _pure(e) -> bool:
+    """A leaf the pins may evaluate twice: names, literals, indexing and the size builtins of them."""
+    if isinstance(e, (A.Name, A.Lit)):
+        return True
+    if isinstance(e, (A.ListLit, A.TupleLit)):
+        return all(_pure(x) for x in e.items)
+    if isinstance(e, A.Index):
+        return _pure(e.obj) and all(_pure(x) for x in e.items)
+    if isinstance(e, A.Call):
+        return isinstance(e.func, A.Name) and e.func.id in _SIZE_FUNCS and all(_pure(a.value) for a in e.args)
+    return False
+
+
+def _calls_size(e) -> bool:
+    """`dim(x, 1)`, `channels(x)`, `features(x)` somewhere in e: a tensor's size (a tensor's rank or presence is
+    the spec's structure, not a size)."""
+    if isinstance(e, A.Call) and isinstance(e.func, A.Name) and e.func.id in ("features", "channels", "dim"):
+        return True
+    return any(_calls_size(x) for v in (vars(e).values() if hasattr(e, "__dict__") else ())
+               for x in (v if isinstance(v, tuple) else (v,)) if hasattr(x, "span"))
+
+
+def _names_read_expr(e) -> set[str]:
+    if isinstance(e, A.Name):
+        return {e.id}
+    out: set[str] = set()
+    for v in vars(e).values() if hasattr(e, "__dict__") else ():
+        for x in v if isinstance(v, tuple) else (v,):
+            if isinstance(x, A.Node) or hasattr(x, "span"):
+                out |= _names_read_expr(getattr(x, "value", x) if isinstance(x, A.Arg) else x)
+    return out
+
+
+def _value_text(v) -> str | None:
+    if isinstance(v, (HInt, HFloat)) and v.expr is not None:
+        return v.expr
+    if isinstance(v, (bool, int, float, str)) or v is None:
+        return repr(plain(v))
+    if isinstance(v, (list, tuple)):
+        items = [_value_text(x) for x in v]
+        if any(i is None for i in items):
+            return None
+        return f"[{', '.join(items)}]" if isinstance(v, list) else f"({', '.join(items)}{',' if len(items) == 1 else ''})"
+    return None
+
+
+def _has_sizes(v) -> bool:
+    if isinstance(v, (HInt, HFloat)):
+        return v.expr is not None
+    return isinstance(v, (list, tuple)) and any(_has_sizes(x) for x in v)
+
+
+def _reads_names(text: str) -> bool:
+    return bool(names(text))

@@ -9,6 +9,7 @@ from typing import Any
 
 from .. import ast as A
 from ..attrs import BlockValue
+from ..hyper import HFloat, HInt
 from ..ir import Graph, Node
 from ..source import Span
 from ..symbolic import Sym
@@ -59,7 +60,7 @@ def _typename(v: Any) -> str:
         return f"tensor {v.type}"
     if isinstance(v, Sym):
         return f"dim {v}"
-    return type(v).__name__
+    return "int" if isinstance(v, HInt) else "float" if isinstance(v, HFloat) else type(v).__name__
 
 
 class _Return(Exception):
@@ -158,6 +159,10 @@ def _freeze(v: Any) -> Any:
         return tuple(_freeze(x) for x in v)
     if isinstance(v, Sym):
         return ("sym", str(v))
+    if isinstance(v, HInt):  # a size is the same hyper-parameter value whatever expression computed it
+        return ("int", int(v))
+    if isinstance(v, HFloat):
+        return ("float", float(v))
     return (type(v).__name__, v)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ..hyper import driven, rendering_active
 from ..types import TensorType
 
 
@@ -60,8 +61,8 @@ def kwargs(a: Any, names: list[str], defaults: dict[str, Any]) -> str:
     out = []
     for n in names:
         v = getattr(a, n)
-        if n in defaults and defaults[n] == v:
-            continue
+        if n in defaults and defaults[n] == v and not (driven(v) and rendering_active()):
+            continue  # a default left out; one a hyper-parameter gives stays in config-driven code (stride=stride)
         out.append(f"{n}={pyval(v)}")
     return "".join(f", {x}" for x in out)
 

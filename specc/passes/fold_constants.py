@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from ..hyper import driven
 from ..ir import Module, Node
 from ..ops import registry
 from .pipeline import Pass, PassResult, PipelineOptions
@@ -94,7 +95,8 @@ def _reduce(ed: Editor, n: Node, opts) -> str | None:
 
 
 def _dropout(ed: Editor, n: Node, opts: PipelineOptions) -> str | None:
-    return n.inputs[0] if n.attrs.p == 0 or opts.inference else None
+    # a dropout whose p is a hyper-parameter stays: the emitted module takes p from its config
+    return n.inputs[0] if (n.attrs.p == 0 and not driven(n.attrs.p)) or opts.inference else None
 
 
 RULES: dict[str, Rule] = {

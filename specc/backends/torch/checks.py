@@ -61,9 +61,10 @@ def input_checks(m: Module, args: list[str], model: str) -> list[str]:
             if sym in m.constraints:
                 bound = m.constraints[sym][0]
                 why = f" ({bounds[sym]})" if _SAFE.fullmatch(bounds.get(sym, "")) else ""  # goes in an f-string
+                shown = str(bound) if str(bound).isdigit() else f"{{{bound}}}"  # `self.config.ctx` in the f-string
                 body += [f"if {x}.size({axis}) > {bound}:",
                          f'    raise ValueError(f"{x} has {sym} = {{{x}.size({axis})}}, {model} was built for '
-                         f'{sym} <= {bound}{why}")']
+                         f'{sym} <= {shown}{why}")']
     if not body:
         return []
     head = "if not torch.compiler.is_compiling()"

@@ -1,27 +1,33 @@
-"""Class planning: one nn.Module class per group of block specialisations whose code differs only in numbers;
-numbers that vary become constructor arguments named after the block's hyper-parameter (or input width) whose
-values they match.
+"""Class planning: one nn.Module class per block whose code is the same for every specialisation of it, written in
+the block's own names. Sizes are HInts (specc/hyper.py): the code of each graph is generated with every size printed
+as a marker naming the hyper-parameters and input sizes it came from, and the markers are then written the way each
+place reads them: `width` in a block's constructor (a constructor parameter), `self.heads` in its forward (stored),
+`config.d` / `self.config.d` in the model, the plain name in shape comments. A graph whose code names something it
+cannot take as a parameter is written with numbers instead, and the model then accepts only the config it was
+compiled with.
 """
 from __future__ import annotations
 
+import ast
+import json
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from ...diagnostics import SpecError
-from ...ir import Graph, Module
-from ...naming import Namer, attr_name, class_name, py_name, spec_relative
+from ...hyper import HFloat, HInt, Unrenderable, names, render_expr, rendering
+from ...ir import Graph, Module, Node
+from ...naming import Namer, attr_name, class_name, py_name, spec_relative, trivial_body
 from ...ops.torch_rule import pyval
-from ...types import TensorType
+from ...types import TensorType, TupleType
 from .forward import GraphCode, graph_code, reachable
 from .kvcache import cache_plan, generate_support
 
-# an integer literal, not part of a name, a float (1.5, 1e-05) or a string escape
-_NUM = re.compile(r"(?<![\w.\\])(?<![eE][-+])\d+(?![\w.])")
+_MARK = re.compile(r"__hp_(\w+?)_hp__")
 
 
-def _template(lines: list[str]) -> str:
-    return "\n".join(_NUM.sub("#", ln) for ln in lines)
+def marker(name: str) -> str:
+    return f"__hp_{name}_hp__"
 
 
 @dataclass
@@ -29,125 +35,131 @@ class ClassPlan:
     name: str
     members: list[str]  # graph names
     params: list[str]  # constructor parameter names
-    args: dict[str, list]  # graph name -> constructor argument values
+    args: dict[str, list]  # unused (kept for callers that read it)
     init: list[str]
     forward: list[str]
     comments: list[str]
     fwd_args: list[str]
     doc: str
     weights: list[str] = field(default_factory=list)  # the `_init_weights` lines
+    sources: list[str] = field(default_factory=list)  # each parameter's name in the graph's sizes
+    annots: list[str] = field(default_factory=list)  # each parameter's type
+    pins: list[str] = field(default_factory=list)  # constructor lines that refuse values the code was not made for
+    generic: bool = True  # sizes come from the constructor's arguments (else: numbers of one compile)
+    inherits: list[str] = field(default_factory=list)  # parameters named in an enclosing scope (init values)
 
 
-def _candidates(g: Graph) -> list[tuple[str, int]]:
-    """(constructor parameter name, value) for the numbers a shared class may take as arguments."""
-    name = Namer(py_name)
-    out = [(name(k), v) for k, v in g.hparams.items() if isinstance(v, int) and not isinstance(v, bool)]
+@dataclass
+class _Names:
+    """How one graph's code writes a name: in its constructor, its forward and its shape comments (None: cannot)."""
+
+    init: Callable[[str], "str | None"]
+    forward: Callable[[str], "str | None"]
+    comment: Callable[[str], str]
+    params: list[str]  # the names the constructor may take, in order
+
+
+_LET_SIZE = re.compile(r"(features|channels)\((\w+)\)|dim\((\w+), (\d+)\)")
+_RESERVED = {"self", "nn", "F", "torch", "math", "config", "super", "int", "float"}
+
+
+def _size_names(g: Graph) -> list[str]:
+    out: list[str] = []
     for i in g.inputs:
         t = g[i].type
-        if isinstance(t, TensorType) and t.rank >= 2 and isinstance(t.shape[1], int):
-            out.append((name(f"{i}_channels" if t.rank >= 3 else f"{i}_features"), t.shape[1]))
-        if isinstance(t, TensorType) and t.rank == 3 and isinstance(t.shape[-1], int):
-            out.append((name(f"{i}_features"), t.shape[-1]))
-    return out
+        for item in t.items if isinstance(t, TupleType) else (t,):
+            if isinstance(item, TensorType):
+                out += [d.expr for d in item.shape if isinstance(d, HInt) and d.expr and d.expr.isidentifier()]
+    return list(dict.fromkeys(out))
 
 
-def _match(pool: list[str], cands: list[dict], vals: list[int], derived: list[str]) -> tuple[str | None, str]:
-    """The parameter whose values across members are `vals` (the block's hyper-parameters first, then input widths);
-    failing that, a hyper-parameter times, divided by or minus a small constant (a Bottleneck's `width * 4`).
-    Returns (parameter, expression suffix)."""
-    ordered = [k for k in pool if k in derived] + [k for k in pool if k not in derived]
-    for k in ordered:
-        if all(c.get(k) == v for c, v in zip(cands, vals)):
-            return k, ""
-    for factor in (2, 4, 8):
-        for k in derived:
-            if all(isinstance(c.get(k), int) and c[k] * factor == v for c, v in zip(cands, vals)):
-                return k, f" * {factor}"
-            if all(isinstance(c.get(k), int) and c[k] % factor == 0 and c[k] // factor == v
-                   for c, v in zip(cands, vals)):
-                return k, f" // {factor}"
-    for k in derived:
-        if all(isinstance(c.get(k), int) and c[k] - 1 == v for c, v in zip(cands, vals)):
-            return k, " - 1"
-    return None, ""
+def _block_names(g: Graph) -> _Names:
+    sizes = _size_names(g)
+    rename: dict[str, str] = {}
+    for k, text in g.lets.items():  # `d = features(x)`: the constructor takes x's width as `d`
+        mt = _LET_SIZE.fullmatch(text.strip())
+        if mt is None or k in g.hparams or k in rename.values():
+            continue
+        tensor = mt.group(2) or mt.group(3)
+        if tensor not in g.inputs:
+            continue
+        t = g[tensor].type
+        if not isinstance(t, TensorType):
+            continue
+        axis = (t.rank - 1 if mt.group(1) == "features" else 1) if mt.group(1) else int(mt.group(4))
+        if 0 <= axis < t.rank and isinstance(t.shape[axis], HInt) and t.shape[axis].expr in sizes:
+            rename.setdefault(t.shape[axis].expr, k)
+    allowed = set(sizes) | {k for k, v in g.hparams.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    text = {n: py_name(rename.get(n, n)) for n in allowed}
+    if len(set(text.values())) < len(text) or set(text.values()) & _RESERVED:
+        text = {}
+    return _Names(init=lambda n: text.get(n), forward=lambda n: f"self.{text[n]}" if n in text else None,
+                  comment=lambda n: rename.get(n, n), params=[*sizes, *g.hparams])
 
 
-def _parametrize(codes: list[GraphCode]) -> tuple[list[str], list[str], list[str], list[str], list[list],
-                                                   list[str]] | None:
-    """Replace numbers that differ between members by constructor parameters; None if some cannot be named."""
-    cands = [dict(_candidates(c.graph)) for c in codes]
-    names = [k for k, _ in _candidates(codes[0].graph)]
-    hp_names = set(names[:sum(1 for v in codes[0].graph.hparams.values() if type(v) is int)])
-    used: list[str] = []
-    # a value the forward reads is stored on self, under an attribute name no layer uses
-    stored = Namer(attr_name, set().union(*(c.attrs for c in codes)))
+def _main_names(m: Module) -> _Names:
+    field_name = Namer(py_name)
+    fields = {k: field_name(k) for k in m.hparams}
+    return _Names(init=lambda n: f"config.{fields[n]}" if n in fields else None,
+                  forward=lambda n: f"self.config.{fields[n]}" if n in fields else None,
+                  comment=lambda n: n, params=[])
 
-    def subst(lines_per_member: list[list[str]], prefix: Callable[[str], str], soft: bool):
-        out = []
-        for li, line in enumerate(lines_per_member[0]):
-            toks = [_NUM.findall(lm[li]) for lm in lines_per_member]
-            if len({len(t) for t in toks}) > 1:  # `[B, T, 64]` vs `[B, 10, 64]`: the numbers do not line up
-                if not soft:
-                    return None
-                out.append("")  # a shape comment that differs in form between members is left out
-                continue
-            pieces = _NUM.split(line)
-            new = pieces[0]
-            for ti, tok in enumerate(toks[0]):
-                vals = [int(t[ti]) for t in toks]
-                if len(set(vals)) == 1:
-                    rep = tok
-                else:
-                    pool = names if not soft else [k for k in used if k in hp_names]
-                    match, suffix = _match(pool, cands, vals, derived=[k for k in pool if k in hp_names])
-                    if match is None:
-                        if not soft:
-                            return None
-                        rep = "*"
-                    else:
-                        if match not in used:
-                            used.append(match)
-                        rep = prefix(match) + suffix
-                new += rep + pieces[ti + 1]
-            out.append(new)
-        return out
 
-    init = subst([c.init for c in codes], str, soft=False)
-    fwd = subst([c.forward for c in codes], lambda k: "self." + stored(k), soft=False)
-    weights = subst([c.weights for c in codes], lambda k: "self." + stored(k), soft=False)
-    if init is None or fwd is None or weights is None:
-        return None
-    comments = subst([c.comments for c in codes], str, soft=True)
-    params = [k for k in names if k in used]
-    stores = [f"self.{stored.names[p]} = {p}" for p in params if p in stored.names]
-    args = [[cands[i][p] for p in params] for i in range(len(codes))]
-    return params, stores + init, fwd, comments, args, weights
+def _body_names(parent: _Names) -> _Names:
+    """A repeat body is written in its enclosing graph's names: its class takes each as a parameter."""
+    return _Names(init=lambda n: py_name(n) if py_name(n) not in _RESERVED else None,
+                  forward=lambda n: f"self.{py_name(n)}", comment=parent.comment, params=[])
+
+
+def _write(line: str, fn: Callable[[str], "str | None"]) -> str:
+    def rep(mt: re.Match) -> str:
+        text = fn(mt.group(1))
+        if text is None:
+            raise Unrenderable(mt.group(1))
+        return text
+    return _MARK.sub(rep, line)
 
 
 def plan_classes(m: Module) -> tuple[list[ClassPlan], dict[str, str], list[str], list[str]]:
-    """One class per group of block specialisations that differ only in numbers, planned bottom-up by call depth.
-    Long because the naming of classes (no clash with helpers, models or arguments) is set up here, next to the
-    loop it serves; issue 12's "one class per block" replaces this."""
+    """One class per block whose code is the same for all its specialisations, planned callees first (m.graphs
+    order), so that each constructor call names its callee's class and passes its parameters. Long because the
+    naming of classes (no clash with helpers, models or arguments) is set up here, next to the loop it serves."""
     cache = cache_plan(m)  # a causal LM's key/value cache, for generate()
-    codes = {name: graph_code(m, g, name == m.main, cache) for name, g in m.graphs.items()}
-    live = reachable(m, codes)
+    with rendering(marker):
+        marked = {name: graph_code(m, g, name == m.main, cache) for name, g in m.graphs.items()}
+    plain_codes = {name: graph_code(m, g, name == m.main, cache) for name, g in m.graphs.items()}
+    live = reachable(m, plain_codes)
     imports: list[str] = []
     support: list[str] = []
     for name in live:
-        imports.extend(i for i in codes[name].imports if i not in imports)
-        support.extend(s for s in codes[name].support if s not in support)
+        imports.extend(i for i in plain_codes[name].imports if i not in imports)
+        support.extend(s for s in plain_codes[name].support if s not in support)
     if cache is not None:
         support.append(generate_support())
-    # Plan bottom-up, one call depth at a time, so that a caller's constructor lines already name its callees'
-    # classes (and their numeric arguments can be shared like any other number).
-    depth: dict[str, int] = {}
-    for name in live:  # callees come before callers in m.graphs
-        depth[name] = 1 + max((depth[c] for c in codes[name].callees), default=-1)
-    levels = sorted({depth[n] for n in live if n != m.main})
-    by_graph: dict[str, ClassPlan] = {}
-    plans: list[ClassPlan] = []
-    cls_of: dict[str, str] = {}
-    taken: set[str] = set()
+    parent: dict[str, str] = {}
+    for name, g in m.graphs.items():
+        for n in g.nodes():
+            if n.kind == "repeat" and not trivial_body(m, m.graphs[n.target]):
+                parent.setdefault(n.target, name)
+    names: dict[str, _Names] = {}
+
+    def names_of(gname: str) -> _Names:
+        if gname not in names:
+            names[gname] = _main_names(m) if gname == m.main else \
+                _body_names(names_of(parent[gname])) if gname in parent else _block_names(m.graphs[gname])
+        return names[gname]
+
+    taken = {class_name(m.name), class_name(m.name) + "Config"}
+    helpers = {name for snippet in support for found in _TOP_LEVEL.findall(snippet) for name in found if name}
+    clash = helpers & taken
+    if clash:
+        raise SpecError.at("E0106", f"model name {m.name!r} clashes with the helper {clash.pop()} that the emitted "
+                           "file defines", m.graph.span, help="rename the model")
+    taken |= helpers
+    for name in live:  # a class must not be shadowed by a constructor or forward argument that refers to it
+        taken.update(plain_codes[name].args)
+        taken.update(py_name(k) for k in m.graphs[name].hparams)
+        taken.update(_size_names(m.graphs[name]))
 
     def new_class_name(block: str) -> str:
         base = class_name(block)
@@ -160,81 +172,228 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], dict[str, str], list[str],
         taken.add(name)
         return name
 
-    taken.add(class_name(m.name))
-    taken.add(class_name(m.name) + "Config")
-    # helper classes and functions that op rules put in the file keep their names
-    helpers = {name for snippet in support for found in _TOP_LEVEL.findall(snippet) for name in found if name}
-    clash = helpers & {class_name(m.name), class_name(m.name) + "Config"}
-    if clash:
-        raise SpecError.at("E0106", f"model name {m.name!r} clashes with the helper {clash.pop()} that the emitted "
-                           "file defines", m.graph.span, help="rename the model")
-    taken |= helpers
-    # a class must not be shadowed by a constructor or forward argument that refers to it
+    by_graph: dict[str, ClassPlan] = {}
+    groups: dict[tuple, ClassPlan] = {}
+    plans: list[ClassPlan] = []
     for name in live:
-        taken.update(codes[name].args)
-        taken.update(k for k, _ in _candidates(m.graphs[name]))
-    for level in levels:
-        groups: dict[tuple, list[str]] = {}
-        for name in live:
-            if name == m.main or depth[name] != level:
-                continue
-            c = codes[name]
-            c.init = [_resolve_ctor(ln, by_graph) for ln in c.init]
-            key = (m.graphs[name].block, _template(c.init), _template(c.forward), tuple(c.args), _template(c.weights))
-            groups.setdefault(key, []).append(name)
-        for members in groups.values():
-            _plan_group(m, members, codes, plans, by_graph, cls_of, new_class_name)
-    main = codes[m.main]
-    main.init = [_resolve_ctor(ln, by_graph) for ln in main.init]
-    cname = class_name(m.name)
-    cls_of[m.main] = cname
-    plans.append(ClassPlan(cname, [m.main], [], {m.main: []}, main.init, main.forward, main.comments, main.args,
-                           f"{m.name}, compiled by specc from {spec_relative(m.path, m.path)}", main.weights))
+        g = m.graphs[name]
+        is_main = name == m.main
+        planner = _Planner(m, g, by_graph, names_of, parent)
+        plan = planner.plan(marked[name], plain_codes[name], all(by_graph[c].generic for c in _callees(m, g)
+                                                                  if c in by_graph))
+        if is_main:
+            plan.name = class_name(m.name)
+            plan.doc = f"{m.name}, compiled by specc from {spec_relative(m.path, m.path)}"
+            plan.members = [name]
+            plans.append(plan)
+            continue
+        key = (g.block, tuple(plan.init), tuple(plan.forward), tuple(plan.comments), tuple(plan.weights),
+               tuple(plan.params), tuple(plan.pins), tuple(plan.fwd_args))
+        if key in groups:
+            groups[key].members.append(name)
+        else:
+            plan.name = new_class_name(g.block)
+            plan.members = [name]
+            groups[key] = plan
+            plans.append(plan)
+        by_graph[name] = groups[key]
+    for p in plans:
+        if p.name == class_name(m.name):
+            continue
+        g0 = m.graphs[p.members[0]]
+        p.doc = f"{g0.block}" + (f", defined at {spec_relative(g0.span.file, m.path)}:{g0.span.line}"
+                                 if g0.span else "")
+    cls_of = {g: p.name for p in plans for g in p.members}
     return plans, cls_of, sorted(imports), support
 
 
-def _plan_group(m: Module, members: list[str], codes: dict, plans: list, by_graph: dict, cls_of: dict,
-            new_class_name) -> None:
-    # greedy clustering: a member joins the first class whose numbers it can share
-    subsets: list[list[str]] = []
-    results: list = []
-    for n in members:
-        for i, sub in enumerate(subsets):
-            res = _parametrize([codes[x] for x in [*sub, n]])
-            if res is not None:
-                subsets[i], results[i] = [*sub, n], res
-                break
-        else:
-            subsets.append([n])
-            results.append(None)
-    for sub, res in zip(subsets, results):
-        sc = [codes[n] for n in sub]
-        if len(sub) > 1:
-            params, init, fwd, comments, args, weights = res
-        else:
-            params, init, fwd, comments, args, weights = [], sc[0].init, sc[0].forward, sc[0].comments, [[]], \
-                sc[0].weights
-        cname = new_class_name(m.graphs[sub[0]].block)
-        g0 = m.graphs[sub[0]]
-        doc = f"{g0.block}" + (f" ({len(sub)} variants)" if len(sub) > 1 else "") + \
-            (f", defined at {spec_relative(g0.span.file, m.path)}:{g0.span.line}" if g0.span else "")
-        plan = ClassPlan(cname, sub, params, {n: a for n, a in zip(sub, args)}, init, fwd, comments,
-                         sc[0].args, doc, weights)
-        plans.append(plan)
-        for n in sub:
-            cls_of[n] = cname
-            by_graph[n] = plan
+def _callees(m: Module, g: Graph) -> list[str]:
+    out = []
+    for n in g.nodes():
+        if n.kind == "call":
+            out.append(n.target)
+        elif n.kind == "repeat":
+            out.append(trivial_body(m, m.graphs[n.target]) or n.target)
+    return out
+
+
+_CTOR = re.compile(r"@([^@|]+)\|([^@|]+)\|([^@|]+)@")
+
+
+class _Planner:
+    """The class of one graph: its code in its own names (generic), or with the numbers of this compile."""
+
+    def __init__(self, m: Module, g: Graph, by_graph: dict, names_of, parent: dict) -> None:
+        self.m, self.g, self.by_graph, self.names_of, self.parent = m, g, by_graph, names_of, parent
+
+    def plan(self, marked: GraphCode, plain: GraphCode, callees_generic: bool) -> ClassPlan:
+        if callees_generic:
+            try:
+                return self.generic(marked)
+            except Unrenderable:
+                pass
+        init = [self.ctors(ln, generic=False) for ln in plain.init]
+        return ClassPlan("", [], [], {}, init, plain.forward, plain.comments, plain.args, "", plain.weights,
+                         generic=False)
+
+    def generic(self, code: GraphCode) -> ClassPlan:
+        nm = self.names_of(self.g.name)
+        used_init: list[str] = []
+        used_fwd: list[str] = []
+
+        def noting(fn, used):
+            def wrapped(n):
+                text = fn(n)
+                if text is not None and n not in used:
+                    used.append(n)
+                return text
+            return wrapped
+
+        is_main = self.g.name == self.m.main
+        stored = Namer(attr_name, set(code.attrs))  # a value the forward reads, on self beside the layers
+
+        inherit = set() if is_main else self.inherited()
+
+        def own_or_inherited(n: str) -> str | None:  # a name an init value reads from an enclosing scope
+            text = nm.init(n)
+            if text is None and n in inherit and py_name(n) not in _RESERVED:
+                text = py_name(n)
+            return text
+
+        def on_self(n: str) -> str | None:
+            text = own_or_inherited(n)
+            return None if text is None else f"self.{stored(text)}"
+
+        fwd_text = nm.forward if is_main else on_self
+        init = [_write(self.ctors(ln, generic=True), noting(own_or_inherited, used_init)) for ln in code.init]
+        forward = [_write(ln, noting(fwd_text, used_fwd)) for ln in code.forward]
+        weights = [_write(ln, noting(fwd_text, used_fwd)) for ln in code.weights]
+        comments = [_write(c, nm.comment) for c in code.comments]
+        pins = self.pins(noting(nm.init, used_init))
+        if is_main:
+            return ClassPlan("", [], [], {}, pins + init, forward, comments, code.args, "", weights, pins=pins)
+        order = [*nm.params, *sorted(inherit)] if nm.params else [*used_init, *used_fwd]
+        params = [n for n in dict.fromkeys(order) if n in used_init or n in used_fwd]
+        texts = [own_or_inherited(n) for n in params]
+        stores = [f"self.{stored(t)} = {t}" for n, t in zip(params, texts) if n in used_fwd]
+        annots = [_annot(self.g.hparams.get(n, 0)) for n in params]
+        return ClassPlan("", [], texts, {}, pins + stores + init, forward, comments, code.args, "", weights,
+                         sources=params, annots=annots, pins=pins, inherits=[n for n in params if n in inherit])
+
+    def inherited(self) -> set[str]:
+        """Names this graph's initialisers read that are not its own (`layers` in GPT-2's scaled c_proj init, declared
+        by the model), and those its callees take so: its constructor takes them and passes them on."""
+        own = set(_size_names(self.g)) | set(self.g.hparams)
+        out: set[str] = set()
+        for n in self.g.nodes():
+            for _, init in n.init:
+                for _, v in init.args:
+                    if isinstance(v, (HInt, HFloat)) and v.expr is not None:
+                        out |= names(v.expr)
+            for callee in _callees(self.m, self.g) if n.kind in ("call", "repeat") else ():
+                plan = self.by_graph.get(callee)
+                if plan is not None:
+                    out |= set(plan.inherits)
+        return out - own
+
+    def pins(self, fn) -> list[str]:
+        """Constructor lines that raise for arguments this code was not written for: the graph's `assert`s (with
+        the spec's message), the `if` branches it took and the loop lengths it unrolled."""
+        out = []
+        who = self.m.name if self.g.name == self.m.main else self.g.block
+        for text, what in self.g.pins:
+            if not text:  # decided by something the code cannot check: numbers of this compile only
+                raise Unrenderable(what)
+            with rendering(marker):
+                cond = render_expr(text, (marker, set()))
+            cond = _write(cond, fn)
+            if what.startswith("assert:"):  # the spec's own words for an invalid configuration
+                msg = json.dumps(f"{who}: {what.removeprefix('assert:')}")
+            else:
+                msg = json.dumps(f"{who}: {what} in the spec this class was compiled from; recompile with -D")
+            out += [f"if {_negated(cond)}:", f"    raise ValueError({msg})"]
+        return out
+
+    def ctors(self, line: str, generic: bool) -> str:
+        """`@callee|site graph|site node@` (forward.py's construct) -> `Class(arguments)`."""
+        def rep(mt: re.Match) -> str:
+            callee, site_graph, site_node = mt.groups()
+            plan = self.by_graph[callee]
+            args = [self.argument(plan, callee, self.m.graphs[site_graph], site_node, src, generic)
+                    for src in plan.sources]
+            return f"{plan.name}({', '.join(args)})"
+        line = _CTOR.sub(rep, line)
+
+        def embedded(mt: re.Match) -> str:  # a block an op runs (moe's experts): built with this compile's numbers
+            plan = self.by_graph[mt.group(1)]
+            if generic and plan.sources:
+                raise Unrenderable(mt.group(1))
+            g = self.m.graphs[mt.group(1)]
+            values = {**{d.expr: int(d) for d in _sizes_of(g)}, **g.hparams}
+            return f"{plan.name}({', '.join(pyval(_plain(values[src])) for src in plan.sources)})"
+        return re.sub(r"@([\w.]+)@", embedded, line)
+
+    def argument(self, plan: ClassPlan, callee: str, site: Graph, node: str, src: str, generic: bool) -> str:
+        """The text of the callee's parameter `src` where `site`'s node `node` builds it."""
+        if callee in self.parent:  # a repeat body's class takes its enclosing graph's names
+            if generic:
+                return marker(src)
+            value = site.hparams.get(src)
+            if value is None:
+                value = next((v for v in _sizes_of(site) if v.expr == src), None)
+            if value is None:
+                raise Unrenderable(src)
+            return pyval(int(value) if isinstance(value, HInt) else value)
+        n: Node = site[node]
+        callee_g = self.m.graphs[callee]
+        env: dict[str, Any] = dict(n.attrs.args)
+        from ...elaborate.sizes import size_env  # noqa: PLC0415 - backends may read the frontend's helpers
+        for i, src_in in zip(callee_g.inputs, n.inputs):
+            env.update(size_env(callee_g[i].type, site[src_in].type))
+        if src not in env:  # inherited: the caller's own name for it
+            if generic:
+                return marker(src)
+            env[src] = site.hparams.get(src, self.m.hparams.get(src))
+        value = env[src]
+        if generic and isinstance(value, (HInt, HFloat)) and value.expr is not None:
+            with rendering(marker):
+                return repr(value)
+        return pyval(int(value) if isinstance(value, HInt) else float(value) if isinstance(value, HFloat)
+                     else _plain(value))
+
+
+_FLIP = {ast.Eq: ast.NotEq, ast.NotEq: ast.Eq, ast.Lt: ast.GtE, ast.GtE: ast.Lt, ast.Gt: ast.LtE, ast.LtE: ast.Gt}
+
+
+def _negated(cond: str) -> str:
+    """`not cond` as a person writes it: `a == b` for `not a != b`, `x` for `not not x`."""
+    tree = ast.parse(cond, mode="eval").body
+    if isinstance(tree, ast.UnaryOp) and isinstance(tree.op, ast.Not):
+        return ast.unparse(tree.operand)
+    if isinstance(tree, ast.Compare) and len(tree.ops) == 1 and type(tree.ops[0]) in _FLIP:
+        return ast.unparse(ast.Compare(tree.left, [_FLIP[type(tree.ops[0])]()], tree.comparators))
+    return ast.unparse(ast.UnaryOp(ast.Not(), tree))
+
+
+def _sizes_of(g: Graph) -> list:
+    out = []
+    for i in g.inputs:
+        t = g[i].type
+        for item in t.items if isinstance(t, TupleType) else (t,):
+            if isinstance(item, TensorType):
+                out += [d for d in item.shape if isinstance(d, HInt)]
+    return out
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return tuple(_plain(x) for x in v)
+    return v
+
+
+def _annot(v: Any) -> str:
+    return "float" if isinstance(v, float) else "bool" if isinstance(v, bool) else "int" if isinstance(v, int) \
+        else "str" if isinstance(v, str) else "tuple"
 
 
 _TOP_LEVEL = re.compile(r"^(?:class|def)\s+(\w+)|^(?!\s)(\w+)\s*[:=]", re.M)
-
-
-def _resolve_ctor(line: str, plans_by_graph: dict[str, ClassPlan]) -> str:
-    def rep(mt):
-        gname = mt.group(1)
-        p = plans_by_graph[gname]
-        args = ", ".join(pyval(v) for v in p.args[gname])
-        return f"{p.name}({args})"
-    return re.sub(r"@([\w.]+)@", rep, line)
-
-

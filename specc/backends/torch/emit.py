@@ -9,12 +9,13 @@ import re
 from pydantic import BaseModel
 
 from ...diagnostics import Diagnostic, SpecError
+from ...hyper import Unrenderable, rendering
 from ...ir import Module
 from ...naming import Namer, class_name, py_name
 from ...ops.torch_rule import pyval
 from ...version import __version__
 from .checks import input_checks
-from .classes import _resolve_ctor, plan_classes
+from .classes import plan_classes
 from .kvcache import cache_plan, generate_method
 
 __all__ = ["check_emittable", "class_name", "emit_module_source"]
@@ -68,7 +69,6 @@ def emit_module_source(m: Module, source_name: str | None = None) -> str:
     imports), so its layout can be read off the code."""
     check_emittable(m)
     plans, _, imports, support = plan_classes(m)
-    by_graph = {g: p for p in plans for g in p.members}
     model_cls = class_name(m.name)
     src = source_name or m.path
     out: list[str] = []
@@ -95,22 +95,32 @@ def emit_module_source(m: Module, source_name: str | None = None) -> str:
         if is_main:
             out.append(f"    def __init__(self, config: {model_cls}Config = {model_cls}Config()) -> None:")
             out.append("        super().__init__()")
-            out.append(f"        if config != {model_cls}Config():  # the layers below are specialised to these values")
-            out.append(f"            raise ValueError(f\"compiled for {{{model_cls}Config()}}: recompile with -D to change it\")")
+            if not all(q.generic for q in plans):
+                out.append(f"        if config != {model_cls}Config():  # the layers below are specialised to these "
+                           "values")
+                out.append(f"            raise ValueError(f\"compiled for {{{model_cls}Config()}}: recompile with -D to "
+                           "change it\")")
             out.append("        self.config = config")
         else:
-            sig = "".join(f", {a}: int" for a in p.params)
+            sig = "".join(f", {a}: {t}" for a, t in zip(p.params, p.annots or ["int"] * len(p.params)))
             out.append(f"    def __init__(self{sig}) -> None:")
             out.append("        super().__init__()")
         for ln in p.init:
-            out.extend("        " + part for part in _resolve_ctor(ln, by_graph).split("\n"))
+            out.extend("        " + part for part in ln.split("\n"))
         if p.weights:
             out += ["        self._init_weights()", "", *_init_weights(p.weights, src)]
         out.append("")
         fargs = "".join(f", {a}" for a in p.fwd_args)
         out.append(f"    def forward(self{fargs}):")
         if is_main:
-            out.extend("        " + ln for ln in input_checks(m, p.fwd_args, model_cls))
+            with rendering(_config_names(m) if p.generic else (lambda n: None)) as _:
+                try:
+                    checks = input_checks(m, p.fwd_args, model_cls)
+                except Unrenderable:
+                    checks = None
+            if checks is None:
+                checks = input_checks(m, p.fwd_args, model_cls)
+            out.extend("        " + ln for ln in checks)
         for ln, c in zip(p.forward, p.comments):
             out.append("        " + ln + (f"  # {c}" if c else ""))
         if is_main:
@@ -128,6 +138,8 @@ def emit_module_source(m: Module, source_name: str | None = None) -> str:
     imports = ["from dataclasses import dataclass", "import torch", "from torch import nn", *imports]
     if re.search(r"\bF\.", body):
         imports.append("import torch.nn.functional as F")
+    if re.search(r"(?<![\w.])math\.", body) and "import math" not in imports:  # math.sqrt in a config-driven init
+        imports.append("import math")
     stdlib = [i for i in imports if i.split()[1].split(".")[0] in _STDLIB]
     third = [i for i in imports if i not in stdlib]
     head = [
@@ -138,6 +150,12 @@ def emit_module_source(m: Module, source_name: str | None = None) -> str:
         *_isort(third),
     ]
     return "\n".join(head) + "\n" + body
+
+
+def _config_names(m: Module):
+    field_name = Namer(py_name)
+    fields = {k: field_name(k) for k in m.hparams}
+    return lambda n: f"self.config.{fields[n]}" if n in fields else None
 
 
 def _init_weights(lines: list[str], src: str) -> list[str]:

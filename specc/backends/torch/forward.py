@@ -336,11 +336,15 @@ class _ForwardCode(Interpreter[str, None]):
         attr = self.attr_of(node.name)
         if node.kind == "call":
             self.callees.append(node.target)
-            ctor = f"@{node.target}@"
+            ctor = f"@{node.target}|{self.g.name}|{node.name}@"  # classes.py writes the class and its arguments
         else:
             body = self.repeat_body(node).name
             self.callees.append(body)
-            ctor = f"@{body}@ for _ in range({node.attrs.count})"
+            if body == node.target:  # the body's own class, built in this graph
+                site = f"{self.g.name}|{node.name}"
+            else:  # the one block the body calls, built from the body's call node
+                site = f"{node.target}|{next(c.name for c in self.module.graphs[node.target].nodes() if c.kind == 'call')}"
+            ctor = f"@{body}|{site}@ for _ in range({node.attrs.count})"
         entry = stack_entry(attr)
         if entry is None:
             self.init.append(f"self.{attr} = " + (ctor if node.kind == "call" else f"nn.ModuleList([{ctor}])"))

@@ -15,11 +15,13 @@ class ResNet18Config:
 
 
 class BasicBlock(nn.Module):
-    """BasicBlock (4 variants), defined at std/resnet.nn:8"""
+    """BasicBlock, defined at std/resnet.nn:8"""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, x_channels: int, width: int, stride: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        if stride != 1 or x_channels != width:
+            raise ValueError("BasicBlock: `stride != 1 or channels(x) != width` is false in the spec this class was compiled from; recompile with -D")
+        self.conv1 = nn.Conv2d(x_channels, width, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
@@ -35,26 +37,28 @@ class BasicBlock(nn.Module):
         nn.init.zeros_(self.bn2.bias)
 
     def forward(self, x):
-        y = self.conv1(x)  # [B, width, *, *]
-        y = self.bn1(y)  # [B, width, *, *]
-        y = F.relu(y, inplace=True)  # [B, width, *, *]
-        y = self.conv2(y)  # [B, width, *, *]
-        y = self.bn2(y)  # [B, width, *, *]
-        x = x + y  # [B, width, *, *]
-        x = F.relu(x, inplace=True)  # [B, width, *, *]
+        y = self.conv1(x)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        y = self.bn1(y)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        y = F.relu(y, inplace=True)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        y = self.conv2(y)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        y = self.bn2(y)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        x = x + y  # [B, x_channels, x_height, x_width]
+        x = F.relu(x, inplace=True)  # [B, x_channels, x_height, x_width]
         return x
 
 
 class BasicBlock1(nn.Module):
-    """BasicBlock (3 variants), defined at std/resnet.nn:8"""
+    """BasicBlock, defined at std/resnet.nn:8"""
 
-    def __init__(self, width: int, x_channels: int) -> None:
+    def __init__(self, x_channels: int, width: int, stride: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(x_channels, width, 3, stride=2, padding=1, bias=False)
+        if not (stride != 1 or x_channels != width):
+            raise ValueError("BasicBlock: `stride != 1 or channels(x) != width` is true in the spec this class was compiled from; recompile with -D")
+        self.conv1 = nn.Conv2d(x_channels, width, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
-        self.down_conv = nn.Conv2d(x_channels, width, 1, stride=2, bias=False)
+        self.down_conv = nn.Conv2d(x_channels, width, 1, stride=stride, bias=False)
         self.down_bn = nn.BatchNorm2d(width)
         self._init_weights()
 
@@ -71,15 +75,15 @@ class BasicBlock1(nn.Module):
         nn.init.zeros_(self.down_bn.bias)
 
     def forward(self, x):
-        y = self.conv1(x)  # [B, width, *, *]
-        y = self.bn1(y)  # [B, width, *, *]
-        y = F.relu(y, inplace=True)  # [B, width, *, *]
-        y = self.conv2(y)  # [B, width, *, *]
-        y = self.bn2(y)  # [B, width, *, *]
-        x = self.down_conv(x)  # [B, width, *, *]
-        x = self.down_bn(x)  # [B, width, *, *]
-        x = x + y  # [B, width, *, *]
-        x = F.relu(x, inplace=True)  # [B, width, *, *]
+        y = self.conv1(x)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        y = self.bn1(y)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        y = F.relu(y, inplace=True)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        y = self.conv2(y)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        y = self.bn2(y)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        x = self.down_conv(x)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        x = self.down_bn(x)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        x = x + y  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        x = F.relu(x, inplace=True)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
         return x
 
 
@@ -88,16 +92,14 @@ class ResNet18(nn.Module):
 
     def __init__(self, config: ResNet18Config = ResNet18Config()) -> None:
         super().__init__()
-        if config != ResNet18Config():  # the layers below are specialised to these values
-            raise ValueError(f"compiled for {ResNet18Config()}: recompile with -D to change it")
         self.config = config
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        self.layer1 = nn.Sequential(BasicBlock(64), BasicBlock(64))
-        self.layer2 = nn.Sequential(BasicBlock1(128, 64), BasicBlock(128))
-        self.layer3 = nn.Sequential(BasicBlock1(256, 128), BasicBlock(256))
-        self.layer4 = nn.Sequential(BasicBlock1(512, 256), BasicBlock(512))
-        self.fc = nn.Linear(512, 1000)
+        self.layer1 = nn.Sequential(BasicBlock(64, 64, 1), BasicBlock(64, 64, 1))
+        self.layer2 = nn.Sequential(BasicBlock1(64, 128, 2), BasicBlock(128, 128, 1))
+        self.layer3 = nn.Sequential(BasicBlock1(128, 256, 2), BasicBlock(256, 256, 1))
+        self.layer4 = nn.Sequential(BasicBlock1(256, 512, 2), BasicBlock(512, 512, 1))
+        self.fc = nn.Linear(512, config.classes)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -126,7 +128,7 @@ class ResNet18(nn.Module):
         x = self.layer4(x)  # [B, 512, 7, 7]
         x = F.adaptive_avg_pool2d(x, 1)  # [B, 512, 1, 1]
         x = torch.flatten(x, 1)  # [B, 512]
-        logits = self.fc(x)  # [B, 1000]
+        logits = self.fc(x)  # [B, classes]
         return logits
 
     def aux_loss(self) -> torch.Tensor:

@@ -18,101 +18,18 @@ class ResNet50Config:
 class Bottleneck(nn.Module):
     """Bottleneck, defined at std/resnet.nn:17"""
 
-    def __init__(self) -> None:
+    def __init__(self, x_channels: int, width: int, stride: int, expansion: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(64, 64, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.conv2 = nn.Conv2d(64, 64, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(64)
-        self.conv3 = nn.Conv2d(64, 256, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(256)
-        self.down_conv = nn.Conv2d(64, 256, 1, bias=False)
-        self.down_bn = nn.BatchNorm2d(256)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        """Initialisation declared in resnet50.nn; parameters it does not name keep PyTorch's defaults."""
-        nn.init.kaiming_normal_(self.conv1.weight, mode='fan_out', nonlinearity='relu')
-        nn.init.ones_(self.bn1.weight)
-        nn.init.zeros_(self.bn1.bias)
-        nn.init.kaiming_normal_(self.conv2.weight, mode='fan_out', nonlinearity='relu')
-        nn.init.ones_(self.bn2.weight)
-        nn.init.zeros_(self.bn2.bias)
-        nn.init.kaiming_normal_(self.conv3.weight, mode='fan_out', nonlinearity='relu')
-        nn.init.ones_(self.bn3.weight)
-        nn.init.zeros_(self.bn3.bias)
-        nn.init.kaiming_normal_(self.down_conv.weight, mode='fan_out', nonlinearity='relu')
-        nn.init.ones_(self.down_bn.weight)
-        nn.init.zeros_(self.down_bn.bias)
-
-    def forward(self, x):
-        y = self.conv1(x)  # [B, 64, 56, 56]
-        y = self.bn1(y)  # [B, 64, 56, 56]
-        y = F.relu(y, inplace=True)  # [B, 64, 56, 56]
-        y = self.conv2(y)  # [B, 64, 56, 56]
-        y = self.bn2(y)  # [B, 64, 56, 56]
-        y = F.relu(y, inplace=True)  # [B, 64, 56, 56]
-        y = self.conv3(y)  # [B, 256, 56, 56]
-        y = self.bn3(y)  # [B, 256, 56, 56]
-        x = self.down_conv(x)  # [B, 256, 56, 56]
-        x = self.down_bn(x)  # [B, 256, 56, 56]
-        x = x + y  # [B, 256, 56, 56]
-        x = F.relu(x, inplace=True)  # [B, 256, 56, 56]
-        return x
-
-
-class Bottleneck1(nn.Module):
-    """Bottleneck (4 variants), defined at std/resnet.nn:17"""
-
-    def __init__(self, width: int, x_channels: int) -> None:
-        super().__init__()
+        if not (stride != 1 or x_channels != expansion * width):
+            raise ValueError("Bottleneck: `stride != 1 or channels(x) != out` is true in the spec this class was compiled from; recompile with -D")
         self.conv1 = nn.Conv2d(x_channels, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, x_channels, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(x_channels)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        """Initialisation declared in resnet50.nn; parameters it does not name keep PyTorch's defaults."""
-        nn.init.kaiming_normal_(self.conv1.weight, mode='fan_out', nonlinearity='relu')
-        nn.init.ones_(self.bn1.weight)
-        nn.init.zeros_(self.bn1.bias)
-        nn.init.kaiming_normal_(self.conv2.weight, mode='fan_out', nonlinearity='relu')
-        nn.init.ones_(self.bn2.weight)
-        nn.init.zeros_(self.bn2.bias)
-        nn.init.kaiming_normal_(self.conv3.weight, mode='fan_out', nonlinearity='relu')
-        nn.init.ones_(self.bn3.weight)
-        nn.init.zeros_(self.bn3.bias)
-
-    def forward(self, x):
-        y = self.conv1(x)  # [B, width, *, *]
-        y = self.bn1(y)  # [B, width, *, *]
-        y = F.relu(y, inplace=True)  # [B, width, *, *]
-        y = self.conv2(y)  # [B, width, *, *]
-        y = self.bn2(y)  # [B, width, *, *]
-        y = F.relu(y, inplace=True)  # [B, width, *, *]
-        y = self.conv3(y)  # [B, width * 4, *, *]
-        y = self.bn3(y)  # [B, width * 4, *, *]
-        x = x + y  # [B, width * 4, *, *]
-        x = F.relu(x, inplace=True)  # [B, width * 4, *, *]
-        return x
-
-
-class Bottleneck2(nn.Module):
-    """Bottleneck (3 variants), defined at std/resnet.nn:17"""
-
-    def __init__(self, width: int, x_channels: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(x_channels, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=2, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, width * 4, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(width * 4)
-        self.down_conv = nn.Conv2d(x_channels, width * 4, 1, stride=2, bias=False)
-        self.down_bn = nn.BatchNorm2d(width * 4)
+        self.conv3 = nn.Conv2d(width, expansion * width, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(expansion * width)
+        self.down_conv = nn.Conv2d(x_channels, expansion * width, 1, bias=False)
+        self.down_bn = nn.BatchNorm2d(expansion * width)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -131,18 +48,107 @@ class Bottleneck2(nn.Module):
         nn.init.zeros_(self.down_bn.bias)
 
     def forward(self, x):
-        y = self.conv1(x)  # [B, width, *, *]
-        y = self.bn1(y)  # [B, width, *, *]
-        y = F.relu(y, inplace=True)  # [B, width, *, *]
-        y = self.conv2(y)  # [B, width, *, *]
-        y = self.bn2(y)  # [B, width, *, *]
-        y = F.relu(y, inplace=True)  # [B, width, *, *]
-        y = self.conv3(y)  # [B, width * 4, *, *]
-        y = self.bn3(y)  # [B, width * 4, *, *]
-        x = self.down_conv(x)  # [B, width * 4, *, *]
-        x = self.down_bn(x)  # [B, width * 4, *, *]
-        x = x + y  # [B, width * 4, *, *]
-        x = F.relu(x, inplace=True)  # [B, width * 4, *, *]
+        y = self.conv1(x)  # [B, width, x_height, x_width]
+        y = self.bn1(y)  # [B, width, x_height, x_width]
+        y = F.relu(y, inplace=True)  # [B, width, x_height, x_width]
+        y = self.conv2(y)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        y = self.bn2(y)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        y = F.relu(y, inplace=True)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        y = self.conv3(y)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        y = self.bn3(y)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        x = self.down_conv(x)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        x = self.down_bn(x)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        x = x + y  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        x = F.relu(x, inplace=True)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        return x
+
+
+class Bottleneck1(nn.Module):
+    """Bottleneck, defined at std/resnet.nn:17"""
+
+    def __init__(self, x_channels: int, width: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        if stride != 1 or x_channels != expansion * width:
+            raise ValueError("Bottleneck: `stride != 1 or channels(x) != out` is false in the spec this class was compiled from; recompile with -D")
+        self.conv1 = nn.Conv2d(x_channels, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, expansion * width, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(expansion * width)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Initialisation declared in resnet50.nn; parameters it does not name keep PyTorch's defaults."""
+        nn.init.kaiming_normal_(self.conv1.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.ones_(self.bn1.weight)
+        nn.init.zeros_(self.bn1.bias)
+        nn.init.kaiming_normal_(self.conv2.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.ones_(self.bn2.weight)
+        nn.init.zeros_(self.bn2.bias)
+        nn.init.kaiming_normal_(self.conv3.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.ones_(self.bn3.weight)
+        nn.init.zeros_(self.bn3.bias)
+
+    def forward(self, x):
+        y = self.conv1(x)  # [B, width, x_height, x_width]
+        y = self.bn1(y)  # [B, width, x_height, x_width]
+        y = F.relu(y, inplace=True)  # [B, width, x_height, x_width]
+        y = self.conv2(y)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        y = self.bn2(y)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        y = F.relu(y, inplace=True)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        y = self.conv3(y)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        y = self.bn3(y)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        x = x + y  # [B, x_channels, x_height, x_width]
+        x = F.relu(x, inplace=True)  # [B, x_channels, x_height, x_width]
+        return x
+
+
+class Bottleneck2(nn.Module):
+    """Bottleneck, defined at std/resnet.nn:17"""
+
+    def __init__(self, x_channels: int, width: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        if not (stride != 1 or x_channels != expansion * width):
+            raise ValueError("Bottleneck: `stride != 1 or channels(x) != out` is true in the spec this class was compiled from; recompile with -D")
+        self.conv1 = nn.Conv2d(x_channels, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, expansion * width, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(expansion * width)
+        self.down_conv = nn.Conv2d(x_channels, expansion * width, 1, stride=stride, bias=False)
+        self.down_bn = nn.BatchNorm2d(expansion * width)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Initialisation declared in resnet50.nn; parameters it does not name keep PyTorch's defaults."""
+        nn.init.kaiming_normal_(self.conv1.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.ones_(self.bn1.weight)
+        nn.init.zeros_(self.bn1.bias)
+        nn.init.kaiming_normal_(self.conv2.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.ones_(self.bn2.weight)
+        nn.init.zeros_(self.bn2.bias)
+        nn.init.kaiming_normal_(self.conv3.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.ones_(self.bn3.weight)
+        nn.init.zeros_(self.bn3.bias)
+        nn.init.kaiming_normal_(self.down_conv.weight, mode='fan_out', nonlinearity='relu')
+        nn.init.ones_(self.down_bn.weight)
+        nn.init.zeros_(self.down_bn.bias)
+
+    def forward(self, x):
+        y = self.conv1(x)  # [B, width, x_height, x_width]
+        y = self.bn1(y)  # [B, width, x_height, x_width]
+        y = F.relu(y, inplace=True)  # [B, width, x_height, x_width]
+        y = self.conv2(y)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        y = self.bn2(y)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        y = F.relu(y, inplace=True)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        y = self.conv3(y)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        y = self.bn3(y)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        x = self.down_conv(x)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        x = self.down_bn(x)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        x = x + y  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        x = F.relu(x, inplace=True)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
         return x
 
 
@@ -151,16 +157,14 @@ class ResNet50(nn.Module):
 
     def __init__(self, config: ResNet50Config = ResNet50Config()) -> None:
         super().__init__()
-        if config != ResNet50Config():  # the layers below are specialised to these values
-            raise ValueError(f"compiled for {ResNet50Config()}: recompile with -D to change it")
         self.config = config
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        self.layer1 = nn.Sequential(Bottleneck(), *[Bottleneck1(64, 256) for _ in range(2)])
-        self.layer2 = nn.Sequential(Bottleneck2(128, 256), *[Bottleneck1(128, 512) for _ in range(3)])
-        self.layer3 = nn.Sequential(Bottleneck2(256, 512), *[Bottleneck1(256, 1024) for _ in range(5)])
-        self.layer4 = nn.Sequential(Bottleneck2(512, 1024), *[Bottleneck1(512, 2048) for _ in range(2)])
-        self.fc = nn.Linear(2048, 1000)
+        self.layer1 = nn.Sequential(Bottleneck(64, 64, 1, 4), *[Bottleneck1(256, 64, 1, 4) for _ in range(config.depths[0] - 1)])
+        self.layer2 = nn.Sequential(Bottleneck2(256, 128, 2, 4), *[Bottleneck1(512, 128, 1, 4) for _ in range(config.depths[1] - 1)])
+        self.layer3 = nn.Sequential(Bottleneck2(512, 256, 2, 4), *[Bottleneck1(1024, 256, 1, 4) for _ in range(config.depths[2] - 1)])
+        self.layer4 = nn.Sequential(Bottleneck2(1024, 512, 2, 4), *[Bottleneck1(2048, 512, 1, 4) for _ in range(config.depths[3] - 1)])
+        self.fc = nn.Linear(2048, config.classes)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -189,7 +193,7 @@ class ResNet50(nn.Module):
         x = self.layer4(x)  # [B, 2048, 7, 7]
         x = F.adaptive_avg_pool2d(x, 1)  # [B, 2048, 1, 1]
         x = torch.flatten(x, 1)  # [B, 2048]
-        logits = self.fc(x)  # [B, 1000]
+        logits = self.fc(x)  # [B, classes]
         return logits
 
     def aux_loss(self) -> torch.Tensor:

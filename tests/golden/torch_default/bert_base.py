@@ -43,12 +43,21 @@ class BertBaseConfig:
 class MultiHeadAttention(nn.Module):
     """MultiHeadAttention, defined at std/transformer.nn:14"""
 
-    def __init__(self) -> None:
+    def __init__(self, d: int, heads: int, kv_heads: int, dropout: float) -> None:
         super().__init__()
-        self.q_proj = nn.Linear(768, 768)
-        self.k_proj = nn.Linear(768, 768)
-        self.v_proj = nn.Linear(768, 768)
-        self.out_proj = nn.Linear(768, 768)
+        if d % heads != 0:
+            raise ValueError("MultiHeadAttention: heads must divide the width")
+        if kv_heads != 0:
+            raise ValueError("MultiHeadAttention: `kv_heads == 0` is true in the spec this class was compiled from; recompile with -D")
+        if heads % heads != 0:
+            raise ValueError("MultiHeadAttention: kv_heads must divide heads")
+        self.d = d
+        self.heads = heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d, d)
+        self.k_proj = nn.Linear(d, d // heads * heads)
+        self.v_proj = nn.Linear(d, d // heads * heads)
+        self.out_proj = nn.Linear(d, d)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -63,31 +72,31 @@ class MultiHeadAttention(nn.Module):
         nn.init.zeros_(self.out_proj.bias)
 
     def forward(self, x, mask):
-        q = self.q_proj(x)  # [B, T, 768]
-        q = q.reshape(q.size(0), q.size(1), 12, 64)  # [B, T, 12, 64]
-        q = q.transpose(1, 2)  # [B, 12, T, 64]
-        k = self.k_proj(x)  # [B, T, 768]
-        k = k.reshape(k.size(0), k.size(1), 12, 64)  # [B, T, 12, 64]
-        k = k.transpose(1, 2)  # [B, 12, T, 64]
-        v = self.v_proj(x)  # [B, T, 768]
-        v = v.reshape(v.size(0), v.size(1), 12, 64)  # [B, T, 12, 64]
-        v = v.transpose(1, 2)  # [B, 12, T, 64]
+        q = self.q_proj(x)  # [B, T, d]
+        q = q.reshape(q.size(0), q.size(1), self.heads, self.d // self.heads)  # [B, T, heads, d // heads]
+        q = q.transpose(1, 2)  # [B, heads, T, d // heads]
+        k = self.k_proj(x)  # [B, T, d // heads * heads]
+        k = k.reshape(k.size(0), k.size(1), self.heads, self.d // self.heads)  # [B, T, heads, d // heads]
+        k = k.transpose(1, 2)  # [B, heads, T, d // heads]
+        v = self.v_proj(x)  # [B, T, d // heads * heads]
+        v = v.reshape(v.size(0), v.size(1), self.heads, self.d // self.heads)  # [B, T, heads, d // heads]
+        v = v.transpose(1, 2)  # [B, heads, T, d // heads]
         mask = mask[:, None, None, :]  # [B, 1, 1, T]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.1 if self.training else 0.0)  # [B, 12, T, 64]
-        y = y.transpose(1, 2)  # [B, T, 12, 64]
-        y = y.reshape(y.size(0), y.size(1), 768)  # [B, T, 768]
-        y = self.out_proj(y)  # [B, T, 768]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)  # [B, heads, T, d // heads]
+        y = y.transpose(1, 2)  # [B, T, heads, d // heads]
+        y = y.reshape(y.size(0), y.size(1), self.d)  # [B, T, d]
+        y = self.out_proj(y)  # [B, T, d]
         return y
 
 
 class FeedForward(nn.Module):
     """FeedForward, defined at std/transformer.nn:47"""
 
-    def __init__(self) -> None:
+    def __init__(self, x_features: int, hidden: int, dropout: float) -> None:
         super().__init__()
-        self.w_1 = nn.Linear(768, 3072)
-        self.dropout = nn.Dropout(0.1)
-        self.w_2 = nn.Linear(3072, 768)
+        self.w_1 = nn.Linear(x_features, hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.w_2 = nn.Linear(hidden, x_features)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -98,24 +107,24 @@ class FeedForward(nn.Module):
         nn.init.zeros_(self.w_2.bias)
 
     def forward(self, x):
-        h = self.w_1(x)  # [B, T, 3072]
-        h = F.gelu(h)  # [B, T, 3072]
-        h = self.dropout(h)  # [B, T, 3072]
-        h = self.w_2(h)  # [B, T, 768]
+        h = self.w_1(x)  # [B, T, hidden]
+        h = F.gelu(h)  # [B, T, hidden]
+        h = self.dropout(h)  # [B, T, hidden]
+        h = self.w_2(h)  # [B, T, x_features]
         return h
 
 
 class EncoderLayer(nn.Module):
     """EncoderLayer, defined at std/transformer.nn:68"""
 
-    def __init__(self) -> None:
+    def __init__(self, x_features: int, heads: int, d_ff: int, dropout: float, eps: float) -> None:
         super().__init__()
-        self.self_attn = MultiHeadAttention()
-        self.dropout = nn.Dropout(0.1)
-        self.norm1 = nn.LayerNorm(768, eps=1e-12)
-        self.ffn = FeedForward()
-        self.dropout_1 = nn.Dropout(0.1)
-        self.norm2 = nn.LayerNorm(768, eps=1e-12)
+        self.self_attn = MultiHeadAttention(x_features, heads, 0, dropout)
+        self.dropout = nn.Dropout(dropout)
+        self.norm1 = nn.LayerNorm(x_features, eps=eps)
+        self.ffn = FeedForward(x_features, d_ff, dropout)
+        self.dropout_1 = nn.Dropout(dropout)
+        self.norm2 = nn.LayerNorm(x_features, eps=eps)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -126,14 +135,14 @@ class EncoderLayer(nn.Module):
         nn.init.zeros_(self.norm2.bias)
 
     def forward(self, x, mask):
-        y = self.self_attn(x, mask)  # [B, T, 768]
-        y = self.dropout(y)  # [B, T, 768]
-        x = x + y  # [B, T, 768]
-        x = self.norm1(x)  # [B, T, 768]
-        z = self.ffn(x)  # [B, T, 768]
-        z = self.dropout_1(z)  # [B, T, 768]
-        x = x + z  # [B, T, 768]
-        x = self.norm2(x)  # [B, T, 768]
+        y = self.self_attn(x, mask)  # [B, T, x_features]
+        y = self.dropout(y)  # [B, T, x_features]
+        x = x + y  # [B, T, x_features]
+        x = self.norm1(x)  # [B, T, x_features]
+        z = self.ffn(x)  # [B, T, x_features]
+        z = self.dropout_1(z)  # [B, T, x_features]
+        x = x + z  # [B, T, x_features]
+        x = self.norm2(x)  # [B, T, x_features]
         return x
 
 
@@ -142,16 +151,14 @@ class BertBase(nn.Module):
 
     def __init__(self, config: BertBaseConfig = BertBaseConfig()) -> None:
         super().__init__()
-        if config != BertBaseConfig():  # the layers below are specialised to these values
-            raise ValueError(f"compiled for {BertBaseConfig()}: recompile with -D to change it")
         self.config = config
-        self.word_embeddings = nn.Embedding(30522, 768)
-        self.position_embeddings = LearnedPositions(512, 768)
-        self.token_type_embeddings = nn.Embedding(2, 768)
-        self.embeddings_norm = nn.LayerNorm(768, eps=1e-12)
-        self.dropout = nn.Dropout(0.1)
-        self.layer = nn.ModuleList([EncoderLayer() for _ in range(12)])
-        self.pooler = nn.Linear(768, 768)
+        self.word_embeddings = nn.Embedding(config.vocab, config.d)
+        self.position_embeddings = LearnedPositions(config.max_pos, config.d)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab, config.d)
+        self.embeddings_norm = nn.LayerNorm(config.d, eps=config.eps)
+        self.dropout = nn.Dropout(config.dropout)
+        self.layer = nn.ModuleList([EncoderLayer(config.d, config.heads, config.d_ff, config.dropout, config.eps) for _ in range(config.layers)])
+        self.pooler = nn.Linear(config.d, config.d)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -168,8 +175,8 @@ class BertBase(nn.Module):
         if not torch.compiler.is_compiling():  # the spec's input contract (torch.compile guards shapes)
             if ids.dim() != 2 or ids.is_floating_point() or ids.dtype == torch.bool:
                 raise ValueError(f"ids must be an integer tensor [B, T], got {ids.dtype} {tuple(ids.shape)}")
-            if ids.size(1) > 512:
-                raise ValueError(f"ids has T = {ids.size(1)}, BertBase was built for T <= 512 (max_pos)")
+            if ids.size(1) > self.config.max_pos:
+                raise ValueError(f"ids has T = {ids.size(1)}, BertBase was built for T <= {self.config.max_pos} (max_pos)")
             if token_types.dim() != 2 or token_types.is_floating_point() or token_types.dtype == torch.bool:
                 raise ValueError(f"token_types must be an integer tensor [B, T], got {token_types.dtype} {tuple(token_types.shape)}")
             if token_types.size(0) != ids.size(0):
@@ -182,17 +189,17 @@ class BertBase(nn.Module):
                 raise ValueError(f"mask has B = {mask.size(0)}, ids has B = {ids.size(0)}")
             if mask.size(1) != ids.size(1):
                 raise ValueError(f"mask has T = {mask.size(1)}, ids has T = {ids.size(1)}")
-        x = self.word_embeddings(ids)  # [B, T, 768]
-        x = self.position_embeddings(x)  # [B, T, 768]
-        y = self.token_type_embeddings(token_types)  # [B, T, 768]
-        x = x + y  # [B, T, 768]
-        x = self.embeddings_norm(x)  # [B, T, 768]
-        x = self.dropout(x)  # [B, T, 768]
+        x = self.word_embeddings(ids)  # [B, T, d]
+        x = self.position_embeddings(x)  # [B, T, d]
+        y = self.token_type_embeddings(token_types)  # [B, T, d]
+        x = x + y  # [B, T, d]
+        x = self.embeddings_norm(x)  # [B, T, d]
+        x = self.dropout(x)  # [B, T, d]
         for layer in self.layer:
-            x = layer(x, mask)  # [B, T, 768]
-        z = x[:, 0]  # [B, 768]
-        z = self.pooler(z)  # [B, 768]
-        pooled = torch.tanh(z)  # [B, 768]
+            x = layer(x, mask)  # [B, T, d]
+        z = x[:, 0]  # [B, d]
+        z = self.pooler(z)  # [B, d]
+        pooled = torch.tanh(z)  # [B, d]
         return x, pooled
 
     def aux_loss(self) -> torch.Tensor:

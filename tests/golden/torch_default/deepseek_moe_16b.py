@@ -213,51 +213,60 @@ class DeepSeekMoE16BConfig:
 class MultiHeadAttention(nn.Module):
     """MultiHeadAttention, defined at std/transformer.nn:14"""
 
-    def __init__(self) -> None:
+    def __init__(self, d: int, heads: int, kv_heads: int, dropout: float) -> None:
         super().__init__()
-        self.q_proj = nn.Linear(2048, 2048, bias=False)
-        self.k_proj = nn.Linear(2048, 2048, bias=False)
-        self.v_proj = nn.Linear(2048, 2048, bias=False)
-        self.out_proj = nn.Linear(2048, 2048, bias=False)
+        if d % heads != 0:
+            raise ValueError("MultiHeadAttention: heads must divide the width")
+        if kv_heads != 0:
+            raise ValueError("MultiHeadAttention: `kv_heads == 0` is true in the spec this class was compiled from; recompile with -D")
+        if heads % heads != 0:
+            raise ValueError("MultiHeadAttention: kv_heads must divide heads")
+        self.d = d
+        self.heads = heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d, d, bias=False)
+        self.k_proj = nn.Linear(d, d // heads * heads, bias=False)
+        self.v_proj = nn.Linear(d, d // heads * heads, bias=False)
+        self.out_proj = nn.Linear(d, d, bias=False)
 
     def forward(self, x, cache=None):
-        q = self.q_proj(x)  # [B, T, 2048]
-        q = q.reshape(q.size(0), q.size(1), 16, 128)  # [B, T, 16, 128]
-        q = q.transpose(1, 2)  # [B, 16, T, 128]
-        k = self.k_proj(x)  # [B, T, 2048]
-        k = k.reshape(k.size(0), k.size(1), 16, 128)  # [B, T, 16, 128]
-        k = k.transpose(1, 2)  # [B, 16, T, 128]
-        v = self.v_proj(x)  # [B, T, 2048]
-        v = v.reshape(v.size(0), v.size(1), 16, 128)  # [B, T, 16, 128]
-        v = v.transpose(1, 2)  # [B, 16, T, 128]
-        q = apply_rope(q, cache=cache)  # [B, 16, T, 128]
-        k = apply_rope(k, cache=cache)  # [B, 16, T, 128]
+        q = self.q_proj(x)  # [B, T, d]
+        q = q.reshape(q.size(0), q.size(1), self.heads, self.d // self.heads)  # [B, T, heads, d // heads]
+        q = q.transpose(1, 2)  # [B, heads, T, d // heads]
+        k = self.k_proj(x)  # [B, T, d // heads * heads]
+        k = k.reshape(k.size(0), k.size(1), self.heads, self.d // self.heads)  # [B, T, heads, d // heads]
+        k = k.transpose(1, 2)  # [B, heads, T, d // heads]
+        v = self.v_proj(x)  # [B, T, d // heads * heads]
+        v = v.reshape(v.size(0), v.size(1), self.heads, self.d // self.heads)  # [B, T, heads, d // heads]
+        v = v.transpose(1, 2)  # [B, heads, T, d // heads]
+        q = apply_rope(q, cache=cache)  # [B, heads, T, d // heads]
+        k = apply_rope(k, cache=cache)  # [B, heads, T, d // heads]
         if cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # [B, 16, T, 128]
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)  # [B, heads, T, d // heads]
         else:  # generating: attend to the cached positions too
             k, v = cache.update(k, v)  # keys and values of every position so far
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=cache.causal_mask(q, k))  # [B, 16, T, 128]
-        y = y.transpose(1, 2)  # [B, T, 16, 128]
-        y = y.reshape(y.size(0), y.size(1), 2048)  # [B, T, 2048]
-        y = self.out_proj(y)  # [B, T, 2048]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=cache.causal_mask(q, k), dropout_p=self.dropout if self.training else 0.0)  # [B, heads, T, d // heads]
+        y = y.transpose(1, 2)  # [B, T, heads, d // heads]
+        y = y.reshape(y.size(0), y.size(1), self.d)  # [B, T, d]
+        y = self.out_proj(y)  # [B, T, d]
         return y
 
 
 class SwiGLU(nn.Module):
-    """SwiGLU (2 variants), defined at std/transformer.nn:63"""
+    """SwiGLU, defined at std/transformer.nn:63"""
 
-    def __init__(self, hidden: int) -> None:
+    def __init__(self, x_features: int, hidden: int) -> None:
         super().__init__()
-        self.w1 = nn.Linear(2048, hidden, bias=False)
-        self.w3 = nn.Linear(2048, hidden, bias=False)
-        self.w2 = nn.Linear(hidden, 2048, bias=False)
+        self.w1 = nn.Linear(x_features, hidden, bias=False)
+        self.w3 = nn.Linear(x_features, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, x_features, bias=False)
 
     def forward(self, x):
         y = self.w1(x)  # [B, T, hidden]
         y = F.silu(y)  # [B, T, hidden]
         x = self.w3(x)  # [B, T, hidden]
         y = y * x  # [B, T, hidden]
-        y = self.w2(y)  # [B, T, 2048]
+        y = self.w2(y)  # [B, T, x_features]
         return y
 
 
@@ -267,9 +276,9 @@ class RotaryDecoderLayer(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.input_layernorm = nn.RMSNorm(2048, eps=1e-06)
-        self.self_attn = MultiHeadAttention()
+        self.self_attn = MultiHeadAttention(2048, 16, 0, 0.0)
         self.post_attention_layernorm = nn.RMSNorm(2048, eps=1e-06)
-        self.mlp = SwiGLU(10944)
+        self.mlp = SwiGLU(2048, 10944)
 
     def forward(self, x, cache=None):
         y = self.input_layernorm(x)  # [B, T, 2048]
@@ -281,12 +290,30 @@ class RotaryDecoderLayer(nn.Module):
         return x
 
 
+class SwiGLU1(nn.Module):
+    """SwiGLU, defined at std/transformer.nn:63"""
+
+    def __init__(self, x_features: int, hidden: int) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(x_features, hidden, bias=False)
+        self.w3 = nn.Linear(x_features, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, x_features, bias=False)
+
+    def forward(self, x):
+        y = self.w1(x)  # [B*T, hidden]
+        y = F.silu(y)  # [B*T, hidden]
+        x = self.w3(x)  # [B*T, hidden]
+        y = y * x  # [B*T, hidden]
+        y = self.w2(y)  # [B*T, x_features]
+        return y
+
+
 class SparseMoE(nn.Module):
     """SparseMoE, defined at std/moe.nn:22"""
 
     def __init__(self) -> None:
         super().__init__()
-        self.moe = MixtureOfExperts(2048, [SwiGLU(1408) for _ in range(64)], top_k=6, shared=[SwiGLU(1408) for _ in range(2)], balance_coef=0.001)
+        self.moe = MixtureOfExperts(2048, [SwiGLU1(2048, 1408) for _ in range(64)], top_k=6, shared=[SwiGLU1(2048, 1408) for _ in range(2)], balance_coef=0.001)
 
     def forward(self, x):
         x = self.moe(x)  # [B, T, 2048]
@@ -299,7 +326,7 @@ class RotaryDecoderLayer1(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.input_layernorm = nn.RMSNorm(2048, eps=1e-06)
-        self.self_attn = MultiHeadAttention()
+        self.self_attn = MultiHeadAttention(2048, 16, 0, 0.0)
         self.post_attention_layernorm = nn.RMSNorm(2048, eps=1e-06)
         self.mlp = SparseMoE()
 

@@ -1,0 +1,334 @@
+"""Sizes that remember the hyper-parameters they were computed from.
+
+``HInt(2304, "3 * d")`` is the int 2304 everywhere (arithmetic, comparisons, hashing, shapes, JSON, TVM), and also
+carries the expression, in its block's own names, that computed it. The elaborator binds a block's integer
+hyper-parameters and the static sizes of its inputs as HInts named after themselves (``width``, ``x_channels``), so
+every size its layers get is tracked through the shape rules' plain integer arithmetic (``width * expansion``) the
+way torch's SymInts carry a formula next to their hint. A call's result sizes are put back in the caller's names
+(:func:`substitute`).
+
+Only printing differs, and only inside :func:`rendering`: there an HInt prints as its expression with each name
+mapped by the renderer (``config.d`` in a model's constructor, ``self.heads`` in a forward), which is how the
+PyTorch emitter writes sizes driven by a config instead of the numbers of one compile. Outside it (IR dumps,
+diagnostics, golden files) an HInt prints as its number.
+"""
+from __future__ import annotations
+
+import ast
+import contextlib
+import operator
+from contextvars import ContextVar
+from functools import lru_cache
+from typing import Any, Callable, Iterator
+
+Renderer = Callable[[str], "str | None"]  # a name -> its text (None: no text for it; the number is printed)
+_RENDER: ContextVar["tuple[Renderer, set[str]] | None"] = ContextVar("specc_hyper_render", default=None)
+
+
+# names an expression may call that every emitted file has: never a hyper-parameter
+KEEP = {"math", "min", "max", "int", "float", "len", "range"}
+
+
+class Unrenderable(Exception):
+    """An expression names something the renderer has no text for."""
+
+
+class HInt(int):
+    expr: str | None
+
+    def __new__(cls, value: int, expr: str | None = None) -> "HInt":
+        obj = super().__new__(cls, value)
+        obj.expr = expr
+        return obj
+
+    def __getnewargs__(self) -> tuple:
+        return int(self), self.expr
+
+    def __repr__(self) -> str:
+        ctx = _RENDER.get()
+        if ctx is None or self.expr is None:
+            return int.__repr__(self)
+        return render_expr(self.expr, ctx)
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return int.__format__(self, spec) if spec else repr(self)
+
+    def __neg__(self) -> Any:
+        return _wrap(-int(self), _unary("-", self.expr))
+
+    def __pos__(self) -> "HInt":
+        return self
+
+    def __abs__(self) -> Any:
+        return self if self >= 0 else -self
+
+
+class HFloat(float):
+    """A float hyper-parameter (`dropout`, `eps`) that remembers its name while it is passed on unchanged; arithmetic
+    on it gives plain floats (only sizes are tracked through arithmetic)."""
+
+    expr: str | None
+
+    def __new__(cls, value: float, expr: str | None = None) -> "HFloat":
+        obj = super().__new__(cls, value)
+        obj.expr = expr
+        return obj
+
+    def __getnewargs__(self) -> tuple:
+        return float(self), self.expr
+
+    def __repr__(self) -> str:
+        ctx = _RENDER.get()
+        if ctx is None or self.expr is None:
+            return float.__repr__(self)
+        return render_expr(self.expr, ctx)
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return float.__format__(self, spec) if spec else repr(self)
+
+
+def _binop(name: str, sym: str, reflected: bool = False):
+    fn = getattr(operator, name)
+
+    def method(self: HInt, other: Any) -> Any:
+        if isinstance(other, bool) or not isinstance(other, int):
+            a, b = (other, int(self)) if reflected else (int(self), other)
+            try:
+                return fn(a, b)
+            except TypeError:
+                return NotImplemented
+        a, b = (other, self) if reflected else (self, other)
+        value = fn(int(a), int(b))
+        return _wrap(value, combine(_text(a), sym, _text(b)))
+
+    method.__name__ = f"__{'r' if reflected else ''}{name.strip('_')}__"
+    return method
+
+
+for _name, _sym in (("add", "+"), ("sub", "-"), ("mul", "*"), ("floordiv", "//"), ("mod", "%"), ("pow", "**")):
+    setattr(HInt, f"__{_name}__", _binop(_name, _sym))
+    setattr(HInt, f"__r{_name}__", _binop(_name, _sym, reflected=True))
+
+
+def _float_binop(name: str, sym: str, reflected: bool = False):
+    fn = getattr(operator, name)
+
+    def method(self: Any, other: Any) -> Any:
+        if isinstance(other, bool) or not isinstance(other, (int, float)):
+            return NotImplemented
+        a, b = (other, self) if reflected else (self, other)
+        value = fn(float(a) if isinstance(a, float) else int(a), float(b) if isinstance(b, float) else int(b))
+        ta, tb = _ftext(a), _ftext(b)
+        if not isinstance(value, float) or (not _tracked(a) and not _tracked(b)):
+            return value
+        return HFloat(value, _unparse(ast.BinOp(_parse(ta), _OPS[sym](), _parse(tb))))
+
+    method.__name__ = f"__{'r' if reflected else ''}{name.strip('_')}__"
+    return method
+
+
+def _tracked(v: Any) -> bool:
+    return isinstance(v, (HInt, HFloat)) and v.expr is not None
+
+
+def driven(v: Any) -> bool:
+    """Whether `v` comes from hyper-parameters (its value is the config's, not a constant of the spec)."""
+    return _tracked(v)
+
+
+def rendering_active() -> bool:
+    return _RENDER.get() is not None
+
+
+def _ftext(v: Any) -> str:
+    if _tracked(v):
+        return v.expr
+    return float.__repr__(float(v)) if isinstance(v, float) else int.__repr__(int(v))
+
+
+def call_of(func: str, args: list, value: Any) -> Any:
+    """`value` = func(*args) remembering `func(arg expressions)` when an argument comes from hyper-parameters."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not any(_tracked(a) for a in args):
+        return value
+    text = f"{func}({', '.join(_ftext(a) for a in args)})"
+    return HInt(value, text) if isinstance(value, int) else HFloat(value, text)
+
+
+_OPS_F = {"+": "add", "-": "sub", "*": "mul", "/": "truediv"}
+for _sym, _name in _OPS_F.items():
+    setattr(HFloat, f"__{_name}__", _float_binop(_name, _sym))
+    setattr(HFloat, f"__r{_name}__", _float_binop(_name, _sym, reflected=True))
+HInt.__truediv__ = _float_binop("truediv", "/")
+HInt.__rtruediv__ = _float_binop("truediv", "/", reflected=True)
+
+
+def _text(v: int) -> str:
+    return v.expr if isinstance(v, HInt) and v.expr is not None else int.__repr__(int(v))
+
+
+def _wrap(value: Any, expr: str | None) -> Any:
+    if not isinstance(value, int) or isinstance(value, bool) or expr is None:
+        return value
+    if _is_number(expr):
+        return int(value)
+    return HInt(value, expr)
+
+
+def _is_number(expr: str) -> bool:
+    return expr.lstrip("-").isdigit()
+
+
+def _unary(op: str, expr: str | None) -> str | None:
+    if expr is None:
+        return None
+    return canonical(ast.UnaryOp(ast.USub(), _parse(expr)))
+
+
+_OPS = {"+": ast.Add, "-": ast.Sub, "*": ast.Mult, "//": ast.FloorDiv, "%": ast.Mod, "**": ast.Pow, "/": ast.Div}
+
+
+def combine(a: str, op: str, b: str) -> str | None:
+    """`a op b` as text with the fewest parentheses, identities folded (`x * 1`, `x + 0`, `x // 1`); None when both
+    sides are numbers (the result is a plain int)."""
+    if _is_number(a) and _is_number(b):
+        return None
+    if (op in ("*", "//") and b == "1") or (op in ("+", "-") and b == "0"):
+        return a
+    if (op == "*" and a == "1") or (op == "+" and a == "0"):
+        return b
+    return canonical(ast.BinOp(_parse(a), _OPS[op](), _parse(b)))
+
+
+def canonical(tree: ast.expr) -> str | None:
+    """The expression in the canonical form of specc's symbolic dims (`x - 1 + 1` is `x`, `3 * d // 3` is `d`,
+    `(h - 1)//s + 1` stays), or as written where it leaves polynomials and floor division; None for a number."""
+    try:
+        value = _as_dim(tree)
+    except (ValueError, TypeError, ZeroDivisionError):
+        return _unparse(tree)
+    if isinstance(value, int):
+        return None
+    return _unparse(_parse(str(value)))
+
+
+def _as_dim(node: ast.expr) -> Any:
+    from .symbolic import Sym  # the basics layer: no cycle (symbolic imports nothing of specc)
+
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return node.value
+    if isinstance(node, (ast.Name, ast.Subscript, ast.Attribute)):
+        return Sym.var(_unparse(node))
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -_as_dim(node.operand)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.FloorDiv)):
+        a, b = _as_dim(node.left), _as_dim(node.right)
+        if isinstance(node.op, ast.FloorDiv) and isinstance(b, int) and b <= 0:
+            raise ValueError("floor division by a non-positive number")
+        return {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+                ast.FloorDiv: operator.floordiv}[type(node.op)](a, b)
+    raise ValueError(ast.dump(node))
+
+
+@lru_cache(maxsize=4096)
+def _parsed(expr: str) -> ast.expr:
+    return ast.parse(expr, mode="eval").body
+
+
+def _parse(expr: str) -> ast.expr:
+    return _parsed(expr)
+
+
+def _unparse(node: ast.expr) -> str:
+    return ast.unparse(ast.fix_missing_locations(node))
+
+
+def names(expr: str) -> set[str]:
+    """The names an expression reads (`config.depths[0] - 1` reads `config`)."""
+    return {n.id for n in ast.walk(_parse(expr)) if isinstance(n, ast.Name) and n.id not in KEEP}
+
+
+def substitute(value: Any, env: dict[str, Any]) -> Any:
+    """`value` with the names of its expression replaced by env's values (HInts or plain ints): a callee's size in
+    its caller's names. A name env lacks leaves the plain number (the size is then fixed, not driven)."""
+    if not isinstance(value, HInt) or value.expr is None:
+        return value
+    tree = _parse(value.expr)
+
+    class Swap(ast.NodeTransformer):
+        def visit_Name(self, node: ast.Name) -> ast.expr:
+            if node.id in KEEP:
+                return node
+            if node.id not in env:
+                raise Unrenderable(node.id)
+            v = env[node.id]
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise Unrenderable(node.id)
+            return _parse(_text(v))
+
+    try:
+        new = Swap().visit(_copy(tree))
+    except Unrenderable:
+        return int(value)
+    return _wrap(int(value), canonical(new))
+
+
+def _copy(tree: ast.expr) -> ast.expr:
+    return ast.parse(ast.unparse(tree), mode="eval").body
+
+
+def render_expr(expr: str, ctx: "tuple[Renderer, set[str]]") -> str:
+    """The expression with each name replaced by the renderer's text for it; the names used are noted in ctx."""
+    renderer, used = ctx
+    tree = _copy(_parse(expr))
+
+    class Swap(ast.NodeTransformer):
+        def visit_Name(self, node: ast.Name) -> ast.expr:
+            if node.id in KEEP:
+                return node
+            text = renderer(node.id)
+            if text is None:
+                raise Unrenderable(node.id)
+            used.add(node.id)
+            return _parse(text)
+
+    return _unparse(Swap().visit(tree))
+
+
+@contextlib.contextmanager
+def rendering(renderer: Renderer) -> Iterator[set[str]]:
+    """Inside: HInts print as their expressions, names mapped by `renderer`; yields the set of names printed."""
+    used: set[str] = set()
+    token = _RENDER.set((renderer, used))
+    try:
+        yield used
+    finally:
+        _RENDER.reset(token)
+
+
+def named(value: Any, name: str) -> Any:
+    """A hyper-parameter's value as the elaborator binds it: ints (and the ints of lists and tuples, as
+    `name[i]`) remember `name`."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return HInt(value, name)
+    if isinstance(value, float):
+        return HFloat(value, name)
+    if isinstance(value, (list, tuple)):
+        return type(value)(named(v, f"{name}[{i}]") for i, v in enumerate(value))
+    return value
+
+
+def plain(value: Any) -> Any:
+    """`value` with every HInt made a plain int (lists and tuples too)."""
+    if isinstance(value, HInt):
+        return int(value)
+    if isinstance(value, HFloat):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    return value

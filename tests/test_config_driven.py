@@ -1,0 +1,129 @@
+"""Issue 12, item 2: the emitted module's sizes come from its config. For every zoo spec, the module emitted with
+the default hyper-parameters and built from another valid config has exactly the parameters (names, shapes, count)
+of the module compiled for that config with -D, and the count `specc inspect -D ...` prints; where the spec's
+structure cannot follow a config (a block passed as an argument: LLaMA's, Mixtral's, DeepSeek's and Switch's
+feed-forward), the module refuses any config but its own instead of building a wrong model."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+
+import specc
+
+torch = pytest.importorskip("torch")
+
+CONFIGS = {
+    "alexnet": {"classes": 10, "dropout": 0.25},
+    "bert_base": {"vocab": 1000, "max_pos": 64, "layers": 2, "heads": 4, "d": 128, "d_ff": 256},
+    "bert_classifier": {"classes": 3, "vocab": 1000, "max_pos": 64, "layers": 2, "heads": 4, "d": 128, "d_ff": 256},
+    "cifar_cnn": {"classes": 5, "hidden": 64},
+    "clip_vit_b32": {"embed": 64, "vocab": 1000, "ctx": 16, "vision_layers": 1, "text_layers": 2, "vision_d": 128,
+                     "text_d": 64},
+    "dcgan": {"nz": 16, "ngf": 8, "channels": 1},
+    "ddpm_cifar10": {"ch": 64, "dropout": 0.0},
+    "gpt2": {"vocab": 1000, "ctx": 64, "layers": 2, "heads": 4, "d": 128},
+    "gru_lm": {"vocab": 500, "d": 64, "layers": 3},
+    "lenet5": {"classes": 7},
+    "lstm_lm": {"vocab": 500, "d": 64, "layers": 1},
+    "resnet18": {"classes": 10},
+    "resnet50": {"classes": 10, "depths": [1, 2, 1, 1]},
+    "seq2seq_attention": {"src_vocab": 300, "tgt_vocab": 200, "emb": 32, "hidden": 48, "align": 40},
+    "transformer_base": {"vocab": 1000, "d": 128, "heads": 4, "layers": 2, "d_ff": 256, "max_len": 100},
+    "vgg16": {"classes": 10},
+    "vit_b16": {"image_size": 64, "patch": 16, "classes": 10, "layers": 2, "heads": 4, "d": 128, "d_ff": 256},
+    "whisper_tiny": {"vocab": 1000, "n_mels": 16, "frames": 200, "max_target": 32, "d": 64, "heads": 2, "layers": 2,
+                     "d_ff": 128},
+    "word2vec_sgns": {"vocab": 1000, "d": 32},
+}
+# a block given as a hyper-parameter (`RotaryDecoderLayer(heads, SwiGLU(hidden), ...)`) is specialised with the
+# caller's numbers: these models are emitted for their compile's config only
+FIXED = {"llama2_7b": {"layers": 2}, "mixtral_8x7b": {"layers": 2}, "deepseek_moe_16b": {"layers": 3},
+         "switch_base_8": {"layers": 2}}
+
+
+def _module(source: str, name: str):
+    path = f"{_tmp}/{name}.py"
+    with open(path, "w") as f:
+        f.write(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_tmp = ""
+
+
+@pytest.fixture(autouse=True)
+def _tmpdir(tmp_path):
+    global _tmp
+    _tmp = str(tmp_path)
+
+
+def _shapes(model) -> dict:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_default_module_builds_any_config(name):
+    cfg = CONFIGS[name]
+    default = specc.load(f"specs/{name}.nn")
+    cls = default.module.name.replace("_", "")  # class_name
+    generic = _module(default.torch_source(), f"generic_{name}")
+    model_cls = next(v for k, v in vars(generic).items() if k.lower() == default.module.name.lower().replace("_", ""))
+    config_cls = getattr(generic, model_cls.__name__ + "Config")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
+    with torch.device("meta"):
+        built = model_cls(config_cls(**values))
+    other = specc.load(f"specs/{name}.nn", **cfg)
+    fixed = _module(other.torch_source(), f"fixed_{name}")
+    with torch.device("meta"):
+        reference = getattr(fixed, model_cls.__name__)()
+    assert _shapes(built) == _shapes(reference), cls
+    assert sum(p.numel() for p in built.parameters()) == other.params
+
+
+@pytest.mark.parametrize("name", sorted(FIXED))
+def test_modules_that_cannot_follow_a_config_refuse_it(name):
+    default = specc.load(f"specs/{name}.nn")
+    mod = _module(default.torch_source(), f"fixedonly_{name}")
+    model_cls = next(v for k, v in vars(mod).items() if k.lower() == default.module.name.lower().replace("_", ""))
+    config_cls = getattr(mod, model_cls.__name__ + "Config")
+    with pytest.raises(ValueError, match="recompile with -D"):
+        model_cls(config_cls(**FIXED[name]))
+
+
+def test_gpt2_from_a_small_config_computes_what_the_d_compile_computes():
+    """Not only the shapes: with the same weights, the default module built for a small config and the module
+    compiled for it give the same logits, and the config drives the sizes the forward reads (heads, ctx)."""
+    cfg = CONFIGS["gpt2"]
+    generic = _module(specc.load("specs/gpt2.nn").torch_source(), "gpt2_generic_fw")
+    fixed = _module(specc.load("specs/gpt2.nn", **cfg).torch_source(), "gpt2_fixed_fw")
+    torch.manual_seed(0)
+    a = generic.GPT2(generic.GPT2Config(**cfg)).eval()
+    b = fixed.GPT2().eval()
+    b.load_state_dict(a.state_dict())
+    tokens = torch.randint(0, cfg["vocab"], (2, 16))
+    torch.testing.assert_close(a(tokens), b(tokens), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="64"):
+        a(torch.randint(0, cfg["vocab"], (1, 65)))
+
+
+def test_an_invalid_config_raises_the_specs_own_assert_message():
+    generic = _module(specc.load("specs/gpt2.nn").torch_source(), "gpt2_assert")
+    with pytest.raises(ValueError, match="heads must divide the width"):
+        generic.GPT2(generic.GPT2Config(d=100, heads=3))
+
+
+def test_a_config_that_takes_another_branch_is_refused_not_built_wrong():
+    """ResNet-50's first Bottleneck has a projection shortcut because 64 input channels differ from 4 x 64 output
+    channels; with expansion 1 the spec would take the other branch, which the class was not written for."""
+    src = specc.load("specs/resnet50.nn").torch_source()
+    mod = _module(src, "r50_branch")
+    block = mod.Bottleneck(64, 64, 1, 4)  # as the model builds it
+    assert block.down_conv.in_channels == 64
+    with pytest.raises(ValueError, match="recompile with -D"):
+        mod.Bottleneck(64, 64, 1, 1)
