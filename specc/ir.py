@@ -80,6 +80,11 @@ class Graph:
     # the `if`s, loop lengths and asserts ("assert:" + its message) its elaboration evaluated; emitted code checks
     # them in the constructor
     pins: list[tuple[str, str]] = field(default_factory=list)
+    # the sizes a block value given to a call or an op was specialised with, in this graph's names: call node ->
+    # {`ffn_hidden`: hidden} (LLaMA's `RotaryDecoderLayer(heads, SwiGLU(hidden))`), and for a block an op runs
+    # (moe's experts) its graph -> {its parameter: value}
+    call_values: dict[str, dict] = field(default_factory=dict)
+    embedded: dict[str, dict] = field(default_factory=dict)
     g: nx.DiGraph = field(default_factory=nx.DiGraph)
     _order: dict[str, int] = field(default_factory=dict)
 

@@ -1,12 +1,14 @@
 """Block calls: binding arguments, specialising a block per hyper-parameters and input types (memoised)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from .. import ast as A
 from ..attrs import BlockValue
 from ..attrs import to_attr as _to_attr
 from ..diagnostics import Diagnostic, Note, SpecError
+from ..hyper import driven as _tracked
 from ..hyper import named, plain
 from ..ir import CallAttrs, Node
 from ..source import Span
@@ -104,6 +106,10 @@ class BlocksMixin:
         ty = outs[0] if len(outs) == 1 else TupleType(tuple(outs))
         name = alias if alias and b.free(alias) else b.fresh(alias or _snake(d.name))
         call_exprs = tuple((k, A.unparse(e)) for k, e in given_exprs.items() if e is not None and not _literal(e))
+        given_blocks = {f"{k}_{a}": v for k, bv in hp.items() if isinstance(bv, BlockValue)
+                        for a, v in self.block_value_args(bv).items() if _tracked(v)}
+        if given_blocks:
+            b.graph.call_values[name] = given_blocks
         return b.add(Node(name=name, kind="call", target=gname, inputs=tuple(t.node for t in tensors),
                           attrs=CallAttrs(args=tuple((k, _to_attr(v)) for k, v in hp.items())), type=ty, span=span,
                           exprs=call_exprs))
@@ -129,9 +135,25 @@ class BlocksMixin:
                 bad = self.diags.pop()
                 raise SpecError(Diagnostic(bad.code, bad.message, spans.get(p.name, span), notes=[
                     Note(p.span, "declared here")]))
-            scope[p.name] = named(val, p.name)  # its sizes are written in the block's own names (specc/hyper.py)
+            # its sizes are written in the block's own names (specc/hyper.py); a block value's as `ffn_hidden`
+            scope[p.name] = self.own_block_value(val, p.name) if isinstance(val, BlockValue) else named(val, p.name)
             hp[p.name] = val  # as the caller gave it: its constructor argument
         return scope, hp
+
+    def block_value_args(self, bv: BlockValue) -> dict[str, Any]:
+        """A block value's arguments by parameter name."""
+        d = self.defs.get(bv.name)
+        names = [p.name for p in d.params if not p.is_tensor and not _optional_tensor(p)] if d else []
+        return {**dict(zip(names, bv.values)), **dict(bv.kw)}
+
+    def own_block_value(self, bv: BlockValue, prefix: str) -> BlockValue:
+        """`SwiGLU(hidden)` given as parameter `ffn`, with its sizes named `ffn_hidden` inside the receiving block."""
+        d = self.defs.get(bv.name)
+        names = [p.name for p in d.params if not p.is_tensor and not _optional_tensor(p)] if d else []
+        values = tuple(named(plain(v), f"{prefix}_{k}") if _tracked(v) else v for k, v in zip(names, bv.values))
+        values += bv.values[len(values):]
+        kw = tuple((k, named(plain(v), f"{prefix}_{k}") if _tracked(v) else v) for k, v in bv.kw)
+        return dataclasses.replace(bv, values=values, kw=kw)
 
     def elaborate_block(self, d: A.Def, scope: Scope, hp: dict, tparams: list, tensors: list) -> str | None:
         if self.block_depth >= MAX_BLOCK_DEPTH:

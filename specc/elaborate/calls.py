@@ -22,6 +22,7 @@ from ..symbolic import prod as numel
 from ..types import ErrorType, TensorType, TupleType
 from .builtins import BUILTINS
 from .inits import INIT_KWARGS
+from .sizes import size_env
 from .values import (
     POISON,
     GraphBuilder,
@@ -236,7 +237,10 @@ class CallsMixin:
                 types = op.block_inputs([t.type for t in tensors])
             except ShapeError as err:
                 raise self.fail(err.code, f"{label}: {err}", span) from None
-            return self.instantiate(v, types)
+            gname = self.instantiate(v, types)
+            if gname is not POISON and self.last_instance_env is not None:
+                b.graph.embedded.setdefault(gname, self.last_instance_env)
+            return gname
 
         values = [resolve(v, spans.get(i, span)) for i, v in enumerate(values)]
         kw = {k: resolve(v, spans.get(k, span)) for k, v in kw.items()}
@@ -259,7 +263,15 @@ class CallsMixin:
         ins = [scratch.add(Node(name=f"in{i}", kind="input", type=t, span=bv.span)) for i, t in enumerate(types)]
         call = self.apply_block(self.defs[bv.name], [*ins, *bv.values], dict(bv.kw), bv.span, dict(bv.spans), None,
                                 scratch)
-        return call if call is POISON else scratch.graph[call.node].target
+        if call is POISON:
+            return call
+        node = scratch.graph[call.node]
+        callee = self.graphs[node.target]
+        env = {k: v for k, v in node.attrs.args if _has_hint(v)}  # in the caller's names, for the emitted class
+        for i, t in zip(callee.inputs, types):
+            env.update(size_env(callee[i].type, t))
+        self.last_instance_env = env
+        return node.target
 
     def check_tie(self, op: registry.OpDef, node: Node, ins: list, b: GraphBuilder) -> None:
         tie = getattr(node.attrs, "tie", None)

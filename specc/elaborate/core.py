@@ -37,6 +37,7 @@ from .values import (
 class Elaborator(LoaderMixin, StatementsMixin, PinsMixin, RepeatMixin, ExpressionsMixin, CallsMixin, BlocksMixin,
                  ModelCallMixin, InitsMixin):
     def __init__(self, sources: SourceMap | None = None, limits: Limits | None = None) -> None:
+        self.last_instance_env: dict | None = None  # the sizes of the last block value an op specialised
         self.sources = sources or SourceMap()
         self.limits = limits or Limits()
         self.steps = 0  # evaluation steps spent (see Limits.steps)

@@ -60,6 +60,10 @@ class RepeatMixin:
             scope[v] = Tensor(scope[v].node, b.graph[scope[v].node].type, scope[v].span)
         # `repeat layers`: the count's expression, when one folded run covers every iteration
         exprs = (("count", A.unparse(s.count)),) if len(runs) == 1 and not _literal(s.count) else ()
+        if len(runs) > 1 and isinstance(n, HInt) and n.expr is not None:  # folded by the body's `if`s
+            b.graph.pins.append((f"{n.expr} == {int(n)}", f"`repeat {A.unparse(s.count)}` runs {int(n)} times"))
+        for gname, _ in runs:  # what the body took as given holds for the code that holds the loop (same names)
+            b.graph.pins.extend(p for p in self.graphs[gname].pins if p not in b.graph.pins)
         for gname, count in runs:
             body = self.graphs[gname]
             attrs = RepeatAttrs(count=count, carried=len(carried))

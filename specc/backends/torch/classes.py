@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ...attrs import BlockValue
 from ...diagnostics import SpecError
 from ...hyper import HFloat, HInt, Unrenderable, names, render_expr, rendering
 from ...ir import Graph, Module, Node
@@ -90,11 +91,29 @@ def _block_names(g: Graph) -> _Names:
         if 0 <= axis < t.rank and isinstance(t.shape[axis], HInt) and t.shape[axis].expr in sizes:
             rename.setdefault(t.shape[axis].expr, k)
     allowed = set(sizes) | {k for k, v in g.hparams.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    given = [k for k, v in g.hparams.items() if isinstance(v, BlockValue)]  # `ffn`: its sizes are `ffn_hidden`
+    allowed |= {n for n in _names_in(g) if any(n.startswith(f"{k}_") for k in given)}
     text = {n: py_name(rename.get(n, n)) for n in allowed}
     if len(set(text.values())) < len(text) or set(text.values()) & _RESERVED:
         text = {}
+    extra = sorted(n for n in allowed if n not in sizes and n not in g.hparams)
     return _Names(init=lambda n: text.get(n), forward=lambda n: f"self.{text[n]}" if n in text else None,
-                  comment=lambda n: rename.get(n, n), params=[*sizes, *g.hparams])
+                  comment=lambda n: rename.get(n, n), params=[*sizes, *g.hparams, *extra])
+
+
+def _names_in(g: Graph) -> set[str]:
+    """The names the sizes of g's call arguments read."""
+    out: set[str] = set()
+    for n in g.nodes():
+        if n.kind == "call":
+            for _, v in n.attrs.args:
+                if isinstance(v, (HInt, HFloat)) and v.expr is not None:
+                    out |= names(v.expr)
+    for env in g.embedded.values():
+        for v in env.values():
+            if isinstance(v, (HInt, HFloat)) and v.expr is not None:
+                out |= names(v.expr)
+    return out
 
 
 def _main_names(m: Module) -> _Names:
@@ -324,10 +343,13 @@ class _Planner:
             return f"{plan.name}({', '.join(args)})"
         line = _CTOR.sub(rep, line)
 
-        def embedded(mt: re.Match) -> str:  # a block an op runs (moe's experts): built with this compile's numbers
+        def embedded(mt: re.Match) -> str:  # a block an op runs (moe's experts), with the sizes it was given
             plan = self.by_graph[mt.group(1)]
-            if generic and plan.sources:
-                raise Unrenderable(mt.group(1))
+            env = self.g.embedded.get(mt.group(1), {})
+            if generic:
+                if any(src not in env for src in plan.sources):
+                    raise Unrenderable(mt.group(1))
+                return f"{plan.name}({', '.join(_text_of(env[src]) for src in plan.sources)})"
             g = self.m.graphs[mt.group(1)]
             values = {**{d.expr: int(d) for d in _sizes_of(g)}, **g.hparams}
             return f"{plan.name}({', '.join(pyval(_plain(values[src])) for src in plan.sources)})"
@@ -346,7 +368,7 @@ class _Planner:
             return pyval(int(value) if isinstance(value, HInt) else value)
         n: Node = site[node]
         callee_g = self.m.graphs[callee]
-        env: dict[str, Any] = dict(n.attrs.args)
+        env: dict[str, Any] = {**dict(n.attrs.args), **site.call_values.get(node, {})}
         from ...elaborate.sizes import size_env  # noqa: PLC0415 - backends may read the frontend's helpers
         for i, src_in in zip(callee_g.inputs, n.inputs):
             env.update(size_env(callee_g[i].type, site[src_in].type))
@@ -355,9 +377,8 @@ class _Planner:
                 return marker(src)
             env[src] = site.hparams.get(src, self.m.hparams.get(src))
         value = env[src]
-        if generic and isinstance(value, (HInt, HFloat)) and value.expr is not None:
-            with rendering(marker):
-                return repr(value)
+        if generic:
+            return _text_of(value)
         return pyval(int(value) if isinstance(value, HInt) else float(value) if isinstance(value, HFloat)
                      else _plain(value))
 
@@ -373,6 +394,15 @@ def _negated(cond: str) -> str:
     if isinstance(tree, ast.Compare) and len(tree.ops) == 1 and type(tree.ops[0]) in _FLIP:
         return ast.unparse(ast.Compare(tree.left, [_FLIP[type(tree.ops[0])]()], tree.comparators))
     return ast.unparse(ast.UnaryOp(ast.Not(), tree))
+
+
+def _text_of(value: Any) -> str:
+    """An argument as the caller's code writes it: its expression (as markers) or its plain value."""
+    if isinstance(value, (HInt, HFloat)) and value.expr is not None:
+        with rendering(marker):
+            return repr(value)
+    return pyval(int(value) if isinstance(value, HInt) else float(value) if isinstance(value, HFloat)
+                 else _plain(value))
 
 
 def _sizes_of(g: Graph) -> list:
