@@ -72,8 +72,6 @@ def emit_module_source(m: Module, source_name: str | None = None) -> str:
     model_cls = class_name(m.name)
     src = source_name or m.path
     out: list[str] = []
-    for snippet in support:
-        out += ["", ""] + snippet.strip("\n").splitlines()
     out += [
         "",
         "",
@@ -133,7 +131,16 @@ def emit_module_source(m: Module, source_name: str | None = None) -> str:
             cache = cache_plan(m)
             if cache is not None:  # a causal LM
                 out.append("")
-                out.extend("    " + ln for ln in generate_method(cache, model_cls))
+                with rendering(_config_names(m) if p.generic else (lambda n: None)):
+                    try:
+                        method = generate_method(cache, model_cls)
+                    except Unrenderable:
+                        method = None
+                out.extend("    " + ln for ln in (method or generate_method(cache, model_cls)))
+    if support:  # the model reads first; what its layers use comes after it (looked up when they run)
+        out += ["", "", "# ---- helpers the layers above use " + "-" * 82]
+        for snippet in support:
+            out += ["", ""] + snippet.strip("\n").splitlines()
     body = "\n".join(out) + "\n"
     imports = ["from dataclasses import dataclass", "import torch", "from torch import nn", *imports]
     if re.search(r"\bF\.", body):

@@ -186,10 +186,11 @@ def generate_method(plan: CachePlan, model: str) -> list[str]:
              '    mode: call .eval() first."""']
     if plan.max_len is not None:
         why = f" ({plan.max_len_expr})" if plan.max_len_expr and _SAFE.fullmatch(plan.max_len_expr) else ""
+        shown = str(plan.max_len) if str(plan.max_len).isdigit() else f"{{{plan.max_len}}}"  # self.config.ctx
         lines += [f"    if tokens.size(1) + max_new_tokens > {plan.max_len}:",
                   '        raise ValueError(f"tokens has T = {tokens.size(1)} and max_new_tokens = {max_new_tokens}: "',
                   f'                         f"{{tokens.size(1) + max_new_tokens}} positions, {model} was built for '
-                  f'T <= {plan.max_len}{why}")']
+                  f'T <= {shown}{why}")']
     lines.append("    return generate_tokens(self, tokens, max_new_tokens, temperature, top_k, top_p, eos_token, "
                  "generator)")
     return lines

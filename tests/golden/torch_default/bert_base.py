@@ -7,24 +7,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class LearnedPositions(nn.Module):
-    """x + the first T rows of a learned [max_len, d] table (GPT-2 wpe, BERT position embeddings, ViT)."""
-
-    def __init__(self, max_len: int, dim: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(max_len, dim))
-        nn.init.normal_(self.weight, std=0.02)
-
-    def forward(self, x: torch.Tensor, cache=None) -> torch.Tensor:
-        if cache is None:
-            return x + self.weight[: x.size(-2)]
-        # generating with a KVCache: x holds the positions from cache.start on
-        start, end = cache.start, cache.start + x.size(-2)
-        if end > self.weight.size(0):
-            raise ValueError(f"positions {start}..{end - 1} do not fit the table of {self.weight.size(0)} positions")
-        return x + self.weight[start:end]
-
-
 @dataclass(frozen=True)
 class BertBaseConfig:
     """The hyper-parameters BertBase was compiled with (change them with `specc compile -D name=value`)."""
@@ -206,3 +188,24 @@ class BertBase(nn.Module):
         """Auxiliary losses of the last forward (mixture-of-experts balancing); 0 if none."""
         losses = [m.last_aux_loss for m in self.modules() if getattr(m, "last_aux_loss", None) is not None]
         return sum(losses) if losses else torch.zeros(())
+
+
+# ---- helpers the layers above use ----------------------------------------------------------------------------------
+
+
+class LearnedPositions(nn.Module):
+    """x + the first T rows of a learned [max_len, d] table (GPT-2 wpe, BERT position embeddings, ViT)."""
+
+    def __init__(self, max_len: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(max_len, dim))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor, cache=None) -> torch.Tensor:
+        if cache is None:
+            return x + self.weight[: x.size(-2)]
+        # generating with a KVCache: x holds the positions from cache.start on
+        start, end = cache.start, cache.start + x.size(-2)
+        if end > self.weight.size(0):
+            raise ValueError(f"positions {start}..{end - 1} do not fit the table of {self.weight.size(0)} positions")
+        return x + self.weight[start:end]

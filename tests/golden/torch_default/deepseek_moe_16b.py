@@ -8,6 +8,215 @@ import torch.nn.functional as F
 from torch import nn
 
 
+@dataclass(frozen=True)
+class DeepSeekMoE16BConfig:
+    """The hyper-parameters DeepSeekMoE16B was compiled with (change them with `specc compile -D name=value`)."""
+
+    vocab: int = 102400
+    ctx: int = 4096
+    layers: int = 28
+    dense_layers: int = 1
+    d: int = 2048
+    heads: int = 16
+    dense_hidden: int = 10944
+    hidden: int = 1408
+    experts: int = 64
+    top_k: int = 6
+    shared: int = 2
+    rope_base: float = 10000.0
+    eps: float = 1e-06
+    aux_loss_alpha: float = 0.001
+
+
+class MultiHeadAttention(nn.Module):
+    """MultiHeadAttention, defined at std/transformer.nn:14"""
+
+    def __init__(self, d: int, heads: int, kv_heads: int, dropout: float) -> None:
+        super().__init__()
+        if d % heads != 0:
+            raise ValueError("MultiHeadAttention: heads must divide the width")
+        if kv_heads != 0:
+            raise ValueError("MultiHeadAttention: `kv_heads == 0` is true in the spec this class was compiled from; recompile with -D")
+        if heads % heads != 0:
+            raise ValueError("MultiHeadAttention: kv_heads must divide heads")
+        self.d = d
+        self.heads = heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d, d, bias=False)
+        self.k_proj = nn.Linear(d, d // heads * heads, bias=False)
+        self.v_proj = nn.Linear(d, d // heads * heads, bias=False)
+        self.out_proj = nn.Linear(d, d, bias=False)
+
+    def forward(self, x, cache=None):
+        q = self.q_proj(x)  # [B, T, d]
+        q = q.reshape(q.size(0), q.size(1), self.heads, self.d // self.heads)  # [B, T, heads, d // heads]
+        q = q.transpose(1, 2)  # [B, heads, T, d // heads]
+        k = self.k_proj(x)  # [B, T, d // heads * heads]
+        k = k.reshape(k.size(0), k.size(1), self.heads, self.d // self.heads)  # [B, T, heads, d // heads]
+        k = k.transpose(1, 2)  # [B, heads, T, d // heads]
+        v = self.v_proj(x)  # [B, T, d // heads * heads]
+        v = v.reshape(v.size(0), v.size(1), self.heads, self.d // self.heads)  # [B, T, heads, d // heads]
+        v = v.transpose(1, 2)  # [B, heads, T, d // heads]
+        q = apply_rope(q, cache=cache)  # [B, heads, T, d // heads]
+        k = apply_rope(k, cache=cache)  # [B, heads, T, d // heads]
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)  # [B, heads, T, d // heads]
+        else:  # generating: attend to the cached positions too
+            k, v = cache.update(k, v)  # keys and values of every position so far
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=cache.causal_mask(q, k), dropout_p=self.dropout if self.training else 0.0)  # [B, heads, T, d // heads]
+        y = y.transpose(1, 2)  # [B, T, heads, d // heads]
+        y = y.reshape(y.size(0), y.size(1), self.d)  # [B, T, d]
+        y = self.out_proj(y)  # [B, T, d]
+        return y
+
+
+class SwiGLU(nn.Module):
+    """SwiGLU, defined at std/transformer.nn:63"""
+
+    def __init__(self, x_features: int, hidden: int) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(x_features, hidden, bias=False)
+        self.w3 = nn.Linear(x_features, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, x_features, bias=False)
+
+    def forward(self, x):
+        y = self.w1(x)  # [B, T, hidden]
+        y = F.silu(y)  # [B, T, hidden]
+        x = self.w3(x)  # [B, T, hidden]
+        y = y * x  # [B, T, hidden]
+        y = self.w2(y)  # [B, T, x_features]
+        return y
+
+
+class RotaryDecoderLayer(nn.Module):
+    """RotaryDecoderLayer, defined at std/moe.nn:13"""
+
+    def __init__(self, x_features: int, heads: int, kv_heads: int, eps: float, ffn_hidden: int) -> None:
+        super().__init__()
+        self.input_layernorm = nn.RMSNorm(x_features, eps=eps)
+        self.self_attn = MultiHeadAttention(x_features, heads, kv_heads, 0.0)
+        self.post_attention_layernorm = nn.RMSNorm(x_features, eps=eps)
+        self.mlp = SwiGLU(x_features, ffn_hidden)
+
+    def forward(self, x, cache=None):
+        y = self.input_layernorm(x)  # [B, T, x_features]
+        y = self.self_attn(y, cache=cache)  # [B, T, x_features]
+        x = x + y  # [B, T, x_features]
+        z = self.post_attention_layernorm(x)  # [B, T, x_features]
+        z = self.mlp(z)  # [B, T, x_features]
+        x = x + z  # [B, T, x_features]
+        return x
+
+
+class SwiGLU1(nn.Module):
+    """SwiGLU, defined at std/transformer.nn:63"""
+
+    def __init__(self, x_features: int, hidden: int) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(x_features, hidden, bias=False)
+        self.w3 = nn.Linear(x_features, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, x_features, bias=False)
+
+    def forward(self, x):
+        y = self.w1(x)  # [B*T, hidden]
+        y = F.silu(y)  # [B*T, hidden]
+        x = self.w3(x)  # [B*T, hidden]
+        y = y * x  # [B*T, hidden]
+        y = self.w2(y)  # [B*T, x_features]
+        return y
+
+
+class SparseMoE(nn.Module):
+    """SparseMoE, defined at std/moe.nn:22"""
+
+    def __init__(self, x_features: int, hidden: int, experts: int, top_k: int, shared: int, balance_coef: float) -> None:
+        super().__init__()
+        if shared == 0:
+            raise ValueError("SparseMoE: `shared == 0` is false in the spec this class was compiled from; recompile with -D")
+        self.moe = MixtureOfExperts(x_features, [SwiGLU1(x_features, hidden) for _ in range(experts)], top_k=top_k, shared=[SwiGLU1(x_features, hidden) for _ in range(shared)], balance_coef=balance_coef)
+
+    def forward(self, x):
+        x = self.moe(x)  # [B, T, x_features]
+        return x
+
+
+class RotaryDecoderLayer1(nn.Module):
+    """RotaryDecoderLayer, defined at std/moe.nn:13"""
+
+    def __init__(self, x_features: int, heads: int, kv_heads: int, eps: float, ffn_balance_coef: int, ffn_experts: int, ffn_hidden: int, ffn_shared: int, ffn_top_k: int) -> None:
+        super().__init__()
+        self.input_layernorm = nn.RMSNorm(x_features, eps=eps)
+        self.self_attn = MultiHeadAttention(x_features, heads, kv_heads, 0.0)
+        self.post_attention_layernorm = nn.RMSNorm(x_features, eps=eps)
+        self.mlp = SparseMoE(x_features, ffn_hidden, ffn_experts, ffn_top_k, ffn_shared, ffn_balance_coef)
+
+    def forward(self, x, cache=None):
+        y = self.input_layernorm(x)  # [B, T, x_features]
+        y = self.self_attn(y, cache=cache)  # [B, T, x_features]
+        x = x + y  # [B, T, x_features]
+        z = self.post_attention_layernorm(x)  # [B, T, x_features]
+        z = self.mlp(z)  # [B, T, x_features]
+        x = x + z  # [B, T, x_features]
+        return x
+
+
+class DeepSeekMoE16B(nn.Module):
+    """DeepSeekMoE16B, compiled by specc from deepseek_moe_16b.nn"""
+
+    def __init__(self, config: DeepSeekMoE16BConfig = DeepSeekMoE16BConfig()) -> None:
+        super().__init__()
+        self.config = config
+        if config.layers != 28:
+            raise ValueError("DeepSeekMoE16B: `repeat layers` runs 28 times in the spec this class was compiled from; recompile with -D")
+        if 0 >= config.dense_layers:
+            raise ValueError("DeepSeekMoE16B: `i < dense_layers` is true in the spec this class was compiled from; recompile with -D")
+        if 1 < config.dense_layers:
+            raise ValueError("DeepSeekMoE16B: `i < dense_layers` is false in the spec this class was compiled from; recompile with -D")
+        self.embed_tokens = nn.Embedding(config.vocab, config.d)
+        self.layers = nn.ModuleList([*[RotaryDecoderLayer(config.d, config.heads, 0, config.eps, config.dense_hidden) for _ in range(1)], *[RotaryDecoderLayer1(config.d, config.heads, 0, config.eps, config.aux_loss_alpha, config.experts, config.hidden, config.shared, config.top_k) for _ in range(27)]])
+        self.norm = nn.RMSNorm(config.d, eps=config.eps)
+        self.lm_head = nn.Linear(config.d, config.vocab, bias=False)
+
+    def forward(self, tokens, cache=None):
+        if not torch.compiler.is_compiling():  # the spec's input contract (torch.compile guards shapes)
+            if tokens.dim() != 2 or tokens.is_floating_point() or tokens.dtype == torch.bool:
+                raise ValueError(f"tokens must be an integer tensor [B, T], got {tokens.dtype} {tuple(tokens.shape)}")
+            if tokens.size(1) > self.config.ctx:
+                raise ValueError(f"tokens has T = {tokens.size(1)}, DeepSeekMoE16B was built for T <= {self.config.ctx} (ctx)")
+        x = self.embed_tokens(tokens)  # [B, T, d]
+        for layer in self.layers[0:1]:
+            x = layer(x, cache=cache)  # [B, T, d]
+        for layer in self.layers[1:28]:
+            x = layer(x, cache=cache)  # [B, T, d]
+        x = self.norm(x)  # [B, T, d]
+        logits = self.lm_head(x)  # [B, T, vocab]
+        if cache is not None:
+            cache.advance(tokens.size(1))
+        return logits
+
+    def aux_loss(self) -> torch.Tensor:
+        """Auxiliary losses of the last forward (mixture-of-experts balancing); 0 if none."""
+        losses = [m.last_aux_loss for m in self.modules() if getattr(m, "last_aux_loss", None) is not None]
+        return sum(losses) if losses else torch.zeros(())
+
+    @torch.no_grad()
+    def generate(self, tokens: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, eos_token: int | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """tokens [B, T] followed by up to max_new_tokens new tokens, [B, T + n]: the most likely one when
+        temperature is 0, else sampled (top_k / top_p keep the k most likely / the smallest set with that
+        probability; `generator` seeds the draw). A row that produces eos_token ends there and is padded
+        with it. The prompt runs once, then each new token alone on a KVCache. Dropout acts in training
+        mode: call .eval() first."""
+        if tokens.size(1) + max_new_tokens > self.config.ctx:
+            raise ValueError(f"tokens has T = {tokens.size(1)} and max_new_tokens = {max_new_tokens}: "
+                             f"{tokens.size(1) + max_new_tokens} positions, DeepSeekMoE16B was built for T <= {self.config.ctx} (ctx)")
+        return generate_tokens(self, tokens, max_new_tokens, temperature, top_k, top_p, eos_token, generator)
+
+
+# ---- helpers the layers above use ----------------------------------------------------------------------------------
+
+
 def apply_rope(x: torch.Tensor, base: float = 10000.0, interleaved: bool = False, cache=None) -> torch.Tensor:
     """Rotary position embedding (Su et al. 2021) of x [..., T, d]: feature pair i of position t turns by
     t * base^(-2i/d). Pairs are (i, i + d/2), or (2i, 2i + 1) when interleaved. Generating with a KVCache, x holds
@@ -188,203 +397,3 @@ def generate_tokens(model: torch.nn.Module, tokens: torch.Tensor, max_new_tokens
             break
         logits = model(token, cache)[:, -1]
     return torch.cat(out, dim=1)
-
-
-@dataclass(frozen=True)
-class DeepSeekMoE16BConfig:
-    """The hyper-parameters DeepSeekMoE16B was compiled with (change them with `specc compile -D name=value`)."""
-
-    vocab: int = 102400
-    ctx: int = 4096
-    layers: int = 28
-    dense_layers: int = 1
-    d: int = 2048
-    heads: int = 16
-    dense_hidden: int = 10944
-    hidden: int = 1408
-    experts: int = 64
-    top_k: int = 6
-    shared: int = 2
-    rope_base: float = 10000.0
-    eps: float = 1e-06
-    aux_loss_alpha: float = 0.001
-
-
-class MultiHeadAttention(nn.Module):
-    """MultiHeadAttention, defined at std/transformer.nn:14"""
-
-    def __init__(self, d: int, heads: int, kv_heads: int, dropout: float) -> None:
-        super().__init__()
-        if d % heads != 0:
-            raise ValueError("MultiHeadAttention: heads must divide the width")
-        if kv_heads != 0:
-            raise ValueError("MultiHeadAttention: `kv_heads == 0` is true in the spec this class was compiled from; recompile with -D")
-        if heads % heads != 0:
-            raise ValueError("MultiHeadAttention: kv_heads must divide heads")
-        self.d = d
-        self.heads = heads
-        self.dropout = dropout
-        self.q_proj = nn.Linear(d, d, bias=False)
-        self.k_proj = nn.Linear(d, d // heads * heads, bias=False)
-        self.v_proj = nn.Linear(d, d // heads * heads, bias=False)
-        self.out_proj = nn.Linear(d, d, bias=False)
-
-    def forward(self, x, cache=None):
-        q = self.q_proj(x)  # [B, T, d]
-        q = q.reshape(q.size(0), q.size(1), self.heads, self.d // self.heads)  # [B, T, heads, d // heads]
-        q = q.transpose(1, 2)  # [B, heads, T, d // heads]
-        k = self.k_proj(x)  # [B, T, d // heads * heads]
-        k = k.reshape(k.size(0), k.size(1), self.heads, self.d // self.heads)  # [B, T, heads, d // heads]
-        k = k.transpose(1, 2)  # [B, heads, T, d // heads]
-        v = self.v_proj(x)  # [B, T, d // heads * heads]
-        v = v.reshape(v.size(0), v.size(1), self.heads, self.d // self.heads)  # [B, T, heads, d // heads]
-        v = v.transpose(1, 2)  # [B, heads, T, d // heads]
-        q = apply_rope(q, cache=cache)  # [B, heads, T, d // heads]
-        k = apply_rope(k, cache=cache)  # [B, heads, T, d // heads]
-        if cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)  # [B, heads, T, d // heads]
-        else:  # generating: attend to the cached positions too
-            k, v = cache.update(k, v)  # keys and values of every position so far
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=cache.causal_mask(q, k), dropout_p=self.dropout if self.training else 0.0)  # [B, heads, T, d // heads]
-        y = y.transpose(1, 2)  # [B, T, heads, d // heads]
-        y = y.reshape(y.size(0), y.size(1), self.d)  # [B, T, d]
-        y = self.out_proj(y)  # [B, T, d]
-        return y
-
-
-class SwiGLU(nn.Module):
-    """SwiGLU, defined at std/transformer.nn:63"""
-
-    def __init__(self, x_features: int, hidden: int) -> None:
-        super().__init__()
-        self.w1 = nn.Linear(x_features, hidden, bias=False)
-        self.w3 = nn.Linear(x_features, hidden, bias=False)
-        self.w2 = nn.Linear(hidden, x_features, bias=False)
-
-    def forward(self, x):
-        y = self.w1(x)  # [B, T, hidden]
-        y = F.silu(y)  # [B, T, hidden]
-        x = self.w3(x)  # [B, T, hidden]
-        y = y * x  # [B, T, hidden]
-        y = self.w2(y)  # [B, T, x_features]
-        return y
-
-
-class RotaryDecoderLayer(nn.Module):
-    """RotaryDecoderLayer, defined at std/moe.nn:13"""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.input_layernorm = nn.RMSNorm(2048, eps=1e-06)
-        self.self_attn = MultiHeadAttention(2048, 16, 0, 0.0)
-        self.post_attention_layernorm = nn.RMSNorm(2048, eps=1e-06)
-        self.mlp = SwiGLU(2048, 10944)
-
-    def forward(self, x, cache=None):
-        y = self.input_layernorm(x)  # [B, T, 2048]
-        y = self.self_attn(y, cache=cache)  # [B, T, 2048]
-        x = x + y  # [B, T, 2048]
-        z = self.post_attention_layernorm(x)  # [B, T, 2048]
-        z = self.mlp(z)  # [B, T, 2048]
-        x = x + z  # [B, T, 2048]
-        return x
-
-
-class SwiGLU1(nn.Module):
-    """SwiGLU, defined at std/transformer.nn:63"""
-
-    def __init__(self, x_features: int, hidden: int) -> None:
-        super().__init__()
-        self.w1 = nn.Linear(x_features, hidden, bias=False)
-        self.w3 = nn.Linear(x_features, hidden, bias=False)
-        self.w2 = nn.Linear(hidden, x_features, bias=False)
-
-    def forward(self, x):
-        y = self.w1(x)  # [B*T, hidden]
-        y = F.silu(y)  # [B*T, hidden]
-        x = self.w3(x)  # [B*T, hidden]
-        y = y * x  # [B*T, hidden]
-        y = self.w2(y)  # [B*T, x_features]
-        return y
-
-
-class SparseMoE(nn.Module):
-    """SparseMoE, defined at std/moe.nn:22"""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.moe = MixtureOfExperts(2048, [SwiGLU1(2048, 1408) for _ in range(64)], top_k=6, shared=[SwiGLU1(2048, 1408) for _ in range(2)], balance_coef=0.001)
-
-    def forward(self, x):
-        x = self.moe(x)  # [B, T, 2048]
-        return x
-
-
-class RotaryDecoderLayer1(nn.Module):
-    """RotaryDecoderLayer, defined at std/moe.nn:13"""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.input_layernorm = nn.RMSNorm(2048, eps=1e-06)
-        self.self_attn = MultiHeadAttention(2048, 16, 0, 0.0)
-        self.post_attention_layernorm = nn.RMSNorm(2048, eps=1e-06)
-        self.mlp = SparseMoE()
-
-    def forward(self, x, cache=None):
-        y = self.input_layernorm(x)  # [B, T, 2048]
-        y = self.self_attn(y, cache=cache)  # [B, T, 2048]
-        x = x + y  # [B, T, 2048]
-        z = self.post_attention_layernorm(x)  # [B, T, 2048]
-        z = self.mlp(z)  # [B, T, 2048]
-        x = x + z  # [B, T, 2048]
-        return x
-
-
-class DeepSeekMoE16B(nn.Module):
-    """DeepSeekMoE16B, compiled by specc from deepseek_moe_16b.nn"""
-
-    def __init__(self, config: DeepSeekMoE16BConfig = DeepSeekMoE16BConfig()) -> None:
-        super().__init__()
-        if config != DeepSeekMoE16BConfig():  # the layers below are specialised to these values
-            raise ValueError(f"compiled for {DeepSeekMoE16BConfig()}: recompile with -D to change it")
-        self.config = config
-        self.embed_tokens = nn.Embedding(102400, 2048)
-        self.layers = nn.ModuleList([*[RotaryDecoderLayer() for _ in range(1)], *[RotaryDecoderLayer1() for _ in range(27)]])
-        self.norm = nn.RMSNorm(2048, eps=1e-06)
-        self.lm_head = nn.Linear(2048, 102400, bias=False)
-
-    def forward(self, tokens, cache=None):
-        if not torch.compiler.is_compiling():  # the spec's input contract (torch.compile guards shapes)
-            if tokens.dim() != 2 or tokens.is_floating_point() or tokens.dtype == torch.bool:
-                raise ValueError(f"tokens must be an integer tensor [B, T], got {tokens.dtype} {tuple(tokens.shape)}")
-            if tokens.size(1) > 4096:
-                raise ValueError(f"tokens has T = {tokens.size(1)}, DeepSeekMoE16B was built for T <= 4096 (ctx)")
-        x = self.embed_tokens(tokens)  # [B, T, 2048]
-        for layer in self.layers[0:1]:
-            x = layer(x, cache=cache)  # [B, T, 2048]
-        for layer in self.layers[1:28]:
-            x = layer(x, cache=cache)  # [B, T, 2048]
-        x = self.norm(x)  # [B, T, 2048]
-        logits = self.lm_head(x)  # [B, T, 102400]
-        if cache is not None:
-            cache.advance(tokens.size(1))
-        return logits
-
-    def aux_loss(self) -> torch.Tensor:
-        """Auxiliary losses of the last forward (mixture-of-experts balancing); 0 if none."""
-        losses = [m.last_aux_loss for m in self.modules() if getattr(m, "last_aux_loss", None) is not None]
-        return sum(losses) if losses else torch.zeros(())
-
-    @torch.no_grad()
-    def generate(self, tokens: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None, eos_token: int | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """tokens [B, T] followed by up to max_new_tokens new tokens, [B, T + n]: the most likely one when
-        temperature is 0, else sampled (top_k / top_p keep the k most likely / the smallest set with that
-        probability; `generator` seeds the draw). A row that produces eos_token ends there and is padded
-        with it. The prompt runs once, then each new token alone on a KVCache. Dropout acts in training
-        mode: call .eval() first."""
-        if tokens.size(1) + max_new_tokens > 4096:
-            raise ValueError(f"tokens has T = {tokens.size(1)} and max_new_tokens = {max_new_tokens}: "
-                             f"{tokens.size(1) + max_new_tokens} positions, DeepSeekMoE16B was built for T <= 4096 (ctx)")
-        return generate_tokens(self, tokens, max_new_tokens, temperature, top_k, top_p, eos_token, generator)
