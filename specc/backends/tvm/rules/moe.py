@@ -33,6 +33,7 @@ from ....ops import registry
 from ....ops.registry import numel
 from ....symbolic import Dim, base_symbols
 from ....types import TensorType, TupleType
+from ..schedules.kernels import FEW_ROWS_PREFIX
 from . import lowering
 
 
@@ -123,7 +124,8 @@ def _routed(ctx, tokens, weights, chosen, n_dim: Dim):
     kept = ctx.emit(op.sum(picks, axis=[0]))  # [E] rows each expert runs
     ys = []
     for i in range(e):
-        size = tirx.Var(f"routed{i}", "int64")  # the rows expert i gets, known at run time
+        # the rows expert i gets, known at run time (the prefix gets its GEMMs the CPU schedules' few-rows form)
+        size = tirx.Var(f"{FEW_ROWS_PREFIX}{i}", "int64")
         mine = ctx.emit(op.strided_slice(picks, [1], [i], [i + 1]))  # [k*N, 1]
         found = ctx.emit(op.nonzero(ctx.emit(op.reshape(mine, [k * n]))))  # [1, n_i] its pairs, in pair order
         run = ctx.bb.match_cast(found, relax.TensorType([1, size], "int64"))
