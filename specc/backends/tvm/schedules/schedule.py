@@ -28,6 +28,9 @@ _DEBUG = os.environ.get("SPECC_TVM_DEBUG", "") == "1"
 SCHEDULED_ATTR = "tirx.is_scheduled"
 # below this many output elements a parallel loop costs more than it gains
 _MIN_PARALLEL_WORK = 4096
+# llvm.prefetch locality of the few-rows GEMM's weight prefetch: 2 = L2 and outer levels (x86 prefetcht1): the next
+# panel is needed after the current one, and in L1 it would evict the current panel's lines
+_PREFETCH_LOCALITY = 2
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -290,8 +293,9 @@ def _prefetch_next_panel(func, par, ko, weight, tiles, n_panels: int, kdim: int,
     pos = (start + j) * line  # float offset inside the panel
     addr = tirx.address_of(tirx.BufferLoad(weight, [panel, tirx.floordiv(pos, nr), tirx.floormod(pos, nr)]))
     i32 = lambda v: tirx.const(v, "int32")  # noqa: E731
-    # llvm.prefetch(address, read, locality 2 (L2 and outer levels, prefetcht1), data cache)
-    fetch = tirx.Evaluate(tirx.call_llvm_intrin("void", "llvm.prefetch.p0", addr, i32(0), i32(2), i32(1)))
+    # llvm.prefetch(address, read, locality, data cache)
+    fetch = tirx.Evaluate(tirx.call_llvm_intrin("void", "llvm.prefetch.p0", addr, i32(0), i32(_PREFETCH_LOCALITY),
+                                                i32(1)))
     prefetch = ts.For(j, tirx.const(0, "int64"), end - start, ts.ForKind.SERIAL, fetch)
 
     def at_round(loop):
