@@ -257,21 +257,20 @@ def _schedule_few_rows_gemm(sch, main, info: CPUInfo, mr: int, nr: int):
     if weight is None:
         return sch.mod["main"]
     return _prefetch_next_panel(sch.mod["main"], sch.get(par).loop_var, sch.get(ko).loop_var, weight,
-                                tiles, n_panels, kdim, ki, nr, info)
+                                tiles, n_panels, kdim, ki, nr)
 
 
 def _packed_weight(sch, main, nr: int):
     """The packed weight wp[N/nr, K, nr] the GEMM block reads (a function parameter), or None."""
     func = sch.mod["main"]
-    params = [p for p in func.params]
     for region in sch.get(main).reads:
         buf = region.source
-        if len(buf.shape) == 3 and _static(buf.shape[-1]) == nr and any(buf.same_as(p) for p in params):
+        if len(buf.shape) == 3 and _static(buf.shape[-1]) == nr and any(buf.same_as(p) for p in func.params):
             return buf
     return None
 
 
-def _prefetch_next_panel(func, par, ko, weight, tiles, n_panels: int, kdim: int, ki: int, nr: int, info: CPUInfo):
+def _prefetch_next_panel(func, par, ko, weight, tiles, n_panels: int, kdim: int, ki: int, nr: int):
     """Before each round of `ki` reduction steps, prefetch this round's share of the next column panel into L2.
 
     The few-rows GEMM streams each weight panel (K x nr floats) from memory once and reuses it from L2 for the
@@ -281,7 +280,7 @@ def _prefetch_next_panel(func, par, ko, weight, tiles, n_panels: int, kdim: int,
     Intel AVX-512: 6 x 64 tile without / with the prefetch: see the schedules README.)"""
     from tvm.tirx import stmt as ts
 
-    line = 64 // 4  # floats per cache line
+    line = 64 // 4  # floats per 64-byte cache line (x86, and the common ARM cores)
     lines_per_round = ki * nr // line
     rounds = kdim // ki
     f = par.astype("int64")
