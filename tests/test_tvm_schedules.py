@@ -139,6 +139,34 @@ def test_dense_symbolic_batch_gelu(target):
         assert out.shape == lin.shape
 
 
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+def test_dense_on_routed_rows_prefetches_next_panel(target):
+    """A GEMM whose rows are a routed expert's run-time count (rules/moe.py names them `routed*`) gets the few-rows
+    schedule: the wide register tile, and the next weight panel prefetched while the current one is computed. Row
+    tails (1, 5, 7, 33 rows), a width that is no multiple of the tile (200 columns), a narrow one (24) and a fused
+    epilogue all match TVM's reference lowering."""
+    rng = np.random.default_rng(7)
+    n = tirx.Var("routed3", "int64")
+    w1 = (rng.standard_normal((200, 96)) * 0.1).astype("float32")
+    b1 = rng.standard_normal(200).astype("float32")
+    w2 = (rng.standard_normal((24, 200)) * 0.1).astype("float32")
+    x = relax.Var("x", relax.TensorType((n, 96), "float32"))
+
+    def body(bb):
+        h = bb.emit(relax.op.nn.silu(bb.emit(relax.op.linear(x, relax.const(w1), relax.const(b1)))))
+        return bb.emit(relax.op.linear(h, relax.const(w2)))
+
+    mod = _function([x], body)
+    opt = optimize_for_cpu(mod, target)
+    assert sorted(v for v in last_stats()["schedules"].values() if "gemm" in v) == ["tiled-gemm-few-rows"] * 2
+    ex = tvm.compile(opt, target, tir_pipeline=TIR_PIPELINE)
+    assert "@llvm.prefetch" in _llvm_ir(ex)
+    fast, ref = relax.VirtualMachine(ex, tvm.cpu()), _build(mod, target, False)
+    for rows in (1, 5, 7, 33):
+        xi = rng.standard_normal((rows, 96)).astype("float32")
+        np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-5)
+
+
 def test_dense_weight_as_parameter_and_batched_matmul():
     """Non-constant weights are packed at run time; batched matmul with equal batch dims."""
     rng = np.random.default_rng(3)

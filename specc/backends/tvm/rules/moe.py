@@ -33,6 +33,7 @@ from ....ops import registry
 from ....ops.registry import numel
 from ....symbolic import Dim, base_symbols
 from ....types import TensorType, TupleType
+from ..schedules.kernels import FEW_ROWS_PREFIX
 from . import lowering
 
 
@@ -123,7 +124,8 @@ def _routed(ctx, tokens, weights, chosen, n_dim: Dim):
     kept = ctx.emit(op.sum(picks, axis=[0]))  # [E] rows each expert runs
     ys = []
     for i in range(e):
-        size = tirx.Var(f"routed{i}", "int64")  # the rows expert i gets, known at run time
+        # the rows expert i gets, known at run time (the prefix gets its GEMMs the CPU schedules' few-rows form)
+        size = tirx.Var(f"{FEW_ROWS_PREFIX}{i}", "int64")
         mine = ctx.emit(op.strided_slice(picks, [1], [i], [i + 1]))  # [k*N, 1]
         found = ctx.emit(op.nonzero(ctx.emit(op.reshape(mine, [k * n]))))  # [1, n_i] its pairs, in pair order
         run = ctx.bb.match_cast(found, relax.TensorType([1, size], "int64"))
@@ -141,10 +143,16 @@ def _routed(ctx, tokens, weights, chosen, n_dim: Dim):
         kept_pair = ctx.emit(op.greater(mine, ctx.const(0, "int64")))
         pos = ctx.emit(op.where(kept_pair, pos, ctx.const(0, "int64")))
         w = ctx.emit(op.where(kept_pair, w, ctx.const(0.0, "float32")))
-    picked = ctx.emit(op.take(routed, pos, axis=0, mode="clip"))  # [k*N, d]
-    picked = ctx.emit(op.multiply(picked, ctx.emit(op.expand_dims(w, -1))))
-    d = ctx.in_types[0].shape[-1]
-    return ctx.emit(op.sum(ctx.emit(op.reshape(picked, [k, n, d])), axis=[0]))  # [N, d]
+    # out = sum_j w_j * Y[pos_j]: one gather-multiply-add chain (FuseOps makes it one kernel, one pass over [N, d]),
+    # in the order a sum over the slots adds
+    pos, w = ctx.emit(op.reshape(pos, [k, n])), ctx.emit(op.reshape(w, [k, n]))
+    out = None
+    for j in range(k):
+        pj = ctx.emit(op.reshape(ctx.emit(op.strided_slice(pos, [0], [j], [j + 1])), [n]))
+        wj = ctx.emit(op.reshape(ctx.emit(op.strided_slice(w, [0], [j], [j + 1])), [n, 1]))
+        term = ctx.emit(op.multiply(ctx.emit(op.take(routed, pj, axis=0, mode="clip")), wj))  # [N, d]
+        out = term if out is None else ctx.emit(op.add(out, term))
+    return out
 
 
 def _slot_major(ctx, t):

@@ -22,6 +22,9 @@ import numpy as np
 from tvm import te, tirx
 
 KIND = "specc.kernel"
+# Name prefix of a symbolic row count that is a share of the tokens known only at run time (a routed expert's rows,
+# rules/moe.py): its GEMMs get the few-rows tile and weight prefetching (rewrite.py, schedule.py).
+FEW_ROWS_PREFIX = "routed"
 
 
 def _ceil_to(x, m):
@@ -93,10 +96,12 @@ def pack_conv_weight_te(w: te.Tensor, nr: int) -> te.Tensor:
 
 # ----------------------------------------------------------------------------- GEMM
 def gemm(x: te.Tensor, wp: te.Tensor, n_out: int, mr: int, nr: int, packed_batch: bool = False,
-         out_dtype: str = "float32") -> te.Tensor:
+         out_dtype: str = "float32", prefetch_ki: int = 0) -> te.Tensor:
     """y[*L, R, N] = x[*L, R, K] @ W[K, N] with W packed as wp[(*L,) N/nr, K, nr].
 
-    ``packed_batch``: wp carries the same leading dims *L as x (batched matmul)."""
+    ``packed_batch``: wp carries the same leading dims *L as x (batched matmul).
+    ``prefetch_ki``: > 0 asks the scheduler for the few-rows form (schedule._prefetch_next_panel): every `ki` steps
+    of the reduction, a tile prefetches its share of the next weight panel."""
     *lead, rows, kdim = [_int(s) for s in x.shape]
     n_pad = _int(wp.shape[-3]) * nr
     rows_p = _ceil_to(rows, mr)
@@ -109,8 +114,10 @@ def gemm(x: te.Tensor, wp: te.Tensor, n_out: int, mr: int, nr: int, packed_batch
         widx = (*li, j // nr, k, j % nr) if packed_batch else (j // nr, k, j % nr)
         return te.sum(x[(*li, ii, k)].astype(out_dtype) * wp[widx].astype(out_dtype), axis=k)
 
-    acc = te.compute((*lead, rows_p, n_pad), f_acc, name="specc_gemm",
-                     attrs={KIND: "gemm", "specc.mr": mr, "specc.nr": nr})
+    attrs = {KIND: "gemm", "specc.mr": mr, "specc.nr": nr}
+    if prefetch_ki:
+        attrs["specc.prefetch_ki"] = prefetch_ki
+    acc = te.compute((*lead, rows_p, n_pad), f_acc, name="specc_gemm", attrs=attrs)
     return te.compute((*lead, rows, n_out), lambda *idx: acc[idx], name="specc_gemm_out")
 
 

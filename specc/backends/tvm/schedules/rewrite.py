@@ -72,6 +72,17 @@ def _all_int(xs) -> bool:
     return all(isinstance(x, int) for x in xs)
 
 
+def _few_rows_ki(rows, kdim: int, const_weight: bool) -> int:
+    """The prefetch step (schedule._prefetch_next_panel) for a GEMM on a routed expert's rows, else 0. Such a GEMM
+    streams its weights from memory once per call (every expert's weights are used by ~N*k/E rows and evicted by the
+    other experts'), so each weight panel must arrive while the previous one is computed. `ki` reduction steps
+    per prefetch round: the round's loop spills the accumulators (a call in the loop keeps LLVM from holding them
+    in registers across it), so 32 steps make that 1/32 of the tile's loads; K must be a multiple."""
+    if not (const_weight and isinstance(rows, tirx.Var) and rows.name.startswith(kernels.FEW_ROWS_PREFIX)):
+        return 0
+    return next((ki for ki in (32, 16, 8) if kdim % ki == 0), 0)
+
+
 @expr_functor.mutator
 class HeavyOpRewriter(PyExprMutator):
     """Replaces conv2d / matmul / attention calls with call_tir to specc kernels."""
@@ -222,13 +233,18 @@ class HeavyOpRewriter(PyExprMutator):
             nr = self._nr_for(n)
             mr = pick_mr(rows, self.info)
             bval = self._const_value(b)
+            ki = _few_rows_ki(rows, kdim, bval is not None and len(ash) == 2)
+            if ki:
+                mr, nr = self.info.few_rows_tile()
+                nr = nr if n >= nr else self._nr_for(n)
             if bval is not None:
                 wp = relax.const(kernels.pack_weight_np(bval.astype("float32"), nr))
             else:
                 wp = self.builder_.emit(self._call(lambda t: kernels.pack_weight_te(t, nr), [b],
                                                    "specc_pack_weight", _INJ))
             self.count["gemm"] += 1
-            return self._call(lambda t, wt: kernels.gemm(t, wt, n, mr, nr), [a, wp], "specc_dense", _FUSABLE)
+            return self._call(lambda t, wt: kernels.gemm(t, wt, n, mr, nr, prefetch_ki=ki), [a, wp], "specc_dense",
+                              _FUSABLE)
         # batched: require identical leading dims
         if len(ash) != len(bsh):
             return None
