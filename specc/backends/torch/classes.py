@@ -45,7 +45,8 @@ class ClassPlan:
     weights: list[str] = field(default_factory=list)  # the `_init_weights` lines
     sources: list[str] = field(default_factory=list)  # each parameter's name in the graph's sizes
     annots: list[str] = field(default_factory=list)  # each parameter's type
-    pins: list[str] = field(default_factory=list)  # constructor lines that refuse values the code was not made for
+    pins: list[tuple[str, str]] = field(default_factory=list)  # (condition, message): the constructor raises
+    # ValueError(message) unless the condition holds (what the code was written for)
     generic: bool = True  # sizes come from the constructor's arguments (else: numbers of one compile)
     inherits: list[str] = field(default_factory=list)  # parameters named in an enclosing scope (init values)
 
@@ -208,7 +209,12 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], dict[str, str], list[str],
             continue
         key = (g.block, tuple(plan.init), tuple(plan.forward), tuple(plan.comments), tuple(plan.weights),
                tuple(plan.params), tuple(plan.pins), tuple(plan.fwd_args))
-        if key in groups:
+        twin = None if key in groups else next((q for q in plans if q.members and m.graphs[q.members[0]].block
+                                                 == g.block and _merge_branches(q, plan)), None)
+        if twin is not None:  # the same block down the other branch of an `if`: one class with that `if`
+            twin.members.append(name)
+            groups[key] = twin
+        elif key in groups:
             groups[key].members.append(name)
         else:
             plan.name = new_class_name(g.block)
@@ -290,13 +296,13 @@ class _Planner:
         comments = [_write(c, nm.comment) for c in code.comments]
         pins = self.pins(noting(nm.init, used_init))
         if is_main:
-            return ClassPlan("", [], [], {}, pins + init, forward, comments, code.args, "", weights, pins=pins)
+            return ClassPlan("", [], [], {}, init, forward, comments, code.args, "", weights, pins=pins)
         order = [*nm.params, *sorted(inherit)] if nm.params else [*used_init, *used_fwd]
         params = [n for n in dict.fromkeys(order) if n in used_init or n in used_fwd]
         texts = [own_or_inherited(n) for n in params]
         stores = [f"self.{stored(t)} = {t}" for n, t in zip(params, texts) if n in used_fwd]
         annots = [_annot(self.g.hparams.get(n, 0)) for n in params]
-        return ClassPlan("", [], texts, {}, pins + stores + init, forward, comments, code.args, "", weights,
+        return ClassPlan("", [], texts, {}, stores + init, forward, comments, code.args, "", weights,
                          sources=params, annots=annots, pins=pins, inherits=[n for n in params if n in inherit])
 
     def inherited(self) -> set[str]:
@@ -315,7 +321,7 @@ class _Planner:
                     out |= set(plan.inherits)
         return out - own
 
-    def pins(self, fn) -> list[str]:
+    def pins(self, fn) -> list[tuple[str, str]]:
         """Constructor lines that raise for arguments this code was not written for: the graph's `assert`s (with
         the spec's message), the `if` branches it took and the loop lengths it unrolled."""
         out = []
@@ -330,7 +336,7 @@ class _Planner:
                 msg = json.dumps(f"{who}: {what.removeprefix('assert:')}")
             else:
                 msg = json.dumps(f"{who}: {what} in the spec this class was compiled from; recompile with -D")
-            out += [f"if {_negated(cond)}:", f"    raise ValueError({msg})"]
+            out.append((cond, msg))
         return out
 
     def ctors(self, line: str, generic: bool) -> str:
@@ -394,6 +400,77 @@ def _negated(cond: str) -> str:
     if isinstance(tree, ast.Compare) and len(tree.ops) == 1 and type(tree.ops[0]) in _FLIP:
         return ast.unparse(ast.Compare(tree.left, [_FLIP[type(tree.ops[0])]()], tree.comparators))
     return ast.unparse(ast.UnaryOp(ast.Not(), tree))
+
+
+def pin_lines(pins: list[tuple[str, str]]) -> list[str]:
+    out = []
+    for cond, msg in pins:
+        out += [f"if {_negated(cond)}:", f"    raise ValueError({msg})"]
+    return out
+
+
+def _merge_branches(a: ClassPlan, b: ClassPlan) -> bool:
+    """Make `a` the class of both `a` and `b` when they are one block down the two branches of one `if`: their
+    checks differ in that one condition only, and `b`'s code is `a`'s without some of its lines (or the other way
+    round). The extra layers are built under `if cond:` and stored as a flag the forward tests, as torchvision's
+    Bottleneck tests `downsample`. False (and nothing changed) otherwise."""
+    if not a.generic or not b.generic or a.sources != b.sources or a.fwd_args != b.fwd_args or \
+            len(a.pins) != len(b.pins):
+        return False
+    diff = [i for i, (p, q) in enumerate(zip(a.pins, b.pins)) if p[0] != q[0]]
+    if len(diff) != 1:
+        return False
+    i = diff[0]
+    cond_a, cond_b = a.pins[i][0], b.pins[i][0]
+    if _norm(cond_b) != _norm(f"not ({cond_a})") and _norm(cond_a) != _norm(f"not ({cond_b})"):
+        return False
+    big, small, cond = (a, b, cond_a) if len(a.init) >= len(b.init) else (b, a, cond_b)
+    init = _guarded(big.init, small.init, cond)
+    if init is None:
+        return False
+    extra_init = [ln for ln in big.init if ln not in small.init]
+    attrs = [ln.split("=")[0].strip() for ln in extra_init if ln.startswith("self.")]
+    if not attrs:
+        return False
+    flag = f"has_{attrs[0].removeprefix('self.').split('.')[0].split('[')[0]}"
+    weights = _guarded(big.weights, small.weights, f"self.{flag}")
+    if weights is None:
+        return False
+    init_lines, flag_line = init
+    forward = _guarded(big.forward, small.forward, f"self.{flag}", comments=(big.comments, small.comments))
+    if forward is None:
+        return False
+    (fwd, comments), _ = forward
+    a.init = [f"self.{flag} = {cond}  # which branch of the spec's `if` this block takes", *init_lines]
+    a.weights = weights[0]
+    a.forward, a.comments = fwd, comments
+    a.pins = [p for k, p in enumerate(a.pins) if k != i]
+    return True
+
+
+def _norm(cond: str) -> str:
+    return ast.unparse(ast.parse(cond, mode="eval"))
+
+
+def _guarded(big: list[str], small: list[str], cond: str, comments: tuple | None = None):
+    """`big` with the lines `small` lacks (one contiguous run) under `if cond:`; None when `small` is not `big`
+    without one such run. With comments, returns ((lines, comments), None)."""
+    n, k = len(big), len(big) - len(small)
+    if k < 0:
+        return None
+    if k == 0:
+        return None if big != small else ((big, comments[0]) if comments else big, None)
+    for start in range(len(small) + 1):
+        if big[:start] + big[start + k:] == small:
+            run = big[start:start + k]
+            lines = [*big[:start], f"if {cond}:", *("    " + ln for ln in run), *big[start + k:]]
+            if comments is None:
+                return lines, None
+            cb = comments[0]
+            return ([*big[:start], f"if {cond}:", *("    " + ln for ln in run), *big[start + k:]],
+                    [*cb[:start], "", *cb[start:start + k], *cb[start + k:]]), None
+    del n
+    return None
 
 
 def _text_of(value: Any) -> str:
