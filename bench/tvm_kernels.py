@@ -337,6 +337,26 @@ def bench_model(name, mod, torch_mod, inputs, flops, target, peak, skip_untuned)
 
 
 # ----------------------------------------------------------------------------- per-op breakdown
+def _resnet50_convs():
+    """ResNet-50 v1.5 (stride on the 3x3) convs at 224x224: (ic, oc, k, stride, input hw, how many in the net)."""
+    count: dict = {(3, 64, 7, 2, 224): 1}
+    ic, hw = 64, 56
+    for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+        for b in range(blocks):
+            s = stride if b == 0 else 1
+            for key in ((ic, width, 1, 1, hw), (width, width, 3, s, hw), (width, 4 * width, 1, 1, hw // s)):
+                count[key] = count.get(key, 0) + 1
+            if b == 0:
+                key = (ic, 4 * width, 1, s, hw)
+                count[key] = count.get(key, 0) + 1
+            ic, hw = 4 * width, hw // s
+    return [(*k, n) for k, n in count.items()]
+
+
+RESNET50_CONVS = _resnet50_convs()
+
+
+
 # (label, relax builder, torch function, flops): the hot ops of GPT-2 (1x128 tokens) and ResNet-18 (1x224x224)
 def _op_cases(rng):
     op = relax.op
@@ -364,11 +384,17 @@ def _op_cases(rng):
                   8 * 128 * 768))
     cases.append(("gelu(tanh) 128x3072", [(1, 128, 3072)], lambda x: op.nn.gelu_tanh(x),
                   lambda x: F.gelu(x, approximate="tanh"), 8 * 128 * 3072))
-    for ic, oc, k, s, hw in ((3, 64, 7, 2, 224), (64, 64, 3, 1, 56), (64, 128, 3, 2, 56), (128, 128, 3, 1, 28),
-                             (256, 256, 3, 1, 14), (512, 512, 3, 1, 7), (256, 512, 1, 2, 14)):
+    # ResNet-18's convs, then ResNet-50's (x N: how many ResNet-50 has)
+    r50 = {c[:5]: c[5] for c in RESNET50_CONVS}
+    convs = [(*c, r50.get(c, 0)) for c in ((3, 64, 7, 2, 224), (64, 64, 3, 1, 56), (64, 128, 3, 2, 56),
+                                            (128, 128, 3, 1, 28), (256, 256, 3, 1, 14), (512, 512, 3, 1, 7),
+                                            (256, 512, 1, 2, 14))]
+    convs += [c for c in RESNET50_CONVS if c[:5] not in {x[:5] for x in convs}]
+    for ic, oc, k, s, hw, count in convs:
         w, b = const(oc, ic, k, k), const(1, oc, 1, 1)
         oh = (hw + 2 * (k // 2) - k) // s + 1
-        cases.append((f"conv {ic}->{oc} {k}x{k}/{s} @{hw}", [(1, ic, hw, hw)],
+        times = f" (x{count} in R50)" if count else ""
+        cases.append((f"conv {ic}->{oc} {k}x{k}/{s} @{hw}{times}", [(1, ic, hw, hw)],
                       lambda x, w=w, b=b, s=s, k=k: op.nn.relu(op.add(op.nn.conv2d(
                           x, relax.const(w), strides=s, padding=k // 2), relax.const(b))),
                       lambda x, w=torch.from_numpy(w), b=torch.from_numpy(b.reshape(-1)), s=s, k=k: F.relu(
@@ -474,6 +500,18 @@ def bench_ops(args, peak):
         for m in mcpus:
             print(f"{'':<6}code for {m:<16}{asm[m]}")
         rows.append((label, res))
+    # ResNet-50's convs weighted by how often the net has each: where the time goes, per peer
+    tot: dict = {}
+    for label, res in rows:
+        if " in R50)" not in label:
+            continue
+        n = int(label.rsplit("(x", 1)[1].split()[0])
+        for k, v in res.items():
+            tot[k] = tot.get(k, 0.0) + n * v[0]
+    if tot:
+        base = tot.get("onnxruntime", tot.get("torch"))
+        print("ResNet-50 convs (each time x its count), sum: " + "  ".join(
+            f"{k} {v * 1e3:.1f} ms ({v / base:.2f}x)" for k, v in tot.items()))
     return rows
 
 

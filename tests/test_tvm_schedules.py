@@ -117,6 +117,37 @@ def test_conv2d_1x1_and_7x7_residual():
 
 
 @pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv2d_1x1_row_copy_symbolic_batch(target, stride):
+    """1x1 convs over planes of >= 32 cache lines and strided convs read a (N, H, C, W) copy of their input (the
+    strided one only the pixels it uses); a 30-pixel (15 with stride 2) row leaves a partial register tile, and
+    the residual add + relu are fused into the transposing epilogue."""
+    from specc.backends.tvm.schedules.rewrite import _conv_row_major
+
+    assert _conv_row_major((1, 24, 30, 30), (40, 24, 1, 1), (stride, stride))
+    assert not _conv_row_major((1, 24, 7, 7), (40, 24, 1, 1), (1, 1))  # a small plane is read in place
+    rng = np.random.default_rng(2)
+    n = tirx.Var("n", "int64")
+    x = relax.Var("x", relax.TensorType((n, 24, 30, 30), "float32"))
+    w = (rng.standard_normal((40, 24, 1, 1)) * 0.1).astype("float32")
+    scale = rng.standard_normal((1, 40, 1, 1)).astype("float32")
+    o = 30 // stride
+    r = relax.Var("r", relax.TensorType((n, 40, o, o), "float32"))
+
+    def body(bb):
+        y = bb.emit(relax.op.multiply(relax.op.nn.conv2d(x, relax.const(w), strides=stride), relax.const(scale)))
+        return bb.emit(relax.op.nn.relu(relax.op.add(y, r)))
+
+    mod = _function([x, r], body)
+    fast, ref = _build(mod, target, True), _build(mod, target, False)
+    assert last_stats()["replaced"]["conv2d"] == 1
+    for batch in (1, 2):
+        xi = rng.standard_normal((batch, 24, 30, 30)).astype("float32")
+        ri = rng.standard_normal((batch, 40, o, o)).astype("float32")
+        np.testing.assert_allclose(_run(fast, xi, ri), _run(ref, xi, ri), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
 def test_dense_symbolic_batch_gelu(target):
     rng = np.random.default_rng(2)
     n = tirx.Var("n", "int64")

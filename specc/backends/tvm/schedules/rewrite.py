@@ -83,6 +83,17 @@ def _few_rows_ki(rows, kdim: int, const_weight: bool) -> int:
     return next((ki for ki in (32, 16, 8) if kdim % ki == 0), 0)
 
 
+def _conv_row_major(xs, ws, strides) -> bool:
+    """Whether the conv kernel first copies its input to rows (xp[N, H, C, W], see kernels.conv2d_nchw): for a
+    strided conv (the copy keeps only the pixels read: 1x1/2 downsamples ran 1.8x onnxruntime, 0.7-0.9x with it)
+    and for 1x1 convs over planes of at least 32 cache lines, where each step of the channel reduction jumps a
+    whole plane (1x1 convs at 56x56 and 28x28: 1.2-1.8x onnxruntime without, 0.9-1.3x with). Smaller planes, and
+    3x3 stride-1 convs (their padded copy already exists), time the same or a little faster without the copy."""
+    line = 64
+    plane = xs[2] * xs[3] * 4
+    return any(s > 1 for s in strides) or (ws[2] == 1 and ws[3] == 1 and plane >= 32 * line)
+
+
 @expr_functor.mutator
 class HeavyOpRewriter(PyExprMutator):
     """Replaces conv2d / matmul / attention calls with call_tir to specc kernels."""
@@ -207,8 +218,9 @@ class HeavyOpRewriter(PyExprMutator):
             wp = self.builder_.emit(self._call(lambda t: kernels.pack_conv_weight_te(t, nr), [w],
                                                "specc_pack_conv_weight", _INJ))
         self.count["conv2d"] += 1
+        row_major = _conv_row_major(xs, ws, strides)
         return self._call(
-            lambda t, wt: kernels.conv2d_nchw(t, wt, oc, kh, kw, strides, pad, dil, mr, nr),
+            lambda t, wt: kernels.conv2d_nchw(t, wt, oc, kh, kw, strides, pad, dil, mr, nr, row_major=row_major),
             [x, wp], "specc_conv2d", _FUSABLE)
 
     # -- matmul -------------------------------------------------------------------
