@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent / "specc"
 # against dotted module names; the first layer with a matching pattern owns the module.
 LAYERS: list[tuple[str, list[str]]] = [
     ("errors", ["specc.source", "specc.diagnostics", "specc.errors", "specc.options", "specc.version", "specc.limits"]),
-    ("basics", ["specc.symbolic", "specc.types", "specc.ast", "specc.attrs", "specc.fsutil"]),
+    ("basics", ["specc.symbolic", "specc.hyper", "specc.types", "specc.ast", "specc.attrs", "specc.fsutil"]),
     ("ir", ["specc.ir"]),
     ("ops", ["specc.ops", "specc.ops.*"]),
     ("ir tools", ["specc.naming", "specc.walker", "specc.printer", "specc.verify", "specc.summary", "specc.flatten"]),

@@ -20,133 +20,27 @@ import tvm
 from tvm import s_tir, tirx
 
 from ._target import CPUInfo
-from .kernels import KIND
+from .few_rows import _schedule_few_rows_gemm
+from .sched_util import (
+    _MIN_PARALLEL_WORK,
+    SCHEDULED_ATTR,
+    _ann_int,
+    _blocks,
+    _extent,
+    _inline_intermediates,
+    _is_spatial_block,
+    _kind,
+    _parallel_prefix,
+    _same,
+    _static_work,
+    _vectorize_inner,
+)
 
 log = logging.getLogger("specc.tvm.schedules")
 
 _DEBUG = os.environ.get("SPECC_TVM_DEBUG", "") == "1"
-SCHEDULED_ATTR = "tirx.is_scheduled"
-# below this many output elements a parallel loop costs more than it gains
-_MIN_PARALLEL_WORK = 4096
-# llvm.prefetch locality of the few-rows GEMM's weight prefetch: 2 = L2 and outer levels (x86 prefetcht1): the next
-# panel is needed after the current one, and in L1 it would evict the current panel's lines
-_PREFETCH_LOCALITY = 2
 
 
-# ----------------------------------------------------------------------------- helpers
-def _root(sch):
-    return sch.get_sblock("root")
-
-
-def _blocks(sch):
-    return list(sch.get_child_blocks(_root(sch)))
-
-
-def _kind(sch, blk):
-    ann = sch.get(blk).annotations
-    val = ann.get(KIND) if ann is not None else None
-    return str(val) if val is not None else None
-
-
-def _ann_int(sch, blk, key):
-    return int(sch.get(blk).annotations[key])
-
-
-def _static(ext):
-    return int(ext) if isinstance(ext, (int, tirx.IntImm)) else None
-
-
-def _extent(sch, loop):
-    return _static(sch.get(loop).extent)
-
-
-def _is_spatial_block(sch, blk) -> bool:
-    return all(iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(blk).iter_vars)
-
-
-def _output_blocks(sch):
-    try:
-        return list(sch.get_output_blocks(_root(sch)))
-    except Exception:  # pylint: disable=broad-except
-        return []
-
-
-def _same(sch, a, b):
-    return sch.get_sref(a).same_as(sch.get_sref(b))
-
-
-def _in(sch, blk, lst):
-    return any(_same(sch, blk, x) for x in lst)
-
-
-def _inline_intermediates(sch, skip):
-    """compute_inline every injective, non-output block (except `skip`)."""
-    changed = True
-    while changed:
-        changed = False
-        outs = _output_blocks(sch)
-        for blk in _blocks(sch):
-            if _in(sch, blk, skip) or _in(sch, blk, outs):
-                continue
-            if _kind(sch, blk) is not None:
-                continue
-            if not _is_spatial_block(sch, blk):
-                continue
-            try:
-                sch.compute_inline(blk)
-                changed = True
-                break
-            except Exception:  # pylint: disable=broad-except
-                continue
-
-
-def _vectorize_inner(sch, loops, lanes, max_factor=None):
-    """Vectorise the innermost loop when its extent is a static multiple of `lanes`."""
-    if not loops:
-        return loops
-    inner = loops[-1]
-    ext = _extent(sch, inner)
-    if ext is None or ext < lanes:
-        return loops
-    if ext % lanes != 0:
-        return loops
-    vec = lanes
-    # use up to 4 registers for long contiguous rows
-    for f in (4 * lanes, 2 * lanes):
-        if ext % f == 0 and (max_factor is None or f <= max_factor):
-            vec = f
-            break
-    if ext == vec:
-        sch.vectorize(inner)
-        return loops
-    o, i = sch.split(inner, [None, vec])
-    sch.vectorize(i)
-    return loops[:-1] + [o, i]
-
-
-def _parallel_prefix(sch, loops, min_work=_MIN_PARALLEL_WORK, work=None):
-    if not loops:
-        return None
-    if work is not None and work < min_work:
-        return None
-    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-    sch.parallel(fused)
-    return fused
-
-
-def _static_work(sch, blk):
-    total = 1
-    for iv in sch.get(blk).iter_vars:
-        if iv.iter_type != tirx.IterVar.DataPar:
-            continue
-        ext = _static(iv.dom.extent)
-        if ext is None:
-            return None
-        total *= ext
-    return total
-
-
-# ----------------------------------------------------------------------------- kernels
 def _schedule_tiled(sch, main, info: CPUInfo):
     """gemm / conv2d micro-kernel + fused epilogue. Returns the scheduled function when it is not sch.mod's (the
     few-rows GEMM adds statements after scheduling), else None."""
@@ -154,7 +48,7 @@ def _schedule_tiled(sch, main, info: CPUInfo):
     mr = _ann_int(sch, main, "specc.mr")
     nr = _ann_int(sch, main, "specc.nr")
     if kind == "gemm" and "specc.prefetch_ki" in sch.get(main).annotations:
-        return _schedule_few_rows_gemm(sch, main, info, mr, nr)
+        return _schedule_few_rows_gemm(sch, main, info, mr, nr, _schedule_generic_block)
 
     # keep producers (pad, packing) at root; inline elementwise epilogue intermediates
     _inline_intermediates(sch, skip=[main])
@@ -220,113 +114,6 @@ def _schedule_tiled(sch, main, info: CPUInfo):
         _schedule_generic_block(sch, sch.get_sblock(name), info)
 
 
-def _schedule_few_rows_gemm(sch, main, info: CPUInfo, mr: int, nr: int):
-    """A GEMM on a routed expert's rows (a few dozen; rewrite._few_rows_ki): the tiled-gemm loop nest (column panel,
-    row tile, reduction) with the reduction split in rounds of `ki` steps, each round prefetching this tile's share
-    of the next column panel of the packed weight (_prefetch_next_panel)."""
-    ki = _ann_int(sch, main, "specc.prefetch_ki")
-    _inline_intermediates(sch, skip=[main])
-    all_blocks = _blocks(sch)
-    idx = [k for k, b in enumerate(all_blocks) if _same(sch, b, main)][0]
-    producers = [sch.get(b).name_hint for b in all_blocks[:idx]]
-    weight = _packed_weight(sch, main, nr)
-    rows, cols, red = sch.get_loops(main)
-    ro, ri = sch.split(rows, [None, mr])
-    tiles = sch.get(ro).extent  # row tiles per panel (the rows are padded to a multiple of mr)
-    co, ci = sch.split(cols, [None, nr])
-    kdim = _extent(sch, red)
-    ko, kin = sch.split(red, [None, ki])
-    sch.reorder(co, ro, ko, kin, ri, ci)
-    n_panels = _extent(sch, co)
-    par = sch.fuse(co, ro)
-    sch.parallel(par)
-    sch.unroll(ri)
-    sch.vectorize(ci)
-    consumers = list(sch.get_consumers(main))
-    sch.set_scope(main, 0, "local")
-    for c in consumers:
-        sch.reverse_compute_at(c, par)
-    init = sch.decompose_reduction(main, ko)
-    il = sch.get_loops(init)
-    sch.unroll(il[-2])
-    sch.vectorize(il[-1])
-    for c in consumers:
-        cl = sch.get_loops(c)
-        if _extent(sch, cl[-1]) == nr and _is_spatial_block(sch, c):
-            try:
-                sch.vectorize(cl[-1])
-            except Exception:  # pylint: disable=broad-except
-                pass
-    for name in producers:
-        _schedule_generic_block(sch, sch.get_sblock(name), info)
-    if weight is None:
-        return sch.mod["main"]
-    return _prefetch_next_panel(sch.mod["main"], sch.get(par).loop_var, sch.get(ko).loop_var, weight,
-                                tiles, n_panels, kdim, ki, nr)
-
-
-def _packed_weight(sch, main, nr: int):
-    """The packed weight wp[N/nr, K, nr] the GEMM block reads (a function parameter), or None."""
-    func = sch.mod["main"]
-    for region in sch.get(main).reads:
-        buf = region.source
-        if len(buf.shape) == 3 and _static(buf.shape[-1]) == nr and any(buf.same_as(p) for p in func.params):
-            return buf
-    return None
-
-
-def _prefetch_next_panel(func, par, ko, weight, tiles, n_panels: int, kdim: int, ki: int, nr: int):
-    """Before each round of `ki` reduction steps, prefetch this round's share of the next column panel into L2.
-
-    The few-rows GEMM streams each weight panel (K x nr floats) from memory once and reuses it from L2 for the
-    panel's other row tiles; without help, a panel's first tile waits on memory and the others leave it idle. Here
-    the next panel is fetched while the current one is computed, spread evenly over the current panel's
-    `tiles` x K/ki rounds: memory traffic and compute overlap. (Thread CPU time, 8 experts' SwiGLU at ~32 rows,
-    Intel AVX-512: 6 x 64 tile without / with the prefetch: see the schedules README.)"""
-    from tvm.tirx import stmt as ts
-
-    line = 64 // 4  # floats per 64-byte cache line (x86, and the common ARM cores)
-    lines_per_round = ki * nr // line
-    rounds = kdim // ki
-    f = par.astype("int64")
-    panel = tirx.min(tirx.floordiv(f, tiles) + 1, n_panels - 1)
-    step = tirx.floormod(f, tiles) * rounds + ko.astype("int64")
-    start = tirx.floordiv(step * lines_per_round, tiles)
-    end = tirx.floordiv((step + 1) * lines_per_round, tiles)
-    j = tirx.Var("pf_line", "int64")
-    pos = (start + j) * line  # float offset inside the panel
-    addr = tirx.address_of(tirx.BufferLoad(weight, [panel, tirx.floordiv(pos, nr), tirx.floormod(pos, nr)]))
-    i32 = lambda v: tirx.const(v, "int32")  # noqa: E731
-    # llvm.prefetch(address, read, locality, data cache)
-    fetch = tirx.Evaluate(tirx.call_llvm_intrin("void", "llvm.prefetch.p0", addr, i32(0), i32(_PREFETCH_LOCALITY),
-                                                i32(1)))
-    prefetch = ts.For(j, tirx.const(0, "int64"), end - start, ts.ForKind.SERIAL, fetch)
-
-    def at_round(loop):
-        return ts.For(loop.loop_var, loop.min, loop.extent, loop.kind, ts.SeqStmt([prefetch, loop.body]),
-                      loop.thread_binding, loop.annotations)
-
-    return func.with_body(_rewrite_loop(func.body, ko, at_round))
-
-
-def _rewrite_loop(node, var, fn):
-    """`node` with the For loop over `var` replaced by fn(loop) (walks loops, sequences and blocks)."""
-    from tvm.s_tir import stmt as ss
-    from tvm.tirx import stmt as ts
-
-    if isinstance(node, ts.For):
-        if node.loop_var.same_as(var):
-            return fn(node)
-        return ts.For(node.loop_var, node.min, node.extent, node.kind, _rewrite_loop(node.body, var, fn),
-                      node.thread_binding, node.annotations)
-    if isinstance(node, ts.SeqStmt):
-        return ts.SeqStmt([_rewrite_loop(x, var, fn) for x in node.seq])
-    if isinstance(node, ss.SBlockRealize):
-        return ss.SBlockRealize(node.iter_values, node.predicate, _rewrite_loop(node.block, var, fn))
-    if isinstance(node, ss.SBlock):
-        return ss.SBlock(node.iter_vars, node.reads, node.writes, node.name_hint, _rewrite_loop(node.body, var, fn),
-                         node.init, node.alloc_buffers, node.match_buffers, node.annotations)
-    return node
 
 
 def _schedule_row_partials(sch, blocks, info: CPUInfo):

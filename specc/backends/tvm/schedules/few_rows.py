@@ -1,0 +1,125 @@
+"""The few-rows GEMM (a routed expert's rows): the tiled-gemm loop nest with the next weight panel prefetched."""
+from __future__ import annotations
+
+from tvm import tirx
+
+from ._target import CPUInfo
+from .sched_util import (
+    _PREFETCH_LOCALITY,
+    _ann_int,
+    _blocks,
+    _extent,
+    _inline_intermediates,
+    _is_spatial_block,
+    _same,
+    _static,
+)
+
+
+def _schedule_few_rows_gemm(sch, main, info: CPUInfo, mr: int, nr: int, _schedule_generic_block):
+    """A GEMM on a routed expert's rows (a few dozen; rewrite._few_rows_ki): the tiled-gemm loop nest (column panel,
+    row tile, reduction) with the reduction split in rounds of `ki` steps, each round prefetching this tile's share
+    of the next column panel of the packed weight (_prefetch_next_panel)."""
+    ki = _ann_int(sch, main, "specc.prefetch_ki")
+    _inline_intermediates(sch, skip=[main])
+    all_blocks = _blocks(sch)
+    idx = [k for k, b in enumerate(all_blocks) if _same(sch, b, main)][0]
+    producers = [sch.get(b).name_hint for b in all_blocks[:idx]]
+    weight = _packed_weight(sch, main, nr)
+    rows, cols, red = sch.get_loops(main)
+    ro, ri = sch.split(rows, [None, mr])
+    tiles = sch.get(ro).extent  # row tiles per panel (the rows are padded to a multiple of mr)
+    co, ci = sch.split(cols, [None, nr])
+    kdim = _extent(sch, red)
+    ko, kin = sch.split(red, [None, ki])
+    sch.reorder(co, ro, ko, kin, ri, ci)
+    n_panels = _extent(sch, co)
+    par = sch.fuse(co, ro)
+    sch.parallel(par)
+    sch.unroll(ri)
+    sch.vectorize(ci)
+    consumers = list(sch.get_consumers(main))
+    sch.set_scope(main, 0, "local")
+    for c in consumers:
+        sch.reverse_compute_at(c, par)
+    init = sch.decompose_reduction(main, ko)
+    il = sch.get_loops(init)
+    sch.unroll(il[-2])
+    sch.vectorize(il[-1])
+    for c in consumers:
+        cl = sch.get_loops(c)
+        if _extent(sch, cl[-1]) == nr and _is_spatial_block(sch, c):
+            try:
+                sch.vectorize(cl[-1])
+            except Exception:  # pylint: disable=broad-except
+                pass
+    for name in producers:
+        _schedule_generic_block(sch, sch.get_sblock(name), info)
+    if weight is None:
+        return sch.mod["main"]
+    return _prefetch_next_panel(sch.mod["main"], sch.get(par).loop_var, sch.get(ko).loop_var, weight,
+                                tiles, n_panels, kdim, ki, nr)
+
+
+def _packed_weight(sch, main, nr: int):
+    """The packed weight wp[N/nr, K, nr] the GEMM block reads (a function parameter), or None."""
+    func = sch.mod["main"]
+    for region in sch.get(main).reads:
+        buf = region.source
+        if len(buf.shape) == 3 and _static(buf.shape[-1]) == nr and any(buf.same_as(p) for p in func.params):
+            return buf
+    return None
+
+
+def _prefetch_next_panel(func, par, ko, weight, tiles, n_panels: int, kdim: int, ki: int, nr: int):
+    """Before each round of `ki` reduction steps, prefetch this round's share of the next column panel into L2.
+
+    The few-rows GEMM streams each weight panel (K x nr floats) from memory once and reuses it from L2 for the
+    panel's other row tiles; without help, a panel's first tile waits on memory and the others leave it idle. Here
+    the next panel is fetched while the current one is computed, spread evenly over the current panel's
+    `tiles` x K/ki rounds: memory traffic and compute overlap. (Thread CPU time, 8 experts' SwiGLU at ~32 rows,
+    Intel AVX-512: 6 x 64 tile without / with the prefetch: see the schedules README.)"""
+    from tvm.tirx import stmt as ts
+
+    line = 64 // 4  # floats per 64-byte cache line (x86, and the common ARM cores)
+    lines_per_round = ki * nr // line
+    rounds = kdim // ki
+    f = par.astype("int64")
+    panel = tirx.min(tirx.floordiv(f, tiles) + 1, n_panels - 1)
+    step = tirx.floormod(f, tiles) * rounds + ko.astype("int64")
+    start = tirx.floordiv(step * lines_per_round, tiles)
+    end = tirx.floordiv((step + 1) * lines_per_round, tiles)
+    j = tirx.Var("pf_line", "int64")
+    pos = (start + j) * line  # float offset inside the panel
+    addr = tirx.address_of(tirx.BufferLoad(weight, [panel, tirx.floordiv(pos, nr), tirx.floormod(pos, nr)]))
+    i32 = lambda v: tirx.const(v, "int32")  # noqa: E731
+    # llvm.prefetch(address, read, locality, data cache)
+    fetch = tirx.Evaluate(tirx.call_llvm_intrin("void", "llvm.prefetch.p0", addr, i32(0), i32(_PREFETCH_LOCALITY),
+                                                i32(1)))
+    prefetch = ts.For(j, tirx.const(0, "int64"), end - start, ts.ForKind.SERIAL, fetch)
+
+    def at_round(loop):
+        return ts.For(loop.loop_var, loop.min, loop.extent, loop.kind, ts.SeqStmt([prefetch, loop.body]),
+                      loop.thread_binding, loop.annotations)
+
+    return func.with_body(_rewrite_loop(func.body, ko, at_round))
+
+
+def _rewrite_loop(node, var, fn):
+    """`node` with the For loop over `var` replaced by fn(loop) (walks loops, sequences and blocks)."""
+    from tvm.s_tir import stmt as ss
+    from tvm.tirx import stmt as ts
+
+    if isinstance(node, ts.For):
+        if node.loop_var.same_as(var):
+            return fn(node)
+        return ts.For(node.loop_var, node.min, node.extent, node.kind, _rewrite_loop(node.body, var, fn),
+                      node.thread_binding, node.annotations)
+    if isinstance(node, ts.SeqStmt):
+        return ts.SeqStmt([_rewrite_loop(x, var, fn) for x in node.seq])
+    if isinstance(node, ss.SBlockRealize):
+        return ss.SBlockRealize(node.iter_values, node.predicate, _rewrite_loop(node.block, var, fn))
+    if isinstance(node, ss.SBlock):
+        return ss.SBlock(node.iter_vars, node.reads, node.writes, node.name_hint, _rewrite_loop(node.body, var, fn),
+                         node.init, node.alloc_buffers, node.match_buffers, node.annotations)
+    return node
