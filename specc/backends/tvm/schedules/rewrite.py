@@ -219,8 +219,10 @@ class HeavyOpRewriter(PyExprMutator):
             if bsh[0] != kdim:
                 return None
             rows = ash[-2]
-            nr = self._nr_for(n)
-            mr = pick_mr(rows, self.info)
+            # the GEMM's own register tile (CPUInfo.gemm_tile), wider than the convolutions' on AVX-512
+            tile_rows, vectors = self.info.gemm_tile(n)
+            nr = vectors * self.info.lanes
+            mr = pick_mr(rows, self.info, prefer=tile_rows, vectors=vectors)
             bval = self._const_value(b)
             if bval is not None:
                 wp = relax.const(kernels.pack_weight_np(bval.astype("float32"), nr))
