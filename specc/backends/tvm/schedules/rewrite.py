@@ -222,7 +222,8 @@ class HeavyOpRewriter(PyExprMutator):
             # the GEMM's own register tile (CPUInfo.gemm_tile), wider than the convolutions' on AVX-512
             tile_rows, vectors = self.info.gemm_tile(n)
             nr = vectors * self.info.lanes
-            mr = pick_mr(rows, self.info, prefer=tile_rows, vectors=vectors)
+            # (a 1-vector tile keeps the row choices of the 2-vector one, as before)
+            mr = pick_mr(rows, self.info, prefer=tile_rows, vectors=max(vectors, 2))
             bval = self._const_value(b)
             if bval is not None:
                 wp = relax.const(kernels.pack_weight_np(bval.astype("float32"), nr))
