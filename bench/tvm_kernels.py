@@ -384,21 +384,44 @@ def _op_cases(rng):
                   8 * 128 * 768))
     cases.append(("gelu(tanh) 128x3072", [(1, 128, 3072)], lambda x: op.nn.gelu_tanh(x),
                   lambda x: F.gelu(x, approximate="tanh"), 8 * 128 * 3072))
+    # the transformer zoo's other shapes: GPT-2's lm_head, ViT-B/16's 197-token rows, its 16x16/16 patch conv
+    w, b = const(50257, 768), const(50257)
+    cases.append(("dense lm_head 128x768->50257", [(1, 128, 768)],
+                  lambda x, w=w: op.matmul(x, relax.const(np.ascontiguousarray(w.T))),
+                  lambda x, w=torch.from_numpy(w): F.linear(x, w), 2 * 128 * 768 * 50257))
+    for n_in, n_out in ((768, 768), (768, 3072), (3072, 768)):
+        w, b = const(n_out, n_in), const(n_out)
+        cases.append((f"dense vit 197x{n_in}->{n_out}", [(1, 197, n_in)],
+                      lambda x, w=w, b=b: op.linear(x, relax.const(w), relax.const(b)),
+                      lambda x, w=torch.from_numpy(w), b=torch.from_numpy(b): F.linear(x, w, b),
+                      2 * 197 * n_in * n_out))
+    cases.append(("attention vit 1x197x12x64", [(1, 197, 12, 64)] * 3,
+                  lambda q, k, v: op.nn.attention(q, k, v),
+                  lambda q, k, v: F.scaled_dot_product_attention(
+                      q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2),
+                  2 * 2 * 12 * 197 * 197 * 64))
+    cases.append(("layernorm vit 197x768", [(1, 197, 768)],
+                  lambda x: op.nn.layer_norm(x, relax.const(g), relax.const(bt), axes=[-1], epsilon=1e-6),
+                  lambda x, g=torch.from_numpy(g), b=torch.from_numpy(bt): F.layer_norm(x, (768,), g, b, 1e-6),
+                  8 * 197 * 768))
+    cases.append(("gelu(erf) vit 197x3072", [(1, 197, 3072)], lambda x: op.nn.gelu(x),
+                  lambda x: F.gelu(x), 8 * 197 * 3072))
     # ResNet-18's convs, then ResNet-50's (x N: how many ResNet-50 has)
     r50 = {c[:5]: c[5] for c in RESNET50_CONVS}
-    convs = [(*c, r50.get(c, 0)) for c in ((3, 64, 7, 2, 224), (64, 64, 3, 1, 56), (64, 128, 3, 2, 56),
+    convs = [(*c, r50.get(c, 0)) for c in ((3, 768, 16, 16, 224), (3, 64, 7, 2, 224), (64, 64, 3, 1, 56), (64, 128, 3, 2, 56),
                                             (128, 128, 3, 1, 28), (256, 256, 3, 1, 14), (512, 512, 3, 1, 7),
                                             (256, 512, 1, 2, 14))]
     convs += [c for c in RESNET50_CONVS if c[:5] not in {x[:5] for x in convs}]
     for ic, oc, k, s, hw, count in convs:
         w, b = const(oc, ic, k, k), const(1, oc, 1, 1)
-        oh = (hw + 2 * (k // 2) - k) // s + 1
+        pad = 0 if k == s else k // 2  # a patch embedding (k == stride) has no padding
+        oh = (hw + 2 * pad - k) // s + 1
         times = f" (x{count} in R50)" if count else ""
         cases.append((f"conv {ic}->{oc} {k}x{k}/{s} @{hw}{times}", [(1, ic, hw, hw)],
-                      lambda x, w=w, b=b, s=s, k=k: op.nn.relu(op.add(op.nn.conv2d(
-                          x, relax.const(w), strides=s, padding=k // 2), relax.const(b))),
-                      lambda x, w=torch.from_numpy(w), b=torch.from_numpy(b.reshape(-1)), s=s, k=k: F.relu(
-                          F.conv2d(x, w, b, stride=s, padding=k // 2)),
+                      lambda x, w=w, b=b, s=s, pad=pad: op.nn.relu(op.add(op.nn.conv2d(
+                          x, relax.const(w), strides=s, padding=pad), relax.const(b))),
+                      lambda x, w=torch.from_numpy(w), b=torch.from_numpy(b.reshape(-1)), s=s, pad=pad: F.relu(
+                          F.conv2d(x, w, b, stride=s, padding=pad)),
                       2 * ic * oc * k * k * oh * oh))
     return cases
 

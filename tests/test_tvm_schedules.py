@@ -198,6 +198,50 @@ def test_dense_on_routed_rows_prefetches_next_panel(target):
         np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("mcpu, n, tile", [
+    ("skylake-avx512", 768, (6, 4)), ("znver4", 50257, (6, 4)), ("skylake-avx512", 500, (6, 4)),
+    ("skylake-avx512", 40, (8, 2)), ("skylake-avx512", 16, (8, 1)), ("skylake-avx512", 200, (8, 2)),
+    ("haswell", 768, (6, 2)), ("znver3", 3072, (6, 2)), ("haswell", 8, (6, 1))])
+def test_gemm_register_tile_from_the_target(mcpu, n, tile):
+    """32 vector registers: 6 rows x 4 vectors (24 FMAs per 10 loads) unless that pads the weight by more than an
+    eighth; 16 registers: 6 x 2; an output of one vector or less: one vector wide."""
+    from specc.backends.tvm.schedules._target import cpu_info
+
+    info = cpu_info(tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
+    rows, vectors = info.gemm_tile(n)
+    assert (rows, vectors) == tile
+    # accumulators + weight vectors + the broadcast fit the register file
+    assert rows * vectors + vectors + 1 <= info.num_regs
+
+
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+@pytest.mark.parametrize("weight_const", [True, False], ids=["const", "param"])
+def test_dense_wide_tile_rows_not_a_multiple(target, weight_const):
+    """A 500-wide dense (the 4-vector tile on AVX-512, padded to 512) on a symbolic row count that no tile
+    height divides (197 like ViT's tokens), with bias and a residual add in the epilogue."""
+    rng = np.random.default_rng(5)
+    n = tirx.Var("n", "int64")
+    w = (rng.standard_normal((500, 96)) * 0.2).astype("float32")
+    b = rng.standard_normal(500).astype("float32")
+    x = relax.Var("x", relax.TensorType((1, n, 96), "float32"))
+    r = relax.Var("r", relax.TensorType((1, n, 500), "float32"))
+    wv = relax.Var("w", relax.TensorType((500, 96), "float32"))
+    params = [x, r] + ([] if weight_const else [wv])
+
+    def body(bb):
+        weight = relax.const(w) if weight_const else wv
+        return bb.emit(relax.op.add(relax.op.linear(x, weight, relax.const(b)), r))
+
+    mod = _function(params, body)
+    fast = _build(mod, target, True)
+    assert last_stats()["replaced"]["gemm"] == 1
+    for rows in (1, 5, 197):
+        xi = rng.standard_normal((1, rows, 96)).astype("float32")
+        ri = rng.standard_normal((1, rows, 500)).astype("float32")
+        args = (xi, ri) if weight_const else (xi, ri, w)
+        np.testing.assert_allclose(_run(fast, *args), xi @ w.T + b + ri, rtol=1e-4, atol=1e-4)
+
+
 def test_dense_weight_as_parameter_and_batched_matmul():
     """Non-constant weights are packed at run time; batched matmul with equal batch dims."""
     rng = np.random.default_rng(3)

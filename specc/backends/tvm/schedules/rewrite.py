@@ -242,8 +242,11 @@ class HeavyOpRewriter(PyExprMutator):
             if bsh[0] != kdim:
                 return None
             rows = ash[-2]
-            nr = self._nr_for(n)
-            mr = pick_mr(rows, self.info)
+            # the GEMM's own register tile (CPUInfo.gemm_tile), wider than the convolutions' on AVX-512
+            tile_rows, vectors = self.info.gemm_tile(n)
+            nr = vectors * self.info.lanes
+            # (a 1-vector tile keeps the row choices of the 2-vector one, as before)
+            mr = pick_mr(rows, self.info, prefer=tile_rows, vectors=max(vectors, 2))
             bval = self._const_value(b)
             ki = _few_rows_ki(rows, kdim, bval is not None and len(ash) == 2)
             if ki:

@@ -1,0 +1,158 @@
+"""Per-kernel profile of one model of bench/tvm_vs_torch.py: where specc's TVM build and onnxruntime spend their time.
+
+    python bench/tvm_profile.py --model vit -D vit.layers=2 --threads 1 [--mcpu haswell] [--static]
+
+TVM: the Relax VM's instrument hook around every call (thread CPU time at 1 thread, else wall time), summed per
+kernel per model call, median over `--rounds` calls; onnxruntime: its own profiler (per node, summed per op type and per node name). Both with one thread by
+default, so wall time is the work of that thread; on a shared machine run it when the load is low, or compare
+ratios only. Kernels are listed by time with the schedule specc gave them (``last_stats()``).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+
+def _threads(argv):
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            return argv[i + 1]
+    return "1"
+
+
+for _var in ("TVM_NUM_THREADS", "OMP_NUM_THREADS"):
+    os.environ.setdefault(_var, _threads(sys.argv))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
+
+
+def tvm_profile(model, inputs, rounds: int, threads: int) -> dict[str, tuple[float, int]]:
+    """kernel name -> (median over rounds of its summed time per model call in ms, calls per model call)."""
+    import time
+
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(model.executable, tvm.cpu(), memory_cfg="pooled")
+    vin = [tvm.runtime.tensor(x.numpy()) for x in inputs]
+    clock = time.thread_time if threads == 1 else time.perf_counter
+    tot: dict[str, float] = collections.defaultdict(float)
+    calls: dict[str, int] = collections.defaultdict(int)
+    start: list[float] = [0.0]
+
+    def instrument(func, name, before, ret, *args):
+        if before:
+            start[0] = clock()
+        else:
+            tot[str(name)] += (clock() - start[0]) * 1e3
+            calls[str(name)] += 1
+        return 0
+
+    for _ in range(2):
+        vm["main"](*vin)
+    vm.set_instrument(tvm.runtime.convert(instrument) if hasattr(tvm.runtime, "convert") else instrument)
+    per: dict[str, list[float]] = collections.defaultdict(list)
+    for _ in range(rounds):
+        tot.clear()
+        vm["main"](*vin)
+        for k, v in tot.items():
+            per[k].append(v)
+    return {k: (float(np.median(v)), calls[k] // rounds) for k, v in per.items()}
+
+
+def ort_profile(eager, inputs, threads: int, rounds: int) -> tuple[dict[str, float], dict[str, float]]:
+    import onnxruntime as ort
+    from onnx_moe import exportable
+    from tvm_vs_torch import onnx_export
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.onnx"
+        why = onnx_export(exportable(eager), inputs, path)
+        if why:
+            raise SystemExit(f"onnxruntime: {why}")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tmp) / "prof")
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        feed = {i.name: x.numpy() for i, x in zip(sess.get_inputs(), inputs)}
+        for _ in range(2):
+            sess.run(None, feed)
+        for _ in range(rounds):
+            sess.run(None, feed)
+        prof = json.loads(Path(sess.end_profiling()).read_text())
+    by_type: dict[str, float] = collections.defaultdict(float)
+    by_node: dict[str, float] = collections.defaultdict(float)
+    for ev in prof:
+        if ev.get("cat") != "Node" or not ev["name"].endswith("_kernel_time"):
+            continue
+        ms = ev["dur"] / 1e3 / (rounds + 2)
+        by_type[ev["args"]["op_name"]] += ms
+        by_node[ev["name"][: -len("_kernel_time")]] += ms
+    return dict(by_type), dict(by_node)
+
+
+def main() -> None:
+    from tvm_vs_torch import MODELS, SHRUNK, parse_defines
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True, help=", ".join(MODELS))
+    ap.add_argument("-D", dest="defines", action="append")
+    ap.add_argument("--threads", default="1")
+    ap.add_argument("--mcpu", default=None)
+    ap.add_argument("--static", action="store_true", help="static dims (default: symbolic)")
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--top", type=int, default=25)
+    args = ap.parse_args()
+    from torch_util import random_inputs
+
+    import specc  # noqa: F401
+    from specc.backends.tvm.schedules import last_stats
+
+    threads = int(args.threads)
+    torch.set_num_threads(threads)
+    defines = parse_defines(args.defines)
+    ov = {**SHRUNK.get(args.model, {}), **defines.get(args.model, {})}
+    loader, dims = MODELS[args.model]
+    spec = loader(ov)
+    inputs = random_inputs(spec, dims, seed=0)
+    torch.manual_seed(0)
+    eager = spec.to_torch().eval()
+    target = "tvm-cpu"
+    if args.mcpu:
+        from specc.targets import load_target
+
+        target = load_target("tvm-cpu").model_copy(update={"mcpu": args.mcpu})
+    model = spec.to_tvm(target, weights=eager, dims=dims if args.static else None)
+    sched = last_stats().get("schedules", {})
+    tvm_ms = tvm_profile(model, inputs, args.rounds, threads)
+    by_type, by_node = ort_profile(eager, inputs, threads, args.rounds)
+    print(f"== {args.model} ({ov}), {'static' if args.static else 'symbolic'} dims, {threads} thread(s), "
+          f"mcpu {args.mcpu or 'host'}; load {os.getloadavg()[0]:.1f}")
+    total = sum(v for v, _ in tvm_ms.values())
+    print(f"TVM kernels total {total:.2f} ms; onnxruntime nodes total {sum(by_type.values()):.2f} ms")
+    print(f"{'TVM kernel':<58}{'ms':>8}{'calls':>6}  schedule")
+    for k, (v, n) in sorted(tvm_ms.items(), key=lambda kv: -kv[1][0])[: args.top]:
+        print(f"{k[:57]:<58}{v:>8.3f}{n:>6}  {sched.get(k, '')}")
+    print(f"\n{'onnxruntime op type':<40}{'ms':>8}")
+    for k, v in sorted(by_type.items(), key=lambda kv: -kv[1]):
+        print(f"{k:<40}{v:>8.3f}")
+    print(f"\n{'onnxruntime node':<58}{'ms':>8}")
+    for k, v in sorted(by_node.items(), key=lambda kv: -kv[1])[: args.top]:
+        print(f"{k[:57]:<58}{v:>8.3f}")
+
+
+if __name__ == "__main__":
+    main()
