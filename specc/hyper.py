@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import keyword
 import operator
 from contextvars import ContextVar
 from functools import lru_cache
@@ -27,6 +28,20 @@ _RENDER: ContextVar["tuple[Renderer, set[str]] | None"] = ContextVar("specc_hype
 
 # names an expression may call that every emitted file has: never a hyper-parameter
 KEEP = {"math", "min", "max", "int", "float", "len", "range"}
+
+
+_MANGLE = "ʰ"  # before a name no expression may use as it is (`class`, `math`): never in a spec (ASCII) name
+
+
+def expr_name(name: str) -> str:
+    """The name as an expression may spell it: a Python keyword, one of KEEP or a non-identifier is mangled."""
+    if name.isascii() and name.isidentifier() and not keyword.iskeyword(name) and name not in KEEP:
+        return name
+    return _MANGLE + name
+
+
+def spec_name(name: str) -> str:
+    return name.removeprefix(_MANGLE)
 
 
 class Unrenderable(Exception):
@@ -248,7 +263,7 @@ def _unparse(node: ast.expr) -> str:
 
 def names(expr: str) -> set[str]:
     """The names an expression reads (`config.depths[0] - 1` reads `config`)."""
-    return {n.id for n in ast.walk(_parse(expr)) if isinstance(n, ast.Name) and n.id not in KEEP}
+    return {spec_name(n.id) for n in ast.walk(_parse(expr)) if isinstance(n, ast.Name) and n.id not in KEEP}
 
 
 def substitute(value: Any, env: dict[str, Any]) -> Any:
@@ -262,9 +277,9 @@ def substitute(value: Any, env: dict[str, Any]) -> Any:
         def visit_Name(self, node: ast.Name) -> ast.expr:
             if node.id in KEEP:
                 return node
-            if node.id not in env:
+            if spec_name(node.id) not in env:
                 raise Unrenderable(node.id)
-            v = env[node.id]
+            v = env[spec_name(node.id)]
             if isinstance(v, bool) or not isinstance(v, int):
                 raise Unrenderable(node.id)
             return _parse(_text(v))
@@ -289,10 +304,10 @@ def render_expr(expr: str, ctx: "tuple[Renderer, set[str]]") -> str:
         def visit_Name(self, node: ast.Name) -> ast.expr:
             if node.id in KEEP:
                 return node
-            text = renderer(node.id)
+            text = renderer(spec_name(node.id))
             if text is None:
                 raise Unrenderable(node.id)
-            used.add(node.id)
+            used.add(spec_name(node.id))
             return _parse(text)
 
     return _unparse(Swap().visit(tree))
@@ -315,11 +330,23 @@ def named(value: Any, name: str) -> Any:
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
-        return HInt(value, name)
+        return HInt(value, expr_name(name))
     if isinstance(value, float):
-        return HFloat(value, name)
+        return HFloat(value, expr_name(name))
     if isinstance(value, (list, tuple)):
-        return type(value)(named(v, f"{name}[{i}]") for i, v in enumerate(value))
+        return type(value)(_named_item(v, f"{expr_name(name)}[{i}]") for i, v in enumerate(value))
+    return value
+
+
+def _named_item(value: Any, expr: str) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return HInt(value, expr)
+    if isinstance(value, float):
+        return HFloat(value, expr)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_named_item(v, f"{expr}[{i}]") for i, v in enumerate(value))
     return value
 
 

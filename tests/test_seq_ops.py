@@ -271,4 +271,5 @@ def test_swiglu_and_attention_dropout():
     assert m.w1.bias is None
     src = loads(STD + "model A() {\n  input x: f32[B, T, 16]\n"
                 "  output y = x -> MultiHeadAttention(heads=2, dropout=0.1)\n}\n").torch_source()
-    assert "dropout_p=0.1 if self.training else 0.0" in src
+    # the block's dropout hyper-parameter, stored by MultiHeadAttention(..., dropout=0.1) at construction
+    assert "dropout_p=self.dropout if self.training else 0.0" in src and ", 0.1)" in src

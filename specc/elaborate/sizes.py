@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..hyper import HInt, substitute
+from ..hyper import HInt, expr_name, spec_name, substitute
 from ..symbolic import Sym
 from ..types import TensorType, TupleType
 
@@ -32,7 +32,8 @@ def own_sizes(tensor: str, t: Any) -> Any:
         return TupleType(tuple(own_sizes(f"{tensor}{k}", item) for k, item in enumerate(t.items)))
     if not isinstance(t, TensorType):
         return t
-    return t.with_shape(HInt(int(d), size_name(tensor, t.rank, i)) if _static(d) else d for i, d in enumerate(t.shape))
+    return t.with_shape(HInt(int(d), expr_name(size_name(tensor, t.rank, i))) if _static(d) else d
+                        for i, d in enumerate(t.shape))
 
 
 def size_env(own: Any, given: Any) -> dict[str, Any]:
@@ -44,7 +45,7 @@ def size_env(own: Any, given: Any) -> dict[str, Any]:
         return env
     if not isinstance(own, TensorType) or not isinstance(given, TensorType):
         return {}
-    return {d.expr: g for d, g in zip(own.shape, given.shape)
+    return {spec_name(d.expr): g for d, g in zip(own.shape, given.shape)
             if isinstance(d, HInt) and d.expr is not None and isinstance(g, int)}
 
 

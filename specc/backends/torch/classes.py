@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from ...attrs import BlockValue
 from ...diagnostics import SpecError
-from ...hyper import HFloat, HInt, Unrenderable, names, render_expr, rendering
+from ...hyper import HFloat, HInt, Unrenderable, names, render_expr, rendering, spec_name
 from ...ir import Graph, Module, Node
 from ...naming import Namer, attr_name, class_name, py_name, spec_relative, trivial_body
 from ...ops.torch_rule import pyval
@@ -71,7 +71,8 @@ def _size_names(g: Graph) -> list[str]:
         t = g[i].type
         for item in t.items if isinstance(t, TupleType) else (t,):
             if isinstance(item, TensorType):
-                out += [d.expr for d in item.shape if isinstance(d, HInt) and d.expr and d.expr.isidentifier()]
+                out += [spec_name(d.expr) for d in item.shape if isinstance(d, HInt) and d.expr
+                        and d.expr.isidentifier()]
     return list(dict.fromkeys(out))
 
 
@@ -357,7 +358,7 @@ class _Planner:
                     raise Unrenderable(mt.group(1))
                 return f"{plan.name}({', '.join(_text_of(env[src]) for src in plan.sources)})"
             g = self.m.graphs[mt.group(1)]
-            values = {**{d.expr: int(d) for d in _sizes_of(g)}, **g.hparams}
+            values = {**{spec_name(d.expr): int(d) for d in _sizes_of(g)}, **g.hparams}
             return f"{plan.name}({', '.join(pyval(_plain(values[src])) for src in plan.sources)})"
         return re.sub(r"@([\w.]+)@", embedded, line)
 
@@ -368,7 +369,7 @@ class _Planner:
                 return marker(src)
             value = site.hparams.get(src)
             if value is None:
-                value = next((v for v in _sizes_of(site) if v.expr == src), None)
+                value = next((v for v in _sizes_of(site) if spec_name(v.expr or "") == src), None)
             if value is None:
                 raise Unrenderable(src)
             return pyval(int(value) if isinstance(value, HInt) else value)

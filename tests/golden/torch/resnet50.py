@@ -20,105 +20,16 @@ class Bottleneck(nn.Module):
 
     def __init__(self, x_channels: int, width: int, stride: int, expansion: int) -> None:
         super().__init__()
-        if not (stride != 1 or x_channels != expansion * width):
-            raise ValueError("Bottleneck: `stride != 1 or channels(x) != out` is true in the spec this class was compiled from; recompile with -D")
-        self.conv1 = nn.Conv2d(x_channels, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, expansion * width, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(expansion * width)
-        self.down_conv = nn.Conv2d(x_channels, expansion * width, 1, bias=False)
-        self.down_bn = nn.BatchNorm2d(expansion * width)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        """Initialisation declared in resnet50.nn; parameters it does not name keep PyTorch's defaults."""
-        nn.init.kaiming_normal_(self.conv1.weight, mode='fan_out', nonlinearity='relu')
-        nn.init.ones_(self.bn1.weight)
-        nn.init.zeros_(self.bn1.bias)
-        nn.init.kaiming_normal_(self.conv2.weight, mode='fan_out', nonlinearity='relu')
-        nn.init.ones_(self.bn2.weight)
-        nn.init.zeros_(self.bn2.bias)
-        nn.init.kaiming_normal_(self.conv3.weight, mode='fan_out', nonlinearity='relu')
-        nn.init.ones_(self.bn3.weight)
-        nn.init.zeros_(self.bn3.bias)
-        nn.init.kaiming_normal_(self.down_conv.weight, mode='fan_out', nonlinearity='relu')
-        nn.init.ones_(self.down_bn.weight)
-        nn.init.zeros_(self.down_bn.bias)
-
-    def forward(self, x):
-        y = self.conv1(x)  # [B, width, x_height, x_width]
-        y = self.bn1(y)  # [B, width, x_height, x_width]
-        y = F.relu(y, inplace=True)  # [B, width, x_height, x_width]
-        y = self.conv2(y)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        y = self.bn2(y)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        y = F.relu(y, inplace=True)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        y = self.conv3(y)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        y = self.bn3(y)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        x = self.down_conv(x)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        x = self.down_bn(x)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        x = x + y  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        x = F.relu(x, inplace=True)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        return x
-
-
-class Bottleneck1(nn.Module):
-    """Bottleneck, defined at std/resnet.nn:17"""
-
-    def __init__(self, x_channels: int, width: int, stride: int, expansion: int) -> None:
-        super().__init__()
-        if stride != 1 or x_channels != expansion * width:
-            raise ValueError("Bottleneck: `stride != 1 or channels(x) != out` is false in the spec this class was compiled from; recompile with -D")
-        self.conv1 = nn.Conv2d(x_channels, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, expansion * width, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(expansion * width)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        """Initialisation declared in resnet50.nn; parameters it does not name keep PyTorch's defaults."""
-        nn.init.kaiming_normal_(self.conv1.weight, mode='fan_out', nonlinearity='relu')
-        nn.init.ones_(self.bn1.weight)
-        nn.init.zeros_(self.bn1.bias)
-        nn.init.kaiming_normal_(self.conv2.weight, mode='fan_out', nonlinearity='relu')
-        nn.init.ones_(self.bn2.weight)
-        nn.init.zeros_(self.bn2.bias)
-        nn.init.kaiming_normal_(self.conv3.weight, mode='fan_out', nonlinearity='relu')
-        nn.init.ones_(self.bn3.weight)
-        nn.init.zeros_(self.bn3.bias)
-
-    def forward(self, x):
-        y = self.conv1(x)  # [B, width, x_height, x_width]
-        y = self.bn1(y)  # [B, width, x_height, x_width]
-        y = F.relu(y, inplace=True)  # [B, width, x_height, x_width]
-        y = self.conv2(y)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        y = self.bn2(y)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        y = F.relu(y, inplace=True)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        y = self.conv3(y)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        y = self.bn3(y)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        x = x + y  # [B, x_channels, x_height, x_width]
-        x = F.relu(x, inplace=True)  # [B, x_channels, x_height, x_width]
-        return x
-
-
-class Bottleneck2(nn.Module):
-    """Bottleneck, defined at std/resnet.nn:17"""
-
-    def __init__(self, x_channels: int, width: int, stride: int, expansion: int) -> None:
-        super().__init__()
-        if not (stride != 1 or x_channels != expansion * width):
-            raise ValueError("Bottleneck: `stride != 1 or channels(x) != out` is true in the spec this class was compiled from; recompile with -D")
+        self.has_down_conv = stride != 1 or x_channels != expansion * width  # which branch of the spec's `if` this block takes
         self.conv1 = nn.Conv2d(x_channels, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, expansion * width, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(expansion * width)
-        self.down_conv = nn.Conv2d(x_channels, expansion * width, 1, stride=stride, bias=False)
-        self.down_bn = nn.BatchNorm2d(expansion * width)
+        if stride != 1 or x_channels != expansion * width:
+            self.down_conv = nn.Conv2d(x_channels, expansion * width, 1, stride=stride, bias=False)
+            self.down_bn = nn.BatchNorm2d(expansion * width)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -132,9 +43,10 @@ class Bottleneck2(nn.Module):
         nn.init.kaiming_normal_(self.conv3.weight, mode='fan_out', nonlinearity='relu')
         nn.init.ones_(self.bn3.weight)
         nn.init.zeros_(self.bn3.bias)
-        nn.init.kaiming_normal_(self.down_conv.weight, mode='fan_out', nonlinearity='relu')
-        nn.init.ones_(self.down_bn.weight)
-        nn.init.zeros_(self.down_bn.bias)
+        if self.has_down_conv:
+            nn.init.kaiming_normal_(self.down_conv.weight, mode='fan_out', nonlinearity='relu')
+            nn.init.ones_(self.down_bn.weight)
+            nn.init.zeros_(self.down_bn.bias)
 
     def forward(self, x):
         y = self.conv1(x)  # [B, width, x_height, x_width]
@@ -145,8 +57,9 @@ class Bottleneck2(nn.Module):
         y = F.relu(y, inplace=True)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
         y = self.conv3(y)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
         y = self.bn3(y)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        x = self.down_conv(x)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        x = self.down_bn(x)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        if self.has_down_conv:
+            x = self.down_conv(x)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+            x = self.down_bn(x)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
         x = x + y  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
         x = F.relu(x, inplace=True)  # [B, expansion * width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
         return x
@@ -160,10 +73,10 @@ class ResNet50(nn.Module):
         self.config = config
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        self.layer1 = nn.Sequential(Bottleneck(64, 64, 1, 4), *[Bottleneck1(256, 64, 1, 4) for _ in range(config.depths[0] - 1)])
-        self.layer2 = nn.Sequential(Bottleneck2(256, 128, 2, 4), *[Bottleneck1(512, 128, 1, 4) for _ in range(config.depths[1] - 1)])
-        self.layer3 = nn.Sequential(Bottleneck2(512, 256, 2, 4), *[Bottleneck1(1024, 256, 1, 4) for _ in range(config.depths[2] - 1)])
-        self.layer4 = nn.Sequential(Bottleneck2(1024, 512, 2, 4), *[Bottleneck1(2048, 512, 1, 4) for _ in range(config.depths[3] - 1)])
+        self.layer1 = nn.Sequential(Bottleneck(64, 64, 1, 4), *[Bottleneck(256, 64, 1, 4) for _ in range(config.depths[0] - 1)])
+        self.layer2 = nn.Sequential(Bottleneck(256, 128, 2, 4), *[Bottleneck(512, 128, 1, 4) for _ in range(config.depths[1] - 1)])
+        self.layer3 = nn.Sequential(Bottleneck(512, 256, 2, 4), *[Bottleneck(1024, 256, 1, 4) for _ in range(config.depths[2] - 1)])
+        self.layer4 = nn.Sequential(Bottleneck(1024, 512, 2, 4), *[Bottleneck(2048, 512, 1, 4) for _ in range(config.depths[3] - 1)])
         self.fc = nn.Linear(2048, config.classes)
         self._init_weights()
 

@@ -19,47 +19,14 @@ class BasicBlock(nn.Module):
 
     def __init__(self, x_channels: int, width: int, stride: int) -> None:
         super().__init__()
-        if stride != 1 or x_channels != width:
-            raise ValueError("BasicBlock: `stride != 1 or channels(x) != width` is false in the spec this class was compiled from; recompile with -D")
-        self.conv1 = nn.Conv2d(x_channels, width, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        """Initialisation declared in resnet18.nn; parameters it does not name keep PyTorch's defaults."""
-        nn.init.kaiming_normal_(self.conv1.weight, mode='fan_out', nonlinearity='relu')
-        nn.init.ones_(self.bn1.weight)
-        nn.init.zeros_(self.bn1.bias)
-        nn.init.kaiming_normal_(self.conv2.weight, mode='fan_out', nonlinearity='relu')
-        nn.init.ones_(self.bn2.weight)
-        nn.init.zeros_(self.bn2.bias)
-
-    def forward(self, x):
-        y = self.conv1(x)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        y = self.bn1(y)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        y = F.relu(y, inplace=True)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        y = self.conv2(y)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        y = self.bn2(y)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        x = x + y  # [B, x_channels, x_height, x_width]
-        x = F.relu(x, inplace=True)  # [B, x_channels, x_height, x_width]
-        return x
-
-
-class BasicBlock1(nn.Module):
-    """BasicBlock, defined at std/resnet.nn:8"""
-
-    def __init__(self, x_channels: int, width: int, stride: int) -> None:
-        super().__init__()
-        if not (stride != 1 or x_channels != width):
-            raise ValueError("BasicBlock: `stride != 1 or channels(x) != width` is true in the spec this class was compiled from; recompile with -D")
+        self.has_down_conv = stride != 1 or x_channels != width  # which branch of the spec's `if` this block takes
         self.conv1 = nn.Conv2d(x_channels, width, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
-        self.down_conv = nn.Conv2d(x_channels, width, 1, stride=stride, bias=False)
-        self.down_bn = nn.BatchNorm2d(width)
+        if stride != 1 or x_channels != width:
+            self.down_conv = nn.Conv2d(x_channels, width, 1, stride=stride, bias=False)
+            self.down_bn = nn.BatchNorm2d(width)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -70,9 +37,10 @@ class BasicBlock1(nn.Module):
         nn.init.kaiming_normal_(self.conv2.weight, mode='fan_out', nonlinearity='relu')
         nn.init.ones_(self.bn2.weight)
         nn.init.zeros_(self.bn2.bias)
-        nn.init.kaiming_normal_(self.down_conv.weight, mode='fan_out', nonlinearity='relu')
-        nn.init.ones_(self.down_bn.weight)
-        nn.init.zeros_(self.down_bn.bias)
+        if self.has_down_conv:
+            nn.init.kaiming_normal_(self.down_conv.weight, mode='fan_out', nonlinearity='relu')
+            nn.init.ones_(self.down_bn.weight)
+            nn.init.zeros_(self.down_bn.bias)
 
     def forward(self, x):
         y = self.conv1(x)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
@@ -80,8 +48,9 @@ class BasicBlock1(nn.Module):
         y = F.relu(y, inplace=True)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
         y = self.conv2(y)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
         y = self.bn2(y)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        x = self.down_conv(x)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        x = self.down_bn(x)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        if self.has_down_conv:
+            x = self.down_conv(x)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+            x = self.down_bn(x)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
         x = x + y  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
         x = F.relu(x, inplace=True)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
         return x
@@ -96,9 +65,9 @@ class ResNet18(nn.Module):
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.layer1 = nn.Sequential(BasicBlock(64, 64, 1), BasicBlock(64, 64, 1))
-        self.layer2 = nn.Sequential(BasicBlock1(64, 128, 2), BasicBlock(128, 128, 1))
-        self.layer3 = nn.Sequential(BasicBlock1(128, 256, 2), BasicBlock(256, 256, 1))
-        self.layer4 = nn.Sequential(BasicBlock1(256, 512, 2), BasicBlock(512, 512, 1))
+        self.layer2 = nn.Sequential(BasicBlock(64, 128, 2), BasicBlock(128, 128, 1))
+        self.layer3 = nn.Sequential(BasicBlock(128, 256, 2), BasicBlock(256, 256, 1))
+        self.layer4 = nn.Sequential(BasicBlock(256, 512, 2), BasicBlock(512, 512, 1))
         self.fc = nn.Linear(512, config.classes)
         self._init_weights()
 
