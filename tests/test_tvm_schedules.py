@@ -117,6 +117,42 @@ def test_conv2d_1x1_and_7x7_residual():
 
 
 @pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+def test_conv2d_1x1_pixel_tiles_symbolic_batch(target):
+    """A stride-1 1x1 conv whose row blocks hold whole register tiles of pixels runs as a GEMM over the pixels
+    (kernels.conv1x1_pixels: mr output channels x nr pixels, NCHW stores), 2 channel blocks x several row blocks,
+    with a per-channel scale, a residual add and relu fused into the per-block epilogue."""
+    from specc.backends.tvm.schedules._target import cpu_info
+    from specc.backends.tvm.schedules.rewrite import _conv1x1_pixels_plan
+
+    info = cpu_info(target)
+    # 16x16 planes: blocks of rows*16 pixels, a multiple of the tile's nr (2 vectors); 40 channels: mr 8 or 5
+    plan = _conv1x1_pixels_plan((1, 24, 16, 16), (40, 24, 1, 1), (1, 1), (0, 0, 0, 0), info)
+    assert plan is not None and 40 % plan[0] == 0 and plan[1] == info.nr and (plan[2] * 16) % info.nr == 0
+    assert _conv1x1_pixels_plan((1, 24, 7, 7), (40, 24, 1, 1), (1, 1), (0, 0, 0, 0), info) is None
+    assert _conv1x1_pixels_plan((1, 24, 16, 16), (40, 24, 1, 1), (2, 2), (0, 0, 0, 0), info) is None
+    rng = np.random.default_rng(5)
+    n = tirx.Var("n", "int64")
+    x = relax.Var("x", relax.TensorType((n, 24, 16, 16), "float32"))
+    w = (rng.standard_normal((40, 24, 1, 1)) * 0.1).astype("float32")
+    scale = rng.standard_normal((1, 40, 1, 1)).astype("float32")
+    r = relax.Var("r", relax.TensorType((n, 40, 16, 16), "float32"))
+
+    def body(bb):
+        y = bb.emit(relax.op.multiply(relax.op.nn.conv2d(x, relax.const(w)), relax.const(scale)))
+        return bb.emit(relax.op.nn.relu(relax.op.add(y, r)))
+
+    mod = _function([x, r], body)
+    fast, ref = _build(mod, target, True), _build(mod, target, False)
+    stats = last_stats()
+    assert stats["replaced"]["conv2d"] == 1
+    assert "conv1x1-pixels" in str(stats)
+    for batch in (1, 3):
+        xi = rng.standard_normal((batch, 24, 16, 16)).astype("float32")
+        ri = rng.standard_normal((batch, 40, 16, 16)).astype("float32")
+        np.testing.assert_allclose(_run(fast, xi, ri), _run(ref, xi, ri), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_conv2d_1x1_row_copy_symbolic_batch(target, stride):
     """1x1 convs over planes of >= 32 cache lines and strided convs read a (N, H, C, W) copy of their input (the

@@ -184,6 +184,36 @@ def conv2d_nchw(x: te.Tensor, wp: te.Tensor, oc: int, kh: int, kw: int, strides,
                       name="specc_conv_out")
 
 
+def pack_conv1x1_weight_np(w: np.ndarray, mr: int) -> np.ndarray:
+    """OIHW 1x1 weights [OC, IC, 1, 1] -> [OC/mr, IC, mr] (the mr output channels of a tile side by side per input
+    channel: one broadcast each). OC must be a multiple of mr."""
+    oc, ic = w.shape[:2]
+    return np.ascontiguousarray(w.reshape(oc // mr, mr, ic).transpose(0, 2, 1))
+
+
+def conv1x1_pixels(x: te.Tensor, wq: te.Tensor, oc: int, h: int, w: int, mr: int, nr: int, rows: int,
+                   out_dtype: str = "float32") -> te.Tensor:
+    """Stride-1 unpadded 1x1 NCHW conv as a GEMM per image, out[o, p] = W[o, :] @ X[:, p] over the H*W pixels p,
+    with the pixel dim as the vector dim: the register tile is mr output channels (weights broadcast) x nr pixels.
+    x is the input viewed as [N, C, H*W]. The image is cut in blocks of ``rows`` whole rows (H a multiple, rows*W a
+    multiple of nr), each packed to panels xpk[N, H/rows, rows*W/nr, C, nr] (the panel a tile walks is contiguous:
+    no L1 set conflicts between channel planes); a block's result is NCHW rows, without a transpose.
+    wq: pack_conv1x1_weight_np, [OC/mr, C, mr]."""
+    nb, c, _ = [_int(s) for s in x.shape]
+    blk = rows * w
+    assert h % rows == 0 and blk % nr == 0, (h, w, rows, nr)
+    xpk = te.compute((nb, h // rows, blk // nr, c, nr),
+                     lambda n, b, qt, ci, qi: x[n, ci, b * blk + qt * nr + qi], name="specc_pad", attrs={KIND: "pad"})
+    k = te.reduce_axis((0, c), "ic")
+    acc = te.compute(
+        (nb, h // rows, oc, blk),
+        lambda n, b, o, q: te.sum(wq[o // mr, k, o % mr].astype(out_dtype)
+                                  * xpk[n, b, q // nr, k, q % nr].astype(out_dtype), axis=k),
+        name="specc_conv", attrs={KIND: "conv1x1p", "specc.mr": mr, "specc.nr": nr})
+    return te.compute((nb, oc, h, w), lambda n, o, y, xx: acc[n, y // rows, o, (y % rows) * w + xx],
+                      name="specc_conv_out")
+
+
 # ----------------------------------------------------------------------------- attention
 def attention_bsnh(q: te.Tensor, k: te.Tensor, v: te.Tensor, bias, scale: float, causal: str | None,
                    mr: int, nr: int, lanes: int) -> te.Tensor:

@@ -94,6 +94,29 @@ def _conv_row_major(xs, ws, strides) -> bool:
     return any(s > 1 for s in strides) or (ws[2] == 1 and ws[3] == 1 and plane >= 32 * line)
 
 
+def _conv1x1_pixels_plan(xs, ws, strides, pad, info):
+    """(mr, nr, rows) for kernels.conv1x1_pixels, or None to keep the direct conv. Stride-1 unpadded 1x1 convs
+    only. mr: the default tile height (output channels, one broadcast each) dividing OC. Pixel blocks are `rows`
+    whole rows (a divisor of H) whose input (rows x W x C fp32) fits half the L2, as it is reused by every channel
+    block, and whose pixel count is a multiple of nr (2 vectors): no padded pixels. Most rows wins. ResNet-50 on
+    AVX-512: 8 rows at 56x56; 28x28, 14x14 and 7x7 have no such block and keep the direct conv (a 1-vector tile,
+    4 rows at 28x28, timed 1.0-1.2x the direct conv there).
+    SPECC_CONV1X1_PIXELS=0 turns the kernel off (A/B timing)."""
+    if os.environ.get("SPECC_CONV1X1_PIXELS", "1") == "0":
+        return None
+    if ws[2] != 1 or ws[3] != 1 or any(s != 1 for s in strides) or any(pad):
+        return None
+    top = 8 if info.num_regs >= 32 else 6
+    mr = next((m for m in range(top, 3, -1) if ws[0] % m == 0), 0)
+    if not mr:
+        return None
+    _, c, h, w = xs
+    nr = info.nr
+    fits = [r for r in range(1, h + 1)
+            if h % r == 0 and (r * w) % nr == 0 and (r == 1 or r * w * c * 4 <= info.l2 // 2)]
+    return (mr, nr, max(fits)) if fits else None
+
+
 @expr_functor.mutator
 class HeavyOpRewriter(PyExprMutator):
     """Replaces conv2d / matmul / attention calls with call_tir to specc kernels."""
@@ -212,6 +235,15 @@ class HeavyOpRewriter(PyExprMutator):
         nr = self._nr_for(oc)
         mr = pick_mr(ow, self.info)
         wval = self._const_value(w)
+        plan = _conv1x1_pixels_plan(xs, ws, strides, pad, self.info) if wval is not None else None
+        if plan is not None:
+            self.count["conv2d"] += 1
+            pmr, pnr, rows = plan
+            wq = relax.const(kernels.pack_conv1x1_weight_np(wval.astype("float32"), pmr))
+            # the [N, C, H*W] view of the input (a reshape: no copy once RewriteDataflowReshape has run)
+            xr = self.builder_.emit(relax.op.reshape(x, [xs[0], ic, xs[2] * xs[3]]))
+            return self._call(lambda t, wt: kernels.conv1x1_pixels(t, wt, oc, xs[2], xs[3], pmr, pnr, rows),
+                              [xr, wq], "specc_conv2d", _FUSABLE)
         if wval is not None:
             wp = relax.const(kernels.pack_conv_weight_np(wval.astype("float32"), nr))
         else:

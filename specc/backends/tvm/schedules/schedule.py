@@ -114,6 +114,48 @@ def _schedule_tiled(sch, main, info: CPUInfo):
         _schedule_generic_block(sch, sch.get_sblock(name), info)
 
 
+def _schedule_conv1x1_pixels(sch, main, info: CPUInfo):
+    """kernels.conv1x1_pixels: per (image, mr-channel block) task, the (mr channels x nr pixels) register tiles walk
+    the pixel panels; each tile is written to a (mr x pixels) block buffer (L2-sized), and the fused epilogue then
+    runs over that block's NCHW rows, vectorised along the pixels."""
+    mr = _ann_int(sch, main, "specc.mr")
+    nr = _ann_int(sch, main, "specc.nr")
+    _inline_intermediates(sch, skip=[main])
+    all_blocks = _blocks(sch)
+    idx = [k for k, b in enumerate(all_blocks) if _same(sch, b, main)][0]
+    producers = [sch.get(b).name_hint for b in all_blocks[:idx]]
+    n, b, o, p, k = sch.get_loops(main)
+    oco, oi = sch.split(o, [None, mr])
+    pt, pi = sch.split(p, [None, nr])
+    sch.reorder(n, b, oco, pt, k, oi, pi)
+    # row blocks outside the channel blocks: a block's packed input (L2-sized) serves every channel block
+    par = sch.fuse(n, b, oco)
+    sch.parallel(par)
+    consumers = list(sch.get_consumers(main))
+    for c in consumers:
+        sch.reverse_compute_at(c, par)
+    tile = sch.cache_write(main, 0, "local")
+    sch.reverse_compute_at(tile, pt)
+    sch.unroll(oi)
+    sch.vectorize(pi)
+    init = sch.decompose_reduction(main, k)
+    il = sch.get_loops(init)
+    sch.unroll(il[-2])
+    sch.vectorize(il[-1])
+    tl = sch.get_loops(tile)
+    sch.unroll(tl[-2])
+    sch.vectorize(tl[-1])
+    for c in consumers:
+        cl = sch.get_loops(c)
+        # (o, y, x) under the task loop: `rows` NCHW rows per channel, contiguous over y*x
+        inner = sch.fuse(cl[-2], cl[-1])
+        width = _vec_width(_extent(sch, inner), info.lanes)
+        if width:
+            _split_vectorize(sch, inner, width)
+    for name in producers:
+        _schedule_generic_block(sch, sch.get_sblock(name), info)
+
+
 
 
 def _schedule_row_partials(sch, blocks, info: CPUInfo):
@@ -343,6 +385,15 @@ def schedule_primfunc(func: tirx.PrimFunc, target, info: CPUInfo):
             return sch.mod["main"], "tiled-" + _kind(sch, main)
         except Exception as err:  # pylint: disable=broad-except
             log.warning("specc tiled schedule failed (%s); falling back to generic", err)
+            if _DEBUG:
+                raise
+            sch = s_tir.Schedule(func)
+    elif "conv1x1p" in kinds:
+        try:
+            _schedule_conv1x1_pixels(sch, kinds["conv1x1p"], info)
+            return sch.mod["main"], "conv1x1-pixels"
+        except Exception as err:  # pylint: disable=broad-except
+            log.warning("specc 1x1 conv schedule failed (%s); falling back to generic", err)
             if _DEBUG:
                 raise
             sch = s_tir.Schedule(func)
