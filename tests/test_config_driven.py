@@ -108,15 +108,17 @@ def test_an_invalid_config_raises_the_specs_own_assert_message():
         generic.GPT2(generic.GPT2Config(d=100, heads=3))
 
 
-def test_a_config_that_takes_another_branch_is_refused_not_built_wrong():
-    """ResNet-50's first Bottleneck has a projection shortcut because 64 input channels differ from 4 x 64 output
-    channels; with expansion 1 the spec would take the other branch, which the class was not written for."""
+def test_a_block_down_both_branches_of_an_if_is_one_class_with_that_if():
+    """ResNet-50's Bottleneck has a projection shortcut where its input width or stride differs from its output
+    (the spec's `if stride != 1 or channels(x) != out`): one class builds either, as the arguments decide."""
     src = specc.load("specs/resnet50.nn").torch_source()
+    assert src.count("class Bottleneck") == 1
     mod = _module(src, "r50_branch")
-    block = mod.Bottleneck(64, 64, 1, 4)  # as the model builds it
-    assert block.down_conv.in_channels == 64
-    with pytest.raises(ValueError, match="recompile with -D"):
-        mod.Bottleneck(64, 64, 1, 1)
+    projected, plain = mod.Bottleneck(64, 64, 1, 4), mod.Bottleneck(64, 64, 1, 1)
+    assert projected.has_down_conv and projected.down_conv.in_channels == 64
+    assert not plain.has_down_conv and not hasattr(plain, "down_conv")
+    x = torch.randn(1, 64, 8, 8)
+    assert projected(x).shape == (1, 256, 8, 8) and plain(x).shape == (1, 64, 8, 8)
 
 
 def test_a_repeat_folded_by_its_ifs_pins_its_count():

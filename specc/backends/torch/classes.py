@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from ...attrs import BlockValue
 from ...diagnostics import SpecError
+from ...elaborate.sizes import size_env
 from ...hyper import HFloat, HInt, Unrenderable, names, render_expr, rendering, spec_name
 from ...ir import Graph, Module, Node
 from ...naming import Namer, attr_name, class_name, py_name, spec_relative, trivial_body
@@ -76,7 +77,7 @@ def _size_names(g: Graph) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _block_names(g: Graph) -> _Names:
+def _block_names(g: Graph, hints: dict[str, str] | None = None) -> _Names:
     sizes = _size_names(g)
     rename: dict[str, str] = {}
     for k, text in g.lets.items():  # `d = features(x)`: the constructor takes x's width as `d`
@@ -92,6 +93,10 @@ def _block_names(g: Graph) -> _Names:
         axis = (t.rank - 1 if mt.group(1) == "features" else 1) if mt.group(1) else int(mt.group(4))
         if 0 <= axis < t.rank and isinstance(t.shape[axis], HInt) and t.shape[axis].expr in sizes:
             rename.setdefault(t.shape[axis].expr, k)
+    for size, want in (hints or {}).items():  # else the name the block it passes the size to gives it (`d`)
+        if size in sizes and size not in rename and want not in g.hparams and want not in rename.values() \
+                and want not in sizes:
+            rename[size] = want
     allowed = set(sizes) | {k for k, v in g.hparams.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     given = [k for k, v in g.hparams.items() if isinstance(v, BlockValue)]  # `ffn`: its sizes are `ffn_hidden`
     allowed |= {n for n in _names_in(g) if any(n.startswith(f"{k}_") for k in given)}
@@ -167,7 +172,8 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], dict[str, str], list[str],
     def names_of(gname: str) -> _Names:
         if gname not in names:
             names[gname] = _main_names(m) if gname == m.main else \
-                _body_names(names_of(parent[gname])) if gname in parent else _block_names(m.graphs[gname])
+                _body_names(names_of(parent[gname])) if gname in parent else \
+                _block_names(m.graphs[gname], _size_hints(m, m.graphs[gname], by_graph))
         return names[gname]
 
     taken = {class_name(m.name), class_name(m.name) + "Config"}
@@ -231,6 +237,25 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], dict[str, str], list[str],
                                  if g0.span else "")
     cls_of = {g: p.name for p in plans for g in p.members}
     return plans, cls_of, sorted(imports), support
+
+
+def _size_hints(m: Module, g: Graph, by_graph: dict) -> dict[str, str]:
+    """g's input size -> the constructor parameter name of the block it hands that size to, when that block names it
+    (`Block` passes its width to `CausalSelfAttention(d, ...)`: Block calls it `d` too)."""
+    hints: dict[str, str] = {}
+    for n in g.nodes():
+        plan = by_graph.get(n.target) if n.kind == "call" else None
+        if plan is None or not plan.generic:
+            continue
+        callee = m.graphs[n.target]
+        env: dict[str, Any] = {}
+        for i, src in zip(callee.inputs, n.inputs):
+            env.update(size_env(callee[i].type, g[src].type))
+        for src, text in zip(plan.sources, plan.params):
+            v = env.get(src)
+            if isinstance(v, HInt) and v.expr is not None and v.expr.isidentifier() and text != src:
+                hints.setdefault(spec_name(v.expr), text)
+    return hints
 
 
 def _callees(m: Module, g: Graph) -> list[str]:
@@ -376,7 +401,6 @@ class _Planner:
         n: Node = site[node]
         callee_g = self.m.graphs[callee]
         env: dict[str, Any] = {**dict(n.attrs.args), **site.call_values.get(node, {})}
-        from ...elaborate.sizes import size_env  # noqa: PLC0415 - backends may read the frontend's helpers
         for i, src_in in zip(callee_g.inputs, n.inputs):
             env.update(size_env(callee_g[i].type, site[src_in].type))
         if src not in env:  # inherited: the caller's own name for it

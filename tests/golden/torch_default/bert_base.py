@@ -99,14 +99,14 @@ class FeedForward(nn.Module):
 class EncoderLayer(nn.Module):
     """EncoderLayer, defined at std/transformer.nn:68"""
 
-    def __init__(self, x_features: int, heads: int, d_ff: int, dropout: float, eps: float) -> None:
+    def __init__(self, d: int, heads: int, d_ff: int, dropout: float, eps: float) -> None:
         super().__init__()
-        self.self_attn = MultiHeadAttention(x_features, heads, 0, dropout)
+        self.self_attn = MultiHeadAttention(d, heads, 0, dropout)
         self.dropout = nn.Dropout(dropout)
-        self.norm1 = nn.LayerNorm(x_features, eps=eps)
-        self.ffn = FeedForward(x_features, d_ff, dropout)
+        self.norm1 = nn.LayerNorm(d, eps=eps)
+        self.ffn = FeedForward(d, d_ff, dropout)
         self.dropout_1 = nn.Dropout(dropout)
-        self.norm2 = nn.LayerNorm(x_features, eps=eps)
+        self.norm2 = nn.LayerNorm(d, eps=eps)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -117,14 +117,14 @@ class EncoderLayer(nn.Module):
         nn.init.zeros_(self.norm2.bias)
 
     def forward(self, x, mask):
-        y = self.self_attn(x, mask)  # [B, T, x_features]
-        y = self.dropout(y)  # [B, T, x_features]
-        x = x + y  # [B, T, x_features]
-        x = self.norm1(x)  # [B, T, x_features]
-        z = self.ffn(x)  # [B, T, x_features]
-        z = self.dropout_1(z)  # [B, T, x_features]
-        x = x + z  # [B, T, x_features]
-        x = self.norm2(x)  # [B, T, x_features]
+        y = self.self_attn(x, mask)  # [B, T, d]
+        y = self.dropout(y)  # [B, T, d]
+        x = x + y  # [B, T, d]
+        x = self.norm1(x)  # [B, T, d]
+        z = self.ffn(x)  # [B, T, d]
+        z = self.dropout_1(z)  # [B, T, d]
+        x = x + z  # [B, T, d]
+        x = self.norm2(x)  # [B, T, d]
         return x
 
 

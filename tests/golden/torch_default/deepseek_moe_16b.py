@@ -91,20 +91,20 @@ class SwiGLU(nn.Module):
 class RotaryDecoderLayer(nn.Module):
     """RotaryDecoderLayer, defined at std/moe.nn:13"""
 
-    def __init__(self, x_features: int, heads: int, kv_heads: int, eps: float, ffn_hidden: int) -> None:
+    def __init__(self, d: int, heads: int, kv_heads: int, eps: float, ffn_hidden: int) -> None:
         super().__init__()
-        self.input_layernorm = nn.RMSNorm(x_features, eps=eps)
-        self.self_attn = MultiHeadAttention(x_features, heads, kv_heads, 0.0)
-        self.post_attention_layernorm = nn.RMSNorm(x_features, eps=eps)
-        self.mlp = SwiGLU(x_features, ffn_hidden)
+        self.input_layernorm = nn.RMSNorm(d, eps=eps)
+        self.self_attn = MultiHeadAttention(d, heads, kv_heads, 0.0)
+        self.post_attention_layernorm = nn.RMSNorm(d, eps=eps)
+        self.mlp = SwiGLU(d, ffn_hidden)
 
     def forward(self, x, cache=None):
-        y = self.input_layernorm(x)  # [B, T, x_features]
-        y = self.self_attn(y, cache=cache)  # [B, T, x_features]
-        x = x + y  # [B, T, x_features]
-        z = self.post_attention_layernorm(x)  # [B, T, x_features]
-        z = self.mlp(z)  # [B, T, x_features]
-        x = x + z  # [B, T, x_features]
+        y = self.input_layernorm(x)  # [B, T, d]
+        y = self.self_attn(y, cache=cache)  # [B, T, d]
+        x = x + y  # [B, T, d]
+        z = self.post_attention_layernorm(x)  # [B, T, d]
+        z = self.mlp(z)  # [B, T, d]
+        x = x + z  # [B, T, d]
         return x
 
 
@@ -143,20 +143,20 @@ class SparseMoE(nn.Module):
 class RotaryDecoderLayer1(nn.Module):
     """RotaryDecoderLayer, defined at std/moe.nn:13"""
 
-    def __init__(self, x_features: int, heads: int, kv_heads: int, eps: float, ffn_balance_coef: int, ffn_experts: int, ffn_hidden: int, ffn_shared: int, ffn_top_k: int) -> None:
+    def __init__(self, d: int, heads: int, kv_heads: int, eps: float, ffn_balance_coef: int, ffn_experts: int, ffn_hidden: int, ffn_shared: int, ffn_top_k: int) -> None:
         super().__init__()
-        self.input_layernorm = nn.RMSNorm(x_features, eps=eps)
-        self.self_attn = MultiHeadAttention(x_features, heads, kv_heads, 0.0)
-        self.post_attention_layernorm = nn.RMSNorm(x_features, eps=eps)
-        self.mlp = SparseMoE(x_features, ffn_hidden, ffn_experts, ffn_top_k, ffn_shared, ffn_balance_coef)
+        self.input_layernorm = nn.RMSNorm(d, eps=eps)
+        self.self_attn = MultiHeadAttention(d, heads, kv_heads, 0.0)
+        self.post_attention_layernorm = nn.RMSNorm(d, eps=eps)
+        self.mlp = SparseMoE(d, ffn_hidden, ffn_experts, ffn_top_k, ffn_shared, ffn_balance_coef)
 
     def forward(self, x, cache=None):
-        y = self.input_layernorm(x)  # [B, T, x_features]
-        y = self.self_attn(y, cache=cache)  # [B, T, x_features]
-        x = x + y  # [B, T, x_features]
-        z = self.post_attention_layernorm(x)  # [B, T, x_features]
-        z = self.mlp(z)  # [B, T, x_features]
-        x = x + z  # [B, T, x_features]
+        y = self.input_layernorm(x)  # [B, T, d]
+        y = self.self_attn(y, cache=cache)  # [B, T, d]
+        x = x + y  # [B, T, d]
+        z = self.post_attention_layernorm(x)  # [B, T, d]
+        z = self.mlp(z)  # [B, T, d]
+        x = x + z  # [B, T, d]
         return x
 
 

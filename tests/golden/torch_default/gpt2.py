@@ -93,20 +93,20 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Block, defined at gpt2.nn:22"""
 
-    def __init__(self, x_features: int, heads: int, dropout: float, layers: int) -> None:
+    def __init__(self, d: int, heads: int, dropout: float, layers: int) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(x_features)
-        self.attn = CausalSelfAttention(x_features, heads, dropout, layers)
-        self.ln_2 = nn.LayerNorm(x_features)
-        self.mlp = MLP(x_features, dropout, layers)
+        self.ln_1 = nn.LayerNorm(d)
+        self.attn = CausalSelfAttention(d, heads, dropout, layers)
+        self.ln_2 = nn.LayerNorm(d)
+        self.mlp = MLP(d, dropout, layers)
 
     def forward(self, x, cache=None):
-        y = self.ln_1(x)  # [B, T, x_features]
-        y = self.attn(y, cache=cache)  # [B, T, x_features]
-        x = x + y  # [B, T, x_features]
-        z = self.ln_2(x)  # [B, T, x_features]
-        z = self.mlp(z)  # [B, T, x_features]
-        x = x + z  # [B, T, x_features]
+        y = self.ln_1(x)  # [B, T, d]
+        y = self.attn(y, cache=cache)  # [B, T, d]
+        x = x + y  # [B, T, d]
+        z = self.ln_2(x)  # [B, T, d]
+        z = self.mlp(z)  # [B, T, d]
+        x = x + z  # [B, T, d]
         return x
 
 
