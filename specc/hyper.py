@@ -206,6 +206,7 @@ def _unary(op: str, expr: str | None) -> str | None:
 _OPS = {"+": ast.Add, "-": ast.Sub, "*": ast.Mult, "//": ast.FloorDiv, "%": ast.Mod, "**": ast.Pow, "/": ast.Div}
 
 
+@lru_cache(maxsize=65536)
 def combine(a: str, op: str, b: str) -> str | None:
     """`a op b` as text with the fewest parentheses, identities folded (`x * 1`, `x + 0`, `x // 1`); None when both
     sides are numbers (the result is a plain int)."""
