@@ -404,7 +404,7 @@ def test_shrunk_mixtral_via_cli_overrides(tmp_path):
     assert run.returncode == 0, run.stderr
     (emitted,) = tmp_path.glob("*.py")
     text = emitted.read_text()  # the experts and their sizes come from the config the -D values set
-    assert "MixtureOfExperts(x_features, [SwiGLU(x_features, hidden) for _ in range(experts)], top_k=top_k" in text
+    assert "MixtureOfExperts(in_features, [SwiGLU(in_features, hidden) for _ in range(experts)], top_k=top_k" in text
     assert "experts: int = 4" in text and "d: int = 64" in text
 
 

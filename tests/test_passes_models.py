@@ -146,7 +146,7 @@ def test_hand_written_attention_is_emitted_as_sdpa() -> None:
     assert "F.softmax" in before and "F.scaled_dot_product_attention" not in before
     assert "F.scaled_dot_product_attention(" in after and "F.softmax" not in after
     assert "merged_linear(x, self.q, self.k, self.v)" in after
-    assert "nn.LayerNorm(x_features, elementwise_affine=False)" in after
+    assert "nn.LayerNorm(in_features, elementwise_affine=False)" in after
     assert "fused_layer(" in after
 
 

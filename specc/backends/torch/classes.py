@@ -97,6 +97,13 @@ def _block_names(g: Graph, hints: dict[str, str] | None = None) -> _Names:
         if size in sizes and size not in rename and want not in g.hparams and want not in rename.values() \
                 and want not in sizes:
             rename[size] = want
+    if len(g.inputs) == 1:  # else, for a block of one input, torch's words: in_channels, in_features
+        prefix = f"{g.inputs[0]}_"
+        for size in sizes:
+            want = "in_" + size.removeprefix(prefix)
+            if size.startswith(prefix) and size not in rename and want not in g.hparams \
+                    and want not in rename.values() and want not in sizes and not want[3:].startswith("dim"):
+                rename[size] = want
     allowed = set(sizes) | {k for k, v in g.hparams.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     given = [k for k, v in g.hparams.items() if isinstance(v, BlockValue)]  # `ffn`: its sizes are `ffn_hidden`
     allowed |= {n for n in _names_in(g) if any(n.startswith(f"{k}_") for k in given)}

@@ -73,18 +73,18 @@ class MultiHeadAttention(nn.Module):
 class SwiGLU(nn.Module):
     """SwiGLU, defined at std/transformer.nn:63"""
 
-    def __init__(self, x_features: int, hidden: int) -> None:
+    def __init__(self, in_features: int, hidden: int) -> None:
         super().__init__()
-        self.w1 = nn.Linear(x_features, hidden, bias=False)
-        self.w3 = nn.Linear(x_features, hidden, bias=False)
-        self.w2 = nn.Linear(hidden, x_features, bias=False)
+        self.w1 = nn.Linear(in_features, hidden, bias=False)
+        self.w3 = nn.Linear(in_features, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, in_features, bias=False)
 
     def forward(self, x):
         y = self.w1(x)  # [B, T, hidden]
         y = F.silu(y)  # [B, T, hidden]
         x = self.w3(x)  # [B, T, hidden]
         y = y * x  # [B, T, hidden]
-        y = self.w2(y)  # [B, T, x_features]
+        y = self.w2(y)  # [B, T, in_features]
         return y
 
 
@@ -111,32 +111,32 @@ class RotaryDecoderLayer(nn.Module):
 class SwiGLU1(nn.Module):
     """SwiGLU, defined at std/transformer.nn:63"""
 
-    def __init__(self, x_features: int, hidden: int) -> None:
+    def __init__(self, in_features: int, hidden: int) -> None:
         super().__init__()
-        self.w1 = nn.Linear(x_features, hidden, bias=False)
-        self.w3 = nn.Linear(x_features, hidden, bias=False)
-        self.w2 = nn.Linear(hidden, x_features, bias=False)
+        self.w1 = nn.Linear(in_features, hidden, bias=False)
+        self.w3 = nn.Linear(in_features, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, in_features, bias=False)
 
     def forward(self, x):
         y = self.w1(x)  # [B*T, hidden]
         y = F.silu(y)  # [B*T, hidden]
         x = self.w3(x)  # [B*T, hidden]
         y = y * x  # [B*T, hidden]
-        y = self.w2(y)  # [B*T, x_features]
+        y = self.w2(y)  # [B*T, in_features]
         return y
 
 
 class SparseMoE(nn.Module):
     """SparseMoE, defined at std/moe.nn:22"""
 
-    def __init__(self, x_features: int, hidden: int, experts: int, top_k: int, shared: int, balance_coef: float) -> None:
+    def __init__(self, in_features: int, hidden: int, experts: int, top_k: int, shared: int, balance_coef: float) -> None:
         super().__init__()
         if shared == 0:
             raise ValueError("SparseMoE: `shared == 0` is false in the spec this class was compiled from; recompile with -D")
-        self.moe = MixtureOfExperts(x_features, [SwiGLU1(x_features, hidden) for _ in range(experts)], top_k=top_k, shared=[SwiGLU1(x_features, hidden) for _ in range(shared)], balance_coef=balance_coef)
+        self.moe = MixtureOfExperts(in_features, [SwiGLU1(in_features, hidden) for _ in range(experts)], top_k=top_k, shared=[SwiGLU1(in_features, hidden) for _ in range(shared)], balance_coef=balance_coef)
 
     def forward(self, x):
-        x = self.moe(x)  # [B, T, x_features]
+        x = self.moe(x)  # [B, T, in_features]
         return x
 
 

@@ -17,15 +17,15 @@ class ResNet18Config:
 class BasicBlock(nn.Module):
     """BasicBlock, defined at std/resnet.nn:8"""
 
-    def __init__(self, x_channels: int, width: int, stride: int) -> None:
+    def __init__(self, in_channels: int, width: int, stride: int) -> None:
         super().__init__()
-        self.has_down_conv = stride != 1 or x_channels != width  # which branch of the spec's `if` this block takes
-        self.conv1 = nn.Conv2d(x_channels, width, 3, stride=stride, padding=1, bias=False)
+        self.has_down_conv = stride != 1 or in_channels != width  # which branch of the spec's `if` this block takes
+        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
-        if stride != 1 or x_channels != width:
-            self.down_conv = nn.Conv2d(x_channels, width, 1, stride=stride, bias=False)
+        if stride != 1 or in_channels != width:
+            self.down_conv = nn.Conv2d(in_channels, width, 1, stride=stride, bias=False)
             self.down_bn = nn.BatchNorm2d(width)
         self._init_weights()
 
@@ -43,16 +43,16 @@ class BasicBlock(nn.Module):
             nn.init.zeros_(self.down_bn.bias)
 
     def forward(self, x):
-        y = self.conv1(x)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        y = self.bn1(y)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        y = F.relu(y, inplace=True)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        y = self.conv2(y)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        y = self.bn2(y)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+        y = self.conv1(x)  # [B, width, (in_height - 1) // stride + 1, (in_width - 1) // stride + 1]
+        y = self.bn1(y)  # [B, width, (in_height - 1) // stride + 1, (in_width - 1) // stride + 1]
+        y = F.relu(y, inplace=True)  # [B, width, (in_height - 1) // stride + 1, (in_width - 1) // stride + 1]
+        y = self.conv2(y)  # [B, width, (in_height - 1) // stride + 1, (in_width - 1) // stride + 1]
+        y = self.bn2(y)  # [B, width, (in_height - 1) // stride + 1, (in_width - 1) // stride + 1]
         if self.has_down_conv:
-            x = self.down_conv(x)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-            x = self.down_bn(x)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        x = x + y  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
-        x = F.relu(x, inplace=True)  # [B, width, (x_height - 1) // stride + 1, (x_width - 1) // stride + 1]
+            x = self.down_conv(x)  # [B, width, (in_height - 1) // stride + 1, (in_width - 1) // stride + 1]
+            x = self.down_bn(x)  # [B, width, (in_height - 1) // stride + 1, (in_width - 1) // stride + 1]
+        x = x + y  # [B, width, (in_height - 1) // stride + 1, (in_width - 1) // stride + 1]
+        x = F.relu(x, inplace=True)  # [B, width, (in_height - 1) // stride + 1, (in_width - 1) // stride + 1]
         return x
 
 

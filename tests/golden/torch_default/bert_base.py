@@ -74,11 +74,11 @@ class MultiHeadAttention(nn.Module):
 class FeedForward(nn.Module):
     """FeedForward, defined at std/transformer.nn:47"""
 
-    def __init__(self, x_features: int, hidden: int, dropout: float) -> None:
+    def __init__(self, in_features: int, hidden: int, dropout: float) -> None:
         super().__init__()
-        self.w_1 = nn.Linear(x_features, hidden)
+        self.w_1 = nn.Linear(in_features, hidden)
         self.dropout = nn.Dropout(dropout)
-        self.w_2 = nn.Linear(hidden, x_features)
+        self.w_2 = nn.Linear(hidden, in_features)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -92,7 +92,7 @@ class FeedForward(nn.Module):
         h = self.w_1(x)  # [B, T, hidden]
         h = F.gelu(h)  # [B, T, hidden]
         h = self.dropout(h)  # [B, T, hidden]
-        h = self.w_2(h)  # [B, T, x_features]
+        h = self.w_2(h)  # [B, T, in_features]
         return h
 
 
