@@ -151,7 +151,10 @@ def _tracked(v: Any) -> bool:
 
 
 def driven(v: Any) -> bool:
-    """Whether `v` comes from hyper-parameters (its value is the config's, not a constant of the spec)."""
+    """Whether `v` comes from hyper-parameters (its value is the config's, not a constant of the spec); a list or
+    tuple does when one of its items does."""
+    if isinstance(v, (list, tuple)):
+        return any(driven(x) for x in v)
     return _tracked(v)
 
 
@@ -328,18 +331,10 @@ def rendering(renderer: Renderer) -> Iterator[set[str]]:
 def named(value: Any, name: str) -> Any:
     """A hyper-parameter's value as the elaborator binds it: ints (and the ints of lists and tuples, as
     `name[i]`) remember `name`."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return HInt(value, expr_name(name))
-    if isinstance(value, float):
-        return HFloat(value, expr_name(name))
-    if isinstance(value, (list, tuple)):
-        return type(value)(_named_item(v, f"{expr_name(name)}[{i}]") for i, v in enumerate(value))
-    return value
+    return _named(value, expr_name(name))
 
 
-def _named_item(value: Any, expr: str) -> Any:
+def _named(value: Any, expr: str) -> Any:
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
@@ -347,7 +342,7 @@ def _named_item(value: Any, expr: str) -> Any:
     if isinstance(value, float):
         return HFloat(value, expr)
     if isinstance(value, (list, tuple)):
-        return type(value)(_named_item(v, f"{expr}[{i}]") for i, v in enumerate(value))
+        return type(value)(_named(v, f"{expr}[{i}]") for i, v in enumerate(value))
     return value
 
 

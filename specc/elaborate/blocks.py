@@ -142,18 +142,20 @@ class BlocksMixin:
 
     def block_value_args(self, bv: BlockValue) -> dict[str, Any]:
         """A block value's arguments by parameter name."""
+        return {**dict(zip(self.value_params(bv), bv.values)), **dict(bv.kw)}
+
+    def value_params(self, bv: BlockValue) -> list[str]:
+        """The names of the hyper-parameters of the block a block value calls, in order."""
         d = self.defs.get(bv.name)
-        names = [p.name for p in d.params if not p.is_tensor and not _optional_tensor(p)] if d else []
-        return {**dict(zip(names, bv.values)), **dict(bv.kw)}
+        return [p.name for p in d.params if not p.is_tensor and not _optional_tensor(p)] if d else []
 
     def own_block_value(self, bv: BlockValue, prefix: str) -> BlockValue:
         """`SwiGLU(hidden)` given as parameter `ffn`, with its sizes named `ffn_hidden` inside the receiving block."""
-        d = self.defs.get(bv.name)
-        names = [p.name for p in d.params if not p.is_tensor and not _optional_tensor(p)] if d else []
-        values = tuple(named(plain(v), f"{prefix}_{k}") if _tracked(v) else v for k, v in zip(names, bv.values))
+        def own(k: str, v: Any) -> Any:
+            return named(plain(v), f"{prefix}_{k}") if _tracked(v) else v
+        values = tuple(own(k, v) for k, v in zip(self.value_params(bv), bv.values))
         values += bv.values[len(values):]
-        kw = tuple((k, named(plain(v), f"{prefix}_{k}") if _tracked(v) else v) for k, v in bv.kw)
-        return dataclasses.replace(bv, values=values, kw=kw)
+        return dataclasses.replace(bv, values=values, kw=tuple((k, own(k, v)) for k, v in bv.kw))
 
     def elaborate_block(self, d: A.Def, scope: Scope, hp: dict, tparams: list, tensors: list) -> str | None:
         if self.block_depth >= MAX_BLOCK_DEPTH:

@@ -11,7 +11,7 @@ from ..attrs import BlockValue
 from ..attrs import short as _short
 from ..attrs import to_attr as _to_attr
 from ..diagnostics import Diagnostic, Note, ShapeError, SpecError
-from ..hyper import HFloat, HInt
+from ..hyper import driven
 from ..ir import Node
 from ..limits import internal_error, short_int
 from ..ops import registry
@@ -267,7 +267,7 @@ class CallsMixin:
             return call
         node = scratch.graph[call.node]
         callee = self.graphs[node.target]
-        env = {k: v for k, v in node.attrs.args if _has_hint(v)}  # in the caller's names, for the emitted class
+        env = {k: v for k, v in node.attrs.args if driven(v)}  # in the caller's names, for the emitted class
         for i, t in zip(callee.inputs, types):
             env.update(size_env(callee[i].type, t))
         self.last_instance_env = env
@@ -361,12 +361,6 @@ def keep_sizes(attrs: Any, data: dict) -> Any:
     """The validated attributes with the sizes given as HInts put back (pydantic makes them plain ints), so that
     the shape rule's arithmetic and the emitter see their expressions; only where validation kept the value."""
     for k, v in data.items():
-        if _has_hint(v) and getattr(attrs, k, None) == v and not isinstance(getattr(attrs, k), bool):
+        if driven(v) and getattr(attrs, k, None) == v and not isinstance(getattr(attrs, k), bool):
             attrs.__dict__[k] = v
     return attrs
-
-
-def _has_hint(v: Any) -> bool:
-    if isinstance(v, (HInt, HFloat)):
-        return v.expr is not None
-    return isinstance(v, tuple) and any(_has_hint(x) for x in v)

@@ -7,7 +7,7 @@ from typing import Any
 from .. import ast as A
 from ..attrs import short as _short
 from ..diagnostics import Note, SpecError
-from ..hyper import HFloat, HInt, names, plain
+from ..hyper import HFloat, HInt, driven, names, plain
 from ..ir import Node
 from ..limits import Abort, internal_error, short_int
 from ..ops import registry
@@ -318,7 +318,7 @@ class PinsMixin:
 
     def reads_sizes(self, e, scope: Scope, b: GraphBuilder) -> bool:
         """Whether `e` reads a hyper-parameter or a tensor's size (without evaluating it)."""
-        return any(_has_sizes(scope.get(n)) for n in _names_read_expr(e)) or _calls_size(e)
+        return any(driven(scope.get(n)) for n in _names_read_expr(e)) or _calls_size(e)
 
 
 _SIZE_FUNCS = {"features", "channels", "dim", "len", "range"}
@@ -368,12 +368,6 @@ def _value_text(v) -> str | None:
             return None
         return f"[{', '.join(items)}]" if isinstance(v, list) else f"({', '.join(items)}{',' if len(items) == 1 else ''})"
     return None
-
-
-def _has_sizes(v) -> bool:
-    if isinstance(v, (HInt, HFloat)):
-        return v.expr is not None
-    return isinstance(v, (list, tuple)) and any(_has_sizes(x) for x in v)
 
 
 def _reads_names(text: str) -> bool:

@@ -11,11 +11,10 @@ from __future__ import annotations
 from pydantic import Field, PositiveInt
 
 from ..diagnostics import ShapeError
-from ..hyper import driven, rendering_active
 from ..types import TensorType
 from .elementwise import broadcast
 from .registry import Attrs, Example, OpDef, expect_float, numel, register
-from .torch_rule import TorchRule, pyval
+from .torch_rule import TorchRule, pyval, written
 
 
 class SDPAAttrs(Attrs):
@@ -84,7 +83,7 @@ def _sdpa_call(args, a: SDPAAttrs, ins) -> str:
     elif a.window is not None:  # the causal band: query t sees keys t - window < s <= t
         extra += (f", attn_mask=torch.ones({args[0]}.size(-2), {args[1]}.size(-2), dtype=torch.bool, "
                   f"device={args[0]}.device).tril().triu({1 - a.window})")
-    if a.dropout or (driven(a.dropout) and rendering_active()):  # `dropout=dropout` follows the config
+    if written(a.dropout, 0.0):  # `dropout_p=self.dropout` when a hyper-parameter gives it
         extra += f", dropout_p={pyval(a.dropout)} if self.training else 0.0"
     if a.causal and len(args) == 3 and a.window is None:
         extra += ", is_causal=True"

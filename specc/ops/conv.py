@@ -7,11 +7,10 @@ from typing import Literal
 from pydantic import PositiveInt, field_validator
 
 from ..diagnostics import ShapeError
-from ..hyper import driven, rendering_active
 from ..symbolic import Dim
 from ..types import TensorType
 from .registry import LAYER, Attrs, Example, OpDef, expect_float, expect_rank, numel, pair, register
-from .torch_rule import TorchRule, pyval
+from .torch_rule import TorchRule, pyval, written
 
 IntOrPair = PositiveInt | tuple[PositiveInt, ...]
 
@@ -91,7 +90,7 @@ def _conv_module(nd: int):
         for key, default in (("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1), ("bias", True)):
             v = getattr(a, key)
             v = _squeeze(v) if key != "bias" else v
-            if v != default or (driven(v) and rendering_active()):  # stride=stride follows the config
+            if written(v, default):
                 args.append(f"{key}={pyval(v)}")
         return f"nn.Conv{nd}d({', '.join(args)})"
     return module
@@ -234,7 +233,7 @@ def _convt_module(nd: int):
                              ("dilation", 1)):
             v = getattr(a, key)
             v = _squeeze(v) if key != "bias" else v
-            if v != default or (driven(v) and rendering_active()):  # stride=stride follows the config
+            if written(v, default):
                 args.append(f"{key}={pyval(v)}")
         return f"nn.ConvTranspose{nd}d({', '.join(args)})"
     return module

@@ -56,13 +56,19 @@ def pyval(v: Any) -> str:
     raise TypeError(f"cannot render {type(v).__name__} as Python source")
 
 
+def written(v: Any, default: Any) -> bool:
+    """Whether an argument is written out: it differs from PyTorch's default, or a hyper-parameter gives it and the
+    code being written follows the config (`stride=stride` even where this compile's stride is 1)."""
+    return v != default or (driven(v) and rendering_active())
+
+
 def kwargs(a: Any, names: list[str], defaults: dict[str, Any]) -> str:
-    """`, k=v` for each attr that differs from the PyTorch default, in a fixed order."""
+    """`, k=v` for each attr that differs from the PyTorch default (see `written`), in a fixed order."""
     out = []
     for n in names:
         v = getattr(a, n)
-        if n in defaults and defaults[n] == v and not (driven(v) and rendering_active()):
-            continue  # a default left out; one a hyper-parameter gives stays in config-driven code (stride=stride)
+        if n in defaults and not written(v, defaults[n]):
+            continue
         out.append(f"{n}={pyval(v)}")
     return "".join(f", {x}" for x in out)
 

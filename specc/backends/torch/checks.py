@@ -61,10 +61,9 @@ def input_checks(m: Module, args: list[str], model: str) -> list[str]:
             if sym in m.constraints:
                 bound = m.constraints[sym][0]
                 why = f" ({bounds[sym]})" if _SAFE.fullmatch(bounds.get(sym, "")) else ""  # goes in an f-string
-                shown = str(bound) if str(bound).isdigit() else f"{{{bound}}}"  # `self.config.ctx` in the f-string
                 body += [f"if {x}.size({axis}) > {bound}:",
                          f'    raise ValueError(f"{x} has {sym} = {{{x}.size({axis})}}, {model} was built for '
-                         f'{sym} <= {shown}{why}")']
+                         f'{sym} <= {in_fstring(bound)}{why}")']
     if not body:
         return []
     head = "if not torch.compiler.is_compiling()"
@@ -80,3 +79,9 @@ def _variable(d) -> str | None:
         return None
     (mono, coef), = d.terms.items()
     return mono[0] if coef == 1 and len(mono) == 1 and mono[0].isidentifier() else None
+
+
+def in_fstring(v) -> str:
+    """A bound as the text of an f-string message shows it: the number, or `{self.config.ctx}` where it is read from
+    the config."""
+    return str(v) if str(v).isdigit() else f"{{{v}}}"

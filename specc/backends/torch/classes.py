@@ -37,7 +37,6 @@ class ClassPlan:
     name: str
     members: list[str]  # graph names
     params: list[str]  # constructor parameter names
-    args: dict[str, list]  # unused (kept for callers that read it)
     init: list[str]
     forward: list[str]
     comments: list[str]
@@ -54,12 +53,13 @@ class ClassPlan:
 
 @dataclass
 class _Names:
-    """How one graph's code writes a name: in its constructor, its forward and its shape comments (None: cannot)."""
+    """How one graph's code writes a name: in its constructor and its shape comments (None: cannot). A block's
+    forward reads the values its constructor stored on self (_Planner.generic); the model's reads self.config."""
 
     init: Callable[[str], "str | None"]
-    forward: Callable[[str], "str | None"]
     comment: Callable[[str], str]
     params: list[str]  # the names the constructor may take, in order
+    forward: Callable[[str], "str | None"] | None = None
 
 
 _LET_SIZE = re.compile(r"(features|channels)\((\w+)\)|dim\((\w+), (\d+)\)")
@@ -67,14 +67,8 @@ _RESERVED = {"self", "nn", "F", "torch", "math", "config", "super", "int", "floa
 
 
 def _size_names(g: Graph) -> list[str]:
-    out: list[str] = []
-    for i in g.inputs:
-        t = g[i].type
-        for item in t.items if isinstance(t, TupleType) else (t,):
-            if isinstance(item, TensorType):
-                out += [spec_name(d.expr) for d in item.shape if isinstance(d, HInt) and d.expr
-                        and d.expr.isidentifier()]
-    return list(dict.fromkeys(out))
+    """The names of g's own input sizes (`x_channels`, ...), in order."""
+    return list(dict.fromkeys(spec_name(d.expr) for d in _sizes_of(g) if d.expr and d.expr.isidentifier()))
 
 
 def _block_names(g: Graph, hints: dict[str, str] | None = None) -> _Names:
@@ -111,8 +105,7 @@ def _block_names(g: Graph, hints: dict[str, str] | None = None) -> _Names:
     if len(set(text.values())) < len(text) or set(text.values()) & _RESERVED:
         text = {}
     extra = sorted(n for n in allowed if n not in sizes and n not in g.hparams)
-    return _Names(init=lambda n: text.get(n), forward=lambda n: f"self.{text[n]}" if n in text else None,
-                  comment=lambda n: rename.get(n, n), params=[*sizes, *g.hparams, *extra])
+    return _Names(init=lambda n: text.get(n), comment=lambda n: rename.get(n, n), params=[*sizes, *g.hparams, *extra])
 
 
 def _names_in(g: Graph) -> set[str]:
@@ -130,18 +123,28 @@ def _names_in(g: Graph) -> set[str]:
     return out
 
 
-def _main_names(m: Module) -> _Names:
+def config_fields(m: Module) -> dict[str, str]:
+    """Each hyper-parameter's field name in the model's config dataclass."""
     field_name = Namer(py_name)
-    fields = {k: field_name(k) for k in m.hparams}
-    return _Names(init=lambda n: f"config.{fields[n]}" if n in fields else None,
-                  forward=lambda n: f"self.config.{fields[n]}" if n in fields else None,
-                  comment=lambda n: n, params=[])
+    return {k: field_name(k) for k in m.hparams}
+
+
+def config_names(m: Module) -> Callable[[str], "str | None"]:
+    """A hyper-parameter as the model's forward reads it: `self.config.d`."""
+    fields = config_fields(m)
+    return lambda n: f"self.config.{fields[n]}" if n in fields else None
+
+
+def _main_names(m: Module) -> _Names:
+    fields = config_fields(m)
+    return _Names(init=lambda n: f"config.{fields[n]}" if n in fields else None, comment=lambda n: n, params=[],
+                  forward=config_names(m))
 
 
 def _body_names(parent: _Names) -> _Names:
     """A repeat body is written in its enclosing graph's names: its class takes each as a parameter."""
-    return _Names(init=lambda n: py_name(n) if py_name(n) not in _RESERVED else None,
-                  forward=lambda n: f"self.{py_name(n)}", comment=parent.comment, params=[])
+    return _Names(init=lambda n: py_name(n) if py_name(n) not in _RESERVED else None, comment=parent.comment,
+                  params=[])
 
 
 def _write(line: str, fn: Callable[[str], "str | None"]) -> str:
@@ -153,20 +156,19 @@ def _write(line: str, fn: Callable[[str], "str | None"]) -> str:
     return _MARK.sub(rep, line)
 
 
-def plan_classes(m: Module) -> tuple[list[ClassPlan], dict[str, str], list[str], list[str]]:
+def plan_classes(m: Module) -> tuple[list[ClassPlan], list[str], list[str]]:
     """One class per block whose code is the same for all its specialisations, planned callees first (m.graphs
     order), so that each constructor call names its callee's class and passes its parameters. Long because the
     naming of classes (no clash with helpers, models or arguments) is set up here, next to the loop it serves."""
     cache = cache_plan(m)  # a causal LM's key/value cache, for generate()
-    with rendering(marker):
+    with rendering(marker):  # sizes as markers; only the numbers differ from the code with numbers
         marked = {name: graph_code(m, g, name == m.main, cache) for name, g in m.graphs.items()}
-    plain_codes = {name: graph_code(m, g, name == m.main, cache) for name, g in m.graphs.items()}
-    live = reachable(m, plain_codes)
+    live = reachable(m, marked)
     imports: list[str] = []
     support: list[str] = []
     for name in live:
-        imports.extend(i for i in plain_codes[name].imports if i not in imports)
-        support.extend(s for s in plain_codes[name].support if s not in support)
+        imports.extend(i for i in marked[name].imports if i not in imports)
+        support.extend(s for s in marked[name].support if s not in support)
     if cache is not None:
         support.append(generate_support())
     parent: dict[str, str] = {}
@@ -191,7 +193,7 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], dict[str, str], list[str],
                            "file defines", m.graph.span, help="rename the model")
     taken |= helpers
     for name in live:  # a class must not be shadowed by a constructor or forward argument that refers to it
-        taken.update(plain_codes[name].args)
+        taken.update(marked[name].args)
         taken.update(py_name(k) for k in m.graphs[name].hparams)
         taken.update(_size_names(m.graphs[name]))
 
@@ -213,8 +215,7 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], dict[str, str], list[str],
         g = m.graphs[name]
         is_main = name == m.main
         planner = _Planner(m, g, by_graph, names_of, parent)
-        plan = planner.plan(marked[name], plain_codes[name], all(by_graph[c].generic for c in _callees(m, g)
-                                                                  if c in by_graph))
+        plan = planner.plan(marked[name], cache, all(by_graph[c].generic for c in _callees(m, g) if c in by_graph))
         if is_main:
             plan.name = class_name(m.name)
             plan.doc = f"{m.name}, compiled by specc from {spec_relative(m.path, m.path)}"
@@ -242,8 +243,7 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], dict[str, str], list[str],
         g0 = m.graphs[p.members[0]]
         p.doc = f"{g0.block}" + (f", defined at {spec_relative(g0.span.file, m.path)}:{g0.span.line}"
                                  if g0.span else "")
-    cls_of = {g: p.name for p in plans for g in p.members}
-    return plans, cls_of, sorted(imports), support
+    return plans, sorted(imports), support
 
 
 def _size_hints(m: Module, g: Graph, by_graph: dict) -> dict[str, str]:
@@ -284,14 +284,15 @@ class _Planner:
     def __init__(self, m: Module, g: Graph, by_graph: dict, names_of, parent: dict) -> None:
         self.m, self.g, self.by_graph, self.names_of, self.parent = m, g, by_graph, names_of, parent
 
-    def plan(self, marked: GraphCode, plain: GraphCode, callees_generic: bool) -> ClassPlan:
+    def plan(self, marked: GraphCode, cache, callees_generic: bool) -> ClassPlan:
         if callees_generic:
             try:
                 return self.generic(marked)
             except Unrenderable:
                 pass
+        plain = graph_code(self.m, self.g, self.g.name == self.m.main, cache)  # with this compile's numbers
         init = [self.ctors(ln, generic=False) for ln in plain.init]
-        return ClassPlan("", [], [], {}, init, plain.forward, plain.comments, plain.args, "", plain.weights,
+        return ClassPlan("", [], [], init, plain.forward, plain.comments, plain.args, "", plain.weights,
                          generic=False)
 
     def generic(self, code: GraphCode) -> ClassPlan:
@@ -329,13 +330,13 @@ class _Planner:
         comments = [_write(c, nm.comment) for c in code.comments]
         pins = self.pins(noting(nm.init, used_init))
         if is_main:
-            return ClassPlan("", [], [], {}, init, forward, comments, code.args, "", weights, pins=pins)
+            return ClassPlan("", [], [], init, forward, comments, code.args, "", weights, pins=pins)
         order = [*nm.params, *sorted(inherit)] if nm.params else [*used_init, *used_fwd]
         params = [n for n in dict.fromkeys(order) if n in used_init or n in used_fwd]
         texts = [own_or_inherited(n) for n in params]
         stores = [f"self.{stored(t)} = {t}" for n, t in zip(params, texts) if n in used_fwd]
         annots = [_annot(self.g.hparams.get(n, 0)) for n in params]
-        return ClassPlan("", [], texts, {}, stores + init, forward, comments, code.args, "", weights,
+        return ClassPlan("", [], texts, stores + init, forward, comments, code.args, "", weights,
                          sources=params, annots=annots, pins=pins, inherits=[n for n in params if n in inherit])
 
     def inherited(self) -> set[str]:
@@ -362,9 +363,7 @@ class _Planner:
         for text, what in self.g.pins:
             if not text:  # decided by something the code cannot check: numbers of this compile only
                 raise Unrenderable(what)
-            with rendering(marker):
-                cond = render_expr(text, (marker, set()))
-            cond = _write(cond, fn)
+            cond = _write(render_expr(text, (marker, set())), fn)
             if what.startswith("assert:"):  # the spec's own words for an invalid configuration
                 msg = json.dumps(f"{who}: {what.removeprefix('assert:')}")
             else:
@@ -443,7 +442,7 @@ def pin_lines(pins: list[tuple[str, str]]) -> list[str]:
 
 def _merge_branches(a: ClassPlan, b: ClassPlan) -> bool:
     """Make `a` the class of both `a` and `b` when they are one block down the two branches of one `if`: their
-    checks differ in that one condition only, and `b`'s code is `a`'s without some of its lines (or the other way
+    checks differ in that one condition only, and `b`'s code is `a`'s without one run of its lines (or the other way
     round). The extra layers are built under `if cond:` and stored as a flag the forward tests, as torchvision's
     Bottleneck tests `downsample`. False (and nothing changed) otherwise."""
     if not a.generic or not b.generic or a.sources != b.sources or a.fwd_args != b.fwd_args or \
@@ -457,26 +456,24 @@ def _merge_branches(a: ClassPlan, b: ClassPlan) -> bool:
     if _norm(cond_b) != _norm(f"not ({cond_a})") and _norm(cond_a) != _norm(f"not ({cond_b})"):
         return False
     big, small, cond = (a, b, cond_a) if len(a.init) >= len(b.init) else (b, a, cond_b)
-    init = _guarded(big.init, small.init, cond)
-    if init is None:
+    init_run, fwd_run = _extra_run(big.init, small.init), _extra_run(big.forward, small.forward)
+    weights_run = _extra_run(big.weights, small.weights)
+    if init_run is None or (fwd_run is None and big.forward != small.forward) or \
+            (weights_run is None and big.weights != small.weights):
         return False
-    extra_init = [ln for ln in big.init if ln not in small.init]
-    attrs = [ln.split("=")[0].strip() for ln in extra_init if ln.startswith("self.")]
+    start, k = init_run
+    attrs = [ln.split("=")[0].strip() for ln in big.init[start:start + k] if ln.startswith("self.")]
     if not attrs:
         return False
-    flag = f"has_{attrs[0].removeprefix('self.').split('.')[0].split('[')[0]}"
-    weights = _guarded(big.weights, small.weights, f"self.{flag}")
-    if weights is None:
-        return False
-    init_lines, flag_line = init
-    forward = _guarded(big.forward, small.forward, f"self.{flag}", comments=(big.comments, small.comments))
-    if forward is None:
-        return False
-    (fwd, comments), _ = forward
-    a.init = [f"self.{flag} = {cond}  # which branch of the spec's `if` this block takes", *init_lines]
-    a.weights = weights[0]
-    a.forward, a.comments = fwd, comments
-    a.pins = [p for k, p in enumerate(a.pins) if k != i]
+    flag = f"self.has_{attrs[0].removeprefix('self.').split('.')[0].split('[')[0]}"
+    a.init = [f"{flag} = {cond}  # which branch of the spec's `if` this block takes",
+              *_under_if(big.init, init_run, cond)]
+    a.weights = _under_if(big.weights, weights_run, flag) if weights_run else big.weights
+    a.forward, a.comments = big.forward, big.comments
+    if fwd_run:
+        a.forward = _under_if(big.forward, fwd_run, flag)
+        a.comments = [*big.comments[:fwd_run[0]], "", *big.comments[fwd_run[0]:]]  # none for the `if` line
+    a.pins = [p for j, p in enumerate(a.pins) if j != i]
     return True
 
 
@@ -484,25 +481,17 @@ def _norm(cond: str) -> str:
     return ast.unparse(ast.parse(cond, mode="eval"))
 
 
-def _guarded(big: list[str], small: list[str], cond: str, comments: tuple | None = None):
-    """`big` with the lines `small` lacks (one contiguous run) under `if cond:`; None when `small` is not `big`
-    without one such run. With comments, returns ((lines, comments), None)."""
-    n, k = len(big), len(big) - len(small)
-    if k < 0:
+def _extra_run(big: list[str], small: list[str]) -> tuple[int, int] | None:
+    """(start, length) of the one contiguous run of lines `big` has and `small` lacks; None when there is none."""
+    k = len(big) - len(small)
+    if k <= 0:
         return None
-    if k == 0:
-        return None if big != small else ((big, comments[0]) if comments else big, None)
-    for start in range(len(small) + 1):
-        if big[:start] + big[start + k:] == small:
-            run = big[start:start + k]
-            lines = [*big[:start], f"if {cond}:", *("    " + ln for ln in run), *big[start + k:]]
-            if comments is None:
-                return lines, None
-            cb = comments[0]
-            return ([*big[:start], f"if {cond}:", *("    " + ln for ln in run), *big[start + k:]],
-                    [*cb[:start], "", *cb[start:start + k], *cb[start + k:]]), None
-    del n
-    return None
+    return next(((start, k) for start in range(len(small) + 1) if big[:start] + big[start + k:] == small), None)
+
+
+def _under_if(lines: list[str], run: tuple[int, int], cond: str) -> list[str]:
+    start, k = run
+    return [*lines[:start], f"if {cond}:", *("    " + ln for ln in lines[start:start + k]), *lines[start + k:]]
 
 
 def _text_of(value: Any) -> str:

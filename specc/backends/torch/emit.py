@@ -11,11 +11,11 @@ from pydantic import BaseModel
 from ...diagnostics import Diagnostic, SpecError
 from ...hyper import Unrenderable, rendering
 from ...ir import Module
-from ...naming import Namer, class_name, py_name
+from ...naming import class_name
 from ...ops.torch_rule import pyval
 from ...version import __version__
 from .checks import input_checks
-from .classes import pin_lines, plan_classes
+from .classes import config_fields, config_names, pin_lines, plan_classes
 from .kvcache import cache_plan, generate_method
 
 __all__ = ["check_emittable", "class_name", "emit_module_source"]
@@ -68,7 +68,7 @@ def emit_module_source(m: Module, source_name: str | None = None) -> str:
     """The emitted file's text. Long because it writes the file top to bottom (helpers, config, classes,
     imports), so its layout can be read off the code."""
     check_emittable(m)
-    plans, _, imports, support = plan_classes(m)
+    plans, imports, support = plan_classes(m)
     model_cls = class_name(m.name)
     src = source_name or m.path
     out: list[str] = []
@@ -81,9 +81,9 @@ def emit_module_source(m: Module, source_name: str | None = None) -> str:
     ]
     if m.hparams:
         out.append("")
-        field_name = Namer(py_name)
+        fields = config_fields(m)
         for k, v in m.hparams.items():
-            out.append(f"    {field_name(k)}: {_annot(v)} = {pyval(_plain(v))}")
+            out.append(f"    {fields[k]}: {_annot(v)} = {pyval(_plain(v))}")
     for p in plans:
         out += ["", ""]
         is_main = p.name == model_cls
@@ -111,14 +111,7 @@ def emit_module_source(m: Module, source_name: str | None = None) -> str:
         fargs = "".join(f", {a}" for a in p.fwd_args)
         out.append(f"    def forward(self{fargs}):")
         if is_main:
-            with rendering(_config_names(m) if p.generic else (lambda n: None)) as _:
-                try:
-                    checks = input_checks(m, p.fwd_args, model_cls)
-                except Unrenderable:
-                    checks = None
-            if checks is None:
-                checks = input_checks(m, p.fwd_args, model_cls)
-            out.extend("        " + ln for ln in checks)
+            out.extend("        " + ln for ln in _config_driven(m, p.generic, input_checks, m, p.fwd_args, model_cls))
         for ln, c in zip(p.forward, p.comments):
             out.append("        " + ln + (f"  # {c}" if c else ""))
         if is_main:
@@ -131,12 +124,7 @@ def emit_module_source(m: Module, source_name: str | None = None) -> str:
             cache = cache_plan(m)
             if cache is not None:  # a causal LM
                 out.append("")
-                with rendering(_config_names(m) if p.generic else (lambda n: None)):
-                    try:
-                        method = generate_method(cache, model_cls)
-                    except Unrenderable:
-                        method = None
-                out.extend("    " + ln for ln in (method or generate_method(cache, model_cls)))
+                out.extend("    " + ln for ln in _config_driven(m, p.generic, generate_method, cache, model_cls))
     if support:  # the model reads first; what its layers use comes after it (looked up when they run)
         out += ["", "", "# ---- helpers the layers above use " + "-" * 82]
         for snippet in support:
@@ -159,10 +147,16 @@ def emit_module_source(m: Module, source_name: str | None = None) -> str:
     return "\n".join(head) + "\n" + body
 
 
-def _config_names(m: Module):
-    field_name = Namer(py_name)
-    fields = {k: field_name(k) for k in m.hparams}
-    return lambda n: f"self.config.{fields[n]}" if n in fields else None
+def _config_driven(m: Module, generic: bool, write, *args):
+    """write(*args)'s lines with the bounds a hyper-parameter gives read from the config (`self.config.ctx`) when the
+    model follows its config; with this compile's numbers otherwise, or where one is no hyper-parameter."""
+    if generic:
+        with rendering(config_names(m)):
+            try:
+                return write(*args)
+            except Unrenderable:
+                pass
+    return write(*args)
 
 
 def _init_weights(lines: list[str], src: str) -> list[str]:

@@ -19,6 +19,7 @@ from ...ops import registry
 from ...ops.torch_rule import support_text
 from ...symbolic import Sym
 from ...types import FLOAT_DTYPES, INT_DTYPES, TensorType, TupleType
+from .checks import in_fstring
 
 # Ops that compute each position from that position alone, unless their `dim` attribute is T's axis (softmax over
 # the sequence; checked below): per-token layers, the routed experts of a mixture, constants. Elementwise,
@@ -186,11 +187,10 @@ def generate_method(plan: CachePlan, model: str) -> list[str]:
              '    mode: call .eval() first."""']
     if plan.max_len is not None:
         why = f" ({plan.max_len_expr})" if plan.max_len_expr and _SAFE.fullmatch(plan.max_len_expr) else ""
-        shown = str(plan.max_len) if str(plan.max_len).isdigit() else f"{{{plan.max_len}}}"  # self.config.ctx
         lines += [f"    if tokens.size(1) + max_new_tokens > {plan.max_len}:",
                   '        raise ValueError(f"tokens has T = {tokens.size(1)} and max_new_tokens = {max_new_tokens}: "',
                   f'                         f"{{tokens.size(1) + max_new_tokens}} positions, {model} was built for '
-                  f'T <= {shown}{why}")']
+                  f'T <= {in_fstring(plan.max_len)}{why}")']
     lines.append("    return generate_tokens(self, tokens, max_new_tokens, temperature, top_k, top_p, eos_token, "
                  "generator)")
     return lines

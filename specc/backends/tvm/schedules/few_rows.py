@@ -5,7 +5,6 @@ from tvm import tirx
 
 from ._target import CPUInfo
 from .sched_util import (
-    _PREFETCH_LOCALITY,
     _ann_int,
     _blocks,
     _extent,
@@ -14,6 +13,10 @@ from .sched_util import (
     _same,
     _static,
 )
+
+# llvm.prefetch locality of the few-rows GEMM's weight prefetch: 2 = L2 and outer levels (x86 prefetcht1): the next
+# panel is needed after the current one, and in L1 it would evict the current panel's lines
+_PREFETCH_LOCALITY = 2
 
 
 def _schedule_few_rows_gemm(sch, main, info: CPUInfo, mr: int, nr: int, _schedule_generic_block):

@@ -1,20 +1,13 @@
 """Helpers every s_tir schedule here uses: block and loop queries, inlining, vectorising and parallelising."""
 from __future__ import annotations
 
-import logging
-
 from tvm import tirx
 
 from .kernels import KIND
 
-log = logging.getLogger("specc.tvm.schedules")
-
 SCHEDULED_ATTR = "tirx.is_scheduled"
 # below this many output elements a parallel loop costs more than it gains
 _MIN_PARALLEL_WORK = 4096
-# llvm.prefetch locality of the few-rows GEMM's weight prefetch: 2 = L2 and outer levels (x86 prefetcht1): the next
-# panel is needed after the current one, and in L1 it would evict the current panel's lines
-_PREFETCH_LOCALITY = 2
 
 
 # ----------------------------------------------------------------------------- helpers
