@@ -162,6 +162,13 @@ def rendering_active() -> bool:
     return _RENDER.get() is not None
 
 
+def render_now(expr: str, keep: set[str]) -> str:
+    """`expr` written by the active renderer (rendering_active() must hold), the names in `keep` left as they are
+    (a loop's own variable)."""
+    renderer, used = _RENDER.get()
+    return render_expr(expr, (lambda k: k if k in keep else renderer(k), used))
+
+
 def _ftext(v: Any) -> str:
     if _tracked(v):
         return v.expr

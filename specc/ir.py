@@ -66,6 +66,18 @@ class Node(BaseModel):
 
 
 @dataclass
+class IndexRuns:
+    """`repeat count as stack[var]` folded by an `if` on var into a first run (nodes[0], where `cond` holds) and a
+    second (nodes[1], where it does not); `pins` are what the unrolled form took as given instead."""
+
+    count: Any  # the repeat count (an HInt naming the hyper-parameter when one sets it)
+    var: str
+    cond: str  # Python text over the graph's names and var
+    nodes: tuple[str, str]
+    pins: tuple[tuple[str, str], ...]
+
+
+@dataclass
 class Graph:
     """One block specialisation (or the model body). Node order is insertion order, kept stable."""
 
@@ -85,6 +97,12 @@ class Graph:
     # (moe's experts) its graph -> {its parameter: value}
     call_values: dict[str, dict] = field(default_factory=dict)
     embedded: dict[str, dict] = field(default_factory=dict)
+    # call node -> the hyper-parameter whose block value it applies (`ffn as mlp` in a block taking `ffn: any`): the
+    # emitted class takes that module built by its caller
+    given: dict[str, str] = field(default_factory=dict)
+    # a named stack whose iterations an `if` on the index folds into two runs (`repeat layers as layers[i]` with
+    # `if i < dense_layers`): stack -> IndexRuns; the emitted module builds it as one list chosen per index
+    index_runs: dict[str, "IndexRuns"] = field(default_factory=dict)
     g: nx.DiGraph = field(default_factory=nx.DiGraph)
     _order: dict[str, int] = field(default_factory=dict)
 

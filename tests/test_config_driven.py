@@ -38,9 +38,9 @@ CONFIGS = {
     "llama2_7b": {"vocab": 1000, "ctx": 128, "layers": 2, "d": 256, "heads": 4, "kv_heads": 2, "hidden": 512},
     "mixtral_8x7b": {"vocab": 1000, "ctx": 128, "layers": 2, "d": 256, "heads": 4, "kv_heads": 2, "hidden": 512,
                      "experts": 4, "top_k": 2},
-    # its `repeat layers` folds into a dense run and an MoE run (`if i < dense_layers`): those counts are pinned
-    "deepseek_moe_16b": {"vocab": 1000, "ctx": 128, "d": 256, "heads": 4, "dense_hidden": 512, "hidden": 128,
-                         "experts": 8, "top_k": 2, "shared": 1},
+    # its `repeat layers` folds into a dense run and an MoE run (`if i < dense_layers`): one list chosen per index
+    "deepseek_moe_16b": {"vocab": 1000, "ctx": 128, "layers": 3, "dense_layers": 2, "d": 256, "heads": 4,
+                         "dense_hidden": 512, "hidden": 128, "experts": 8, "top_k": 2, "shared": 1},
     "switch_base_8": {"vocab": 1000, "d": 128, "heads": 4, "layers": 4, "d_ff": 256, "experts": 4},
 }
 def _module(source: str, name: str):
@@ -121,10 +121,46 @@ def test_a_block_down_both_branches_of_an_if_is_one_class_with_that_if():
     assert projected(x).shape == (1, 256, 8, 8) and plain(x).shape == (1, 64, 8, 8)
 
 
-def test_a_repeat_folded_by_its_ifs_pins_its_count():
-    """DeepSeek's `repeat layers` is one dense layer then MoE layers (`if i < dense_layers`): the emitted runs are
-    this compile's, so another layer count is refused rather than built with the old split."""
-    mod = _module(specc.load("specs/deepseek_moe_16b.nn").torch_source(), "deepseek_pins")
-    with pytest.raises(ValueError, match="recompile with -D"):
-        mod.DeepSeekMoE16B(mod.DeepSeekMoE16BConfig(layers=3))
+def test_a_repeat_folded_by_an_if_on_its_index_is_one_loop_chosen_per_index():
+    """DeepSeek's `repeat layers as layers[i]` is dense layers while `i < dense_layers`, MoE layers after: the module
+    builds one list choosing each layer's feed-forward by that same test, for any split, and one loop runs it."""
+    src = specc.load("specs/deepseek_moe_16b.nn").torch_source()
+    assert "if i < config.dense_layers else" in src and "for i in range(config.layers)" in src
+    assert "for layer in self.layers:" in src and "recompile with -D" not in src.split("class DeepSeekMoE16B(")[1]
+    mod = _module(src, "deepseek_split")
+    small = dict(vocab=100, ctx=16, d=32, heads=4, dense_hidden=64, hidden=16, experts=4, top_k=2, shared=1)
+    for layers, dense in ((4, 2), (3, 0), (2, 2)):
+        model = mod.DeepSeekMoE16B(mod.DeepSeekMoE16BConfig(layers=layers, dense_layers=dense, **small))
+        kinds = [type(layer.mlp).__name__ for layer in model.layers]
+        assert kinds == ["SwiGLU"] * min(dense, layers) + ["SparseMoE"] * (layers - min(dense, layers))
+    # the same split compiled with -D: the same parameters, and the same logits from the same weights
+    torch.manual_seed(0)
+    model = mod.DeepSeekMoE16B(mod.DeepSeekMoE16BConfig(layers=3, dense_layers=2, **small)).eval()
+    overrides = {"layers": 3, "dense_layers": 2, **small}
+    fixed = _module(specc.load("specs/deepseek_moe_16b.nn", overrides=overrides).torch_source(), "deepseek_fixed")
+    ref = fixed.DeepSeekMoE16B().eval()
+    assert _shapes(ref) == _shapes(model)
+    ref.load_state_dict(model.state_dict())
+    tokens = torch.randint(0, 100, (2, 8))
+    torch.testing.assert_close(model(tokens), ref(tokens), rtol=0, atol=0)
 
+
+def test_a_body_reading_its_index_elsewhere_keeps_its_runs_pinned(tmp_path):
+    """When the index also sets a size (`linear(d + i)`), no one class per branch can be written for any split:
+    the runs stay as compiled and another split is refused with the spec's words."""
+    spec = tmp_path / "stack.nn"
+    body = ("model Stack(layers: int = 3, first: int = 1, d: int = 8) {\n  input x: f32[B, d]\n"
+            "  repeat layers as h[i] {\n    if i < first {\n      x = x -> linear(d{extra}) as fc\n    } else {\n"
+            "      x = x -> linear(d) as fc -> relu\n    }\n  }\n  output y = x\n}\n")
+    spec.write_text(body.replace("{extra}", ""))
+    mod = _module(specc.load(str(spec)).torch_source(), "stack_free")
+    model = mod.Stack(mod.StackConfig(layers=5, first=2))
+    assert len(model.h) == 5 and model(torch.randn(2, 8)).shape == (2, 8)
+    spec.write_text(body.replace("{extra}", " + i + 1"))
+    src = specc.load(str(spec)).torch_source()
+    mod = _module(src, "stack_pinned")
+    with pytest.raises(ValueError, match="`repeat layers` runs 3 times in the spec this class was compiled from"):
+        mod.Stack(mod.StackConfig(layers=5))
+    with pytest.raises(ValueError, match="`i < first` is false"):
+        mod.Stack(mod.StackConfig(first=2))
+    assert mod.Stack().h[0].fc.out_features == 9 and mod.Stack()(torch.randn(2, 8)).shape == (2, 8)

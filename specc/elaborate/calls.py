@@ -68,7 +68,11 @@ class CallsMixin:
         if isinstance(inst, LayerInstance):
             return self.apply_instance(inst, pos, kw, span, alias, b)
         if isinstance(inst, BlockValue):  # `ffn = SwiGLU(1408)` ... `x -> ffn`: the block with its arguments
-            return self.apply_block_value(inst, pos, kw, span, arg_spans, alias, b)
+            out = self.apply_block_value(inst, pos, kw, span, arg_spans, alias, b)
+            if isinstance(out, Tensor) and isinstance(b.graph.hparams.get(name), BlockValue) and \
+                    b.graph[out.node].kind == "call":
+                b.graph.given[out.node] = name
+            return out
         # `sqrt(2 * layers)` is compile-time arithmetic, `sqrt(x)` of a tensor the op
         tensor_op = registry.get(name) is not None and any(isinstance(v, Tensor) for v in [*pos, *kw.values()])
         if name in BUILTINS and name not in self.defs and not tensor_op:

@@ -48,6 +48,8 @@ class Elaborator(LoaderMixin, StatementsMixin, PinsMixin, RepeatMixin, Expressio
         self.memo: dict[Any, str] = {}
         self.block_depth = 0  # blocks being elaborated inside each other (recursion guard)
         self.by_signature: dict[tuple[str, str], str] = {}  # (block, structure) -> graph name
+        self.reads_index: set[str] = set()  # repeat bodies that read their index other than in an `if` on it
+        self.index_pins: dict[str, list] = {}  # repeat body -> the pins of its `if`s on its index
         self.block_counts: dict[str, int] = {}
         self.constraints: dict[str, tuple[Any, Span | None]] = {}
         self.needs: list = []  # (dim, least, span, op) the shape rules asked for (ops/context.py `need`)

@@ -54,6 +54,8 @@ class ExpressionsMixin:
         if isinstance(e, A.Lit):
             return self.check_size(e.value, e.span)
         if isinstance(e, A.Name):
+            if e.id == b.index and not b.deciding:
+                b.index_read = True
             return self.lookup(e.id, scope, e.span)
         if isinstance(e, A.TupleLit):
             return tuple(self.ev(x, scope, b) for x in e.items)

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from .. import ast as A
 from ..attrs import short as _short
-from ..hyper import HInt
-from ..ir import Graph, Node, RepeatAttrs
+from ..hyper import HInt, expr_name, render_expr
+from ..hyper import names as names_of
+from ..ir import Graph, IndexRuns, Node, RepeatAttrs
 from ..limits import over_budget
 from ..types import ErrorType, TupleType
 from .syntax import _assigned_in, _names_read
@@ -60,10 +61,30 @@ class RepeatMixin:
             scope[v] = Tensor(scope[v].node, b.graph[scope[v].node].type, scope[v].span)
         # `repeat layers`: the count's expression, when one folded run covers every iteration
         exprs = (("count", A.unparse(s.count)),) if len(runs) == 1 and not _literal(s.count) else ()
+        settled: list[tuple[str, str]] = []  # the pins a loop choosing per index makes unnecessary
         if len(runs) > 1 and isinstance(n, HInt) and n.expr is not None:  # folded by the body's `if`s
-            b.graph.pins.append((f"{n.expr} == {int(n)}", f"`repeat {A.unparse(s.count)}` runs {int(n)} times"))
-        for gname, _ in runs:  # what the body took as given holds for the code that holds the loop (same names)
-            b.graph.pins.extend(p for p in self.graphs[gname].pins if p not in b.graph.pins)
+            settled.append((f"{n.expr} == {int(n)}", f"`repeat {A.unparse(s.count)}` runs {int(n)} times"))
+            b.graph.pins.append(settled[-1])
+        first = 0
+        conds: list[list[str]] = []
+        for gname, count in runs:  # what the body took as given holds for the code that holds the loop (same names)
+            conds.append([])
+            for text, what in self.graphs[gname].pins:
+                if (text, what) not in b.graph.pins:
+                    b.graph.pins.append((text, what))
+            for text, what in self.index_pins.get(gname, ()):  # `i < dense_layers`: as it held for the run's first
+                conds[-1].append(text)
+                text = render_expr(text, (lambda k, i=first: str(i) if k == s.var else expr_name(k), set()))
+                settled.append((text, what))
+                if (text, what) not in b.graph.pins:
+                    b.graph.pins.append((text, what))
+            first += count
+        folded = None
+        if s.stack and len(runs) == 2 and len(carried) == 1 and not any(g in self.reads_index for g, _ in runs) \
+                and len(conds[0]) == 1 and conds[1] == [f"not ({conds[0][0]})"]:
+            folded = IndexRuns(count=n, var=s.var, cond=conds[0][0], nodes=("", ""),
+                               pins=tuple(settled))
+        nodes = []
         for gname, count in runs:
             body = self.graphs[gname]
             attrs = RepeatAttrs(count=count, carried=len(carried))
@@ -78,12 +99,16 @@ class RepeatMixin:
                              exprs=exprs, var=carried[0] if len(carried) == 1 else None,
                              # folded into several runs (`if i == 0`), the iterations stay one named stack h.0, h.1...
                              stack=s.stack if s.stack and len(runs) > 1 else None))
+            nodes.append(ref.node)
             if len(carried) == 1:
                 scope[carried[0]] = ref
             else:
                 for k, v in enumerate(carried):
                     scope[v] = self.getitem(ref, k, b, s.span)
                     b.name_value(scope[v], v)
+        if folded is not None:
+            folded.nodes = (nodes[0], nodes[1])
+            b.graph.index_runs[s.stack] = folded
 
     def fold_runs(self, s: A.Repeat, n: int, scope: Scope, b: GraphBuilder, carried: list[str], captured: list[str],
                   uses_var: bool, consts: tuple) -> list[list] | None:
@@ -131,6 +156,7 @@ class RepeatMixin:
             scope[v] = bb.add(Node(name=v, kind="input", type=outer[v].type, span=outer[v].span))
         if s.var is not None:
             scope[s.var] = i
+            bb.index = s.var
         before = len(self.diags)
         try:
             self.exec_body(s.body, scope, bb)
@@ -143,7 +169,14 @@ class RepeatMixin:
             if not isinstance(val, Tensor):
                 return None
             bb.add(Node(name=bb.fresh(f"{v}_out"), kind="output", inputs=(val.node,), type=val.type, span=s.span))
-        return self.finish_graph(bb.graph)
+        # an `if` on the index is the loop's to decide (exec_repeat), not a check of the body's own class
+        index_pins = [p for p in bb.graph.pins if s.var is not None and s.var in names_of(p[0])]
+        bb.graph.pins = [p for p in bb.graph.pins if p not in index_pins]
+        gname = self.finish_graph(bb.graph)
+        self.index_pins.setdefault(gname, index_pins)
+        if bb.index_read:
+            self.reads_index.add(gname)
+        return gname
 
     def unique_graph_name(self, base: str, span=None) -> str:
         self.elaborations += 1  # every block specialisation and repeat body comes through here

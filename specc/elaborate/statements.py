@@ -114,7 +114,11 @@ class StatementsMixin:
             scope[s.name] = inst
         elif isinstance(s, A.If):
             for cond, body in s.branches:
-                c = self.ev(cond, scope, b)
+                b.deciding += 1
+                try:
+                    c = self.ev(cond, scope, b)
+                finally:
+                    b.deciding -= 1
                 if c is POISON:
                     return
                 if not isinstance(c, bool):
@@ -308,6 +312,8 @@ class PinsMixin:
         if isinstance(e, A.Unary) and e.op in ("-", "+", "not"):
             a = self.size_text(e.operand, scope, b)
             return None if a is None else f"{e.op} ({a})" if e.op == "not" else f"{e.op}({a})"
+        if isinstance(e, A.Name) and e.id == b.index:  # a repeat body's index stays a name (`i < dense_layers`)
+            return e.id
         if not _pure(e):  # evaluated again here: never an expression that adds nodes
             return None
         try:

@@ -79,6 +79,10 @@ class GraphBuilder:
         self.reserved: set[str] = set()  # the model's output names: `output add = x + y` keeps the name `add`
         self.as_model = False  # the graph of a model called as a block (elaborate/models.py)
         self.stack: str | None = None  # the named stack (`for ... as layer`) that layers made now belong to
+        # a repeat body's index (`repeat n as h[i]`): whether anything but an `if` deciding on it read it
+        self.index: str | None = None
+        self.index_read = False
+        self.deciding = 0  # > 0 while an `if` condition is evaluated
 
     def free(self, name: str) -> bool:
         return name not in self.graph and name not in self.reserved

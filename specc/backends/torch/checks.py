@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from ...hyper import HInt
 from ...ir import Module
 from ...symbolic import Sym
 from ...types import FLOAT_DTYPES, TensorType
@@ -32,7 +33,7 @@ def input_checks(m: Module, args: list[str], model: str) -> list[str]:
             continue
         kind = "float" if t.dtype in FLOAT_DTYPES else "bool" if t.dtype == "bool" else "int"
         test, words = _KIND[kind]
-        shape = "[" + ", ".join(str(d) for d in t.shape) + "]"
+        shape = "[" + ", ".join(_spec_text(d) for d in t.shape) + "]"
         body += [f"if {x}.dim() != {t.rank} or {test.format(x=x)}:",
                  f'    raise ValueError(f"{x} must be {words} tensor {shape}, got {{{x}.dtype}} '
                  f'{{tuple({x}.shape)}}")']
@@ -41,7 +42,7 @@ def input_checks(m: Module, args: list[str], model: str) -> list[str]:
             if isinstance(d, int):
                 body += [f"if {x}.size({axis}) != {d}:",
                          f'    raise ValueError(f"{x} has {{{x}.size({axis})}} at dim {axis}, {model} was built for '
-                         f'{d} ({shape})")']
+                         f'{in_fstring(d)} ({shape})")']
                 continue
             sym = _variable(d)
             if sym is None:
@@ -71,6 +72,13 @@ def input_checks(m: Module, args: list[str], model: str) -> list[str]:
     if len(body) == 2:  # one check: one `if` (ruff SIM102)
         return [f"{head} and ({body[0].removeprefix('if ').removesuffix(':')}):{why}", body[1]]
     return [f"{head}:{why}", *("    " + ln for ln in body)]
+
+
+def _spec_text(d) -> str:
+    """A dim as the spec writes it (`image_size`, `T`, `3`), for a message inside an f-string."""
+    if isinstance(d, HInt) and d.expr is not None and _SAFE.fullmatch(d.expr):
+        return d.expr
+    return str(int(d)) if isinstance(d, int) else str(d) if _SAFE.fullmatch(str(d)) else "?"
 
 
 def _variable(d) -> str | None:

@@ -99,6 +99,7 @@ def _block_names(g: Graph, hints: dict[str, str] | None = None) -> _Names:
                     and want not in rename.values() and want not in sizes and not want[3:].startswith("dim"):
                 rename[size] = want
     allowed = set(sizes) | {k for k, v in g.hparams.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    allowed |= set(given_modules(g).values())  # `ffn`: the module its caller builds
     given = [k for k, v in g.hparams.items() if isinstance(v, BlockValue)]  # `ffn`: its sizes are `ffn_hidden`
     allowed |= {n for n in _names_in(g) if any(n.startswith(f"{k}_") for k in given)}
     text = {n: py_name(rename.get(n, n)) for n in allowed}
@@ -106,6 +107,16 @@ def _block_names(g: Graph, hints: dict[str, str] | None = None) -> _Names:
         text = {}
     extra = sorted(n for n in allowed if n not in sizes and n not in g.hparams)
     return _Names(init=lambda n: text.get(n), comment=lambda n: rename.get(n, n), params=[*sizes, *g.hparams, *extra])
+
+
+def given_modules(g: Graph) -> dict[str, str]:
+    """Call node -> block-value parameter, for each block value g applies exactly once: its class takes the module
+    (`RotaryDecoderLayer(d, heads, eps, ffn)`, `self.mlp = ffn`), as timm's blocks take `mlp_layer`, so one class
+    serves every feed-forward its callers choose. One applied twice keeps its sizes as parameters (two modules)."""
+    uses: dict[str, list[str]] = {}
+    for node, param in g.given.items():
+        uses.setdefault(param, []).append(node)
+    return {nodes[0]: param for param, nodes in uses.items() if len(nodes) == 1}
 
 
 def _names_in(g: Graph) -> set[str]:
@@ -222,15 +233,17 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], list[str], list[str]]:
             plan.members = [name]
             plans.append(plan)
             continue
-        key = (g.block, tuple(plan.init), tuple(plan.forward), tuple(plan.comments), tuple(plan.weights),
-               tuple(plan.params), tuple(plan.pins), tuple(plan.fwd_args))
+        key = (g.block, tuple(plan.init), tuple(plan.forward), tuple(plan.weights), tuple(plan.params),
+               tuple(plan.pins), tuple(plan.fwd_args))
         twin = None if key in groups else next((q for q in plans if q.members and m.graphs[q.members[0]].block
                                                  == g.block and _merge_branches(q, plan)), None)
         if twin is not None:  # the same block down the other branch of an `if`: one class with that `if`
             twin.members.append(name)
             groups[key] = twin
-        elif key in groups:
+        elif key in groups:  # the same code; only the shapes it sees differ (comments say what they share)
             groups[key].members.append(name)
+            if len(groups[key].comments) == len(plan.comments):  # (not when the group is a merged `if`: longer)
+                groups[key].comments = [_shared_shape(c, d) for c, d in zip(groups[key].comments, plan.comments)]
         else:
             plan.name = new_class_name(g.block)
             plan.members = [name]
@@ -328,7 +341,7 @@ class _Planner:
         forward = [_write(ln, noting(fwd_text, used_fwd)) for ln in code.forward]
         weights = [_write(ln, noting(fwd_text, used_fwd)) for ln in code.weights]
         comments = [_write(c, nm.comment) for c in code.comments]
-        pins = self.pins(noting(nm.init, used_init))
+        pins = self.pins(noting(nm.init, used_init), code.settled)
         if is_main:
             return ClassPlan("", [], [], init, forward, comments, code.args, "", weights, pins=pins)
         order = [*nm.params, *sorted(inherit)] if nm.params else [*used_init, *used_fwd]
@@ -355,12 +368,15 @@ class _Planner:
                     out |= set(plan.inherits)
         return out - own
 
-    def pins(self, fn) -> list[tuple[str, str]]:
+    def pins(self, fn, settled: list) -> list[tuple[str, str]]:
         """Constructor lines that raise for arguments this code was not written for: the graph's `assert`s (with
-        the spec's message), the `if` branches it took and the loop lengths it unrolled."""
+        the spec's message), the `if` branches it took and the loop lengths it unrolled (but not those `settled`:
+        the code decides them itself)."""
         out = []
         who = self.m.name if self.g.name == self.m.main else self.g.block
         for text, what in self.g.pins:
+            if (text, what) in settled:
+                continue
             if not text:  # decided by something the code cannot check: numbers of this compile only
                 raise Unrenderable(what)
             cond = _write(render_expr(text, (marker, set())), fn)
@@ -375,6 +391,8 @@ class _Planner:
         """`@callee|site graph|site node@` (forward.py's construct) -> `Class(arguments)`."""
         def rep(mt: re.Match) -> str:
             callee, site_graph, site_node = mt.groups()
+            if generic and site_graph == self.g.name and site_node in given_modules(self.g):
+                return marker(given_modules(self.g)[site_node])
             plan = self.by_graph[callee]
             args = [self.argument(plan, callee, self.m.graphs[site_graph], site_node, src, generic)
                     for src in plan.sources]
@@ -406,6 +424,15 @@ class _Planner:
             return pyval(int(value) if isinstance(value, HInt) else value)
         n: Node = site[node]
         callee_g = self.m.graphs[callee]
+        inner = next((k for k, p in given_modules(callee_g).items() if p == src), None)
+        if inner is not None and plan.generic:  # the module the callee applies, built here in this site's names
+            inner_callee = callee_g[inner].target
+            inner_plan = self.by_graph[inner_callee]
+            args = [self.argument(inner_plan, inner_callee, callee_g, inner, s, generic) for s in inner_plan.sources]
+            if generic:
+                outer = {k: self.argument(plan, callee, site, node, k, generic) for k in _marked(args)}
+                args = [_MARK.sub(lambda mt: _paren(outer[mt.group(1)]), a) for a in args]
+            return f"{inner_plan.name}({', '.join(args)})"
         env: dict[str, Any] = {**dict(n.attrs.args), **site.call_values.get(node, {})}
         for i, src_in in zip(callee_g.inputs, n.inputs):
             env.update(size_env(callee_g[i].type, site[src_in].type))
@@ -477,6 +504,30 @@ def _merge_branches(a: ClassPlan, b: ClassPlan) -> bool:
     return True
 
 
+_SHAPE = re.compile(r"\[([^\[\]]*)\]")
+
+
+def _shared_shape(a: str, b: str) -> str:
+    """One shape comment for a line two members of a class run with different shapes: the dims they share, `*`
+    for the rest (`[B, S, d]` and `[B*T, d]` -> `[*, d]`, as torch's docs write nn.Linear's input)."""
+    if a == b:
+        return a
+    ma, mb = _SHAPE.fullmatch(a.strip()), _SHAPE.fullmatch(b.strip())
+    if ma is None or mb is None:
+        return ""
+    da = [d.strip() for d in ma.group(1).split(",")] if ma.group(1).strip() else []
+    db = [d.strip() for d in mb.group(1).split(",")] if mb.group(1).strip() else []
+    head = 0
+    while head < min(len(da), len(db)) and da[head] == db[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(da), len(db)) - head and da[-1 - tail] == db[-1 - tail]:
+        tail += 1
+    if head + tail == 0:
+        return ""
+    return "[" + ", ".join([*da[:head], "*", *da[len(da) - tail:]]) + "]"
+
+
 def _norm(cond: str) -> str:
     return ast.unparse(ast.parse(cond, mode="eval"))
 
@@ -513,6 +564,19 @@ def _sizes_of(g: Graph) -> list:
     return out
 
 
+def _marked(texts: list[str]) -> list[str]:
+    return list(dict.fromkeys(mt.group(1) for t in texts for mt in _MARK.finditer(t)))
+
+
+def _paren(text: str) -> str:
+    """text as an operand: bare when it is one name, number, attribute or call."""
+    try:
+        tree = ast.parse(text, mode="eval").body
+    except SyntaxError:
+        return f"({text})"
+    return text if isinstance(tree, (ast.Name, ast.Constant, ast.Attribute, ast.Call, ast.Subscript)) else f"({text})"
+
+
 def _plain(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         return tuple(_plain(x) for x in v)
@@ -520,6 +584,8 @@ def _plain(v: Any) -> Any:
 
 
 def _annot(v: Any) -> str:
+    if isinstance(v, BlockValue):
+        return "nn.Module"
     return "float" if isinstance(v, float) else "bool" if isinstance(v, bool) else "int" if isinstance(v, int) \
         else "str" if isinstance(v, str) else "tuple"
 

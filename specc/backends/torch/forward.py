@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ...hyper import render_now, rendering_active
 from ...ir import Graph, Module, Node
 from ...naming import Namer, attribute_namer, py_name, stack_entry, unpacked_tuples
 from ...ops import registry
@@ -40,6 +41,8 @@ class GraphCode:
     support: list[str] = field(default_factory=list)
     attrs: set[str] = field(default_factory=set)  # attribute names the init assigns on self
     weights: list[str] = field(default_factory=list)  # the declared initialisation: the `_init_weights` lines
+    settled: list[tuple[str, str]] = field(default_factory=list)  # pins the code makes unnecessary (a loop that
+    # chooses each index's block itself)
 
 
 _NAMES = ["x", "y", "z", "h", "u", "v", "w"]
@@ -189,11 +192,24 @@ class _ForwardCode(Interpreter[str, None]):
         self.chains = _chained_stacks(g, self.attr_of, lambda n: self.takes_cache(n.target))
         self.in_chain = {c.name for members in self.chains.values() for c in members[1:]}
         self.unpacked = unpacked_tuples(g)
+        # `repeat layers as layers[i]` folded by `if i < dense_layers`: one ModuleList chosen per index, one loop
+        self.by_index = {head: r for head, r in g.index_runs.items() if rendering_active()
+                         and len({tuple(self.pass_cache(self.repeat_body(g[k]))) for k in r.nodes}) == 1}
+        self.index_ctors: dict[str, list[str]] = {}
+        self.second_run = {r.nodes[1]: r.nodes[0] for r in self.by_index.values()}
 
     def code(self) -> GraphCode:
         self.run_graph(self.g, self.args, None)
         chained = {stack_entry(self.attr_of(first))[0] for first in self.chains}
         for head, (line, ctors) in self.stacks.items():
+            if head in self.by_index:
+                r = self.by_index[head]
+                first, second = self.index_ctors[head]
+                opening, closing = ("nn.Sequential(*[", "])") if head in chained else ("nn.ModuleList([", "])")
+                self.init[line] = "\n".join([f"self.{head} = {opening}", f"    {first}",
+                                             f"    if {render_now(r.cond, {r.var})} else", f"    {second}",
+                                             f"    for {r.var} in range({r.count!r})", closing])
+                continue
             opening, closing = ("nn.Sequential(", ")") if head in chained else ("nn.ModuleList([", "])")
             if len(ctors) <= 3:
                 self.init[line] = f"self.{head} = {opening}{', '.join(ctors)}{closing}"
@@ -206,7 +222,7 @@ class _ForwardCode(Interpreter[str, None]):
         args = self.args + ([f"{self.cache}=None"] if self.cache else [])
         return GraphCode(self.g, args, self.init + self.ties, [*self.fwd, f"return {ret}"],
                          [*self.comments, ""], self.callees, self.imports, self.support, self.attr_of.taken,
-                         self.weights)
+                         self.weights, [p for r in self.by_index.values() for p in r.pins])
 
     def takes_cache(self, graph: str) -> bool:
         """Whether this graph passes its key/value cache on to `graph`'s module."""
@@ -226,8 +242,9 @@ class _ForwardCode(Interpreter[str, None]):
         return value
 
     def run_node(self, g: Graph, n: Node, ins: list[str], ctx: None) -> str:
-        if (n.kind == "op" and n.target == "getitem" and n.inputs[0] in self.unpacked) or n.name in self.in_chain:
-            return self.vars.var.get(n.name)  # unpacked by its tuple's line, or called through its stack
+        if (n.kind == "op" and n.target == "getitem" and n.inputs[0] in self.unpacked) or n.name in self.in_chain \
+                or n.name in self.second_run:
+            return self.vars.var.get(n.name)  # unpacked by its tuple's line, or called through its stack's loop
         return super().run_node(g, n, ins, ctx)
 
     def op(self, g: Graph, n: Node, ins: list[str], ctx: None) -> str:
@@ -301,9 +318,14 @@ class _ForwardCode(Interpreter[str, None]):
         for lv, cv in zip(loop_vars, carried):
             if lv != cv:
                 self.line(f"{lv} = {cv}")
+        last = n
+        if n.stack in self.by_index and self.by_index[n.stack].nodes[0] == n.name:  # the whole stack, one loop
+            last = self.g[self.by_index[n.stack].nodes[1]]
+            self.construct(last)
+            self.vars.var[last.name] = loop_vars[0]
         self.line(f"for layer in {held}:")
         cache = self.pass_cache(self.repeat_body(n))
-        self.line(f"    {', '.join(loop_vars)} = layer({', '.join(loop_vars + extra + cache)})", _shape(n.type))
+        self.line(f"    {', '.join(loop_vars)} = layer({', '.join(loop_vars + extra + cache)})", _shape(last.type))
         if n.attrs.carried == 1:
             return loop_vars[0]
         tv = self.vars.fresh()
@@ -345,6 +367,12 @@ class _ForwardCode(Interpreter[str, None]):
             else:  # the one block the body calls, built from the body's call node
                 site = f"{node.target}|{next(c.name for c in self.module.graphs[node.target].nodes() if c.kind == 'call')}"
             ctor = f"@{body}|{site}@ for _ in range({node.attrs.count})"
+            if node.stack in self.by_index:  # one block per index, chosen by the `if` (code() writes the list)
+                if node.stack not in self.stacks:
+                    self.stacks[node.stack] = (len(self.init), [])
+                    self.init.append("")
+                self.index_ctors.setdefault(node.stack, []).append(f"@{body}|{site}@")
+                return f"self.{node.stack}"
         entry = stack_entry(attr)
         if entry is None:
             self.init.append(f"self.{attr} = " + (ctor if node.kind == "call" else f"nn.ModuleList([{ctor}])"))

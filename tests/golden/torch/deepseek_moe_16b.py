@@ -80,23 +80,23 @@ class SwiGLU(nn.Module):
         self.w2 = nn.Linear(hidden, in_features, bias=False)
 
     def forward(self, x):
-        y = self.w1(x)  # [B, T, hidden]
-        y = F.silu(y)  # [B, T, hidden]
-        x = self.w3(x)  # [B, T, hidden]
-        y = y * x  # [B, T, hidden]
-        y = self.w2(y)  # [B, T, in_features]
+        y = self.w1(x)  # [*, hidden]
+        y = F.silu(y)  # [*, hidden]
+        x = self.w3(x)  # [*, hidden]
+        y = y * x  # [*, hidden]
+        y = self.w2(y)  # [*, in_features]
         return y
 
 
 class RotaryDecoderLayer(nn.Module):
     """RotaryDecoderLayer, defined at std/moe.nn:13"""
 
-    def __init__(self, d: int, heads: int, kv_heads: int, eps: float, ffn_hidden: int) -> None:
+    def __init__(self, d: int, heads: int, ffn: nn.Module, kv_heads: int, eps: float) -> None:
         super().__init__()
         self.input_layernorm = nn.RMSNorm(d, eps=eps)
         self.self_attn = MultiHeadAttention(d, heads, kv_heads, 0.0)
         self.post_attention_layernorm = nn.RMSNorm(d, eps=eps)
-        self.mlp = SwiGLU(d, ffn_hidden)
+        self.mlp = ffn
 
     def forward(self, x, cache=None):
         y = self.input_layernorm(x)  # [B, T, d]
@@ -106,24 +106,6 @@ class RotaryDecoderLayer(nn.Module):
         z = self.mlp(z)  # [B, T, d]
         x = x + z  # [B, T, d]
         return x
-
-
-class SwiGLU1(nn.Module):
-    """SwiGLU, defined at std/transformer.nn:63"""
-
-    def __init__(self, in_features: int, hidden: int) -> None:
-        super().__init__()
-        self.w1 = nn.Linear(in_features, hidden, bias=False)
-        self.w3 = nn.Linear(in_features, hidden, bias=False)
-        self.w2 = nn.Linear(hidden, in_features, bias=False)
-
-    def forward(self, x):
-        y = self.w1(x)  # [B*T, hidden]
-        y = F.silu(y)  # [B*T, hidden]
-        x = self.w3(x)  # [B*T, hidden]
-        y = y * x  # [B*T, hidden]
-        y = self.w2(y)  # [B*T, in_features]
-        return y
 
 
 class SparseMoE(nn.Module):
@@ -133,30 +115,10 @@ class SparseMoE(nn.Module):
         super().__init__()
         if shared == 0:
             raise ValueError("SparseMoE: `shared == 0` is false in the spec this class was compiled from; recompile with -D")
-        self.moe = MixtureOfExperts(in_features, [SwiGLU1(in_features, hidden) for _ in range(experts)], top_k=top_k, shared=[SwiGLU1(in_features, hidden) for _ in range(shared)], balance_coef=balance_coef)
+        self.moe = MixtureOfExperts(in_features, [SwiGLU(in_features, hidden) for _ in range(experts)], top_k=top_k, shared=[SwiGLU(in_features, hidden) for _ in range(shared)], balance_coef=balance_coef)
 
     def forward(self, x):
         x = self.moe(x)  # [B, T, in_features]
-        return x
-
-
-class RotaryDecoderLayer1(nn.Module):
-    """RotaryDecoderLayer, defined at std/moe.nn:13"""
-
-    def __init__(self, d: int, heads: int, kv_heads: int, eps: float, ffn_balance_coef: int, ffn_experts: int, ffn_hidden: int, ffn_shared: int, ffn_top_k: int) -> None:
-        super().__init__()
-        self.input_layernorm = nn.RMSNorm(d, eps=eps)
-        self.self_attn = MultiHeadAttention(d, heads, kv_heads, 0.0)
-        self.post_attention_layernorm = nn.RMSNorm(d, eps=eps)
-        self.mlp = SparseMoE(d, ffn_hidden, ffn_experts, ffn_top_k, ffn_shared, ffn_balance_coef)
-
-    def forward(self, x, cache=None):
-        y = self.input_layernorm(x)  # [B, T, d]
-        y = self.self_attn(y, cache=cache)  # [B, T, d]
-        x = x + y  # [B, T, d]
-        z = self.post_attention_layernorm(x)  # [B, T, d]
-        z = self.mlp(z)  # [B, T, d]
-        x = x + z  # [B, T, d]
         return x
 
 
@@ -166,14 +128,13 @@ class DeepSeekMoE16B(nn.Module):
     def __init__(self, config: DeepSeekMoE16BConfig = DeepSeekMoE16BConfig()) -> None:
         super().__init__()
         self.config = config
-        if config.layers != 28:
-            raise ValueError("DeepSeekMoE16B: `repeat layers` runs 28 times in the spec this class was compiled from; recompile with -D")
-        if 0 >= config.dense_layers:
-            raise ValueError("DeepSeekMoE16B: `i < dense_layers` is true in the spec this class was compiled from; recompile with -D")
-        if 1 < config.dense_layers:
-            raise ValueError("DeepSeekMoE16B: `i < dense_layers` is false in the spec this class was compiled from; recompile with -D")
         self.embed_tokens = nn.Embedding(config.vocab, config.d)
-        self.layers = nn.ModuleList([*[RotaryDecoderLayer(config.d, config.heads, 0, config.eps, config.dense_hidden) for _ in range(1)], *[RotaryDecoderLayer1(config.d, config.heads, 0, config.eps, config.aux_loss_alpha, config.experts, config.hidden, config.shared, config.top_k) for _ in range(27)]])
+        self.layers = nn.ModuleList([
+            RotaryDecoderLayer(config.d, config.heads, SwiGLU(config.d, config.dense_hidden), 0, config.eps)
+            if i < config.dense_layers else
+            RotaryDecoderLayer(config.d, config.heads, SparseMoE(config.d, config.hidden, config.experts, config.top_k, config.shared, config.aux_loss_alpha), 0, config.eps)
+            for i in range(config.layers)
+        ])
         self.norm = nn.RMSNorm(config.d, eps=config.eps)
         self.lm_head = nn.Linear(config.d, config.vocab, bias=False)
 
@@ -184,9 +145,7 @@ class DeepSeekMoE16B(nn.Module):
             if tokens.size(1) > self.config.ctx:
                 raise ValueError(f"tokens has T = {tokens.size(1)}, DeepSeekMoE16B was built for T <= {self.config.ctx} (ctx)")
         x = self.embed_tokens(tokens)  # [B, T, d]
-        for layer in self.layers[0:1]:
-            x = layer(x, cache=cache)  # [B, T, d]
-        for layer in self.layers[1:28]:
+        for layer in self.layers:
             x = layer(x, cache=cache)  # [B, T, d]
         x = self.norm(x)  # [B, T, d]
         logits = self.lm_head(x)  # [B, T, vocab]
