@@ -146,8 +146,32 @@ def _float_binop(name: str, sym: str, reflected: bool = False):
     return method
 
 
+class Flag:
+    """A bool hyper-parameter as the code writer sees an op attribute it sets (`sdpa(..., causal=causal)`): true or
+    false as its value, printed as its name while rendering (`is_causal=self.causal`). Only the emitter makes these,
+    on a copy of a node's attributes: bool cannot be subclassed, and the IR keeps plain bools."""
+
+    __slots__ = ("value", "expr")
+
+    def __init__(self, value: bool, expr: str) -> None:
+        self.value, self.expr = bool(value), expr
+
+    def __bool__(self) -> bool:
+        return self.value
+
+    def __eq__(self, other: Any) -> bool:
+        return self.value == (other.value if isinstance(other, Flag) else other)
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+    def __repr__(self) -> str:
+        ctx = _RENDER.get()
+        return repr(self.value) if ctx is None else render_expr(self.expr, ctx)
+
+
 def _tracked(v: Any) -> bool:
-    return isinstance(v, (HInt, HFloat)) and v.expr is not None
+    return isinstance(v, (HInt, HFloat, Flag)) and v.expr is not None
 
 
 def driven(v: Any) -> bool:

@@ -84,6 +84,10 @@ class RepeatMixin:
                 and len(conds[0]) == 1 and conds[1] == [f"not ({conds[0][0]})"]:
             folded = IndexRuns(count=n, var=s.var, cond=conds[0][0], nodes=("", ""),
                                pins=tuple(settled))
+        elif s.stack and len(runs) == 2 and runs[0][1] == 1 and len(carried) == 1 and not uses_var \
+                and not any(conds):  # the first iteration changes the types, the rest is a fixpoint (VGG's stage)
+            folded = IndexRuns(count=n, var=s.var or "i", cond=f"{s.var or 'i'} == 0", nodes=("", ""),
+                               pins=tuple(settled))
         nodes = []
         for gname, count in runs:
             body = self.graphs[gname]
@@ -120,7 +124,10 @@ class RepeatMixin:
             types = tuple(scope[v].type for v in carried + captured)
             if any(isinstance(t, ErrorType) for t in types):
                 return None
-            key = ("repeat", s.span, i if uses_var else None, types, consts)
+            # the body is written in the enclosing graph's size names: sizes equal in value but named apart (a
+            # stage's input width and its `width`) make different bodies, or code for one config would be reused
+            # for another where they differ
+            key = ("repeat", s.span, i if uses_var else None, types, _size_exprs(types), consts)
             gname = self.memo.get(key)
             if gname is None:
                 gname = self.elaborate_repeat_body(s, scope, carried, captured, i, b.graph.block)
@@ -137,7 +144,8 @@ class RepeatMixin:
             # advance carried types for the next iteration's key
             for v, o in zip(carried, body.outputs):
                 scope[v] = Tensor(scope[v].node, body[o].type, scope[v].span)
-            if not uses_var and tuple(scope[v].type for v in carried + captured) == types:
+            after = tuple(scope[v].type for v in carried + captured)
+            if not uses_var and after == types and _size_exprs(after) == _size_exprs(types):
                 runs[-1][1] += n - 1 - i  # a fixpoint: every later iteration is this same body graph
                 break
         return runs
@@ -191,10 +199,21 @@ class RepeatMixin:
         """Register a finished graph, reusing an identical earlier one (so `if i == 0` bodies fold back)."""
         from ..printer import graph_signature
 
-        key = (g.block, graph_signature(g))
+        # sizes named apart are different code even where their values agree (a repeat body reads its enclosing
+        # graph's names: `x_channels` in, `width` out is not `width` in, `width` out)
+        key = (g.block, graph_signature(g), _size_exprs(tuple(n.type for n in g.nodes())))
         other = self.by_signature.get(key)  # a dict, not a scan: check time stays linear in the number of blocks
         if other is not None:
             return other
         self.graphs[g.name] = g
         self.by_signature[key] = g.name
         return g.name
+
+
+def _size_exprs(types: tuple) -> tuple:
+    """The expressions the static sizes of `types` carry (HInt.expr), which type equality does not compare."""
+    out = []
+    for t in types:
+        for item in t.items if isinstance(t, TupleType) else (t,):
+            out.append(tuple(getattr(d, "expr", None) for d in getattr(item, "shape", ())))
+    return tuple(out)

@@ -85,8 +85,8 @@ def _sdpa_call(args, a: SDPAAttrs, ins) -> str:
                   f"device={args[0]}.device).tril().triu({1 - a.window})")
     if written(a.dropout, 0.0):  # `dropout_p=self.dropout` when a hyper-parameter gives it
         extra += f", dropout_p={pyval(a.dropout)} if self.training else 0.0"
-    if a.causal and len(args) == 3 and a.window is None:
-        extra += ", is_causal=True"
+    if len(args) == 3 and a.window is None and written(a.causal, False):  # `is_causal=self.causal` when driven
+        extra += f", is_causal={pyval(a.causal)}"
     if _gqa(ins[0], ins[1]):
         extra += ", enable_gqa=True"
     if a.scale is not None:

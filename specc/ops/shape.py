@@ -4,6 +4,7 @@ from __future__ import annotations
 from pydantic import PositiveInt, field_validator
 
 from ..diagnostics import ShapeError
+from ..hyper import HInt
 from ..symbolic import Dim, Sym, base_symbols, is_monotone, subs
 from ..types import TensorType, TupleType
 from .context import bound_hint, bounds, need, upper_bound
@@ -131,12 +132,20 @@ def _reshape_call(args, a: ReshapeAttrs, ins) -> str:
     # symbolic dims are computed from the input's sizes at run time; -1 stands for the one inferred dim
     x = ins[0]
     parts = []
-    for d in a.dims():
-        if isinstance(d, int):
+    for j, d in enumerate(a.dims()):
+        if isinstance(d, int) and j < x.rank and _same_size(d, x.shape[j]):  # kept where it is: read it there
+            parts.append(f"{args[0]}.size({j})")  # (a class then needs no parameter for an input's static size)
+        elif isinstance(d, int):
             parts.append(str(d))
         else:
             parts.append(_runtime_dim(d, [(x, args[0])]) or "-1")
     return f"{args[0]}.reshape({', '.join(parts)})"
+
+
+def _same_size(d: int, s) -> bool:
+    """Whether static size d is the input's size s under one name (an HInt naming the same size)."""
+    return isinstance(d, HInt) and isinstance(s, HInt) and d.expr is not None and d.expr == s.expr \
+        and d.expr.isidentifier()
 
 
 def _runtime_dim(d: Dim, tensors: list[tuple[TensorType, str]]) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..hyper import driven, rendering_active
+from ..hyper import Flag, driven, rendering_active
 from ..types import TensorType
 
 
@@ -41,6 +41,8 @@ def pyval(v: Any) -> str:
     """Render a validated attribute value as Python source. Only plain data ever reaches here."""
     if isinstance(v, bool):
         return "True" if v else "False"
+    if isinstance(v, Flag):  # a bool hyper-parameter: its name while rendering
+        return repr(v)
     if v is None:
         return "None"
     if isinstance(v, (int, float)):

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from ...attrs import BlockValue
 from ...diagnostics import SpecError
 from ...elaborate.sizes import size_env
-from ...hyper import HFloat, HInt, Unrenderable, names, render_expr, rendering, spec_name
+from ...hyper import HFloat, HInt, Unrenderable, expr_name, names, render_expr, rendering, spec_name
 from ...ir import Graph, Module, Node
 from ...naming import Namer, attr_name, class_name, py_name, spec_relative, trivial_body
 from ...ops.torch_rule import pyval
@@ -100,6 +100,7 @@ def _block_names(g: Graph, hints: dict[str, str] | None = None) -> _Names:
                 rename[size] = want
     allowed = set(sizes) | {k for k, v in g.hparams.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     allowed |= set(given_modules(g).values())  # `ffn`: the module its caller builds
+    allowed |= {k for k, v in g.hparams.items() if isinstance(v, bool)}  # `causal`, where an op reads it (Flag)
     given = [k for k, v in g.hparams.items() if isinstance(v, BlockValue)]  # `ffn`: its sizes are `ffn_hidden`
     allowed |= {n for n in _names_in(g) if any(n.startswith(f"{k}_") for k in given)}
     text = {n: py_name(rename.get(n, n)) for n in allowed}
@@ -442,6 +443,9 @@ class _Planner:
             env[src] = site.hparams.get(src, self.m.hparams.get(src))
         value = env[src]
         if generic:
+            given = site.expr(n, src)  # `causal=causal`: the caller's own bool hyper-parameter, passed on by name
+            if isinstance(value, bool) and given and given.isidentifier() and isinstance(site.hparams.get(given), bool):
+                return marker(expr_name(given))
             return _text_of(value)
         return pyval(int(value) if isinstance(value, HInt) else float(value) if isinstance(value, HFloat)
                      else _plain(value))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...hyper import render_now, rendering_active
+from ...hyper import Flag, expr_name, render_now, rendering_active
 from ...ir import Graph, Module, Node
 from ...naming import Namer, attribute_namer, py_name, stack_entry, unpacked_tuples
 from ...ops import registry
@@ -254,13 +254,14 @@ class _ForwardCode(Interpreter[str, None]):
             raise NotImplementedError(f"op {n.target!r} has no PyTorch emitter")
         in_types = [g[i].type for i in n.inputs]
         attr = self.attr_of(n.layer or n.name)
+        attrs = _flagged(g, n) if rendering_active() else n.attrs
         self.imports.extend(i for i in rule.imports if i not in self.imports)
-        needed = rule.support if rule.support_when is None or rule.support_when(in_types, n.attrs) else ()
+        needed = rule.support if rule.support_when is None or rule.support_when(in_types, attrs) else ()
         self.support.extend(s for s in needed if s not in self.support)
-        self.callees.extend(u.graph for u in op.graph_uses(n.attrs))  # named in the module rule as @graph@
+        self.callees.extend(u.graph for u in op.graph_uses(attrs))  # named in the module rule as @graph@
         layers: list[str] = []  # attributes of the layers a fused op is made of, passed to its call rule
         if rule.module is not None and (n.layer is None or n.layer == n.name):
-            made = rule.module(in_types, n.attrs)
+            made = rule.module(in_types, attrs)
             if isinstance(made, dict):  # a fused op keeps each layer under its spec name: same state_dict
                 layers = [f"self.{self.attr_of(k)}" for k in made]
                 self.init += [f"{a} = {e}" for a, e in zip(layers, made.values())]
@@ -271,7 +272,7 @@ class _ForwardCode(Interpreter[str, None]):
                 where = f"{self.attr_of(owner)}.{leaf}" if isinstance(made, dict) and owner in made else \
                     f"{attr}.{param}"
                 self.weights.append(init_call(f"self.{where}", init))
-            tie = getattr(n.attrs, "tie", None)
+            tie = getattr(attrs, "tie", None)
             if tie:
                 self.ties.append(f"self.{attr}.weight = self.{self.attr_of(tie)}.weight  # weight tying")
         if self.plan and (g.name, n.name) in self.plan.attention:
@@ -279,9 +280,9 @@ class _ForwardCode(Interpreter[str, None]):
         if self.plan and rule.positions:  # positions count from the cache's start
             ins = [*ins, f"cache={self.cache}"]
         if rule.inplace is not None and _overwritable(g, n):
-            expr = rule.inplace(ins, n.attrs, in_types)
+            expr = rule.inplace(ins, attrs, in_types)
         elif rule.call is not None:
-            expr = rule.call(ins + layers, n.attrs, in_types)
+            expr = rule.call(ins + layers, attrs, in_types)
         else:
             expr = f"self.{attr}({', '.join(ins)})"
         return self.bind(n, expr)
@@ -383,6 +384,18 @@ class _ForwardCode(Interpreter[str, None]):
             self.init.append("")
         self.stacks[head][1].append(f"*[{ctor}]" if run else ctor)
         return f"self.{head}[{index}:{index + node.attrs.count}]" if run else f"self.{head}[{index}]"
+
+
+def _flagged(g: Graph, n: Node):
+    """n's attributes, each bool that a bool hyper-parameter of g sets by name (`causal=causal`) made a Flag, so
+    that the rule writes it as that name (`is_causal=self.causal`) and one class serves both values."""
+    flags = {k: Flag(v, expr_name(e)) for k, e in n.exprs if isinstance(v := getattr(n.attrs, k, None), bool)
+             and e.isidentifier() and isinstance(g.hparams.get(e), bool)}
+    if not flags:
+        return n.attrs
+    attrs = n.attrs.model_copy()
+    attrs.__dict__.update(flags)
+    return attrs
 
 
 def _arg_names(g: Graph, *extra: str) -> list[str]:
