@@ -164,3 +164,27 @@ def test_a_body_reading_its_index_elsewhere_keeps_its_runs_pinned(tmp_path):
     with pytest.raises(ValueError, match="`i < first` is false"):
         mod.Stack(mod.StackConfig(first=2))
     assert mod.Stack().h[0].fc.out_features == 9 and mod.Stack()(torch.randn(2, 8)).shape == (2, 8)
+
+
+def test_a_stage_whose_first_layer_changes_the_width_is_one_class_for_any_depth():
+    """VGG's `repeat convs as layers` widens on its first conv only: one VGGStage class builds the first layer from
+    its input width and the rest from `width`, for any number of convs (no class per depth, no pinned count)."""
+    src = specc.load("specs/vgg16.nn").torch_source()
+    assert src.count("class VGGStage(") == 1 and "recompile with -D" not in src
+    mod = _module(src, "vgg_stage")
+    for convs in (1, 2, 4):
+        stage = mod.VGGStage(3, 16, convs)
+        assert [c.conv.in_channels for c in stage.layers] == [3] + [16] * (convs - 1)
+        assert stage(torch.randn(1, 3, 8, 8)).shape == (1, 16, 4, 4)
+
+
+def test_sizes_equal_only_by_value_are_not_folded_into_one_run(tmp_path):
+    """A repeat whose input width equals `width` only at the default config (both 8) must not reuse the first
+    iteration's layer for the rest: another config, where they differ, builds and runs."""
+    spec = tmp_path / "fold.nn"
+    spec.write_text("model Fold(n: int = 3, inp: int = 8, width: int = 8) {\n  input x: f32[B, inp]\n"
+                    "  repeat n as layers {\n    x = x -> linear(width) as fc\n  }\n  output y = x\n}\n")
+    mod = _module(specc.load(str(spec)).torch_source(), "fold")
+    model = mod.Fold(mod.FoldConfig(inp=5, width=12, n=4))
+    assert [layer.fc.in_features for layer in model.layers] == [5, 12, 12, 12]
+    assert model(torch.randn(2, 5)).shape == (2, 12)
