@@ -188,3 +188,23 @@ def test_sizes_equal_only_by_value_are_not_folded_into_one_run(tmp_path):
     model = mod.Fold(mod.FoldConfig(inp=5, width=12, n=4))
     assert [layer.fc.in_features for layer in model.layers] == [5, 12, 12, 12]
     assert model(torch.randn(2, 5)).shape == (2, 12)
+
+
+def test_self_attention_is_cross_attention_with_kv_defaulting_to_x():
+    """The spec's `if kv == none { kv = x }`: the self-attention and cross-attention of a Transformer decoder are one
+    MultiHeadAttention class whose forward takes kv as optional; a repeat body's first-iteration layer and the rest
+    are one class too (VGG). Self-attention through it equals passing kv=x."""
+    for spec, cls in (("transformer_base", "MultiHeadAttention"), ("whisper_tiny", "WhisperAttention"),
+                      ("vgg16", "VGGStageLayer")):
+        src = specc.load(f"specs/{spec}.nn").torch_source()
+        assert src.count(f"class {cls}") == 1, spec
+    mod = _module(specc.load("specs/transformer_base.nn").torch_source(), "tb_attn")
+    attn = mod.MultiHeadAttention(32, 32, 4, 0, True, 0.0).eval()
+    x, memory = torch.randn(2, 5, 32), torch.randn(2, 7, 32)
+    torch.testing.assert_close(attn(x), attn(x, x), rtol=0, atol=0)
+    cross = mod.MultiHeadAttention(32, 32, 4, 0, False, 0.0).eval()
+    assert cross(x, memory).shape == (2, 5, 32)
+    model = mod.TransformerBase(mod.TransformerBaseConfig(vocab=50, d=32, heads=4, layers=1, d_ff=64, max_len=16))
+    layer = model.decoder_layers[0]
+    assert type(layer.self_attn) is type(layer.cross_attn) is mod.MultiHeadAttention
+    assert layer.self_attn.causal and not layer.cross_attn.causal

@@ -9,6 +9,7 @@ compiled with.
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -184,10 +185,14 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], list[str], list[str]]:
     if cache is not None:
         support.append(generate_support())
     parent: dict[str, str] = {}
+    stack_of: dict[str, str] = {}  # a repeat body -> the stack that holds it, when the spec names one
     for name, g in m.graphs.items():
         for n in g.nodes():
             if n.kind == "repeat" and not trivial_body(m, m.graphs[n.target]):
                 parent.setdefault(n.target, name)
+                stack = n.stack or n.name
+                if stack not in _GENERIC_STACKS and not stack.startswith("layers_"):
+                    stack_of.setdefault(n.target, stack)
     names: dict[str, _Names] = {}
 
     def names_of(gname: str) -> _Names:
@@ -197,60 +202,81 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], list[str], list[str]]:
                 _block_names(m.graphs[gname], _size_hints(m, m.graphs[gname], by_graph))
         return names[gname]
 
-    taken = {class_name(m.name), class_name(m.name) + "Config"}
+    base_taken = {class_name(m.name), class_name(m.name) + "Config"}
     helpers = {name for snippet in support for found in _TOP_LEVEL.findall(snippet) for name in found if name}
-    clash = helpers & taken
+    clash = helpers & base_taken
     if clash:
         raise SpecError.at("E0106", f"model name {m.name!r} clashes with the helper {clash.pop()} that the emitted "
                            "file defines", m.graph.span, help="rename the model")
-    taken |= helpers
+    base_taken |= helpers
     for name in live:  # a class must not be shadowed by a constructor or forward argument that refers to it
-        taken.update(marked[name].args)
-        taken.update(py_name(k) for k in m.graphs[name].hparams)
-        taken.update(_size_names(m.graphs[name]))
+        base_taken.update(marked[name].args)
+        base_taken.update(py_name(k) for k in m.graphs[name].hparams)
+        base_taken.update(_size_names(m.graphs[name]))
 
-    def new_class_name(block: str) -> str:
-        base = class_name(block)
-        if base == class_name(m.name):
-            base += "Block"
-        name, k = base, 1
-        while name in taken:
-            name = f"{base}{k}"
-            k += 1
-        taken.add(name)
-        return name
+    def run(order: list[str], merges: dict[str, tuple[str, dict]]) -> tuple[list[ClassPlan], dict[str, ClassPlan]]:
+        """One planning pass over `order`; a graph in `merges` (special -> (general, substitution)) is built by its
+        general's class."""
+        names.clear()
+        taken = set(base_taken)
+
+        def new_class_name(block: str, graph: str = "") -> str:
+            # a repeat body is named for its stack where the spec names one (`repeat n as encoder`: EncoderBlock)
+            base = class_name(f"{stack_of[graph]}_block") if graph in stack_of else class_name(block)
+            if base == class_name(m.name):
+                base += "Block"
+            name, k = base, 1
+            while name in taken:
+                name = f"{base}{k}"
+                k += 1
+            taken.add(name)
+            return name
+
+        by_graph.clear()
+        groups: dict[tuple, ClassPlan] = {}
+        plans: list[ClassPlan] = []
+        for name in order:
+            g = m.graphs[name]
+            is_main = name == m.main
+            planner = _Planner(m, g, by_graph, names_of, parent)
+            plan = planner.plan(marked[name], cache, all(by_graph[c].generic for c in _callees(m, g) if c in by_graph))
+            if is_main:
+                plan.name = class_name(m.name)
+                plan.doc = f"{m.name}, compiled by specc from {spec_relative(m.path, m.path)}"
+                plan.members = [name]
+                plans.append(plan)
+                continue
+            if name in merges and merges[name][0] in by_graph:  # a special case of another graph's class
+                general = by_graph[merges[name][0]]
+                by_graph[name] = _alias(general, plan, merges[name][1])
+                general.members.append(name)
+                continue
+            key = (g.block, tuple(plan.init), tuple(plan.forward), tuple(plan.weights), tuple(plan.params),
+                   tuple(plan.pins), tuple(plan.fwd_args))
+            twin = None if key in groups else next((q for q in plans if q.members and m.graphs[q.members[0]].block
+                                                     == g.block and _merge_branches(q, plan)), None)
+            if twin is not None:  # the same block down the other branch of an `if`: one class with that `if`
+                twin.members.append(name)
+                groups[key] = twin
+            elif key in groups:  # the same code; only the shapes it sees differ (comments say what they share)
+                groups[key].members.append(name)
+                if len(groups[key].comments) == len(plan.comments):  # (not when the group is a merged `if`: longer)
+                    groups[key].comments = [_shared_shape(c, d) for c, d in zip(groups[key].comments, plan.comments)]
+            else:
+                plan.name = new_class_name(g.block, name)
+                plan.members = [name]
+                groups[key] = plan
+                plans.append(plan)
+            by_graph[name] = groups[key]
+        return plans, by_graph
 
     by_graph: dict[str, ClassPlan] = {}
-    groups: dict[tuple, ClassPlan] = {}
-    plans: list[ClassPlan] = []
-    for name in live:
-        g = m.graphs[name]
-        is_main = name == m.main
-        planner = _Planner(m, g, by_graph, names_of, parent)
-        plan = planner.plan(marked[name], cache, all(by_graph[c].generic for c in _callees(m, g) if c in by_graph))
-        if is_main:
-            plan.name = class_name(m.name)
-            plan.doc = f"{m.name}, compiled by specc from {spec_relative(m.path, m.path)}"
-            plan.members = [name]
-            plans.append(plan)
-            continue
-        key = (g.block, tuple(plan.init), tuple(plan.forward), tuple(plan.weights), tuple(plan.params),
-               tuple(plan.pins), tuple(plan.fwd_args))
-        twin = None if key in groups else next((q for q in plans if q.members and m.graphs[q.members[0]].block
-                                                 == g.block and _merge_branches(q, plan)), None)
-        if twin is not None:  # the same block down the other branch of an `if`: one class with that `if`
-            twin.members.append(name)
-            groups[key] = twin
-        elif key in groups:  # the same code; only the shapes it sees differ (comments say what they share)
-            groups[key].members.append(name)
-            if len(groups[key].comments) == len(plan.comments):  # (not when the group is a merged `if`: longer)
-                groups[key].comments = [_shared_shape(c, d) for c, d in zip(groups[key].comments, plan.comments)]
-        else:
-            plan.name = new_class_name(g.block)
-            plan.members = [name]
-            groups[key] = plan
-            plans.append(plan)
-        by_graph[name] = groups[key]
+    plans, _ = run(live, {})
+    merges, order = _specialisations(m, plans, live)
+    if merges:  # again, each special case built by its general's class (the general planned first)
+        plans, _ = run(order, merges)
+        for p in plans:
+            _take_optional_inputs(p, [v[1] for k, v in merges.items() if k in p.members])
     for p in plans:
         if p.name == class_name(m.name):
             continue
@@ -289,6 +315,7 @@ def _callees(m: Module, g: Graph) -> list[str]:
     return out
 
 
+_GENERIC_STACKS = {"layers", "layer", "h", "blocks", "stack"}  # say nothing about the body: `{Owner}Layer`
 _CTOR = re.compile(r"@([^@|]+)\|([^@|]+)\|([^@|]+)@")
 
 
@@ -595,3 +622,120 @@ def _annot(v: Any) -> str:
 
 
 _TOP_LEVEL = re.compile(r"^(?:class|def)\s+(\w+)|^(?!\s)(\w+)\s*[:=]", re.M)
+
+
+# ---- one class for a block and its special cases ------------------------------------------------------------------
+# A block specialised twice where one specialisation is the other with some of its sizes equal (VGG's repeat body
+# takes `x_channels` in its first iteration and `width` after: the second is the first with x_channels = width) or
+# with an optional input bound to another (self-attention is cross-attention with `kv = x`, the spec's own
+# `if kv == none { kv = x }`) is one class: the special case's callers build the general class with those values,
+# and call its forward without that input (`forward(self, x, kv=None)` starts `if kv is None: kv = x`). Found by
+# substituting into the general's code and comparing it with the special's, line for line: nothing is guessed.
+
+_STORE = re.compile(r"^self\.(\w+) = (\w+)$")
+
+
+def _specialisations(m: Module, plans: list[ClassPlan], live: list[str]) -> tuple[dict[str, tuple[str, dict]], list]:
+    """special graph -> (general graph, substitution), and the planning order with each general before its first
+    special case (when its callees still come before it)."""
+    merges: dict[str, tuple[str, dict]] = {}
+    by_block: dict[str, list[ClassPlan]] = {}
+    for p in plans:
+        if p.generic and p.members and p.members[0] != m.main:
+            by_block.setdefault(m.graphs[p.members[0]].block, []).append(p)
+    for ps in by_block.values():
+        generals: list[tuple[ClassPlan, dict]] = []  # (plan, optional input -> what it defaults to)
+        for p in sorted(ps, key=lambda q: (-len(q.params), -len(q.fwd_args))):
+            for gen, defaults in generals:
+                sigma = _specialises(gen, p)
+                if sigma is None or any(defaults.get(a, t) != t for a, t in sigma["args"].items()):
+                    continue
+                defaults.update(sigma["args"])
+                for member in p.members:
+                    merges[member] = (gen.members[0], sigma)
+                break
+            else:
+                generals.append((p, {}))
+    order = list(live)
+    for special, (general, _) in sorted(merges.items(), key=lambda kv: live.index(kv[0])):
+        at, now = order.index(special), order.index(general)
+        callees = [c for c in _callees(m, m.graphs[general]) if c in order]
+        if now > at and all(order.index(c) < at for c in callees):
+            order.insert(at, order.pop(now))
+    return {k: v for k, v in merges.items() if order.index(v[0]) < order.index(k)}, order
+
+
+def _specialises(gen: ClassPlan, sp: ClassPlan) -> dict | None:
+    """The substitution ({"params": general parameter -> special's, "args": general forward input -> special's})
+    under which `gen`'s code is `sp`'s; None if there is none (tried over the few parameters only gen has)."""
+    if not gen.generic or not sp.generic or any(t not in gen.params for t in sp.params):
+        return None
+    extra = [t for t in gen.params if t not in sp.params]
+    gpos = [a for a in gen.fwd_args if "=" not in a]
+    spos = [a for a in sp.fwd_args if "=" not in a]
+    if [a for a in gen.fwd_args if "=" in a] != [a for a in sp.fwd_args if "=" in a] or gpos[:len(spos)] != spos:
+        return None  # the special's inputs must come first, in order: its callers pass them by position
+    extra_args = gpos[len(spos):]
+    if len(extra) > 3 or len(extra_args) > 2 or not (extra or extra_args):
+        return None
+    want = _code(sp, {}, {}, _stored(sp))
+    for targets in itertools.product(sp.params, repeat=len(extra)):
+        for arg_targets in itertools.product(spos, repeat=len(extra_args)):
+            sigma = {"params": dict(zip(extra, targets)), "args": dict(zip(extra_args, arg_targets))}
+            if _code(gen, sigma["params"], sigma["args"], _stored(sp)) == want:
+                return sigma
+    return None
+
+
+def _stored(p: ClassPlan) -> dict[str, str]:
+    """constructor parameter -> the attribute the constructor stores it in (`self.d = d`)."""
+    return {mt.group(2): mt.group(1) for ln in p.init if (mt := _STORE.match(ln)) and mt.group(2) in p.params}
+
+
+def _code(p: ClassPlan, params: dict[str, str], args: dict[str, str], stored_sp: dict[str, str]) -> tuple:
+    """p's code (without its stores) with parameters and forward inputs renamed, for comparison."""
+    def bare(text: str, mapping: dict[str, str]) -> str:
+        for old, new in mapping.items():
+            text = re.sub(rf"(?<![\w.]){re.escape(old)}\b", new, text)
+        return text
+    on_self = {f"self.{attr}": f"self.{stored_sp.get(params[t], '?' + params[t])}"
+               for t, attr in _stored(p).items() if t in params}
+
+    def fwd(text: str) -> str:
+        for old, new in on_self.items():
+            text = re.sub(rf"{re.escape(old)}\b", new, text)
+        return bare(text, args)
+    init = [bare(ln, params) for ln in p.init if not (_STORE.match(ln) and _STORE.match(ln).group(2) in p.params)]
+    pins = {(bare(c, params), msg) for c, msg in p.pins}
+    return (init, [fwd(ln) for ln in p.forward], [fwd(ln) for ln in p.weights],
+            frozenset(pin for pin in pins if not _always(pin[0])))
+
+
+def _always(cond: str) -> bool:
+    """`d == d`: a check that a substitution made trivially true."""
+    tree = ast.parse(cond, mode="eval").body
+    return isinstance(tree, ast.Compare) and len(tree.ops) == 1 and isinstance(tree.ops[0], (ast.Eq, ast.LtE,
+                                                                                             ast.GtE)) \
+        and ast.dump(tree.left) == ast.dump(tree.comparators[0])
+
+
+def _alias(general: ClassPlan, special: ClassPlan, sigma: dict) -> ClassPlan:
+    """How the special case's callers build the general class: each general parameter from the special's value."""
+    source = dict(zip(special.params, special.sources))
+    sources = [source[sigma["params"].get(t, t)] for t in general.params]
+    return ClassPlan(general.name, [], general.params, [], [], [], general.fwd_args, "", sources=sources,
+                     annots=general.annots, generic=True, inherits=special.inherits)
+
+
+def _take_optional_inputs(p: ClassPlan, sigmas: list[dict]) -> None:
+    """The general class's forward takes the inputs its special cases leave out as optional, defaulting as the
+    spec's `if kv == none { kv = x }` does."""
+    defaults: dict[str, str] = {}
+    for sigma in sigmas:
+        defaults.update(sigma["args"])
+    if not defaults:
+        return
+    p.fwd_args = [f"{a}=None" if a in defaults else a for a in p.fwd_args]
+    lines = [ln for a, t in defaults.items() for ln in (f"if {a} is None:", f"    {a} = {t}")]
+    p.forward = [*lines, *p.forward]
+    p.comments = [*[""] * len(lines), *p.comments]
