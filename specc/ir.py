@@ -103,6 +103,9 @@ class Graph:
     # a named stack whose iterations an `if` on the index folds into two runs (`repeat layers as layers[i]` with
     # `if i < dense_layers`): stack -> IndexRuns; the emitted module builds it as one list chosen per index
     index_runs: dict[str, "IndexRuns"] = field(default_factory=dict)
+    # a block parameter an `if` over sizes gives a new value (`if kv_heads == 0 { kv_heads = heads }`): its name
+    # after the `if` (`kv_headsʹ`) -> Python text of its value in the graph's names; the constructor computes it
+    resolved: list[tuple[str, str]] = field(default_factory=list)
     g: nx.DiGraph = field(default_factory=nx.DiGraph)
     _order: dict[str, int] = field(default_factory=dict)
 

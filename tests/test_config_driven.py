@@ -208,3 +208,25 @@ def test_self_attention_is_cross_attention_with_kv_defaulting_to_x():
     layer = model.decoder_layers[0]
     assert type(layer.self_attn) is type(layer.cross_attn) is mod.MultiHeadAttention
     assert layer.self_attn.causal and not layer.cross_attn.causal
+
+
+def test_a_parameter_an_if_resolves_is_resolved_by_the_constructor():
+    """`if kv_heads == 0 { kv_heads = heads }` is the constructor's `kv_heads = heads if kv_heads == 0 else
+    kv_heads`, not a refusal: BERT's attention class builds grouped-query attention too, and LLaMA's config may ask
+    for plain multi-head attention (kv_heads=0)."""
+    src = specc.load("specs/bert_base.nn").torch_source()
+    assert "kv_heads = heads if kv_heads == 0 else kv_heads" in src
+    mod = _module(src, "bert_kv")
+    x, mask = torch.randn(2, 5, 32), torch.ones(2, 5, dtype=torch.bool)
+    for kv_heads, width in ((0, 32), (2, 16), (4, 32)):
+        attn = mod.MultiHeadAttention(32, 4, kv_heads, 0.0).eval()
+        assert attn.k_proj.out_features == width and attn(x, mask).shape == (2, 5, 32)
+    with pytest.raises(ValueError, match="kv_heads must divide heads"):
+        mod.MultiHeadAttention(32, 4, 3, 0.0)
+    llama = _module(specc.load("specs/llama2_7b.nn").torch_source(), "llama_kv")
+    cfg = llama.LLaMA27BConfig if hasattr(llama, "LLaMA27BConfig") else next(
+        v for k, v in vars(llama).items() if k.endswith("Config"))
+    model = next(v for k, v in vars(llama).items() if k == cfg.__name__.removesuffix("Config"))
+    small = model(cfg(vocab=100, ctx=16, layers=1, d=32, heads=4, kv_heads=0, hidden=64))
+    assert small.layers[0].self_attn.k_proj.out_features == 32
+    assert small(torch.randint(0, 100, (1, 6))).shape == (1, 6, 100)

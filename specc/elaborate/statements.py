@@ -113,6 +113,8 @@ class StatementsMixin:
                 return
             scope[s.name] = inst
         elif isinstance(s, A.If):
+            if not is_model and self.resolve_default(s, scope, b):
+                return
             for cond, body in s.branches:
                 b.deciding += 1
                 try:
@@ -286,6 +288,42 @@ class PinsMixin:
         if not _reads_names(text):
             return
         b.graph.pins.append((text if value else f"not ({text})", what))
+
+    def resolve_default(self, s, scope: Scope, b: GraphBuilder) -> bool:
+        """`if kv_heads == 0 { kv_heads = heads }`: an `if` over sizes whose branch only gives a block parameter a
+        new size is decided by the emitted code (`kv_heads = heads if kv_heads == 0 else kv_heads`, Graph.resolved),
+        not pinned: the parameter keeps the value the branch gives it, under a name of its own (`kv_headsʹ`) that
+        callers cannot confuse with the argument they passed. False (nothing done) for any other `if`."""
+        if len(s.branches) != 1 or s.orelse is not None or b.index is not None or b.graph.block not in self.defs:
+            return False
+        cond, body = s.branches[0]
+        if not body or not all(isinstance(st, A.Assign) and len(st.targets) == 1 for st in body):
+            return False
+        names = [st.targets[0] for st in body]
+        if len(set(names)) != len(names) or any(not isinstance(b.graph.hparams.get(k), int) or
+                                                isinstance(b.graph.hparams.get(k), bool) for k in names):
+            return False
+        cond_text = self.size_text(cond, scope, b)
+        if cond_text is None or not _reads_names(cond_text):
+            return False
+        b.deciding += 1
+        try:
+            c = self.ev(cond, scope, b)
+            texts = [(self.size_text(st.value, scope, b), self.size_text(A.Name(st.span, st.targets[0]), scope, b))
+                     for st in body]
+            values = [self.ev(st.value, scope, b) for st in body]
+        except SpecError:
+            return False
+        finally:
+            b.deciding -= 1
+        if not isinstance(c, bool) or any(t is None or o is None for t, o in texts) or \
+                any(not isinstance(v, int) or isinstance(v, bool) for v in values):
+            return False
+        for k, v, (then, old) in zip(names, values, texts):
+            let = f"{k}\u02b9"  # kv_headsʹ: the parameter after the `if`
+            scope[k] = HInt(int(v) if c else int(scope[k]), let)
+            b.graph.resolved.append((let, f"({then}) if ({cond_text}) else ({old})"))
+        return True
 
     def pin_length(self, e, n: int, scope: Scope, b: GraphBuilder) -> None:
         if isinstance(e, A.Call) and isinstance(e.func, A.Name) and e.func.id == "range" and len(e.args) == 1 \

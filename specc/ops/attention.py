@@ -11,6 +11,7 @@ from __future__ import annotations
 from pydantic import Field, PositiveInt
 
 from ..diagnostics import ShapeError
+from ..hyper import HInt, rendering_active
 from ..types import TensorType
 from .elementwise import broadcast
 from .registry import Attrs, Example, OpDef, expect_float, numel, register
@@ -61,6 +62,16 @@ def _gqa(q: TensorType, k: TensorType) -> bool:
     return q.rank >= 4 and k.rank >= 4 and k.shape[-3] != q.shape[-3] and k.shape[-3] != 1
 
 
+def _heads_apart(q: TensorType, k: TensorType) -> bool:
+    """Query and key heads equal here but named apart, while the code follows the config (rendering): it must
+    work for a config where they differ."""
+    if q.rank < 4 or k.rank < 4 or not rendering_active():
+        return False
+    hq, hk = q.shape[-3], k.shape[-3]
+    return isinstance(hq, HInt) and isinstance(hk, HInt) and hq.expr is not None and hk.expr is not None \
+        and hq.expr != hk.expr
+
+
 def _with_causal(args: list[str], mask: TensorType, window: int | None) -> str:
     """The mask and "query t sees keys <= t" (top-left aligned, as is_causal; within the window when there is one),
     for a bool or an additive mask."""
@@ -89,6 +100,8 @@ def _sdpa_call(args, a: SDPAAttrs, ins) -> str:
         extra += f", is_causal={pyval(a.causal)}"
     if _gqa(ins[0], ins[1]):
         extra += ", enable_gqa=True"
+    elif _heads_apart(ins[0], ins[1]):  # equal in this compile, set apart by hyper-parameters (kv_heads, heads)
+        extra += f", enable_gqa={ins[1].shape[-3]!r} != {ins[0].shape[-3]!r}"
     if a.scale is not None:
         extra += f", scale={pyval(a.scale)}"
     return f"F.scaled_dot_product_attention({args[0]}, {args[1]}, {args[2]}{extra})"

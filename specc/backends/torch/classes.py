@@ -50,6 +50,7 @@ class ClassPlan:
     # ValueError(message) unless the condition holds (what the code was written for)
     generic: bool = True  # sizes come from the constructor's arguments (else: numbers of one compile)
     inherits: list[str] = field(default_factory=list)  # parameters named in an enclosing scope (init values)
+    prologue: list[str] = field(default_factory=list)  # the constructor's first lines: parameters an `if` resolves
 
 
 @dataclass
@@ -63,6 +64,7 @@ class _Names:
     forward: Callable[[str], "str | None"] | None = None
 
 
+_PRIME = "\u02b9"  # a parameter's name after an `if` gives it its value (Graph.resolved)
 _LET_SIZE = re.compile(r"(features|channels)\((\w+)\)|dim\((\w+), (\d+)\)")
 _RESERVED = {"self", "nn", "F", "torch", "math", "config", "super", "int", "float"}
 
@@ -108,6 +110,11 @@ def _block_names(g: Graph, hints: dict[str, str] | None = None) -> _Names:
     if len(set(text.values())) < len(text) or set(text.values()) & _RESERVED:
         text = {}
     extra = sorted(n for n in allowed if n not in sizes and n not in g.hparams)
+    for let, _ in g.resolved:  # `kv_headsʹ`, the parameter after the `if` that resolves it: the same local name
+        original = let.removesuffix(_PRIME)
+        if original in text:
+            text[let] = text[original]
+            rename[let] = rename.get(original, original)
     return _Names(init=lambda n: text.get(n), comment=lambda n: rename.get(n, n), params=[*sizes, *g.hparams, *extra])
 
 
@@ -252,7 +259,7 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], list[str], list[str]]:
                 general.members.append(name)
                 continue
             key = (g.block, tuple(plan.init), tuple(plan.forward), tuple(plan.weights), tuple(plan.params),
-                   tuple(plan.pins), tuple(plan.fwd_args))
+                   tuple(plan.pins), tuple(plan.fwd_args), tuple(plan.prologue))
             twin = None if key in groups else next((q for q in plans if q.members and m.graphs[q.members[0]].block
                                                      == g.block and _merge_branches(q, plan)), None)
             if twin is not None:  # the same block down the other branch of an `if`: one class with that `if`
@@ -369,16 +376,21 @@ class _Planner:
         forward = [_write(ln, noting(fwd_text, used_fwd)) for ln in code.forward]
         weights = [_write(ln, noting(fwd_text, used_fwd)) for ln in code.weights]
         comments = [_write(c, nm.comment) for c in code.comments]
+        prologue = [f"{nm.init(let)} = {_write(render_expr(text, (marker, set())), noting(nm.init, used_init))}"
+                    for let, text in self.g.resolved if nm.init(let) is not None]
         pins = self.pins(noting(nm.init, used_init), code.settled)
         if is_main:
             return ClassPlan("", [], [], init, forward, comments, code.args, "", weights, pins=pins)
-        order = [*nm.params, *sorted(inherit)] if nm.params else [*used_init, *used_fwd]
+        lets = {let for let, _ in self.g.resolved}
+        order = [*nm.params, *sorted(inherit)] if nm.params else [n for n in [*used_init, *used_fwd] if n not in lets]
         params = [n for n in dict.fromkeys(order) if n in used_init or n in used_fwd]
         texts = [own_or_inherited(n) for n in params]
-        stores = [f"self.{stored(t)} = {t}" for n, t in zip(params, texts) if n in used_fwd]
+        stores = [f"self.{stored(t)} = {t}" for n, t in zip(params, texts) if n in used_fwd and n + _PRIME not in lets]
+        stores += [f"self.{stored(nm.init(n))} = {nm.init(n)}" for n in used_fwd if n in lets]
         annots = [_annot(self.g.hparams.get(n, 0)) for n in params]
         return ClassPlan("", [], texts, stores + init, forward, comments, code.args, "", weights,
-                         sources=params, annots=annots, pins=pins, inherits=[n for n in params if n in inherit])
+                         sources=params, annots=annots, pins=pins, inherits=[n for n in params if n in inherit],
+                         prologue=prologue)
 
     def inherited(self) -> set[str]:
         """Names this graph's initialisers read that are not its own (`layers` in GPT-2's scaled c_proj init, declared
@@ -705,7 +717,8 @@ def _code(p: ClassPlan, params: dict[str, str], args: dict[str, str], stored_sp:
         for old, new in on_self.items():
             text = re.sub(rf"{re.escape(old)}\b", new, text)
         return bare(text, args)
-    init = [bare(ln, params) for ln in p.init if not (_STORE.match(ln) and _STORE.match(ln).group(2) in p.params)]
+    init = [bare(ln, params) for ln in [*p.prologue, *p.init]
+            if not (_STORE.match(ln) and _STORE.match(ln).group(2) in p.params)]
     pins = {(bare(c, params), msg) for c, msg in p.pins}
     return (init, [fwd(ln) for ln in p.forward], [fwd(ln) for ln in p.weights],
             frozenset(pin for pin in pins if not _always(pin[0])))

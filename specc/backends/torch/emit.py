@@ -103,7 +103,7 @@ def emit_module_source(m: Module, source_name: str | None = None) -> str:
             sig = "".join(f", {a}: {t}" for a, t in zip(p.params, p.annots or ["int"] * len(p.params)))
             out.append(f"    def __init__(self{sig}) -> None:")
             out.append("        super().__init__()")
-        for ln in [*pin_lines(p.pins), *p.init]:
+        for ln in [*p.prologue, *pin_lines(p.pins), *p.init]:
             out.extend("        " + part for part in ln.split("\n"))
         if p.weights:
             out += ["        self._init_weights()", "", *_init_weights(p.weights, src)]

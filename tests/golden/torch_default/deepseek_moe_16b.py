@@ -33,37 +33,37 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, d: int, heads: int, kv_heads: int, dropout: float) -> None:
         super().__init__()
+        kv_heads = heads if kv_heads == 0 else kv_heads
         if d % heads != 0:
             raise ValueError("MultiHeadAttention: heads must divide the width")
-        if kv_heads != 0:
-            raise ValueError("MultiHeadAttention: `kv_heads == 0` is true in the spec this class was compiled from; recompile with -D")
-        if heads % heads != 0:
+        if heads % kv_heads != 0:
             raise ValueError("MultiHeadAttention: kv_heads must divide heads")
         self.d = d
         self.heads = heads
         self.dropout = dropout
+        self.kv_heads = kv_heads
         self.q_proj = nn.Linear(d, d, bias=False)
-        self.k_proj = nn.Linear(d, d // heads * heads, bias=False)
-        self.v_proj = nn.Linear(d, d // heads * heads, bias=False)
+        self.k_proj = nn.Linear(d, d // heads * kv_heads, bias=False)
+        self.v_proj = nn.Linear(d, d // heads * kv_heads, bias=False)
         self.out_proj = nn.Linear(d, d, bias=False)
 
     def forward(self, x, cache=None):
         q = self.q_proj(x)  # [B, T, d]
         q = q.reshape(q.size(0), q.size(1), self.heads, self.d // self.heads)  # [B, T, heads, d // heads]
         q = q.transpose(1, 2)  # [B, heads, T, d // heads]
-        k = self.k_proj(x)  # [B, T, d // heads * heads]
-        k = k.reshape(k.size(0), k.size(1), self.heads, self.d // self.heads)  # [B, T, heads, d // heads]
-        k = k.transpose(1, 2)  # [B, heads, T, d // heads]
-        v = self.v_proj(x)  # [B, T, d // heads * heads]
-        v = v.reshape(v.size(0), v.size(1), self.heads, self.d // self.heads)  # [B, T, heads, d // heads]
-        v = v.transpose(1, 2)  # [B, heads, T, d // heads]
+        k = self.k_proj(x)  # [B, T, d // heads * kv_heads]
+        k = k.reshape(k.size(0), k.size(1), self.kv_heads, self.d // self.heads)  # [B, T, kv_heads, d // heads]
+        k = k.transpose(1, 2)  # [B, kv_heads, T, d // heads]
+        v = self.v_proj(x)  # [B, T, d // heads * kv_heads]
+        v = v.reshape(v.size(0), v.size(1), self.kv_heads, self.d // self.heads)  # [B, T, kv_heads, d // heads]
+        v = v.transpose(1, 2)  # [B, kv_heads, T, d // heads]
         q = apply_rope(q, cache=cache)  # [B, heads, T, d // heads]
-        k = apply_rope(k, cache=cache)  # [B, heads, T, d // heads]
+        k = apply_rope(k, cache=cache)  # [B, kv_heads, T, d // heads]
         if cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)  # [B, heads, T, d // heads]
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True, enable_gqa=self.kv_heads != self.heads)  # [B, heads, T, d // heads]
         else:  # generating: attend to the cached positions too
             k, v = cache.update(k, v)  # keys and values of every position so far
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=cache.causal_mask(q, k), dropout_p=self.dropout if self.training else 0.0)  # [B, heads, T, d // heads]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=cache.causal_mask(q, k), dropout_p=self.dropout if self.training else 0.0, enable_gqa=self.kv_heads != self.heads)  # [B, heads, T, d // heads]
         y = y.transpose(1, 2)  # [B, T, heads, d // heads]
         y = y.reshape(y.size(0), y.size(1), self.d)  # [B, T, d]
         y = self.out_proj(y)  # [B, T, d]
