@@ -424,7 +424,8 @@ class _Planner:
                 msg = json.dumps(f"{who}: {what.removeprefix('assert:')}")
             else:
                 msg = json.dumps(f"{who}: {what} in the spec this class was compiled from; recompile with -D")
-            out.append((cond, msg))
+            if (cond, msg) not in out:  # the same check from several places (a loop's iterations)
+                out.append((cond, msg))
         return out
 
     def ctors(self, line: str, generic: bool) -> str:
