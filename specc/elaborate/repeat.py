@@ -1,6 +1,8 @@
 """`repeat N`: the body is elaborated once per distinct input types and folded into runs of one graph."""
 from __future__ import annotations
 
+import dataclasses
+
 from .. import ast as A
 from ..attrs import short as _short
 from ..hyper import HInt, expr_name, render_expr
@@ -56,38 +58,11 @@ class RepeatMixin:
         runs = self.fold_runs(s, n, scope, b, carried, captured, uses_var, consts)
         if runs is None:
             return
-        # re-read the values from before the loop: the types above were only for keys
-        for v in carried:
+        for v in carried:  # re-read the values from before the loop: the types above were only for keys
             scope[v] = Tensor(scope[v].node, b.graph[scope[v].node].type, scope[v].span)
         # `repeat layers`: the count's expression, when one folded run covers every iteration
         exprs = (("count", A.unparse(s.count)),) if len(runs) == 1 and not _literal(s.count) else ()
-        settled: list[tuple[str, str]] = []  # the pins a loop choosing per index makes unnecessary
-        if len(runs) > 1 and isinstance(n, HInt) and n.expr is not None:  # folded by the body's `if`s
-            settled.append((f"{n.expr} == {int(n)}", f"`repeat {A.unparse(s.count)}` runs {int(n)} times"))
-            b.graph.pins.append(settled[-1])
-        first = 0
-        conds: list[list[str]] = []
-        for gname, count in runs:  # what the body took as given holds for the code that holds the loop (same names)
-            conds.append([])
-            for text, what in self.graphs[gname].pins:
-                if (text, what) not in b.graph.pins:
-                    b.graph.pins.append((text, what))
-            for text, what in self.index_pins.get(gname, ()):  # `i < dense_layers`: as it held for the run's first
-                conds[-1].append(text)
-                text = render_expr(text, (lambda k, i=first: str(i) if k == s.var else expr_name(k), set()))
-                settled.append((text, what))
-                if (text, what) not in b.graph.pins:
-                    b.graph.pins.append((text, what))
-            first += count
-        folded = None
-        if s.stack and len(runs) == 2 and len(carried) == 1 and not any(g in self.reads_index for g, _ in runs) \
-                and len(conds[0]) == 1 and conds[1] == [f"not ({conds[0][0]})"]:
-            folded = IndexRuns(count=n, var=s.var, cond=conds[0][0], nodes=("", ""),
-                               pins=tuple(settled))
-        elif s.stack and len(runs) == 2 and runs[0][1] == 1 and len(carried) == 1 and not uses_var \
-                and not any(conds):  # the first iteration changes the types, the rest is a fixpoint (VGG's stage)
-            folded = IndexRuns(count=n, var=s.var or "i", cond=f"{s.var or 'i'} == 0", nodes=("", ""),
-                               pins=tuple(settled))
+        folded = self.runs_pins(s, n, runs, len(carried), uses_var, b)
         nodes = []
         for gname, count in runs:
             body = self.graphs[gname]
@@ -110,9 +85,41 @@ class RepeatMixin:
                 for k, v in enumerate(carried):
                     scope[v] = self.getitem(ref, k, b, s.span)
                     b.name_value(scope[v], v)
-        if folded is not None:
-            folded.nodes = (nodes[0], nodes[1])
-            b.graph.index_runs[s.stack] = folded
+        if folded is not None:  # the emitted module builds the two runs as one list, chosen per index
+            b.graph.index_runs[s.stack] = dataclasses.replace(folded, nodes=(nodes[0], nodes[1]))
+
+    def runs_pins(self, s: A.Repeat, n: int, runs: list[list], carried: int, uses_var: bool,
+                  b: GraphBuilder) -> IndexRuns | None:
+        """What the folded runs took as given, added to the pins of the graph that holds the loop (the body's own, and
+        its `if`s on the index as they held for each run's first iteration); the IndexRuns (nodes to fill in) when
+        the emitted code can choose each index's block itself instead: two runs split by one `if` on the index, or a
+        first iteration that changes the types followed by a fixpoint."""
+        settled: list[tuple[str, str]] = []  # the pins a loop choosing per index makes unnecessary
+        if len(runs) > 1 and isinstance(n, HInt) and n.expr is not None:  # folded by the body's `if`s
+            settled.append((f"{n.expr} == {int(n)}", f"`repeat {A.unparse(s.count)}` runs {int(n)} times"))
+            b.graph.pins.append(settled[-1])
+        first = 0
+        conds: list[list[str]] = []
+        for gname, count in runs:  # what the body took as given holds for the code that holds the loop (same names)
+            conds.append([])
+            for text, what in self.graphs[gname].pins:
+                if (text, what) not in b.graph.pins:
+                    b.graph.pins.append((text, what))
+            for text, what in self.index_pins.get(gname, ()):  # `i < dense_layers`: as it held for the run's first
+                conds[-1].append(text)
+                text = render_expr(text, (lambda k, i=first: str(i) if k == s.var else expr_name(k), set()))
+                settled.append((text, what))
+                if (text, what) not in b.graph.pins:
+                    b.graph.pins.append((text, what))
+            first += count
+        if s.stack and len(runs) == 2 and carried == 1 and not any(g in self.reads_index for g, _ in runs) \
+                and len(conds[0]) == 1 and conds[1] == [f"not ({conds[0][0]})"]:
+            return IndexRuns(count=n, var=s.var, cond=conds[0][0], nodes=("", ""), pins=tuple(settled))
+        if s.stack and len(runs) == 2 and runs[0][1] == 1 and carried == 1 and not uses_var \
+                and not any(conds):  # the first iteration changes the types, the rest is a fixpoint (VGG's stage)
+            return IndexRuns(count=n, var=s.var or "i", cond=f"{s.var or 'i'} == 0", nodes=("", ""),
+                             pins=tuple(settled))
+        return None
 
     def fold_runs(self, s: A.Repeat, n: int, scope: Scope, b: GraphBuilder, carried: list[str], captured: list[str],
                   uses_var: bool, consts: tuple) -> list[list] | None:

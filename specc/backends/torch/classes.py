@@ -9,7 +9,6 @@ compiled with.
 from __future__ import annotations
 
 import ast
-import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from ...ops.torch_rule import pyval
 from ...types import TensorType, TupleType
 from .forward import GraphCode, graph_code, reachable
 from .kvcache import cache_plan, generate_support
+from .merging import alias, merge_branches, shared_shape, specialisations, take_optional_inputs
 
 _MARK = re.compile(r"__hp_(\w+?)_hp__")
 
@@ -255,20 +255,20 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], list[str], list[str]]:
                 continue
             if name in merges and merges[name][0] in by_graph:  # a special case of another graph's class
                 general = by_graph[merges[name][0]]
-                by_graph[name] = _alias(general, plan, merges[name][1])
+                by_graph[name] = alias(general, plan, merges[name][1])
                 general.members.append(name)
                 continue
             key = (g.block, tuple(plan.init), tuple(plan.forward), tuple(plan.weights), tuple(plan.params),
                    tuple(plan.pins), tuple(plan.fwd_args), tuple(plan.prologue))
             twin = None if key in groups else next((q for q in plans if q.members and m.graphs[q.members[0]].block
-                                                     == g.block and _merge_branches(q, plan)), None)
+                                                     == g.block and merge_branches(q, plan)), None)
             if twin is not None:  # the same block down the other branch of an `if`: one class with that `if`
                 twin.members.append(name)
                 groups[key] = twin
             elif key in groups:  # the same code; only the shapes it sees differ (comments say what they share)
                 groups[key].members.append(name)
                 if len(groups[key].comments) == len(plan.comments):  # (not when the group is a merged `if`: longer)
-                    groups[key].comments = [_shared_shape(c, d) for c, d in zip(groups[key].comments, plan.comments)]
+                    groups[key].comments = [shared_shape(c, d) for c, d in zip(groups[key].comments, plan.comments)]
             else:
                 plan.name = new_class_name(g.block, name)
                 plan.members = [name]
@@ -279,11 +279,11 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], list[str], list[str]]:
 
     by_graph: dict[str, ClassPlan] = {}
     plans, _ = run(live, {})
-    merges, order = _specialisations(m, plans, live)
+    merges, order = specialisations(m, plans, live, _callees)
     if merges:  # again, each special case built by its general's class (the general planned first)
         plans, _ = run(order, merges)
         for p in plans:
-            _take_optional_inputs(p, [v[1] for k, v in merges.items() if k in p.members])
+            take_optional_inputs(p, [v[1] for k, v in merges.items() if k in p.members])
     for p in plans:
         if p.name == class_name(m.name):
             continue
@@ -511,84 +511,6 @@ def pin_lines(pins: list[tuple[str, str]]) -> list[str]:
     return out
 
 
-def _merge_branches(a: ClassPlan, b: ClassPlan) -> bool:
-    """Make `a` the class of both `a` and `b` when they are one block down the two branches of one `if`: their
-    checks differ in that one condition only, and `b`'s code is `a`'s without one run of its lines (or the other way
-    round). The extra layers are built under `if cond:` and stored as a flag the forward tests, as torchvision's
-    Bottleneck tests `downsample`. False (and nothing changed) otherwise."""
-    if not a.generic or not b.generic or a.sources != b.sources or a.fwd_args != b.fwd_args or \
-            len(a.pins) != len(b.pins):
-        return False
-    diff = [i for i, (p, q) in enumerate(zip(a.pins, b.pins)) if p[0] != q[0]]
-    if len(diff) != 1:
-        return False
-    i = diff[0]
-    cond_a, cond_b = a.pins[i][0], b.pins[i][0]
-    if _norm(cond_b) != _norm(f"not ({cond_a})") and _norm(cond_a) != _norm(f"not ({cond_b})"):
-        return False
-    big, small, cond = (a, b, cond_a) if len(a.init) >= len(b.init) else (b, a, cond_b)
-    init_run, fwd_run = _extra_run(big.init, small.init), _extra_run(big.forward, small.forward)
-    weights_run = _extra_run(big.weights, small.weights)
-    if init_run is None or (fwd_run is None and big.forward != small.forward) or \
-            (weights_run is None and big.weights != small.weights):
-        return False
-    start, k = init_run
-    attrs = [ln.split("=")[0].strip() for ln in big.init[start:start + k] if ln.startswith("self.")]
-    if not attrs:
-        return False
-    flag = f"self.has_{attrs[0].removeprefix('self.').split('.')[0].split('[')[0]}"
-    a.init = [f"{flag} = {cond}  # which branch of the spec's `if` this block takes",
-              *_under_if(big.init, init_run, cond)]
-    a.weights = _under_if(big.weights, weights_run, flag) if weights_run else big.weights
-    a.forward, a.comments = big.forward, big.comments
-    if fwd_run:
-        a.forward = _under_if(big.forward, fwd_run, flag)
-        a.comments = [*big.comments[:fwd_run[0]], "", *big.comments[fwd_run[0]:]]  # none for the `if` line
-    a.pins = [p for j, p in enumerate(a.pins) if j != i]
-    return True
-
-
-_SHAPE = re.compile(r"\[([^\[\]]*)\]")
-
-
-def _shared_shape(a: str, b: str) -> str:
-    """One shape comment for a line two members of a class run with different shapes: the dims they share, `*`
-    for the rest (`[B, S, d]` and `[B*T, d]` -> `[*, d]`, as torch's docs write nn.Linear's input)."""
-    if a == b:
-        return a
-    ma, mb = _SHAPE.fullmatch(a.strip()), _SHAPE.fullmatch(b.strip())
-    if ma is None or mb is None:
-        return ""
-    da = [d.strip() for d in ma.group(1).split(",")] if ma.group(1).strip() else []
-    db = [d.strip() for d in mb.group(1).split(",")] if mb.group(1).strip() else []
-    head = 0
-    while head < min(len(da), len(db)) and da[head] == db[head]:
-        head += 1
-    tail = 0
-    while tail < min(len(da), len(db)) - head and da[-1 - tail] == db[-1 - tail]:
-        tail += 1
-    if head + tail == 0:
-        return ""
-    return "[" + ", ".join([*da[:head], "*", *da[len(da) - tail:]]) + "]"
-
-
-def _norm(cond: str) -> str:
-    return ast.unparse(ast.parse(cond, mode="eval"))
-
-
-def _extra_run(big: list[str], small: list[str]) -> tuple[int, int] | None:
-    """(start, length) of the one contiguous run of lines `big` has and `small` lacks; None when there is none."""
-    k = len(big) - len(small)
-    if k <= 0:
-        return None
-    return next(((start, k) for start in range(len(small) + 1) if big[:start] + big[start + k:] == small), None)
-
-
-def _under_if(lines: list[str], run: tuple[int, int], cond: str) -> list[str]:
-    start, k = run
-    return [*lines[:start], f"if {cond}:", *("    " + ln for ln in lines[start:start + k]), *lines[start + k:]]
-
-
 def _text_of(value: Any) -> str:
     """An argument as the caller's code writes it: its expression (as markers) or its plain value."""
     if isinstance(value, (HInt, HFloat)) and value.expr is not None:
@@ -635,121 +557,3 @@ def _annot(v: Any) -> str:
 
 
 _TOP_LEVEL = re.compile(r"^(?:class|def)\s+(\w+)|^(?!\s)(\w+)\s*[:=]", re.M)
-
-
-# ---- one class for a block and its special cases ------------------------------------------------------------------
-# A block specialised twice where one specialisation is the other with some of its sizes equal (VGG's repeat body
-# takes `x_channels` in its first iteration and `width` after: the second is the first with x_channels = width) or
-# with an optional input bound to another (self-attention is cross-attention with `kv = x`, the spec's own
-# `if kv == none { kv = x }`) is one class: the special case's callers build the general class with those values,
-# and call its forward without that input (`forward(self, x, kv=None)` starts `if kv is None: kv = x`). Found by
-# substituting into the general's code and comparing it with the special's, line for line: nothing is guessed.
-
-_STORE = re.compile(r"^self\.(\w+) = (\w+)$")
-
-
-def _specialisations(m: Module, plans: list[ClassPlan], live: list[str]) -> tuple[dict[str, tuple[str, dict]], list]:
-    """special graph -> (general graph, substitution), and the planning order with each general before its first
-    special case (when its callees still come before it)."""
-    merges: dict[str, tuple[str, dict]] = {}
-    by_block: dict[str, list[ClassPlan]] = {}
-    for p in plans:
-        if p.generic and p.members and p.members[0] != m.main:
-            by_block.setdefault(m.graphs[p.members[0]].block, []).append(p)
-    for ps in by_block.values():
-        generals: list[tuple[ClassPlan, dict]] = []  # (plan, optional input -> what it defaults to)
-        for p in sorted(ps, key=lambda q: (-len(q.params), -len(q.fwd_args))):
-            for gen, defaults in generals:
-                sigma = _specialises(gen, p)
-                if sigma is None or any(defaults.get(a, t) != t for a, t in sigma["args"].items()):
-                    continue
-                defaults.update(sigma["args"])
-                for member in p.members:
-                    merges[member] = (gen.members[0], sigma)
-                break
-            else:
-                generals.append((p, {}))
-    order = list(live)
-    for special, (general, _) in sorted(merges.items(), key=lambda kv: live.index(kv[0])):
-        at, now = order.index(special), order.index(general)
-        callees = [c for c in _callees(m, m.graphs[general]) if c in order]
-        if now > at and all(order.index(c) < at for c in callees):
-            order.insert(at, order.pop(now))
-    return {k: v for k, v in merges.items() if order.index(v[0]) < order.index(k)}, order
-
-
-def _specialises(gen: ClassPlan, sp: ClassPlan) -> dict | None:
-    """The substitution ({"params": general parameter -> special's, "args": general forward input -> special's})
-    under which `gen`'s code is `sp`'s; None if there is none (tried over the few parameters only gen has)."""
-    if not gen.generic or not sp.generic or any(t not in gen.params for t in sp.params):
-        return None
-    extra = [t for t in gen.params if t not in sp.params]
-    gpos = [a for a in gen.fwd_args if "=" not in a]
-    spos = [a for a in sp.fwd_args if "=" not in a]
-    if [a for a in gen.fwd_args if "=" in a] != [a for a in sp.fwd_args if "=" in a] or gpos[:len(spos)] != spos:
-        return None  # the special's inputs must come first, in order: its callers pass them by position
-    extra_args = gpos[len(spos):]
-    if len(extra) > 3 or len(extra_args) > 2 or not (extra or extra_args):
-        return None
-    want = _code(sp, {}, {}, _stored(sp))
-    for targets in itertools.product(sp.params, repeat=len(extra)):
-        for arg_targets in itertools.product(spos, repeat=len(extra_args)):
-            sigma = {"params": dict(zip(extra, targets)), "args": dict(zip(extra_args, arg_targets))}
-            if _code(gen, sigma["params"], sigma["args"], _stored(sp)) == want:
-                return sigma
-    return None
-
-
-def _stored(p: ClassPlan) -> dict[str, str]:
-    """constructor parameter -> the attribute the constructor stores it in (`self.d = d`)."""
-    return {mt.group(2): mt.group(1) for ln in p.init if (mt := _STORE.match(ln)) and mt.group(2) in p.params}
-
-
-def _code(p: ClassPlan, params: dict[str, str], args: dict[str, str], stored_sp: dict[str, str]) -> tuple:
-    """p's code (without its stores) with parameters and forward inputs renamed, for comparison."""
-    def bare(text: str, mapping: dict[str, str]) -> str:
-        for old, new in mapping.items():
-            text = re.sub(rf"(?<![\w.]){re.escape(old)}\b", new, text)
-        return text
-    on_self = {f"self.{attr}": f"self.{stored_sp.get(params[t], '?' + params[t])}"
-               for t, attr in _stored(p).items() if t in params}
-
-    def fwd(text: str) -> str:
-        for old, new in on_self.items():
-            text = re.sub(rf"{re.escape(old)}\b", new, text)
-        return bare(text, args)
-    init = [bare(ln, params) for ln in [*p.prologue, *p.init]
-            if not (_STORE.match(ln) and _STORE.match(ln).group(2) in p.params)]
-    pins = {(bare(c, params), msg) for c, msg in p.pins}
-    return (init, [fwd(ln) for ln in p.forward], [fwd(ln) for ln in p.weights],
-            frozenset(pin for pin in pins if not _always(pin[0])))
-
-
-def _always(cond: str) -> bool:
-    """`d == d`: a check that a substitution made trivially true."""
-    tree = ast.parse(cond, mode="eval").body
-    return isinstance(tree, ast.Compare) and len(tree.ops) == 1 and isinstance(tree.ops[0], (ast.Eq, ast.LtE,
-                                                                                             ast.GtE)) \
-        and ast.dump(tree.left) == ast.dump(tree.comparators[0])
-
-
-def _alias(general: ClassPlan, special: ClassPlan, sigma: dict) -> ClassPlan:
-    """How the special case's callers build the general class: each general parameter from the special's value."""
-    source = dict(zip(special.params, special.sources))
-    sources = [source[sigma["params"].get(t, t)] for t in general.params]
-    return ClassPlan(general.name, [], general.params, [], [], [], general.fwd_args, "", sources=sources,
-                     annots=general.annots, generic=True, inherits=special.inherits)
-
-
-def _take_optional_inputs(p: ClassPlan, sigmas: list[dict]) -> None:
-    """The general class's forward takes the inputs its special cases leave out as optional, defaulting as the
-    spec's `if kv == none { kv = x }` does."""
-    defaults: dict[str, str] = {}
-    for sigma in sigmas:
-        defaults.update(sigma["args"])
-    if not defaults:
-        return
-    p.fwd_args = [f"{a}=None" if a in defaults else a for a in p.fwd_args]
-    lines = [ln for a, t in defaults.items() for ln in (f"if {a} is None:", f"    {a} = {t}")]
-    p.forward = [*lines, *p.forward]
-    p.comments = [*[""] * len(lines), *p.comments]
