@@ -29,10 +29,13 @@ def _schedule_few_rows_gemm(sch, main, info: CPUInfo, mr: int, nr: int, _schedul
     idx = [k for k, b in enumerate(all_blocks) if _same(sch, b, main)][0]
     producers = [sch.get(b).name_hint for b in all_blocks[:idx]]
     weight = _packed_weight(sch, main, nr)
-    rows, cols, red = sch.get_loops(main)
+    if "specc.glu" in sch.get(main).annotations:  # gate, up [rows, panel, nr/2] (kernels._gemm_glu)
+        rows, co, ci, red = sch.get_loops(main)
+    else:
+        rows, cols, red = sch.get_loops(main)
+        co, ci = sch.split(cols, [None, nr])
     ro, ri = sch.split(rows, [None, mr])
     tiles = sch.get(ro).extent  # row tiles per panel (the rows are padded to a multiple of mr)
-    co, ci = sch.split(cols, [None, nr])
     kdim = _extent(sch, red)
     ko, kin = sch.split(red, [None, ki])
     sch.reorder(co, ro, ko, kin, ri, ci)
@@ -42,7 +45,8 @@ def _schedule_few_rows_gemm(sch, main, info: CPUInfo, mr: int, nr: int, _schedul
     sch.unroll(ri)
     sch.vectorize(ci)
     consumers = list(sch.get_consumers(main))
-    sch.set_scope(main, 0, "local")
+    for buf in range(len(sch.get(main).writes)):  # two for a gated unit (gate, up)
+        sch.set_scope(main, buf, "local")
     for c in consumers:
         sch.reverse_compute_at(c, par)
     init = sch.decompose_reduction(main, ko)
@@ -51,7 +55,7 @@ def _schedule_few_rows_gemm(sch, main, info: CPUInfo, mr: int, nr: int, _schedul
     sch.vectorize(il[-1])
     for c in consumers:
         cl = sch.get_loops(c)
-        if _extent(sch, cl[-1]) == nr and _is_spatial_block(sch, c):
+        if _extent(sch, cl[-1]) in (nr, nr // 2) and _is_spatial_block(sch, c):
             try:
                 sch.vectorize(cl[-1])
             except Exception:  # pylint: disable=broad-except
