@@ -403,6 +403,7 @@ class HeavyOpRewriter(PyExprMutator):
         gate = kernels.FAST_SCALAR[act]
         x_new = self.visit_expr(x)
         self.count["gated_gemm"] += 1
+        self.count["gemm"] -= 1  # the unfused GEMM (rewritten before the multiply was seen) is dead now
         y = self.builder_.emit(self._call(
             lambda t, wt: kernels.gemm(t, wt, h, mr, nr, prefetch_ki=ki, glu=gate), [x_new, wp], "specc_dense_glu",
             _FUSABLE))
