@@ -72,14 +72,27 @@ def _all_int(xs) -> bool:
     return all(isinstance(x, int) for x in xs)
 
 
-def _few_rows_ki(rows, kdim: int, const_weight: bool) -> int:
-    """The prefetch step (schedule._prefetch_next_panel) for a GEMM on a routed expert's rows, else 0. Such a GEMM
-    streams its weights from memory once per call (every expert's weights are used by ~N*k/E rows and evicted by the
-    other experts'), so each weight panel must arrive while the previous one is computed. `ki` reduction steps
-    per prefetch round: the round's loop spills the accumulators (a call in the loop keeps LLVM from holding them
-    in registers across it), so 32 steps make that 1/32 of the tile's loads; K must be a multiple."""
-    if not (const_weight and isinstance(rows, tirx.Var) and rows.name.startswith(kernels.FEW_ROWS_PREFIX)):
+def _is_routed(rows) -> bool:
+    """Whether a GEMM's row count is a routed expert's (rules/moe.py names it `routed*`): a few dozen rows."""
+    return isinstance(rows, tirx.Var) and rows.name.startswith(kernels.FEW_ROWS_PREFIX)
+
+
+def _prefetch_ki(rows, kdim: int, nr: int, const_weight: bool, l2: int) -> int:
+    """The prefetch step (few_rows._prefetch_next_panel) of a GEMM with a constant weight, else 0: while a column
+    panel (K x nr) is computed, the next one is prefetched into L2, `ki` reduction steps per prefetch round. The
+    round's loop spills the accumulators (a call in the loop keeps LLVM from holding them in registers across it),
+    so 32 steps make that 1/32 of the tile's loads; K must be a multiple.
+    * A routed expert's rows: its weights come from memory on every call (each expert's are used by ~N*k/E rows
+      and evicted by the other experts'); without the prefetch a panel's first row tile waits on memory.
+    * Any other row count, when the current and the next panel fit in half the L2 (the other half holds the rows'
+      input, read by every panel): a panel's first tile otherwise waits on L3 / memory (GPT-2's lm_head streams
+      154 MB of weights). Panels over that size (K = 3072 with 64-column panels: 2 x 768 KiB of a 2 MiB L2) evict the
+      input rows and ran slower. SPECC_GEMM_PREFETCH=0 keeps these GEMMs without it (A/B timing)."""
+    if not const_weight:
         return 0
+    if not _is_routed(rows):
+        if os.environ.get("SPECC_GEMM_PREFETCH", "1") == "0" or 2 * kdim * nr * 4 > l2 // 2:
+            return 0
     return next((ki for ki in (32, 16, 8) if kdim % ki == 0), 0)
 
 
@@ -299,14 +312,14 @@ class HeavyOpRewriter(PyExprMutator):
                 return None
             rows = ash[-2]
             bval = self._const_value(b)
-            mr, nr, ki = self._gemm_tile(rows, kdim, n, bval is not None and len(ash) == 2)
+            mr, nr, ki = self._gemm_tile(rows, kdim, n, bval is not None)
             if bval is not None:
                 wp = relax.const(kernels.pack_weight_np(bval.astype("float32"), nr))
             else:
                 wp = self.builder_.emit(self._call(lambda t: kernels.pack_weight_te(t, nr), [b],
                                                    "specc_pack_weight", _INJ))
             self.count["gemm"] += 1
-            return self._call(lambda t, wt: kernels.gemm(t, wt, n, mr, nr, prefetch_ki=ki), [a, wp], "specc_dense",
+            return self._call(lambda t, wt: kernels.gemm(t, wt, n, mr, nr, prefetch_ki=ki, few_rows=_is_routed(rows)), [a, wp], "specc_dense",
                               _FUSABLE)
         # batched: require identical leading dims
         if len(ash) != len(bsh):
@@ -335,11 +348,10 @@ class HeavyOpRewriter(PyExprMutator):
         nr = vectors * self.info.lanes
         # (a 1-vector tile keeps the row choices of the 2-vector one, as before)
         mr = pick_mr(rows, self.info, prefer=tile_rows, vectors=max(vectors, 2))
-        ki = _few_rows_ki(rows, kdim, const_weight)
-        if ki:
+        if _is_routed(rows) and const_weight:
             mr, nr = self.info.few_rows_tile()
             nr = nr if n >= nr else self._nr_for(n)
-        return mr, nr, ki
+        return mr, nr, _prefetch_ki(rows, kdim, nr, const_weight, self.info.l2)
 
     # -- gated linear unit: act(x @ Wg) * (x @ Wu), merged as split(x @ [Wg | Wu]) ------------------------------
     def _bound_call(self, var, names):
@@ -396,7 +408,7 @@ class HeavyOpRewriter(PyExprMutator):
         if wval is None:
             return None
         rows = xs[-2]
-        mr, nr, ki = self._gemm_tile(rows, kdim, n, len(xs) == 2)
+        mr, nr, ki = self._gemm_tile(rows, kdim, n, True)
         if nr % 2 or h % (nr // 2):
             return None
         wp = relax.const(kernels.pack_weight_np(kernels.interleave_glu_np(wval.astype("float32"), nr // 2), nr))
@@ -405,7 +417,7 @@ class HeavyOpRewriter(PyExprMutator):
         self.count["gated_gemm"] += 1
         self.count["gemm"] -= 1  # the unfused GEMM (rewritten before the multiply was seen) is dead now
         y = self.builder_.emit(self._call(
-            lambda t, wt: kernels.gemm(t, wt, h, mr, nr, prefetch_ki=ki, glu=gate), [x_new, wp], "specc_dense_glu",
+            lambda t, wt: kernels.gemm(t, wt, h, mr, nr, prefetch_ki=ki, few_rows=_is_routed(rows), glu=gate), [x_new, wp], "specc_dense_glu",
             _FUSABLE))
         return relax.op.reshape(y, [*xs[:-1], h])
 

@@ -383,10 +383,11 @@ def schedule_primfunc(func: tirx.PrimFunc, target, info: CPUInfo):
             kinds.setdefault(k, blk)
     if "gemm" in kinds or "conv2d" in kinds:
         main = kinds.get("gemm") or kinds.get("conv2d")
+        few = "specc.few_rows" in sch.get(main).annotations
         try:
             done = _schedule_tiled(sch, main, info)
             if done is not None:
-                return done, "tiled-gemm-few-rows"
+                return done, "tiled-gemm-few-rows" if few else "tiled-gemm-prefetch"
             return sch.mod["main"], "tiled-" + _kind(sch, main)
         except Exception as err:  # pylint: disable=broad-except
             log.warning("specc tiled schedule failed (%s); falling back to generic", err)
