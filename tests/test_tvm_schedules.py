@@ -234,6 +234,102 @@ def test_dense_on_routed_rows_prefetches_next_panel(target):
         np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-5)
 
 
+def test_weight_prefetch_only_when_two_panels_fit_half_the_l2():
+    """Any GEMM with a constant weight prefetches its next panel when the current and the next one take at most half
+    the L2 (the rest holds the input rows); a routed expert's always does; a weight given at run time never."""
+    from specc.backends.tvm.schedules.rewrite import _prefetch_ki
+
+    mib = 1024 * 1024
+    n = tirx.Var("T", "int64")
+    assert _prefetch_ki(n, 768, 64, True, 2 * mib) == 32  # GPT-2's 768-deep GEMMs, lm_head
+    assert _prefetch_ki(128, 3072, 64, True, 2 * mib) == 0  # 2 x 768 KiB panels
+    assert _prefetch_ki(n, 768, 64, True, 512 * 1024) == 0  # a 512 KiB L2
+    assert _prefetch_ki(n, 768, 64, False, 2 * mib) == 0
+    assert _prefetch_ki(tirx.Var("routed1", "int64"), 3072, 64, True, 2 * mib) == 32
+    assert _prefetch_ki(n, 100, 64, True, 2 * mib) == 0  # K no multiple of 8
+
+
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+def test_prefetching_gemm_with_leading_dims(target):
+    """The prefetching GEMM on [B, T, K] inputs (symbolic B and T: the parallel loop runs over batch, panel and row
+    tile) with a bias + gelu epilogue matches TVM's reference lowering, batch 2 included (the prefetched panel wraps
+    per batch)."""
+    rng = np.random.default_rng(13)
+    b, t = tirx.Var("B", "int64"), tirx.Var("T", "int64")
+    w = (rng.standard_normal((200, 64)) * 0.2).astype("float32")
+    bias = rng.standard_normal(200).astype("float32")
+    x = relax.Var("x", relax.TensorType((b, t, 64), "float32"))
+
+    def body(bb):
+        return bb.emit(relax.op.nn.gelu(bb.emit(relax.op.linear(x, relax.const(w), relax.const(bias)))))
+
+    mod = _function([x], body)
+    opt = optimize_for_cpu(mod, target)
+    assert [v for v in last_stats()["schedules"].values() if "gemm" in v] == ["tiled-gemm-prefetch"]
+    ex = tvm.compile(opt, target, tir_pipeline=TIR_PIPELINE)
+    assert "@llvm.prefetch" in _llvm_ir(ex)
+    fast, ref = relax.VirtualMachine(ex, tvm.cpu()), _build(mod, target, False)
+    for shape in ((1, 7, 64), (2, 13, 64)):
+        xi = rng.standard_normal(shape).astype("float32")
+        np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+@pytest.mark.parametrize("rows_name, gate", [("routed2", "silu"), ("n", "gelu_tanh")])
+def test_gated_unit_is_one_gemm(target, rows_name, gate):
+    """A SwiGLU / GeGLU block as the merge pass leaves it, act(split(x @ [Wg | Wu])[0]) * split(...)[1], becomes one
+    GEMM computing act(gate) * up on its register tiles (no split, activation or multiply kernel after it), on a
+    routed expert's rows (few-rows schedule) and on a plain symbolic row count, and matches TVM's reference
+    lowering for row tails."""
+    rng = np.random.default_rng(11)
+    n = tirx.Var(rows_name, "int64")
+    h = 64
+    w = (rng.standard_normal((96, 2 * h)) * 0.2).astype("float32")
+    w2 = (rng.standard_normal((h, 40)) * 0.2).astype("float32")
+    x = relax.Var("x", relax.TensorType((n, 96), "float32"))
+    act = {"silu": relax.op.nn.silu, "gelu_tanh": relax.op.nn.gelu_tanh}[gate]
+
+    def body(bb):
+        parts = bb.emit(relax.op.split(bb.emit(relax.op.matmul(x, relax.const(w))), [h], axis=-1))
+        gated = bb.emit(relax.op.multiply(bb.emit(act(bb.emit(relax.TupleGetItem(parts, 0)))),
+                                          bb.emit(relax.TupleGetItem(parts, 1))))
+        return bb.emit(relax.op.matmul(gated, relax.const(w2)))
+
+    mod = _function([x], body)
+    opt = optimize_for_cpu(mod, target)
+    stats = last_stats()
+    assert stats["replaced"]["gated_gemm"] == 1 and stats["replaced"]["gemm"] == 1
+    kernels = sorted(v for v in stats["schedules"].values() if v != "reshape-view")
+    few = "tiled-gemm-few-rows" if rows_name.startswith("routed") else "tiled-gemm-prefetch"
+    assert kernels == [few] * 2, stats["schedules"]
+    fast = relax.VirtualMachine(tvm.compile(opt, target, tir_pipeline=TIR_PIPELINE), tvm.cpu())
+    ref = _build(mod, target, False)
+    for rows in (1, 5, 7, 33):
+        xi = rng.standard_normal((rows, 96)).astype("float32")
+        np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-5)
+
+
+def test_gated_unit_with_other_uses_of_the_product_is_not_fused():
+    """The fused kernel never writes x @ W: when the product (here its up half) is read elsewhere too, the block
+    keeps its separate kernels."""
+    rng = np.random.default_rng(12)
+    n = tirx.Var("n", "int64")
+    w = (rng.standard_normal((32, 64)) * 0.2).astype("float32")
+    x = relax.Var("x", relax.TensorType((n, 32), "float32"))
+
+    def body(bb):
+        parts = bb.emit(relax.op.split(bb.emit(relax.op.matmul(x, relax.const(w))), [32], axis=-1))
+        up = bb.emit(relax.TupleGetItem(parts, 1))
+        gated = bb.emit(relax.op.multiply(bb.emit(relax.op.nn.silu(bb.emit(relax.TupleGetItem(parts, 0)))), up))
+        return bb.emit(relax.op.add(gated, up))
+
+    mod = _function([x], body)
+    fast, ref = _build(mod, HOST, True), _build(mod, HOST, False)
+    assert last_stats()["replaced"]["gated_gemm"] == 0
+    xi = rng.standard_normal((9, 32)).astype("float32")
+    np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("mcpu, n, tile", [
     ("skylake-avx512", 768, (6, 4)), ("znver4", 50257, (6, 4)), ("skylake-avx512", 500, (6, 4)),
     ("skylake-avx512", 40, (8, 2)), ("skylake-avx512", 16, (8, 1)), ("skylake-avx512", 200, (8, 2)),

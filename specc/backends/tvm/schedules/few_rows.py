@@ -1,4 +1,5 @@
-"""The few-rows GEMM (a routed expert's rows): the tiled-gemm loop nest with the next weight panel prefetched."""
+"""The prefetching GEMM (a routed expert's rows, and GEMMs whose two weight panels fit half the L2): the tiled-gemm
+loop nest with the next weight panel prefetched."""
 from __future__ import annotations
 
 from tvm import tirx
@@ -20,29 +21,34 @@ _PREFETCH_LOCALITY = 2
 
 
 def _schedule_few_rows_gemm(sch, main, info: CPUInfo, mr: int, nr: int, _schedule_generic_block):
-    """A GEMM on a routed expert's rows (a few dozen; rewrite._few_rows_ki): the tiled-gemm loop nest (column panel,
-    row tile, reduction) with the reduction split in rounds of `ki` steps, each round prefetching this tile's share
-    of the next column panel of the packed weight (_prefetch_next_panel)."""
+    """A GEMM with a constant weight chosen by rewrite._prefetch_ki (a routed expert's few rows, or panels that fit
+    L2 twice over): the tiled-gemm loop nest ((leading dims,) column panel, row tile, reduction) with the reduction
+    split in rounds of `ki` steps, each round prefetching this tile's share of the next column panel of the packed
+    weight (_prefetch_next_panel)."""
     ki = _ann_int(sch, main, "specc.prefetch_ki")
     _inline_intermediates(sch, skip=[main])
     all_blocks = _blocks(sch)
     idx = [k for k, b in enumerate(all_blocks) if _same(sch, b, main)][0]
     producers = [sch.get(b).name_hint for b in all_blocks[:idx]]
     weight = _packed_weight(sch, main, nr)
-    rows, cols, red = sch.get_loops(main)
+    if "specc.glu" in sch.get(main).annotations:  # gate, up [..., rows, panel, nr/2] (kernels._gemm_glu)
+        *lead, rows, co, ci, red = sch.get_loops(main)
+    else:
+        *lead, rows, cols, red = sch.get_loops(main)
+        co, ci = sch.split(cols, [None, nr])
     ro, ri = sch.split(rows, [None, mr])
     tiles = sch.get(ro).extent  # row tiles per panel (the rows are padded to a multiple of mr)
-    co, ci = sch.split(cols, [None, nr])
     kdim = _extent(sch, red)
     ko, kin = sch.split(red, [None, ki])
-    sch.reorder(co, ro, ko, kin, ri, ci)
+    sch.reorder(*lead, co, ro, ko, kin, ri, ci)
     n_panels = _extent(sch, co)
-    par = sch.fuse(co, ro)
+    par = sch.fuse(*lead, co, ro)
     sch.parallel(par)
     sch.unroll(ri)
     sch.vectorize(ci)
     consumers = list(sch.get_consumers(main))
-    sch.set_scope(main, 0, "local")
+    for buf in range(len(sch.get(main).writes)):  # two for a gated unit (gate, up)
+        sch.set_scope(main, buf, "local")
     for c in consumers:
         sch.reverse_compute_at(c, par)
     init = sch.decompose_reduction(main, ko)
@@ -51,7 +57,7 @@ def _schedule_few_rows_gemm(sch, main, info: CPUInfo, mr: int, nr: int, _schedul
     sch.vectorize(il[-1])
     for c in consumers:
         cl = sch.get_loops(c)
-        if _extent(sch, cl[-1]) == nr and _is_spatial_block(sch, c):
+        if _extent(sch, cl[-1]) in (nr, nr // 2) and _is_spatial_block(sch, c):
             try:
                 sch.vectorize(cl[-1])
             except Exception:  # pylint: disable=broad-except
@@ -88,7 +94,7 @@ def _prefetch_next_panel(func, par, ko, weight, tiles, n_panels: int, kdim: int,
     lines_per_round = ki * nr // line
     rounds = kdim // ki
     f = par.astype("int64")
-    panel = tirx.min(tirx.floordiv(f, tiles) + 1, n_panels - 1)
+    panel = tirx.min(tirx.floormod(tirx.floordiv(f, tiles), n_panels) + 1, n_panels - 1)
     step = tirx.floormod(f, tiles) * rounds + ko.astype("int64")
     start = tirx.floordiv(step * lines_per_round, tiles)
     end = tirx.floordiv((step + 1) * lines_per_round, tiles)

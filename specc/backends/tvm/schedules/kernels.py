@@ -96,12 +96,17 @@ def pack_conv_weight_te(w: te.Tensor, nr: int) -> te.Tensor:
 
 # ----------------------------------------------------------------------------- GEMM
 def gemm(x: te.Tensor, wp: te.Tensor, n_out: int, mr: int, nr: int, packed_batch: bool = False,
-         out_dtype: str = "float32", prefetch_ki: int = 0) -> te.Tensor:
+         out_dtype: str = "float32", prefetch_ki: int = 0, few_rows: bool = False, glu=None) -> te.Tensor:
     """y[*L, R, N] = x[*L, R, K] @ W[K, N] with W packed as wp[(*L,) N/nr, K, nr].
 
     ``packed_batch``: wp carries the same leading dims *L as x (batched matmul).
-    ``prefetch_ki``: > 0 asks the scheduler for the few-rows form (schedule._prefetch_next_panel): every `ki` steps
-    of the reduction, a tile prefetches its share of the next weight panel."""
+    ``prefetch_ki``: > 0 asks the scheduler for the prefetching form (few_rows._prefetch_next_panel): every `ki`
+    steps of the reduction, a tile prefetches its share of the next weight panel. ``few_rows``: the rows are a
+    routed expert's (only names the schedule in last_stats()).
+    ``glu``: a gated unit's activation (PrimExpr -> PrimExpr): W holds the gate and the up projection interleaved
+    in halves of a panel (interleave_glu_np), and the result is act(gate) * up, [*L, R, N/nr, nr/2] (n_out = N/2
+    columns viewed as panels): each register tile computes its own output block, the [R, N] product is never
+    stored."""
     *lead, rows, kdim = [_int(s) for s in x.shape]
     n_pad = _int(wp.shape[-3]) * nr
     rows_p = _ceil_to(rows, mr)
@@ -117,8 +122,43 @@ def gemm(x: te.Tensor, wp: te.Tensor, n_out: int, mr: int, nr: int, packed_batch
     attrs = {KIND: "gemm", "specc.mr": mr, "specc.nr": nr}
     if prefetch_ki:
         attrs["specc.prefetch_ki"] = prefetch_ki
+    if few_rows:
+        attrs["specc.few_rows"] = 1
+    if glu is not None:
+        return _gemm_glu(x, wp, rows, rows_p, clamp, mr, nr, glu, attrs, out_dtype)
     acc = te.compute((*lead, rows_p, n_pad), f_acc, name="specc_gemm", attrs=attrs)
     return te.compute((*lead, rows, n_out), lambda *idx: acc[idx], name="specc_gemm_out")
+
+
+def _gemm_glu(x, wp, rows, rows_p, clamp, mr, nr, glu, attrs, out_dtype):
+    """gemm(glu=...): one reduction block with two results per panel, the gate half and the up half of each
+    register tile ([*L, R, N/nr, nr/2] each), so that the epilogue reads each at the same (row, panel, column) (the
+    schedule places it per tile, and TVM needs every read index there to be a plain loop var)."""
+    *lead, _, kdim = [_int(s) for s in x.shape]
+    panels = _int(wp.shape[-3])
+    half = nr // 2
+    k = te.reduce_axis((0, kdim), "k")
+    pair_sum = te.comm_reducer(lambda a, b: (a[0] + b[0], a[1] + b[1]),
+                               lambda t0, t1: (tirx.const(0, t0), tirx.const(0, t1)), name="pair_sum")
+
+    def f_acc(*idx):
+        *li, i, p, c = idx
+        ii = tirx.min(i, rows - 1) if clamp else i
+        xv = x[(*li, ii, k)].astype(out_dtype)
+        return pair_sum((xv * wp[p, k, c].astype(out_dtype), xv * wp[p, k, c + half].astype(out_dtype)), axis=k)
+
+    gate, up = te.compute((*lead, rows_p, panels, half), f_acc, name="specc_gemm", attrs={**attrs, "specc.glu": 1})
+    return te.compute((*lead, rows, panels, half), lambda *idx: glu(gate[idx]) * up[idx], name="specc_gemm_out")
+
+
+def interleave_glu_np(w: np.ndarray, half: int) -> np.ndarray:
+    """(K, 2H) = [gate | up] -> (K, 2H) whose every `2 * half` columns are `half` gate then `half` up columns, so
+    that a panel of nr = 2 * half columns holds matching gate and up blocks (gemm(glu=...)). H % half == 0."""
+    k, n2 = w.shape
+    h = n2 // 2
+    gate = w[:, :h].reshape(k, h // half, 1, half)
+    up = w[:, h:].reshape(k, h // half, 1, half)
+    return np.ascontiguousarray(np.concatenate([gate, up], axis=2).reshape(k, n2))
 
 
 # ----------------------------------------------------------------------------- conv2d
@@ -384,18 +424,22 @@ def _ew(fn):
     return build
 
 
-FAST_UNARY = {
-    "relax.tanh": _ew(fast_tanh),
-    "relax.erf": _ew(fast_erf),
-    "relax.exp": _ew(fast_exp),
-    "relax.sigmoid": _ew(fast_sigmoid),
-    "relax.nn.silu": _ew(lambda v: v * fast_sigmoid(v)),
-    "relax.nn.gelu": _ew(lambda v: tirx.const(0.5, "float32") * v * (
-        tirx.const(1.0, "float32") + fast_erf(v * tirx.const(0.7071067811865476, "float32")))),
-    "relax.nn.gelu_tanh": _ew(lambda v: tirx.const(0.5, "float32") * v * (
+# the activations as PrimExpr -> PrimExpr (also a gated unit's gate, gemm(glu=...))
+FAST_SCALAR = {
+    "relax.tanh": fast_tanh,
+    "relax.erf": fast_erf,
+    "relax.exp": fast_exp,
+    "relax.sigmoid": fast_sigmoid,
+    "relax.nn.silu": lambda v: v * fast_sigmoid(v),
+    "relax.nn.gelu": lambda v: tirx.const(0.5, "float32") * v * (
+        tirx.const(1.0, "float32") + fast_erf(v * tirx.const(0.7071067811865476, "float32"))),
+    "relax.nn.gelu_tanh": lambda v: tirx.const(0.5, "float32") * v * (
         tirx.const(1.0, "float32") + fast_tanh(tirx.const(0.7978845608028654, "float32") * (
-            v + tirx.const(0.044715, "float32") * v * v * v)))),
+            v + tirx.const(0.044715, "float32") * v * v * v))),
 }
+FAST_UNARY = {name: _ew(fn) for name, fn in FAST_SCALAR.items()}
+# gates of the gated linear units fused into their GEMM (SwiGLU, GeGLU)
+GLU_GATES = ("relax.nn.silu", "relax.nn.gelu", "relax.nn.gelu_tanh")
 
 
 def fast_softmax(x: te.Tensor, axis: int) -> te.Tensor:

@@ -72,14 +72,27 @@ def _all_int(xs) -> bool:
     return all(isinstance(x, int) for x in xs)
 
 
-def _few_rows_ki(rows, kdim: int, const_weight: bool) -> int:
-    """The prefetch step (schedule._prefetch_next_panel) for a GEMM on a routed expert's rows, else 0. Such a GEMM
-    streams its weights from memory once per call (every expert's weights are used by ~N*k/E rows and evicted by the
-    other experts'), so each weight panel must arrive while the previous one is computed. `ki` reduction steps
-    per prefetch round: the round's loop spills the accumulators (a call in the loop keeps LLVM from holding them
-    in registers across it), so 32 steps make that 1/32 of the tile's loads; K must be a multiple."""
-    if not (const_weight and isinstance(rows, tirx.Var) and rows.name.startswith(kernels.FEW_ROWS_PREFIX)):
+def _is_routed(rows) -> bool:
+    """Whether a GEMM's row count is a routed expert's (rules/moe.py names it `routed*`): a few dozen rows."""
+    return isinstance(rows, tirx.Var) and rows.name.startswith(kernels.FEW_ROWS_PREFIX)
+
+
+def _prefetch_ki(rows, kdim: int, nr: int, const_weight: bool, l2: int) -> int:
+    """The prefetch step (few_rows._prefetch_next_panel) of a GEMM with a constant weight, else 0: while a column
+    panel (K x nr) is computed, the next one is prefetched into L2, `ki` reduction steps per prefetch round. The
+    round's loop spills the accumulators (a call in the loop keeps LLVM from holding them in registers across it),
+    so 32 steps make that 1/32 of the tile's loads; K must be a multiple.
+    * A routed expert's rows: its weights come from memory on every call (each expert's are used by ~N*k/E rows
+      and evicted by the other experts'); without the prefetch a panel's first row tile waits on memory.
+    * Any other row count, when the current and the next panel fit in half the L2 (the other half holds the rows'
+      input, read by every panel): a panel's first tile otherwise waits on L3 / memory (GPT-2's lm_head streams
+      154 MB of weights). Panels over that size (K = 3072 with 64-column panels: 2 x 768 KiB of a 2 MiB L2) evict the
+      input rows and ran slower. SPECC_GEMM_PREFETCH=0 keeps these GEMMs without it (A/B timing)."""
+    if not const_weight:
         return 0
+    if not _is_routed(rows):
+        if os.environ.get("SPECC_GEMM_PREFETCH", "1") == "0" or 2 * kdim * nr * 4 > l2 // 2:
+            return 0
     return next((ki for ki in (32, 16, 8) if kdim % ki == 0), 0)
 
 
@@ -125,7 +138,20 @@ class HeavyOpRewriter(PyExprMutator):
         super().__init__(mod)
         self.info = info
         self.fast_math = fast_math
-        self.count = {"conv2d": 0, "gemm": 0, "batched_gemm": 0, "attention": 0, "rowwise": 0, "fast_math": 0}
+        self.count = {"conv2d": 0, "gemm": 0, "batched_gemm": 0, "attention": 0, "rowwise": 0, "fast_math": 0,
+                      "gated_gemm": 0}
+        # the function being rewritten, as written: var -> bound value, var -> uses (_gated_unit's pattern)
+        self.bound: dict = {}
+        self.uses: dict = {}
+
+    def start_function(self, func) -> None:
+        self.bound = dict(relax.analysis.get_var2val(func).items())
+        # uses = the bindings (and the function's result) that read a var
+        uses: dict = {}
+        for val in [*self.bound.values(), func.body.body]:
+            for v in relax.analysis.free_vars(val):
+                uses[v] = uses.get(v, 0) + 1
+        self.uses = uses
 
     # -- helpers ------------------------------------------------------------------
     def _const_value(self, expr, depth: int = 0):
@@ -169,6 +195,17 @@ class HeavyOpRewriter(PyExprMutator):
 
     # -- dispatch -----------------------------------------------------------------
     def visit_call_(self, call):  # pylint: disable=arguments-renamed
+        if (self.fast_math and isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.multiply"
+                and os.environ.get("SPECC_GATED_GEMM", "1") != "0"):
+            try:
+                fused = self._gated_unit(call)
+            except Exception as err:  # pylint: disable=broad-except
+                if _DEBUG:
+                    raise
+                log.warning("specc: gated unit not fused (%s)", err)
+                fused = None
+            if fused is not None:
+                return fused
         call = super().visit_call_(call)
         if not isinstance(call.op, tvm.ir.Op):
             return call
@@ -274,23 +311,15 @@ class HeavyOpRewriter(PyExprMutator):
             if bsh[0] != kdim:
                 return None
             rows = ash[-2]
-            # the GEMM's own register tile (CPUInfo.gemm_tile), wider than the convolutions' on AVX-512
-            tile_rows, vectors = self.info.gemm_tile(n)
-            nr = vectors * self.info.lanes
-            # (a 1-vector tile keeps the row choices of the 2-vector one, as before)
-            mr = pick_mr(rows, self.info, prefer=tile_rows, vectors=max(vectors, 2))
             bval = self._const_value(b)
-            ki = _few_rows_ki(rows, kdim, bval is not None and len(ash) == 2)
-            if ki:
-                mr, nr = self.info.few_rows_tile()
-                nr = nr if n >= nr else self._nr_for(n)
+            mr, nr, ki = self._gemm_tile(rows, kdim, n, bval is not None)
             if bval is not None:
                 wp = relax.const(kernels.pack_weight_np(bval.astype("float32"), nr))
             else:
                 wp = self.builder_.emit(self._call(lambda t: kernels.pack_weight_te(t, nr), [b],
                                                    "specc_pack_weight", _INJ))
             self.count["gemm"] += 1
-            return self._call(lambda t, wt: kernels.gemm(t, wt, n, mr, nr, prefetch_ki=ki), [a, wp], "specc_dense",
+            return self._call(lambda t, wt: kernels.gemm(t, wt, n, mr, nr, prefetch_ki=ki, few_rows=_is_routed(rows)), [a, wp], "specc_dense",
                               _FUSABLE)
         # batched: require identical leading dims
         if len(ash) != len(bsh):
@@ -311,6 +340,86 @@ class HeavyOpRewriter(PyExprMutator):
         self.count["batched_gemm"] += 1
         return self._call(lambda t, wt: kernels.gemm(t, wt, n, mr, nr, packed_batch=True), [a, wp],
                           "specc_batch_matmul", _FUSABLE)
+
+    def _gemm_tile(self, rows, kdim: int, n: int, const_weight: bool) -> tuple[int, int, int]:
+        """(mr, nr, prefetch ki) of the GEMM kernel for `rows` x K @ K x N."""
+        # the GEMM's own register tile (CPUInfo.gemm_tile), wider than the convolutions' on AVX-512
+        tile_rows, vectors = self.info.gemm_tile(n)
+        nr = vectors * self.info.lanes
+        # (a 1-vector tile keeps the row choices of the 2-vector one, as before)
+        mr = pick_mr(rows, self.info, prefer=tile_rows, vectors=max(vectors, 2))
+        if _is_routed(rows) and const_weight:
+            mr, nr = self.info.few_rows_tile()
+            nr = nr if n >= nr else self._nr_for(n)
+        return mr, nr, _prefetch_ki(rows, kdim, nr, const_weight, self.info.l2)
+
+    # -- gated linear unit: act(x @ Wg) * (x @ Wu), merged as split(x @ [Wg | Wu]) ------------------------------
+    def _bound_call(self, var, names):
+        """The call `var` is bound to in the function as written, if its op is one of `names` and `var` has no other
+        use (the fused kernel replaces it), else None."""
+        val = self.bound.get(var)
+        if isinstance(val, relax.TupleGetItem):
+            return val if "tuple_get_item" in names and self.uses.get(var, 0) == 1 else None
+        if not (isinstance(val, relax.Call) and isinstance(val.op, tvm.ir.Op) and val.op.name in names):
+            return None
+        return val if self.uses.get(var, 0) == 1 else None
+
+    def _gated_unit(self, call):
+        """multiply(act(split(x @ W)[0]), split(x @ W)[1]) with a constant W [K, 2H] (the merged gate and up
+        projections of a SwiGLU / GeGLU block: passes/merge) -> one GEMM whose register tiles compute act(gate) * up
+        (kernels.gemm(glu=...)): the [rows, 2H] product is never written out, and no split / activation / multiply
+        kernel runs after it. None when the pattern does not match. SPECC_GATED_GEMM=0 turns it off (A/B timing)."""
+        for gate_var, up_var in (call.args, call.args[::-1]):
+            act = self._bound_call(gate_var, kernels.GLU_GATES)
+            if act is None:
+                continue
+            gate = self._bound_call(act.args[0], ("tuple_get_item",))
+            up = self._bound_call(up_var, ("tuple_get_item",))
+            if gate is None or up is None or not gate.tuple_value.same_as(up.tuple_value):
+                continue
+            if (int(gate.index), int(up.index)) != (0, 1) or self.uses.get(gate.tuple_value, 0) != 2:
+                continue
+            split = self.bound.get(gate.tuple_value)
+            if not (isinstance(split, relax.Call) and isinstance(split.op, tvm.ir.Op)
+                    and split.op.name == "relax.split"):
+                continue
+            mm = self._bound_call(split.args[0], ("relax.matmul",))
+            if mm is None:
+                continue
+            return self._glu_gemm(mm, split, act.op.name)
+        return None
+
+    def _glu_gemm(self, mm, split, act: str):
+        x, w = mm.args
+        xs, ws = _static_shape(x), _static_shape(w)
+        if xs is None or ws is None or len(ws) != 2 or _dtype(x) != "float32" or _dtype(w) != "float32":
+            return None
+        kdim, n = ws
+        if not (isinstance(kdim, int) and isinstance(n, int)) or xs[-1] != kdim or n % 2:
+            return None
+        h = n // 2
+        parts = split.attrs.indices_or_sections
+        axis = int(split.attrs.axis)
+        halves = ([int(v) for v in parts] == [h]) if isinstance(parts, (list, tvm.ir.Array)) else \
+            int(parts) == 2
+        if not halves or axis % len(xs) != len(xs) - 1:
+            return None
+        wval = self._const_value(w) if not isinstance(w, relax.Var) else self._const_value(self.bound.get(w))
+        if wval is None:
+            return None
+        rows = xs[-2]
+        mr, nr, ki = self._gemm_tile(rows, kdim, n, True)
+        if nr % 2 or h % (nr // 2):
+            return None
+        wp = relax.const(kernels.pack_weight_np(kernels.interleave_glu_np(wval.astype("float32"), nr // 2), nr))
+        gate = kernels.FAST_SCALAR[act]
+        x_new = self.visit_expr(x)
+        self.count["gated_gemm"] += 1
+        self.count["gemm"] -= 1  # the unfused GEMM (rewritten before the multiply was seen) is dead now
+        y = self.builder_.emit(self._call(
+            lambda t, wt: kernels.gemm(t, wt, h, mr, nr, prefetch_ki=ki, few_rows=_is_routed(rows), glu=gate), [x_new, wp], "specc_dense_glu",
+            _FUSABLE))
+        return relax.op.reshape(y, [*xs[:-1], h])
 
     # -- row-wise ops --------------------------------------------------------------
     def _row_dim(self, x, axis):
@@ -383,6 +492,7 @@ def rewrite_heavy_ops(mod: tvm.IRModule, info: CPUInfo, fast_math: bool = True) 
     rw = HeavyOpRewriter(mod, info, fast_math)
     for gv, func in mod.functions_items():
         if isinstance(func, relax.Function):
+            rw.start_function(func)
             new_func = rw.visit_expr(func)
             rw.builder_.update_func(gv, new_func)
     return rw.builder_.get(), dict(rw.count)

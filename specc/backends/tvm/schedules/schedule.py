@@ -61,9 +61,12 @@ def _schedule_tiled(sch, main, info: CPUInfo):
     n_red = sum(1 for iv in iters if iv.iter_type != tirx.IterVar.DataPar)
     spatial, red = loops[: len(loops) - n_red], loops[len(loops) - n_red:]
     if kind == "gemm":
-        *lead, rows, cols = spatial
+        if "specc.glu" in sch.get(main).annotations:  # gate, up [..., rows, panel, nr/2] (kernels._gemm_glu)
+            *lead, rows, co, ci = spatial
+        else:
+            *lead, rows, cols = spatial
+            co, ci = sch.split(cols, [None, nr])
         ro, ri = sch.split(rows, [None, mr])
-        co, ci = sch.split(cols, [None, nr])
         sch.reorder(*lead, co, ro, *red, ri, ci)
         par = sch.fuse(*lead, co, ro)
         tile_loop = par
@@ -81,7 +84,8 @@ def _schedule_tiled(sch, main, info: CPUInfo):
     sch.vectorize(ci)
 
     consumers = list(sch.get_consumers(main))
-    sch.set_scope(main, 0, "local")
+    for buf in range(len(sch.get(main).writes)):  # two for a gated unit (gate, up)
+        sch.set_scope(main, buf, "local")
     for c in consumers:
         sch.reverse_compute_at(c, tile_loop)
     init = sch.decompose_reduction(main, red[0])
@@ -93,7 +97,8 @@ def _schedule_tiled(sch, main, info: CPUInfo):
         cl = sch.get_loops(c)
         if kind == "gemm":
             ext = _extent(sch, cl[-1])
-            if ext is not None and ext == nr and _is_spatial_block(sch, c):
+            # nr columns, or nr / 2 (a gated unit's act(gate) * up: kernels.gemm(glu=...))
+            if ext is not None and ext in (nr, nr // 2) and _is_spatial_block(sch, c):
                 try:
                     sch.vectorize(cl[-1])
                 except Exception:  # pylint: disable=broad-except
@@ -378,10 +383,11 @@ def schedule_primfunc(func: tirx.PrimFunc, target, info: CPUInfo):
             kinds.setdefault(k, blk)
     if "gemm" in kinds or "conv2d" in kinds:
         main = kinds.get("gemm") or kinds.get("conv2d")
+        few = "specc.few_rows" in sch.get(main).annotations
         try:
             done = _schedule_tiled(sch, main, info)
             if done is not None:
-                return done, "tiled-gemm-few-rows"
+                return done, "tiled-gemm-few-rows" if few else "tiled-gemm-prefetch"
             return sch.mod["main"], "tiled-" + _kind(sch, main)
         except Exception as err:  # pylint: disable=broad-except
             log.warning("specc tiled schedule failed (%s); falling back to generic", err)
