@@ -129,7 +129,7 @@ class HeavyOpRewriter(PyExprMutator):
         super().__init__(mod)
         self.info = info
         self.fast_math = fast_math
-        # NCHW{nr}c activations between convs (_conv2d_nchwc): the name of each from_nchwc PrimFunc -> the 5-D value
+        # NCHW{nr}c activations between convs (_conv2d_nchwc): each from_nchwc call -> the 5-D value it converts
         self._nchwc: dict = {}
         self.use_nchwc = os.environ.get("SPECC_CONV_NCHWC", "1") != "0"
         self.count = {"conv2d": 0, "gemm": 0, "batched_gemm": 0, "attention": 0, "rowwise": 0, "fast_math": 0}
@@ -226,15 +226,14 @@ class HeavyOpRewriter(PyExprMutator):
         if not isinstance(expr, relax.Var):
             return None
         bound = self.lookup_binding(expr)
-        if isinstance(bound, relax.Call) and bound.args and isinstance(bound.args[0], tvm.ir.GlobalVar):
-            return self._nchwc.get(bound.args[0].name_hint)
-        return None
+        return self._nchwc.get(bound) if isinstance(bound, relax.Call) else None
 
     def _back_to_nchw(self, y5):
         """The NCHW view of a 5-D value, as a call whose PrimFunc is remembered: the next conv or elementwise op
         takes y5 instead, and the conversion is dead code when nothing else reads it."""
         out = self._call(kernels.from_nchwc, [y5], "specc_from_nchwc", _INJ)
-        self._nchwc[out.args[0].name_hint] = y5
+        # keyed by the call itself (its PrimFunc is shared by every conversion of the same shape)
+        self._nchwc[out] = y5
         return out
 
     def _elemwise_nchwc(self, call):
