@@ -184,6 +184,55 @@ def test_conv2d_1x1_row_copy_symbolic_batch(target, stride):
 
 
 @pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+def test_conv_chain_nchwc_symbolic_batch(target):
+    """Convs whose channel counts are multiples of the register tile (nr: 32 fp32 AVX-512, 16 AVX2) keep their
+    activations in NCHW{nr}c from conv to conv: a 3x3 conv + batch norm (multiply, add) + relu, a bottleneck-like
+    1x1/2 main branch and 1x1/2 downsample joined by a residual add + relu, a 3x3/2 conv on odd planes (15 -> 8 ->
+    4: partial register tiles), then a max pool that needs NCHW. One conversion in (the input), one out (for the
+    pool); every conv's epilogue is fused."""
+    rng = np.random.default_rng(7)
+    n = tirx.Var("n", "int64")
+    x = relax.Var("x", relax.TensorType((n, 32, 15, 15), "float32"))
+
+    def const(*shape):
+        return relax.const((rng.standard_normal(shape) * 0.2).astype("float32"))
+
+    def body(bb):
+        op = relax.op
+        y = bb.emit(op.nn.conv2d(x, const(64, 32, 3, 3), padding=1))
+        y = bb.emit(op.nn.relu(op.add(op.multiply(y, const(1, 64, 1, 1)), const(64, 1, 1))))
+        a = bb.emit(op.nn.relu(op.nn.conv2d(y, const(64, 64, 1, 1), strides=2)))
+        a = bb.emit(op.multiply(op.nn.conv2d(a, const(96, 64, 3, 3), padding=1), const(1, 96, 1, 1)))
+        d = bb.emit(op.nn.conv2d(y, const(96, 64, 1, 1), strides=2))
+        z = bb.emit(op.nn.relu(op.add(a, d)))
+        z = bb.emit(op.nn.relu(op.subtract(op.nn.conv2d(z, const(64, 96, 3, 3), strides=2, padding=1),
+                                           relax.const(np.float32(0.1)))))
+        return bb.emit(op.nn.max_pool2d(z, pool_size=2, strides=2))
+
+    mod = _function([x], body)
+    fast, ref = _build(mod, target, True), _build(mod, target, False)
+    stats = last_stats()
+    assert stats["replaced"]["conv2d"] == 5
+    names = list(stats["schedules"])
+    assert sum("to_nchwc" in k for k in names) == 1 and sum("from_nchwc" in k for k in names) == 1, names
+    assert sum(v == "tiled-conv2d" for v in stats["schedules"].values()) >= 3
+    for batch in (1, 2):
+        xi = rng.standard_normal((batch, 32, 15, 15)).astype("float32")
+        np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-4)
+
+
+def test_conv_nchwc_weight_packing():
+    """pack_conv_weight_nchwc_np puts OIHW weights where conv2d_nchwc reads them: [O/nr, I/cb, KH, cb, KW, nr]."""
+    from specc.backends.tvm.schedules import kernels
+
+    w = np.arange(64 * 48 * 3 * 2, dtype="float32").reshape(64, 48, 3, 2)
+    p = kernels.pack_conv_weight_nchwc_np(w, 16, 32)
+    assert p.shape == (2, 3, 3, 16, 2, 32)
+    for o, i, kh, kw in ((0, 0, 0, 0), (63, 47, 2, 1), (33, 17, 1, 0), (5, 40, 2, 1)):
+        assert p[o // 32, i // 16, kh, i % 16, kw, o % 32] == w[o, i, kh, kw]
+
+
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
 def test_dense_symbolic_batch_gelu(target):
     rng = np.random.default_rng(2)
     n = tirx.Var("n", "int64")

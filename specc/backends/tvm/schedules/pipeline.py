@@ -88,6 +88,7 @@ def optimize_for_cpu(mod: tvm.IRModule, target: tvm.target.Target, *, fast_math:
         mod = relax.transform.FoldConstant()(mod)
         mod, replaced = rewrite_heavy_ops(mod, info, fast_math)
         seq = tvm.transform.Sequential([
+            relax.transform.DeadCodeElimination(),  # layout conversions the rewrite left unused
             relax.transform.LegalizeOps(),
             relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(),

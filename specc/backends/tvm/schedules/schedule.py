@@ -47,6 +47,7 @@ def _schedule_tiled(sch, main, info: CPUInfo):
     kind = _kind(sch, main)
     mr = _ann_int(sch, main, "specc.mr")
     nr = _ann_int(sch, main, "specc.nr")
+    nchwc = str(sch.get(main).annotations.get("specc.layout", "")) == "nchwc"
     if kind == "gemm" and "specc.prefetch_ki" in sch.get(main).annotations:
         return _schedule_few_rows_gemm(sch, main, info, mr, nr, _schedule_generic_block)
 
@@ -82,6 +83,9 @@ def _schedule_tiled(sch, main, info: CPUInfo):
     sch.parallel(par)
     sch.unroll(ri)
     sch.vectorize(ci)
+    if nchwc and (_extent(sch, red[-1]) or 0) > 1:
+        # the tap column (kernels.conv2d_nchwc): unrolled, the broadcasts of a row's pixels serve every tap
+        sch.unroll(red[-1])
 
     consumers = list(sch.get_consumers(main))
     for buf in range(len(sch.get(main).writes)):  # two for a gated unit (gate, up)
@@ -110,7 +114,11 @@ def _schedule_tiled(sch, main, info: CPUInfo):
             # 1x1 conv's output cost as much as its 64-channel reduction (64->256 1x1 at 56x56: 1.06x -> 0.87x
             # onnxruntime; 256->256 3x3 at 14x14: 1.00x -> 0.78x)
             try:
-                sch.unroll(cl[-1])
+                if nchwc:
+                    # NCHW{nr}c output: the tile is stored as mr contiguous vectors
+                    sch.vectorize(cl[-1])
+                else:
+                    sch.unroll(cl[-1])
                 sch.unroll(cl[-2])
             except Exception:  # pylint: disable=broad-except
                 pass
