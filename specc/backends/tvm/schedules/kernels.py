@@ -27,6 +27,16 @@ KIND = "specc.kernel"
 FEW_ROWS_PREFIX = "routed"
 
 
+def _conv_geometry(h: int, w: int, kh: int, kw: int, strides, dilation, padding, mr: int) -> tuple:
+    """(out height, out width, out width rounded up to the register tile's mr pixels, padded input height, padded
+    input width that every tile's taps stay inside) of a conv; padding = (top, left, bottom, right)."""
+    (sh, sw), (dh, dw), (pt, pl, pb, pr) = strides, dilation, padding
+    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    ow_p = _ceil_to(ow, mr)
+    return oh, ow, ow_p, h + pt + pb, max(w + pl + pr, (ow_p - 1) * sw + dw * (kw - 1) + 1)
+
+
 def _ceil_to(x, m):
     if isinstance(x, int):
         return -(-x // m) * m
@@ -177,11 +187,7 @@ def conv2d_nchw(x: te.Tensor, wp: te.Tensor, oc: int, kh: int, kw: int, strides,
     sh, sw = strides
     dh, dw = dilation
     pt, pl, pb, pr = padding
-    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
-    ow_p = _ceil_to(ow, mr)
-    hp = h + pt + pb
-    wpd = max(w + pl + pr, (ow_p - 1) * sw + dw * (kw - 1) + 1)
+    oh, ow, ow_p, hp, wpd = _conv_geometry(h, w, kh, kw, strides, dilation, padding, mr)
     need_pad = pt or pl or wpd != w or hp != h
     ric = te.reduce_axis((0, c), "ic")
     rkh = te.reduce_axis((0, kh), "kh")
@@ -258,11 +264,7 @@ def conv2d_nchwc(x: te.Tensor, wp: te.Tensor, kh: int, kw: int, strides, padding
     sh, sw = strides
     dh, dw = dilation
     pt, pl, pb, pr = padding
-    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
-    ow_p = _ceil_to(ow, mr)
-    hp = h + pt + pb
-    wpd = max(w + pl + pr, (ow_p - 1) * sw + dw * (kw - 1) + 1)
+    oh, ow, ow_p, hp, wpd = _conv_geometry(h, w, kh, kw, strides, dilation, padding, mr)
     if pt or pl or wpd != w or hp != h:
         def f_pad(n, co, hh, ww, ci):
             cond = tirx.all(hh >= pt, hh < h + pt, ww >= pl, ww < w + pl)
