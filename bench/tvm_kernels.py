@@ -365,13 +365,16 @@ def _op_cases(rng):
     def const(*shape, std=0.05):
         return (rng.standard_normal(shape) * std).astype("float32")
 
-    for n_in, n_out, what in ((768, 2304, "qkv"), (768, 768, "attn proj"), (768, 3072, "mlp fc"),
-                              (3072, 768, "mlp proj")):
+    def dense(label: str, rows: int, n_in: int, n_out: int) -> None:
         w, b = const(n_out, n_in), const(n_out)
-        cases.append((f"dense {what} 128x{n_in}->{n_out}", [(1, 128, n_in)],
+        cases.append((f"{label} {rows}x{n_in}->{n_out}", [(1, rows, n_in)],
                       lambda x, w=w, b=b: op.linear(x, relax.const(w), relax.const(b)),
                       lambda x, w=torch.from_numpy(w), b=torch.from_numpy(b): F.linear(x, w, b),
-                      2 * 128 * n_in * n_out))
+                      2 * rows * n_in * n_out))
+
+    for n_in, n_out, what in ((768, 2304, "qkv"), (768, 768, "attn proj"), (768, 3072, "mlp fc"),
+                              (3072, 768, "mlp proj")):
+        dense(f"dense {what}", 128, n_in, n_out)
     cases.append(("attention 1x128x12x64 causal", [(1, 128, 12, 64)] * 3,
                   lambda q, k, v: op.nn.attention(q, k, v, causal_mask="TopLeft"),
                   lambda q, k, v: F.scaled_dot_product_attention(
@@ -390,11 +393,7 @@ def _op_cases(rng):
                   lambda x, w=w: op.matmul(x, relax.const(np.ascontiguousarray(w.T))),
                   lambda x, w=torch.from_numpy(w): F.linear(x, w), 2 * 128 * 768 * 50257))
     for n_in, n_out in ((768, 768), (768, 3072), (3072, 768)):
-        w, b = const(n_out, n_in), const(n_out)
-        cases.append((f"dense vit 197x{n_in}->{n_out}", [(1, 197, n_in)],
-                      lambda x, w=w, b=b: op.linear(x, relax.const(w), relax.const(b)),
-                      lambda x, w=torch.from_numpy(w), b=torch.from_numpy(b): F.linear(x, w, b),
-                      2 * 197 * n_in * n_out))
+        dense("dense vit", 197, n_in, n_out)
     cases.append(("attention vit 1x197x12x64", [(1, 197, 12, 64)] * 3,
                   lambda q, k, v: op.nn.attention(q, k, v),
                   lambda q, k, v: F.scaled_dot_product_attention(
