@@ -106,6 +106,9 @@ class Graph:
     # a block parameter an `if` over sizes gives a new value (`if kv_heads == 0 { kv_heads = heads }`): its name
     # after the `if` (`kv_headsʹ`) -> Python text of its value in the graph's names; the constructor computes it
     resolved: list[tuple[str, str]] = field(default_factory=list)
+    # the inputs the block declares optional (`kv: tensor = none`) that this specialisation was given: callers pass
+    # them by name, and one class can serve specialisations given different ones
+    optional: list[str] = field(default_factory=list)
     g: nx.DiGraph = field(default_factory=nx.DiGraph)
     _order: dict[str, int] = field(default_factory=dict)
 

@@ -12,6 +12,7 @@ import pytest
 import specc
 
 torch = pytest.importorskip("torch")
+F = torch.nn.functional
 
 CONFIGS = {
     "alexnet": {"classes": 10, "dropout": 0.25},
@@ -208,6 +209,64 @@ def test_self_attention_is_cross_attention_with_kv_defaulting_to_x():
     layer = model.decoder_layers[0]
     assert type(layer.self_attn) is type(layer.cross_attn) is mod.MultiHeadAttention
     assert layer.self_attn.causal and not layer.cross_attn.causal
+
+
+_TWO_OPTIONAL = """
+block Attn(x, kv: tensor = none, bias: tensor = none, heads: int = 2) {
+  d = features(x)
+  if kv == none {
+    kv = x
+  }
+  q = x -> linear(d, bias=false) as q -> reshape(dim(x, 0), dim(x, 1), heads, d // heads) -> transpose(1, 2)
+  k = kv -> linear(d, bias=false) as k -> reshape(dim(kv, 0), dim(kv, 1), heads, d // heads) -> transpose(1, 2)
+  v = kv -> linear(d, bias=false) as v -> reshape(dim(kv, 0), dim(kv, 1), heads, d // heads) -> transpose(1, 2)
+  if bias == none {
+    y = sdpa(q, k, v){extra}
+  } else {
+    y = sdpa(q, k, v, bias)
+  }
+  return y -> transpose(1, 2) -> reshape(dim(x, 0), dim(x, 1), d)
+}
+
+model Two(d: int = 8) {
+  input x: f32[B, T, d]
+  input memory: f32[B, S, 4]
+  input bias: f32[1, 2, T, T]
+  y = x -> Attn(bias=bias) as self_attn
+  output out = y -> Attn(memory) as cross_attn
+}
+"""
+
+
+def test_specialisations_given_different_optional_inputs_are_one_class(tmp_path):
+    """T5's self-attention is given a position bias and no kv, its cross-attention kv and no bias: one T5Attention
+    whose forward takes both as optional (`forward(self, x, kv=None, bias=None)`), passed by name. It computes what
+    the -D compile (the two specialisations as written) computes. Where leaving the bias out is not the other
+    specialisation's code (here it adds a relu), they stay two classes."""
+    src = specc.load("specs/switch_base_8.nn").torch_source()
+    assert src.count("class T5Attention") == 1 and "def forward(self, x, kv=None, bias=None):" in src
+    assert "self.self_attn(y, bias=bias)" in src and "self.cross_attn(z, kv=memory)" in src
+    spec = tmp_path / "two.nn"
+    spec.write_text(_TWO_OPTIONAL.replace("{extra}", ""))
+    src = specc.load(str(spec)).torch_source()
+    assert src.count("class Attn") == 1, src
+    model = _module(src, "two_joined").Two().eval()
+    x, memory, bias = torch.randn(2, 3, 8), torch.randn(2, 5, 4), torch.randn(1, 2, 3, 3)
+
+    def attention(layer, x, kv, bias):  # the spec's block by hand
+        def heads(t):
+            return t.reshape(t.size(0), t.size(1), 2, 4).transpose(1, 2)
+        q, k, v = heads(layer.q(x)), heads(layer.k(kv)), heads(layer.v(kv))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2).reshape(x.shape)
+    with torch.no_grad():
+        want = attention(model.cross_attn, attention(model.self_attn, x, x, bias), memory, None)
+        torch.testing.assert_close(model(x, memory, bias), want)
+    attn = model.self_attn
+    torch.testing.assert_close(attn(x, bias=bias), attn(x, kv=x, bias=bias), rtol=0, atol=0)
+    assert not torch.equal(attn(x, bias=bias), attn(x))  # the bias is not ignored
+    spec.write_text(_TWO_OPTIONAL.replace("{extra}", " -> relu"))
+    src = specc.load(str(spec)).torch_source()
+    assert "class Attn(" in src and "class Attn1(" in src
 
 
 def test_a_parameter_an_if_resolves_is_resolved_by_the_constructor():

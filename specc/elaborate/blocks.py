@@ -165,6 +165,7 @@ class BlocksMixin:
         name = self.unique_graph_name(d.name, d.name_span)
         bb = GraphBuilder(name, d.name, plain(hp), d.span)
         bb.as_model = d.kind == "model"  # a model called as a block: its `input`s bind, its `output`s name results
+        bb.graph.optional = [p.name for p in tparams if _optional_tensor(p)]
         for p, t in zip(tparams, tensors):  # its static sizes are the block's own (x_channels, ...)
             scope[p.name] = bb.add(Node(name=p.name, kind="input", type=own_sizes(p.name, t.type), span=p.span))
         before = len(self.diags)

@@ -137,7 +137,7 @@ def _np_sdpa(xs, a: SDPAAttrs, p):
 
 register(OpDef(
     name="sdpa", attrs=SDPAAttrs, positional=("causal",), arity=(3, 4), infer=_sdpa_infer, macs=_sdpa_macs,
-    torch=TorchRule(call=_sdpa_call),
+    torch=TorchRule(call=_sdpa_call, none_keywords=(("F.scaled_dot_product_attention", "attn_mask"),)),
     doc="scaled dot-product attention over [..., T, d] (q, k, v[, mask]); causal, window= (a causal sliding window); "
         "BSHD users permute first",
     numpy=_np_sdpa,

@@ -35,6 +35,9 @@ class TorchRule:
     # (specc/backends/torch/kvcache.py), its module or call takes that cache as a last keyword argument, written by
     # the emitter into ``args`` after the tensors (`cache=cache`), and counts positions from ``cache.start``.
     positions: bool = False
+    # (function, keyword) of the emitted call where an optional input goes and where None means "no such input"
+    # (F.scaled_dot_product_attention's attn_mask): one class may take that input as optional and pass None on
+    none_keywords: tuple[tuple[str, str], ...] = ()
 
 
 def pyval(v: Any) -> str:

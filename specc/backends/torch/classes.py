@@ -51,6 +51,7 @@ class ClassPlan:
     generic: bool = True  # sizes come from the constructor's arguments (else: numbers of one compile)
     inherits: list[str] = field(default_factory=list)  # parameters named in an enclosing scope (init values)
     prologue: list[str] = field(default_factory=list)  # the constructor's first lines: parameters an `if` resolves
+    optional: list[str] = field(default_factory=list)  # forward inputs the spec declares optional (passed by name)
 
 
 @dataclass
@@ -390,7 +391,7 @@ class _Planner:
         annots = [_annot(self.g.hparams.get(n, 0)) for n in params]
         return ClassPlan("", [], texts, stores + init, forward, comments, code.args, "", weights,
                          sources=params, annots=annots, pins=pins, inherits=[n for n in params if n in inherit],
-                         prologue=prologue)
+                         prologue=prologue, optional=[a for a, i in zip(code.args, self.g.inputs) if i in self.g.optional])
 
     def inherited(self) -> set[str]:
         """Names this graph's initialisers read that are not its own (`layers` in GPT-2's scaled c_proj init, declared

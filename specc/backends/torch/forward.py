@@ -299,8 +299,11 @@ class _ForwardCode(Interpreter[str, None]):
 
     def call(self, g: Graph, n: Node, ins: list[str], ctx: None) -> str:
         if n.name not in self.chains:
-            cache = self.pass_cache(self.module.graphs[n.target])
-            return self.bind(n, f"{self.construct(n)}({', '.join(ins + cache)})")
+            callee = self.module.graphs[n.target]
+            cache = self.pass_cache(callee)
+            named = [f"{a}={v}" if i in callee.optional else v  # `kv=memory`: an optional input, by name
+                     for i, a, v in zip(callee.inputs, _arg_names(callee), ins)]
+            return self.bind(n, f"{self.construct(n)}({', '.join(named + cache)})")
         members = self.chains[n.name]  # a named stack that is one chain: one nn.Sequential call
         for c in members:
             self.construct(c)

@@ -4,11 +4,14 @@
   ResNet's Bottleneck with and without its projection shortcut);
 * classes whose code differs only in shape comments are one class, the comments keeping the dims they share;
 * a specialisation that is another with some sizes equal or an optional input bound to another input is built by
-  the general class (`specialisations`).
+  the general class (`specialisations`), which also takes the optional inputs a specialisation it does not cover
+  was given, where leaving them out (None) is its own code (`join`).
 """
 from __future__ import annotations
 
 import ast
+import dataclasses
+import functools
 import itertools
 import re
 from typing import TYPE_CHECKING, Callable
@@ -122,8 +125,12 @@ def specialisations(m: Module, plans: list[ClassPlan], live: list[str],
         for p in sorted(ps, key=lambda q: (-len(q.params), -len(q.fwd_args))):
             for gen, defaults in generals:
                 sigma = _specialises(gen, p)
+                if sigma is None and "joined" not in defaults:  # gen taking p's optional inputs as well
+                    sigma = join(gen, p)
                 if sigma is None or any(defaults.get(a, t) != t for a, t in sigma["args"].items()):
                     continue
+                if "join" in sigma:
+                    defaults["joined"] = "yes"
                 defaults.update(sigma["args"])
                 for member in p.members:
                     merges[member] = (gen.members[0], sigma)
@@ -139,7 +146,7 @@ def specialisations(m: Module, plans: list[ClassPlan], live: list[str],
     return {k: v for k, v in merges.items() if order.index(v[0]) < order.index(k)}, order
 
 
-def _specialises(gen: ClassPlan, sp: ClassPlan) -> dict | None:
+def _specialises(gen: ClassPlan, sp: ClassPlan, normal: bool = False) -> dict | None:
     """The substitution ({"params": general parameter -> special's, "args": general forward input -> special's})
     under which `gen`'s code is `sp`'s; None if there is none (tried over the few parameters only gen has)."""
     if not gen.generic or not sp.generic or any(t not in gen.params for t in sp.params):
@@ -152,11 +159,15 @@ def _specialises(gen: ClassPlan, sp: ClassPlan) -> dict | None:
     extra_args = gpos[len(spos):]
     if len(extra) > 3 or len(extra_args) > 2 or not (extra or extra_args):
         return None
-    want = _code(sp, {}, {}, _stored(sp))
+    def code(p: ClassPlan, params: dict, args: dict) -> tuple:
+        init, fwd, wts, pins = _code(p, params, args, _stored(sp))
+        return (init, [_normal(ln) for ln in fwd], [_normal(ln) for ln in wts], pins) if normal else \
+            (init, fwd, wts, pins)
+    want = code(sp, {}, {})
     for targets in itertools.product(sp.params, repeat=len(extra)):
         for arg_targets in itertools.product(spos, repeat=len(extra_args)):
             sigma = {"params": dict(zip(extra, targets)), "args": dict(zip(extra_args, arg_targets))}
-            if _code(gen, sigma["params"], sigma["args"], _stored(sp)) == want:
+            if code(gen, sigma["params"], sigma["args"]) == want:
                 return sigma
     return None
 
@@ -204,13 +215,96 @@ def alias(general: ClassPlan, special: ClassPlan, sigma: dict) -> ClassPlan:
 
 def take_optional_inputs(p: ClassPlan, sigmas: list[dict]) -> None:
     """The general class's forward takes the inputs its special cases leave out as optional, defaulting as the
-    spec's `if kv == none { kv = x }` does."""
+    spec's `if kv == none { kv = x }` does, and those a joined special case takes (None: absent)."""
     defaults: dict[str, str] = {}
+    added: list[str] = []
     for sigma in sigmas:
         defaults.update(sigma["args"])
-    if not defaults:
+        joined = sigma.get("join")
+        if joined is not None:
+            if (p.forward, p.weights) not in (joined["base"], (joined["forward"], joined["weights"])):
+                raise AssertionError(f"{p.name}: the joined class's code changed between planning passes")
+            p.forward, p.weights = list(joined["forward"]), list(joined["weights"])
+            added += [a for a in joined["args"] if a not in added]
+    if not defaults and not added:
         return
-    p.fwd_args = [f"{a}=None" if a in defaults else a for a in p.fwd_args]
+    p.fwd_args = [f"{a}=None" if a in defaults else a for a in p.fwd_args] + [f"{a}=None" for a in added]
     lines = [ln for a, t in defaults.items() for ln in (f"if {a} is None:", f"    {a} = {t}")]
     p.forward = [*lines, *p.forward]
     p.comments = [*[""] * len(lines), *p.comments]
+
+
+# ---- one class for specialisations given different optional inputs -----------------------------------------------
+# T5's self-attention is given a position bias and no kv, its cross-attention kv and no bias. One class takes both
+# (`forward(self, x, kv=None, bias=None)`) when the cross-attention's code is the self-attention's with kv bound to x
+# (as above) except on the lines that read the bias, and those lines with the bias absent are the cross-attention's:
+# an op whose PyTorch call takes None for an absent input says so (TorchRule.none_keywords: sdpa's attn_mask).
+
+
+def join(gen: ClassPlan, sp: ClassPlan) -> dict | None:
+    """The substitution under which `gen`'s class, taking also the optional inputs only `sp` takes, is `sp`'s code,
+    with "join": those inputs, the class's forward and weight lines, and gen's (what they replace); None if none."""
+    own = [a for a in sp.fwd_args if a not in gen.fwd_args]
+    if not own or len(own) > 2 or any(a not in sp.optional for a in own) or not gen.generic or not sp.generic:
+        return None
+    absent = {a: "None" for a in own}
+    without = dataclasses.replace(sp, fwd_args=[a for a in sp.fwd_args if a not in own],
+                                  forward=[_drop_none(_rename(ln, absent)) for ln in sp.forward],
+                                  weights=[_drop_none(_rename(ln, absent)) for ln in sp.weights])
+    sigma = _specialises(gen, without, normal=True)
+    if sigma is None or len(gen.forward) != len(sp.forward) or len(gen.weights) != len(sp.weights):
+        return None
+    _, fwd, wts, _ = _code(gen, sigma["params"], sigma["args"], _stored(sp))
+    forward = [g if g_sp == s else s for g, g_sp, s in zip(gen.forward, fwd, sp.forward)]
+    weights = [g if g_sp == s else s for g, g_sp, s in zip(gen.weights, wts, sp.weights)]
+    joined = dataclasses.replace(gen, forward=forward, weights=weights)
+    # both ways, whole: the class with gen's inputs bound is sp, and with sp's own inputs absent is gen
+    if _code(joined, sigma["params"], sigma["args"], _stored(sp)) != _code(sp, {}, {}, _stored(sp)):
+        return None
+    if [_normal(_drop_none(_rename(ln, absent))) for ln in [*forward, *weights]] != \
+            [_normal(ln) for ln in [*gen.forward, *gen.weights]]:
+        return None
+    return {**sigma, "join": {"args": own, "forward": forward, "weights": weights,
+                              "base": (list(gen.forward), list(gen.weights))}}
+
+
+def _rename(text: str, mapping: dict[str, str]) -> str:
+    for old, new in mapping.items():
+        text = re.sub(rf"(?<![\w.]){re.escape(old)}\b", new, text)
+    return text
+
+
+@functools.cache
+def _none_keywords() -> frozenset:
+    from ...ops import registry
+    return frozenset(pair for op in registry.all_ops().values() if op.torch is not None
+                     for pair in op.torch.none_keywords)
+
+
+def _drop_none(line: str) -> str:
+    """line without the `keyword=None` arguments that mean "no such input" to the call they are given to."""
+    tree = _parsed(line)
+    if tree is None:
+        return line
+    dropped = False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            fn = ast.unparse(node.func)
+            keep = [k for k in node.keywords if not ((fn, k.arg) in _none_keywords()
+                                                      and isinstance(k.value, ast.Constant) and k.value.value is None)]
+            dropped |= len(keep) != len(node.keywords)
+            node.keywords = keep
+    return line[:len(line) - len(line.lstrip())] + ast.unparse(tree) if dropped else line
+
+
+def _normal(line: str) -> str:
+    """line as ast.unparse writes it (so that a rewritten line compares with one as emitted)."""
+    tree = _parsed(line)
+    return line if tree is None else line[:len(line) - len(line.lstrip())] + ast.unparse(tree)
+
+
+def _parsed(line: str) -> ast.Module | None:
+    try:
+        return ast.parse(line.strip())
+    except SyntaxError:  # `if kv is None:`, a line of a block
+        return None

@@ -117,7 +117,7 @@ class EncoderLayer(nn.Module):
         nn.init.zeros_(self.norm2.bias)
 
     def forward(self, x, mask):
-        y = self.self_attn(x, mask)  # [B, T, d]
+        y = self.self_attn(x, mask=mask)  # [B, T, d]
         y = self.dropout(y)  # [B, T, d]
         x = x + y  # [B, T, d]
         x = self.norm1(x)  # [B, T, d]
