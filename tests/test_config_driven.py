@@ -269,6 +269,17 @@ def test_specialisations_given_different_optional_inputs_are_one_class(tmp_path)
     assert "class Attn(" in src and "class Attn1(" in src
 
 
+def test_a_model_called_as_a_block_takes_its_input_sizes_by_their_declared_names():
+    """Whisper's encoder is a model (`input features: f32[B, n_mels, frames]`) the decoder model calls: its class
+    takes `n_mels` and `frames`, as declared, not names made from the input's rank (`features_dim1`)."""
+    src = specc.load("specs/whisper_tiny.nn").torch_source()
+    assert "def __init__(self, n_mels: int, frames: int, d: int," in src and "features_dim1" not in src
+    assert "nn.Conv1d(n_mels, d, 3, padding=1)" in src and "# [B, d, (frames - 1) // 2 + 1]" in src
+    mod = _module(src, "whisper_names")
+    enc = mod.WhisperEncoder(20, 50, 32, 2, 1, 64)
+    assert enc.conv1.in_channels == 20 and enc(torch.randn(1, 20, 50)).shape == (1, 25, 32)
+
+
 def test_a_parameter_an_if_resolves_is_resolved_by_the_constructor():
     """`if kv_heads == 0 { kv_heads = heads }` is the constructor's `kv_heads = heads if kv_heads == 0 else
     kv_heads`, not a refusal: BERT's attention class builds grouped-query attention too, and LLaMA's config may ask

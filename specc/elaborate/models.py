@@ -9,6 +9,7 @@ import dataclasses
 from .. import ast as A
 from ..attrs import short
 from ..diagnostics import Note
+from ..hyper import HInt, expr_name
 from ..symbolic import Sym
 from ..types import TensorType
 from .values import Scope, Tensor
@@ -45,6 +46,7 @@ class ModelCallMixin:
                                     f"got {actual}", d.span, notes=note)
             else:
                 scope[d.value] = actual  # the model's symbolic dim is the caller's size
+        scope[s.name] = self.name_input_sizes(s, given, b)
         for c in s.constraints:
             bound = self.ev(c.bound, scope, b)
             if not isinstance(bound, int) or isinstance(bound, bool):
@@ -60,3 +62,18 @@ class ModelCallMixin:
                 name = str(dim)
                 if name not in self.constraints or self.constraints[name][0] > bound:
                     self.constraints[name] = (bound, c.span)
+
+    def name_input_sizes(self, s: A.InputStmt, given: Tensor, b) -> Tensor:
+        """The block input's static sizes named as the declaration names them (`f32[B, n_mels, frames]`: its class
+        takes `n_mels`, not `features_dim1`), where a dim is one of the model's hyper-parameters."""
+        g = b.graph
+        if given.node not in g or g[given.node].kind != "input" or g[given.node].type != given.type:
+            return given
+        shape = [HInt(int(a), expr_name(d.value)) if isinstance(d.value, str) and d.value in g.hparams
+                 and isinstance(a, HInt) and not isinstance(a, bool) else a for d, a in zip(s.dims, given.type.shape)]
+        if shape == list(given.type.shape) and all(getattr(x, "expr", None) == getattr(y, "expr", None)
+                                                   for x, y in zip(shape, given.type.shape)):
+            return given
+        t = given.type.with_shape(shape)
+        g.replace(g[given.node].model_copy(update={"type": t}))
+        return dataclasses.replace(given, type=t)
