@@ -280,6 +280,18 @@ def test_a_model_called_as_a_block_takes_its_input_sizes_by_their_declared_names
     assert enc.conv1.in_channels == 20 and enc(torch.randn(1, 20, 50)).shape == (1, 25, 32)
 
 
+def test_an_input_size_only_the_forward_reads_is_read_off_the_input():
+    """DDPM's AttnBlock reshapes by its input's height and width (`dim(x, 2) * dim(x, 3)`): its forward reads them
+    off x when it starts (`in_height, in_width = x.size(2), x.size(3)`), so the class takes only its channels and
+    serves every resolution, as a person writes it. Sizes the constructor needs stay its parameters."""
+    src = specc.load("specs/ddpm_cifar10.nn").torch_source()
+    assert "def __init__(self, c: int) -> None:" in src and "in_height, in_width = x.size(2), x.size(3)" in src
+    mod = _module(src, "ddpm_attn")
+    attn = mod.AttnBlock(64).eval()
+    for h, w in ((8, 8), (4, 6)):
+        assert attn(torch.randn(2, 64, h, w)).shape == (2, 64, h, w)
+
+
 def test_a_parameter_an_if_resolves_is_resolved_by_the_constructor():
     """`if kv_heads == 0 { kv_heads = heads }` is the constructor's `kv_heads = heads if kv_heads == 0 else
     kv_heads`, not a refusal: BERT's attention class builds grouped-query attention too, and LLaMA's config may ask

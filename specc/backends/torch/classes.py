@@ -99,7 +99,7 @@ def _block_names(g: Graph, hints: dict[str, str] | None = None) -> _Names:
         prefix = f"{g.inputs[0]}_"
         for size in sizes:
             want = "in_" + size.removeprefix(prefix)
-            if size.startswith(prefix) and size not in rename and want not in g.hparams \
+            if size.startswith(prefix) and size not in rename and want not in g.hparams and size not in g.hparams \
                     and want not in rename.values() and want not in sizes and not want[3:].startswith("dim"):
                 rename[size] = want
     allowed = set(sizes) | {k for k, v in g.hparams.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -374,12 +374,20 @@ class _Planner:
 
         fwd_text = nm.forward if is_main else on_self
         init = [_write(self.ctors(ln, generic=True), noting(own_or_inherited, used_init)) for ln in code.init]
-        forward = [_write(ln, noting(fwd_text, used_fwd)) for ln in code.forward]
-        weights = [_write(ln, noting(fwd_text, used_fwd)) for ln in code.weights]
-        comments = [_write(c, nm.comment) for c in code.comments]
         prologue = [f"{nm.init(let)} = {_write(render_expr(text, (marker, set())), noting(nm.init, used_init))}"
                     for let, text in self.g.resolved if nm.init(let) is not None]
         pins = self.pins(noting(nm.init, used_init), code.settled)
+        weights = [_write(ln, noting(fwd_text, used_fwd)) for ln in code.weights]
+        # an input's size only the forward reads is read off the input there (`in_height = x.size(2)`), not stored
+        sizes = {} if is_main else _input_sizes(self.g, code, nm, {*used_init, *used_fwd})
+        read: list[str] = []
+        forward = [_write(ln, noting(lambda n: nm.init(n) if n in sizes else fwd_text(n), read))
+                   for ln in code.forward]
+        used_fwd += [n for n in read if n not in sizes and n not in used_fwd]
+        read = [n for n in read if n in sizes]
+        if read:
+            forward.insert(0, f"{', '.join(nm.init(n) for n in read)} = {', '.join(sizes[n] for n in read)}")
+        comments = ([""] if read else []) + [_write(c, nm.comment) for c in code.comments]
         if is_main:
             return ClassPlan("", [], [], init, forward, comments, code.args, "", weights, pins=pins)
         lets = {let for let, _ in self.g.resolved}
@@ -490,6 +498,22 @@ class _Planner:
             return _text_of(value)
         return pyval(int(value) if isinstance(value, HInt) else float(value) if isinstance(value, HFloat)
                      else _plain(value))
+
+
+def _input_sizes(g: Graph, code: GraphCode, nm: _Names, stored: set[str]) -> dict[str, str]:
+    """g's own input sizes the forward can read off its inputs when it starts (`x.size(2)`), by name: not those
+    stored for the constructor, of an optional input (it may be None), or whose local name the forward uses."""
+    taken = {mt.group(0) for ln in code.forward for mt in re.finditer(r"\b[A-Za-z_]\w*\b", _MARK.sub("", ln))}
+    out: dict[str, str] = {}
+    for i, arg in zip(g.inputs, code.args):
+        t = g[i].type
+        if i in g.optional or not isinstance(t, TensorType):
+            continue
+        for axis, d in enumerate(t.shape):
+            n = spec_name(d.expr) if isinstance(d, HInt) and d.expr else None
+            if n and n not in stored and n not in out and nm.init(n) and nm.init(n) not in taken:
+                out[n] = f"{arg}.size({axis})"
+    return out
 
 
 _FLIP = {ast.Eq: ast.NotEq, ast.NotEq: ast.Eq, ast.Lt: ast.GtE, ast.GtE: ast.Lt, ast.Gt: ast.LtE, ast.LtE: ast.Gt}
