@@ -292,6 +292,13 @@ def test_an_input_size_only_the_forward_reads_is_read_off_the_input():
         assert attn(torch.randn(2, 64, h, w)).shape == (2, 64, h, w)
 
 
+def test_only_a_model_with_auxiliary_losses_has_aux_loss():
+    """`aux_loss()` sums what MoE layers set; a model without one has no such method to read past (the training loop
+    treats its absence as zero)."""
+    assert "def aux_loss(self)" not in specc.load("specs/resnet18.nn").torch_source()
+    assert "def aux_loss(self)" in specc.load("specs/mixtral_8x7b.nn").torch_source()
+
+
 def test_a_parameter_an_if_resolves_is_resolved_by_the_constructor():
     """`if kv_heads == 0 { kv_heads = heads }` is the constructor's `kv_heads = heads if kv_heads == 0 else
     kv_heads`, not a refusal: BERT's attention class builds grouped-query attention too, and LLaMA's config may ask

@@ -137,7 +137,7 @@ register(OpDef(
     categories=frozenset({LAYER}),
     block_inputs=lambda ins: [_tokens(ins[0])],
     subgraphs=_moe_uses,
-    torch=TorchRule(module=_moe_module, imports=("import math",), support=(_MOE,)),
+    torch=TorchRule(module=_moe_module, imports=("import math",), support=(_MOE,), aux_loss=True),
     doc="top-k mixture of experts over the last dim; experts are any block given without its input, "
         "e.g. moe(SwiGLU(1408), experts=64, top_k=6)",
     waive={reason: "takes a block (the experts) as an argument, which a one-op module cannot hold: "

@@ -38,6 +38,8 @@ class TorchRule:
     # (function, keyword) of the emitted call where an optional input goes and where None means "no such input"
     # (F.scaled_dot_product_attention's attn_mask): one class may take that input as optional and pass None on
     none_keywords: tuple[tuple[str, str], ...] = ()
+    # Its module sets `last_aux_loss` in forward (MoE balancing): the model gets an `aux_loss()` that sums them.
+    aux_loss: bool = False
 
 
 def pyval(v: Any) -> str:

@@ -114,13 +114,14 @@ def emit_module_source(m: Module, source_name: str | None = None) -> str:
             out.extend("        " + ln for ln in _config_driven(m, p.generic, input_checks, m, p.fwd_args, model_cls))
         for ln, c in zip(p.forward, p.comments):
             out.append("        " + ln + (f"  # {c}" if c else ""))
-        if is_main:
+        if is_main and _has_aux_loss(m):
             out.append("")
             out.append("    def aux_loss(self) -> torch.Tensor:")
-            out.append('        """Auxiliary losses of the last forward (mixture-of-experts balancing); 0 if none."""')
+            out.append('        """Auxiliary losses of the last forward (mixture-of-experts balancing)."""')
             out.append("        losses = [m.last_aux_loss for m in self.modules() if getattr(m, \"last_aux_loss\", None) "
                        "is not None]")
             out.append("        return sum(losses) if losses else torch.zeros(())")
+        if is_main:
             cache = cache_plan(m)
             if cache is not None:  # a causal LM
                 out.append("")
@@ -203,3 +204,11 @@ def _safe_comment(s: str) -> str:
 
 def _safe_doc(s: str) -> str:
     return re.sub(r"[^\w./\-:,() ]", "_", s)
+
+
+def _has_aux_loss(m: Module) -> bool:
+    """Whether a layer of m sets `last_aux_loss` (TorchRule.aux_loss): only then has the model `aux_loss()`."""
+    from ...ops import registry
+
+    return any(n.kind == "op" and (op := registry.get(n.target)) is not None and op.torch is not None
+               and op.torch.aux_loss for g in m.graphs.values() for n in g.nodes())

@@ -147,11 +147,6 @@ class GPT2(nn.Module):
             cache.advance(tokens.size(1))
         return logits
 
-    def aux_loss(self) -> torch.Tensor:
-        """Auxiliary losses of the last forward (mixture-of-experts balancing); 0 if none."""
-        losses = [m.last_aux_loss for m in self.modules() if getattr(m, "last_aux_loss", None) is not None]
-        return sum(losses) if losses else torch.zeros(())
-
     @torch.no_grad()
     def generate(self, tokens: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, eos_token: int | None = None,

@@ -99,8 +99,3 @@ class ResNet18(nn.Module):
         x = torch.flatten(x, 1)  # [B, 512]
         logits = self.fc(x)  # [B, classes]
         return logits
-
-    def aux_loss(self) -> torch.Tensor:
-        """Auxiliary losses of the last forward (mixture-of-experts balancing); 0 if none."""
-        losses = [m.last_aux_loss for m in self.modules() if getattr(m, "last_aux_loss", None) is not None]
-        return sum(losses) if losses else torch.zeros(())

@@ -184,11 +184,6 @@ class BertBase(nn.Module):
         pooled = torch.tanh(z)  # [B, d]
         return x, pooled
 
-    def aux_loss(self) -> torch.Tensor:
-        """Auxiliary losses of the last forward (mixture-of-experts balancing); 0 if none."""
-        losses = [m.last_aux_loss for m in self.modules() if getattr(m, "last_aux_loss", None) is not None]
-        return sum(losses) if losses else torch.zeros(())
-
 
 # ---- helpers the layers above use ----------------------------------------------------------------------------------
 

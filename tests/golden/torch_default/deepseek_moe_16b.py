@@ -154,7 +154,7 @@ class DeepSeekMoE16B(nn.Module):
         return logits
 
     def aux_loss(self) -> torch.Tensor:
-        """Auxiliary losses of the last forward (mixture-of-experts balancing); 0 if none."""
+        """Auxiliary losses of the last forward (mixture-of-experts balancing)."""
         losses = [m.last_aux_loss for m in self.modules() if getattr(m, "last_aux_loss", None) is not None]
         return sum(losses) if losses else torch.zeros(())
 
