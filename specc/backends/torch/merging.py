@@ -131,6 +131,7 @@ def specialisations(m: Module, plans: list[ClassPlan], live: list[str],
                     continue
                 if "join" in sigma:
                     defaults["joined"] = "yes"
+                sigma["comments"] = list(p.comments)  # the shapes the special case sees
                 defaults.update(sigma["args"])
                 for member in p.members:
                     merges[member] = (gen.members[0], sigma)
@@ -226,6 +227,8 @@ def take_optional_inputs(p: ClassPlan, sigmas: list[dict]) -> None:
                 raise AssertionError(f"{p.name}: the joined class's code changed between planning passes")
             p.forward, p.weights = list(joined["forward"]), list(joined["weights"])
             added += [a for a in joined["args"] if a not in added]
+        if len(p.comments) == len(sigma.get("comments", ())):  # the dims the general and its special cases share
+            p.comments = [shared_shape(a, b) for a, b in zip(p.comments, sigma["comments"])]
     if not defaults and not added:
         return
     p.fwd_args = [f"{a}=None" if a in defaults else a for a in p.fwd_args] + [f"{a}=None" for a in added]
