@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from pathlib import Path
 
 import pytest
 
 import specc
+
+ROOT = Path(__file__).resolve().parent.parent
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -297,6 +300,19 @@ def test_only_a_model_with_auxiliary_losses_has_aux_loss():
     treats its absence as zero)."""
     assert "def aux_loss(self)" not in specc.load("specs/resnet18.nn").torch_source()
     assert "def aux_loss(self)" in specc.load("specs/mixtral_8x7b.nn").torch_source()
+
+
+def test_a_string_hyper_parameter_is_this_compiles_choice_and_another_is_refused(tmp_path):
+    """A string picks structure when the spec is compiled (`FeedForward(32, act)`: the gelu branch); a config with
+    another string raises instead of silently building the compiled choice."""
+    spec = tmp_path / "act.nn"
+    spec.write_text('import "std/transformer.nn"\nmodel ActM(d: int = 16, act: str = "gelu") {\n'
+                    '  input x: f32[B, T, d]\n  output y = x -> FeedForward(32, act)\n}\n')
+    spec.with_name("std").symlink_to((ROOT / "specs" / "std").resolve())
+    mod = _module(specc.load(str(spec)).torch_source(), "act_choice")
+    assert mod.ActM(mod.ActMConfig(d=8))(torch.randn(2, 3, 8)).shape == (2, 3, 8)
+    with pytest.raises(ValueError, match="ActM: `act` is 'gelu' in the spec this class was compiled from"):
+        mod.ActM(mod.ActMConfig(act="relu"))
 
 
 def test_a_parameter_an_if_resolves_is_resolved_by_the_constructor():

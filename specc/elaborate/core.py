@@ -7,7 +7,7 @@ from typing import Any
 from .. import ast as A
 from ..attrs import short as _short
 from ..diagnostics import Diagnostic, Note, SpecError
-from ..hyper import named
+from ..hyper import expr_name, named
 from ..ir import Graph, Module
 from ..limits import Limits, int_digits, over_budget
 from ..ops.context import shape_context
@@ -152,6 +152,9 @@ class Elaborator(LoaderMixin, StatementsMixin, PinsMixin, RepeatMixin, Expressio
         if not self.diags:
             self.check_init_rules_used()
         g = b.graph
+        for k, v in hparams.items():  # a string picks structure at compile time (`act`): the emitted code is that pick
+            if isinstance(v, str):
+                g.pins.append((f"{expr_name(k)} == {v!r}", f"`{k}` is {v!r}"))
         # an `input`/`output` that is written but failed (or was skipped by a failed assert) is already reported
         written = {type(s) for s in _walk_stmts(chosen.body)} if self.diags else set()
         if not g.inputs and A.InputStmt not in written:
