@@ -248,8 +248,9 @@ def join(gen: ClassPlan, sp: ClassPlan) -> dict | None:
     """The substitution under which `gen`'s class, taking also the optional inputs only `sp` takes, is `sp`'s code,
     with "join": those inputs, the class's forward and weight lines, and gen's (what they replace); None if none."""
     own = [a for a in sp.fwd_args if a not in gen.fwd_args]
-    if not own or len(own) > 2 or any(a not in sp.optional for a in own) or not gen.generic or not sp.generic:
-        return None
+    if not own or len(own) > 2 or any(a not in sp.optional for a in own) or not gen.generic or not sp.generic \
+            or any(t not in gen.params for t in sp.params) or len(gen.forward) != len(sp.forward):
+        return None  # (the cheap tests first: a spec may specialise one block many times)
     absent = {a: "None" for a in own}
     without = dataclasses.replace(sp, fwd_args=[a for a in sp.fwd_args if a not in own],
                                   forward=[_drop_none(_rename(ln, absent)) for ln in sp.forward],
