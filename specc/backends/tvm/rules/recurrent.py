@@ -108,7 +108,8 @@ class Blocking:
         g, h, hp = self.gates, self.hidden, self.blocks * self.units
         x = ctx.emit(relax.op.reshape(x, [g, h, *rest]))
         if hp != h:
-            x = ctx.emit(relax.op.concat([x, relax.op.zeros([g, hp - h, *rest], "float32")], axis=1))
+            # a constant, not relax.op.zeros: FoldConstant leaves a creation op (and so the whole packing) unfolded
+            x = ctx.emit(relax.op.concat([x, ctx.const(_zeros((g, hp - h, *rest)), "float32")], axis=1))
         return x
 
     def pack_rows(self, ctx, x, rest: tuple[int, ...] = ()):
@@ -159,10 +160,10 @@ def choose_blocking(kind: str, hidden: int, info) -> Blocking:
     return Blocking(kind, hidden, lanes * v, parallel)
 
 
-def _zeros(n: int):
+def _zeros(shape):
     import numpy as np
 
-    return np.zeros((n,), "float32")
+    return np.zeros(shape, "float32")
 
 
 class Cell:
