@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from tvm import relax
+from tvm import relax, tirx
 from tvm.script import tirx as T
 
 from . import lowering
@@ -329,6 +329,32 @@ def _gru_func(H: int, rev: int, relu: bool):
 _PRIMFUNCS = {"rnn": _rnn_func, "lstm": _lstm_func, "gru": _gru_func}
 
 
+# -- vector exp for the gate math: LLVM turns exp on a vector into one libm call per lane (7 per unit and step for
+# lstm's sigmoids and tanhs, more time than the GEMV when W_hh fits in L2). Cephes' expf: e^x = 2^n e^r with
+# n = round(x / ln 2), |r| <= ln2 / 2, a degree-6 polynomial for e^r (relative error ~1e-7) and 2^n built in the
+# exponent bits; x is clamped to [-87, 87] so 2^n stays a normal float (e^-87 ~ 1.6e-38: the gates saturate anyway).
+
+def _exp(x):
+    f32 = "float32"
+    x = tirx.max(tirx.min(x, tirx.const(87.0, f32)), tirx.const(-87.0, f32))
+    n = tirx.floor(x * tirx.const(1.44269504088896341, f32) + tirx.const(0.5, f32))
+    r = x - n * tirx.const(0.693359375, f32) - n * tirx.const(-2.12194440e-4, f32)
+    p = tirx.const(1.9875691500e-4, f32)
+    for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+        p = p * r + tirx.const(c, f32)
+    e = p * r * r + r + tirx.const(1.0, f32)
+    bits = tirx.shift_left(tirx.Cast("int32", n) + tirx.const(127, "int32"), tirx.const(23, "int32"))
+    return e * tirx.reinterpret(f32, bits)
+
+
+def _sigmoid(x):
+    return tirx.const(1.0, "float32") / (tirx.const(1.0, "float32") + _exp(-x))
+
+
+def _tanh(x):
+    return tirx.const(1.0, "float32") - tirx.const(2.0, "float32") / (tirx.const(1.0, "float32") + _exp(x + x))
+
+
 # -- the unit-blocked kernels (see Blocking). Shared shape: hs holds h (padded units stay 0: their weights and
 # biases are 0), a block's new h goes to hx so the other blocks of the step still read the old h; after the step's
 # blocks hx is copied to hs and y. The accumulators are a local (G, units) buffer of constant indices: registers.
@@ -370,9 +396,9 @@ def _lstm_blocked(plan: Blocking, rev: int, relu: bool):
                             for uu in T.vectorized(U):
                                 acc[g, uu] = acc[g, uu] + hs[b, k] * wp[ub, k, g, uu]
                     for uu in T.vectorized(U):
-                        cs[b, ub * U + uu] = (T.sigmoid(acc[1, uu]) * cs[b, ub * U + uu]
-                                              + T.sigmoid(acc[0, uu]) * T.tanh(acc[2, uu]))
-                        hx[b, ub * U + uu] = T.sigmoid(acc[3, uu]) * T.tanh(cs[b, ub * U + uu])
+                        cs[b, ub * U + uu] = (_sigmoid(acc[1, uu]) * cs[b, ub * U + uu]
+                                              + _sigmoid(acc[0, uu]) * _tanh(acc[2, uu]))
+                        hx[b, ub * U + uu] = _sigmoid(acc[3, uu]) * _tanh(cs[b, ub * U + uu])
             for b, u in T.grid(B, H):
                 hs[b, u] = hx[b, u]
                 y[b, t, u] = hx[b, u]
