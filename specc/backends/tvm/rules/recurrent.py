@@ -408,4 +408,91 @@ def _lstm_blocked(plan: Blocking, rev: int, relu: bool):
     return lstm
 
 
-_BLOCKED = {"lstm": _lstm_blocked}
+def _gru_blocked(plan: Blocking, rev: int, relu: bool):
+    H, U, NB = plan.hidden, plan.units, plan.blocks
+    G, Hp = 3, plan.blocks * plan.units
+    GU = G * U
+    outer = T.parallel if plan.parallel else T.serial
+
+    @T.prim_func(private=True)
+    def gru(xp_h: T.handle, wp: T.Buffer((NB, H, G, U), "float32"), bp: T.Buffer((NB * GU,), "float32"),
+            h0_h: T.handle, y_h: T.handle, hn_h: T.handle):
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
+        B = T.int64()
+        S = T.int64()
+        xp = T.match_buffer(xp_h, (B, S, NB * GU), "float32")
+        h0 = T.match_buffer(h0_h, (B, H), "float32")
+        y = T.match_buffer(y_h, (B, S, H), "float32")
+        hn = T.match_buffer(hn_h, (B, H), "float32")
+        hs = T.alloc_buffer((B, Hp), "float32")
+        hx = T.alloc_buffer((B, Hp), "float32")
+        for b, u in T.grid(B, Hp):
+            hs[b, u] = T.if_then_else(u < H, h0[b, T.min(u, H - 1)], T.float32(0))
+        for step in range(S):
+            t = step + rev * (S - 1 - 2 * step)
+            for ub in outer(NB):
+                for b in range(B):
+                    acc = T.decl_buffer((G, U), "float32", scope="local")
+                    for g in T.unroll(G):  # r, z: xp + b_hh + W_hh h;  n: b_hh + W_hn h (r scales it)
+                        for uu in T.vectorized(U):
+                            acc[g, uu] = bp[ub * GU + g * U + uu]
+                    for g in T.unroll(2):
+                        for uu in T.vectorized(U):
+                            acc[g, uu] = acc[g, uu] + xp[b, t, ub * GU + g * U + uu]
+                    for k in range(H):
+                        for g in T.unroll(G):
+                            for uu in T.vectorized(U):
+                                acc[g, uu] = acc[g, uu] + hs[b, k] * wp[ub, k, g, uu]
+                    for uu in T.vectorized(U):  # n, then h' = n + z * (h - n)
+                        acc[2, uu] = _tanh(xp[b, t, ub * GU + 2 * U + uu] + _sigmoid(acc[0, uu]) * acc[2, uu])
+                        hx[b, ub * U + uu] = acc[2, uu] + _sigmoid(acc[1, uu]) * (hs[b, ub * U + uu] - acc[2, uu])
+            for b, u in T.grid(B, H):
+                hs[b, u] = hx[b, u]
+                y[b, t, u] = hx[b, u]
+        for b, u in T.grid(B, H):
+            hn[b, u] = hs[b, u]
+    return gru
+
+
+def _rnn_blocked(plan: Blocking, rev: int, relu: bool):
+    H, U, NB = plan.hidden, plan.units, plan.blocks
+    Hp = plan.blocks * plan.units
+    use_relu = int(relu)
+    outer = T.parallel if plan.parallel else T.serial
+
+    @T.prim_func(private=True)
+    def rnn(xp_h: T.handle, wp: T.Buffer((NB, H, 1, U), "float32"), bp: T.Buffer((NB * U,), "float32"),
+            h0_h: T.handle, y_h: T.handle, hn_h: T.handle):
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
+        B = T.int64()
+        S = T.int64()
+        xp = T.match_buffer(xp_h, (B, S, NB * U), "float32")
+        h0 = T.match_buffer(h0_h, (B, H), "float32")
+        y = T.match_buffer(y_h, (B, S, H), "float32")
+        hn = T.match_buffer(hn_h, (B, H), "float32")
+        hs = T.alloc_buffer((B, Hp), "float32")
+        hx = T.alloc_buffer((B, Hp), "float32")
+        for b, u in T.grid(B, Hp):
+            hs[b, u] = T.if_then_else(u < H, h0[b, T.min(u, H - 1)], T.float32(0))
+        for step in range(S):
+            t = step + rev * (S - 1 - 2 * step)
+            for ub in outer(NB):
+                for b in range(B):
+                    acc = T.decl_buffer((U,), "float32", scope="local")
+                    for uu in T.vectorized(U):
+                        acc[uu] = bp[ub * U + uu] + xp[b, t, ub * U + uu]
+                    for k in range(H):
+                        for uu in T.vectorized(U):
+                            acc[uu] = acc[uu] + hs[b, k] * wp[ub, k, 0, uu]
+                    for uu in T.vectorized(U):
+                        hx[b, ub * U + uu] = T.if_then_else(use_relu == 1, T.max(acc[uu], T.float32(0)),
+                                                            _tanh(acc[uu]))
+            for b, u in T.grid(B, H):
+                hs[b, u] = hx[b, u]
+                y[b, t, u] = hx[b, u]
+        for b, u in T.grid(B, H):
+            hn[b, u] = hs[b, u]
+    return rnn
+
+
+_BLOCKED = {"rnn": _rnn_blocked, "lstm": _lstm_blocked, "gru": _gru_blocked}
