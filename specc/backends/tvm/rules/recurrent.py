@@ -3,9 +3,12 @@
 Per layer and direction, the input projections of all time steps are one matmul (x @ W_ih^T + b_ih, the fast GEMM
 kernel); the recurrence itself is
   * unrolled into Relax ops for short static lengths (T <= UNROLL), or
-  * a TIR PrimFunc with a serial time loop (called with relax.call_tir) for symbolic or long lengths: the CPU
-    runs it as written; a GPU would need it scheduled across threads, so CUDA targets unroll static lengths up
-    to GPU_UNROLL and report symbolic ones as E0501.
+  * a TIR PrimFunc with a serial time loop (called with relax.call_tir) for symbolic or long lengths, written
+    scheduled (TVM does not schedule it): per step the unit-blocked kernel (`Blocking`: W_hh packed per block of
+    hidden units, the block's gate pre-activations in vector registers, vectorised gate math, blocks split across
+    threads when W_hh is big enough); SPECC_TVM_RNN=scalar builds the plain loop nest of before (A/B). A GPU
+    would need it scheduled across threads, so CUDA targets unroll static lengths up to GPU_UNROLL and report
+    symbolic ones as E0501.
 
 Gates (PyTorch): rnn  h' = act(xp + W_hh h + b_hh)
                  lstm i, f, g, o = xp + W_hh h + b_hh;  c' = f*c + i*g;  h' = o * tanh(c')
