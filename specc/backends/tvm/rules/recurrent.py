@@ -147,19 +147,22 @@ def _host_target():
 def choose_blocking(kind: str, hidden: int, info) -> Blocking:
     """units = lanes * v: the gates * v accumulator registers should be about 8 independent FMA chains (an FMA's
     latency times the FMA ports of current x86 and Arm cores), leave registers for the weight loads and the h[k]
-    broadcast, and pad the hidden size by at most an eighth (halving v until so). Threads split the blocks when
-    there are enough of them for every thread and a step's W_hh (gates*H*H floats) is more than the threads' L1
-    caches hold: then a thread's share is a stream of at least an L1 of weights per step, long next to the
-    fork/join of the parallel loop."""
+    broadcast, and pad the hidden size by at most an eighth (halving v until so).
+
+    Threads split the blocks when there are at least two per thread and a step's W_hh (gates*H*H floats) is at
+    least half of one core's L2: a step then streams its weights from L2 or beyond and takes longer than the
+    fork/join of the parallel loop a few times over; smaller steps are faster on one thread (2-core Xeon, lstm per
+    step: H=128 (256 KiB) 3.5 us serial vs 5.0 us split; H=256 (1 MiB) 13.4 vs 11.7; H=512 (4 MiB, each half
+    fits a core's 2 MiB L2) 207 vs 69)."""
     gates, lanes = GATES[kind], info.lanes
     v = 1
     while gates * v * 2 <= 8 and gates * v * 2 + 2 <= info.num_regs:
         v *= 2
     while v > 1 and (-(-hidden // (lanes * v)) * lanes * v - hidden) * 8 > hidden:
         v //= 2
-    plan = Blocking(kind, hidden, lanes * v, False)
+    blocks = -(-hidden // (lanes * v))
     weight_bytes = 4 * gates * hidden * hidden
-    parallel = info.num_cores > 1 and plan.blocks >= 2 * info.num_cores and weight_bytes > info.l1d * info.num_cores
+    parallel = info.num_cores > 1 and blocks >= 2 * info.num_cores and 2 * weight_bytes >= info.l2
     return Blocking(kind, hidden, lanes * v, parallel)
 
 
