@@ -11,6 +11,7 @@ Models (built from the specs, the way users get them; -D model.param=value shrin
   gpt2-block  one GPT-2 small block (d 768, 12 heads, causal), 1x128x768
   gpt2        specs/gpt2.nn (12 layers), tokens 1x128   bert      specs/bert_base.nn, 1x128 (ids, types, mask)
   vit         specs/vit_b16.nn, 1x3x224x224            moe       one top-2 MoE layer (8 SwiGLU experts), 1x128x768
+  lstm        specs/lstm_lm.nn (2 LSTM layers of 650, vocabulary 10,000), tokens 1x35: a word-level LM step
 
 Unless --full, GPT-2, BERT and ViT-B/16 run 2 of their 12 layers (SHRUNK; the header of each model says so): the
 machine this runs on is usually shared and small, and TVM compile time grows with depth. -D adds to that.
@@ -98,6 +99,7 @@ MODELS = {
     "bert": (lambda ov: specc.load(REPO / "specs" / "bert_base.nn", overrides=ov), {"B": 1, "T": 128}),
     "vit": (lambda ov: specc.load(REPO / "specs" / "vit_b16.nn", overrides=ov), {"B": 1}),
     "moe": (lambda ov: loads(MOE, "moe.nn", **ov), {"B": 1, "T": 128}),
+    "lstm": (lambda ov: specc.load(REPO / "specs" / "lstm_lm.nn", overrides=ov), {"B": 1, "T": 35}),
 }
 
 

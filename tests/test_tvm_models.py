@@ -96,6 +96,72 @@ def test_recurrent_layers_loop_and_unrolled(length):
     assert max_rel_diff(spec.to_tvm("tvm-cpu", weights=model)(x), want) <= RTOL
 
 
+BLOCKED = """
+model Blocked() {
+  input x: f32[B, T, 6]
+  y, h, c = x -> lstm(130, num_layers=2, bidirectional=true) as enc
+  out, hg = y -> gru(24) as dec
+  output o = out
+  output h_n = h
+  output c_n = c
+}
+"""
+
+
+def test_recurrent_blocks_from_the_target():
+    """The unit-blocked recurrence: blocks of vector lanes (AVX-512 16, AVX2 8) times the vectors that keep ~8 FMA
+    chains in flight, halved while padding exceeds an eighth; threads split the blocks only when a step's W_hh is
+    at least half an L2."""
+    from dataclasses import replace
+
+    from specc.backends.tvm.rules.recurrent import choose_blocking
+    from specc.backends.tvm.schedules._target import cpu_info
+
+    def info(mcpu, cores):  # the cache sizes of the machine the test runs on do not matter
+        target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": cores})
+        return replace(cpu_info(target), l2=2 * 1024 * 1024)
+
+    big = choose_blocking("lstm", 650, info("skylake-avx512", 2))
+    assert (big.units, big.blocks, big.parallel) == (32, 21, True)
+    assert choose_blocking("lstm", 650, info("skylake-avx512", 1)).parallel is False
+    assert choose_blocking("lstm", 650, info("haswell", 2)).units == 16
+    assert choose_blocking("rnn", 650, info("haswell", 2)).units == 64
+    # W_hh of 256 KiB: on one thread; 1 MiB = half the L2: split
+    assert [choose_blocking("lstm", h, info("skylake-avx512", 2)).parallel for h in (128, 256)] == [False, True]
+    small = choose_blocking("gru", 24, info("haswell", 2))  # 2 x 8 lanes would pad 24 to 32: one vector
+    assert (small.units, small.parallel) == (8, False)
+
+
+@pytest.mark.parametrize("mcpu", ["host", "haswell"], ids=["host", "avx2"])
+def test_recurrent_blocked_kernel_parallel_matches_pytorch(mcpu, monkeypatch):
+    """lstm (padded blocks split across 2 threads, both directions, 2 layers) into a gru (one thread), symbolic B
+    and T, for the host's and an AVX2 CPU's vector width: the outputs and final states match nn.LSTM / nn.GRU."""
+    from dataclasses import replace
+
+    from specc.backends.tvm.rules import recurrent
+    from specc.targets import load_target
+
+    plans = []
+
+    def split_lstm(kind, hidden, info):  # the split whatever this machine's L2 (H=130 keeps the test short)
+        plan = choose(kind, hidden, info)
+        plans.append(replace(plan, parallel=kind == "lstm"))
+        return plans[-1]
+
+    choose = recurrent.choose_blocking
+    monkeypatch.setattr(recurrent, "choose_blocking", split_lstm)
+    spec = loads(BLOCKED, "blocked.nn")
+    model = reference_model(spec)
+    target = load_target("tvm-cpu").model_copy(update={"mcpu": mcpu, "num_threads": 2})
+    compiled = spec.to_tvm(target, weights=model)
+    assert [(p.kind, p.parallel) for p in plans] == [("lstm", True)] * 4 + [("gru", False)]
+    for b, t in ((2, 19), (1, 3)):
+        x = torch.randn(b, t, 6)
+        with torch.no_grad():
+            want = model(x)
+        assert max_rel_diff(compiled(x), want) <= RTOL
+
+
 def test_runner_accepts_numpy_and_checks_inputs():
     spec = load_small(REPO / "specs" / "gpt2.nn")
     compiled = spec.to_tvm("tvm-cpu")
