@@ -636,3 +636,25 @@ def test_gemm_row_tail_with_static_rows_and_leading_dims():
             _build(mod, HOST, False)
         xi = rng.standard_normal((2, rows, 64)).astype("float32")
         np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+def test_gemm_row_tail_with_weight_given_at_run_time(target):
+    """The plain tiled GEMM (a weight given at run time: packed by its own kernel, no prefetch) gets the exact last
+    row tile too; its input [B, T, 64] and the packed weight [N/nr, 64, nr] are both 3-D parameters (on AVX-512
+    with the same last dim), and the row count is taken from the input."""
+    rng = np.random.default_rng(23)
+    t = tirx.Var("T", "int64")
+    x = relax.Var("x", relax.TensorType((2, t, 64), "float32"))
+    wv = relax.Var("w", relax.TensorType((64, 256), "float32"))
+    mod = _function([x, wv], lambda bb: bb.emit(relax.op.matmul(x, wv)))
+    opt = optimize_for_cpu(mod, target)
+    assert [v for v in last_stats()["schedules"].values() if "gemm" in v] == ["tiled-gemm"]
+    text = _gemm_func(opt)
+    mr = int(re.search(r'"specc.mr": (\d+)', text).group(1))
+    assert text.count('sblock("specc_gemm_update') == mr
+    fast = relax.VirtualMachine(tvm.compile(opt, target, tir_pipeline=TIR_PIPELINE), tvm.cpu())
+    w = rng.standard_normal((64, 256)).astype("float32")
+    for rows in range(1, 2 * mr + 2):
+        xi = rng.standard_normal((2, rows, 64)).astype("float32")
+        np.testing.assert_allclose(_run(fast, xi, w), xi @ w, rtol=1e-4, atol=1e-4)

@@ -70,22 +70,22 @@ def _schedule_few_rows_gemm(sch, main, info: CPUInfo, mr: int, nr: int, _schedul
     par_var, ko_var, ri_var = sch.get(par).loop_var, sch.get(ko).loop_var, sch.get(ri).loop_var
     if weight is not None:
         func = _prefetch_next_panel(func, par_var, ko_var, weight, tiles, n_panels, kdim, ki, nr)
-    rows_n = _row_count(sch, main, weight)
+    rows_n = _row_count(sch, main)
     if rows_n is not None and os.environ.get("SPECC_EXACT_TAIL", "1") != "0":
         func = _exact_row_tail(func, par_var, ko_var, ri_var, rows_n, tiles, mr)
     return func
 
 
-def _row_count(sch, main, weight):
-    """The GEMM's true row count (the input's second-last dim; the row tiles cover it padded to mr), or None when
-    the input is no function parameter."""
-    func = sch.mod["main"]
-    for region in sch.get(main).reads:
-        buf = region.source
-        if (weight is not None and buf.same_as(weight)) or len(buf.shape) < 2:
-            continue
-        if any(buf.same_as(p) for p in func.params):
-            return buf.shape[-2]
+def _row_count(sch, main):
+    """The GEMM's true row count: the second-last dim of its input x[*L, R, K] (the row tiles cover R padded to
+    mr). x is the read whose last index is the reduction var (the packed weight reads it second-last; both can be
+    3-D parameters with the same last dim). None when no such read exists."""
+    block = sch.get(main)
+    red = [iv.var for iv in block.iter_vars if iv.iter_type != tirx.IterVar.DataPar]
+    for region in block.reads:
+        last = region.region[-1].min
+        if len(red) == 1 and len(region.source.shape) >= 2 and last.same_as(red[0]):
+            return region.source.shape[-2]
     return None
 
 
@@ -169,9 +169,12 @@ def _fresh_vars(stmt, suffix: str):
 def _packed_weight(sch, main, nr: int):
     """The packed weight wp[N/nr, K, nr] the GEMM block reads (a function parameter), or None."""
     func = sch.mod["main"]
-    for region in sch.get(main).reads:
+    block = sch.get(main)
+    red = [iv.var for iv in block.iter_vars if iv.iter_type != tirx.IterVar.DataPar]
+    for region in block.reads:
         buf = region.source
-        if len(buf.shape) == 3 and _static(buf.shape[-1]) == nr and any(buf.same_as(p) for p in func.params):
+        if (len(buf.shape) == 3 and _static(buf.shape[-1]) == nr and len(red) == 1
+                and region.region[-2].min.same_as(red[0]) and any(buf.same_as(p) for p in func.params)):
             return buf
     return None
 
