@@ -113,6 +113,8 @@ def _exact_row_tail(func, par, ko, ri, rows, tiles, mr: int):
         return _fresh_vars(short, f"_t{r}")
 
     def switch(loop):
+        if isinstance(rows, (int, tirx.IntImm)):  # a static row count has one tail height
+            return ts.IfThenElse(tile < full, loop, cut(loop, int(rows) % mr))
         branch = cut(loop, mr - 1)
         for r in range(mr - 2, 0, -1):
             branch = ts.IfThenElse(tail == r, cut(loop, r), branch)
