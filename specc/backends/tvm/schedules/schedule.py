@@ -20,7 +20,7 @@ import tvm
 from tvm import s_tir, tirx
 
 from ._target import CPUInfo
-from .few_rows import _exact_row_tail, _row_count, _schedule_few_rows_gemm
+from .few_rows import _exact_row_tail, _exact_tail_rows, _schedule_few_rows_gemm
 from .sched_util import (
     _MIN_PARALLEL_WORK,
     SCHEDULED_ATTR,
@@ -127,8 +127,8 @@ def _schedule_tiled(sch, main, info: CPUInfo):
     for name in producers:
         _schedule_generic_block(sch, sch.get_sblock(name), info)
     if kind == "gemm" and len(red) == 1:
-        rows_n = _row_count(sch, main)
-        if rows_n is not None and os.environ.get("SPECC_EXACT_TAIL", "1") != "0":
+        rows_n = _exact_tail_rows(sch, main)
+        if rows_n is not None:
             return _exact_row_tail(sch.mod["main"], sch.get(par).loop_var, sch.get(red[0]).loop_var,
                                    sch.get(ri).loop_var, rows_n, tiles, mr)
     return None
