@@ -6,6 +6,8 @@ optimize_for_cpu(mod, target) + tvm.compile must agree with the untuned `zero` p
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -584,3 +586,78 @@ def test_fast_exp_flushes_to_zero_below_range():
     assert np.all(got[xi < -87.3] == 0.0)
     keep = xi >= -87.3
     np.testing.assert_allclose(got[keep], want[keep], rtol=1e-6)
+
+
+def _gemm_func(mod):
+    funcs = [f for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc) and "specc_dense" in gv.name_hint]
+    assert len(funcs) == 1, [gv.name_hint for gv, _ in mod.functions_items()]
+    return funcs[0].script()
+
+
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+@pytest.mark.parametrize("rows_name", ["routed1", "n"])
+def test_gemm_last_row_tile_computes_only_existing_rows(target, rows_name, monkeypatch):
+    """A routed expert's GEMM does not compute the rows that pad its last row tile: the reduction nest has one copy
+    per tail height (mr in all, the tile height from the target's registers), picked per task by rows % mr;
+    SPECC_EXACT_TAIL=0 keeps the single padded nest, and so does any other symbolic row count (a sequence length:
+    the copies would multiply its compile time). Every row count from 1 to past two tiles matches numpy, on AVX-512
+    and AVX2 tiles, both ways."""
+    rng = np.random.default_rng(17)
+    n = tirx.Var(rows_name, "int64")
+    w = (rng.standard_normal((64, 200)) * 0.2).astype("float32")
+    x = relax.Var("x", relax.TensorType((n, 64), "float32"))
+    mod = _function([x], lambda bb: bb.emit(relax.op.matmul(x, relax.const(w))))
+    opt = optimize_for_cpu(mod, target)
+    text = _gemm_func(opt)
+    mr = int(re.search(r'"specc.mr": (\d+)', text).group(1))
+    assert text.count('sblock("specc_gemm_update') == (mr if rows_name.startswith("routed") else 1)
+    monkeypatch.setenv("SPECC_EXACT_TAIL", "0")
+    assert _gemm_func(optimize_for_cpu(mod, target)).count('sblock("specc_gemm_update') == 1
+    fast = relax.VirtualMachine(tvm.compile(opt, target, tir_pipeline=TIR_PIPELINE), tvm.cpu())
+    for rows in [*range(1, 2 * mr + 2), 33]:
+        xi = rng.standard_normal((rows, 64)).astype("float32")
+        np.testing.assert_allclose(_run(fast, xi), xi @ w, rtol=1e-4, atol=1e-5)
+
+
+def test_gemm_row_tail_with_static_rows_and_leading_dims():
+    """A static row count that is no multiple of the tile (13 rows, batch 2: the tile index wraps per batch) gets
+    the exact tail too (one copy of the nest, for its one tail height), with a fused bias + gelu epilogue; a
+    multiple of the tile keeps one nest."""
+    rng = np.random.default_rng(19)
+    w = (rng.standard_normal((96, 64)) * 0.2).astype("float32")
+    bias = rng.standard_normal(96).astype("float32")
+    for rows in (13, 12):
+        x = relax.Var("x", relax.TensorType((2, rows, 64), "float32"))
+        mod = _function([x], lambda bb, x=x: bb.emit(relax.op.nn.gelu(
+            bb.emit(relax.op.linear(x, relax.const(w), relax.const(bias))))))
+        opt = optimize_for_cpu(mod, HOST)
+        text = _gemm_func(opt)
+        mr = int(re.search(r'"specc.mr": (\d+)', text).group(1))
+        # a static row count needs one tail height only: the full tile's nest and the tail's
+        assert text.count('sblock("specc_gemm_update') == (2 if rows % mr else 1)
+        fast, ref = relax.VirtualMachine(tvm.compile(opt, HOST, tir_pipeline=TIR_PIPELINE), tvm.cpu()), \
+            _build(mod, HOST, False)
+        xi = rng.standard_normal((2, rows, 64)).astype("float32")
+        np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+def test_gemm_row_tail_with_weight_given_at_run_time(target):
+    """The plain tiled GEMM (a weight given at run time: packed by its own kernel, no prefetch) on a routed expert's
+    rows gets the exact last row tile too; its input [B, R, 64] and the packed weight [N/nr, 64, nr] are both 3-D
+    parameters (on AVX-512 with the same last dim), and the row count is taken from the input."""
+    rng = np.random.default_rng(23)
+    t = tirx.Var("routed2", "int64")
+    x = relax.Var("x", relax.TensorType((2, t, 64), "float32"))
+    wv = relax.Var("w", relax.TensorType((64, 256), "float32"))
+    mod = _function([x, wv], lambda bb: bb.emit(relax.op.matmul(x, wv)))
+    opt = optimize_for_cpu(mod, target)
+    assert [v for v in last_stats()["schedules"].values() if "gemm" in v] == ["tiled-gemm"]
+    text = _gemm_func(opt)
+    mr = int(re.search(r'"specc.mr": (\d+)', text).group(1))
+    assert text.count('sblock("specc_gemm_update') == mr
+    fast = relax.VirtualMachine(tvm.compile(opt, target, tir_pipeline=TIR_PIPELINE), tvm.cpu())
+    w = rng.standard_normal((64, 256)).astype("float32")
+    for rows in range(1, 2 * mr + 2):
+        xi = rng.standard_normal((2, rows, 64)).astype("float32")
+        np.testing.assert_allclose(_run(fast, xi, w), xi @ w, rtol=1e-4, atol=1e-4)

@@ -2,6 +2,8 @@
 loop nest with the next weight panel prefetched."""
 from __future__ import annotations
 
+import os
+
 from tvm import tirx
 
 from ._target import CPUInfo
@@ -64,18 +66,130 @@ def _schedule_few_rows_gemm(sch, main, info: CPUInfo, mr: int, nr: int, _schedul
                 pass
     for name in producers:
         _schedule_generic_block(sch, sch.get_sblock(name), info)
-    if weight is None:
-        return sch.mod["main"]
-    return _prefetch_next_panel(sch.mod["main"], sch.get(par).loop_var, sch.get(ko).loop_var, weight,
-                                tiles, n_panels, kdim, ki, nr)
+    func = sch.mod["main"]
+    par_var, ko_var, ri_var = sch.get(par).loop_var, sch.get(ko).loop_var, sch.get(ri).loop_var
+    if weight is not None:
+        func = _prefetch_next_panel(func, par_var, ko_var, weight, tiles, n_panels, kdim, ki, nr)
+    rows_n = _exact_tail_rows(sch, main)
+    if rows_n is not None:
+        func = _exact_row_tail(func, par_var, ko_var, ri_var, rows_n, tiles, mr)
+    return func
+
+
+def _exact_tail_rows(sch, main):
+    """The row count to give the GEMM an exact last row tile (_exact_row_tail) for, or None: a static count (one copy
+    of the reduction nest) or a routed expert's (mr - 1 copies: a few dozen rows, of which the padding was up to 15%).
+    Other symbolic counts (a sequence length) keep the padded tile: mr - 1 copies tripled GPT-2's compile time for 3%
+    at 128 rows, and the padding's share shrinks as the count grows. SPECC_EXACT_TAIL=0: never (A/B timing)."""
+    if os.environ.get("SPECC_EXACT_TAIL", "1") == "0":
+        return None
+    rows = _row_count(sch, main)
+    if isinstance(rows, tirx.IntImm) or "specc.few_rows" in sch.get(main).annotations:
+        return rows
+    return None
+
+
+def _row_count(sch, main):
+    """The GEMM's true row count: the second-last dim of its input x[*L, R, K] (the row tiles cover R padded to
+    mr). x is the read whose last index is the reduction var (the packed weight reads it second-last; both can be
+    3-D parameters with the same last dim). None when no such read exists."""
+    block = sch.get(main)
+    red = [iv.var for iv in block.iter_vars if iv.iter_type != tirx.IterVar.DataPar]
+    for region in block.reads:
+        last = region.region[-1].min
+        if len(red) == 1 and len(region.source.shape) >= 2 and last.same_as(red[0]):
+            return region.source.shape[-2]
+    return None
+
+
+def _exact_row_tail(func, par, ko, ri, rows, tiles, mr: int):
+    """The last row tile of each column panel computes only the rows that exist.
+
+    The tiles cover the rows padded to a multiple of mr, and a padded row costs a full row of FMAs: at a routed
+    expert's ~32 rows with 6-row tiles that is 276 rows computed for 256 (8%), and the few-rows GEMM is FMA-bound
+    once its weight panel is in L2 (time goes with the computed rows: 30 vs 36 rows, 0.89x). Here the reduction
+    nest (the `ko` loop: prefetch, K steps, the unrolled mr rows) gets one copy per tail height r = 1 .. mr-1, with
+    the unrolled row loop cut to r rows, chosen per task by `rows % mr` when the task is the panel's last tile; the
+    rows the tail skips are padding, never stored (the epilogue writes row < rows only). A branch per task, none in
+    the FMA loop (a row predicate there made LLVM branch per row: 1.8x slower)."""
+    from tvm.tirx import stmt as ts
+
+    if isinstance(rows, (int, tirx.IntImm)) and int(rows) % mr == 0:
+        return func
+    tile = tirx.floormod(par.astype("int64"), tiles)
+    full = tirx.floordiv(rows, mr)
+    tail = tirx.floormod(rows, mr)
+
+    def cut(loop, r):
+        short = _rewrite_loop(loop, ri, lambda rl: ts.For(rl.loop_var, rl.min, tirx.const(r, "int64"),
+                                                            rl.kind, rl.body, rl.thread_binding, rl.annotations))
+        return _fresh_vars(short, f"_t{r}")
+
+    def switch(loop):
+        if isinstance(rows, (int, tirx.IntImm)):  # a static row count has one tail height
+            return ts.IfThenElse(tile < full, loop, cut(loop, int(rows) % mr))
+        branch = cut(loop, mr - 1)
+        for r in range(mr - 2, 0, -1):
+            branch = ts.IfThenElse(tail == r, cut(loop, r), branch)
+        return ts.IfThenElse(tile < full, loop, branch)
+
+    return func.with_body(_rewrite_loop(func.body, ko, switch))
+
+
+def _fresh_vars(stmt, suffix: str):
+    """`stmt` with every loop var and block iter var it defines replaced by a new one (a copy of a loop nest next
+    to the original: TIR defines each var once)."""
+    from tvm.s_tir import stmt as ss
+    from tvm.tirx import stmt as ts
+
+    defs: list = []
+
+    def collect(node):
+        if isinstance(node, ts.For):
+            defs.append(node.loop_var)
+            collect(node.body)
+        elif isinstance(node, ts.SeqStmt):
+            for x in node.seq:
+                collect(x)
+        elif isinstance(node, ss.SBlockRealize):
+            collect(node.block)
+        elif isinstance(node, ss.SBlock):
+            defs.extend(iv.var for iv in node.iter_vars)
+            collect(node.body)
+
+    collect(stmt)
+    new = {v: tirx.Var(v.name + suffix, v.ty) for v in defs}
+    # substitute the uses (PrimFunc.specialize replaces a parameter var wherever it is read) ...
+    used = tirx.PrimFunc(defs, stmt).specialize(new).body
+
+    # ... and the definitions
+    def redefine(node):
+        if isinstance(node, ts.For):
+            return ts.For(new.get(node.loop_var, node.loop_var), node.min, node.extent, node.kind,
+                          redefine(node.body), node.thread_binding, node.annotations)
+        if isinstance(node, ts.SeqStmt):
+            return ts.SeqStmt([redefine(x) for x in node.seq])
+        if isinstance(node, ss.SBlockRealize):
+            return ss.SBlockRealize(node.iter_values, node.predicate, redefine(node.block))
+        if isinstance(node, ss.SBlock):
+            ivs = [tirx.IterVar(iv.dom, new.get(iv.var, iv.var), iv.iter_type, iv.thread_tag)
+                   for iv in node.iter_vars]
+            return ss.SBlock(ivs, node.reads, node.writes, node.name_hint, redefine(node.body), node.init,
+                             node.alloc_buffers, node.match_buffers, node.annotations)
+        return node
+
+    return redefine(used)
 
 
 def _packed_weight(sch, main, nr: int):
     """The packed weight wp[N/nr, K, nr] the GEMM block reads (a function parameter), or None."""
     func = sch.mod["main"]
-    for region in sch.get(main).reads:
+    block = sch.get(main)
+    red = [iv.var for iv in block.iter_vars if iv.iter_type != tirx.IterVar.DataPar]
+    for region in block.reads:
         buf = region.source
-        if len(buf.shape) == 3 and _static(buf.shape[-1]) == nr and any(buf.same_as(p) for p in func.params):
+        if (len(buf.shape) == 3 and _static(buf.shape[-1]) == nr and len(red) == 1
+                and region.region[-2].min.same_as(red[0]) and any(buf.same_as(p) for p in func.params)):
             return buf
     return None
 

@@ -20,7 +20,7 @@ import tvm
 from tvm import s_tir, tirx
 
 from ._target import CPUInfo
-from .few_rows import _schedule_few_rows_gemm
+from .few_rows import _exact_row_tail, _exact_tail_rows, _schedule_few_rows_gemm
 from .sched_util import (
     _MIN_PARALLEL_WORK,
     SCHEDULED_ATTR,
@@ -42,8 +42,8 @@ _DEBUG = os.environ.get("SPECC_TVM_DEBUG", "") == "1"
 
 
 def _schedule_tiled(sch, main, info: CPUInfo):
-    """gemm / conv2d micro-kernel + fused epilogue. Returns the scheduled function when it is not sch.mod's (the
-    few-rows GEMM adds statements after scheduling), else None."""
+    """gemm / conv2d micro-kernel + fused epilogue. Returns the scheduled function when it is not sch.mod's (a GEMM
+    gets statements added after scheduling: the weight prefetch, the exact last row tile), else None."""
     kind = _kind(sch, main)
     mr = _ann_int(sch, main, "specc.mr")
     nr = _ann_int(sch, main, "specc.nr")
@@ -68,6 +68,7 @@ def _schedule_tiled(sch, main, info: CPUInfo):
             *lead, rows, cols = spatial
             co, ci = sch.split(cols, [None, nr])
         ro, ri = sch.split(rows, [None, mr])
+        tiles = sch.get(ro).extent
         sch.reorder(*lead, co, ro, *red, ri, ci)
         par = sch.fuse(*lead, co, ro)
         tile_loop = par
@@ -125,6 +126,12 @@ def _schedule_tiled(sch, main, info: CPUInfo):
     # producers left at root (padding, runtime weight packing)
     for name in producers:
         _schedule_generic_block(sch, sch.get_sblock(name), info)
+    if kind == "gemm" and len(red) == 1:
+        rows_n = _exact_tail_rows(sch, main)
+        if rows_n is not None:
+            return _exact_row_tail(sch.mod["main"], sch.get(par).loop_var, sch.get(red[0]).loop_var,
+                                   sch.get(ri).loop_var, rows_n, tiles, mr)
+    return None
 
 
 def _schedule_conv1x1_pixels(sch, main, info: CPUInfo):
@@ -392,11 +399,12 @@ def schedule_primfunc(func: tirx.PrimFunc, target, info: CPUInfo):
     if "gemm" in kinds or "conv2d" in kinds:
         main = kinds.get("gemm") or kinds.get("conv2d")
         few = "specc.few_rows" in sch.get(main).annotations
+        prefetch = "specc.prefetch_ki" in sch.get(main).annotations
+        kind = _kind(sch, main)
         try:
             done = _schedule_tiled(sch, main, info)
-            if done is not None:
-                return done, "tiled-gemm-few-rows" if few else "tiled-gemm-prefetch"
-            return sch.mod["main"], "tiled-" + _kind(sch, main)
+            name = ("tiled-gemm-few-rows" if few else "tiled-gemm-prefetch") if prefetch else "tiled-" + kind
+            return (sch.mod["main"] if done is None else done), name
         except Exception as err:  # pylint: disable=broad-except
             log.warning("specc tiled schedule failed (%s); falling back to generic", err)
             if _DEBUG:

@@ -1,0 +1,92 @@
+"""A/B timing of specc's TVM build of one bench model under switches read at build time, in one process.
+
+    python bench/env_ab.py --model moe --variant exact= --variant padded=SPECC_EXACT_TAIL=0
+    python bench/env_ab.py --model gpt2-block --variant on= --variant off=SPECC_GEMM_PREFETCH=0 --threads 2
+
+Each `--variant NAME=VAR=VALUE[,VAR=VALUE...]` builds the model of bench/tvm_vs_torch.py (same spec, weights and
+inputs; GPT-2 / BERT / ViT at the bench's 2 layers) with those environment variables set during the build only; the
+builds and onnxruntime then run interleaved (tvm_vs_torch.interleaved: round-robin, a block's first call untimed), so
+the machine's load falls on all of them alike. 1 thread: thread CPU time; more: wall time. Each build's output is
+checked against PyTorch first."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tvm_vs_torch as tvt  # noqa: E402  (sets the thread variables before torch / tvm load)
+
+torch = tvt.torch
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    name, _, settings = text.partition("=")
+    env = dict(item.split("=", 1) for item in settings.split(",") if item)
+    return name, env
+
+
+def build(spec, eager, env: dict[str, str]):
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return spec.to_tvm("tvm-cpu", weights=eager)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="moe", choices=sorted(tvt.MODELS))
+    p.add_argument("--variant", action="append", required=True, help="NAME=VAR=VALUE[,VAR=VALUE...]")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=14)
+    args = p.parse_args()
+
+    import tvm
+    from onnx_moe import exportable
+    from torch_util import random_inputs
+
+    from specc.backends.tvm.codegen import configure_threads
+
+    loader, dims = tvt.MODELS[args.model]
+    spec = loader(dict(tvt.SHRUNK.get(args.model, {})))
+    inputs = random_inputs(spec, dims, seed=0)
+    torch.manual_seed(0)
+    eager = spec.to_torch().eval()
+    with torch.no_grad():
+        want = eager(*inputs)
+    vin = [tvm.runtime.tensor(x.numpy()) for x in inputs]
+    peers = {}
+    for name, env in map(parse_variant, args.variant):
+        model = build(spec, eager, env)
+        print(f"{name}: {env or 'defaults'}, max|diff|/max|ref| {tvt.rel_diff(model(*inputs), want):.1e}")
+        peers[name] = lambda f=model.vm["main"]: f(*vin)
+    torch.set_num_threads(args.threads)
+    configure_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        why = tvt.onnx_export(exportable(eager), inputs, path)
+        if why:
+            print(f"onnxruntime: {why}")
+        else:
+            _sess, peers["onnxruntime"] = tvt.onnxruntime_peer(path, inputs, args.threads)
+        clock = time.thread_time if args.threads == 1 else time.perf_counter
+        times = tvt.interleaved(peers, args.rounds, float("inf"), clock)
+    ort = times.get("onnxruntime")
+    print(f"{args.model}, {args.threads} thread(s), {'thread CPU' if args.threads == 1 else 'wall'} time; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    for name, (med, mn) in times.items():
+        vs = f"  vs onnxruntime {med / ort[0]:.3f} (min {mn / ort[1]:.3f})" if ort else ""
+        print(f"{name:<14} median {med * 1e3:8.2f} ms  min {mn * 1e3:8.2f} ms{vs}")
+
+
+if __name__ == "__main__":
+    main()
