@@ -146,7 +146,13 @@ class HeavyOpRewriter(PyExprMutator):
                       "gated_gemm": 0}
         # NCHW{nr}c activations between convs (_conv2d_nchwc): each from_nchwc call -> the 5-D value it converts
         self._nchwc: dict = {}
+        # NCHW values converted to NCHW{cb}c for a conv: var -> {cb: 5-D value} (one conversion per value, also read
+        # by the elementwise ops and pools that meet the NCHW value later, e.g. a residual add of the stem's output)
+        self._to5: dict = {}
         self.use_nchwc = os.environ.get("SPECC_CONV_NCHWC", "1") != "0"
+        # the stem, the max pool and the NCHW values read by several ops in NCHW{c}c; SPECC_STEM_NCHWC=0: each conv
+        # converts its NCHW input itself, the stem and max pool stay NCHW (A/B timing)
+        self.stem_nchwc = os.environ.get("SPECC_STEM_NCHWC", "1") != "0"
         # the function being rewritten, as written: var -> bound value, var -> uses (_gated_unit's pattern)
         self.bound: dict = {}
         self.uses: dict = {}
@@ -222,6 +228,10 @@ class HeavyOpRewriter(PyExprMutator):
                 new = self._elemwise_nchwc(call)
                 if new is not None:
                     return new
+            if self.use_nchwc and self.stem_nchwc and name == "relax.nn.max_pool2d":
+                new = self._pool_nchwc(call)
+                if new is not None:
+                    return new
             if name == "relax.nn.conv2d":
                 new = self._conv2d(call)
                 return call if new is None else new
@@ -265,6 +275,35 @@ class HeavyOpRewriter(PyExprMutator):
         bound = self.lookup_binding(expr)
         return self._nchwc.get(bound) if isinstance(bound, relax.Call) else None
 
+    def _converted(self, expr, cb: int):
+        """expr (NCHW) as NCHW{cb}c: the NCHW{cb}c value it is a view of, else its one conversion."""
+        x5 = self._nchwc_of(expr)
+        if x5 is not None and _static_shape(x5)[-1] == cb:
+            return x5
+        cache = self._to5.setdefault(expr, {}) if isinstance(expr, relax.Var) and self.stem_nchwc else {}
+        if cb not in cache:
+            cache[cb] = self.builder_.emit(self._call(lambda t: kernels.to_nchwc(t, cb), [expr], "specc_to_nchwc",
+                                                      _INJ))
+        return cache[cb]
+
+    def _pool_nchwc(self, call):
+        """max_pool2d of an NCHW{c}c value (the stem's conv -> BN -> relu): pooled in NCHW{c}c, no conversion
+        (kernels.max_pool2d_nchwc: windows with dilation 1 and padding smaller than the window)."""
+        a = call.attrs
+        x5 = self._nchwc_of(call.args[0])
+        out = _static_shape(call)
+        pool = [int(v) for v in a.pool_size]
+        pad = [int(v) for v in a.padding]
+        pad = pad * 2 if len(pad) == 2 else pad
+        if (x5 is None or a.layout != "NCHW" or (a.out_layout or "NCHW") != "NCHW" or out is None
+                or not _all_int(out[2:]) or any(int(d) != 1 for d in a.dilation)
+                or not all(p < k for p, k in zip(pad, pool + pool))):
+            return None
+        strides = [int(v) for v in a.strides]
+        y5 = self.builder_.emit(self._call(
+            lambda t: kernels.max_pool2d_nchwc(t, pool, strides, pad, out[2:]), [x5], "specc_max_pool_nchwc", _INJ))
+        return self._back_to_nchw(y5)
+
     def _back_to_nchw(self, y5):
         """The NCHW view of a 5-D value, as a call whose PrimFunc is remembered: the next conv or elementwise op
         takes y5 instead, and the conversion is dead code when nothing else reads it."""
@@ -283,6 +322,8 @@ class HeavyOpRewriter(PyExprMutator):
         args5, any5 = [], False
         for arg in call.args:
             a5 = self._nchwc_of(arg)
+            if a5 is None and isinstance(arg, relax.Var):  # an NCHW value some conv converted already
+                a5 = self._to5.get(arg, {}).get(self.info.nr)
             if a5 is not None:
                 if _static_shape(arg) != shape:
                     return None
@@ -308,16 +349,25 @@ class HeavyOpRewriter(PyExprMutator):
 
     def _conv2d_nchwc(self, call, x, wval, xs, strides, pad, dil, ow):
         """conv2d with NCHW{nr}c input and output (kernels.conv2d_nchwc), for input and output channels that are
-        multiples of nr; the input is converted unless it is the NCHW view of an NCHW{nr}c value."""
+        multiples of nr; the input is converted unless it is the NCHW view of an NCHW{nr}c value.
+
+        A conv with fewer input channels than nr (an image stem, 3 channels) reads its input as one block of all its
+        channels (kernels.conv2d_nchwc reads the NCHW image in place, as NCHW{ic}c), so its output, the BN / relu / max pool after it and
+        the next convs stay NCHW{nr}c: no conversion of the 64-channel activations, and the stem's register tile is
+        stored as contiguous vectors. A patchifying conv (stride = kernel size: ViT) keeps the NCHW kernel: its output
+        goes to a reshape to tokens, which needs NCHW."""
         nr = self.info.nr
         oc, ic, kh, kw = wval.shape
-        if ic % nr or oc % nr:
+        if oc % nr:
             return None
-        x5 = self._nchwc_of(x)
-        if x5 is None:
-            x5 = self.builder_.emit(self._call(lambda t: kernels.to_nchwc(t, nr), [x], "specc_to_nchwc", _INJ))
+        cb = nr
+        if ic % nr:
+            if ic > nr or [kh, kw] == list(strides) or not self.stem_nchwc:
+                return None
+            cb = ic
+        x5 = self._converted(x, cb) if cb == nr else x
         mr = pick_mr(ow, self.info)
-        wp = relax.const(kernels.pack_conv_weight_nchwc_np(wval.astype("float32"), nr, nr))
+        wp = relax.const(kernels.pack_conv_weight_nchwc_np(wval.astype("float32"), cb, nr))
         self.count["conv2d"] += 1
         y5 = self.builder_.emit(self._call(
             lambda t, wt: kernels.conv2d_nchwc(t, wt, kh, kw, strides, pad, dil, mr, nr), [x5, wp],
