@@ -243,7 +243,7 @@ def test_stem_max_pool_residual_nchwc(target):
         a = bb.emit(op.nn.conv2d(p, const(64, 64, 3, 3), padding=1))
         d = bb.emit(op.nn.conv2d(p, const(64, 64, 1, 1)))
         z = bb.emit(op.nn.relu(op.add(op.add(a, p), d)))
-        return bb.emit(op.mean(z, axis=[2, 3]))
+        return bb.emit(op.mean(z, axis=[2, 3], keepdims=True))
 
     mod = _function([x], body)
     fast, ref = _build(mod, target, True), _build(mod, target, False)
@@ -252,6 +252,10 @@ def test_stem_max_pool_residual_nchwc(target):
     names = list(stats["schedules"])
     assert sum("to_nchwc" in k for k in names) == 0 and sum("from_nchwc" in k for k in names) == 1, names
     assert sum("max_pool_nchwc" in k for k in names) == 1, names
+    # the global mean reduces in NCHW{nr}c: only its [n, 64, 1, 1] result is converted
+    conv_out = [f.script() for gv, f in optimize_for_cpu(mod, target).functions_items()
+                if isinstance(f, tirx.PrimFunc) and "from_nchwc" in gv.name_hint]
+    assert len(conv_out) == 1 and "(n, T.int64(64), T.int64(1), T.int64(1))" in conv_out[0], conv_out
     for batch in (1, 2):
         xi = rng.standard_normal((batch, 3, 37, 37)).astype("float32")
         np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-4)

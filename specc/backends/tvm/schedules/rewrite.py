@@ -232,6 +232,10 @@ class HeavyOpRewriter(PyExprMutator):
                 new = self._pool_nchwc(call)
                 if new is not None:
                     return new
+            if self.use_nchwc and self.stem_nchwc and name in ("relax.mean", "relax.max"):
+                new = self._global_pool_nchwc(call)
+                if new is not None:
+                    return new
             if name == "relax.nn.conv2d":
                 new = self._conv2d(call)
                 return call if new is None else new
@@ -303,6 +307,18 @@ class HeavyOpRewriter(PyExprMutator):
         y5 = self.builder_.emit(self._call(
             lambda t: kernels.max_pool2d_nchwc(t, pool, strides, pad, out[2:]), [x5], "specc_max_pool_nchwc", _INJ))
         return self._back_to_nchw(y5)
+
+    def _global_pool_nchwc(self, call):
+        """mean / max over H and W (keepdims: a global pool) of an NCHW{c}c value: reduced in NCHW{c}c, vectorised
+        over the channel block, and only the [N, C/c, 1, 1, c] result converted (not the whole activation)."""
+        x5 = self._nchwc_of(call.args[0])
+        axes = call.attrs.axis
+        if x5 is None or axes is None or not bool(call.attrs.keepdims):
+            return None
+        if sorted(int(a) % 4 for a in axes) != [2, 3]:
+            return None
+        op = relax.op.mean if call.op.name == "relax.mean" else relax.op.max
+        return self._back_to_nchw(self.builder_.emit(op(x5, [2, 3], keepdims=True)))
 
     def _back_to_nchw(self, y5):
         """The NCHW view of a 5-D value, as a call whose PrimFunc is remembered: the next conv or elementwise op
