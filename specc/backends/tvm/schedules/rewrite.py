@@ -292,7 +292,8 @@ class HeavyOpRewriter(PyExprMutator):
 
     def _pool_nchwc(self, call):
         """max_pool2d of an NCHW{c}c value (the stem's conv -> BN -> relu): pooled in NCHW{c}c, no conversion
-        (kernels.max_pool2d_nchwc: windows with dilation 1 and padding smaller than the window)."""
+        (kernels.max_pool2d_nchwc: windows with dilation 1, padding smaller than the window, no ceil mode, so every
+        window holds an input pixel)."""
         a = call.attrs
         x5 = self._nchwc_of(call.args[0])
         out = _static_shape(call)
@@ -300,7 +301,7 @@ class HeavyOpRewriter(PyExprMutator):
         pad = [int(v) for v in a.padding]
         pad = pad * 2 if len(pad) == 2 else pad
         if (x5 is None or a.layout != "NCHW" or (a.out_layout or "NCHW") != "NCHW" or out is None
-                or not _all_int(out[2:]) or any(int(d) != 1 for d in a.dilation)
+                or not _all_int(out[2:]) or any(int(d) != 1 for d in a.dilation) or bool(a.ceil_mode)
                 or not all(p < k for p, k in zip(pad, pool + pool))):
             return None
         strides = [int(v) for v in a.strides]
