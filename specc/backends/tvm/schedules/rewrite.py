@@ -369,10 +369,10 @@ class HeavyOpRewriter(PyExprMutator):
         multiples of nr; the input is converted unless it is the NCHW view of an NCHW{nr}c value.
 
         A conv with fewer input channels than nr (an image stem, 3 channels) reads its input as one block of all its
-        channels (kernels.conv2d_nchwc reads the NCHW image in place, as NCHW{ic}c), so its output, the BN / relu / max pool after it and
-        the next convs stay NCHW{nr}c: no conversion of the 64-channel activations, and the stem's register tile is
-        stored as contiguous vectors. A patchifying conv (stride = kernel size: ViT) keeps the NCHW kernel: its output
-        goes to a reshape to tokens, which needs NCHW."""
+        channels (kernels.conv2d_nchwc reads the NCHW image in place, as NCHW{ic}c), so its output, the BN / relu /
+        max pool after it and the next convs stay NCHW{nr}c: no conversion of the 64-channel activations, and the
+        stem's register tile is stored as contiguous vectors. A patchifying conv (stride = kernel size: ViT) keeps
+        the NCHW kernel: its output goes to a reshape to tokens, which needs NCHW."""
         nr = self.info.nr
         oc, ic, kh, kw = wval.shape
         if oc % nr:
