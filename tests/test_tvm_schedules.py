@@ -267,6 +267,40 @@ def test_stem_max_pool_residual_nchwc(target):
     assert not any("nchwc" in k for k in last_stats()["schedules"]), last_stats()["schedules"]
 
 
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+def test_conv_nchwc_prefetches_next_weight_panel(target):
+    """An NCHWc conv whose weights do not fit the L2 (sized from the target's CPUInfo, so on any machine) while two
+    of its nr-channel panels fit half of it gets the next panel prefetched (`tiled-conv2d-prefetch`, an
+    llvm.prefetch in the kernel) and still agrees with the reference lowering; a conv whose weights fit keeps the
+    plain kernel."""
+    from specc.backends.tvm.schedules._target import cpu_info
+
+    info = cpu_info(target)
+    c = 256
+    oc = -(-(info.l2 // (c * 4) + 1) // info.nr) * info.nr  # weights just over the L2
+    assert c * oc * 4 > info.l2 and 2 * c * info.nr * 4 <= info.l2 // 2
+    rng = np.random.default_rng(5)
+    n = tirx.Var("n", "int64")
+    x = relax.Var("x", relax.TensorType((n, c, 7, 7), "float32"))
+    w = (rng.standard_normal((oc, c, 1, 1)) * 0.05).astype("float32")
+    w_small = (rng.standard_normal((c, c, 1, 1)) * 0.05).astype("float32")
+
+    def body(bb):
+        y = bb.emit(relax.op.nn.relu(relax.op.nn.conv2d(x, relax.const(w_small))))
+        return bb.emit(relax.op.nn.relu(relax.op.nn.conv2d(y, relax.const(w))))
+
+    mod = _function([x], body)
+    fast, ref = _build(mod, target, True), _build(mod, target, False)
+    sched = last_stats()["schedules"]
+    assert sorted(v for v in sched.values() if "conv2d" in v) == ["tiled-conv2d", "tiled-conv2d-prefetch"], sched
+    text = "".join(f.script() for _, f in optimize_for_cpu(mod, target).functions_items()
+                   if isinstance(f, tirx.PrimFunc))
+    assert text.count("llvm.prefetch") == 1
+    for batch in (1, 2):
+        xi = rng.standard_normal((batch, c, 7, 7)).astype("float32")
+        np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-4)
+
+
 def test_conv_nchwc_weight_packing():
     """pack_conv_weight_nchwc_np puts OIHW weights where conv2d_nchwc reads them: [O/nr, I/cb, KH, cb, KW, nr]."""
     from specc.backends.tvm.schedules import kernels
