@@ -224,7 +224,7 @@ def test_conv_chain_nchwc_symbolic_batch(target):
 @pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
 def test_stem_max_pool_residual_nchwc(target):
     """An image stem (3 input channels, fewer than nr) reads the NCHW image in place as one channel block and
-    writes NCHW{nr}c, so the 7x7/2 conv -> BN -> relu -> max pool (kernels.max_pool2d_nchwc) -> (3x3 conv and 1x1
+    writes NCHW{nr}c, so the 7x7/2 conv -> BN -> relu -> max pool (nchwc.max_pool2d_nchwc) -> (3x3 conv and 1x1
     conv, both reading the pool's output) -> residual add of the pool's output -> relu all stay NCHW{nr}c: no
     conversion in, none between the layers, one out. A patchifying conv (stride = kernel, ViT) keeps the NCHW
     kernel."""
@@ -303,10 +303,10 @@ def test_conv_nchwc_prefetches_next_weight_panel(target):
 
 def test_conv_nchwc_weight_packing():
     """pack_conv_weight_nchwc_np puts OIHW weights where conv2d_nchwc reads them: [O/nr, I/cb, KH, cb, KW, nr]."""
-    from specc.backends.tvm.schedules import kernels
+    from specc.backends.tvm.schedules import nchwc
 
     w = np.arange(64 * 48 * 3 * 2, dtype="float32").reshape(64, 48, 3, 2)
-    p = kernels.pack_conv_weight_nchwc_np(w, 16, 32)
+    p = nchwc.pack_conv_weight_nchwc_np(w, 16, 32)
     assert p.shape == (2, 3, 3, 16, 2, 32)
     for o, i, kh, kw in ((0, 0, 0, 0), (63, 47, 2, 1), (33, 17, 1, 0), (5, 40, 2, 1)):
         assert p[o // 32, i // 16, kh, i % 16, kw, o % 32] == w[o, i, kh, kw]

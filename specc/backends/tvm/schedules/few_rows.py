@@ -115,7 +115,7 @@ def _prefetch_next_panel(func, par, ko, weight, tiles, n_panels: int, kdim: int,
 
 
 def _prefetch_next_conv_panel(func, par, wo, rco, weight, oh: int, n_wo: int, n_oco: int):
-    """NCHWc conv (kernels.conv2d_nchwc, loops (n, oco, oh) fused -> wo tile -> rco -> ...): before each input
+    """NCHWc conv (nchwc.conv2d_nchwc, loops (n, oco, oh) fused -> wo tile -> rco -> ...): before each input
     channel block of a tile, prefetch into L2 this step's share of the next output-channel block's weight panel
     wp[oco + 1] (all of it spread evenly over the current panel's oh x n_wo x rco steps). For convs whose weights do
     not fit the L2: a panel's first row would otherwise wait on L3 / memory."""

@@ -29,48 +29,11 @@ from tvm.relax import PyExprMutator, expr_functor
 
 from . import kernels
 from ._target import CPUInfo, pick_mr
+from .nchwc import NCHWcRewrites
+from .relax_util import _FUSABLE, _INJ, K_ELEMWISE, _all_int, _dtype, _same_dim, _static_shape
 
 log = logging.getLogger("specc.tvm.schedules")
 _DEBUG = os.environ.get("SPECC_TVM_DEBUG", "") == "1"
-
-K_OUT_EWISE_FUSABLE = 4
-K_ELEMWISE = 0
-K_INJECTIVE = 2
-_FUSABLE = {"op_pattern": K_OUT_EWISE_FUSABLE}
-_INJ = {"op_pattern": K_INJECTIVE}
-
-
-def _static_shape(expr):
-    """Tuple of python ints / tirx exprs, or None when the shape is unknown."""
-    ty = expr.ty if hasattr(expr, "ty") else None
-    if ty is None or not isinstance(ty, relax.TensorType) or ty.shape is None:
-        return None
-    shape = ty.shape
-    if not isinstance(shape, relax.ShapeExpr):
-        return None
-    out = []
-    for s in shape.values:
-        out.append(int(s) if isinstance(s, tirx.IntImm) else s)
-    return tuple(out)
-
-
-def _dtype(expr) -> str | None:
-    ty = getattr(expr, "ty", None)
-    return str(ty.dtype) if isinstance(ty, relax.TensorType) else None
-
-
-def _same_dim(a, b) -> bool:
-    try:
-        import tvm_ffi  # pylint: disable=import-outside-toplevel
-
-        return bool(tvm_ffi.structural_equal(a, b))
-    except Exception:  # pylint: disable=broad-except
-        return a.same_as(b)
-
-
-def _all_int(xs) -> bool:
-    return all(isinstance(x, int) for x in xs)
-
 
 def _is_routed(rows) -> bool:
     """Whether a GEMM's row count is a routed expert's (rules/moe.py names it `routed*`): a few dozen rows."""
@@ -130,12 +93,10 @@ def _conv1x1_pixels_plan(xs, ws, strides, pad, info):
     return (mr, nr, max(fits)) if fits else None
 
 
-# elementwise ops that keep NCHW{c}c values NCHW{c}c (HeavyOpRewriter._elemwise_nchwc)
-_NCHWC_ELEMWISE = ("relax.add", "relax.multiply", "relax.subtract", "relax.nn.relu")
 
 
 @expr_functor.mutator
-class HeavyOpRewriter(PyExprMutator):
+class HeavyOpRewriter(PyExprMutator, NCHWcRewrites):
     """Replaces conv2d / matmul / attention calls with call_tir to specc kernels."""
 
     def __init__(self, mod: tvm.IRModule, info: CPUInfo, fast_math: bool = True):
@@ -224,18 +185,9 @@ class HeavyOpRewriter(PyExprMutator):
             return call
         name = call.op.name
         try:
-            if self.use_nchwc and name in _NCHWC_ELEMWISE:
-                new = self._elemwise_nchwc(call)
-                if new is not None:
-                    return new
-            if self.use_nchwc and self.stem_nchwc and name == "relax.nn.max_pool2d":
-                new = self._pool_nchwc(call)
-                if new is not None:
-                    return new
-            if self.use_nchwc and self.stem_nchwc and name in ("relax.mean", "relax.max"):
-                new = self._global_pool_nchwc(call)
-                if new is not None:
-                    return new
+            new = self._nchwc_rewrite(call, name) if self.use_nchwc else None
+            if new is not None:
+                return new
             if name == "relax.nn.conv2d":
                 new = self._conv2d(call)
                 return call if new is None else new
@@ -270,126 +222,6 @@ class HeavyOpRewriter(PyExprMutator):
             log.warning("specc: keeping %s (rewrite failed: %s)", name, err)
             return call
         return call
-
-    # -- NCHW{c}c activations ----------------------------------------------------------
-    def _nchwc_of(self, expr):
-        """The NCHW{nr}c value a (NCHW) expr was converted from, or None."""
-        if not isinstance(expr, relax.Var):
-            return None
-        bound = self.lookup_binding(expr)
-        return self._nchwc.get(bound) if isinstance(bound, relax.Call) else None
-
-    def _converted(self, expr, cb: int):
-        """expr (NCHW) as NCHW{cb}c: the NCHW{cb}c value it is a view of, else its one conversion."""
-        x5 = self._nchwc_of(expr)
-        if x5 is not None and _static_shape(x5)[-1] == cb:
-            return x5
-        cache = self._to5.setdefault(expr, {}) if isinstance(expr, relax.Var) and self.stem_nchwc else {}
-        if cb not in cache:
-            cache[cb] = self.builder_.emit(self._call(lambda t: kernels.to_nchwc(t, cb), [expr], "specc_to_nchwc",
-                                                      _INJ))
-        return cache[cb]
-
-    def _pool_nchwc(self, call):
-        """max_pool2d of an NCHW{c}c value (the stem's conv -> BN -> relu): pooled in NCHW{c}c, no conversion
-        (kernels.max_pool2d_nchwc: windows with dilation 1, padding smaller than the window, no ceil mode, so every
-        window holds an input pixel)."""
-        a = call.attrs
-        x5 = self._nchwc_of(call.args[0])
-        out = _static_shape(call)
-        pool = [int(v) for v in a.pool_size]
-        pad = [int(v) for v in a.padding]
-        pad = pad * 2 if len(pad) == 2 else pad
-        if (x5 is None or a.layout != "NCHW" or (a.out_layout or "NCHW") != "NCHW" or out is None
-                or not _all_int(out[2:]) or any(int(d) != 1 for d in a.dilation) or bool(a.ceil_mode)
-                or not all(p < k for p, k in zip(pad, pool + pool))):
-            return None
-        strides = [int(v) for v in a.strides]
-        y5 = self.builder_.emit(self._call(
-            lambda t: kernels.max_pool2d_nchwc(t, pool, strides, pad, out[2:]), [x5], "specc_max_pool_nchwc", _INJ))
-        return self._back_to_nchw(y5)
-
-    def _global_pool_nchwc(self, call):
-        """mean / max over H and W (keepdims: a global pool) of an NCHW{c}c value: reduced in NCHW{c}c, vectorised
-        over the channel block, and only the [N, C/c, 1, 1, c] result converted (not the whole activation)."""
-        x5 = self._nchwc_of(call.args[0])
-        axes = call.attrs.axis
-        if x5 is None or axes is None or not bool(call.attrs.keepdims):
-            return None
-        if sorted(int(a) % 4 for a in axes) != [2, 3]:
-            return None
-        op = relax.op.mean if call.op.name == "relax.mean" else relax.op.max
-        return self._back_to_nchw(self.builder_.emit(op(x5, [2, 3], keepdims=True)))
-
-    def _back_to_nchw(self, y5):
-        """The NCHW view of a 5-D value, as a call whose PrimFunc is remembered: the next conv or elementwise op
-        takes y5 instead, and the conversion is dead code when nothing else reads it."""
-        out = self._call(kernels.from_nchwc, [y5], "specc_from_nchwc", _INJ)
-        # keyed by the call itself (its PrimFunc is shared by every conversion of the same shape)
-        self._nchwc[out] = y5
-        return out
-
-    def _elemwise_nchwc(self, call):
-        """add / multiply / subtract / relu on NCHW{c}c values: an operand is a converted conv output or a constant
-        per channel (folded batch norm) or a scalar. Keeps a chain conv -> BN -> (residual add) -> relu -> conv in
-        NCHW{c}c, and the conv's fused epilogue on 5-D tensors (contiguous vectors)."""
-        shape = _static_shape(call)
-        if shape is None or len(shape) != 4 or _dtype(call) != "float32":
-            return None
-        args5, any5 = [], False
-        for arg in call.args:
-            a5 = self._nchwc_of(arg)
-            if a5 is None and isinstance(arg, relax.Var):  # an NCHW value some conv converted already
-                a5 = self._to5.get(arg, {}).get(self.info.nr)
-            if a5 is not None:
-                if _static_shape(arg) != shape:
-                    return None
-                args5.append(a5)
-                any5 = True
-                continue
-            val = self._const_value(arg)
-            if val is None:
-                return None
-            c = shape[1]
-            if val.size == 1:
-                args5.append(relax.const(val.astype("float32").reshape(())))
-            elif val.size == c and val.ndim <= 4 and val.shape[-3:] in ((c, 1, 1),) and (val.ndim < 4 or val.shape[0] == 1):
-                cb = self.info.nr
-                args5.append(relax.const(np.ascontiguousarray(
-                    val.astype("float32").reshape(1, c // cb, 1, 1, cb))))
-            else:
-                return None
-        if not any5:
-            return None
-        y5 = self.builder_.emit(relax.Call(call.op, args5, call.attrs))
-        return self._back_to_nchw(y5)
-
-    def _conv2d_nchwc(self, call, x, wval, xs, strides, pad, dil, ow):
-        """conv2d with NCHW{nr}c input and output (kernels.conv2d_nchwc), for input and output channels that are
-        multiples of nr; the input is converted unless it is the NCHW view of an NCHW{nr}c value.
-
-        A conv with fewer input channels than nr (an image stem, 3 channels) reads its input as one block of all its
-        channels (kernels.conv2d_nchwc reads the NCHW image in place, as NCHW{ic}c), so its output, the BN / relu /
-        max pool after it and the next convs stay NCHW{nr}c: no conversion of the 64-channel activations, and the
-        stem's register tile is stored as contiguous vectors. A patchifying conv (stride = kernel size: ViT) keeps
-        the NCHW kernel: its output goes to a reshape to tokens, which needs NCHW."""
-        nr = self.info.nr
-        oc, ic, kh, kw = wval.shape
-        if oc % nr:
-            return None
-        cb = nr
-        if ic % nr:
-            if ic > nr or [kh, kw] == list(strides) or not self.stem_nchwc:
-                return None
-            cb = ic
-        x5 = self._converted(x, cb) if cb == nr else x
-        mr = pick_mr(ow, self.info)
-        wp = relax.const(kernels.pack_conv_weight_nchwc_np(wval.astype("float32"), cb, nr))
-        self.count["conv2d"] += 1
-        y5 = self.builder_.emit(self._call(
-            lambda t, wt: kernels.conv2d_nchwc(t, wt, kh, kw, strides, pad, dil, mr, nr), [x5, wp],
-            "specc_conv2d", _FUSABLE))
-        return self._back_to_nchw(y5)
 
     # -- conv2d -------------------------------------------------------------------
     def _conv2d(self, call):

@@ -84,7 +84,7 @@ def _schedule_tiled(sch, main, info: CPUInfo):
     sch.unroll(ri)
     sch.vectorize(ci)
     if nchwc and (_extent(sch, red[-1]) or 0) > 1:
-        # the tap column (kernels.conv2d_nchwc): unrolled, the broadcasts of a row's pixels serve every tap
+        # the tap column (nchwc.conv2d_nchwc): unrolled, the broadcasts of a row's pixels serve every tap
         sch.unroll(red[-1])
 
     consumers = list(sch.get_consumers(main))
