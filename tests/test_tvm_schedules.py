@@ -190,8 +190,8 @@ def test_conv_chain_nchwc_symbolic_batch(target):
     """Convs whose channel counts are multiples of the register tile (nr: 32 fp32 AVX-512, 16 AVX2) keep their
     activations in NCHW{nr}c from conv to conv: a 3x3 conv + batch norm (multiply, add) + relu, a bottleneck-like
     1x1/2 main branch and 1x1/2 downsample joined by a residual add + relu, a 3x3/2 conv on odd planes (15 -> 8 ->
-    4: partial register tiles), then a max pool that needs NCHW. One conversion in (the input), one out (for the
-    pool); every conv's epilogue is fused."""
+    4: partial register tiles), then a max pool (pooled in NCHW{nr}c). One conversion in (the input), one out (the
+    pool's result); every conv's epilogue is fused."""
     rng = np.random.default_rng(7)
     n = tirx.Var("n", "int64")
     x = relax.Var("x", relax.TensorType((n, 32, 15, 15), "float32"))
@@ -223,12 +223,92 @@ def test_conv_chain_nchwc_symbolic_batch(target):
         np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+def test_stem_max_pool_residual_nchwc(target):
+    """An image stem (3 input channels, fewer than nr) reads the NCHW image in place as one channel block and
+    writes NCHW{nr}c, so the 7x7/2 conv -> BN -> relu -> max pool (nchwc.max_pool2d_nchwc) -> (3x3 conv and 1x1
+    conv, both reading the pool's output) -> residual add of the pool's output -> relu all stay NCHW{nr}c: no
+    conversion in, none between the layers, one out. A patchifying conv (stride = kernel, ViT) keeps the NCHW
+    kernel."""
+    rng = np.random.default_rng(11)
+    n = tirx.Var("n", "int64")
+    x = relax.Var("x", relax.TensorType((n, 3, 37, 37), "float32"))
+
+    def const(*shape):
+        return relax.const((rng.standard_normal(shape) * 0.2).astype("float32"))
+
+    def body(bb):
+        op = relax.op
+        y = bb.emit(op.nn.conv2d(x, const(64, 3, 7, 7), strides=2, padding=3))
+        y = bb.emit(op.nn.relu(op.add(op.multiply(y, const(1, 64, 1, 1)), const(64, 1, 1))))
+        p = bb.emit(op.nn.max_pool2d(y, pool_size=3, strides=2, padding=1))
+        a = bb.emit(op.nn.conv2d(p, const(64, 64, 3, 3), padding=1))
+        d = bb.emit(op.nn.conv2d(p, const(64, 64, 1, 1)))
+        z = bb.emit(op.nn.relu(op.add(op.add(a, p), d)))
+        return bb.emit(op.mean(z, axis=[2, 3], keepdims=True))
+
+    mod = _function([x], body)
+    fast, ref = _build(mod, target, True), _build(mod, target, False)
+    stats = last_stats()
+    assert stats["replaced"]["conv2d"] == 3
+    names = list(stats["schedules"])
+    assert sum("to_nchwc" in k for k in names) == 0 and sum("from_nchwc" in k for k in names) == 1, names
+    assert sum("max_pool_nchwc" in k for k in names) == 1, names
+    # the global mean reduces in NCHW{nr}c: only its [n, 64, 1, 1] result is converted
+    conv_out = [f.script() for gv, f in optimize_for_cpu(mod, target).functions_items()
+                if isinstance(f, tirx.PrimFunc) and "from_nchwc" in gv.name_hint]
+    assert len(conv_out) == 1 and "(n, T.int64(64), T.int64(1), T.int64(1))" in conv_out[0], conv_out
+    for batch in (1, 2):
+        xi = rng.standard_normal((batch, 3, 37, 37)).astype("float32")
+        np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-4)
+
+    def patchify(bb):
+        return bb.emit(relax.op.nn.conv2d(x, const(64, 3, 4, 4), strides=4))
+
+    fast = _build(_function([x], patchify), target, True)
+    assert not any("nchwc" in k for k in last_stats()["schedules"]), last_stats()["schedules"]
+
+
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+def test_conv_nchwc_prefetches_next_weight_panel(target):
+    """An NCHWc conv whose weights do not fit the L2 (sized from the target's CPUInfo, so on any machine) while two
+    of its nr-channel panels fit half of it gets the next panel prefetched (`tiled-conv2d-prefetch`, an
+    llvm.prefetch in the kernel) and still agrees with the reference lowering; a conv whose weights fit keeps the
+    plain kernel."""
+    from specc.backends.tvm.schedules._target import cpu_info
+
+    info = cpu_info(target)
+    c = 256
+    oc = -(-(info.l2 // (c * 4) + 1) // info.nr) * info.nr  # weights just over the L2
+    assert c * oc * 4 > info.l2 and 2 * c * info.nr * 4 <= info.l2 // 2
+    rng = np.random.default_rng(5)
+    n = tirx.Var("n", "int64")
+    x = relax.Var("x", relax.TensorType((n, c, 7, 7), "float32"))
+    w = (rng.standard_normal((oc, c, 1, 1)) * 0.05).astype("float32")
+    w_small = (rng.standard_normal((c, c, 1, 1)) * 0.05).astype("float32")
+
+    def body(bb):
+        y = bb.emit(relax.op.nn.relu(relax.op.nn.conv2d(x, relax.const(w_small))))
+        return bb.emit(relax.op.nn.relu(relax.op.nn.conv2d(y, relax.const(w))))
+
+    mod = _function([x], body)
+    fast, ref = _build(mod, target, True), _build(mod, target, False)
+    sched = last_stats()["schedules"]
+    assert sorted(v for v in sched.values() if "conv2d" in v) == ["tiled-conv2d", "tiled-conv2d-prefetch"], sched
+    text = "".join(f.script() for _, f in optimize_for_cpu(mod, target).functions_items()
+                   if isinstance(f, tirx.PrimFunc))
+    assert text.count("llvm.prefetch") == 1
+    for batch in (1, 2):
+        xi = rng.standard_normal((batch, c, 7, 7)).astype("float32")
+        np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-4)
+
+
 def test_conv_nchwc_weight_packing():
     """pack_conv_weight_nchwc_np puts OIHW weights where conv2d_nchwc reads them: [O/nr, I/cb, KH, cb, KW, nr]."""
-    from specc.backends.tvm.schedules import kernels
+    from specc.backends.tvm.schedules import nchwc
 
     w = np.arange(64 * 48 * 3 * 2, dtype="float32").reshape(64, 48, 3, 2)
-    p = kernels.pack_conv_weight_nchwc_np(w, 16, 32)
+    p = nchwc.pack_conv_weight_nchwc_np(w, 16, 32)
     assert p.shape == (2, 3, 3, 16, 2, 32)
     for o, i, kh, kw in ((0, 0, 0, 0), (63, 47, 2, 1), (33, 17, 1, 0), (5, 40, 2, 1)):
         assert p[o // 32, i // 16, kh, i % 16, kw, o % 32] == w[o, i, kh, kw]

@@ -228,6 +228,45 @@ def _prefetch_next_panel(func, par, ko, weight, tiles, n_panels: int, kdim: int,
     return func.with_body(_rewrite_loop(func.body, ko, at_round))
 
 
+def _prefetch_next_conv_panel(func, par, wo, rco, weight, oh: int, n_wo: int, n_oco: int):
+    """NCHWc conv (nchwc.conv2d_nchwc, loops (n, oco, oh) fused -> wo tile -> rco -> ...): before each input
+    channel block of a tile, prefetch into L2 this step's share of the next output-channel block's weight panel
+    wp[oco + 1] (all of it spread evenly over the current panel's oh x n_wo x rco steps). For convs whose weights do
+    not fit the L2: a panel's first row would otherwise wait on L3 / memory."""
+    from tvm.tirx import stmt as ts
+
+    shape = [int(d) for d in weight.shape]
+    panel_floats = 1
+    for d in shape[1:]:
+        panel_floats *= d
+    line = 64 // 4
+    n_rco = shape[1]
+    lines = panel_floats // line
+    steps = oh * n_wo * n_rco
+    f = par.astype("int64")
+    panel = tirx.min(tirx.floormod(tirx.floordiv(f, oh), n_oco) + 1, n_oco - 1)
+    step = (tirx.floormod(f, oh) * n_wo + wo.astype("int64")) * n_rco + rco.astype("int64")
+    start = tirx.floordiv(step * lines, steps)
+    end = tirx.floordiv((step + 1) * lines, steps)
+    j = tirx.Var("pf_line", "int64")
+    pos = (start + j) * line
+    idx = []
+    for d in reversed(shape[1:]):
+        idx.append(tirx.floormod(pos, d))
+        pos = tirx.floordiv(pos, d)
+    addr = tirx.address_of(tirx.BufferLoad(weight, [panel, *reversed(idx)]))
+    i32 = lambda v: tirx.const(v, "int32")  # noqa: E731
+    fetch = tirx.Evaluate(tirx.call_llvm_intrin("void", "llvm.prefetch.p0", addr, i32(0), i32(_PREFETCH_LOCALITY),
+                                                i32(1)))
+    prefetch = ts.For(j, tirx.const(0, "int64"), end - start, ts.ForKind.SERIAL, fetch)
+
+    def at_round(loop):
+        return ts.For(loop.loop_var, loop.min, loop.extent, loop.kind, ts.SeqStmt([prefetch, loop.body]),
+                      loop.thread_binding, loop.annotations)
+
+    return func.with_body(_rewrite_loop(func.body, rco, at_round))
+
+
 def _rewrite_loop(node, var, fn):
     """`node` with the For loop over `var` replaced by fn(loop) (walks loops, sequences and blocks)."""
     from tvm.s_tir import stmt as ss

@@ -230,62 +230,6 @@ def conv2d_nchw(x: te.Tensor, wp: te.Tensor, oc: int, kh: int, kw: int, strides,
                       name="specc_conv_out")
 
 
-def to_nchwc(x: te.Tensor, cb: int) -> te.Tensor:
-    """NCHW -> NCHW{cb}c: [N, C/cb, H, W, cb] (C a multiple of cb)."""
-    nb, c, h, w = [_int(s) for s in x.shape]
-    return te.compute((nb, c // cb, h, w, cb), lambda n, co, y, xx, ci: x[n, co * cb + ci, y, xx],
-                      name="specc_to_nchwc")
-
-
-def from_nchwc(x: te.Tensor) -> te.Tensor:
-    """NCHW{cb}c -> NCHW."""
-    nb, cbk, h, w, cb = [_int(s) for s in x.shape]
-    return te.compute((nb, cbk * cb, h, w), lambda n, c, y, xx: x[n, c // cb, y, xx, c % cb], name="specc_from_nchwc")
-
-
-def pack_conv_weight_nchwc_np(w: np.ndarray, cb: int, nr: int) -> np.ndarray:
-    """OIHW -> [O/nr, I/cb, KH, cb, KW, nr] (O a multiple of nr, I of cb), in the order conv2d_nchwc's reduction
-    walks them (input channel block, tap row, channel, tap column): a step reads nr contiguous floats."""
-    o, i, kh, kw = w.shape
-    return np.ascontiguousarray(w.reshape(o // nr, nr, i // cb, cb, kh, kw).transpose(0, 2, 4, 3, 5, 1))
-
-
-def conv2d_nchwc(x: te.Tensor, wp: te.Tensor, kh: int, kw: int, strides, padding, dilation, mr: int, nr: int,
-                 out_dtype: str = "float32") -> te.Tensor:
-    """conv2d on NCHW{cb}c activations: x [N, C/cb, H, W, cb], weights wp [OC/nr, C/cb, KH, cb, KW, nr]
-    (pack_conv_weight_nchwc_np), output [N, OC/nr, OH, OW, nr], i.e. NCHW{nr}c: the layout onnxruntime runs a whole
-    CNN in. The register tile (mr output pixels x nr channels) is stored as mr contiguous vectors: no transpose;
-    a pixel's input channels are contiguous, so the reduction walks neither whole planes (the L1 set conflicts of
-    NCHW 1x1 convs at 56x56) nor needs a row copy. The tap column is the innermost reduction axis (unrolled by the
-    schedule), so the broadcast of an input pixel serves every tap of the row that reads it (input pixel x + kw
-    feeds output pixels x..x+kw), as in the NCHW kernel: 3x3 convs ran 10-20% slower with the channel innermost.
-    padding = (top, left, bottom, right)."""
-    nb, cbk, h, w, cb = [_int(s) for s in x.shape]
-    sh, sw = strides
-    dh, dw = dilation
-    pt, pl, pb, pr = padding
-    oh, ow, ow_p, hp, wpd = _conv_geometry(h, w, kh, kw, strides, dilation, padding, mr)
-    if pt or pl or wpd != w or hp != h:
-        def f_pad(n, co, hh, ww, ci):
-            cond = tirx.all(hh >= pt, hh < h + pt, ww >= pl, ww < w + pl)
-            return tirx.if_then_else(cond, x[n, co, hh - pt, ww - pl, ci], tirx.const(0, x.dtype))
-        xp = te.compute((nb, cbk, hp, wpd, cb), f_pad, name="specc_pad", attrs={KIND: "pad"})
-    else:
-        xp = x
-    rco = te.reduce_axis((0, cbk), "ico")
-    rkh = te.reduce_axis((0, kh), "kh")
-    rkw = te.reduce_axis((0, kw), "kw")
-    rci = te.reduce_axis((0, cb), "ici")
-    acc = te.compute(
-        (nb, _int(wp.shape[0]), oh, ow_p, nr),
-        lambda n, oco, y, xx, oci: te.sum(
-            xp[n, rco, y * sh + rkh * dh, xx * sw + rkw * dw, rci].astype(out_dtype)
-            * wp[oco, rco, rkh, rci, rkw, oci].astype(out_dtype), axis=[rco, rkh, rci, rkw]),
-        name="specc_conv", attrs={KIND: "conv2d", "specc.mr": mr, "specc.nr": nr, "specc.layout": "nchwc"})
-    return te.compute((nb, _int(wp.shape[0]), oh, ow, nr), lambda n, o, y, xx, i: acc[n, o, y, xx, i],
-                      name="specc_conv_out")
-
-
 def pack_conv1x1_weight_np(w: np.ndarray, mr: int) -> np.ndarray:
     """OIHW 1x1 weights [OC, IC, 1, 1] -> [OC/mr, IC, mr] (the mr output channels of a tile side by side per input
     channel: one broadcast each). OC must be a multiple of mr."""

@@ -29,48 +29,11 @@ from tvm.relax import PyExprMutator, expr_functor
 
 from . import kernels
 from ._target import CPUInfo, pick_mr
+from .nchwc import NCHWcRewrites
+from .relax_util import _FUSABLE, _INJ, K_ELEMWISE, _all_int, _dtype, _same_dim, _static_shape
 
 log = logging.getLogger("specc.tvm.schedules")
 _DEBUG = os.environ.get("SPECC_TVM_DEBUG", "") == "1"
-
-K_OUT_EWISE_FUSABLE = 4
-K_ELEMWISE = 0
-K_INJECTIVE = 2
-_FUSABLE = {"op_pattern": K_OUT_EWISE_FUSABLE}
-_INJ = {"op_pattern": K_INJECTIVE}
-
-
-def _static_shape(expr):
-    """Tuple of python ints / tirx exprs, or None when the shape is unknown."""
-    ty = expr.ty if hasattr(expr, "ty") else None
-    if ty is None or not isinstance(ty, relax.TensorType) or ty.shape is None:
-        return None
-    shape = ty.shape
-    if not isinstance(shape, relax.ShapeExpr):
-        return None
-    out = []
-    for s in shape.values:
-        out.append(int(s) if isinstance(s, tirx.IntImm) else s)
-    return tuple(out)
-
-
-def _dtype(expr) -> str | None:
-    ty = getattr(expr, "ty", None)
-    return str(ty.dtype) if isinstance(ty, relax.TensorType) else None
-
-
-def _same_dim(a, b) -> bool:
-    try:
-        import tvm_ffi  # pylint: disable=import-outside-toplevel
-
-        return bool(tvm_ffi.structural_equal(a, b))
-    except Exception:  # pylint: disable=broad-except
-        return a.same_as(b)
-
-
-def _all_int(xs) -> bool:
-    return all(isinstance(x, int) for x in xs)
-
 
 def _is_routed(rows) -> bool:
     """Whether a GEMM's row count is a routed expert's (rules/moe.py names it `routed*`): a few dozen rows."""
@@ -130,12 +93,10 @@ def _conv1x1_pixels_plan(xs, ws, strides, pad, info):
     return (mr, nr, max(fits)) if fits else None
 
 
-# elementwise ops that keep NCHW{c}c values NCHW{c}c (HeavyOpRewriter._elemwise_nchwc)
-_NCHWC_ELEMWISE = ("relax.add", "relax.multiply", "relax.subtract", "relax.nn.relu")
 
 
 @expr_functor.mutator
-class HeavyOpRewriter(PyExprMutator):
+class HeavyOpRewriter(PyExprMutator, NCHWcRewrites):
     """Replaces conv2d / matmul / attention calls with call_tir to specc kernels."""
 
     def __init__(self, mod: tvm.IRModule, info: CPUInfo, fast_math: bool = True):
@@ -146,7 +107,13 @@ class HeavyOpRewriter(PyExprMutator):
                       "gated_gemm": 0}
         # NCHW{nr}c activations between convs (_conv2d_nchwc): each from_nchwc call -> the 5-D value it converts
         self._nchwc: dict = {}
+        # NCHW values converted to NCHW{cb}c for a conv: var -> {cb: 5-D value} (one conversion per value, also read
+        # by the elementwise ops and pools that meet the NCHW value later, e.g. a residual add of the stem's output)
+        self._to5: dict = {}
         self.use_nchwc = os.environ.get("SPECC_CONV_NCHWC", "1") != "0"
+        # the stem, the max pool and the NCHW values read by several ops in NCHW{c}c; SPECC_STEM_NCHWC=0: each conv
+        # converts its NCHW input itself, the stem and max pool stay NCHW (A/B timing)
+        self.stem_nchwc = os.environ.get("SPECC_STEM_NCHWC", "1") != "0"
         # the function being rewritten, as written: var -> bound value, var -> uses (_gated_unit's pattern)
         self.bound: dict = {}
         self.uses: dict = {}
@@ -218,10 +185,9 @@ class HeavyOpRewriter(PyExprMutator):
             return call
         name = call.op.name
         try:
-            if self.use_nchwc and name in _NCHWC_ELEMWISE:
-                new = self._elemwise_nchwc(call)
-                if new is not None:
-                    return new
+            new = self._nchwc_rewrite(call, name) if self.use_nchwc else None
+            if new is not None:
+                return new
             if name == "relax.nn.conv2d":
                 new = self._conv2d(call)
                 return call if new is None else new
@@ -256,73 +222,6 @@ class HeavyOpRewriter(PyExprMutator):
             log.warning("specc: keeping %s (rewrite failed: %s)", name, err)
             return call
         return call
-
-    # -- NCHW{c}c activations ----------------------------------------------------------
-    def _nchwc_of(self, expr):
-        """The NCHW{nr}c value a (NCHW) expr was converted from, or None."""
-        if not isinstance(expr, relax.Var):
-            return None
-        bound = self.lookup_binding(expr)
-        return self._nchwc.get(bound) if isinstance(bound, relax.Call) else None
-
-    def _back_to_nchw(self, y5):
-        """The NCHW view of a 5-D value, as a call whose PrimFunc is remembered: the next conv or elementwise op
-        takes y5 instead, and the conversion is dead code when nothing else reads it."""
-        out = self._call(kernels.from_nchwc, [y5], "specc_from_nchwc", _INJ)
-        # keyed by the call itself (its PrimFunc is shared by every conversion of the same shape)
-        self._nchwc[out] = y5
-        return out
-
-    def _elemwise_nchwc(self, call):
-        """add / multiply / subtract / relu on NCHW{c}c values: an operand is a converted conv output or a constant
-        per channel (folded batch norm) or a scalar. Keeps a chain conv -> BN -> (residual add) -> relu -> conv in
-        NCHW{c}c, and the conv's fused epilogue on 5-D tensors (contiguous vectors)."""
-        shape = _static_shape(call)
-        if shape is None or len(shape) != 4 or _dtype(call) != "float32":
-            return None
-        args5, any5 = [], False
-        for arg in call.args:
-            a5 = self._nchwc_of(arg)
-            if a5 is not None:
-                if _static_shape(arg) != shape:
-                    return None
-                args5.append(a5)
-                any5 = True
-                continue
-            val = self._const_value(arg)
-            if val is None:
-                return None
-            c = shape[1]
-            if val.size == 1:
-                args5.append(relax.const(val.astype("float32").reshape(())))
-            elif val.size == c and val.ndim <= 4 and val.shape[-3:] in ((c, 1, 1),) and (val.ndim < 4 or val.shape[0] == 1):
-                cb = self.info.nr
-                args5.append(relax.const(np.ascontiguousarray(
-                    val.astype("float32").reshape(1, c // cb, 1, 1, cb))))
-            else:
-                return None
-        if not any5:
-            return None
-        y5 = self.builder_.emit(relax.Call(call.op, args5, call.attrs))
-        return self._back_to_nchw(y5)
-
-    def _conv2d_nchwc(self, call, x, wval, xs, strides, pad, dil, ow):
-        """conv2d with NCHW{nr}c input and output (kernels.conv2d_nchwc), for input and output channels that are
-        multiples of nr; the input is converted unless it is the NCHW view of an NCHW{nr}c value."""
-        nr = self.info.nr
-        oc, ic, kh, kw = wval.shape
-        if ic % nr or oc % nr:
-            return None
-        x5 = self._nchwc_of(x)
-        if x5 is None:
-            x5 = self.builder_.emit(self._call(lambda t: kernels.to_nchwc(t, nr), [x], "specc_to_nchwc", _INJ))
-        mr = pick_mr(ow, self.info)
-        wp = relax.const(kernels.pack_conv_weight_nchwc_np(wval.astype("float32"), nr, nr))
-        self.count["conv2d"] += 1
-        y5 = self.builder_.emit(self._call(
-            lambda t, wt: kernels.conv2d_nchwc(t, wt, kh, kw, strides, pad, dil, mr, nr), [x5, wp],
-            "specc_conv2d", _FUSABLE))
-        return self._back_to_nchw(y5)
 
     # -- conv2d -------------------------------------------------------------------
     def _conv2d(self, call):

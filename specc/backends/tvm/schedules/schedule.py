@@ -20,7 +20,7 @@ import tvm
 from tvm import s_tir, tirx
 
 from ._target import CPUInfo
-from .few_rows import _exact_row_tail, _exact_tail_rows, _schedule_few_rows_gemm
+from .few_rows import _exact_row_tail, _exact_tail_rows, _prefetch_next_conv_panel, _schedule_few_rows_gemm
 from .sched_util import (
     _MIN_PARALLEL_WORK,
     SCHEDULED_ATTR,
@@ -85,7 +85,7 @@ def _schedule_tiled(sch, main, info: CPUInfo):
     sch.unroll(ri)
     sch.vectorize(ci)
     if nchwc and (_extent(sch, red[-1]) or 0) > 1:
-        # the tap column (kernels.conv2d_nchwc): unrolled, the broadcasts of a row's pixels serve every tap
+        # the tap column (nchwc.conv2d_nchwc): unrolled, the broadcasts of a row's pixels serve every tap
         sch.unroll(red[-1])
 
     consumers = list(sch.get_consumers(main))
@@ -131,6 +131,33 @@ def _schedule_tiled(sch, main, info: CPUInfo):
         if rows_n is not None:
             return _exact_row_tail(sch.mod["main"], sch.get(par).loop_var, sch.get(red[0]).loop_var,
                                    sch.get(ri).loop_var, rows_n, tiles, mr)
+    if nchwc and kind == "conv2d" and os.environ.get("SPECC_CONV_PREFETCH", "1") != "0":
+        weight = _conv_weight_param(sch, main)
+        if weight is not None:
+            wbytes = 4
+            for d in weight.shape:
+                wbytes *= int(d)
+            n_oco = int(weight.shape[0])
+            loops = sch.get_loops(main)
+            wo_ext = _extent(sch, loops[1])
+            oh = int(sch.get(main).iter_vars[2].dom.extent)
+            # weights that do not fit the L2 (streamed from L3 / memory), the current and next panel in half of it
+            # (with the 3x3 512-channel convs' 590 KB panels in, those ran 3-9% slower: the L2 holds too little else)
+            if wbytes > info.l2 and 2 * wbytes // n_oco <= info.l2 // 2 and n_oco > 1 and wo_ext is not None:
+                return _prefetch_next_conv_panel(sch.mod["main"], sch.get(loops[0]).loop_var,
+                                                 sch.get(loops[1]).loop_var, sch.get(red[0]).loop_var, weight, oh,
+                                                 wo_ext, n_oco)
+    return None
+
+
+def _conv_weight_param(sch, main):
+    """The packed NCHWc conv weight wp[OC/nr, C/cb, KH, cb, KW, nr] the block reads, when a function parameter."""
+    func = sch.mod["main"]
+    for region in sch.get(main).reads:
+        buf = region.source
+        if len(buf.shape) == 6 and all(isinstance(d, tirx.IntImm) for d in buf.shape) \
+                and any(buf.same_as(p) for p in func.params):
+            return buf
     return None
 
 
@@ -403,6 +430,8 @@ def schedule_primfunc(func: tirx.PrimFunc, target, info: CPUInfo):
         kind = _kind(sch, main)
         try:
             done = _schedule_tiled(sch, main, info)
+            if done is not None and kind == "conv2d":
+                return done, "tiled-conv2d-prefetch"
             name = ("tiled-gemm-few-rows" if few else "tiled-gemm-prefetch") if prefetch else "tiled-" + kind
             return (sch.mod["main"] if done is None else done), name
         except Exception as err:  # pylint: disable=broad-except

@@ -1,0 +1,253 @@
+"""NCHW{c}c activations: the TE kernels (conv2d_nchwc, max_pool2d_nchwc, the layout conversions, the weight
+packing) and the rewrites that keep a CNN's activations in that layout from conv to conv (NCHWcRewrites, mixed into
+rewrite.HeavyOpRewriter). See the schedules README, "NCHWc activations between convs" and "The stem, max pool and
+global mean in NCHWc"."""
+from __future__ import annotations
+
+import numpy as np
+from tvm import relax, te, tirx
+
+from ._target import pick_mr
+from .kernels import KIND, _conv_geometry, _int
+from .relax_util import _FUSABLE, _INJ, _all_int, _dtype, _static_shape
+
+# elementwise ops that keep NCHW{c}c values NCHW{c}c (NCHWcRewrites._elemwise_nchwc)
+NCHWC_ELEMWISE = ("relax.add", "relax.multiply", "relax.subtract", "relax.nn.relu")
+
+
+def to_nchwc(x: te.Tensor, cb: int) -> te.Tensor:
+    """NCHW -> NCHW{cb}c: [N, C/cb, H, W, cb] (C a multiple of cb)."""
+    nb, c, h, w = [_int(s) for s in x.shape]
+    return te.compute((nb, c // cb, h, w, cb), lambda n, co, y, xx, ci: x[n, co * cb + ci, y, xx],
+                      name="specc_to_nchwc")
+
+
+def from_nchwc(x: te.Tensor) -> te.Tensor:
+    """NCHW{cb}c -> NCHW."""
+    nb, cbk, h, w, cb = [_int(s) for s in x.shape]
+    return te.compute((nb, cbk * cb, h, w), lambda n, c, y, xx: x[n, c // cb, y, xx, c % cb], name="specc_from_nchwc")
+
+
+def max_pool2d_nchwc(x: te.Tensor, pool, strides, padding, out_hw) -> te.Tensor:
+    """max pool of an NCHW{cb}c value [N, C/cb, H, W, cb] -> [N, C/cb, OH, OW, cb] (dilation 1), as one max over
+    the window's taps per output pixel: cb contiguous lanes per tap, no running maximum in memory (TOPI's pool
+    reduces into the output buffer, a load and a store per tap; 0.54 vs 0.30 ms for the NCHW pool of ResNet's stem
+    here). A tap in the padding reads the nearest row / column instead, which lies inside the same window when the
+    padding is smaller than the window: the maximum is unchanged. padding = (top, left, bottom, right)."""
+    nb, cbk, h, w, cb = [_int(s) for s in x.shape]
+    (kh, kw), (sh, sw), (pt, pl) = pool, strides, padding[:2]
+    oh, ow = out_hw
+
+    def rows(v, lim):
+        return tirx.max(tirx.min(v, lim - 1), 0)
+
+    def f(n, co, y, xx, ci):
+        taps = [x[n, co, rows(y * sh + i - pt, h), rows(xx * sw + j - pl, w), ci] for i in range(kh) for j in range(kw)]
+        out = taps[0]
+        for t in taps[1:]:
+            out = tirx.max(out, t)
+        return out
+
+    return te.compute((nb, cbk, oh, ow, cb), f, name="specc_max_pool_nchwc")
+
+
+def pack_conv_weight_nchwc_np(w: np.ndarray, cb: int, nr: int) -> np.ndarray:
+    """OIHW -> [O/nr, I/cb, KH, cb, KW, nr] (O a multiple of nr, I of cb), in the order conv2d_nchwc's reduction
+    walks them (input channel block, tap row, channel, tap column): a step reads nr contiguous floats."""
+    o, i, kh, kw = w.shape
+    return np.ascontiguousarray(w.reshape(o // nr, nr, i // cb, cb, kh, kw).transpose(0, 2, 4, 3, 5, 1))
+
+
+def conv2d_nchwc(x: te.Tensor, wp: te.Tensor, kh: int, kw: int, strides, padding, dilation, mr: int, nr: int,
+                 out_dtype: str = "float32") -> te.Tensor:
+    """conv2d on NCHW{cb}c activations: x [N, C/cb, H, W, cb], weights wp [OC/nr, C/cb, KH, cb, KW, nr]
+    (pack_conv_weight_nchwc_np), output [N, OC/nr, OH, OW, nr], i.e. NCHW{nr}c: the layout onnxruntime runs a whole
+    CNN in. The register tile (mr output pixels x nr channels) is stored as mr contiguous vectors: no transpose;
+    a pixel's input channels are contiguous, so the reduction walks neither whole planes (the L1 set conflicts of
+    NCHW 1x1 convs at 56x56) nor needs a row copy. The tap column is the innermost reduction axis (unrolled by the
+    schedule), so the broadcast of an input pixel serves every tap of the row that reads it (input pixel x + kw
+    feeds output pixels x..x+kw), as in the NCHW kernel: 3x3 convs ran 10-20% slower with the channel innermost.
+    padding = (top, left, bottom, right).
+
+    x may also be NCHW [N, C, H, W] when all its channels make one block (C = cb < nr, an image stem): the
+    reduction's broadcasts are single floats either way, so the stem reads the image in place (its padded copy, if
+    any, stays NCHW) and no NCHW{C}c copy of the image is made."""
+    nchw = len(x.shape) == 4
+    if nchw:
+        nb, cb, h, w = [_int(s) for s in x.shape]
+        cbk = 1
+    else:
+        nb, cbk, h, w, cb = [_int(s) for s in x.shape]
+    sh, sw = strides
+    dh, dw = dilation
+    pt, pl, pb, pr = padding
+    oh, ow, ow_p, hp, wpd = _conv_geometry(h, w, kh, kw, strides, dilation, padding, mr)
+    if nchw:
+        if pt or pl or wpd != w or hp != h:
+            def f_pad4(n, ci, hh, ww):
+                cond = tirx.all(hh >= pt, hh < h + pt, ww >= pl, ww < w + pl)
+                return tirx.if_then_else(cond, x[n, ci, hh - pt, ww - pl], tirx.const(0, x.dtype))
+            x4 = te.compute((nb, cb, hp, wpd), f_pad4, name="specc_pad", attrs={KIND: "pad"})
+        else:
+            x4 = x
+
+        def xp_at(n, co, hh, ww, ci):
+            return x4[n, co * cb + ci, hh, ww]
+    else:
+        if pt or pl or wpd != w or hp != h:
+            def f_pad(n, co, hh, ww, ci):
+                cond = tirx.all(hh >= pt, hh < h + pt, ww >= pl, ww < w + pl)
+                return tirx.if_then_else(cond, x[n, co, hh - pt, ww - pl, ci], tirx.const(0, x.dtype))
+            x5 = te.compute((nb, cbk, hp, wpd, cb), f_pad, name="specc_pad", attrs={KIND: "pad"})
+        else:
+            x5 = x
+
+        def xp_at(n, co, hh, ww, ci):
+            return x5[n, co, hh, ww, ci]
+    rco = te.reduce_axis((0, cbk), "ico")
+    rkh = te.reduce_axis((0, kh), "kh")
+    rkw = te.reduce_axis((0, kw), "kw")
+    rci = te.reduce_axis((0, cb), "ici")
+    acc = te.compute(
+        (nb, _int(wp.shape[0]), oh, ow_p, nr),
+        lambda n, oco, y, xx, oci: te.sum(
+            xp_at(n, rco, y * sh + rkh * dh, xx * sw + rkw * dw, rci).astype(out_dtype)
+            * wp[oco, rco, rkh, rci, rkw, oci].astype(out_dtype), axis=[rco, rkh, rci, rkw]),
+        name="specc_conv", attrs={KIND: "conv2d", "specc.mr": mr, "specc.nr": nr, "specc.layout": "nchwc"})
+    return te.compute((nb, _int(wp.shape[0]), oh, ow, nr), lambda n, o, y, xx, i: acc[n, o, y, xx, i],
+                      name="specc_conv_out")
+
+
+class NCHWcRewrites:
+    """The NCHW{c}c part of rewrite.HeavyOpRewriter (a mixin: it uses the mutator's builder_, lookup_binding,
+    _call, _const_value, info, count, and the maps _nchwc / _to5 and switch stem_nchwc set up in its __init__)."""
+
+    def _nchwc_rewrite(self, call, name: str):
+        """An elementwise op, max pool or global pool on NCHW{c}c values, in NCHW{c}c; None when it does not apply."""
+        if name in NCHWC_ELEMWISE:
+            return self._elemwise_nchwc(call)
+        if self.stem_nchwc and name == "relax.nn.max_pool2d":
+            return self._pool_nchwc(call)
+        if self.stem_nchwc and name in ("relax.mean", "relax.max"):
+            return self._global_pool_nchwc(call)
+        return None
+
+    # -- NCHW{c}c activations ----------------------------------------------------------
+    def _nchwc_of(self, expr):
+        """The NCHW{nr}c value a (NCHW) expr was converted from, or None."""
+        if not isinstance(expr, relax.Var):
+            return None
+        bound = self.lookup_binding(expr)
+        return self._nchwc.get(bound) if isinstance(bound, relax.Call) else None
+
+    def _converted(self, expr, cb: int):
+        """expr (NCHW) as NCHW{cb}c: the NCHW{cb}c value it is a view of, else its one conversion."""
+        x5 = self._nchwc_of(expr)
+        if x5 is not None and _static_shape(x5)[-1] == cb:
+            return x5
+        cache = self._to5.setdefault(expr, {}) if isinstance(expr, relax.Var) and self.stem_nchwc else {}
+        if cb not in cache:
+            cache[cb] = self.builder_.emit(self._call(lambda t: to_nchwc(t, cb), [expr], "specc_to_nchwc",
+                                                      _INJ))
+        return cache[cb]
+
+    def _pool_nchwc(self, call):
+        """max_pool2d of an NCHW{c}c value (the stem's conv -> BN -> relu): pooled in NCHW{c}c, no conversion
+        (max_pool2d_nchwc: windows with dilation 1, padding smaller than the window, no ceil mode, so every
+        window holds an input pixel)."""
+        a = call.attrs
+        x5 = self._nchwc_of(call.args[0])
+        out = _static_shape(call)
+        pool = [int(v) for v in a.pool_size]
+        pad = [int(v) for v in a.padding]
+        pad = pad * 2 if len(pad) == 2 else pad
+        if (x5 is None or a.layout != "NCHW" or (a.out_layout or "NCHW") != "NCHW" or out is None
+                or not _all_int(out[2:]) or any(int(d) != 1 for d in a.dilation) or bool(a.ceil_mode)
+                or not all(p < k for p, k in zip(pad, pool + pool))):
+            return None
+        strides = [int(v) for v in a.strides]
+        y5 = self.builder_.emit(self._call(
+            lambda t: max_pool2d_nchwc(t, pool, strides, pad, out[2:]), [x5], "specc_max_pool_nchwc", _INJ))
+        return self._back_to_nchw(y5)
+
+    def _global_pool_nchwc(self, call):
+        """mean / max over H and W (keepdims: a global pool) of an NCHW{c}c value: reduced in NCHW{c}c, vectorised
+        over the channel block, and only the [N, C/c, 1, 1, c] result converted (not the whole activation)."""
+        x5 = self._nchwc_of(call.args[0])
+        axes = call.attrs.axis
+        if x5 is None or axes is None or not bool(call.attrs.keepdims):
+            return None
+        if sorted(int(a) % 4 for a in axes) != [2, 3]:
+            return None
+        op = relax.op.mean if call.op.name == "relax.mean" else relax.op.max
+        return self._back_to_nchw(self.builder_.emit(op(x5, [2, 3], keepdims=True)))
+
+    def _back_to_nchw(self, y5):
+        """The NCHW view of a 5-D value, as a call whose PrimFunc is remembered: the next conv or elementwise op
+        takes y5 instead, and the conversion is dead code when nothing else reads it."""
+        out = self._call(from_nchwc, [y5], "specc_from_nchwc", _INJ)
+        # keyed by the call itself (its PrimFunc is shared by every conversion of the same shape)
+        self._nchwc[out] = y5
+        return out
+
+    def _elemwise_nchwc(self, call):
+        """add / multiply / subtract / relu on NCHW{c}c values: an operand is a converted conv output or a constant
+        per channel (folded batch norm) or a scalar. Keeps a chain conv -> BN -> (residual add) -> relu -> conv in
+        NCHW{c}c, and the conv's fused epilogue on 5-D tensors (contiguous vectors)."""
+        shape = _static_shape(call)
+        if shape is None or len(shape) != 4 or _dtype(call) != "float32":
+            return None
+        args5, any5 = [], False
+        for arg in call.args:
+            a5 = self._nchwc_of(arg)
+            if a5 is None and isinstance(arg, relax.Var):  # an NCHW value some conv converted already
+                a5 = self._to5.get(arg, {}).get(self.info.nr)
+            if a5 is not None:
+                if _static_shape(arg) != shape:
+                    return None
+                args5.append(a5)
+                any5 = True
+                continue
+            val = self._const_value(arg)
+            if val is None:
+                return None
+            c = shape[1]
+            if val.size == 1:
+                args5.append(relax.const(val.astype("float32").reshape(())))
+            elif val.size == c and val.ndim <= 4 and val.shape[-3:] in ((c, 1, 1),) and (val.ndim < 4 or val.shape[0] == 1):
+                cb = self.info.nr
+                args5.append(relax.const(np.ascontiguousarray(
+                    val.astype("float32").reshape(1, c // cb, 1, 1, cb))))
+            else:
+                return None
+        if not any5:
+            return None
+        y5 = self.builder_.emit(relax.Call(call.op, args5, call.attrs))
+        return self._back_to_nchw(y5)
+
+    def _conv2d_nchwc(self, call, x, wval, xs, strides, pad, dil, ow):
+        """conv2d with NCHW{nr}c input and output (nchwc.conv2d_nchwc), for input and output channels that are
+        multiples of nr; the input is converted unless it is the NCHW view of an NCHW{nr}c value.
+
+        A conv with fewer input channels than nr (an image stem, 3 channels) reads its input as one block of all its
+        channels (nchwc.conv2d_nchwc reads the NCHW image in place, as NCHW{ic}c), so its output, the BN / relu /
+        max pool after it and the next convs stay NCHW{nr}c: no conversion of the 64-channel activations, and the
+        stem's register tile is stored as contiguous vectors. A patchifying conv (stride = kernel size: ViT) keeps
+        the NCHW kernel: its output goes to a reshape to tokens, which needs NCHW."""
+        nr = self.info.nr
+        oc, ic, kh, kw = wval.shape
+        if oc % nr:
+            return None
+        cb = nr
+        if ic % nr:
+            if ic > nr or [kh, kw] == list(strides) or not self.stem_nchwc:
+                return None
+            cb = ic
+        x5 = self._converted(x, cb) if cb == nr else x
+        mr = pick_mr(ow, self.info)
+        wp = relax.const(pack_conv_weight_nchwc_np(wval.astype("float32"), cb, nr))
+        self.count["conv2d"] += 1
+        y5 = self.builder_.emit(self._call(
+            lambda t, wt: conv2d_nchwc(t, wt, kh, kw, strides, pad, dil, mr, nr), [x5, wp],
+            "specc_conv2d", _FUSABLE))
+        return self._back_to_nchw(y5)
