@@ -1,13 +1,15 @@
-"""A/B timing of specc's TVM build of one bench model under switches read at build time, in one process.
+"""A/B timing of specc's TVM build of bench models under switches read at build time, in one process.
 
-    python bench/env_ab.py --model moe --variant exact= --variant padded=SPECC_EXACT_TAIL=0
-    python bench/env_ab.py --model gpt2-block --variant on= --variant off=SPECC_GEMM_PREFETCH=0 --threads 2
+    python bench/env_ab.py --models moe --variant exact= --variant padded=SPECC_EXACT_TAIL=0
+    python bench/env_ab.py --models gpt2-block --variant on= --variant off=SPECC_GEMM_PREFETCH=0 --threads 2
+    python bench/env_ab.py --models resnet18,resnet50 --switch SPECC_STEM_NCHWC --rounds 12 --mcpu haswell
 
 Each `--variant NAME=VAR=VALUE[,VAR=VALUE...]` builds the model of bench/tvm_vs_torch.py (same spec, weights and
-inputs; GPT-2 / BERT / ViT at the bench's 2 layers) with those environment variables set during the build only; the
-builds and onnxruntime then run interleaved (tvm_vs_torch.interleaved: round-robin, a block's first call untimed), so
-the machine's load falls on all of them alike. 1 thread: thread CPU time; more: wall time. Each build's output is
-checked against PyTorch first."""
+inputs; GPT-2 / BERT / ViT at the bench's 2 layers) with those environment variables set during the build only;
+`--switch VAR` is the two variants VAR=0 and VAR=1. The builds and onnxruntime then run interleaved
+(tvm_vs_torch.interleaved: round-robin, a block's first call untimed), so the machine's load falls on all of them
+alike. 1 thread: thread CPU time; more: wall time. Each build's output is checked against PyTorch first; `--mcpu`
+builds for another LLVM cpu (haswell: AVX2 code; onnxruntime keeps the host's)."""
 from __future__ import annotations
 
 import argparse
@@ -29,11 +31,11 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     return name, env
 
 
-def build(spec, eager, env: dict[str, str]):
+def build(spec, eager, env: dict[str, str], target="tvm-cpu"):
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        return spec.to_tvm("tvm-cpu", weights=eager)
+        return spec.to_tvm(target, weights=eager)
     finally:
         for k, v in old.items():
             if v is None:
@@ -44,20 +46,37 @@ def build(spec, eager, env: dict[str, str]):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="moe", choices=sorted(tvt.MODELS))
-    p.add_argument("--variant", action="append", required=True, help="NAME=VAR=VALUE[,VAR=VALUE...]")
+    p.add_argument("--models", default="moe", help=f"comma-separated, of: {', '.join(sorted(tvt.MODELS))}")
+    p.add_argument("--variant", action="append", default=[], help="NAME=VAR=VALUE[,VAR=VALUE...]")
+    p.add_argument("--switch", default=None, help="environment variable: the variants VAR=0 and VAR=1")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=14)
+    p.add_argument("--budget", type=float, default=float("inf"), help="seconds of timing per model, at most")
+    p.add_argument("--mcpu", default=None, help="LLVM cpu for TVM's code (haswell: AVX2)")
     args = p.parse_args()
+    variants = list(args.variant) + ([f"{args.switch}={v}={args.switch}={v}" for v in ("0", "1")] if args.switch
+                                     else [])
+    if not variants:
+        p.error("give --variant or --switch")
+    unknown = [m for m in args.models.split(",") if m not in tvt.MODELS]
+    if unknown:
+        p.error(f"unknown model {unknown[0]!r}; choose from {', '.join(sorted(tvt.MODELS))}")
+    print(f"CPU: {tvt.cpu_model()}; mcpu {args.mcpu or 'host'}")
+    for name in args.models.split(","):
+        run_model(name, variants, args)
 
+
+def run_model(model_name: str, variants: list[str], args) -> None:
     import tvm
     from onnx_moe import exportable
     from torch_util import random_inputs
 
     from specc.backends.tvm.codegen import configure_threads
+    from specc.targets import load_target
 
-    loader, dims = tvt.MODELS[args.model]
-    spec = loader(dict(tvt.SHRUNK.get(args.model, {})))
+    target = load_target("tvm-cpu").model_copy(update={"mcpu": args.mcpu}) if args.mcpu else "tvm-cpu"
+    loader, dims = tvt.MODELS[model_name]
+    spec = loader(dict(tvt.SHRUNK.get(model_name, {})))
     inputs = random_inputs(spec, dims, seed=0)
     torch.manual_seed(0)
     eager = spec.to_torch().eval()
@@ -65,8 +84,8 @@ def main() -> None:
         want = eager(*inputs)
     vin = [tvm.runtime.tensor(x.numpy()) for x in inputs]
     peers = {}
-    for name, env in map(parse_variant, args.variant):
-        model = build(spec, eager, env)
+    for name, env in map(parse_variant, variants):
+        model = build(spec, eager, env, target)
         print(f"{name}: {env or 'defaults'}, max|diff|/max|ref| {tvt.rel_diff(model(*inputs), want):.1e}")
         peers[name] = lambda f=model.vm["main"]: f(*vin)
     torch.set_num_threads(args.threads)
@@ -79,9 +98,9 @@ def main() -> None:
         else:
             _sess, peers["onnxruntime"] = tvt.onnxruntime_peer(path, inputs, args.threads)
         clock = time.thread_time if args.threads == 1 else time.perf_counter
-        times = tvt.interleaved(peers, args.rounds, float("inf"), clock)
+        times = tvt.interleaved(peers, args.rounds, args.budget, clock)
     ort = times.get("onnxruntime")
-    print(f"{args.model}, {args.threads} thread(s), {'thread CPU' if args.threads == 1 else 'wall'} time; "
+    print(f"{model_name}, {args.threads} thread(s), {'thread CPU' if args.threads == 1 else 'wall'} time; "
           f"load average {os.getloadavg()[0]:.1f}")
     for name, (med, mn) in times.items():
         vs = f"  vs onnxruntime {med / ort[0]:.3f} (min {mn / ort[1]:.3f})" if ort else ""
