@@ -202,8 +202,6 @@ def _prefetch_next_panel(func, par, ko, weight, tiles, n_panels: int, kdim: int,
     the next panel is fetched while the current one is computed, spread evenly over the current panel's
     `tiles` x K/ki rounds: memory traffic and compute overlap. (Thread CPU time, 8 experts' SwiGLU at ~32 rows,
     Intel AVX-512: 6 x 64 tile without / with the prefetch: see the schedules README.)"""
-    from tvm.tirx import stmt as ts
-
     line = 64 // 4  # floats per 64-byte cache line (x86, and the common ARM cores)
     lines_per_round = ki * nr // line
     rounds = kdim // ki
@@ -212,20 +210,30 @@ def _prefetch_next_panel(func, par, ko, weight, tiles, n_panels: int, kdim: int,
     step = tirx.floormod(f, tiles) * rounds + ko.astype("int64")
     start = tirx.floordiv(step * lines_per_round, tiles)
     end = tirx.floordiv((step + 1) * lines_per_round, tiles)
+    def at(j):
+        pos = (start + j) * line  # float offset inside the panel
+        return [panel, tirx.floordiv(pos, nr), tirx.floormod(pos, nr)]
+    return _prefetch_before(func, ko, weight, at, end - start)
+
+
+def _prefetch_before(func, loop_var, weight, at, count):
+    """`func` with `for j < count: prefetch weight[at(j)] into L2` at the start of each iteration of `loop_var`'s
+    loop."""
+    from tvm.tirx import stmt as ts
+
     j = tirx.Var("pf_line", "int64")
-    pos = (start + j) * line  # float offset inside the panel
-    addr = tirx.address_of(tirx.BufferLoad(weight, [panel, tirx.floordiv(pos, nr), tirx.floormod(pos, nr)]))
+    addr = tirx.address_of(tirx.BufferLoad(weight, at(j)))
     i32 = lambda v: tirx.const(v, "int32")  # noqa: E731
     # llvm.prefetch(address, read, locality, data cache)
     fetch = tirx.Evaluate(tirx.call_llvm_intrin("void", "llvm.prefetch.p0", addr, i32(0), i32(_PREFETCH_LOCALITY),
                                                 i32(1)))
-    prefetch = ts.For(j, tirx.const(0, "int64"), end - start, ts.ForKind.SERIAL, fetch)
+    prefetch = ts.For(j, tirx.const(0, "int64"), count, ts.ForKind.SERIAL, fetch)
 
     def at_round(loop):
         return ts.For(loop.loop_var, loop.min, loop.extent, loop.kind, ts.SeqStmt([prefetch, loop.body]),
                       loop.thread_binding, loop.annotations)
 
-    return func.with_body(_rewrite_loop(func.body, ko, at_round))
+    return func.with_body(_rewrite_loop(func.body, loop_var, at_round))
 
 
 def _prefetch_next_conv_panel(func, par, wo, rco, weight, oh: int, n_wo: int, n_oco: int):
@@ -233,8 +241,6 @@ def _prefetch_next_conv_panel(func, par, wo, rco, weight, oh: int, n_wo: int, n_
     channel block of a tile, prefetch into L2 this step's share of the next output-channel block's weight panel
     wp[oco + 1] (all of it spread evenly over the current panel's oh x n_wo x rco steps). For convs whose weights do
     not fit the L2: a panel's first row would otherwise wait on L3 / memory."""
-    from tvm.tirx import stmt as ts
-
     shape = [int(d) for d in weight.shape]
     panel_floats = 1
     for d in shape[1:]:
@@ -248,23 +254,13 @@ def _prefetch_next_conv_panel(func, par, wo, rco, weight, oh: int, n_wo: int, n_
     step = (tirx.floormod(f, oh) * n_wo + wo.astype("int64")) * n_rco + rco.astype("int64")
     start = tirx.floordiv(step * lines, steps)
     end = tirx.floordiv((step + 1) * lines, steps)
-    j = tirx.Var("pf_line", "int64")
-    pos = (start + j) * line
-    idx = []
-    for d in reversed(shape[1:]):
-        idx.append(tirx.floormod(pos, d))
-        pos = tirx.floordiv(pos, d)
-    addr = tirx.address_of(tirx.BufferLoad(weight, [panel, *reversed(idx)]))
-    i32 = lambda v: tirx.const(v, "int32")  # noqa: E731
-    fetch = tirx.Evaluate(tirx.call_llvm_intrin("void", "llvm.prefetch.p0", addr, i32(0), i32(_PREFETCH_LOCALITY),
-                                                i32(1)))
-    prefetch = ts.For(j, tirx.const(0, "int64"), end - start, ts.ForKind.SERIAL, fetch)
-
-    def at_round(loop):
-        return ts.For(loop.loop_var, loop.min, loop.extent, loop.kind, ts.SeqStmt([prefetch, loop.body]),
-                      loop.thread_binding, loop.annotations)
-
-    return func.with_body(_rewrite_loop(func.body, rco, at_round))
+    def at(j):
+        pos, idx = (start + j) * line, []
+        for d in reversed(shape[1:]):
+            idx.append(tirx.floormod(pos, d))
+            pos = tirx.floordiv(pos, d)
+        return [panel, *reversed(idx)]
+    return _prefetch_before(func, rco, weight, at, end - start)
 
 
 def _rewrite_loop(node, var, fn):
