@@ -27,6 +27,14 @@ KIND = "specc.kernel"
 FEW_ROWS_PREFIX = "routed"
 
 
+def _pad_nchw(x, nb: int, c: int, h: int, w: int, pt: int, pl: int, hp: int, wpd: int):
+    """x [nb, c, h, w] zero-padded to [nb, c, hp, wpd], pt rows above and pl columns left."""
+    def f_pad(n, ci, hh, ww):
+        cond = tirx.all(hh >= pt, hh < h + pt, ww >= pl, ww < w + pl)
+        return tirx.if_then_else(cond, x[n, ci, hh - pt, ww - pl], tirx.const(0, x.dtype))
+    return te.compute((nb, c, hp, wpd), f_pad, name="specc_pad", attrs={KIND: "pad"})
+
+
 def _conv_geometry(h: int, w: int, kh: int, kw: int, strides, dilation, padding, mr: int) -> tuple:
     """(out height, out width, out width rounded up to the register tile's mr pixels, padded input height, padded
     input width that every tile's taps stay inside) of a conv; padding = (top, left, bottom, right)."""
@@ -210,13 +218,7 @@ def conv2d_nchw(x: te.Tensor, wp: te.Tensor, oc: int, kh: int, kw: int, strides,
         def read(n, y, xx):
             return xp[n, y * sh + rkh * dh, ric, xx * sw + rkw * dw]
     else:
-        if need_pad:
-            def f_pad(n, ci, hh, ww):
-                cond = tirx.all(hh >= pt, hh < h + pt, ww >= pl, ww < w + pl)
-                return tirx.if_then_else(cond, x[n, ci, hh - pt, ww - pl], tirx.const(0, x.dtype))
-            xp = te.compute((nb, c, hp, wpd), f_pad, name="specc_pad", attrs={KIND: "pad"})
-        else:
-            xp = x
+        xp = _pad_nchw(x, nb, c, h, w, pt, pl, hp, wpd) if need_pad else x
 
         def read(n, y, xx):
             return xp[n, ric, y * sh + rkh * dh, xx * sw + rkw * dw]

@@ -8,7 +8,7 @@ import numpy as np
 from tvm import relax, te, tirx
 
 from ._target import pick_mr
-from .kernels import KIND, _conv_geometry, _int
+from .kernels import KIND, _conv_geometry, _int, _pad_nchw
 from .relax_util import _FUSABLE, _INJ, _all_int, _dtype, _static_shape
 
 # elementwise ops that keep NCHW{c}c values NCHW{c}c (NCHWcRewrites._elemwise_nchwc)
@@ -83,13 +83,7 @@ def conv2d_nchwc(x: te.Tensor, wp: te.Tensor, kh: int, kw: int, strides, padding
     pt, pl, pb, pr = padding
     oh, ow, ow_p, hp, wpd = _conv_geometry(h, w, kh, kw, strides, dilation, padding, mr)
     if nchw:
-        if pt or pl or wpd != w or hp != h:
-            def f_pad4(n, ci, hh, ww):
-                cond = tirx.all(hh >= pt, hh < h + pt, ww >= pl, ww < w + pl)
-                return tirx.if_then_else(cond, x[n, ci, hh - pt, ww - pl], tirx.const(0, x.dtype))
-            x4 = te.compute((nb, cb, hp, wpd), f_pad4, name="specc_pad", attrs={KIND: "pad"})
-        else:
-            x4 = x
+        x4 = _pad_nchw(x, nb, cb, h, w, pt, pl, hp, wpd) if pt or pl or wpd != w or hp != h else x
 
         def xp_at(n, co, hh, ww, ci):
             return x4[n, co * cb + ci, hh, ww]
