@@ -16,6 +16,7 @@ Gates (PyTorch): rnn  h' = act(xp + W_hh h + b_hh)
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -365,11 +366,36 @@ def _tanh(x):
 # biases are 0), a block's new h goes to hx so the other blocks of the step still read the old h; after the step's
 # blocks hx is copied to hs and y. The accumulators are a local (G, units) buffer of constant indices: registers.
 
+def _steps(plan: Blocking):
+    """The kernels' shared steps, as TVMScript macros: h (or c) given -> its padded copy; a step's new h -> h and
+    y[:, t]; the final h (or c) out."""
+    H, Hp = plan.hidden, plan.blocks * plan.units
+
+    @T.macro
+    def pad_state(dst, src, B):
+        for b, u in T.grid(B, Hp):
+            dst[b, u] = T.if_then_else(u < H, src[b, T.min(u, H - 1)], T.float32(0))
+
+    @T.macro
+    def step_done(hs, hx, y, B, t):
+        for b, u in T.grid(B, H):
+            hs[b, u] = hx[b, u]
+            y[b, t, u] = hx[b, u]
+
+    @T.macro
+    def state_out(dst, src, B):
+        for b, u in T.grid(B, H):
+            dst[b, u] = src[b, u]
+
+    return pad_state, step_done, state_out
+
+
 def _lstm_blocked(plan: Blocking, rev: int, relu: bool):
     H, U, NB = plan.hidden, plan.units, plan.blocks
     G, Hp = 4, plan.blocks * plan.units
     GU = G * U
     outer = T.parallel if plan.parallel else T.serial
+    pad_state, step_done, state_out = _steps(plan)
 
     @T.prim_func(private=True)
     def lstm(xp_h: T.handle, wp: T.Buffer((NB, H, G, U), "float32"), bp: T.Buffer((NB * GU,), "float32"),
@@ -386,9 +412,8 @@ def _lstm_blocked(plan: Blocking, rev: int, relu: bool):
         hs = T.alloc_buffer((B, Hp), "float32")
         hx = T.alloc_buffer((B, Hp), "float32")
         cs = T.alloc_buffer((B, Hp), "float32")
-        for b, u in T.grid(B, Hp):
-            hs[b, u] = T.if_then_else(u < H, h0[b, T.min(u, H - 1)], T.float32(0))
-            cs[b, u] = T.if_then_else(u < H, c0[b, T.min(u, H - 1)], T.float32(0))
+        pad_state(hs, h0, B)
+        pad_state(cs, c0, B)
         for step in range(S):
             t = step + rev * (S - 1 - 2 * step)
             for ub in outer(NB):
@@ -405,24 +430,24 @@ def _lstm_blocked(plan: Blocking, rev: int, relu: bool):
                         cs[b, ub * U + uu] = (_sigmoid(acc[1, uu]) * cs[b, ub * U + uu]
                                               + _sigmoid(acc[0, uu]) * _tanh(acc[2, uu]))
                         hx[b, ub * U + uu] = _sigmoid(acc[3, uu]) * _tanh(cs[b, ub * U + uu])
-            for b, u in T.grid(B, H):
-                hs[b, u] = hx[b, u]
-                y[b, t, u] = hx[b, u]
-        for b, u in T.grid(B, H):
-            hn[b, u] = hs[b, u]
-            cn[b, u] = cs[b, u]
+            step_done(hs, hx, y, B, t)
+        state_out(hn, hs, B)
+        state_out(cn, cs, B)
     return lstm
 
 
-def _gru_blocked(plan: Blocking, rev: int, relu: bool):
+def _one_state_blocked(kind: str, plan: Blocking, rev: int, relu: bool):
+    """gru (gates r, z, n) and rnn (one gate): the kernels of one state, h."""
     H, U, NB = plan.hidden, plan.units, plan.blocks
-    G, Hp = 3, plan.blocks * plan.units
+    G, Hp = GATES[kind], plan.blocks * plan.units
     GU = G * U
+    use_relu = int(relu)
     outer = T.parallel if plan.parallel else T.serial
+    pad_state, step_done, state_out = _steps(plan)
 
     @T.prim_func(private=True)
-    def gru(xp_h: T.handle, wp: T.Buffer((NB, H, G, U), "float32"), bp: T.Buffer((NB * GU,), "float32"),
-            h0_h: T.handle, y_h: T.handle, hn_h: T.handle):
+    def cell(xp_h: T.handle, wp: T.Buffer((NB, H, G, U), "float32"), bp: T.Buffer((NB * GU,), "float32"),
+             h0_h: T.handle, y_h: T.handle, hn_h: T.handle):
         T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
         B = T.int64()
         S = T.int64()
@@ -432,73 +457,39 @@ def _gru_blocked(plan: Blocking, rev: int, relu: bool):
         hn = T.match_buffer(hn_h, (B, H), "float32")
         hs = T.alloc_buffer((B, Hp), "float32")
         hx = T.alloc_buffer((B, Hp), "float32")
-        for b, u in T.grid(B, Hp):
-            hs[b, u] = T.if_then_else(u < H, h0[b, T.min(u, H - 1)], T.float32(0))
+        pad_state(hs, h0, B)
         for step in range(S):
             t = step + rev * (S - 1 - 2 * step)
             for ub in outer(NB):
                 for b in range(B):
                     acc = T.decl_buffer((G, U), "float32", scope="local")
-                    for g in T.unroll(G):  # r, z: xp + b_hh + W_hh h;  n: b_hh + W_hn h (r scales it)
+                    if kind == "gru":  # r, z: xp + b_hh + W_hh h;  n: b_hh + W_hn h (r scales it)
+                        for g in T.unroll(G):
+                            for uu in T.vectorized(U):
+                                acc[g, uu] = bp[ub * GU + g * U + uu]
+                        for g in T.unroll(2):
+                            for uu in T.vectorized(U):
+                                acc[g, uu] = acc[g, uu] + xp[b, t, ub * GU + g * U + uu]
+                    else:
                         for uu in T.vectorized(U):
-                            acc[g, uu] = bp[ub * GU + g * U + uu]
-                    for g in T.unroll(2):
-                        for uu in T.vectorized(U):
-                            acc[g, uu] = acc[g, uu] + xp[b, t, ub * GU + g * U + uu]
+                            acc[0, uu] = bp[ub * U + uu] + xp[b, t, ub * U + uu]
                     for k in range(H):
                         for g in T.unroll(G):
                             for uu in T.vectorized(U):
                                 acc[g, uu] = acc[g, uu] + hs[b, k] * wp[ub, k, g, uu]
-                    for uu in T.vectorized(U):  # n, then h' = n + z * (h - n)
-                        acc[2, uu] = _tanh(xp[b, t, ub * GU + 2 * U + uu] + _sigmoid(acc[0, uu]) * acc[2, uu])
-                        hx[b, ub * U + uu] = acc[2, uu] + _sigmoid(acc[1, uu]) * (hs[b, ub * U + uu] - acc[2, uu])
-            for b, u in T.grid(B, H):
-                hs[b, u] = hx[b, u]
-                y[b, t, u] = hx[b, u]
-        for b, u in T.grid(B, H):
-            hn[b, u] = hs[b, u]
-    return gru
-
-
-def _rnn_blocked(plan: Blocking, rev: int, relu: bool):
-    H, U, NB = plan.hidden, plan.units, plan.blocks
-    Hp = plan.blocks * plan.units
-    use_relu = int(relu)
-    outer = T.parallel if plan.parallel else T.serial
-
-    @T.prim_func(private=True)
-    def rnn(xp_h: T.handle, wp: T.Buffer((NB, H, 1, U), "float32"), bp: T.Buffer((NB * U,), "float32"),
-            h0_h: T.handle, y_h: T.handle, hn_h: T.handle):
-        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True})
-        B = T.int64()
-        S = T.int64()
-        xp = T.match_buffer(xp_h, (B, S, NB * U), "float32")
-        h0 = T.match_buffer(h0_h, (B, H), "float32")
-        y = T.match_buffer(y_h, (B, S, H), "float32")
-        hn = T.match_buffer(hn_h, (B, H), "float32")
-        hs = T.alloc_buffer((B, Hp), "float32")
-        hx = T.alloc_buffer((B, Hp), "float32")
-        for b, u in T.grid(B, Hp):
-            hs[b, u] = T.if_then_else(u < H, h0[b, T.min(u, H - 1)], T.float32(0))
-        for step in range(S):
-            t = step + rev * (S - 1 - 2 * step)
-            for ub in outer(NB):
-                for b in range(B):
-                    acc = T.decl_buffer((U,), "float32", scope="local")
-                    for uu in T.vectorized(U):
-                        acc[uu] = bp[ub * U + uu] + xp[b, t, ub * U + uu]
-                    for k in range(H):
+                    if kind == "gru":
+                        for uu in T.vectorized(U):  # n, then h' = n + z * (h - n)
+                            acc[2, uu] = _tanh(xp[b, t, ub * GU + 2 * U + uu] + _sigmoid(acc[0, uu]) * acc[2, uu])
+                            hx[b, ub * U + uu] = acc[2, uu] + _sigmoid(acc[1, uu]) * (hs[b, ub * U + uu]
+                                                                                     - acc[2, uu])
+                    else:
                         for uu in T.vectorized(U):
-                            acc[uu] = acc[uu] + hs[b, k] * wp[ub, k, 0, uu]
-                    for uu in T.vectorized(U):
-                        hx[b, ub * U + uu] = T.if_then_else(use_relu == 1, T.max(acc[uu], T.float32(0)),
-                                                            _tanh(acc[uu]))
-            for b, u in T.grid(B, H):
-                hs[b, u] = hx[b, u]
-                y[b, t, u] = hx[b, u]
-        for b, u in T.grid(B, H):
-            hn[b, u] = hs[b, u]
-    return rnn
+                            hx[b, ub * U + uu] = T.if_then_else(use_relu == 1, T.max(acc[0, uu], T.float32(0)),
+                                                                _tanh(acc[0, uu]))
+            step_done(hs, hx, y, B, t)
+        state_out(hn, hs, B)
+    return cell
 
 
-_BLOCKED = {"rnn": _rnn_blocked, "lstm": _lstm_blocked, "gru": _gru_blocked}
+_BLOCKED = {"rnn": functools.partial(_one_state_blocked, "rnn"), "lstm": _lstm_blocked,
+            "gru": functools.partial(_one_state_blocked, "gru")}
