@@ -185,6 +185,11 @@ def test_conv2d_1x1_row_copy_symbolic_batch(target, stride):
         np.testing.assert_allclose(_run(fast, xi, ri), _run(ref, xi, ri), rtol=1e-4, atol=1e-5)
 
 
+def _const(rng, shape, scale=0.2):
+    """A constant of random weights (standard normal x scale)."""
+    return relax.const((rng.standard_normal(shape) * scale).astype("float32"))
+
+
 @pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
 def test_conv_chain_nchwc_symbolic_batch(target):
     """Convs whose channel counts are multiples of the register tile (nr: 32 fp32 AVX-512, 16 AVX2) keep their
@@ -197,7 +202,7 @@ def test_conv_chain_nchwc_symbolic_batch(target):
     x = relax.Var("x", relax.TensorType((n, 32, 15, 15), "float32"))
 
     def const(*shape):
-        return relax.const((rng.standard_normal(shape) * 0.2).astype("float32"))
+        return _const(rng, shape)
 
     def body(bb):
         op = relax.op
@@ -235,7 +240,7 @@ def test_stem_max_pool_residual_nchwc(target):
     x = relax.Var("x", relax.TensorType((n, 3, 37, 37), "float32"))
 
     def const(*shape):
-        return relax.const((rng.standard_normal(shape) * 0.2).astype("float32"))
+        return _const(rng, shape)
 
     def body(bb):
         op = relax.op
@@ -602,7 +607,7 @@ def test_transformer_block_symbolic_batch_and_seq():
     x = relax.Var("x", relax.TensorType((bsym, ssym, d), "float32"))
 
     def const(*shape, scale=0.2):
-        return relax.const((rng.standard_normal(shape) * scale).astype("float32"))
+        return _const(rng, shape, scale)
 
     op = relax.op
 

@@ -70,10 +70,9 @@ class ModelCallMixin:
         if given.node not in g or g[given.node].kind != "input" or g[given.node].type != given.type:
             return given
         shape = [HInt(int(a), expr_name(d.value)) if isinstance(d.value, str) and d.value in g.hparams
-                 and isinstance(a, HInt) and not isinstance(a, bool) else a for d, a in zip(s.dims, given.type.shape)]
-        if shape == list(given.type.shape) and all(getattr(x, "expr", None) == getattr(y, "expr", None)
-                                                   for x, y in zip(shape, given.type.shape)):
-            return given
+                 and isinstance(a, HInt) else a for d, a in zip(s.dims, given.type.shape)]
+        if all(getattr(x, "expr", None) == getattr(y, "expr", None) for x, y in zip(shape, given.type.shape)):
+            return given  # (the values are the same: only the names can differ)
         t = given.type.with_shape(shape)
         g.replace(g[given.node].model_copy(update={"type": t}))
         return dataclasses.replace(given, type=t)

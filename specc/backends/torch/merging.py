@@ -122,15 +122,16 @@ def specialisations(m: Module, plans: list[ClassPlan], live: list[str],
             by_block.setdefault(m.graphs[p.members[0]].block, []).append(p)
     for ps in by_block.values():
         generals: list[tuple[ClassPlan, dict]] = []  # (plan, optional input -> what it defaults to)
+        joined: set[int] = set()  # the generals that already take another specialisation's optional inputs
         for p in sorted(ps, key=lambda q: (-len(q.params), -len(q.fwd_args))):
             for gen, defaults in generals:
                 sigma = _specialises(gen, p)
-                if sigma is None and "joined" not in defaults:  # gen taking p's optional inputs as well
+                if sigma is None and id(gen) not in joined:  # gen taking p's optional inputs as well
                     sigma = join(gen, p)
                 if sigma is None or any(defaults.get(a, t) != t for a, t in sigma["args"].items()):
                     continue
                 if "join" in sigma:
-                    defaults["joined"] = "yes"
+                    joined.add(id(gen))
                 sigma["comments"] = list(p.comments)  # the shapes the special case sees
                 defaults.update(sigma["args"])
                 for member in p.members:
@@ -180,20 +181,16 @@ def _stored(p: ClassPlan) -> dict[str, str]:
 
 def _code(p: ClassPlan, params: dict[str, str], args: dict[str, str], stored_sp: dict[str, str]) -> tuple:
     """p's code (without its stores) with parameters and forward inputs renamed, for comparison."""
-    def bare(text: str, mapping: dict[str, str]) -> str:
-        for old, new in mapping.items():
-            text = re.sub(rf"(?<![\w.]){re.escape(old)}\b", new, text)
-        return text
     on_self = {f"self.{attr}": f"self.{stored_sp.get(params[t], '?' + params[t])}"
                for t, attr in _stored(p).items() if t in params}
 
     def fwd(text: str) -> str:
         for old, new in on_self.items():
             text = re.sub(rf"{re.escape(old)}\b", new, text)
-        return bare(text, args)
-    init = [bare(ln, params) for ln in [*p.prologue, *p.init]
+        return _rename(text, args)
+    init = [_rename(ln, params) for ln in [*p.prologue, *p.init]
             if not (_STORE.match(ln) and _STORE.match(ln).group(2) in p.params)]
-    pins = {(bare(c, params), msg) for c, msg in p.pins}
+    pins = {(_rename(c, params), msg) for c, msg in p.pins}
     return (init, [fwd(ln) for ln in p.forward], [fwd(ln) for ln in p.weights],
             frozenset(pin for pin in pins if not _always(pin[0])))
 
@@ -256,7 +253,7 @@ def join(gen: ClassPlan, sp: ClassPlan) -> dict | None:
                                   forward=[_drop_none(_rename(ln, absent)) for ln in sp.forward],
                                   weights=[_drop_none(_rename(ln, absent)) for ln in sp.weights])
     sigma = _specialises(gen, without, normal=True)
-    if sigma is None or len(gen.forward) != len(sp.forward) or len(gen.weights) != len(sp.weights):
+    if sigma is None or len(gen.weights) != len(sp.weights):
         return None
     _, fwd, wts, _ = _code(gen, sigma["params"], sigma["args"], _stored(sp))
     forward = [g if g_sp == s else s for g, g_sp, s in zip(gen.forward, fwd, sp.forward)]
@@ -298,13 +295,17 @@ def _drop_none(line: str) -> str:
                                                       and isinstance(k.value, ast.Constant) and k.value.value is None)]
             dropped |= len(keep) != len(node.keywords)
             node.keywords = keep
-    return line[:len(line) - len(line.lstrip())] + ast.unparse(tree) if dropped else line
+    return _unparsed(line, tree) if dropped else line
 
 
 def _normal(line: str) -> str:
     """line as ast.unparse writes it (so that a rewritten line compares with one as emitted)."""
     tree = _parsed(line)
-    return line if tree is None else line[:len(line) - len(line.lstrip())] + ast.unparse(tree)
+    return line if tree is None else _unparsed(line, tree)
+
+
+def _unparsed(line: str, tree: ast.Module) -> str:
+    return line[:len(line) - len(line.lstrip())] + ast.unparse(tree)
 
 
 def _parsed(line: str) -> ast.Module | None:
