@@ -301,6 +301,28 @@ def names(expr: str) -> set[str]:
     return {spec_name(n.id) for n in ast.walk(_parse(expr)) if isinstance(n, ast.Name) and n.id not in KEEP}
 
 
+def implied(cond: str, given: list[str]) -> bool:
+    """Whether `cond` reads nothing once the `lhs == constant` conditions among `given` are put in: it is decided by
+    them (`len(mult) - 1 > 0` given `len(mult) == 4`), so a check of it adds nothing to theirs."""
+    known = {}
+    for g in given:
+        tree = _parse(g)
+        if isinstance(tree, ast.Compare) and len(tree.ops) == 1 and isinstance(tree.ops[0], ast.Eq):
+            left, right = tree.left, tree.comparators[0]
+            if isinstance(left, ast.Constant):
+                left, right = right, left
+            if isinstance(right, ast.Constant) and not isinstance(left, ast.Constant):
+                known[ast.dump(left)] = right.value
+
+    class Put(ast.NodeTransformer):
+        def visit(self, node: ast.AST) -> ast.AST:
+            key = ast.dump(node) if isinstance(node, ast.expr) else None
+            return ast.Constant(known[key]) if key in known else self.generic_visit(node)
+
+    tree = Put().visit(_copy(_parse(cond)))
+    return bool(known) and not any(isinstance(n, ast.Name) and n.id not in KEEP for n in ast.walk(tree))
+
+
 def substitute(value: Any, env: dict[str, Any]) -> Any:
     """`value` with the names of its expression replaced by env's values (HInts or plain ints): a callee's size in
     its caller's names. A name env lacks leaves the plain number (the size is then fixed, not driven)."""
@@ -373,8 +395,35 @@ def _named(value: Any, expr: str) -> Any:
     if isinstance(value, float):
         return HFloat(value, expr)
     if isinstance(value, (list, tuple)):
-        return type(value)(_named(v, f"{expr}[{i}]") for i, v in enumerate(value))
+        items = [_named(v, f"{expr}[{i}]") for i, v in enumerate(value)]
+        return HList(items, expr) if isinstance(value, list) else HTuple(items, expr)
     return value
+
+
+class HList(list):
+    """A list hyper-parameter: its `len` remembers the name (`len(mult)`), so a loop over it pins its length."""
+
+    def __init__(self, items=(), expr: str | None = None) -> None:
+        super().__init__(items)
+        self.expr = expr
+
+
+class HTuple(tuple):
+    expr: str | None
+
+    def __new__(cls, items=(), expr: str | None = None) -> "HTuple":
+        obj = super().__new__(cls, items)
+        obj.expr = expr
+        return obj
+
+    def __getnewargs__(self) -> tuple:
+        return tuple(self), self.expr
+
+
+def length(value: list | tuple | str) -> int:
+    """len(value), an HInt `len(name)` for a hyper-parameter list."""
+    expr = getattr(value, "expr", None)
+    return HInt(len(value), f"len({expr})") if expr is not None else len(value)
 
 
 def plain(value: Any) -> Any:
@@ -383,6 +432,8 @@ def plain(value: Any) -> Any:
         return int(value)
     if isinstance(value, HFloat):
         return float(value)
-    if isinstance(value, (list, tuple)):
-        return type(value)(plain(v) for v in value)
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(plain(v) for v in value)
     return value

@@ -102,7 +102,9 @@ class Sym:
     def __str__(self) -> str:
         parts = []
         for m, c in sorted(self.terms.items(), key=lambda mc: (-len(mc[0]), mc[0])):
-            mono = "*".join(m)
+            # a floor division among other factors or negated keeps its parentheses: 2*((a)//p) is not 2*(a)//p,
+            # -((2*a)//3) is not -(2*a)//3
+            mono = "*".join(f"({a})" if (len(m) > 1 or c != 1) and _compound(a) else a for a in m)
             if not m:
                 s = str(abs(c))
             elif abs(c) == 1:
@@ -198,6 +200,11 @@ def _div_by_monomial(terms: dict[Monomial, int], mono: Monomial, coef: int) -> "
     return _norm(out)
 
 
+def _compound(atom: str) -> bool:
+    """An opaque atom with operators in it (`(T - 1)//2`), not a name or an index (`mult[0]`)."""
+    return any(ch in atom for ch in "+-*/ ")
+
+
 def _paren(d: Dim) -> str:
     s = str(d)
     return s if (isinstance(d, int) and d >= 0) or s.isidentifier() else f"({s})"
@@ -253,10 +260,23 @@ def parse_dim(text: str) -> Dim:
     for sep, term in _split_top(text.removeprefix("-").lstrip(), (" + ", " - ")):
         val: Dim = 1
         for _, factor in _split_top(term, ("*",)):
-            val = val * (int(factor) if factor.isdigit() else Sym.var(factor))
+            val = val * (int(factor) if factor.isdigit() else Sym.var(_unwrapped(factor)))
         sign = {"": lead, " + ": 1, " - ": -1}[sep]
         total = total + (val if sign == 1 else -val)
     return total
+
+
+def _unwrapped(factor: str) -> str:
+    """`((H - 1)//2)` -> `(H - 1)//2`: the parentheses the printer puts around a compound atom among factors (an atom
+    itself never is one parenthesised whole)."""
+    if not (factor.startswith("(") and factor.endswith(")")):
+        return factor
+    depth = 0
+    for i, ch in enumerate(factor):
+        depth += (ch == "(") - (ch == ")")
+        if depth == 0:
+            return factor[1:-1] if i == len(factor) - 1 else factor
+    return factor
 
 
 def _split_top(text: str, seps: tuple[str, ...]) -> list[tuple[str, str]]:

@@ -335,3 +335,55 @@ def test_a_parameter_an_if_resolves_is_resolved_by_the_constructor():
     small = model(cfg(vocab=100, ctx=16, layers=1, d=32, heads=4, kv_heads=0, hidden=64))
     assert small.layers[0].self_attn.k_proj.out_features == 32
     assert small(torch.randint(0, 100, (1, 6))).shape == (1, 6, 100)
+
+
+LONGER = {"resnet50": {"depths": [1, 2, 1, 1, 3]},  # the spec reads depths[0] ... depths[3]: a fifth is unread
+          "ddpm_cifar10": {"ch": 32, "mult": [1, 2, 2, 2, 2]}}
+
+
+@pytest.mark.parametrize("name", sorted(LONGER))
+def test_a_list_of_another_length_is_built_exactly_or_refused(name):
+    """A loop over a list hyper-parameter (`for level in range(len(mult))`) is either the constructor's loop, so
+    the module built from a longer or shorter list is the -D compile's, or a refusal naming the loop: never the
+    compiled length built silently (DDPM with five levels in `mult` built the four-level model)."""
+    cfg = LONGER[name]
+    default = specc.load(f"specs/{name}.nn")
+    generic = _module(default.torch_source(), f"length_{name}")
+    model_cls = next(v for k, v in vars(generic).items() if k.lower() == default.module.name.lower().replace("_", ""))
+    config = getattr(generic, model_cls.__name__ + "Config")(**{k: tuple(v) if isinstance(v, list) else v
+                                                                for k, v in cfg.items()})
+    other = specc.load(f"specs/{name}.nn", **cfg)
+    try:
+        with torch.device("meta"):
+            built = model_cls(config)
+    except ValueError as e:
+        assert "recompile with -D" in str(e) and "len(" in str(e)
+        return
+    assert sum(p.numel() for p in built.parameters()) == other.params
+
+
+def test_a_check_other_checks_decide_is_not_written():
+    """`range(blocks + 1)` beside `range(blocks)`, `level < len(mult) - 1` beside `len(mult) == 4`, `2 ==
+    attn_level` beside `attn_level == 1`: decided by the equalities checked already, so the constructor does not
+    check them again (DDPM had nine checks, six of them of this kind)."""
+    from specc.hyper import implied
+    assert implied("(len(mult)) - (1) > 0", ["len(mult) == 4"])
+    assert implied("not (2 == attn_level)", ["1 == attn_level", "blocks == 2"])
+    assert not implied("len(mult) > 1", ["mult[0] == 1"]) and not implied("blocks + 1 == 3", [])
+    src = specc.load("specs/ddpm_cifar10.nn").torch_source()
+    ctor = src.split("class DDPMCifar10(")[1].split("def forward")[0]
+    assert ctor.count("raise ValueError") == 3
+    assert "`range(len(mult))` has 4" in ctor and "`range(blocks)` has 2" in ctor and "config.attn_level" in ctor
+
+
+def test_a_product_of_floor_divisions_keeps_its_parentheses():
+    """CLIP's `n = (image_size // patch) * (image_size // patch) + 1` positions were emitted as `image_size // patch
+    * image_size // patch + 1`, which Python reads as ((image_size // patch) * image_size) // patch: a 40-pixel image
+    in 16-pixel patches got a 6-row table for 5 positions."""
+    spec = specc.load("specs/clip_vit_b32.nn", model="CLIPVisionTower")
+    mod = _module(spec.torch_source(), "clip_vision")
+    sizes = {"image_size": 40, "patch": 16, "d": 64, "heads": 2, "layers": 1, "d_ff": 128}
+    built = mod.CLIPVisionTower(mod.CLIPVisionTowerConfig(**sizes))
+    assert built.position_embedding.weight.shape[0] == (40 // 16) ** 2 + 1
+    other = specc.load("specs/clip_vit_b32.nn", model="CLIPVisionTower", **sizes)
+    assert sum(p.numel() for p in built.parameters()) == other.params

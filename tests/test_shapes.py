@@ -359,3 +359,43 @@ def test_slice_errors():
     fails("slice", T("B", 8), code="E0305", items=("...", "..."))
     fails("slice", T("B", 8), code="E0305", items=((None, None, None), 8))
     fails("slice", T("B", 8), code="E0305", items=((None, None, None), (None, None, -1)))
+
+
+_EXPR_OPS = ("+", "-", "*", "//")
+
+
+@st.composite
+def _dim_exprs(draw, depth=3):
+    """(Sym, the same computation on ints): sums, products and floor divisions of a, b and small constants."""
+    if depth == 0 or draw(st.booleans()):
+        leaf = draw(st.sampled_from(["a", "b", 1, 2, 3, 7]))
+        return (Sym.var(leaf), leaf) if isinstance(leaf, str) else (leaf, leaf)
+    op = draw(st.sampled_from(_EXPR_OPS))
+    (x, xs), (y, ys) = draw(_dim_exprs(depth - 1)), draw(_dim_exprs(depth - 1))
+    if op == "//":
+        y = ys = draw(st.sampled_from([2, 3, 16]))  # by a positive constant, as shape rules divide
+    return (x + y if op == "+" else x - y if op == "-" else x * y if op == "*" else x // y), (op, xs, ys)
+
+
+def _int_value(tree, env):
+    if isinstance(tree, str):
+        return env[tree]
+    if isinstance(tree, int):
+        return tree
+    op, x, y = tree
+    a, b = _int_value(x, env), _int_value(y, env)
+    return a + b if op == "+" else a - b if op == "-" else a * b if op == "*" else a // b
+
+
+@settings(max_examples=300, deadline=None)
+@given(_dim_exprs(), st.integers(1, 60), st.integers(1, 60))
+def test_a_printed_dim_computes_what_the_dim_computes(expr, a, b):
+    """A symbolic dim's text is Python that computes it: `2 * (a // p)` printed `2*(a)//p` computed (2 * a) // p
+    (CLIP's `(image_size // patch) * (image_size // patch)` positions, off for sizes no multiple of the patch)."""
+    import ast
+
+    from specc.hyper import canonical
+    sym, tree = expr
+    want = _int_value(tree, {"a": a, "b": b})
+    for text in (str(sym), canonical(ast.parse(str(sym), mode="eval").body) or str(sym)):
+        assert eval(text, {}, {"a": a, "b": b}) == want, text  # noqa: S307 - test-made arithmetic over a, b

@@ -6,7 +6,7 @@ import math
 import typing
 
 from ..attrs import INITS, Init
-from ..hyper import call_of
+from ..hyper import call_of, length
 from ..limits import int_digits, over_budget, short_int
 from ..source import Span
 from ..types import TensorType
@@ -45,7 +45,7 @@ def _b_dim(el, pos, kw, span, spans, b):
 def _b_len(el, pos, kw, span, spans, b):
     if len(pos) != 1 or not isinstance(pos[0], (list, tuple, str)):
         raise el.fail("E0108", "len() takes one list, tuple or string", span)
-    return len(pos[0])
+    return length(pos[0])
 
 
 def _b_range(el, pos, kw, span, spans, b):

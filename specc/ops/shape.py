@@ -354,6 +354,8 @@ def _slice_len(size: Dim, start, stop, step) -> Dim:
     if isinstance(start, Sym) or isinstance(stop, Sym):
         return _symbolic_len(size, start, stop, step)
     if isinstance(size, int):
+        if start in (None, 0) and stop is None and step == 1:
+            return size  # the whole dim: an HInt keeps its expression
         return len(range(size)[slice(start, stop, step)])
     s0 = 0 if start is None else start
     # the predicted length holds only where the dim is long enough to have it (Python clips a slice silently)

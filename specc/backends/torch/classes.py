@@ -17,7 +17,7 @@ from typing import Any, Callable
 from ...attrs import BlockValue
 from ...diagnostics import SpecError
 from ...elaborate.sizes import size_env
-from ...hyper import HFloat, HInt, Unrenderable, expr_name, names, render_expr, rendering, spec_name
+from ...hyper import HFloat, HInt, Unrenderable, expr_name, implied, names, render_expr, rendering, spec_name
 from ...ir import Graph, Module, Node
 from ...naming import Namer, attr_name, class_name, py_name, spec_relative, trivial_body
 from ...ops.torch_rule import pyval
@@ -423,9 +423,11 @@ class _Planner:
         the code decides them itself)."""
         out = []
         who = self.m.name if self.g.name == self.m.main else self.g.block
-        for text, what in self.g.pins:
-            if (text, what) in settled:
-                continue
+        pins = [p for p in self.g.pins if p not in settled]
+        for text, what in list(pins):  # `range(blocks + 1)` needs no check of its own beside `blocks == 2`
+            if text and not what.startswith("assert:") and implied(text, [t for t, _ in pins if t != text]):
+                pins.remove((text, what))
+        for text, what in pins:
             if not text:  # decided by something the code cannot check: numbers of this compile only
                 raise Unrenderable(what)
             cond = _write(render_expr(text, (marker, set())), fn)
