@@ -544,8 +544,14 @@ def _np_attention(q, k, v, causal, bias=None):
     return (p @ vh).transpose(0, 2, 1, 3)
 
 
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+@pytest.mark.parametrize("norm_pass", ["1", "0"])
 @pytest.mark.parametrize("causal", [None, "TopLeft"])
-def test_attention_bsnh(causal):
+def test_attention_bsnh(causal, norm_pass, target, monkeypatch):
+    """The attention kernel on the host's and an AVX2 target, the weights normalised in a pass of their own
+    (kernels._normalised_weights) or inside the P.V reduction: scheduled as attention (no generic fallback), equal to
+    the reference."""
+    monkeypatch.setenv("SPECC_ATTN_NORM_PASS", norm_pass)
     rng = np.random.default_rng(4)
     shape = (2, 19, 3, 16)  # seq 19: tails in both the query tile and the key vector width
     q, k, v = (relax.Var(nm, relax.TensorType(shape, "float32")) for nm in "qkv")
@@ -554,8 +560,10 @@ def test_attention_bsnh(causal):
         return bb.emit(relax.op.nn.attention(q, k, v, causal_mask=causal))
 
     mod = _function([q, k, v], body)
-    fast = _build(mod, HOST, True)
+    assert ("specc_attn_norm" in optimize_for_cpu(mod, target).script()) == (norm_pass == "1")
+    fast = _build(mod, target, True)
     assert last_stats()["replaced"]["attention"] == 1
+    assert "attention" in last_stats()["schedules"].values()
     qi, ki, vi = (rng.standard_normal(shape).astype("float32") for _ in range(3))
     out = _run(fast, qi, ki, vi)
     np.testing.assert_allclose(out, _run(_build(mod, HOST, False), qi, ki, vi), rtol=1e-4, atol=1e-5)
