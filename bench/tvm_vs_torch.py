@@ -32,6 +32,12 @@ Timing: at 1 thread the calling thread's CPU time (time.thread_time: every peer 
 when given one thread, and CPU time does not count the time other processes hold the core), at 2 threads wall
 time. Medians and minima in ms, the ratio to onnxruntime and to torch eager, achieved GFLOP/s (2 x the spec's
 multiply-adds) and that as a share of the fp32 matmul peak measured here at the same thread count.
+
+With --mcpu for a narrower ISA than the host's (haswell: AVX2), TVM runs that code and the peers the host's (their
+libraries pick kernels from CPUID; onnxruntime cannot be held to AVX2). The TVM rows' % peak is then of torch's MKL
+held to that ISA (MKL_ENABLE_INSTRUCTIONS, in a subprocess), and the summary adds the ratio to onnxruntime scaled to
+equal matmul peaks: what the ISA allows a model whose time is GEMMs and convolutions; a memory-bound model (the
+LSTM LM's recurrence) is not slowed by the narrower vectors, so its scaled figure flatters it.
 """
 from __future__ import annotations
 
