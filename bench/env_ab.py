@@ -54,10 +54,13 @@ def main() -> None:
     p.add_argument("--budget", type=float, default=float("inf"), help="seconds of timing per model, at most")
     p.add_argument("--mcpu", default=None, help="LLVM cpu for TVM's code (haswell: AVX2)")
     args = p.parse_args()
-    variants = list(args.variant) + ([f"{args.switch}={v}={args.switch}={v}" for v in ("0", "1")] if args.switch
+    variants = list(args.variant) + ([f"{args.switch}:{v}={args.switch}={v}" for v in ("0", "1")] if args.switch
                                      else [])
     if not variants:
         p.error("give --variant or --switch")
+    names = [parse_variant(v)[0] for v in variants]
+    if len(set(names)) != len(names):  # the timings are keyed by name: a repeated one would hide a variant
+        p.error(f"variant names repeat: {', '.join(names)}")
     unknown = [m for m in args.models.split(",") if m not in tvt.MODELS]
     if unknown:
         p.error(f"unknown model {unknown[0]!r}; choose from {', '.join(sorted(tvt.MODELS))}")

@@ -370,9 +370,10 @@ def test_dense_on_routed_rows_prefetches_next_panel(target):
         np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-5)
 
 
-def test_weight_prefetch_only_when_two_panels_fit_half_the_l2():
+def test_weight_prefetch_only_when_two_panels_fit_half_the_l2(monkeypatch):
     """Any GEMM with a constant weight prefetches its next panel when the current and the next one take at most half
-    the L2 (the rest holds the input rows); a routed expert's always does; a weight given at run time never."""
+    the L2 (the rest holds the input rows); a routed expert's always does; a weight given at run time never. The
+    rounds are the largest divisor of K from 8 to 32 (only 32, 16, 8 with SPECC_PREFETCH_ANY_K=0)."""
     from specc.backends.tvm.schedules.rewrite import _prefetch_ki
 
     mib = 1024 * 1024
@@ -382,19 +383,25 @@ def test_weight_prefetch_only_when_two_panels_fit_half_the_l2():
     assert _prefetch_ki(n, 768, 64, True, 512 * 1024) == 0  # a 512 KiB L2
     assert _prefetch_ki(n, 768, 64, False, 2 * mib) == 0
     assert _prefetch_ki(tirx.Var("routed1", "int64"), 3072, 64, True, 2 * mib) == 32
-    assert _prefetch_ki(n, 100, 64, True, 2 * mib) == 0  # K no multiple of 8
+    assert _prefetch_ki(n, 650, 16, True, 2 * mib) == 26  # the LSTM LM's decoder
+    assert _prefetch_ki(n, 100, 64, True, 2 * mib) == 25
+    assert _prefetch_ki(n, 97, 64, True, 2 * mib) == 0  # no divisor from 8 to 32
+    monkeypatch.setenv("SPECC_PREFETCH_ANY_K", "0")
+    assert _prefetch_ki(n, 100, 64, True, 2 * mib) == 0
+    assert _prefetch_ki(n, 768, 64, True, 2 * mib) == 32
 
 
 @pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
-def test_prefetching_gemm_with_leading_dims(target):
+@pytest.mark.parametrize("k", [64, 50])  # 50: prefetch rounds of 25 reduction steps
+def test_prefetching_gemm_with_leading_dims(target, k):
     """The prefetching GEMM on [B, T, K] inputs (symbolic B and T: the parallel loop runs over batch, panel and row
     tile) with a bias + gelu epilogue matches TVM's reference lowering, batch 2 included (the prefetched panel wraps
     per batch)."""
     rng = np.random.default_rng(13)
     b, t = tirx.Var("B", "int64"), tirx.Var("T", "int64")
-    w = (rng.standard_normal((200, 64)) * 0.2).astype("float32")
+    w = (rng.standard_normal((200, k)) * 0.2).astype("float32")
     bias = rng.standard_normal(200).astype("float32")
-    x = relax.Var("x", relax.TensorType((b, t, 64), "float32"))
+    x = relax.Var("x", relax.TensorType((b, t, k), "float32"))
 
     def body(bb):
         return bb.emit(relax.op.nn.gelu(bb.emit(relax.op.linear(x, relax.const(w), relax.const(bias)))))
@@ -405,7 +412,7 @@ def test_prefetching_gemm_with_leading_dims(target):
     ex = tvm.compile(opt, target, tir_pipeline=TIR_PIPELINE)
     assert "@llvm.prefetch" in _llvm_ir(ex)
     fast, ref = relax.VirtualMachine(ex, tvm.cpu()), _build(mod, target, False)
-    for shape in ((1, 7, 64), (2, 13, 64)):
+    for shape in ((1, 7, k), (2, 13, k)):
         xi = rng.standard_normal(shape).astype("float32")
         np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-5)
 
@@ -544,8 +551,14 @@ def _np_attention(q, k, v, causal, bias=None):
     return (p @ vh).transpose(0, 2, 1, 3)
 
 
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+@pytest.mark.parametrize("norm_pass", ["1", "0"])
 @pytest.mark.parametrize("causal", [None, "TopLeft"])
-def test_attention_bsnh(causal):
+def test_attention_bsnh(causal, norm_pass, target, monkeypatch):
+    """The attention kernel on the host's and an AVX2 target, the weights normalised in a pass of their own
+    (kernels._normalised_weights) or inside the P.V reduction: scheduled as attention (no generic fallback), equal to
+    the reference."""
+    monkeypatch.setenv("SPECC_ATTN_NORM_PASS", norm_pass)
     rng = np.random.default_rng(4)
     shape = (2, 19, 3, 16)  # seq 19: tails in both the query tile and the key vector width
     q, k, v = (relax.Var(nm, relax.TensorType(shape, "float32")) for nm in "qkv")
@@ -554,8 +567,10 @@ def test_attention_bsnh(causal):
         return bb.emit(relax.op.nn.attention(q, k, v, causal_mask=causal))
 
     mod = _function([q, k, v], body)
-    fast = _build(mod, HOST, True)
+    assert ("specc_attn_norm" in optimize_for_cpu(mod, target).script()) == (norm_pass == "1")
+    fast = _build(mod, target, True)
     assert last_stats()["replaced"]["attention"] == 1
+    assert "attention" in last_stats()["schedules"].values()
     qi, ki, vi = (rng.standard_normal(shape).astype("float32") for _ in range(3))
     out = _run(fast, qi, ki, vi)
     np.testing.assert_allclose(out, _run(_build(mod, HOST, False), qi, ki, vi), rtol=1e-4, atol=1e-5)

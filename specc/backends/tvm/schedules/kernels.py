@@ -18,6 +18,8 @@ The reduction blocks carry the annotation ``specc.kernel`` (``"gemm"``, ``"conv2
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from tvm import te, tirx
 
@@ -318,14 +320,30 @@ def attention_bsnh(q: te.Tensor, k: te.Tensor, v: te.Tensor, bias, scale: float,
     rj3 = te.reduce_axis((0, t_p), "j3")
     dv_p = _ceil_to(dv, nr)
     pad_dv = dv_p != dv
+    def scaled(bb, hh, i, j):
+        return ex[bb, hh, i, j] * rsum[bb, hh, i]
+
+    weight = scaled
+    if _normalised_weights():
+        # exp * (1/sum) as its own vectorised pass over the query tile's rows: the P.V reduction then reads weights
+        exn = te.compute((b, h, s_p, t_p), scaled, name="specc_attn_norm")
+        weight = exn.__call__
     pv = te.compute(
         (b, h, s_p, dv_p),
         lambda bb, hh, i, e: te.sum(
-            (ex[bb, hh, i, rj3] * rsum[bb, hh, i])
+            weight(bb, hh, i, rj3)
             * v[bb, tirx.min(rj3, t - 1) if pad_t else rj3, hh, tirx.min(e, dv - 1) if pad_dv else e],
             axis=rj3),
         name="specc_attn_pv", attrs={KIND: "attn_pv", "specc.mr": mr, "specc.nr": nr})
     return te.compute((b, s, h, dv), lambda bb, i, hh, e: pv[bb, hh, i, e], name="specc_attn_out")
+
+
+def _normalised_weights() -> bool:
+    """Whether attention scales exp(score) by 1/sum in a pass of its own before P.V. Inside the P.V reduction each
+    (row, key) weight cost a scalar multiply before its broadcast, redone for every column block, and the MR row
+    scales held across the key loop took registers from the MR x 2-vector accumulators (6 + 12 + 2 of AVX2's 16).
+    SPECC_ATTN_NORM_PASS=0: inside the reduction, as before (A/B timing)."""
+    return os.environ.get("SPECC_ATTN_NORM_PASS", "1") != "0"
 
 
 def _let(x, body_fn, name="v"):

@@ -50,13 +50,18 @@ def _prefetch_ki(rows, kdim: int, nr: int, const_weight: bool, l2: int) -> int:
     * Any other row count, when the current and the next panel fit in half the L2 (the other half holds the rows'
       input, read by every panel): a panel's first tile otherwise waits on L3 / memory (GPT-2's lm_head streams
       154 MB of weights). Panels over that size (K = 3072 with 64-column panels: 2 x 768 KiB of a 2 MiB L2) evict the
-      input rows and ran slower. SPECC_GEMM_PREFETCH=0 keeps these GEMMs without it (A/B timing)."""
+      input rows and ran slower. SPECC_GEMM_PREFETCH=0 keeps these GEMMs without it (A/B timing).
+    K must have a divisor from 8 to 32 (SPECC_PREFETCH_ANY_K=0: only 32, 16 or 8, as before)."""
     if not const_weight:
         return 0
     if not _is_routed(rows):
         if os.environ.get("SPECC_GEMM_PREFETCH", "1") == "0" or 2 * kdim * nr * 4 > l2 // 2:
             return 0
-    return next((ki for ki in (32, 16, 8) if kdim % ki == 0), 0)
+    steps = (32, 16, 8)
+    if os.environ.get("SPECC_PREFETCH_ANY_K", "1") != "0":
+        # any K with a divisor from 8 to 32, largest first (the LSTM LM's decoder: K = 650, rounds of 26)
+        steps = range(32, 7, -1)
+    return next((ki for ki in steps if kdim % ki == 0), 0)
 
 
 def _conv_row_major(xs, ws, strides) -> bool:

@@ -234,8 +234,10 @@ def _schedule_attention(sch, qk, pv, info: CPUInfo):
 
     kt = find("specc_attn_kt")
     mask = find("specc_attn_mask")
-    stages = [find(n) for n in ("specc_attn_rsum", "specc_attn_sum", "specc_attn_sum_part", "specc_attn_exp",
-                                "specc_attn_max", "specc_attn_max_part", "specc_attn_mask")]
+    norm = blocks.get("specc_attn_norm")  # exp * (1/sum) as its own pass (kernels._normalised_weights)
+    stages = ([norm] if norm is not None else []) + [
+        find(n) for n in ("specc_attn_rsum", "specc_attn_sum", "specc_attn_sum_part", "specc_attn_exp",
+                          "specc_attn_max", "specc_attn_max_part", "specc_attn_mask")]
     out_blocks = list(sch.get_consumers(pv))
 
     # PV micro-kernel: loops b, h, i, e, j
@@ -280,6 +282,8 @@ def _schedule_attention(sch, qk, pv, info: CPUInfo):
     # exp: (ii, j) vectorised on j
     el = sch.get_loops(find("specc_attn_exp"))
     _vectorize_inner(sch, el[-2:], lanes)
+    if norm is not None:
+        _vectorize_inner(sch, sch.get_loops(norm)[-2:], lanes)
 
     pinit = sch.decompose_reduction(pv, j)
     il = sch.get_loops(pinit)
