@@ -54,8 +54,9 @@ def main() -> None:
     p.add_argument("--budget", type=float, default=float("inf"), help="seconds of timing per model, at most")
     p.add_argument("--mcpu", default=None, help="LLVM cpu for TVM's code (haswell: AVX2)")
     args = p.parse_args()
-    variants = list(args.variant) + ([f"{args.switch}={v}={args.switch}={v}" for v in ("0", "1")] if args.switch
-                                     else [])
+    # NAME=VAR=VALUE: named off / on (the name is the text before the first "=")
+    variants = list(args.variant) + ([f"{name}={args.switch}={v}" for name, v in (("off", "0"), ("on", "1"))]
+                                     if args.switch else [])
     if not variants:
         p.error("give --variant or --switch")
     unknown = [m for m in args.models.split(",") if m not in tvt.MODELS]
