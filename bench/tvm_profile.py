@@ -6,6 +6,11 @@ TVM: the Relax VM's instrument hook around every call (thread CPU time at 1 thre
 kernel per model call, median over `--rounds` calls; onnxruntime: its own profiler (per node, summed per op type and per node name). Both with one thread by
 default, so wall time is the work of that thread; on a shared machine run it when the load is low, or compare
 ratios only. Kernels are listed by time with the schedule specc gave them (``last_stats()``).
+
+    python bench/tvm_profile.py --model resnet18 --switch SPECC_CONV_PREFETCH --rounds 16
+
+`--switch VAR` compares two TVM builds instead (VAR=0 and VAR=1 set during the build): both run interleaved, call
+by call, and every kernel call is listed in call order with its median time in each build and their ratio.
 """
 from __future__ import annotations
 
@@ -71,6 +76,60 @@ def tvm_profile(model, inputs, rounds: int, threads: int) -> dict[str, tuple[flo
     return {k: (float(np.median(v)), calls[k] // rounds) for k, v in per.items()}
 
 
+def switch_profile(builds: dict, inputs, rounds: int, threads: int) -> tuple[dict, dict]:
+    """Interleaved per-call profile of several builds of one model: (build -> "index name" -> median ms, build ->
+    median total ms of the kernels). The builds alternate call by call, so the machine's load falls on each alike."""
+    import time
+
+    import tvm
+    from tvm import relax
+
+    clock = time.thread_time if threads == 1 else time.perf_counter
+    calls: list[tuple[str, float]] = []
+    start: list[float] = [0.0]
+
+    def instrument(func, name, before, ret, *args):
+        if before:
+            start[0] = clock()
+        else:
+            calls.append((str(name), (clock() - start[0]) * 1e3))
+        return 0
+
+    vin = [tvm.runtime.tensor(x.numpy()) for x in inputs]
+    vms = {}
+    for key, model in builds.items():
+        vms[key] = relax.VirtualMachine(model.executable, tvm.cpu(), memory_cfg="pooled")
+        vms[key]["main"](*vin)
+        vms[key].set_instrument(instrument)
+    per = {k: collections.defaultdict(list) for k in vms}
+    totals: dict[str, list[float]] = {k: [] for k in vms}
+    for _ in range(rounds):
+        for key, vm in vms.items():
+            calls.clear()
+            vm["main"](*vin)
+            kernels = [(n, t) for n, t in calls if not n.startswith("vm.builtin")]
+            for i, (n, t) in enumerate(kernels):
+                per[key][f"{i:03d} {n}"].append(t)
+            totals[key].append(sum(t for _, t in kernels))
+            time.sleep(0.01)
+    med = {k: {n: float(np.median(v)) for n, v in d.items()} for k, d in per.items()}
+    return med, {k: float(np.median(v)) for k, v in totals.items()}
+
+
+def print_switch(var: str, med: dict, totals: dict, min_ms: float = 0.05) -> None:
+    off, on = med["0"], med["1"]
+    print(f"kernels' total, median: {var}=0 {totals['0']:.2f} ms, {var}=1 {totals['1']:.2f} ms "
+          f"({totals['1'] / totals['0']:.3f}x)")
+    w = max(12, len(var) + 4)
+    print(f"{'call  kernel':<62}{var + '=0':>{w}}{var + '=1':>{w}}{'ratio':>7}")
+    for name in sorted(set(off) | set(on)):
+        a, b = off.get(name), on.get(name)
+        if a is None or b is None:
+            print(f"{name[:61]:<62}{a if a is not None else '-':>{w}}{b if b is not None else '-':>{w}}")
+        elif max(a, b) >= min_ms:
+            print(f"{name[:61]:<62}{a:>{w}.3f}{b:>{w}.3f}{b / a:>7.2f}")
+
+
 def ort_profile(eager, inputs, threads: int, rounds: int) -> tuple[dict[str, float], dict[str, float]]:
     import onnxruntime as ort
     from onnx_moe import exportable
@@ -115,6 +174,7 @@ def main() -> None:
     ap.add_argument("--static", action="store_true", help="static dims (default: symbolic)")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--switch", default=None, help="environment variable: compare the builds with VAR=0 and VAR=1")
     args = ap.parse_args()
     from torch_util import random_inputs
 
@@ -135,6 +195,22 @@ def main() -> None:
         from specc.targets import load_target
 
         target = load_target("tvm-cpu").model_copy(update={"mcpu": args.mcpu})
+    if args.switch:
+        builds = {}
+        for value in ("0", "1"):
+            old = os.environ.get(args.switch)
+            os.environ[args.switch] = value
+            try:
+                builds[value] = spec.to_tvm(target, weights=eager, dims=dims if args.static else None)
+            finally:
+                if old is None:
+                    os.environ.pop(args.switch)
+                else:
+                    os.environ[args.switch] = old
+        print(f"== {args.model} ({ov}), {threads} thread(s), mcpu {args.mcpu or 'host'}; load "
+              f"{os.getloadavg()[0]:.1f}")
+        print_switch(args.switch, *switch_profile(builds, inputs, args.rounds, threads))
+        return
     model = spec.to_tvm(target, weights=eager, dims=dims if args.static else None)
     sched = last_stats().get("schedules", {})
     tvm_ms = tvm_profile(model, inputs, args.rounds, threads)
