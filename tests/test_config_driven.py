@@ -387,3 +387,39 @@ def test_a_product_of_floor_divisions_keeps_its_parentheses():
     assert built.position_embedding.weight.shape[0] == (40 // 16) ** 2 + 1
     other = specc.load("specs/clip_vit_b32.nn", model="CLIPVisionTower", **sizes)
     assert sum(p.numel() for p in built.parameters()) == other.params
+
+
+def _numeric_hparams() -> list[tuple[str, str]]:
+    from torch_util import SHRINK
+    out = []
+    for name in sorted(SHRINK):
+        m = specc.load(f"specs/{name}.nn", overrides=SHRINK[name]).module
+        out += [(name, k) for k, v in m.hparams.items() if isinstance(v, float) and not isinstance(v, bool)]
+    return out
+
+
+@pytest.mark.parametrize("name,hparam", _numeric_hparams(), ids=lambda v: str(v))
+def test_a_float_hyper_parameter_changed_in_the_config_computes_what_the_d_compile_computes(name, hparam):
+    """Every float hyper-parameter (eps, rope and position bases, dropout, loss coefficients) reaches the code: the
+    module emitted with the default and built from a config with another value computes exactly what the module
+    compiled with -D computes (same weights, eval mode). LLaMA's and DeepSeek's `rope_base` was dropped where the
+    compiled value equalled apply_rope's default, so a config asking for another base got 10000."""
+    from torch_util import SHRINK, dim_env, random_inputs
+    base = SHRINK[name]
+    spec = specc.load(f"specs/{name}.nn", overrides=base)
+    value = spec.module.hparams[hparam]
+    cfg = {**base, hparam: 0.25 if value == 0 else value / 3 if 0 < value < 1 else value * 1.5 + 1}
+    generic = _module(spec.torch_source(), f"float_{name}")
+    model_cls = next(v for k, v in vars(generic).items() if k.lower() == spec.module.name.lower().replace("_", ""))
+    config = getattr(generic, model_cls.__name__ + "Config")(**cfg)
+    other = specc.load(f"specs/{name}.nn", overrides=cfg)
+    fixed = _module(other.torch_source(), f"float_fixed_{name}")
+    torch.manual_seed(0)
+    built = model_cls(config).eval()
+    reference = getattr(fixed, model_cls.__name__)().eval()
+    reference.load_state_dict(built.state_dict())
+    inputs = random_inputs(other, dim_env(other))
+    with torch.no_grad():
+        got, want = built(*inputs), reference(*inputs)
+    for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+        assert torch.equal(g, w), (name, hparam)

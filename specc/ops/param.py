@@ -13,7 +13,7 @@ from pydantic import Field, PositiveFloat, PositiveInt
 from ..diagnostics import ShapeError
 from ..types import DTYPES, FLOAT_DTYPES, TensorType
 from .registry import LAYER, Attrs, Example, OpDef, register
-from .torch_rule import TorchRule, pyval, support_text
+from .torch_rule import TorchRule, pyval, support_text, written
 
 
 class ParameterAttrs(Attrs):
@@ -111,8 +111,8 @@ _SINCOS = support_text("sincos")
 
 
 def _sincos_module(ins, a: SinCosAttrs) -> str:
-    extra = "" if a.layout == "interleaved" else f", layout={pyval(a.layout)}"
-    extra += "" if a.base == 10000.0 else f", base={pyval(a.base)}"
+    extra = "" if not written(a.layout, "interleaved") else f", layout={pyval(a.layout)}"
+    extra += "" if not written(a.base, 10000.0) else f", base={pyval(a.base)}"
     return f"SinCosTable({a.length}, {a.dim}{extra})"
 
 

@@ -7,7 +7,7 @@ from ..diagnostics import ShapeError
 from ..types import TensorType
 from .conv import _squeeze, conv_out
 from .registry import NO_MACS, Attrs, Example, NoAttrs, OpDef, expect_float, expect_rank, pair, register
-from .torch_rule import TorchRule, pyval
+from .torch_rule import TorchRule, pyval, written
 
 IntOrPair = PositiveInt | tuple[PositiveInt, ...]
 
@@ -59,9 +59,9 @@ def _pool_infer(nd: int, name: str):
 def _pool_call(fn: str):
     def call(args, a: PoolAttrs, ins) -> str:
         extra = ""
-        if a.stride is not None and a.stride != a.kernel_size:
+        if a.stride is not None and written(a.stride, a.kernel_size):
             extra += f", stride={pyval(_squeeze(a.stride))}"
-        if a.padding != 0:
+        if written(a.padding, 0):
             extra += f", padding={pyval(_squeeze(a.padding))}"
         if a.ceil_mode:
             extra += ", ceil_mode=True"

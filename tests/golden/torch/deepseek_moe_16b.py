@@ -31,7 +31,7 @@ class DeepSeekMoE16BConfig:
 class MultiHeadAttention(nn.Module):
     """MultiHeadAttention, defined at std/transformer.nn:14"""
 
-    def __init__(self, d: int, heads: int, kv_heads: int, dropout: float) -> None:
+    def __init__(self, d: int, heads: int, kv_heads: int, dropout: float, rope_base: float) -> None:
         super().__init__()
         kv_heads = heads if kv_heads == 0 else kv_heads
         if d % heads != 0:
@@ -41,6 +41,7 @@ class MultiHeadAttention(nn.Module):
         self.d = d
         self.heads = heads
         self.dropout = dropout
+        self.rope_base = rope_base
         self.kv_heads = kv_heads
         self.q_proj = nn.Linear(d, d, bias=False)
         self.k_proj = nn.Linear(d, d // heads * kv_heads, bias=False)
@@ -57,8 +58,8 @@ class MultiHeadAttention(nn.Module):
         v = self.v_proj(x)  # [B, T, d // heads * kv_heads]
         v = v.reshape(v.size(0), v.size(1), self.kv_heads, self.d // self.heads)  # [B, T, kv_heads, d // heads]
         v = v.transpose(1, 2)  # [B, kv_heads, T, d // heads]
-        q = apply_rope(q, cache=cache)  # [B, heads, T, d // heads]
-        k = apply_rope(k, cache=cache)  # [B, kv_heads, T, d // heads]
+        q = apply_rope(q, base=self.rope_base, cache=cache)  # [B, heads, T, d // heads]
+        k = apply_rope(k, base=self.rope_base, cache=cache)  # [B, kv_heads, T, d // heads]
         if cache is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True, enable_gqa=self.kv_heads != self.heads)  # [B, heads, T, d // heads]
         else:  # generating: attend to the cached positions too
@@ -91,10 +92,10 @@ class SwiGLU(nn.Module):
 class RotaryDecoderLayer(nn.Module):
     """RotaryDecoderLayer, defined at std/moe.nn:13"""
 
-    def __init__(self, d: int, heads: int, ffn: nn.Module, kv_heads: int, eps: float) -> None:
+    def __init__(self, d: int, heads: int, ffn: nn.Module, kv_heads: int, base: float, eps: float) -> None:
         super().__init__()
         self.input_layernorm = nn.RMSNorm(d, eps=eps)
-        self.self_attn = MultiHeadAttention(d, heads, kv_heads, 0.0)
+        self.self_attn = MultiHeadAttention(d, heads, kv_heads, 0.0, base)
         self.post_attention_layernorm = nn.RMSNorm(d, eps=eps)
         self.mlp = ffn
 
@@ -130,9 +131,9 @@ class DeepSeekMoE16B(nn.Module):
         self.config = config
         self.embed_tokens = nn.Embedding(config.vocab, config.d)
         self.layers = nn.ModuleList([
-            RotaryDecoderLayer(config.d, config.heads, SwiGLU(config.d, config.dense_hidden), 0, config.eps)
+            RotaryDecoderLayer(config.d, config.heads, SwiGLU(config.d, config.dense_hidden), 0, config.rope_base, config.eps)
             if i < config.dense_layers else
-            RotaryDecoderLayer(config.d, config.heads, SparseMoE(config.d, config.hidden, config.experts, config.top_k, config.shared, config.aux_loss_alpha), 0, config.eps)
+            RotaryDecoderLayer(config.d, config.heads, SparseMoE(config.d, config.hidden, config.experts, config.top_k, config.shared, config.aux_loss_alpha), 0, config.rope_base, config.eps)
             for i in range(config.layers)
         ])
         self.norm = nn.RMSNorm(config.d, eps=config.eps)
