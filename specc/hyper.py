@@ -110,6 +110,8 @@ def _binop(name: str, sym: str, reflected: bool = False):
     fn = getattr(operator, name)
 
     def method(self: HInt, other: Any) -> Any:
+        if isinstance(other, float):  # `d ** 0.5`, `d * 0.5`: a float that remembers d
+            return _float_binop(name, sym, reflected)(self, other)
         if isinstance(other, bool) or not isinstance(other, int):
             a, b = (other, int(self)) if reflected else (int(self), other)
             try:
@@ -207,7 +209,7 @@ def call_of(func: str, args: list, value: Any) -> Any:
     return HInt(value, text) if isinstance(value, int) else HFloat(value, text)
 
 
-_OPS_F = {"+": "add", "-": "sub", "*": "mul", "/": "truediv"}
+_OPS_F = {"+": "add", "-": "sub", "*": "mul", "/": "truediv", "**": "pow", "//": "floordiv", "%": "mod"}
 for _sym, _name in _OPS_F.items():
     setattr(HFloat, f"__{_name}__", _float_binop(_name, _sym))
     setattr(HFloat, f"__r{_name}__", _float_binop(_name, _sym, reflected=True))
@@ -220,6 +222,8 @@ def _text(v: int) -> str:
 
 
 def _wrap(value: Any, expr: str | None) -> Any:
+    if isinstance(value, float) and expr is not None:  # `2 ** -k`
+        return HFloat(value, expr)
     if not isinstance(value, int) or isinstance(value, bool) or expr is None:
         return value
     if _is_number(expr):

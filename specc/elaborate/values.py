@@ -115,6 +115,10 @@ class Scope(dict):
     pass
 
 
+_REFLECTED = {"+": "__radd__", "-": "__rsub__", "*": "__rmul__", "/": "__rtruediv__", "//": "__rfloordiv__",
+              "%": "__rmod__", "**": "__rpow__"}
+
+
 def _const_binop(op: str, a: Any, b: Any) -> Any:
     if op in ("==", "!="):
         eq = a == b
@@ -129,6 +133,8 @@ def _const_binop(op: str, a: Any, b: Any) -> Any:
         return a + b if op == "+" else a * b
     if not isinstance(a, (int, float, Sym)) or not isinstance(b, (int, float, Sym)):
         raise TypeError
+    if type(a) is float and isinstance(b, HInt) and op in _REFLECTED:  # float.__mul__ would drop d in `0.5 * d`
+        return getattr(b, _REFLECTED[op])(a)
     if op == "+":
         return a + b
     if op == "-":
