@@ -54,7 +54,7 @@ def main() -> None:
     p.add_argument("--budget", type=float, default=float("inf"), help="seconds of timing per model, at most")
     p.add_argument("--mcpu", default=None, help="LLVM cpu for TVM's code (haswell: AVX2)")
     args = p.parse_args()
-    variants = list(args.variant) + ([f"{args.switch}={v}={args.switch}={v}" for v in ("0", "1")] if args.switch
+    variants = list(args.variant) + ([f"{args.switch}:{v}={args.switch}={v}" for v in ("0", "1")] if args.switch
                                      else [])
     if not variants:
         p.error("give --variant or --switch")
@@ -104,7 +104,7 @@ def run_model(model_name: str, variants: list[str], args) -> None:
           f"load average {os.getloadavg()[0]:.1f}")
     for name, (med, mn) in times.items():
         vs = f"  vs onnxruntime {med / ort[0]:.3f} (min {mn / ort[1]:.3f})" if ort else ""
-        print(f"{name:<14} median {med * 1e3:8.2f} ms  min {mn * 1e3:8.2f} ms{vs}")
+        print(f"{name:<22} median {med * 1e3:8.2f} ms  min {mn * 1e3:8.2f} ms{vs}")
 
 
 if __name__ == "__main__":
