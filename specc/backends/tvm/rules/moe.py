@@ -8,10 +8,10 @@ in all, as in the emitted PyTorch layer (whose per-expert runs are the same rows
     pairs p = j*N + t (slot-major)   picks[p, e] = 1 if pair p goes to expert e      [k*N, E]
     rank = cumsum(picks, axis 0)     1-based rank of a pair within its expert's pairs; with a capacity, picks of
                                      rank > capacity are cleared (the same pairs PyTorch drops)
-    lists[e, r-1] = p                for each kept pair p of rank r: one pass over the pairs (a TIR kernel)
-    run_e = lists[e, :kept_e]        [n_e] its pairs in pair order: a view of its row whose length n_e is read at
-                                     run time (match_cast to a fresh var); nothing padded, nothing dropped
-    y_e = expert_e(tokens[run_e % N])                    [n_e, d]: the block lowered with n_e rows
+    lists[e, r-1] = p % N            for each kept pair p of rank r: one pass over the pairs (a TIR kernel)
+    run_e = lists[e, :kept_e]        [n_e] its pairs' tokens in pair order: a view of its row whose length n_e is
+                                     read at run time (match_cast to a fresh var); nothing padded, nothing dropped
+    y_e = expert_e(tokens[run_e])                        [n_e, d]: the block lowered with n_e rows
     Y = concat(y_0 .. y_{E-1})                           [sum n_e, d]
     out[t] = sum_j w[t, j] * Y[pos[j*N + t]]             pos = rows before its expert's + rank - 1: a gather, no
                                                          scatter (parallel, deterministic); dropped pairs weigh 0
@@ -129,7 +129,7 @@ def _routed(ctx, tokens, weights, chosen, n_dim: Dim):
         picks = ctx.emit(op.multiply(picks, ctx.emit(op.astype(keep, "int64"))))
     kept = ctx.emit(op.sum(picks, axis=[0]))  # [E] rows each expert runs
     mine = ctx.emit(op.sum(ctx.emit(op.multiply(rank, picks)), axis=[1]))  # [k*N] rank, 0 when dropped
-    lists = _expert_lists(ctx, expert_of, mine, e, k * n) if _one_pass() else None
+    lists = _expert_lists(ctx, expert_of, mine, e, k, n) if _one_pass() else None
     ys = []
     for i in range(e):
         # the rows expert i gets, known at run time (the prefix gets its GEMMs the CPU schedules' few-rows form)
@@ -138,6 +138,7 @@ def _routed(ctx, tokens, weights, chosen, n_dim: Dim):
             mine_i = ctx.emit(op.strided_slice(picks, [1], [i], [i + 1]))  # [k*N, 1]
             found = ctx.emit(op.nonzero(ctx.emit(op.reshape(mine_i, [k * n]))))  # [1, n_i] its pairs, in pair order
             run = ctx.emit(op.reshape(ctx.bb.match_cast(found, relax.TensorType([1, size], "int64")), [size]))
+            run = ctx.emit(op.floor_mod(run, relax.prim_value(n)))  # pair -> token
         else:  # the first kept[i] entries of its row of the lists: a view whose length is read at run time
             row = ctx.emit(op.reshape(ctx.emit(op.strided_slice(lists, [0], [i], [i + 1])), [k * n]))
             count = ctx.emit(op.strided_slice(kept, [0], [i], [i + 1]))  # [1]
@@ -149,7 +150,7 @@ def _routed(ctx, tokens, weights, chosen, n_dim: Dim):
             view = ctx.emit(relax.call_pure_packed("vm.builtin.reshape", row, count,
                                                    ty_args=relax.TensorType(ndim=1, dtype="int64")))
             run = ctx.bb.match_cast(view, relax.TensorType([size], "int64"))
-        rows = ctx.emit(op.take(tokens, ctx.emit(op.floor_mod(run, relax.prim_value(n))), axis=0, mode="clip"))
+        rows = ctx.emit(op.take(tokens, run, axis=0, mode="clip"))
         (y,) = ctx.lower_graph(a.expert, f"experts.{i}.", [rows], rows=(n_dim, size))  # [n_i, d]
         ys.append(y)
     routed = ctx.emit(op.concat(ys, axis=0))  # [sum n_i, d]
@@ -178,26 +179,29 @@ def _one_pass() -> bool:
     return os.environ.get("SPECC_MOE_ONE_PASS", "1") != "0"
 
 
-def _expert_lists(ctx, expert_of, rank, experts: int, pairs):
-    """[E, k*N] int64: row e lists expert e's kept pairs in pair order (its first kept[e] entries; the rest is not
-    written). One pass over the pairs (a counting sort: `rank` is each pair's 1-based place in its expert's list,
-    0 when dropped), where the per-expert `nonzero` made E host calls."""
-    fn = ctx.bb.add_func(_scatter_pairs, "specc_moe_expert_lists")
-    return ctx.emit(relax.call_tir(fn, [expert_of, rank], out_ty=relax.TensorType([experts, pairs], "int64")))
+def _expert_lists(ctx, expert_of, rank, experts: int, k: int, n):
+    """[E, k*N] int64: row e lists the tokens of expert e's kept pairs, in pair order (its first kept[e] entries;
+    the rest is not written). One pass over the pairs (a counting sort: `rank` is each pair's 1-based place in its
+    expert's list, 0 when dropped), where the per-expert `nonzero` made E host calls."""
+    fn = ctx.bb.add_func(_scatter_pairs(k), "specc_moe_expert_lists")
+    return ctx.emit(relax.call_tir(fn, [expert_of, rank], out_ty=relax.TensorType([experts, k * n], "int64")))
 
 
-@T.prim_func(private=True, s_tir=True)
-def _scatter_pairs(expert_h: T.handle, rank_h: T.handle, lists_h: T.handle):
-    # opaque (op_pattern 8): a scatter FuseOps must not fuse
-    T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True, "op_pattern": 8})
-    pairs, experts = T.int64(), T.int64()
-    expert = T.match_buffer(expert_h, (pairs,), "int64")
-    rank = T.match_buffer(rank_h, (pairs,), "int64")
-    lists = T.match_buffer(lists_h, (experts, pairs), "int64")
-    with T.sblock("root"):  # RewriteDataflowReshape expects a root block
-        for p in range(pairs):
-            if rank[p] > 0:
-                lists[expert[p], rank[p] - 1] = p
+def _scatter_pairs(k: int):
+    @T.prim_func(private=True, s_tir=True)
+    def scatter_pairs(expert_h: T.handle, rank_h: T.handle, lists_h: T.handle):
+        # opaque (op_pattern 8): a scatter FuseOps must not fuse
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True, "op_pattern": 8})
+        pairs, experts = T.int64(), T.int64()
+        expert = T.match_buffer(expert_h, (pairs,), "int64")
+        rank = T.match_buffer(rank_h, (pairs,), "int64")
+        lists = T.match_buffer(lists_h, (experts, pairs), "int64")
+        with T.sblock("root"):  # RewriteDataflowReshape expects a root block
+            for p in range(pairs):
+                if rank[p] > 0:
+                    lists[expert[p], rank[p] - 1] = T.floormod(p, pairs // k)  # pair p = j*N + t -> token t
+
+    return scatter_pairs
 
 
 def _slot_major(ctx, t):
