@@ -143,8 +143,9 @@ def _routed(ctx, tokens, weights, chosen, n_dim: Dim):
             row = ctx.emit(op.reshape(ctx.emit(op.strided_slice(lists, [0], [i], [i + 1])), [k * n]))
             count = ctx.emit(op.strided_slice(kept, [0], [i], [i + 1]))  # [1]
             # a view of its first `count` entries, built by the VM (relax.reshape / tensor_to_shape would legalize
-            # to a copy kernel whose size var is defined by a match_cast FuseOps does not order; the planner
-            # never reuses the storage of a tensor handed to a packed function)
+            # to a copy kernel whose size var is defined by a match_cast FuseOps does not order). The memory planner
+            # frees `row` at the view; the view is read by the next kernel only, whose output has a run-time size
+            # and so gets a fresh block, never row's
             count = ctx.emit(relax.call_pure_packed("vm.builtin.tensor_to_shape", count,
                                                     ty_args=relax.ShapeType(ndim=1)))
             view = ctx.emit(relax.call_pure_packed("vm.builtin.reshape", row, count,
