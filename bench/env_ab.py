@@ -107,7 +107,7 @@ def run_model(model_name: str, variants: list[str], args) -> None:
           f"load average {os.getloadavg()[0]:.1f}")
     for name, (med, mn) in times.items():
         vs = f"  vs onnxruntime {med / ort[0]:.3f} (min {mn / ort[1]:.3f})" if ort else ""
-        print(f"{name:<14} median {med * 1e3:8.2f} ms  min {mn * 1e3:8.2f} ms{vs}")
+        print(f"{name:<22} median {med * 1e3:8.2f} ms  min {mn * 1e3:8.2f} ms{vs}")
 
 
 if __name__ == "__main__":

@@ -115,9 +115,49 @@ def test_token_count_equal_to_width_lowers_densely_and_matches():
 
 
 def test_cuda_keeps_the_dense_form():
-    """TVM 0.27's nonzero runs on the host (NumPy) and returns a CPU tensor: a CUDA build does not route."""
+    """The routed form reads each expert's row count on the host (a CPU tensor): a CUDA build does not route."""
     from specc.backends.tvm import resolve_target
 
     spec = loads(STATIC.replace("f32[2, 4, 8]", "f32[B, T, 8]"), "cuda.nn")
     cpu, cuda = (lower(spec.module, resolve_target(t)).mod.script() for t in ("tvm-cpu", "tvm-cuda"))
-    assert "nonzero" in cpu and "nonzero" not in cuda and "one_hot" in cuda
+    assert "specc_moe_expert_lists" in cpu and "nonzero" not in cpu
+    assert "specc_moe_expert_lists" not in cuda and "one_hot" in cuda
+
+
+UNEVEN = """
+import "std/transformer.nn"
+model Uneven(d: int = 16) {
+  input x: f32[B, T, d]
+  output y = x -> moe(SwiGLU(24), 6, 2) as moe
+}
+"""
+
+
+def test_one_pass_lists_equal_the_per_expert_nonzero(monkeypatch):
+    """The expert lists built in one pass (one kernel, a view per expert) give the rows the per-expert host
+    `nonzero` gave, bit for bit, with uneven and empty experts (a router that sends every token to experts 0, 1, 3
+    only, unevenly) at two token counts of one symbolic build; and the one-pass lowering calls no nonzero."""
+    spec = loads(UNEVEN, "uneven.nn")
+    model = reference_model(spec)
+    with torch.no_grad():  # experts 2, 4, 5 get no token; 0, 1 and 3 get different shares
+        w = model.moe.router.weight
+        w.zero_()
+        w[0, :] = 1.0
+        w[1, :8] = 2.0
+        w[3, 8:] = 2.0
+    builds = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv("SPECC_MOE_ONE_PASS", flag)
+        builds[flag] = spec.to_tvm("tvm-cpu", weights=model)
+    assert "nonzero" not in lower(spec.module).mod.script()
+    gen = torch.Generator().manual_seed(5)
+    for shape in ((1, 9, 16), (2, 5, 16)):
+        x = torch.randn(shape, generator=gen).abs() + 0.1  # positive: the zero-logit experts never win
+        with torch.no_grad():
+            want = model(x)
+        old, new = (builds[f](x) for f in ("0", "1"))
+        assert torch.equal(torch.as_tensor(old), torch.as_tensor(new)), shape
+        assert max_rel_diff(new, want) <= RTOL, shape
+        picked = model.moe.router(x.reshape(-1, 16)).topk(2, dim=-1).indices.flatten().tolist()
+        counts = [picked.count(e) for e in range(6)]
+        assert counts[2] == counts[4] == counts[5] == 0 and len({counts[0], counts[1], counts[3]}) > 1, counts

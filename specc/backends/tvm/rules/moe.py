@@ -8,25 +8,31 @@ in all, as in the emitted PyTorch layer (whose per-expert runs are the same rows
     pairs p = j*N + t (slot-major)   picks[p, e] = 1 if pair p goes to expert e      [k*N, E]
     rank = cumsum(picks, axis 0)     1-based rank of a pair within its expert's pairs; with a capacity, picks of
                                      rank > capacity are cleared (the same pairs PyTorch drops)
-    run_e = nonzero(picks[:, e])     [n_e] its pairs in pair order: n_e is the exact count, a size known at run
-                                     time (match_cast to a fresh var); nothing padded, nothing dropped
-    y_e = expert_e(tokens[run_e % N])                    [n_e, d]: the block lowered with n_e rows
+    lists[e, r-1] = p % N            for each kept pair p of rank r: one pass over the pairs (a TIR kernel)
+    run_e = lists[e, :kept_e]        [n_e] its pairs' tokens in pair order: a view of its row whose length n_e is
+                                     read at run time (match_cast to a fresh var); nothing padded, nothing dropped
+    y_e = expert_e(tokens[run_e])                        [n_e, d]: the block lowered with n_e rows
     Y = concat(y_0 .. y_{E-1})                           [sum n_e, d]
     out[t] = sum_j w[t, j] * Y[pos[j*N + t]]             pos = rows before its expert's + rank - 1: a gather, no
                                                          scatter (parallel, deterministic); dropped pairs weigh 0
 
-The sizes come from `nonzero` on purpose: a size taken from `tensor_to_shape` + match_cast on a shape value is no
-data dependency for FuseOps, which then moved the size's definition after its uses (a static-dims build failed
-with "routed0 has not been computed"). In TVM 0.27 `nonzero` runs on the host (`relax.run.nonzero` is NumPy,
-registered by `import tvm.relax`, which every specc runner does): one small call per expert and forward, and a
-CPU tensor, so CUDA builds keep the dense form until a device-side dispatch exists.
+Each size comes with a tensor on purpose: `run_e` is matched as a tensor, so everything that uses n_e depends on
+it. A size taken from `tensor_to_shape` + match_cast on a shape value is no data dependency for FuseOps, which then
+moved the size's definition after its uses (a static-dims build failed with "routed0 has not been computed"), and
+`relax.reshape` to such a shape legalizes to a copy kernel with the same problem; the view is built by the VM's own
+packed functions (`vm.builtin.tensor_to_shape`, `vm.builtin.reshape`). Those read the count on the host (a CPU
+tensor), so CUDA builds keep the dense form. `SPECC_MOE_ONE_PASS=0` builds the previous form (A/B timing): one host
+`nonzero` per expert over its column of the picks (`relax.run.nonzero`: NumPy, ~90 us a call).
 
 Dense form (CUDA; and the fallback when an expert's types do not keep the token count in their first dim alone,
 e.g. a static token count equal to the width): every expert on every token, combined by a [N, E] gate matrix; exact but
 E/k times the expert work."""
 from __future__ import annotations
 
+import os
+
 from tvm import relax, tirx
+from tvm.script import tirx as T
 
 from ....ir import Module
 from ....ops import registry
@@ -122,21 +128,35 @@ def _routed(ctx, tokens, weights, chosen, n_dim: Dim):
         keep = ctx.emit(op.less_equal(rank, _capacity(ctx, n)))
         picks = ctx.emit(op.multiply(picks, ctx.emit(op.astype(keep, "int64"))))
     kept = ctx.emit(op.sum(picks, axis=[0]))  # [E] rows each expert runs
+    mine = ctx.emit(op.sum(ctx.emit(op.multiply(rank, picks)), axis=[1]))  # [k*N] rank, 0 when dropped
+    lists = _expert_lists(ctx, expert_of, mine, e, k, n) if _one_pass() else None
     ys = []
     for i in range(e):
         # the rows expert i gets, known at run time (the prefix gets its GEMMs the CPU schedules' few-rows form)
         size = tirx.Var(f"{FEW_ROWS_PREFIX}{i}", "int64")
-        mine = ctx.emit(op.strided_slice(picks, [1], [i], [i + 1]))  # [k*N, 1]
-        found = ctx.emit(op.nonzero(ctx.emit(op.reshape(mine, [k * n]))))  # [1, n_i] its pairs, in pair order
-        run = ctx.bb.match_cast(found, relax.TensorType([1, size], "int64"))
-        run = ctx.emit(op.reshape(run, [size]))
-        rows = ctx.emit(op.take(tokens, ctx.emit(op.floor_mod(run, relax.prim_value(n))), axis=0, mode="clip"))
+        if lists is None:  # a host `nonzero` over its column of the picks
+            mine_i = ctx.emit(op.strided_slice(picks, [1], [i], [i + 1]))  # [k*N, 1]
+            found = ctx.emit(op.nonzero(ctx.emit(op.reshape(mine_i, [k * n]))))  # [1, n_i] its pairs, in pair order
+            run = ctx.emit(op.reshape(ctx.bb.match_cast(found, relax.TensorType([1, size], "int64")), [size]))
+            run = ctx.emit(op.floor_mod(run, relax.prim_value(n)))  # pair -> token
+        else:  # the first kept[i] entries of its row of the lists: a view whose length is read at run time
+            row = ctx.emit(op.reshape(ctx.emit(op.strided_slice(lists, [0], [i], [i + 1])), [k * n]))
+            count = ctx.emit(op.strided_slice(kept, [0], [i], [i + 1]))  # [1]
+            # a view of its first `count` entries, built by the VM (relax.reshape / tensor_to_shape would legalize
+            # to a copy kernel whose size var is defined by a match_cast FuseOps does not order). The memory planner
+            # frees `row` at the view; the view is read by the next kernel only, whose output has a run-time size
+            # and so gets a fresh block, never row's
+            count = ctx.emit(relax.call_pure_packed("vm.builtin.tensor_to_shape", count,
+                                                    ty_args=relax.ShapeType(ndim=1)))
+            view = ctx.emit(relax.call_pure_packed("vm.builtin.reshape", row, count,
+                                                   ty_args=relax.TensorType(ndim=1, dtype="int64")))
+            run = ctx.bb.match_cast(view, relax.TensorType([size], "int64"))
+        rows = ctx.emit(op.take(tokens, run, axis=0, mode="clip"))
         (y,) = ctx.lower_graph(a.expert, f"experts.{i}.", [rows], rows=(n_dim, size))  # [n_i, d]
         ys.append(y)
     routed = ctx.emit(op.concat(ys, axis=0))  # [sum n_i, d]
     # where each pair's row landed: its expert's first row + its rank - 1; a dropped pair weighs 0
     first = ctx.emit(op.take(_exclusive_cumsum(ctx, kept), expert_of, axis=0))  # [k*N]
-    mine = ctx.emit(op.sum(ctx.emit(op.multiply(rank, picks)), axis=[1]))  # [k*N] rank, 0 when dropped
     pos = ctx.emit(op.add(first, ctx.emit(op.subtract(mine, ctx.const(1, "int64")))))
     w = _slot_major(ctx, weights)  # [k*N]
     if a.capacity_factor is not None:
@@ -153,6 +173,36 @@ def _routed(ctx, tokens, weights, chosen, n_dim: Dim):
         term = ctx.emit(op.multiply(ctx.emit(op.take(routed, pj, axis=0, mode="clip")), wj))  # [N, d]
         out = term if out is None else ctx.emit(op.add(out, term))
     return out
+
+
+def _one_pass() -> bool:
+    """SPECC_MOE_ONE_PASS=0: the per-expert `nonzero` host calls instead of the one-pass lists (A/B timing)."""
+    return os.environ.get("SPECC_MOE_ONE_PASS", "1") != "0"
+
+
+def _expert_lists(ctx, expert_of, rank, experts: int, k: int, n):
+    """[E, k*N] int64: row e lists the tokens of expert e's kept pairs, in pair order (its first kept[e] entries;
+    the rest is not written). One pass over the pairs (a counting sort: `rank` is each pair's 1-based place in its
+    expert's list, 0 when dropped), where the per-expert `nonzero` made E host calls."""
+    fn = ctx.bb.add_func(_scatter_pairs(k), "specc_moe_expert_lists")
+    return ctx.emit(relax.call_tir(fn, [expert_of, rank], out_ty=relax.TensorType([experts, k * n], "int64")))
+
+
+def _scatter_pairs(k: int):
+    @T.prim_func(private=True, s_tir=True)
+    def scatter_pairs(expert_h: T.handle, rank_h: T.handle, lists_h: T.handle):
+        # opaque (op_pattern 8): a scatter FuseOps must not fuse
+        T.func_attr({"tirx.is_scheduled": True, "tirx.noalias": True, "op_pattern": 8})
+        pairs, experts = T.int64(), T.int64()
+        expert = T.match_buffer(expert_h, (pairs,), "int64")
+        rank = T.match_buffer(rank_h, (pairs,), "int64")
+        lists = T.match_buffer(lists_h, (experts, pairs), "int64")
+        with T.sblock("root"):  # RewriteDataflowReshape expects a root block
+            for p in range(pairs):
+                if rank[p] > 0:
+                    lists[expert[p], rank[p] - 1] = T.floormod(p, pairs // k)  # pair p = j*N + t -> token t
+
+    return scatter_pairs
 
 
 def _slot_major(ctx, t):
