@@ -68,6 +68,17 @@ def _tmpdir(tmp_path):
     _tmp = str(tmp_path)
 
 
+def _same_outputs(built, reference, spec) -> None:
+    """`reference` given `built`'s weights computes exactly what `built` computes on random inputs (eval mode)."""
+    built.eval()
+    reference.eval().load_state_dict(built.state_dict())
+    inputs = random_inputs(spec, dim_env(spec))
+    with torch.no_grad():
+        got, want = built(*inputs), reference(*inputs)
+    for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+        assert torch.equal(g, w), spec.module.name
+
+
 def _shapes(model) -> dict:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
@@ -90,13 +101,7 @@ def test_default_module_builds_any_config(name):
     assert _shapes(built) == _shapes(reference), cls
     assert sum(p.numel() for p in built.parameters()) == other.params
     # and it computes what the -D compile computes (Transformer's `x * d ** 0.5` was this compile's 22.63)
-    reference = getattr(fixed, model_cls.__name__)().eval()
-    reference.load_state_dict(built.state_dict())
-    inputs = random_inputs(other, dim_env(other))
-    with torch.no_grad():
-        got, want = built(*inputs), reference(*inputs)
-    for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
-        assert torch.equal(g, w), cls
+    _same_outputs(built, getattr(fixed, model_cls.__name__)(), other)
 
 
 def test_gpt2_from_a_small_config_computes_what_the_d_compile_computes():
@@ -416,10 +421,4 @@ def test_a_float_hyper_parameter_changed_in_the_config_computes_what_the_d_compi
         fixed = _module(other.torch_source(), f"float_{name}_{hparam}")
         torch.manual_seed(0)
         built = model_cls(getattr(generic, model_cls.__name__ + "Config")(**cfg)).eval()
-        reference = getattr(fixed, model_cls.__name__)().eval()
-        reference.load_state_dict(built.state_dict())
-        inputs = random_inputs(other, dim_env(other))
-        with torch.no_grad():
-            got, want = built(*inputs), reference(*inputs)
-        for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
-            assert torch.equal(g, w), (name, hparam)
+        _same_outputs(built, getattr(fixed, model_cls.__name__)(), other)
