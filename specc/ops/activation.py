@@ -9,7 +9,7 @@ from pydantic import Field
 from ..diagnostics import ShapeError
 from ..types import TensorType
 from .registry import ACTIVATION, ELEMENTWISE, NO_MACS, Attrs, Example, NoAttrs, OpDef, expect_float, register
-from .torch_rule import TorchRule, pyval, support_text, written
+from .torch_rule import TorchRule, kwargs, pyval, support_text
 
 
 def _same(ins: list[TensorType], a) -> TensorType:
@@ -66,7 +66,7 @@ register(OpDef(
     name="gelu", attrs=GeluAttrs, positional=("approximate",), infer=_same,
     categories=frozenset({ACTIVATION, ELEMENTWISE}),
     torch=TorchRule(call=lambda args, a, ins: f"F.gelu({args[0]}"
-                    + ("" if not written(a.approximate, "none") else f", approximate={pyval(a.approximate)}") + ")"),
+                    + kwargs(a, ["approximate"], {"approximate": "none"}) + ")"),
     doc="Gaussian error linear unit (exact erf, or the tanh approximation).",
     numpy=_np_gelu, examples=(Example(("f32[2, 8]",)), Example(("f32[3, 4]",), {"approximate": "tanh"})),
     waive={"macs": NO_MACS},
@@ -226,7 +226,7 @@ def _np_elu(x, alpha):
 register(OpDef(
     name="elu", attrs=EluAttrs, positional=("alpha",), infer=_same, categories=frozenset({ACTIVATION, ELEMENTWISE}),
     torch=TorchRule(call=lambda args, a, ins: f"F.elu({args[0]}"
-                    + ("" if not written(a.alpha, 1.0) else f", alpha={pyval(a.alpha)}") + ")"),
+                    + kwargs(a, ["alpha"], {"alpha": 1.0}) + ")"),
     numpy=lambda xs, a, p: _np_elu(xs[0], a.alpha),
     examples=(Example(("f32[2, 3, 8]",), {"alpha": 0.5}),), waive=_NO_MACS,
     doc="x for x > 0, alpha * (exp(x) - 1) otherwise.",
@@ -242,8 +242,7 @@ register(OpDef(
     name="softplus", attrs=SoftplusAttrs, positional=("beta", "threshold"), infer=_same,
     categories=frozenset({ACTIVATION, ELEMENTWISE}),
     torch=TorchRule(call=lambda args, a, ins: f"F.softplus({args[0]}"
-                    + ("" if not written(a.beta, 1.0) else f", beta={pyval(a.beta)}")
-                    + ("" if not written(a.threshold, 20.0) else f", threshold={pyval(a.threshold)}") + ")"),
+                    + kwargs(a, ["beta", "threshold"], {"beta": 1.0, "threshold": 20.0}) + ")"),
     numpy=lambda xs, a, p: _np_softplus(xs[0], a.beta, a.threshold),
     examples=(Example(("f32[2, 3, 8]",)), Example(("f32[2, 8]",), {"beta": 2.0, "threshold": 1.0})),
     waive=_NO_MACS, doc="log(1 + exp(beta * x)) / beta; x itself where beta * x > threshold.",
@@ -272,7 +271,7 @@ def _np_glu(x, dim):
 
 register(OpDef(
     name="glu", attrs=DimAttrs, positional=("dim",), infer=_glu_infer,
-    torch=TorchRule(call=lambda args, a, ins: f"F.glu({args[0]}" + ("" if not written(a.dim, -1) else f", dim={a.dim}") + ")"),
+    torch=TorchRule(call=lambda args, a, ins: f"F.glu({args[0]}" + kwargs(a, ["dim"], {"dim": -1}) + ")"),
     numpy=lambda xs, a, p: _np_glu(xs[0], a.dim),
     examples=(Example(("f32[2, 6, 5]",), {"dim": 1}),), waive=_NO_MACS,
     doc="gated linear unit: first half of dim * sigmoid(second half); that dim halves.",

@@ -7,7 +7,7 @@ from pydantic import PositiveFloat, PositiveInt
 from ..diagnostics import ShapeError
 from ..types import TensorType
 from .registry import LAYER, Attrs, Example, OpDef, expect_float, expect_rank, register
-from .torch_rule import TorchRule, pyval, written
+from .torch_rule import TorchRule, kwargs
 
 
 class GroupNormAttrs(Attrs):
@@ -66,13 +66,13 @@ def _normalise(x, groups: int, eps: float, params: dict):
 
 
 def _gn_module(ins, a: GroupNormAttrs) -> str:
-    extra = "" if not written(a.eps, 1e-5) else f", eps={pyval(a.eps)}"
+    extra = kwargs(a, ["eps"], {"eps": 1e-5})
     extra += "" if a.affine else ", affine=False"
     return f"nn.GroupNorm({a.num_groups}, {ins[0].shape[1]}{extra})"
 
 
 def _in_module(ins, a: InstanceNormAttrs) -> str:
-    extra = "" if not written(a.eps, 1e-5) else f", eps={pyval(a.eps)}"
+    extra = kwargs(a, ["eps"], {"eps": 1e-5})
     extra += ", affine=True" if a.affine else ""
     return f"nn.InstanceNorm{ins[0].rank - 2}d({ins[0].shape[1]}{extra})"
 

@@ -6,7 +6,7 @@ from pydantic import PositiveFloat
 from ..diagnostics import ShapeError
 from ..types import TensorType
 from .registry import LAYER, NO_MACS, Attrs, Example, OpDef, expect_float, expect_rank, register
-from .torch_rule import TorchRule, pyval, support_text, written
+from .torch_rule import TorchRule, kwargs, pyval, support_text
 
 
 class BatchNormAttrs(Attrs):
@@ -29,8 +29,7 @@ def _bn_infer(ins: list[TensorType], a: BatchNormAttrs) -> TensorType:
 
 def _bn_module(ins: list[TensorType], a: BatchNormAttrs) -> str:
     nd = {2: 1, 3: 1, 4: 2, 5: 3}[ins[0].rank]
-    extra = "" if not written(a.eps, 1e-5) else f", eps={pyval(a.eps)}"
-    extra += "" if not written(a.momentum, 0.1) else f", momentum={pyval(a.momentum)}"
+    extra = kwargs(a, ["eps", "momentum"], {"eps": 1e-5, "momentum": 0.1})
     extra += "" if a.affine else ", affine=False"
     return f"nn.BatchNorm{nd}d({ins[0].shape[1]}{extra})"
 
@@ -103,7 +102,7 @@ _LAYERNORM_DIM = support_text("layernorm_dim")
 
 
 def _ln_module(ins, a: LayerNormAttrs) -> str:
-    extra = "" if not written(a.eps, 1e-5) else f", eps={pyval(a.eps)}"
+    extra = kwargs(a, ["eps"], {"eps": 1e-5})
     if not a.affine:
         extra += ", elementwise_affine=False"
     else:

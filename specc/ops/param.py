@@ -13,7 +13,7 @@ from pydantic import Field, PositiveFloat, PositiveInt
 from ..diagnostics import ShapeError
 from ..types import DTYPES, FLOAT_DTYPES, TensorType
 from .registry import LAYER, Attrs, Example, OpDef, register
-from .torch_rule import TorchRule, pyval, support_text, written
+from .torch_rule import TorchRule, kwargs, pyval, support_text
 
 
 class ParameterAttrs(Attrs):
@@ -111,8 +111,7 @@ _SINCOS = support_text("sincos")
 
 
 def _sincos_module(ins, a: SinCosAttrs) -> str:
-    extra = "" if not written(a.layout, "interleaved") else f", layout={pyval(a.layout)}"
-    extra += "" if not written(a.base, 10000.0) else f", base={pyval(a.base)}"
+    extra = kwargs(a, ["layout", "base"], {"layout": "interleaved", "base": 10000.0})
     return f"SinCosTable({a.length}, {a.dim}{extra})"
 
 

@@ -11,7 +11,7 @@ from ..symbolic import Dim
 from ..types import TensorType
 from .context import bound_hint, bounds, upper_bound
 from .registry import LAYER, NO_MACS, Attrs, Example, OpDef, expect_float, register
-from .torch_rule import TorchRule, pyval, support_text, written
+from .torch_rule import TorchRule, kwargs, support_text
 
 
 def _sequence(ins: list[TensorType], what: str) -> TensorType:
@@ -83,7 +83,7 @@ _SINUSOIDAL = support_text("sinusoidal")
 
 
 def _sinusoidal_module(ins, a: SinusoidalAttrs) -> str:
-    base = "" if not written(a.base, 10000.0) else f", base={pyval(a.base)}"
+    base = kwargs(a, ["base"], {"base": 10000.0})
     return f"SinusoidalPositions({a.max_len}, {ins[0].shape[-1]}{base})"
 
 
@@ -128,7 +128,7 @@ _ROPE = support_text("rope")
 
 
 def _rope_call(args, a: RopeAttrs, ins) -> str:
-    extra = "" if not written(a.base, 10000.0) else f", base={pyval(a.base)}"
+    extra = kwargs(a, ["base"], {"base": 10000.0})
     extra += ", interleaved=True" if a.interleaved else ""
     extra += "".join(f", {kw}" for kw in args[1:])  # the key/value cache of a generating model (`cache=cache`)
     return f"apply_rope({args[0]}{extra})"

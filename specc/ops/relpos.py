@@ -12,7 +12,7 @@ from pydantic import PositiveInt
 from ..diagnostics import ShapeError
 from ..types import TensorType
 from .registry import LAYER, NO_MACS, Attrs, Example, OpDef, expect_float, register
-from .torch_rule import TorchRule, support_text, written
+from .torch_rule import TorchRule, kwargs, support_text
 
 
 class RelPosBiasAttrs(Attrs):
@@ -39,8 +39,7 @@ _RELPOS = support_text("relpos")
 
 
 def _relpos_module(ins, a: RelPosBiasAttrs) -> str:
-    extra = "" if not written(a.num_buckets, 32) else f", num_buckets={a.num_buckets}"
-    extra += "" if not written(a.max_distance, 128) else f", max_distance={a.max_distance}"
+    extra = kwargs(a, ["num_buckets", "max_distance"], {"num_buckets": 32, "max_distance": 128})
     extra += ", causal=True" if a.causal else ""
     return f"RelativePositionBias({a.heads}{extra})"
 

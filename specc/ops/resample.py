@@ -10,7 +10,7 @@ from ..diagnostics import ShapeError
 from ..symbolic import Dim
 from ..types import TensorType
 from .registry import SHAPE, Attrs, Example, OpDef, expect_float, expect_rank, register
-from .torch_rule import TorchRule, pyval, written
+from .torch_rule import TorchRule, kwargs, pyval
 
 _NO_MACS = {"macs": "data movement (bilinear's 4-tap blend is not counted)"}
 
@@ -206,8 +206,7 @@ def _pad_infer(ins: list[TensorType], a: PadAttrs) -> TensorType:
 
 
 def _pad_call(args, a: PadAttrs, ins) -> str:
-    extra = "" if not written(a.mode, "constant") else f", mode={pyval(a.mode)}"
-    extra += "" if not written(a.value, 0.0) else f", value={pyval(a.value)}"
+    extra = kwargs(a, ["mode", "value"], {"mode": "constant", "value": 0.0})
     return f"F.pad({args[0]}, {pyval(a.pad)}{extra})"
 
 

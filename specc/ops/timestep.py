@@ -8,7 +8,7 @@ from pydantic import PositiveFloat, PositiveInt
 from ..diagnostics import ShapeError
 from ..types import INT_DTYPES, TensorType
 from .registry import Attrs, Example, OpDef, expect_rank, register
-from .torch_rule import TorchRule, pyval, support_text, written
+from .torch_rule import TorchRule, kwargs, support_text
 
 
 class TimestepAttrs(Attrs):
@@ -49,8 +49,7 @@ _SUPPORT = support_text("timestep_embedding")
 
 def _call(args, a: TimestepAttrs, ins) -> str:
     extra = ", flip_sin_to_cos=True" if a.flip_sin_to_cos else ""
-    extra += "" if not written(a.freq_shift, 1.0) else f", freq_shift={pyval(a.freq_shift)}"
-    extra += "" if not written(a.base, 10000.0) else f", base={pyval(a.base)}"
+    extra += kwargs(a, ["freq_shift", "base"], {"freq_shift": 1.0, "base": 10000.0})
     return f"timestep_embedding({args[0]}, {a.dim}{extra})"
 
 
