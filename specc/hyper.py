@@ -106,12 +106,30 @@ class HFloat(float):
         return float.__format__(self, spec) if spec else repr(self)
 
 
+def _float_binop(name: str, sym: str, reflected: bool = False):
+    fn = getattr(operator, name)
+
+    def method(self: Any, other: Any) -> Any:
+        if isinstance(other, bool) or not isinstance(other, (int, float)):
+            return NotImplemented
+        a, b = (other, self) if reflected else (self, other)
+        value = fn(float(a) if isinstance(a, float) else int(a), float(b) if isinstance(b, float) else int(b))
+        ta, tb = _ftext(a), _ftext(b)
+        if not isinstance(value, float) or (not _tracked(a) and not _tracked(b)):
+            return value
+        return HFloat(value, _unparse(ast.BinOp(_parse(ta), _OPS[sym](), _parse(tb))))
+
+    method.__name__ = f"__{'r' if reflected else ''}{name.strip('_')}__"
+    return method
+
+
 def _binop(name: str, sym: str, reflected: bool = False):
     fn = getattr(operator, name)
+    with_float = _float_binop(name, sym, reflected)
 
     def method(self: HInt, other: Any) -> Any:
         if isinstance(other, float):  # `d ** 0.5`, `d * 0.5`: a float that remembers d
-            return _float_binop(name, sym, reflected)(self, other)
+            return with_float(self, other)
         if isinstance(other, bool) or not isinstance(other, int):
             a, b = (other, int(self)) if reflected else (int(self), other)
             try:
@@ -130,22 +148,6 @@ for _name, _sym in (("add", "+"), ("sub", "-"), ("mul", "*"), ("floordiv", "//")
     setattr(HInt, f"__{_name}__", _binop(_name, _sym))
     setattr(HInt, f"__r{_name}__", _binop(_name, _sym, reflected=True))
 
-
-def _float_binop(name: str, sym: str, reflected: bool = False):
-    fn = getattr(operator, name)
-
-    def method(self: Any, other: Any) -> Any:
-        if isinstance(other, bool) or not isinstance(other, (int, float)):
-            return NotImplemented
-        a, b = (other, self) if reflected else (self, other)
-        value = fn(float(a) if isinstance(a, float) else int(a), float(b) if isinstance(b, float) else int(b))
-        ta, tb = _ftext(a), _ftext(b)
-        if not isinstance(value, float) or (not _tracked(a) and not _tracked(b)):
-            return value
-        return HFloat(value, _unparse(ast.BinOp(_parse(ta), _OPS[sym](), _parse(tb))))
-
-    method.__name__ = f"__{'r' if reflected else ''}{name.strip('_')}__"
-    return method
 
 
 class Flag:
@@ -209,8 +211,9 @@ def call_of(func: str, args: list, value: Any) -> Any:
     return HInt(value, text) if isinstance(value, int) else HFloat(value, text)
 
 
-_OPS_F = {"+": "add", "-": "sub", "*": "mul", "/": "truediv", "**": "pow", "//": "floordiv", "%": "mod"}
-for _sym, _name in _OPS_F.items():
+# an arithmetic operator -> its method's name (`__{name}__`, `__r{name}__`): the ones HFloat tracks
+FLOAT_OPS = {"+": "add", "-": "sub", "*": "mul", "/": "truediv", "**": "pow", "//": "floordiv", "%": "mod"}
+for _sym, _name in FLOAT_OPS.items():
     setattr(HFloat, f"__{_name}__", _float_binop(_name, _sym))
     setattr(HFloat, f"__r{_name}__", _float_binop(_name, _sym, reflected=True))
 HInt.__truediv__ = _float_binop("truediv", "/")

@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import ast as A
 from ..attrs import BlockValue
-from ..hyper import HFloat, HInt
+from ..hyper import FLOAT_OPS, HFloat, HInt
 from ..ir import Graph, Node
 from ..source import Span
 from ..symbolic import Sym
@@ -115,10 +115,6 @@ class Scope(dict):
     pass
 
 
-_REFLECTED = {"+": "__radd__", "-": "__rsub__", "*": "__rmul__", "/": "__rtruediv__", "//": "__rfloordiv__",
-              "%": "__rmod__", "**": "__rpow__"}
-
-
 def _const_binop(op: str, a: Any, b: Any) -> Any:
     if op in ("==", "!="):
         eq = a == b
@@ -133,8 +129,8 @@ def _const_binop(op: str, a: Any, b: Any) -> Any:
         return a + b if op == "+" else a * b
     if not isinstance(a, (int, float, Sym)) or not isinstance(b, (int, float, Sym)):
         raise TypeError
-    if type(a) is float and isinstance(b, HInt) and op in _REFLECTED:  # float.__mul__ would drop d in `0.5 * d`
-        return getattr(b, _REFLECTED[op])(a)
+    if type(a) is float and isinstance(b, HInt) and op in FLOAT_OPS:  # float.__mul__ would drop d in `0.5 * d`
+        return getattr(b, f"__r{FLOAT_OPS[op]}__")(a)
     if op == "+":
         return a + b
     if op == "-":
