@@ -31,11 +31,12 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     return name, env
 
 
-def build(spec, eager, env: dict[str, str], target="tvm-cpu"):
+def build(spec, eager, env: dict[str, str], target="tvm-cpu", dims: dict[str, int] | None = None):
+    """spec's TVM build with the environment variables `env` set while it compiles (switches read at build time)."""
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        return spec.to_tvm(target, weights=eager)
+        return spec.to_tvm(target, weights=eager, dims=dims)
     finally:
         for k, v in old.items():
             if v is None:

@@ -196,17 +196,10 @@ def main() -> None:
 
         target = load_target("tvm-cpu").model_copy(update={"mcpu": args.mcpu})
     if args.switch:
-        builds = {}
-        for value in ("0", "1"):
-            old = os.environ.get(args.switch)
-            os.environ[args.switch] = value
-            try:
-                builds[value] = spec.to_tvm(target, weights=eager, dims=dims if args.static else None)
-            finally:
-                if old is None:
-                    os.environ.pop(args.switch)
-                else:
-                    os.environ[args.switch] = old
+        from env_ab import build
+
+        builds = {value: build(spec, eager, {args.switch: value}, target, dims if args.static else None)
+                  for value in ("0", "1")}
         print(f"== {args.model} ({ov}), {threads} thread(s), mcpu {args.mcpu or 'host'}; load "
               f"{os.getloadavg()[0]:.1f}")
         print_switch(args.switch, *switch_profile(builds, inputs, args.rounds, threads))
