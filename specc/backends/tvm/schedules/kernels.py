@@ -327,7 +327,7 @@ def attention_bsnh(q: te.Tensor, k: te.Tensor, v: te.Tensor, bias, scale: float,
     if _normalised_weights():
         # exp * (1/sum) as its own vectorised pass over the query tile's rows: the P.V reduction then reads weights
         exn = te.compute((b, h, s_p, t_p), scaled, name="specc_attn_norm")
-        weight = exn.__call__
+        weight = exn
     pv = te.compute(
         (b, h, s_p, dv_p),
         lambda bb, hh, i, e: te.sum(
