@@ -80,6 +80,18 @@ class HInt(int):
         return self if self >= 0 else -self
 
 
+class InputSize(HInt):
+    """A block's input size (`x_channels`): what the caller passes, not what the block computes. Where a shape rule
+    joins it with an equal size the block computes (`x + h`, h from `conv2d(out)`), the result takes the computed
+    one: a branch decided at run time (`if channels(x) != out { x = ... }`) replaces the input's size, never the
+    block's own (DDPM's ResnetBlock returned `x_channels`, the caller's `ch`, for what is `ch * mult[0]`)."""
+
+
+def prefer_computed(a: Any, b: Any) -> Any:
+    """Of two sizes a shape rule found equal, the one to keep: `a`, unless only it is a block's input size."""
+    return b if isinstance(a, InputSize) and not isinstance(b, InputSize) and isinstance(b, HInt) else a
+
+
 class HFloat(float):
     """A float hyper-parameter (`dropout`, `eps`) that remembers its name while it is passed on unchanged; arithmetic
     on it gives plain floats (only sizes are tracked through arithmetic)."""

@@ -27,7 +27,8 @@ CONFIGS = {
     "clip_vit_b32": {"embed": 64, "vocab": 1000, "ctx": 16, "vision_layers": 1, "text_layers": 2, "vision_d": 128,
                      "text_d": 64},
     "dcgan": {"nz": 16, "ngf": 8, "channels": 1},
-    "ddpm_cifar10": {"ch": 64, "dropout": 0.0},
+    # a first multiplier other than 1: ResnetBlock's result is `out` channels, not its input's `ch` (it was)
+    "ddpm_cifar10": {"ch": 64, "mult": [2, 1, 2, 2], "dropout": 0.0},
     "gpt2": {"vocab": 1000, "ctx": 64, "layers": 2, "heads": 4, "d": 128},
     "gru_lm": {"vocab": 500, "d": 64, "layers": 3},
     "lenet5": {"classes": 7},
@@ -427,8 +428,8 @@ def test_a_float_hyper_parameter_changed_in_the_config_computes_what_the_d_compi
 
 @pytest.mark.parametrize("name", sorted(SHRINK))
 def test_random_integer_configs_compute_what_the_d_compile_computes(name):
-    """Seeded random configs (one to three integer hyper-parameters raised by 1-3 or doubled; the ones the spec
-    rejects skipped): the default-compiled module either computes exactly what the -D compile computes or refuses
+    """Seeded random configs (one to three integer hyper-parameters or items of list ones raised by 1-3 or doubled;
+    the ones the spec rejects skipped): the default-compiled module either computes exactly what the -D compile computes or refuses
     with "recompile with -D" (DDPM's loops); never a third outcome."""
     import random
     rng = random.Random(f"{name}-12")
@@ -437,10 +438,18 @@ def test_random_integer_configs_compute_what_the_d_compile_computes(name):
     generic = _module(spec.torch_source(), f"ints_{name}")
     model_cls = next(v for k, v in vars(generic).items() if k.lower() == spec.module.name.lower().replace("_", ""))
     ints = sorted(k for k, v in spec.module.hparams.items() if isinstance(v, int) and not isinstance(v, bool))
+    ints += sorted((k, i) for k, v in spec.module.hparams.items() if isinstance(v, (list, tuple))
+                   for i, item in enumerate(v) if isinstance(item, int) and not isinstance(item, bool))
     tried = 0
     for _ in range(12):
         cfg = dict(base)
         for k in rng.sample(ints, min(len(ints), rng.randint(1, 3))):
+            if isinstance(k, tuple):  # an item of a list hyper-parameter (DDPM's `mult`, ResNet's `depths`)
+                k, i = k
+                items = list(cfg.get(k, spec.module.hparams[k]))
+                items[i] += rng.choice([1, 2, items[i]])
+                cfg[k] = items
+                continue
             v = cfg.get(k, spec.module.hparams[k])
             cfg[k] = v + rng.choice([1, 2, 3, v])
         try:
@@ -450,7 +459,8 @@ def test_random_integer_configs_compute_what_the_d_compile_computes(name):
         if other.params > 200_000_000 or tried == 2:
             continue
         tried += 1
-        config = getattr(generic, model_cls.__name__ + "Config")(**cfg)
+        config = getattr(generic, model_cls.__name__ + "Config")(**{k: tuple(v) if isinstance(v, list) else v
+                                                                    for k, v in cfg.items()})
         try:
             torch.manual_seed(0)
             built = model_cls(config)

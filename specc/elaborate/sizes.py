@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..hyper import HInt, expr_name, spec_name, substitute
+from ..hyper import HInt, InputSize, expr_name, spec_name, substitute
 from ..symbolic import Sym
 from ..types import TensorType, TupleType
 
@@ -32,7 +32,7 @@ def own_sizes(tensor: str, t: Any) -> Any:
         return TupleType(tuple(own_sizes(f"{tensor}{k}", item) for k, item in enumerate(t.items)))
     if not isinstance(t, TensorType):
         return t
-    return t.with_shape(HInt(int(d), expr_name(size_name(tensor, t.rank, i))) if _static(d) else d
+    return t.with_shape(InputSize(int(d), expr_name(size_name(tensor, t.rank, i))) if _static(d) else d
                         for i, d in enumerate(t.shape))
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..diagnostics import ShapeError
+from ..hyper import prefer_computed
 from ..symbolic import Dim
 from ..types import FLOAT_DTYPES, TensorType
 from .registry import ELEMENTWISE, NO_MACS, Attrs, Example, OpDef, expect_rank, numel, register
@@ -18,7 +19,9 @@ def broadcast(a: TensorType, b: TensorType) -> tuple[Dim, ...]:
     for i in range(1, max(a.rank, b.rank) + 1):
         da = a.shape[-i] if i <= a.rank else 1
         db = b.shape[-i] if i <= b.rank else 1
-        if da == db or db == 1:
+        if da == db:
+            out.append(prefer_computed(da, db))
+        elif db == 1:
             out.append(da)
         elif da == 1:
             out.append(db)
