@@ -83,6 +83,8 @@ class Sym:
                 return exact  # 32*B*T // (B*T) == 32, as reshape(B, T, -1) needs
         if isinstance(other, int) and other == 1:
             return self
+        if isinstance(other, int) and other > 1:
+            return _floordiv_int(self.terms, other)
         return Sym.var(f"({self})//{_paren(other)}")
 
     def __rfloordiv__(self, other: "Dim") -> "Dim":
@@ -198,6 +200,40 @@ def _div_by_monomial(terms: dict[Monomial, int], mono: Monomial, coef: int) -> "
             return None
         out[tuple(rest)] = out.get(tuple(rest), 0) + c // coef
     return _norm(out)
+
+
+def _floordiv_int(terms: dict[Monomial, int], k: int) -> "Dim":
+    """terms // k for k > 1, with the terms k divides taken out of the division (`(H - 2)//2 + 1` is `H//2`: the
+    size after a pad-1 stride-2 conv) and a division of a division made one (`(H//2)//2` is `H//4`); exact for
+    integer-valued symbols."""
+    whole = {m: c // k for m, c in terms.items() if c % k == 0}
+    rest = {m: c for m, c in terms.items() if c % k}
+    if not rest:
+        return _norm(whole)
+    inner = _norm(rest)
+    if isinstance(inner, int):  # only a constant is left (whole then holds the symbols)
+        return _norm(whole) + inner // k
+    (mono, coef), = inner.terms.items() if len(inner.terms) == 1 else ((None, 0),)
+    nested = _int_division(mono[0]) if coef == 1 and mono is not None and len(mono) == 1 else None
+    if nested is not None:  # (X // b) // k == X // (b * k) for positive b, k
+        quotient = nested[0] // (nested[1] * k)
+    else:
+        quotient = Sym.var(f"({inner})//{k}")
+    return _norm(whole) + quotient if whole else quotient
+
+
+def _int_division(atom: str) -> "tuple[Dim, int] | None":
+    """`(X)//b` (an atom the printer made, b a positive int) -> (X, b); None for any other atom."""
+    head, sep, tail = atom.rpartition(")//")
+    if not sep or not tail.isdigit() or not head.startswith("(") or int(tail) < 1:
+        return None
+    inner = head[1:]
+    depth = 0
+    for ch in inner:  # the parentheses must enclose X alone: `(a)//2 + (b)//2` is no such atom
+        depth += (ch == "(") - (ch == ")")
+        if depth < 0:
+            return None
+    return (parse_dim(inner), int(tail)) if depth == 0 else None
 
 
 def _compound(atom: str) -> bool:

@@ -58,10 +58,12 @@ def test_graph_text_reads_like_the_spec():
 
 
 def test_symbolic_spatial_dims_round_trip_structurally():
-    """Opaque dims such as ((H - 1)//2)//2 + 1 come back as the same polynomial, not one long atom."""
+    """Opaque dims such as (H - 1)//4 + 1 come back as the same polynomial, not one long atom."""
     src = (SPECS / "resnet50.nn").read_text().replace("f32[B, 3, 224, 224]", "f32[B, 3, H, W]")
     m = loads(src, name="resnet50_hw.nn").module
-    assert "((H - 1)//2)//2 + 1" in print_module(m)
+    text = print_module(m)
+    # conv1 then the max pool: ((H - 1)//2 + 1 - 1)//2 + 1 is one division, and the last stage's H is (H - 1)//32 + 1
+    assert "(H - 1)//4 + 1" in text and "(H - 1)//32 + 1" in text and ")//2)//2" not in text
     back = parse_module(print_module(m))
     for name, g in m.graphs.items():
         assert back.graphs[name].nodes() == g.nodes(), name
@@ -90,6 +92,64 @@ def test_parse_dim_inverts_printing(d):
     back = parse_dim(str(d))
     assert str(back) == str(d)
     assert back == d
+
+
+def _both(pair_and_op):
+    """The dim built by Sym arithmetic and, beside it, the same arithmetic on numbers."""
+    ((a, fa), (b, fb)), op = pair_and_op
+    if op == "+":
+        return a + b, lambda env: fa(env) + fb(env)
+    if op == "-":
+        return a - b, lambda env: fa(env) - fb(env)
+    if op == "*":
+        return a * b, lambda env: fa(env) * fb(env)
+    k = abs(b) % 4 + 1 if isinstance(b, int) else b if isinstance(b, Sym) and len(b.symbols()) == 1 else 3
+    if isinstance(k, Sym) and str(k) not in ("B", "T", "H"):
+        k = 3
+    return a // k, lambda env: fa(env) // (k if isinstance(k, int) else env[str(k)])
+
+
+def _leaf(v):
+    return (v, lambda env: v) if isinstance(v, int) else (Sym.var(v), lambda env: env[v])
+
+
+computed = st.recursive(
+    st.one_of(st.integers(-3, 64), st.sampled_from(["B", "T", "H"])).map(_leaf),
+    lambda sub: st.tuples(st.tuples(sub, sub), st.sampled_from("+-*/")).map(_both),
+    max_leaves=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(computed, st.integers(1, 60), st.integers(1, 60), st.integers(1, 60))
+def test_simplified_dims_compute_what_their_arithmetic_computes(pair, b, t, h):
+    """Floor divisions are simplified ((H - 2)//2 + 1 is H//2, (H//2)//2 is H//4): exactly, for any sizes."""
+    d, f = pair
+    env = {"B": b, "T": t, "H": h}
+    value = d.subs(env) if isinstance(d, Sym) else d
+    assert value == f(env), str(d)
+    assert parse_dim(str(d)) == d
+
+
+def test_simplified_floor_divisions_are_exact_for_every_size():
+    """The chains convolution stacks build (pad 1 + 3x3 stride 2, conv1 + max pool, a division of a division, of a
+    sum, of a negative), against the same arithmetic on numbers for sizes 1 to 200."""
+    def conv(x, k, s, p):
+        return (x + 2 * p - k) // s + 1
+    cases = {
+        "pad-1 stride-2 convs": lambda x: conv(conv(conv(x + 1, 3, 2, 0) + 1, 3, 2, 0) + 1, 3, 2, 0),
+        "resnet stem": lambda x: conv(conv(x, 7, 2, 3), 3, 2, 1),
+        "nested": lambda x: ((x // 2) // 3) // 5,
+        "nested with constants": lambda x: ((x - 1) // 2 + 4) // 3 - 2,
+        "sum inside": lambda x: (2 * x + 3 * (x // 2) + 7) // 2,
+        "negative": lambda x: (-x - 5) // 4 + ((1 - x) // 2) // 2,
+        "upsampled": lambda x: 2 * (conv(x + 1, 3, 2, 0) // 2) + 2,
+    }
+    for name, f in cases.items():
+        d = f(Sym.var("H"))
+        assert parse_dim(str(d)) == d, name
+        for h in range(1, 201):
+            assert d.subs({"H": h}) == f(h), (name, str(d), h)
+    assert str(cases["pad-1 stride-2 convs"](Sym.var("H"))) == "(H)//8"
 
 
 # ---- what the spec said: bound variables, hyper-parameter expressions, stack names ----------------------------
