@@ -342,6 +342,31 @@ def implied(cond: str, given: list[str]) -> bool:
     return bool(known) and not any(isinstance(n, ast.Name) and n.id not in KEEP for n in ast.walk(tree))
 
 
+def pinned_equal(pins: list[str]) -> dict[str, str]:
+    """Sizes the conditions `pins` hold equal, name -> the expression it equals: `not ((x_channels) != (out))` (an
+    `if channels(x) != out` not taken) gives {x_channels: out}; so does `x_channels == out`, and each side of an
+    `and` (or of a negated `or`). Only a plain name on one side counts: the other side is what the block computed."""
+    out: dict[str, str] = {}
+
+    def visit(node: ast.expr, negated: bool) -> None:
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            visit(node.operand, not negated)
+        elif isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or if negated else ast.And):
+            for v in node.values:
+                visit(v, negated)
+        elif isinstance(node, ast.Compare) and len(node.ops) == 1 and \
+                isinstance(node.ops[0], ast.NotEq if negated else ast.Eq):
+            left, right = node.left, node.comparators[0]
+            for a, b in ((left, right), (right, left)):
+                if isinstance(a, ast.Name) and a.id not in KEEP and not isinstance(b, ast.Constant):
+                    out.setdefault(spec_name(a.id), _unparse(b))
+                    return
+
+    for cond in pins:
+        visit(_parse(cond), False)
+    return out
+
+
 def substitute(value: Any, env: dict[str, Any]) -> Any:
     """`value` with the names of its expression replaced by env's values (HInts or plain ints): a callee's size in
     its caller's names. A name env lacks leaves the plain number (the size is then fixed, not driven)."""

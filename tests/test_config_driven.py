@@ -210,6 +210,43 @@ def test_sizes_equal_only_by_value_are_not_folded_into_one_run(tmp_path):
     assert model(torch.randn(2, 5)).shape == (2, 12)
 
 
+_PROJ = """
+block Proj(x, out: int) {
+  if channels(x) != out {
+    x = x -> conv2d(out, 1) as proj
+  }
+  return x
+}
+block Res(x, out: int) {
+  h = x -> conv2d(out, 3, padding=1) as conv
+  if channels(x) != out {
+    x = x -> conv2d(out, 1) as shortcut
+  }
+  return x + h
+}
+model M(a: int = 8, b: int = 8, c: int = 16) {
+  input x: f32[B, 8, 4, 4]
+  output y = x -> conv2d(a, 1) as c1 -> Proj(b) -> Proj(16) -> Res(c) -> Res(12) -> conv2d(3, 1) as head
+}
+"""
+
+
+@pytest.mark.parametrize("cfg", [{"b": 16}, {"c": 4}, {"a": 5, "b": 6, "c": 7}])
+def test_a_block_whose_if_skips_a_resize_returns_the_size_it_would_resize_to(tmp_path, cfg):
+    """`Proj(b)` and `Res(c)` skip their `if` at the default config (their input already has that width), so what
+    they return has their input's width there; the caller must size what follows by `out` (`b`, `c`), which both
+    branches return, not by the input's width (`a`, 16): DDPM's ResnetBlock with mult[0] != 1 was built wrong this
+    way. (`Proj(16)` and `Res(12)` take the `if`, so each class has both branches.)"""
+    spec = tmp_path / "proj.nn"
+    spec.write_text(_PROJ)
+    mod = _module(specc.load(str(spec)).torch_source(), "proj")
+    other = specc.load(str(spec), **cfg)
+    torch.manual_seed(0)
+    built = mod.M(mod.MConfig(**cfg))
+    assert sum(p.numel() for p in built.parameters()) == other.params
+    _same_outputs(built, _module(other.torch_source(), "proj_d").M(), other)
+
+
 def test_self_attention_is_cross_attention_with_kv_defaulting_to_x():
     """The spec's `if kv == none { kv = x }`: the self-attention and cross-attention of a Transformer decoder are one
     MultiHeadAttention class whose forward takes kv as optional; a repeat body's first-iteration layer and the rest

@@ -13,7 +13,7 @@ from ..hyper import named, plain
 from ..ir import CallAttrs, Node
 from ..source import Span
 from ..types import ErrorType, TupleType
-from .sizes import in_caller_terms, own_sizes, size_env
+from .sizes import as_computed, in_caller_terms, own_sizes, size_env
 from .syntax import _seen_from_caller
 from .values import (
     MAX_BLOCK_DEPTH,
@@ -102,7 +102,8 @@ class BlocksMixin:
         env = {k: v for k, v in hp.items() if isinstance(v, int)}
         for i, t in zip(callee.inputs, tensors):
             env.update(size_env(callee[i].type, t.type))
-        outs = [in_caller_terms(o, env) for o in callee.output_types()]
+        pins = [cond for cond, _ in callee.pins]
+        outs = [in_caller_terms(as_computed(o, pins), env) for o in callee.output_types()]
         ty = outs[0] if len(outs) == 1 else TupleType(tuple(outs))
         name = alias if alias and b.free(alias) else b.fresh(alias or _snake(d.name))
         call_exprs = tuple((k, A.unparse(e)) for k, e in given_exprs.items() if e is not None and not _literal(e))
