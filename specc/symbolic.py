@@ -81,6 +81,11 @@ class Sym:
             exact = _div_by_monomial(self.terms, *next(iter(other.terms.items())))
             if exact is not None:
                 return exact  # 32*B*T // (B*T) == 32, as reshape(B, T, -1) needs
+            mono, coef = next(iter(other.terms.items()))
+            whole = {m: c for m, c in self.terms.items() if _div_by_monomial({m: c}, mono, coef) is not None}
+            if whole and coef > 0:  # (a - p)//p == a//p - 1: the terms p divides come out (sizes are positive)
+                rest = _norm({m: c for m, c in self.terms.items() if m not in whole})
+                return _div_by_monomial(whole, mono, coef) + rest // other
         if isinstance(other, int) and other == 1:
             return self
         if isinstance(other, int) and other > 1:

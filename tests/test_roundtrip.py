@@ -143,13 +143,18 @@ def test_simplified_floor_divisions_are_exact_for_every_size():
         "sum inside": lambda x: (2 * x + 3 * (x // 2) + 7) // 2,
         "negative": lambda x: (-x - 5) // 4 + ((1 - x) // 2) // 2,
         "upsampled": lambda x: 2 * (conv(x + 1, 3, 2, 0) // 2) + 2,
+        "patches": lambda x, p: conv(x, p, p, 0) * conv(x, p, p, 0) + 1,  # ViT/CLIP: (H - P)//P + 1 is H//P
+        "by a product": lambda x, p: (3 * x * p - 2 * p + x + 5) // (2 * p) + (x - 2 * p) // p,
     }
     for name, f in cases.items():
-        d = f(Sym.var("H"))
+        two = f.__code__.co_argcount == 2
+        d = f(Sym.var("H"), Sym.var("P")) if two else f(Sym.var("H"))
         assert parse_dim(str(d)) == d, name
-        for h in range(1, 201):
-            assert d.subs({"H": h}) == f(h), (name, str(d), h)
+        for h in range(1, 121):
+            for p in range(1, 10) if two else (1,):
+                assert d.subs({"H": h, "P": p}) == (f(h, p) if two else f(h)), (name, str(d), h, p)
     assert str(cases["pad-1 stride-2 convs"](Sym.var("H"))) == "(H)//8"
+    assert str(cases["patches"](Sym.var("H"), Sym.var("P"))) == "((H)//P)*((H)//P) + 1"
 
 
 # ---- what the spec said: bound variables, hyper-parameter expressions, stack names ----------------------------
