@@ -381,6 +381,8 @@ def substitute(value: Any, env: dict[str, Any]) -> Any:
             if spec_name(node.id) not in env:
                 raise Unrenderable(node.id)
             v = env[spec_name(node.id)]
+            if isinstance(v, (HList, HTuple)) and v.expr is not None:  # `widths[1]` given the caller's list `a`
+                return _parse(v.expr)
             if isinstance(v, bool) or not isinstance(v, int):
                 raise Unrenderable(node.id)
             return _parse(_text(v))

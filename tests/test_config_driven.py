@@ -247,6 +247,28 @@ def test_a_block_whose_if_skips_a_resize_returns_the_size_it_would_resize_to(tmp
     _same_outputs(built, _module(other.torch_source(), "proj_d").M(), other)
 
 
+def test_a_block_taking_a_list_builds_from_the_config_list(tmp_path):
+    """`block Stack(x, widths: list)` looping over its list: its class takes the list (`Stack(in_features, widths)`,
+    `nn.Linear(widths[0], widths[1])`), the model passes `config.a`, and what follows reads `config.a[-1]`'s item;
+    a list of another length is refused with the spec's reason. (It was one class per list value, and the model
+    refused every config: "the layers below are specialised to these values".)"""
+    spec = tmp_path / "stack.nn"
+    spec.write_text("block Stack(x, widths: list) {\n  for w in widths {\n    x = x -> linear(w) -> relu\n  }\n"
+                    "  return x\n}\nmodel M(a: list = [16, 32], b: list = [8, 8, 4]) {\n  input x: f32[B, 4]\n"
+                    "  output y = x -> Stack(a) -> Stack(b)\n}\n")
+    src = specc.load(str(spec)).torch_source()
+    assert "Stack(4, config.a)" in src and "(config.a[1], config.b)" in src and "len(widths) != 2" in src
+    mod = _module(src, "stack")
+    cfg = {"a": [12, 20], "b": [6, 7, 3]}
+    other = specc.load(str(spec), **cfg)
+    torch.manual_seed(0)
+    built = mod.M(mod.MConfig(a=(12, 20), b=(6, 7, 3)))
+    assert sum(p.numel() for p in built.parameters()) == other.params
+    _same_outputs(built, _module(other.torch_source(), "stack_d").M(), other)
+    with pytest.raises(ValueError, match="`widths` has 2 items.*recompile with -D"):
+        mod.M(mod.MConfig(a=(12, 20, 30)))
+
+
 def test_self_attention_is_cross_attention_with_kv_defaulting_to_x():
     """The spec's `if kv == none { kv = x }`: the self-attention and cross-attention of a Transformer decoder are one
     MultiHeadAttention class whose forward takes kv as optional; a repeat body's first-iteration layer and the rest

@@ -8,8 +8,8 @@ from .. import ast as A
 from ..attrs import BlockValue
 from ..attrs import to_attr as _to_attr
 from ..diagnostics import Diagnostic, Note, SpecError
+from ..hyper import HList, HTuple, named, plain
 from ..hyper import driven as _tracked
-from ..hyper import named, plain
 from ..ir import CallAttrs, Node
 from ..source import Span
 from ..types import ErrorType, TupleType
@@ -99,7 +99,7 @@ class BlocksMixin:
         """The call node of block `d`'s specialisation `gname`, with the spec expressions of its arguments."""
         callee = self.graphs[gname]
         # its result's sizes in the caller's names: the callee's names are its hyper-parameters and input sizes
-        env = {k: v for k, v in hp.items() if isinstance(v, int)}
+        env = {k: v for k, v in hp.items() if isinstance(v, (int, HList, HTuple))}
         for i, t in zip(callee.inputs, tensors):
             env.update(size_env(callee[i].type, t.type))
         pins = [cond for cond, _ in callee.pins]

@@ -7,7 +7,7 @@ from typing import Any
 from .. import ast as A
 from ..attrs import short as _short
 from ..diagnostics import Note, SpecError
-from ..hyper import HFloat, HInt, driven, names, plain
+from ..hyper import HFloat, HInt, HList, HTuple, driven, names, plain
 from ..ir import Node
 from ..limits import Abort, internal_error, short_int
 from ..ops import registry
@@ -403,6 +403,8 @@ def _names_read_expr(e) -> set[str]:
 
 def _value_text(v) -> str | None:
     if isinstance(v, (HInt, HFloat)) and v.expr is not None:
+        return v.expr
+    if isinstance(v, (HList, HTuple)) and v.expr is not None:  # a list hyper-parameter as it is: `len(widths)`
         return v.expr
     if isinstance(v, (bool, int, float, str)) or v is None:
         return repr(plain(v))

@@ -105,6 +105,7 @@ def _block_names(g: Graph, hints: dict[str, str] | None = None) -> _Names:
     allowed = set(sizes) | {k for k, v in g.hparams.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     allowed |= set(given_modules(g).values())  # `ffn`: the module its caller builds
     allowed |= {k for k, v in g.hparams.items() if isinstance(v, bool)}  # `causal`, where an op reads it (Flag)
+    allowed |= {k for k, v in g.hparams.items() if isinstance(v, (list, tuple)) and _plain_ints(v)}  # `widths[i]`
     given = [k for k, v in g.hparams.items() if isinstance(v, BlockValue)]  # `ffn`: its sizes are `ffn_hidden`
     allowed |= {n for n in _names_in(g) if any(n.startswith(f"{k}_") for k in given)}
     text = {n: py_name(rename.get(n, n)) for n in allowed}
@@ -117,6 +118,10 @@ def _block_names(g: Graph, hints: dict[str, str] | None = None) -> _Names:
             text[let] = text[original]
             rename[let] = rename.get(original, original)
     return _Names(init=lambda n: text.get(n), comment=lambda n: rename.get(n, n), params=[*sizes, *g.hparams, *extra])
+
+
+def _plain_ints(v) -> bool:
+    return all(isinstance(x, int) and not isinstance(x, bool) for x in v)
 
 
 def given_modules(g: Graph) -> dict[str, str]:
@@ -496,6 +501,9 @@ class _Planner:
         if generic:
             given = site.expr(n, src)  # `causal=causal`: the caller's own bool hyper-parameter, passed on by name
             if isinstance(value, bool) and given and given.isidentifier() and isinstance(site.hparams.get(given), bool):
+                return marker(expr_name(given))
+            if isinstance(value, (list, tuple)) and given and given.isidentifier() \
+                    and isinstance(site.hparams.get(given), (list, tuple)):  # `Stack(widths)`: the list, by name
                 return marker(expr_name(given))
             return _text_of(value)
         return pyval(int(value) if isinstance(value, HInt) else float(value) if isinstance(value, HFloat)
