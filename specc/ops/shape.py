@@ -4,7 +4,7 @@ from __future__ import annotations
 from pydantic import PositiveInt, field_validator
 
 from ..diagnostics import ShapeError
-from ..hyper import HInt
+from ..hyper import HInt, prefer_computed
 from ..symbolic import Dim, Sym, base_symbols, is_monotone, subs
 from ..types import TensorType, TupleType
 from .context import bound_hint, bounds, need, upper_bound
@@ -233,6 +233,7 @@ def _concat_infer(ins: list[TensorType], a: ConcatAttrs) -> TensorType:
     first = ins[0]
     ax = _axis(a.dim, first.rank)
     total: Dim = 0
+    shape = list(first.shape)
     for i, t in enumerate(ins):
         if t.rank != first.rank:
             raise ShapeError(f"concat operand {i} has rank {t.rank}, operand 0 has rank {first.rank}", "E0303", i)
@@ -241,8 +242,10 @@ def _concat_infer(ins: list[TensorType], a: ConcatAttrs) -> TensorType:
         for k in range(t.rank):
             if k != ax and t.shape[k] != first.shape[k]:
                 raise ShapeError(f"concat operand {i} is {t}, operand 0 is {first}: dim {k} differs", "E0301", i)
+            shape[k] = prefer_computed(shape[k], t.shape[k])  # a block's input size gives way, as in broadcast
         total = total + t.shape[ax]
-    return first.with_shape((*first.shape[:ax], total, *first.shape[ax + 1:]))
+    shape[ax] = total
+    return first.with_shape(shape)
 
 
 register(OpDef(name="concat", attrs=ConcatAttrs, positional=("dim",), arity=(1, None), infer=_concat_infer,
