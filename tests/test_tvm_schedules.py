@@ -308,6 +308,49 @@ def test_conv_nchwc_prefetches_next_weight_panel(target):
         np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+def test_conv_nchwc_input_channel_halves(target, monkeypatch):
+    """A 3x3 NCHWc conv walks its input channel blocks in two halves per reduction step
+    (schedule._input_channel_halves: the block loop split into 2 x n/2, the 2 unrolled inside the channel loop); a
+    1x1 conv whose weights fit the L2 keeps the plain order, and so does the 3x3 with SPECC_CONV_HALVES=0. Both
+    builds agree with the reference lowering."""
+    from specc.backends.tvm.schedules._target import cpu_info
+
+    info = cpu_info(target)
+    c = 4 * info.nr  # 4 input channel blocks
+    assert c * c * 4 <= info.l2
+    rng = np.random.default_rng(9)
+    n = tirx.Var("n", "int64")
+    x = relax.Var("x", relax.TensorType((n, c, 9, 9), "float32"))
+    w1 = (rng.standard_normal((c, c, 1, 1)) * 0.05).astype("float32")
+    w3 = (rng.standard_normal((info.nr, c, 3, 3)) * 0.05).astype("float32")
+
+    def body(bb):
+        y = bb.emit(relax.op.nn.relu(relax.op.nn.conv2d(x, relax.const(w1))))
+        return bb.emit(relax.op.nn.relu(relax.op.nn.conv2d(y, relax.const(w3), padding=1)))
+
+    mod = _function([x], body)
+    halves = re.compile(r"for ico_0 in T\.unroll\(T\.int64\(2\)\)")
+
+    def convs():
+        return [f.script() for _, f in optimize_for_cpu(mod, target).functions_items()
+                if isinstance(f, tirx.PrimFunc) and "specc_conv" in f.script()]
+
+    texts = convs()
+    assert len(texts) == 2
+    halved = [t for t in texts if halves.search(t)]
+    assert len(halved) == 1 and "specc_pad" in halved[0], "the 3x3 conv (the one with a padded input) is halved"
+    fast, ref = _build(mod, target, True), _build(mod, target, False)
+    monkeypatch.setenv("SPECC_CONV_HALVES", "0")
+    assert not any(halves.search(t) for t in convs())
+    plain = _build(mod, target, True)
+    for batch in (1, 2):
+        xi = rng.standard_normal((batch, c, 9, 9)).astype("float32")
+        want = _run(ref, xi)
+        np.testing.assert_allclose(_run(fast, xi), want, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(_run(plain, xi), want, rtol=1e-4, atol=1e-4)
+
+
 def test_conv_nchwc_weight_packing():
     """pack_conv_weight_nchwc_np puts OIHW weights where conv2d_nchwc reads them: [O/nr, I/cb, KH, cb, KW, nr]."""
     from specc.backends.tvm.schedules import nchwc

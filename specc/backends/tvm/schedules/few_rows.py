@@ -236,17 +236,17 @@ def _prefetch_before(func, loop_var, weight, at, count):
     return func.with_body(_rewrite_loop(func.body, loop_var, at_round))
 
 
-def _prefetch_next_conv_panel(func, par, wo, rco, weight, oh: int, n_wo: int, n_oco: int):
-    """NCHWc conv (nchwc.conv2d_nchwc, loops (n, oco, oh) fused -> wo tile -> rco -> ...): before each input
-    channel block of a tile, prefetch into L2 this step's share of the next output-channel block's weight panel
-    wp[oco + 1] (all of it spread evenly over the current panel's oh x n_wo x rco steps). For convs whose weights do
-    not fit the L2: a panel's first row would otherwise wait on L3 / memory."""
+def _prefetch_next_conv_panel(func, par, wo, rco, weight, oh: int, n_wo: int, n_oco: int, n_rco: int):
+    """NCHWc conv (nchwc.conv2d_nchwc, loops (n, oco, oh) fused -> wo tile -> rco -> ...): before each iteration
+    of the outermost reduction loop `rco` (n_rco of them: the input channel blocks, or half of them when they are
+    walked in two halves) of a tile, prefetch into L2 this step's share of the next output-channel block's weight
+    panel wp[oco + 1] (all of it spread evenly over the current panel's oh x n_wo x n_rco steps). For convs whose
+    weights do not fit the L2: a panel's first row would otherwise wait on L3 / memory."""
     shape = [int(d) for d in weight.shape]
     panel_floats = 1
     for d in shape[1:]:
         panel_floats *= d
     line = 64 // 4
-    n_rco = shape[1]
     lines = panel_floats // line
     steps = oh * n_wo * n_rco
     f = par.astype("int64")

@@ -76,6 +76,8 @@ def _schedule_tiled(sch, main, info: CPUInfo):
         n, oco, oh, ow, oci = spatial
         wo, wi = sch.split(ow, [None, mr])
         sch.reorder(n, oco, oh, wo, *red, wi, oci)
+        if nchwc:
+            red = _input_channel_halves(sch, main, red, info)
         par = sch.fuse(n, oco, oh)
         tile_loop = wo
         ri, ci = wi, oci
@@ -131,23 +133,59 @@ def _schedule_tiled(sch, main, info: CPUInfo):
         if rows_n is not None:
             return _exact_row_tail(sch.mod["main"], sch.get(par).loop_var, sch.get(red[0]).loop_var,
                                    sch.get(ri).loop_var, rows_n, tiles, mr)
-    if nchwc and kind == "conv2d" and os.environ.get("SPECC_CONV_PREFETCH", "1") != "0":
+    if nchwc and kind == "conv2d":
         weight = _conv_weight_param(sch, main)
-        if weight is not None:
-            wbytes = 4
-            for d in weight.shape:
-                wbytes *= int(d)
-            n_oco = int(weight.shape[0])
-            loops = sch.get_loops(main)
-            wo_ext = _extent(sch, loops[1])
+        loops = sch.get_loops(main)
+        wo_ext = _extent(sch, loops[1])
+        if _prefetches_next_panel(weight, info) and wo_ext is not None:
             oh = int(sch.get(main).iter_vars[2].dom.extent)
-            # weights that do not fit the L2 (streamed from L3 / memory), the current and next panel in half of it
-            # (with the 3x3 512-channel convs' 590 KB panels in, those ran 3-9% slower: the L2 holds too little else)
-            if wbytes > info.l2 and 2 * wbytes // n_oco <= info.l2 // 2 and n_oco > 1 and wo_ext is not None:
-                return _prefetch_next_conv_panel(sch.mod["main"], sch.get(loops[0]).loop_var,
-                                                 sch.get(loops[1]).loop_var, sch.get(red[0]).loop_var, weight, oh,
-                                                 wo_ext, n_oco)
+            return _prefetch_next_conv_panel(sch.mod["main"], sch.get(loops[0]).loop_var,
+                                             sch.get(loops[1]).loop_var, sch.get(red[0]).loop_var, weight, oh,
+                                             wo_ext, int(weight.shape[0]), _extent(sch, red[0]))
     return None
+
+
+def _nbytes(buf) -> int:
+    total = tvm.DataType(buf.dtype).bits // 8
+    for d in buf.shape:
+        total *= int(d)
+    return total
+
+
+def _prefetches_next_panel(weight, info: CPUInfo) -> bool:
+    """Whether an NCHWc conv with packed weight `weight` (None: not a constant) prefetches its next weight panel:
+    weights that do not fit the L2 (streamed from L3 / memory) whose current and next panel fit half of it (with the
+    3x3 512-channel convs' 590 KB panels in, those ran 3-9% slower: the L2 holds too little else).
+    `SPECC_CONV_PREFETCH=0` switches it off (A/B)."""
+    if weight is None or os.environ.get("SPECC_CONV_PREFETCH", "1") == "0":
+        return False
+    wbytes, n_oco = _nbytes(weight), int(weight.shape[0])
+    return wbytes > info.l2 and 2 * wbytes // n_oco <= info.l2 // 2 and n_oco > 1
+
+
+def _input_channel_halves(sch, main, red, info: CPUInfo):
+    """The reduction of an NCHWc conv (input channel block ico, tap row, channel, tap column) walked with its input
+    channel blocks in two halves side by side: (ico_i, kh, ici, ico_o, kw), ico = ico_o * n/2 + ico_i, ico_o
+    unrolled, so a step reads the input and the weight panel at two places half of them apart and does twice the
+    FMAs (2 x KW x MR x 2 vectors). Same register tile, same sums in another order. Taken for convs that do not
+    prefetch their next weight panel and have a spatial kernel (3x3) or weights beyond the L2 (3x3 512->512 @7,
+    whose 590 KB panels are too big to prefetch, 5-10% faster); not for 1x1 convs whose weights fit the L2
+    (0.98-1.09x), nor with the prefetch (1x1 beyond the L2: 1.04-1.07x). Returns the reduction loops in their new
+    order (the outermost first); `SPECC_CONV_HALVES=0` keeps the plain order (A/B). Measured: the schedules README,
+    "Input channel blocks in two halves"."""
+    if os.environ.get("SPECC_CONV_HALVES", "1") == "0" or len(red) != 4:
+        return red
+    weight = _conv_weight_param(sch, main)
+    n_ico = _extent(sch, red[0]) or 0
+    if weight is None or n_ico < 2 or n_ico % 2 or _prefetches_next_panel(weight, info):
+        return red
+    taps = int(weight.shape[2]) * int(weight.shape[4])  # wp[OC/nr, C/cb, KH, cb, KW, nr]
+    if taps == 1 and _nbytes(weight) <= info.l2:
+        return red
+    ico_o, ico_i = sch.split(red[0], [2, None])
+    sch.reorder(ico_i, red[1], red[2], ico_o, red[3])
+    sch.unroll(ico_o)
+    return [ico_i, red[1], red[2], ico_o, red[3]]
 
 
 def _conv_weight_param(sch, main):
