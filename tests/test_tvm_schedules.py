@@ -596,6 +596,64 @@ def test_attention_symbolic_seq_with_bias():
                                    rtol=1e-4, atol=1e-5)
 
 
+def _loop_shaped(mod, target, prefix: str) -> str:
+    """The text of the PrimFunc named `prefix`... of optimize_for_cpu(mod) after the loop-shaping passes of TVM's
+    s_tir pipeline (in its order, up to vectorisation): which loads and stores became vectors."""
+    from tvm import s_tir
+
+    opt = optimize_for_cpu(mod, target)
+    func = next(f for gv, f in opt.functions_items() if gv.name_hint.startswith(prefix))
+    st, tt = s_tir.transform, tirx.transform
+    passes = [st.LowerInitBlock(), st.PlanAndUpdateBufferAllocationLocation(), st.ConvertBlocksToOpaque(),
+              st.CompactBufferAllocation(), st.LowerMatchBuffer(), st.StmtSimplify(), st.LowerOpaqueBlock(),
+              tt.FlattenBuffer(), st.LoopPartition(), tt.VectorizeLoop(True), tt.StmtSimplify()]
+    with target:
+        return tvm.transform.Sequential(passes)(tvm.IRModule({"main": func}))["main"].script()
+
+
+def _vector_loads(text: str, buffer: str) -> list[str]:
+    """The start index of every contiguous vector load from `buffer` (its flattened view `buffer_1`)."""
+    return re.findall(rf"\b{buffer}(?:_\d+)?\[T\.Ramp\((.*?), T\.int64\(1\), \d+\)\]", text)
+
+
+def _vector_store(text: str, buffer: str) -> bool:
+    return re.search(rf"\b{buffer}\[[^\]\n]*:[^\]\n]*\] = ", text) is not None
+
+
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+@pytest.mark.parametrize("tails", ["1", "0"])
+def test_attention_symbolic_keys_stay_vectorised(target, tails, monkeypatch):
+    """A symbolic key count is padded to whole nr-wide tiles (kernels._tails): the key tiles below T // nr read the
+    bias and P.V reads V as whole vectors, unclamped (TVM's LoopPartition cuts the loops at `likely(j < T)`), and
+    the mask, exp and normalisation passes store vectors. SPECC_ATTN_TAILS=0 builds the form before (a clamp per
+    lane and scalar loops: BERT's masked attention 1.4-1.7x its static build), which this test tells apart. Both
+    agree with NumPy at lengths with and without a tail tile."""
+    monkeypatch.setenv("SPECC_ATTN_TAILS", tails)
+    rng = np.random.default_rng(8)
+    s = tirx.Var("s", "int64")
+    query, key, value = (relax.Var(nm, relax.TensorType((1, s, 2, 32), "float32")) for nm in ("query", "key", "value"))
+    bias = relax.Var("bias", relax.TensorType((1, 2, s, s), "float32"))
+
+    def body(bb):
+        return bb.emit(relax.op.nn.attention(query, key, value, bias))
+
+    mod = _function([query, key, value, bias], body)
+    text = _loop_shaped(mod, target, "specc_attention")
+    value_loads = _vector_loads(text, "value")
+    shaped = [bool(_vector_loads(text, "bias")), bool(value_loads) and all("T.min(j3" not in x for x in value_loads),
+              *(_vector_store(text, "specc_attn_" + stage) for stage in ("mask", "exp", "norm"))]
+    assert (shaped == [True] * 5) if tails == "1" else not any(shaped)
+    fast = _build(mod, target, True)
+    assert "attention" in last_stats()["schedules"].values()
+    for seq in (5, 32, 45, 64):
+        qi, ki, vi = (rng.standard_normal((1, seq, 2, 32)).astype("float32") for _ in range(3))
+        bi = np.where(rng.random((1, 1, 1, seq)) < 0.8, 0.0, -np.inf).astype("float32")
+        bi[..., 0] = 0.0  # a padding mask (BERT's): every row keeps a key
+        bi = np.broadcast_to(bi, (1, 2, seq, seq)).copy()
+        np.testing.assert_allclose(_run(fast, qi, ki, vi, bi), _np_attention(qi, ki, vi, False, bi),
+                                   rtol=1e-4, atol=1e-5)
+
+
 def test_layer_norm_softmax_generic_paths():
     rng = np.random.default_rng(6)
     x = relax.Var("x", relax.TensorType((4, 37, 48), "float32"))

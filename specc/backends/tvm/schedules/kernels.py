@@ -328,8 +328,13 @@ def attention_bsnh(q: te.Tensor, k: te.Tensor, v: te.Tensor, bias, scale: float,
     sm_sum = _row_sum(lambda i, j: ex[(*i, j)], (b, h, s_p), t_p, lw, "specc_attn_sum")
     rsum = te.compute((b, h, s_p), lambda bb, hh, i: tirx.const(1.0, f32) / sm_sum[bb, hh, i],
                       name="specc_attn_rsum")
-    # P.V over the real keys only: the padded ones weigh 0 (the reduction loop is not the vectorised one)
-    rj3 = te.reduce_axis((0, t if tails else t_p), "j3")
+    rj3 = te.reduce_axis((0, t_p), "j3")
+    # the padded keys weigh 0; P.V still runs over them (over the real keys only, the normalisation pass before it
+    # would cover t keys, no longer a whole number of vectors), reading V's last row there: with a symbolic t only
+    # the keys from t on (LoopPartition again), the others read V as they are
+    vj = rj3
+    if pad_t:
+        vj = tirx.if_then_else(tirx.likely(rj3 < t), rj3, t - 1) if split else tirx.min(rj3, t - 1)
     dv_p = _ceil_to(dv, nr)
     pad_dv = dv_p != dv
     def scaled(bb, hh, i, j):
@@ -344,7 +349,7 @@ def attention_bsnh(q: te.Tensor, k: te.Tensor, v: te.Tensor, bias, scale: float,
         (b, h, s_p, dv_p),
         lambda bb, hh, i, e: te.sum(
             weight(bb, hh, i, rj3)
-            * v[bb, tirx.min(rj3, t - 1) if pad_t and not tails else rj3, hh, tirx.min(e, dv - 1) if pad_dv else e],
+            * v[bb, vj, hh, tirx.min(e, dv - 1) if pad_dv else e],
             axis=rj3),
         name="specc_attn_pv", attrs={KIND: "attn_pv", "specc.mr": mr, "specc.nr": nr})
     return te.compute((b, s, h, dv), lambda bb, i, hh, e: pv[bb, hh, i, e], name="specc_attn_out")
@@ -353,7 +358,7 @@ def attention_bsnh(q: te.Tensor, k: te.Tensor, v: te.Tensor, bias, scale: float,
 def _tails() -> bool:
     """Whether attention keeps its padded keys (t rounded up to whole nr-wide tiles) out of the vector loops: only
     the last key tile tests and clamps (with a symbolic t, through LoopPartition on `likely`), the mask is a vector
-    select, P.V skips the padded keys, and the softmax passes over a symbolic number of keys are vectorised. With a
+    select, P.V reads V unclamped below t, and the softmax passes over a symbolic number of keys are vectorised. With a
     symbolic sequence length each of these was a scalar loop or a per-lane clamp, and BERT's masked attention ran
     at 1.4-1.7x its static build. SPECC_ATTN_TAILS=0: as before (A/B timing)."""
     return os.environ.get("SPECC_ATTN_TAILS", "1") != "0"
