@@ -6,7 +6,7 @@
 
 Each `--variant NAME=VAR=VALUE[,VAR=VALUE...]` builds the model of bench/tvm_vs_torch.py (same spec, weights and
 inputs; GPT-2 / BERT / ViT at the bench's 2 layers) with those environment variables set during the build only;
-`--switch VAR` is the two variants VAR=0 and VAR=1. The builds and onnxruntime then run interleaved
+`--switch VAR` is the two variants VAR=0 and VAR=1; `--static` adds the static build (the bench's dims fixed). The builds and onnxruntime then run interleaved
 (tvm_vs_torch.interleaved: round-robin, a block's first call untimed), so the machine's load falls on all of them
 alike. 1 thread: thread CPU time; more: wall time. Each build's output is checked against PyTorch first; `--mcpu`
 builds for another LLVM cpu (haswell: AVX2 code; onnxruntime keeps the host's)."""
@@ -54,11 +54,13 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=14)
     p.add_argument("--budget", type=float, default=float("inf"), help="seconds of timing per model, at most")
     p.add_argument("--mcpu", default=None, help="LLVM cpu for TVM's code (haswell: AVX2)")
+    p.add_argument("--static", action="store_true",
+                   help="also the static build (dims fixed, defaults): what the symbolic variants cost over it")
     args = p.parse_args()
     variants = list(args.variant) + ([f"{args.switch}:{v}={args.switch}={v}" for v in ("0", "1")] if args.switch
                                      else [])
-    if not variants:
-        p.error("give --variant or --switch")
+    if not variants and not args.static:
+        p.error("give --variant, --switch or --static")
     names = [parse_variant(v)[0] for v in variants]
     if len(set(names)) != len(names):  # the timings are keyed by name: a repeated one would hide a variant
         p.error(f"variant names repeat: {', '.join(names)}")
@@ -92,6 +94,10 @@ def run_model(model_name: str, variants: list[str], args) -> None:
         model = build(spec, eager, env, target)
         print(f"{name}: {env or 'defaults'}, max|diff|/max|ref| {tvt.rel_diff(model(*inputs), want):.1e}")
         peers[name] = lambda f=model.vm["main"]: f(*vin)
+    if args.static:
+        model = build(spec, eager, {}, target, dims)
+        print(f"static {dims}: max|diff|/max|ref| {tvt.rel_diff(model(*inputs), want):.1e}")
+        peers["static"] = lambda f=model.vm["main"]: f(*vin)
     torch.set_num_threads(args.threads)
     configure_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,6 +114,8 @@ def run_model(model_name: str, variants: list[str], args) -> None:
           f"load average {os.getloadavg()[0]:.1f}")
     for name, (med, mn) in times.items():
         vs = f"  vs onnxruntime {med / ort[0]:.3f} (min {mn / ort[1]:.3f})" if ort else ""
+        if "static" in times:
+            vs += f"  vs static {med / times['static'][0]:.3f} (min {mn / times['static'][1]:.3f})"
         print(f"{name:<22} median {med * 1e3:8.2f} ms  min {mn * 1e3:8.2f} ms{vs}")
 
 

@@ -109,8 +109,12 @@ def switch_profile(builds: dict, inputs, rounds: int, threads: int) -> tuple[dic
             calls.clear()
             vm["main"](*vin)
             kernels = [(n, t) for n, t in calls if not n.startswith("vm.builtin")]
+            seen: dict[str, int] = collections.Counter()
             for i, (n, t) in enumerate(kernels):
-                per[key][f"{i:03d} {n}"].append(t)
+                # "name #k": the k-th call of that kernel, so that builds whose kernel lists differ (a static build
+                # fuses more, a symbolic one adds shape functions) still line up call by call
+                seen[n] += 1
+                per[key][f"{i:03d} {n} #{seen[n]}"].append(t)
             totals[key].append(sum(t for _, t in kernels))
             time.sleep(0.01)
     med = {k: {n: float(np.median(v)) for n, v in d.items()} for k, d in per.items()}
@@ -127,10 +131,17 @@ def print_switch(var: str, med: dict, totals: dict, min_ms: float = 0.05, labels
           f"({totals[b_key] / totals[a_key]:.3f}x)")
     w = max(12, len(name_a) + 2, len(name_b) + 2)
     print(f"{'call  kernel':<62}{name_a:>{w}}{name_b:>{w}}{'ratio':>7}")
-    for name in sorted(set(off) | set(on)):
-        a, b = off.get(name), on.get(name)
+    # by call, in the first build's order; keys are "index name #k", matched on "name #k"
+    def by_call(d):
+        return {k.split(" ", 1)[1]: (int(k.split(" ", 1)[0]), v) for k, v in d.items()}
+
+    off_c, on_c = by_call(off), by_call(on)
+    order = sorted(set(off_c) | set(on_c), key=lambda n: (off_c.get(n) or on_c.get(n))[0])
+    for call in order:
+        a, b = (off_c[call][1] if call in off_c else None), (on_c[call][1] if call in on_c else None)
+        name = f"{(off_c.get(call) or on_c.get(call))[0]:03d} {call}"
         if a is None or b is None:
-            print(f"{name[:61]:<62}{a if a is not None else '-':>{w}}{b if b is not None else '-':>{w}}")
+            print(f"{name[:61]:<62}{f'{a:.3f}' if a is not None else '-':>{w}}{f'{b:.3f}' if b is not None else '-':>{w}}")
         elif max(a, b) >= min_ms:
             print(f"{name[:61]:<62}{a:>{w}.3f}{b:>{w}.3f}{b / a:>7.2f}")
 
