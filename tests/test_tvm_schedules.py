@@ -654,6 +654,34 @@ def test_attention_symbolic_keys_stay_vectorised(target, tails, monkeypatch):
                                    rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("view", ["1", "0"])
+def test_attention_reads_a_broadcast_bias_unbroadcast(view, monkeypatch):
+    """A padding mask broadcast to the scores' shape (rules/attention.py: broadcast_to([B, 1, 1, T] -> [B, H, S, T]))
+    reaches the attention kernel as [B, 1, 1, T] (rewrite._unbroadcast): no [B, H, S, T] tensor is written per call.
+    SPECC_ATTN_BIAS_VIEW=0 keeps the broadcast. Numerics vs NumPy either way."""
+    monkeypatch.setenv("SPECC_ATTN_BIAS_VIEW", view)
+    rng = np.random.default_rng(9)
+    b, s, heads = tirx.Var("b", "int64"), tirx.Var("s", "int64"), 3
+    q, k, v = (relax.Var(nm, relax.TensorType((b, s, heads, 16), "float32")) for nm in "qkv")
+    mask = relax.Var("mask", relax.TensorType((b, 1, 1, s), "float32"))
+
+    def body(bb):
+        bias = bb.emit(relax.op.broadcast_to(mask, (b, heads, s, s)))
+        return bb.emit(relax.op.nn.attention(q, k, v, bias))
+
+    mod = _function([q, k, v, mask], body)
+    attn = next(f for gv, f in optimize_for_cpu(mod, HOST).functions_items() if gv.name_hint == "specc_attention")
+    bias_shape = [int(x) if isinstance(x, tirx.IntImm) else str(x) for x in attn.params[3].ty.shape]
+    assert bias_shape == (["b", 1, 1, "s"] if view == "1" else ["b", 3, "s", "s"])
+    fast = _build(mod, HOST, True)
+    for bn, seq in ((1, 7), (2, 40)):
+        qi, ki, vi = (rng.standard_normal((bn, seq, heads, 16)).astype("float32") for _ in range(3))
+        mi = np.where(rng.random((bn, 1, 1, seq)) < 0.7, 0.0, -np.inf).astype("float32")
+        mi[..., 0] = 0.0
+        np.testing.assert_allclose(_run(fast, qi, ki, vi, mi), _np_attention(qi, ki, vi, False, mi),
+                                   rtol=1e-4, atol=1e-5)
+
+
 def test_layer_norm_softmax_generic_paths():
     rng = np.random.default_rng(6)
     x = relax.Var("x", relax.TensorType((4, 37, 48), "float32"))
