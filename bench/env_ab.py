@@ -87,7 +87,7 @@ def run_model(model_name: str, variants: list[str], args) -> None:
     spec = loader(dict(tvt.SHRUNK.get(model_name, {})))
     inputs = random_inputs(spec, dims, seed=0)
     torch.manual_seed(0)
-    eager = spec.to_torch().eval()
+    eager = tvt.no_zero_params(spec.to_torch().eval())
     with torch.no_grad():
         want = eager(*inputs)
     vin = [tvm.runtime.tensor(x.numpy()) for x in inputs]

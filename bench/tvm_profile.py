@@ -180,7 +180,7 @@ def ort_profile(eager, inputs, threads: int, rounds: int) -> tuple[dict[str, flo
 
 
 def main() -> None:
-    from tvm_vs_torch import MODELS, SHRUNK, parse_defines
+    from tvm_vs_torch import MODELS, SHRUNK, no_zero_params, parse_defines
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help=", ".join(MODELS))
@@ -208,7 +208,7 @@ def main() -> None:
     spec = loader(ov)
     inputs = random_inputs(spec, dims, seed=0)
     torch.manual_seed(0)
-    eager = spec.to_torch().eval()
+    eager = no_zero_params(spec.to_torch().eval())
     target = "tvm-cpu"
     if args.mcpu:
         from specc.targets import load_target
