@@ -417,6 +417,35 @@ def test_prefetching_gemm_with_leading_dims(target, k):
         np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("task_vars", ["1", "0"])
+def test_prefetch_divides_by_a_symbolic_tile_count_once_per_task(task_vars, monkeypatch):
+    """With a symbolic row count (a sequence length) the prefetching GEMM's tile count is symbolic: the prefetch
+    divides by it once per task, into variables bound before the reduction loop (few_rows._prefetch_next_panel), not
+    in every round and for every line (which cost BERT's symbolic build 5% on its K = 768 GEMMs).
+    SPECC_PREFETCH_TASK_VARS=0 builds the old form, which this test tells apart. Numerics vs the reference."""
+    monkeypatch.setenv("SPECC_PREFETCH_TASK_VARS", task_vars)
+    rng = np.random.default_rng(14)
+    seq = tirx.Var("seq", "int64")
+    w = (rng.standard_normal((200, 64)) * 0.2).astype("float32")
+    x = relax.Var("x", relax.TensorType((seq, 64), "float32"))
+
+    def body(bb):
+        return bb.emit(relax.op.linear(x, relax.const(w)))
+
+    mod = _function([x], body)
+    opt = optimize_for_cpu(mod, HOST)
+    assert [v for v in last_stats()["schedules"].values() if "gemm" in v] == ["tiled-gemm-prefetch"]
+    text = next(f for gv, f in opt.functions_items() if "dense" in gv.name_hint).script().splitlines()
+    # the prefetch: its loop over lines (count) and the llvm.prefetch call (address)
+    at = next(i for i, line in enumerate(text) if "llvm.prefetch" in line)
+    reads_seq = any(re.search(r"\bseq\b", line) for line in text[at - 1:at + 1])
+    assert reads_seq == (task_vars == "0")
+    fast, ref = _build(mod, HOST, True), _build(mod, HOST, False)
+    for rows in (1, 7, 50):
+        xi = rng.standard_normal((rows, 64)).astype("float32")
+        np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
 @pytest.mark.parametrize("rows_name, gate", [("routed2", "silu"), ("n", "gelu_tanh")])
 def test_gated_unit_is_one_gemm(target, rows_name, gate):
