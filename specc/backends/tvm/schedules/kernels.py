@@ -282,7 +282,6 @@ def attention_bsnh(q: te.Tensor, k: te.Tensor, v: te.Tensor, bias, scale: float,
 
     kt = te.compute((b, h, d, t_p), lambda bb, hh, dd, j: k[bb, tirx.min(j, t - 1) if pad_t else j, hh, dd],
                     name="specc_attn_kt")
-    tails = _tails()
     rd = te.reduce_axis((0, d), "d")
     qk = te.compute(
         (b, h, s_p, t_p),
@@ -290,6 +289,7 @@ def attention_bsnh(q: te.Tensor, k: te.Tensor, v: te.Tensor, bias, scale: float,
         name="specc_attn_qk", attrs={KIND: "attn_qk", "specc.mr": mr, "specc.nr": nr})
 
     neg = tirx.min_value(f32)
+    tails = _tails()
     # the keys past t (t rounded up to whole nr-wide tiles) are masked out. With a symbolic t, `likely(j < t)` lets
     # TVM's LoopPartition cut the loop over key tiles at t // nr: the tiles below read the bias as whole vectors and
     # test nothing, only the last one clamps (a static t keeps the clamp: a vector gather)
@@ -329,9 +329,9 @@ def attention_bsnh(q: te.Tensor, k: te.Tensor, v: te.Tensor, bias, scale: float,
     rsum = te.compute((b, h, s_p), lambda bb, hh, i: tirx.const(1.0, f32) / sm_sum[bb, hh, i],
                       name="specc_attn_rsum")
     rj3 = te.reduce_axis((0, t_p), "j3")
-    # the padded keys weigh 0; P.V still runs over them (over the real keys only, the normalisation pass before it
-    # would cover t keys, no longer a whole number of vectors), reading V's last row there: with a symbolic t only
-    # the keys from t on (LoopPartition again), the others read V as they are
+    # P.V runs over the padded keys too (their weights are 0): over t keys only, the normalisation pass, which is
+    # placed for P.V's region, would cover t keys, no whole number of vectors. With a symbolic t, LoopPartition cuts
+    # this loop at t too: below it V is read unclamped
     vj = rj3
     if pad_t:
         vj = tirx.if_then_else(tirx.likely(rj3 < t), rj3, t - 1) if split else tirx.min(rj3, t - 1)
