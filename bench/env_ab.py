@@ -6,10 +6,12 @@
 
 Each `--variant NAME=VAR=VALUE[,VAR=VALUE...]` builds the model of bench/tvm_vs_torch.py (same spec, weights and
 inputs; GPT-2 / BERT / ViT at the bench's 2 layers) with those environment variables set during the build only;
-`--switch VAR` is the two variants VAR=0 and VAR=1. The builds and onnxruntime then run interleaved
-(tvm_vs_torch.interleaved: round-robin, a block's first call untimed), so the machine's load falls on all of them
-alike. 1 thread: thread CPU time; more: wall time. Each build's output is checked against PyTorch first; `--mcpu`
-builds for another LLVM cpu (haswell: AVX2 code; onnxruntime keeps the host's)."""
+`--switch VAR` is the two variants VAR=0 and VAR=1. `dims=static` in a variant builds it with the bench's dims fixed
+(`--static`: the variant static=dims=static); times are also given relative to the variant named `static`. The
+builds and onnxruntime then run interleaved (tvm_vs_torch.interleaved: round-robin, a block's first call untimed),
+so the machine's load falls on all of them alike. 1 thread: thread CPU time; more: wall time. Each build's output is
+checked against PyTorch first; `--mcpu` builds for another LLVM cpu (haswell: AVX2 code; onnxruntime keeps the
+host's)."""
 from __future__ import annotations
 
 import argparse
@@ -54,11 +56,13 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=14)
     p.add_argument("--budget", type=float, default=float("inf"), help="seconds of timing per model, at most")
     p.add_argument("--mcpu", default=None, help="LLVM cpu for TVM's code (haswell: AVX2)")
+    p.add_argument("--static", action="store_true",
+                   help="also the static build (dims fixed, defaults): what the symbolic variants cost over it")
     args = p.parse_args()
     variants = list(args.variant) + ([f"{args.switch}:{v}={args.switch}={v}" for v in ("0", "1")] if args.switch
-                                     else [])
+                                     else []) + (["static=dims=static"] if args.static else [])
     if not variants:
-        p.error("give --variant or --switch")
+        p.error("give --variant, --switch or --static")
     names = [parse_variant(v)[0] for v in variants]
     if len(set(names)) != len(names):  # the timings are keyed by name: a repeated one would hide a variant
         p.error(f"variant names repeat: {', '.join(names)}")
@@ -83,13 +87,16 @@ def run_model(model_name: str, variants: list[str], args) -> None:
     spec = loader(dict(tvt.SHRUNK.get(model_name, {})))
     inputs = random_inputs(spec, dims, seed=0)
     torch.manual_seed(0)
-    eager = spec.to_torch().eval()
+    eager = tvt.no_zero_params(spec.to_torch().eval())
     with torch.no_grad():
         want = eager(*inputs)
     vin = [tvm.runtime.tensor(x.numpy()) for x in inputs]
     peers = {}
     for name, env in map(parse_variant, variants):
-        model = build(spec, eager, env, target)
+        static = env.pop("dims", None) == "static"
+        model = build(spec, eager, env, target, dims if static else None)
+        if static:
+            env = {**env, "dims": dims}
         print(f"{name}: {env or 'defaults'}, max|diff|/max|ref| {tvt.rel_diff(model(*inputs), want):.1e}")
         peers[name] = lambda f=model.vm["main"]: f(*vin)
     torch.set_num_threads(args.threads)
@@ -108,6 +115,8 @@ def run_model(model_name: str, variants: list[str], args) -> None:
           f"load average {os.getloadavg()[0]:.1f}")
     for name, (med, mn) in times.items():
         vs = f"  vs onnxruntime {med / ort[0]:.3f} (min {mn / ort[1]:.3f})" if ort else ""
+        if "static" in times:
+            vs += f"  vs static {med / times['static'][0]:.3f} (min {mn / times['static'][1]:.3f})"
         print(f"{name:<22} median {med * 1e3:8.2f} ms  min {mn * 1e3:8.2f} ms{vs}")
 
 

@@ -11,6 +11,7 @@ ratios only. Kernels are listed by time with the schedule specc gave them (``las
 
 `--switch VAR` compares two TVM builds instead (VAR=0 and VAR=1 set during the build): both run interleaved, call
 by call, and every kernel call is listed in call order with its median time in each build and their ratio.
+`--vs-static` does the same for the static and the symbolic build (where symbolic dims cost time).
 """
 from __future__ import annotations
 
@@ -112,24 +113,39 @@ def switch_profile(builds: dict, inputs, rounds: int, threads: int) -> tuple[dic
             calls.clear()
             vm["main"](*vin)
             kernels = [(n, t) for n, t in calls if not n.startswith("vm.builtin")]
+            seen: dict[str, int] = collections.Counter()
             for i, (n, t) in enumerate(kernels):
-                per[key][f"{i:03d} {n}"].append(t)
+                # "name #k": the k-th call of that kernel, so that builds whose kernel lists differ (a static build
+                # fuses more, a symbolic one adds shape functions) still line up call by call
+                seen[n] += 1
+                per[key][f"{i:03d} {n} #{seen[n]}"].append(t)
             totals[key].append(sum(t for _, t in kernels))
             time.sleep(0.01)
     med = {k: {n: float(np.median(v)) for n, v in d.items()} for k, d in per.items()}
     return med, {k: float(np.median(v)) for k, v in totals.items()}
 
 
-def print_switch(var: str, med: dict, totals: dict, min_ms: float = 0.05) -> None:
-    off, on = med["0"], med["1"]
-    print(f"kernels' total, median: {var}=0 {totals['0']:.2f} ms, {var}=1 {totals['1']:.2f} ms "
-          f"({totals['1'] / totals['0']:.3f}x)")
-    w = max(12, len(var) + 4)
-    print(f"{'call  kernel':<62}{var + '=0':>{w}}{var + '=1':>{w}}{'ratio':>7}")
-    for name in sorted(set(off) | set(on)):
-        a, b = off.get(name), on.get(name)
+def print_switch(var: str, med: dict, totals: dict, min_ms: float = 0.05, labels=("0", "1")) -> None:
+    """The per-call table of switch_profile's two builds `labels` (keys of med / totals): `VAR=label` columns, or
+    the labels themselves when var is empty."""
+    a_key, b_key = labels
+    off, on = med[a_key], med[b_key]
+    name_a, name_b = (f"{var}={a_key}", f"{var}={b_key}") if var else labels
+    print(f"kernels' total, median: {name_a} {totals[a_key]:.2f} ms, {name_b} {totals[b_key]:.2f} ms "
+          f"({totals[b_key] / totals[a_key]:.3f}x)")
+    w = max(12, len(name_a) + 2, len(name_b) + 2)
+    print(f"{'call  kernel':<62}{name_a:>{w}}{name_b:>{w}}{'ratio':>7}")
+    # by call, in the first build's order; keys are "index name #k", matched on "name #k"
+    def by_call(d):
+        return {k.split(" ", 1)[1]: (int(k.split(" ", 1)[0]), v) for k, v in d.items()}
+
+    off_c, on_c = by_call(off), by_call(on)
+    order = sorted(set(off_c) | set(on_c), key=lambda n: (off_c.get(n) or on_c.get(n))[0])
+    for call in order:
+        a, b = (off_c[call][1] if call in off_c else None), (on_c[call][1] if call in on_c else None)
+        name = f"{(off_c.get(call) or on_c.get(call))[0]:03d} {call}"
         if a is None or b is None:
-            print(f"{name[:61]:<62}{a if a is not None else '-':>{w}}{b if b is not None else '-':>{w}}")
+            print(f"{name[:61]:<62}{f'{a:.3f}' if a is not None else '-':>{w}}{f'{b:.3f}' if b is not None else '-':>{w}}")
         elif max(a, b) >= min_ms:
             print(f"{name[:61]:<62}{a:>{w}.3f}{b:>{w}.3f}{b / a:>7.2f}")
 
@@ -168,7 +184,7 @@ def ort_profile(eager, inputs, threads: int, rounds: int) -> tuple[dict[str, flo
 
 
 def main() -> None:
-    from tvm_vs_torch import MODELS, SHRUNK, parse_defines
+    from tvm_vs_torch import MODELS, SHRUNK, no_zero_params, parse_defines
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help=", ".join(MODELS))
@@ -179,6 +195,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--switch", default=None, help="environment variable: compare the builds with VAR=0 and VAR=1")
+    ap.add_argument("--vs-static", action="store_true",
+                    help="compare the static and the symbolic build, interleaved call by call (with --switch: "
+                         "under VAR=1)")
     args = ap.parse_args()
     from torch_util import random_inputs
 
@@ -193,12 +212,21 @@ def main() -> None:
     spec = loader(ov)
     inputs = random_inputs(spec, dims, seed=0)
     torch.manual_seed(0)
-    eager = spec.to_torch().eval()
+    eager = no_zero_params(spec.to_torch().eval())
     target = "tvm-cpu"
     if args.mcpu:
         from specc.targets import load_target
 
         target = load_target("tvm-cpu").model_copy(update={"mcpu": args.mcpu})
+    if args.vs_static:
+        from env_ab import build
+
+        env = {args.switch: "1"} if args.switch else {}
+        builds = {"static": build(spec, eager, env, target, dims), "symbolic": build(spec, eager, env, target)}
+        print(f"== {args.model} ({ov}), static vs symbolic dims{f' ({args.switch}=1)' if env else ''}, "
+              f"{threads} thread(s), mcpu {args.mcpu or 'host'}; load {os.getloadavg()[0]:.1f}")
+        print_switch("", *switch_profile(builds, inputs, args.rounds, threads), labels=("static", "symbolic"))
+        return
     if args.switch:
         from env_ab import build
 

@@ -259,6 +259,16 @@ def first(out):
     return out.numpy() if hasattr(out, "numpy") else np.asarray(out)
 
 
+def no_zero_params(module):
+    """`module` with every all-zero parameter given random values: a zero-initialised tensor (ViT's head, biases)
+    would make the output checks against PyTorch vacuous (0 == 0)."""
+    with torch.no_grad():
+        for p in module.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.02)
+    return module
+
+
 def rel_diff(got, want) -> float:
     got, want = first(got), first(want)
     return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
@@ -278,12 +288,7 @@ def bench(name: str, overrides: dict, threads: list[int], peaks: dict[int, tuple
     spec = loader(overrides)
     inputs = random_inputs(spec, dims, seed=0)
     torch.manual_seed(0)
-    eager = spec.to_torch().eval()
-    with torch.no_grad():
-        # a zero-initialised tensor (ViT's head, biases) would make the output checks below vacuous (0 == 0)
-        for p in eager.parameters():
-            if not p.any():
-                p.normal_(0.0, 0.02)
+    eager = no_zero_params(spec.to_torch().eval())
     target = "tvm-cpu"
     if args.mcpu:
         from specc.targets import load_target

@@ -460,6 +460,35 @@ def test_prefetching_gemm_with_leading_dims(target, k):
         np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("task_vars", ["1", "0"])
+def test_prefetch_divides_by_a_symbolic_tile_count_once_per_task(task_vars, monkeypatch):
+    """With a symbolic row count (a sequence length) the prefetching GEMM's tile count is symbolic: the prefetch
+    divides by it once per task, into variables bound before the reduction loop (few_rows._prefetch_next_panel), not
+    in every round and for every line (which cost BERT's symbolic build 5% on its K = 768 GEMMs).
+    SPECC_PREFETCH_TASK_VARS=0 builds the old form, which this test tells apart. Numerics vs the reference."""
+    monkeypatch.setenv("SPECC_PREFETCH_TASK_VARS", task_vars)
+    rng = np.random.default_rng(14)
+    seq = tirx.Var("seq", "int64")
+    w = (rng.standard_normal((200, 64)) * 0.2).astype("float32")
+    x = relax.Var("x", relax.TensorType((seq, 64), "float32"))
+
+    def body(bb):
+        return bb.emit(relax.op.linear(x, relax.const(w)))
+
+    mod = _function([x], body)
+    opt = optimize_for_cpu(mod, HOST)
+    assert [v for v in last_stats()["schedules"].values() if "gemm" in v] == ["tiled-gemm-prefetch"]
+    text = next(f for gv, f in opt.functions_items() if "dense" in gv.name_hint).script().splitlines()
+    # the prefetch: its loop over lines (count) and the llvm.prefetch call (address)
+    at = next(i for i, line in enumerate(text) if "llvm.prefetch" in line)
+    reads_seq = any(re.search(r"\bseq\b", line) for line in text[at - 1:at + 1])
+    assert reads_seq == (task_vars == "0")
+    fast, ref = _build(mod, HOST, True), _build(mod, HOST, False)
+    for rows in (1, 7, 50):
+        xi = rng.standard_normal((rows, 64)).astype("float32")
+        np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
 @pytest.mark.parametrize("rows_name, gate", [("routed2", "silu"), ("n", "gelu_tanh")])
 def test_gated_unit_is_one_gemm(target, rows_name, gate):
@@ -636,6 +665,92 @@ def test_attention_symbolic_seq_with_bias():
         qi, ki, vi = (rng.standard_normal((1, seq, 2, 8)).astype("float32") for _ in range(3))
         bi = rng.standard_normal((1, 2, seq, seq)).astype("float32")
         np.testing.assert_allclose(_run(fast, qi, ki, vi, bi), _np_attention(qi, ki, vi, False, bi),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def _loop_shaped(mod, target, prefix: str) -> str:
+    """The text of the PrimFunc named `prefix`... of optimize_for_cpu(mod) after the loop-shaping passes of TVM's
+    s_tir pipeline (in its order, up to vectorisation): which loads and stores became vectors."""
+    from tvm import s_tir
+
+    opt = optimize_for_cpu(mod, target)
+    func = next(f for gv, f in opt.functions_items() if gv.name_hint.startswith(prefix))
+    st, tt = s_tir.transform, tirx.transform
+    passes = [st.LowerInitBlock(), st.PlanAndUpdateBufferAllocationLocation(), st.ConvertBlocksToOpaque(),
+              st.CompactBufferAllocation(), st.LowerMatchBuffer(), st.StmtSimplify(), st.LowerOpaqueBlock(),
+              tt.FlattenBuffer(), st.LoopPartition(), tt.VectorizeLoop(True), tt.StmtSimplify()]
+    with target:
+        return tvm.transform.Sequential(passes)(tvm.IRModule({"main": func}))["main"].script()
+
+
+def _vector_loads(text: str, buffer: str) -> list[str]:
+    """The start index of every contiguous vector load from `buffer` (its flattened view `buffer_1`)."""
+    return re.findall(rf"\b{buffer}(?:_\d+)?\[T\.Ramp\((.*?), T\.int64\(1\), \d+\)\]", text)
+
+
+def _vector_store(text: str, buffer: str) -> bool:
+    return re.search(rf"\b{buffer}\[[^\]\n]*:[^\]\n]*\] = ", text) is not None
+
+
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+@pytest.mark.parametrize("tails", ["1", "0"])
+def test_attention_symbolic_keys_stay_vectorised(target, tails, monkeypatch):
+    """A symbolic key count is padded to whole nr-wide tiles (kernels._tails): the key tiles below T // nr read the
+    bias and P.V reads V as whole vectors, unclamped (TVM's LoopPartition cuts the loops at `likely(j < T)`), and
+    the mask, exp and normalisation passes store vectors. SPECC_ATTN_TAILS=0 builds the form before (a clamp per
+    lane and scalar loops: BERT's masked attention 1.4-1.7x its static build), which this test tells apart. Both
+    agree with NumPy at lengths with and without a tail tile."""
+    monkeypatch.setenv("SPECC_ATTN_TAILS", tails)
+    rng = np.random.default_rng(8)
+    s = tirx.Var("s", "int64")
+    query, key, value = (relax.Var(nm, relax.TensorType((1, s, 2, 32), "float32")) for nm in ("query", "key", "value"))
+    bias = relax.Var("bias", relax.TensorType((1, 2, s, s), "float32"))
+
+    def body(bb):
+        return bb.emit(relax.op.nn.attention(query, key, value, bias))
+
+    mod = _function([query, key, value, bias], body)
+    text = _loop_shaped(mod, target, "specc_attention")
+    value_loads = _vector_loads(text, "value")
+    shaped = [bool(_vector_loads(text, "bias")), bool(value_loads) and all("T.min(j3" not in x for x in value_loads),
+              *(_vector_store(text, "specc_attn_" + stage) for stage in ("mask", "exp", "norm"))]
+    assert (shaped == [True] * 5) if tails == "1" else not any(shaped)
+    fast = _build(mod, target, True)
+    assert "attention" in last_stats()["schedules"].values()
+    for seq in (5, 32, 45, 64):
+        qi, ki, vi = (rng.standard_normal((1, seq, 2, 32)).astype("float32") for _ in range(3))
+        bi = np.where(rng.random((1, 1, 1, seq)) < 0.8, 0.0, -np.inf).astype("float32")
+        bi[..., 0] = 0.0  # a padding mask (BERT's): every row keeps a key
+        bi = np.broadcast_to(bi, (1, 2, seq, seq)).copy()
+        np.testing.assert_allclose(_run(fast, qi, ki, vi, bi), _np_attention(qi, ki, vi, False, bi),
+                                   rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("view", ["1", "0"])
+def test_attention_reads_a_broadcast_bias_unbroadcast(view, monkeypatch):
+    """A padding mask broadcast to the scores' shape (rules/attention.py: broadcast_to([B, 1, 1, T] -> [B, H, S, T]))
+    reaches the attention kernel as [B, 1, 1, T] (rewrite._unbroadcast): no [B, H, S, T] tensor is written per call.
+    SPECC_ATTN_BIAS_VIEW=0 keeps the broadcast. Numerics vs NumPy either way."""
+    monkeypatch.setenv("SPECC_ATTN_BIAS_VIEW", view)
+    rng = np.random.default_rng(9)
+    b, s, heads = tirx.Var("b", "int64"), tirx.Var("s", "int64"), 3
+    q, k, v = (relax.Var(nm, relax.TensorType((b, s, heads, 16), "float32")) for nm in "qkv")
+    mask = relax.Var("mask", relax.TensorType((b, 1, 1, s), "float32"))
+
+    def body(bb):
+        bias = bb.emit(relax.op.broadcast_to(mask, (b, heads, s, s)))
+        return bb.emit(relax.op.nn.attention(q, k, v, bias))
+
+    mod = _function([q, k, v, mask], body)
+    attn = next(f for gv, f in optimize_for_cpu(mod, HOST).functions_items() if gv.name_hint == "specc_attention")
+    bias_shape = [int(x) if isinstance(x, tirx.IntImm) else str(x) for x in attn.params[3].ty.shape]
+    assert bias_shape == (["b", 1, 1, "s"] if view == "1" else ["b", 3, "s", "s"])
+    fast = _build(mod, HOST, True)
+    for bn, seq in ((1, 7), (2, 40)):
+        qi, ki, vi = (rng.standard_normal((bn, seq, heads, 16)).astype("float32") for _ in range(3))
+        mi = np.where(rng.random((bn, 1, 1, seq)) < 0.7, 0.0, -np.inf).astype("float32")
+        mi[..., 0] = 0.0
+        np.testing.assert_allclose(_run(fast, qi, ki, vi, mi), _np_attention(qi, ki, vi, False, mi),
                                    rtol=1e-4, atol=1e-5)
 
 

@@ -76,6 +76,12 @@ def _schedule_few_rows_gemm(sch, main, info: CPUInfo, mr: int, nr: int, _schedul
     return func
 
 
+def _task_constants() -> bool:
+    """SPECC_PREFETCH_TASK_VARS=0: the prefetch of a GEMM with a symbolic tile count divides by it in every round,
+    as before (A/B timing)."""
+    return os.environ.get("SPECC_PREFETCH_TASK_VARS", "1") != "0"
+
+
 def _exact_tail_rows(sch, main):
     """The row count to give the GEMM an exact last row tile (_exact_row_tail) for, or None: a static count (one copy
     of the reduction nest) or a routed expert's (mr - 1 copies: a few dozen rows, of which the padding was up to 15%).
@@ -207,18 +213,33 @@ def _prefetch_next_panel(func, par, ko, weight, tiles, n_panels: int, kdim: int,
     rounds = kdim // ki
     f = par.astype("int64")
     panel = tirx.min(tirx.floormod(tirx.floordiv(f, tiles), n_panels) + 1, n_panels - 1)
-    step = tirx.floormod(f, tiles) * rounds + ko.astype("int64")
-    start = tirx.floordiv(step * lines_per_round, tiles)
-    end = tirx.floordiv((step + 1) * lines_per_round, tiles)
+    if _static(tiles) is not None or not _task_constants():
+        step = tirx.floormod(f, tiles) * rounds + ko.astype("int64")
+        start = tirx.floordiv(step * lines_per_round, tiles)
+        end = tirx.floordiv((step + 1) * lines_per_round, tiles)
+        bind = []
+    else:
+        # a symbolic tile count (rows = a sequence length, a routed expert's): the divisions by it once per task, in
+        # variables bound before the reduction loop, not in every round (an integer division per round and line cost
+        # the symbolic build's prefetching GEMMs 5%); each tile prefetches a `share` of the panel's lines, in rounds
+        total = lines_per_round * rounds
+        tile, pf_panel, share = (tirx.Var(n, "int64") for n in ("pf_tile", "pf_panel", "pf_share"))
+        bind = [(tile, tirx.floormod(f, tiles)), (pf_panel, panel),
+                (share, tirx.floordiv(total + tiles - 1, tiles))]
+        per_round = tirx.floordiv(share + (rounds - 1), rounds)
+        start = tile * share + ko.astype("int64") * per_round
+        end = tirx.min(tirx.min(start + per_round, (tile + 1) * share), total)
+        panel = pf_panel
+
     def at(j):
         pos = (start + j) * line  # float offset inside the panel
         return [panel, tirx.floordiv(pos, nr), tirx.floormod(pos, nr)]
-    return _prefetch_before(func, ko, weight, at, end - start)
+    return _prefetch_before(func, ko, weight, at, end - start, bind)
 
 
-def _prefetch_before(func, loop_var, weight, at, count):
+def _prefetch_before(func, loop_var, weight, at, count, bind=()):
     """`func` with `for j < count: prefetch weight[at(j)] into L2` at the start of each iteration of `loop_var`'s
-    loop."""
+    loop; `bind`: (var, value) pairs bound before that loop (once per task)."""
     from tvm.tirx import stmt as ts
 
     j = tirx.Var("pf_line", "int64")
@@ -230,8 +251,9 @@ def _prefetch_before(func, loop_var, weight, at, count):
     prefetch = ts.For(j, tirx.const(0, "int64"), count, ts.ForKind.SERIAL, fetch)
 
     def at_round(loop):
-        return ts.For(loop.loop_var, loop.min, loop.extent, loop.kind, ts.SeqStmt([prefetch, loop.body]),
+        loop = ts.For(loop.loop_var, loop.min, loop.extent, loop.kind, ts.SeqStmt([prefetch, loop.body]),
                       loop.thread_binding, loop.annotations)
+        return ts.SeqStmt([*(ts.Bind(v, e) for v, e in bind), loop]) if bind else loop
 
     return func.with_body(_rewrite_loop(func.body, loop_var, at_round))
 

@@ -457,6 +457,8 @@ class HeavyOpRewriter(PyExprMutator, NCHWcRewrites):
             return None
         if bias is not None and (_static_shape(bias) is None or len(_static_shape(bias)) > 4):
             return None
+        if bias is not None:
+            bias = self._unbroadcast(bias)
         scale = float(a.scale.value) if a.scale is not None else 1.0 / math.sqrt(d)
         causal = None if a.causal_mask is None else str(a.causal_mask)
         if causal not in (None, "TopLeft", "BottomRight"):
@@ -472,6 +474,27 @@ class HeavyOpRewriter(PyExprMutator, NCHWcRewrites):
 
         # attention is not fused with neighbours: it is opaque for FuseOps
         return self._call(fte, args, "specc_attention", {"op_pattern": 8})
+
+
+    def _unbroadcast(self, bias):
+        """The tensor a `broadcast_to` bias was broadcast from, when the kernel can read it as it is (rank <= 4, each
+        dim 1 or the full one; kernels.attention_bsnh reads a dim of 1 at 0): a padding mask [B, 1, 1, T] (BERT,
+        rules/attention.py) then is not written out as [B, H, T, T] on every call, nor read back per query row.
+        SPECC_ATTN_BIAS_VIEW=0: the broadcast bias (A/B timing)."""
+        if os.environ.get("SPECC_ATTN_BIAS_VIEW", "1") == "0" or not isinstance(bias, relax.Var):
+            return bias
+        bound = self.lookup_binding(bias)
+        if not (isinstance(bound, relax.Call) and isinstance(bound.op, tvm.ir.Op)
+                and bound.op.name == "relax.broadcast_to"):
+            return bias
+        src, full = _static_shape(bound.args[0]), _static_shape(bias)
+        if src is None or len(src) > 4 or _dtype(bound.args[0]) != _dtype(bias):
+            return bias
+        tail = full[len(full) - len(src):]
+        if all(a == 1 or a == b if isinstance(a, int) else not isinstance(b, int) and _same_dim(a, b)
+               for a, b in zip(src, tail)):
+            return bound.args[0]
+        return bias
 
 
 def rewrite_heavy_ops(mod: tvm.IRModule, info: CPUInfo, fast_math: bool = True) -> tuple[tvm.IRModule, dict]:

@@ -1,6 +1,7 @@
 """Helpers every s_tir schedule here uses: block and loop queries, inlining, vectorising and parallelising."""
 from __future__ import annotations
 
+import tvm
 from tvm import tirx
 
 from .kernels import KIND
@@ -77,13 +78,22 @@ def _inline_intermediates(sch, skip):
                 continue
 
 
-def _vectorize_inner(sch, loops, lanes, max_factor=None):
-    """Vectorise the innermost loop when its extent is a static multiple of `lanes`."""
+def _vectorize_inner(sch, loops, lanes, max_factor=None, symbolic=False):
+    """Vectorise the innermost loop when its extent is a static multiple of `lanes`; with `symbolic`, also a
+    symbolic extent that is provably a multiple (attention's keys padded to whole tiles, ceil(T / nr) * nr): split by
+    the largest such width."""
     if not loops:
         return loops
     inner = loops[-1]
     ext = _extent(sch, inner)
-    if ext is None or ext < lanes:
+    if ext is None:
+        vec = _symbolic_width(sch.get(inner).extent, lanes, max_factor) if symbolic else None
+        if vec is None:
+            return loops
+        o, i = sch.split(inner, [None, vec])
+        sch.vectorize(i)
+        return loops[:-1] + [o, i]
+    if ext < lanes:
         return loops
     if ext % lanes != 0:
         return loops
@@ -99,6 +109,15 @@ def _vectorize_inner(sch, loops, lanes, max_factor=None):
     o, i = sch.split(inner, [None, vec])
     sch.vectorize(i)
     return loops[:-1] + [o, i]
+
+
+def _symbolic_width(ext, lanes, max_factor=None) -> int | None:
+    """The largest of 4, 2 and 1 vectors (at most max_factor) that provably divides the symbolic extent `ext`."""
+    analyzer = tvm.sym.Analyzer()
+    for f in (4 * lanes, 2 * lanes, lanes):
+        if (max_factor is None or f <= max_factor) and analyzer.can_prove(tirx.floormod(ext, f) == 0):
+            return f
+    return None
 
 
 def _parallel_prefix(sch, loops, min_work=_MIN_PARALLEL_WORK, work=None):

@@ -19,6 +19,7 @@ import os
 import tvm
 from tvm import s_tir, tirx
 
+from . import kernels
 from ._target import CPUInfo
 from .few_rows import _exact_row_tail, _exact_tail_rows, _prefetch_next_conv_panel, _schedule_few_rows_gemm
 from .sched_util import (
@@ -319,9 +320,11 @@ def _schedule_attention(sch, qk, pv, info: CPUInfo):
     _schedule_row_partials(sch, [find("specc_attn_max_part"), find("specc_attn_sum_part")], info)
     # exp: (ii, j) vectorised on j
     el = sch.get_loops(find("specc_attn_exp"))
-    _vectorize_inner(sch, el[-2:], lanes)
+    # a symbolic number of keys is padded to whole nr-wide tiles: vectorisable too (kernels._tails)
+    symbolic = kernels._tails()
+    _vectorize_inner(sch, el[-2:], lanes, symbolic=symbolic)
     if norm is not None:
-        _vectorize_inner(sch, sch.get_loops(norm)[-2:], lanes)
+        _vectorize_inner(sch, sch.get_loops(norm)[-2:], lanes, symbolic=symbolic)
 
     pinit = sch.decompose_reduction(pv, j)
     il = sch.get_loops(pinit)
