@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 import time
+from unittest import mock
 
 os.environ.setdefault("TVM_NUM_THREADS", "1")
 
@@ -30,9 +31,7 @@ def build(seq: int | None, heads: int, dim: int, bias: bool, causal: bool, targe
 
     from specc.backends.tvm.schedules import TIR_PIPELINE, optimize_for_cpu
 
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with mock.patch.dict(os.environ, env):  # set while it compiles, restored after
         b, t = (1, seq) if seq else (tirx.Var("B", "int64"), tirx.Var("T", "int64"))
         q, k, v = (relax.Var(n, relax.TensorType((b, t, heads, dim), "float32")) for n in "qkv")
         m = relax.Var("m", relax.TensorType((b, heads, t, t), "float32"))
@@ -44,12 +43,6 @@ def build(seq: int | None, heads: int, dim: int, bias: bool, causal: bool, targe
             bb.emit_func_output(out)
         ex = tvm.compile(optimize_for_cpu(bb.get(), target), target, tir_pipeline=TIR_PIPELINE)
         return relax.VirtualMachine(ex, tvm.cpu())
-    finally:
-        for key, val in old.items():
-            if val is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = val
 
 
 def main() -> None:

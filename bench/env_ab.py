@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tvm_vs_torch as tvt  # noqa: E402  (sets the thread variables before torch / tvm load)
@@ -35,16 +36,8 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
 
 def build(spec, eager, env: dict[str, str], target="tvm-cpu", dims: dict[str, int] | None = None):
     """spec's TVM build with the environment variables `env` set while it compiles (switches read at build time)."""
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with mock.patch.dict(os.environ, env):  # set while it compiles, restored after
         return spec.to_tvm(target, weights=eager, dims=dims)
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def main() -> None:
