@@ -103,7 +103,7 @@ class BlocksMixin:
         for i, t in zip(callee.inputs, tensors):
             env.update(size_env(callee[i].type, t.type))
         pins = [cond for cond, _ in callee.pins]
-        outs = [in_caller_terms(as_computed(o, pins), env) for o in callee.output_types()]
+        outs = [in_caller_terms(as_computed(o, pins, set(env)), env) for o in callee.output_types()]
         ty = outs[0] if len(outs) == 1 else TupleType(tuple(outs))
         name = alias if alias and b.free(alias) else b.fresh(alias or _snake(d.name))
         call_exprs = tuple((k, A.unparse(e)) for k, e in given_exprs.items() if e is not None and not _literal(e))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..hyper import HInt, InputSize, expr_name, pinned_equal, spec_name, substitute
+from ..hyper import HInt, InputSize, expr_name, names, pinned_equal, spec_name, substitute
 from ..symbolic import Sym
 from ..types import TensorType, TupleType
 
@@ -61,18 +61,18 @@ def _static(d: Any) -> bool:
     return isinstance(d, int) and not isinstance(d, (bool, Sym))
 
 
-def as_computed(t: Any, pins: list[str]) -> Any:
+def as_computed(t: Any, pins: list[str], known: set[str]) -> Any:
     """A block's result type with each of its input sizes that the block's conditions hold equal to a size it computes
     written as that size: after `if channels(x) != out { x = x -> conv2d(out, 1) }` not taken, the `x` it returns has
-    `out` channels (which is what the other branch returns too), not `x_channels`."""
+    `out` channels (which is what the other branch returns too), not `x_channels`. Only a size written in `known`
+    names (what the caller can put its own for) replaces one: else the caller would get a bare number."""
     if isinstance(t, TupleType):
-        return TupleType(tuple(as_computed(i, pins) for i in t.items))
+        return TupleType(tuple(as_computed(i, pins, known) for i in t.items))
     if not isinstance(t, TensorType) or not any(isinstance(d, InputSize) for d in t.shape):
         return t
-    equal = pinned_equal(pins)
+    equal = {k: v for k, v in pinned_equal(pins).items() if names(v) <= known and v not in _input_names(t)}
     return t.with_shape(HInt(int(d), equal[spec_name(d.expr)]) if isinstance(d, InputSize) and d.expr is not None
-                        and spec_name(d.expr) in equal and equal[spec_name(d.expr)] not in _input_names(t) else d
-                        for d in t.shape)
+                        and spec_name(d.expr) in equal else d for d in t.shape)
 
 
 def _input_names(t: TensorType) -> set[str]:
