@@ -82,10 +82,11 @@ class Sym:
             if exact is not None:
                 return exact  # 32*B*T // (B*T) == 32, as reshape(B, T, -1) needs
             mono, coef = next(iter(other.terms.items()))
-            whole = {m: c for m, c in self.terms.items() if _div_by_monomial({m: c}, mono, coef) is not None}
-            if whole and coef > 0:  # (a - p)//p == a//p - 1: the terms p divides come out (sizes are positive)
-                rest = _norm({m: c for m, c in self.terms.items() if m not in whole})
-                return _div_by_monomial(whole, mono, coef) + rest // other
+            parts = {m: _div_by_monomial({m: c}, mono, coef) for m, c in self.terms.items()}
+            if coef > 0 and any(q is not None for q in parts.values()):
+                # (a - p)//p == a//p - 1: the terms p divides come out (sizes are positive)
+                rest = _norm({m: c for m, c in self.terms.items() if parts[m] is None})
+                return sum(q for q in parts.values() if q is not None) + rest // other
         if isinstance(other, int) and other == 1:
             return self
         if isinstance(other, int) and other > 1:
@@ -218,27 +219,24 @@ def _floordiv_int(terms: dict[Monomial, int], k: int) -> "Dim":
     inner = _norm(rest)
     if isinstance(inner, int):  # only a constant is left (whole then holds the symbols)
         return _norm(whole) + inner // k
-    (mono, coef), = inner.terms.items() if len(inner.terms) == 1 else ((None, 0),)
-    nested = _int_division(mono[0]) if coef == 1 and mono is not None and len(mono) == 1 else None
+    nested = None
+    if len(inner.terms) == 1:
+        (mono, coef), = inner.terms.items()
+        nested = _int_division(mono[0]) if coef == 1 and len(mono) == 1 else None
     if nested is not None:  # (X // b) // k == X // (b * k) for positive b, k
         quotient = nested[0] // (nested[1] * k)
     else:
         quotient = Sym.var(f"({inner})//{k}")
-    return _norm(whole) + quotient if whole else quotient
+    return _norm(whole) + quotient
 
 
 def _int_division(atom: str) -> "tuple[Dim, int] | None":
     """`(X)//b` (an atom the printer made, b a positive int) -> (X, b); None for any other atom."""
     head, sep, tail = atom.rpartition(")//")
-    if not sep or not tail.isdigit() or not head.startswith("(") or int(tail) < 1:
+    if not sep or not tail.isdigit() or int(tail) < 1:
         return None
-    inner = head[1:]
-    depth = 0
-    for ch in inner:  # the parentheses must enclose X alone: `(a)//2 + (b)//2` is no such atom
-        depth += (ch == "(") - (ch == ")")
-        if depth < 0:
-            return None
-    return (parse_dim(inner), int(tail)) if depth == 0 else None
+    inner = _unwrapped(head + ")")  # the parentheses must enclose X alone: `(a)//2 + (b)//2` is no such atom
+    return None if inner == head + ")" else (parse_dim(inner), int(tail))
 
 
 def _compound(atom: str) -> bool:

@@ -402,9 +402,7 @@ def _names_read_expr(e) -> set[str]:
 
 
 def _value_text(v) -> str | None:
-    if isinstance(v, (HInt, HFloat)) and v.expr is not None:
-        return v.expr
-    if isinstance(v, (HList, HTuple)) and v.expr is not None:  # a list hyper-parameter as it is: `len(widths)`
+    if isinstance(v, (HInt, HFloat, HList, HTuple)) and v.expr is not None:  # a list as it is: `len(widths)`
         return v.expr
     if isinstance(v, (bool, int, float, str)) or v is None:
         return repr(plain(v))

@@ -499,11 +499,10 @@ class _Planner:
             env[src] = site.hparams.get(src, self.m.hparams.get(src))
         value = env[src]
         if generic:
-            given = site.expr(n, src)  # `causal=causal`: the caller's own bool hyper-parameter, passed on by name
-            if isinstance(value, bool) and given and given.isidentifier() and isinstance(site.hparams.get(given), bool):
-                return marker(expr_name(given))
-            if isinstance(value, (list, tuple)) and given and given.isidentifier() \
-                    and isinstance(site.hparams.get(given), (list, tuple)):  # `Stack(widths)`: the list, by name
+            # `causal=causal`, `Stack(widths)`: the caller's own bool or list hyper-parameter, passed on by name
+            given = site.expr(n, src)
+            kind = bool if isinstance(value, bool) else (list, tuple) if isinstance(value, (list, tuple)) else None
+            if kind and given and given.isidentifier() and isinstance(site.hparams.get(given), kind):
                 return marker(expr_name(given))
             return _text_of(value)
         return pyval(int(value) if isinstance(value, HInt) else float(value) if isinstance(value, HFloat)
