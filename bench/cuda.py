@@ -1,105 +1,234 @@
 """specc's tvm-cuda build vs PyTorch on the same GPU: ResNet-50 (batch 32) and GPT-2 (batch 8 x 1024 tokens).
 
-    python bench/cuda.py                       # both models, sm_ from the device, 20 timed runs each
-    python bench/cuda.py --models resnet50 --runs 50
+    python bench/cuda.py                          # build and run here: needs a GPU and a full TVM
+    python bench/cuda.py build DIR                # on any machine with TVM's compiler (no GPU needed) ...
+    python bench/cuda.py run DIR [--runs 50]      # ... then on the GPU machine, which needs only torch and TVM's
+                                                  # runtime (libtvm_runtime + libtvm_runtime_cuda) and nvcc or NVRTC
 
-NOT YET RUN: written on a CPU-only machine (issue 16, item 6); no figures from it exist yet. It needs a CUDA GPU,
-a CUDA build of torch and TVM's CUDA runtime (NVRTC via cuda-python, or nvcc with TVM_CUDA_COMPILE_MODE=nvcc).
-
-For each model: the spec is built for PyTorch (eval mode, on the GPU) and for `tvm-cuda` with the same weights
-(`specc compile --target tvm-cuda` does the same build), both run on the same random input, the outputs are compared
-(max |diff| / max |ref|, must be <= 1e-4: TVM's CUDA kernels are fp32 like torch's with TF32 switched off here), and
-both are timed with CUDA-synchronised wall clocks: median and minimum of --runs calls after warm-up.
+`build` writes, per model, the CUDA library without its weights (`build(..., bind_weights=False)`: GPT-2's 500 MB
+of weights need not travel), the PyTorch module specc emits for the same spec, and a JSON file saying how they fit
+together (input types, the weights' names and order). `run` builds the PyTorch module on the GPU with its own seeded
+initialisation, hands the same weights to the TVM library (their weight-only arithmetic runs once, in
+main_transform_params), runs both on the same random input, compares the outputs (max |diff| / max |ref|, must be
+<= 1e-4: fp32 on both sides, TF32 off) and times both with CUDA-synchronised wall clocks, median and minimum of
+--runs calls after warm-up. The CUDA kernels are compiled for the GPU's own sm_ when the library loads.
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
+import importlib.util
+import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-
-import specc  # noqa: E402
 
 MODELS = {
     "resnet50": ("resnet50.nn", {"B": 32}),
     "gpt2": ("gpt2.nn", {"B": 8, "T": 1024}),
+    "lenet5": ("lenet5.nn", {"B": 4}),  # a seconds-long check of the two steps (tests/test_bench_cuda.py, on CPU)
 }
 
 
-def timed(fn, runs: int) -> tuple[float, float]:
+# ---- build: any machine with TVM's compiler ----
+
+def build(folder: Path, models: list[str], arch: str, target: str = "tvm-cuda") -> None:
+    sys.path.insert(0, str(REPO))
+    import specc
+    from specc.naming import class_name
+    from specc.targets import load_target
+    from specc.types import DTYPES
+
+    folder.mkdir(parents=True, exist_ok=True)
+    target = load_target(target)
+    if target.device == "cuda":
+        target = target.model_copy(update={"arch": arch})
+    for name in models:
+        file, dims = MODELS[name]
+        spec = specc.load(REPO / "specs" / file)
+        t0 = time.perf_counter()
+        built = spec.to_tvm(target, dims=dims, bind_weights=False)
+        built.export_library(folder / f"{name}.so")
+        (folder / f"{name}_torch.py").write_text(spec.torch_source())
+        inputs = [[n, DTYPES[t.dtype], [int(d.subs(dims)) if hasattr(d, "subs") else int(d) for d in t.shape]]
+                  for n, t in zip(built.input_names, built.lowered.input_types)]
+        meta = {"model": name, "dims": dims, "device": target.device, "class": class_name(spec.module.name), "library": f"{name}.so",
+                "torch": f"{name}_torch.py", "inputs": inputs,
+                "weights": [[n, list(shape), dtype] for n, (shape, dtype) in built.lowered.weights.items()]}
+        (folder / f"{name}.json").write_text(json.dumps(meta, indent=1))
+        print(f"{name} {dims}: built for {arch if target.device == 'cuda' else target.name} in {time.perf_counter() - t0:.0f} s, "
+              f"{(folder / f'{name}.so').stat().st_size / 1e6:.1f} MB library", flush=True)
+
+
+# ---- run: the GPU machine ----
+
+def load_tvm_runtime(arch: str | None):
+    """TVM with its CUDA runtime loaded, compiling CUDA source for `arch` with NVRTC when a library loads (None: a
+    CPU run, nothing to load).
+
+    A runtime-only TVM (TVM_USE_RUNTIME_LIB=1, or the compiler library absent) neither loads its backends nor can
+    ask for the current target, which TVM's own compile callback does; so the CUDA runtime is loaded here and the
+    callback is replaced by one that names the architecture."""
+    import tvm
+
+    if arch is None:
+        return tvm
+    import tvm_ffi
+    from tvm.base import _LOADED_LIBS
+    from tvm.support import nvcc
+
+    if "tvm_runtime_cuda" not in _LOADED_LIBS:
+        lib = Path(_LOADED_LIBS["tvm_runtime"]._name).resolve().parent / "libtvm_runtime_cuda.so"
+        _LOADED_LIBS["tvm_runtime_cuda"] = ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+
+    @tvm_ffi.register_global_func("tvm_callback_cuda_compile", override=True)
+    def compile_cuda(code):
+        try:
+            return nvcc.compile_cuda(code, target_format="cubin", arch=arch, compiler="nvrtc")
+        except Exception as e:  # no usable NVRTC (cuda-bindings missing or another CUDA): nvcc, as a command
+            print(f"NVRTC failed ({type(e).__name__}: {str(e)[:200]}); compiling with nvcc", flush=True)
+            return nvcc_cubin(code, arch)
+
+    return tvm
+
+
+def nvcc_cubin(code: str, arch: str) -> bytes:
+    """CUDA source -> cubin with the nvcc on PATH (TVM's own nvcc route needs its compiler library)."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "kernels.cu", Path(tmp) / "kernels.cubin"
+        src.write_text(code)
+        subprocess.run(["nvcc", "--cubin", "-O3", "-arch", arch, "--expt-relaxed-constexpr", "-w", "-o", str(out),
+                        str(src)], check=True)
+        return out.read_bytes()
+
+
+def timed(fn, runs: int, sync) -> tuple[float, float]:
     for _ in range(3):
         fn()
-    torch.cuda.synchronize()
+    sync()
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
         fn()
-        torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times), min(times)
 
 
-def arch() -> str:
-    major, minor = torch.cuda.get_device_capability(0)
-    return f"sm_{major}{minor}"
+def random_input(kind: str, shape: list[int], gen):
+    import torch
+
+    if kind.startswith("int"):  # token ids, drawn from [0, 2) as the tests' random inputs are
+        return torch.randint(0, 2, shape, generator=gen, dtype=getattr(torch, kind))
+    return torch.randn(shape, generator=gen, dtype=getattr(torch, kind))
 
 
-def bench(name: str, runs: int) -> dict:
-    from torch_util import random_inputs
+def run_one(folder: Path, meta: dict, runs: int, arch: str | None) -> dict:
+    """Build the PyTorch module, load the TVM library with the module's weights, compare and time both."""
+    import numpy as np
+    import torch
 
-    from specc.targets import load_target
+    tvm = load_tvm_runtime(arch)
+    from tvm.runtime.vm import VirtualMachine
 
-    file, dims = MODELS[name]
-    spec = specc.load(REPO / "specs" / file)
+    where = "cuda" if arch else "cpu"
+    sync = torch.cuda.synchronize if arch else (lambda: None)
+    spec = importlib.util.spec_from_file_location(f"specc_bench_{meta['model']}", folder / meta["torch"])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     torch.manual_seed(0)
-    model = spec.to_torch().eval()
-    target = load_target("tvm-cuda").model_copy(update={"arch": arch()})
+    model = getattr(module, meta["class"])().eval().to(where)
+    state = model.state_dict()
+    gen = torch.Generator().manual_seed(0)
+    inputs = [random_input(dtype, shape, gen).to(where) for _, dtype, shape in meta["inputs"]]
+
+    dev = tvm.cuda(0) if arch else tvm.cpu(0)
     t0 = time.perf_counter()
-    built = spec.to_tvm(target, weights=model, dims=dims)
-    compile_s = time.perf_counter() - t0
-    inputs = [x.cuda() for x in random_inputs(spec, dims, seed=0)]
-    model = model.cuda()
+    vm = VirtualMachine(tvm.runtime.load_module(str(folder / meta["library"])), dev, memory_cfg="pooled")
+    weights = [tvm.runtime.tensor(np.ascontiguousarray(state[n].detach().cpu().numpy().astype(dtype)), dev)
+               for n, _, dtype in meta["weights"]]
+    params = list(vm["main_transform_params"](weights))
+    args = [tvm.runtime.from_dlpack(x.contiguous()) for x in inputs] + params
+    vm["main"](*args)
+    sync()
+    load_s = time.perf_counter() - t0
+
     with torch.no_grad():
         want = model(*inputs)
-        got = built(*inputs)
+    got = vm["main"](*args)
     want0 = want[0] if isinstance(want, (tuple, list)) else want
-    got0 = got[0] if isinstance(got, (tuple, list)) else got
-    got0 = torch.as_tensor(np.asarray(got0.cpu() if hasattr(got0, "cpu") else got0))
-    rel = float((got0.float() - want0.float().cpu()).abs().max() / want0.float().abs().max().cpu())
+    got0 = torch.from_dlpack(got if hasattr(got, "shape") else got[0])
+    rel = float((got0.float() - want0.float()).abs().max() / want0.float().abs().max())
 
     def run_torch():
         with torch.no_grad():
             model(*inputs)
 
-    t_torch = timed(run_torch, runs)
-    t_tvm = timed(lambda: built(*inputs), runs)
-    print(f"{name} {dims}: compile {compile_s:.0f} s; max|diff|/max|ref| {rel:.1e} "
-          f"({'OK' if rel <= 1e-4 else 'MISMATCH'}); torch {t_torch[0] * 1e3:.2f} ms (min {t_torch[1] * 1e3:.2f}), "
-          f"tvm {t_tvm[0] * 1e3:.2f} ms (min {t_tvm[1] * 1e3:.2f}), tvm/torch {t_tvm[0] / t_torch[0]:.2f}x")
-    return {"model": name, "rel": rel, "torch_ms": t_torch[0] * 1e3, "tvm_ms": t_tvm[0] * 1e3}
+    t_torch = timed(run_torch, runs, sync)
+    t_tvm = timed(lambda: vm["main"](*args), runs, sync)
+    print(f"{meta['model']} {meta['dims']}: first load+run {load_s:.1f} s (CUDA kernels compile here); "
+          f"max|diff|/max|ref| {rel:.1e} ({'OK' if rel <= 1e-4 else 'MISMATCH'}); torch {t_torch[0] * 1e3:.2f} ms "
+          f"(min {t_torch[1] * 1e3:.2f}), tvm {t_tvm[0] * 1e3:.2f} ms (min {t_tvm[1] * 1e3:.2f}), "
+          f"tvm/torch {t_tvm[0] / t_torch[0]:.2f}x", flush=True)
+    return {"model": meta["model"], "rel": rel, "torch_ms": t_torch[0] * 1e3, "tvm_ms": t_tvm[0] * 1e3}
+
+
+def run(folder: Path, models: list[str], runs: int) -> int:
+    import torch
+
+    metas = [json.loads((folder / f"{name}.json").read_text()) for name in models]
+    arch = None
+    if any(m["device"] == "cuda" for m in metas):
+        if not torch.cuda.is_available():
+            print("no CUDA device (or a CPU-only torch): these libraries need a GPU", file=sys.stderr)
+            return 2
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 on both sides, so the outputs compare at 1e-4
+        torch.backends.cudnn.allow_tf32 = False
+        major, minor = torch.cuda.get_device_capability(0)
+        arch = f"sm_{major}{minor}"
+        print(f"GPU: {torch.cuda.get_device_name(0)} ({arch}), torch {torch.__version__}", flush=True)
+    rows = []
+    for meta in metas:
+        try:
+            rows.append(run_one(folder, meta, runs, arch if meta["device"] == "cuda" else None))
+        except Exception as e:  # one model failing must not hide the other's figures
+            print(f"{meta['model']}: FAILED: {type(e).__name__}: {str(e)[-3000:]}", flush=True)
+            rows.append({"model": meta["model"], "rel": float("inf")})
+    return 0 if all(r["rel"] <= 1e-4 for r in rows) else 1
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("step", nargs="?", choices=["build", "run"], help="build here, run elsewhere (default: both)")
+    ap.add_argument("folder", nargs="?", type=Path, help="where `build` writes and `run` reads")
     ap.add_argument("--models", default="resnet50,gpt2")
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--arch", default="sm_90", help="the sm_ the library is built for (`build`; default sm_90)")
+    ap.add_argument("--target", default="tvm-cuda", help="`build` for another TVM target (tvm-cpu: a check of the "
+                    "two steps on a machine without a GPU)")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
-        print("no CUDA device (or a CPU-only torch): this benchmark needs a GPU", file=sys.stderr)
-        return 2
-    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 on both sides, so the outputs can be compared at 1e-4
-    torch.backends.cudnn.allow_tf32 = False
-    print(f"GPU: {torch.cuda.get_device_name(0)} ({arch()}), torch {torch.__version__}")
-    rows = [bench(m, args.runs) for m in args.models.split(",")]
-    return 0 if all(r["rel"] <= 1e-4 for r in rows) else 1
+    models = args.models.split(",")
+    if args.step and args.folder is None:
+        ap.error(f"`{args.step}` needs a folder")
+    if args.step == "build":
+        build(args.folder, models, args.arch, args.target)
+        return 0
+    if args.step == "run":
+        return run(args.folder, models, args.runs)
+    with tempfile.TemporaryDirectory() as tmp:
+        import torch
+
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability(0)
+            args.arch = f"sm_{major}{minor}"
+        build(Path(tmp), models, args.arch)
+        return run(Path(tmp), models, args.runs)
 
 
 if __name__ == "__main__":

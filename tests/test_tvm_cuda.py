@@ -60,3 +60,49 @@ def test_target_file_picks_the_gpu_architecture(tmp_path):
     spec = load_small(REPO / "specs" / "lenet5.nn")
     model = spec.to_tvm(str(toml))
     assert "sm_90" in model.stats["target"] and assert_has_cuda_kernels(model.executable) > 0
+
+
+def test_unbound_weights_compute_the_same_function():
+    """build(bind_weights=False): the weights are parameters, put through main_transform_params once (resnet18's
+    folded batchnorm and NCHWc weight layouts included), and the model computes what the bound build computes."""
+    import numpy as np
+
+    spec = load_small(REPO / "specs" / "resnet18.nn")
+    bound = spec.to_tvm("tvm-cpu", dims={"B": 1})
+    free = spec.to_tvm("tvm-cpu", dims={"B": 1}, bind_weights=False)
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype("float32")
+    want, got = bound(x), free(x)
+    assert float(np.abs(got - want).max() / np.abs(want).max()) <= 1e-5
+    assert bound.params() == []
+    # batchnorm folded into the convolutions once, in main_transform_params: fewer arguments than weights
+    assert 0 < len(free.params()) < len(free.lowered.weights)
+
+
+
+def test_unbound_cuda_library_leaves_the_weights_out(tmp_path):
+    import math
+
+    spec = load_small(REPO / "specs" / "gpt2.nn")
+    free_model = spec.to_tvm("tvm-cuda", bind_weights=False)
+    weight_bytes = sum(4 * math.prod(shape) for shape, _ in free_model.lowered.weights.values())
+    bound = spec.to_tvm("tvm-cuda").export_library(tmp_path / "bound.so")
+    free = free_model.export_library(tmp_path / "free.so")
+    assert b"__global__" in free.read_bytes()
+    assert bound.stat().st_size - free.stat().st_size >= 0.9 * weight_bytes
+
+
+def test_bench_cuda_steps_run_apart_with_only_the_tvm_runtime(tmp_path):
+    """bench/cuda.py's `build` (here) and `run` (on a GPU machine, which has TVM's runtime but not its compiler)
+    checked on the CPU: lenet5 for tvm-cpu, the run step in a process with TVM_USE_RUNTIME_LIB=1."""
+    import os
+    import subprocess
+    import sys
+
+    bench = str(REPO / "bench" / "cuda.py")
+    subprocess.run([sys.executable, bench, "build", str(tmp_path), "--models", "lenet5", "--target", "tvm-cpu"],
+                   check=True, capture_output=True, text=True)
+    env = {**os.environ, "TVM_USE_RUNTIME_LIB": "1"}
+    done = subprocess.run([sys.executable, bench, "run", str(tmp_path), "--models", "lenet5", "--runs", "2"],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "lenet5 {'B': 4}" in done.stdout and "(OK)" in done.stdout

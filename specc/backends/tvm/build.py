@@ -29,9 +29,11 @@ def lower_spec(spec, module, target, **options):
 
 
 def build(spec, target="tvm-cpu", *, weights=None, opt_level: int | None = None, disabled: tuple = (),
-          seed: int = 0, dims: dict[str, int] | None = None) -> "TVMModel":
+          seed: int = 0, dims: dict[str, int] | None = None, bind_weights: bool = True) -> "TVMModel":
     """Lower, compile and load `spec` for a TVM target; returns a callable runner. `dims` fixes symbolic dims
-    (e.g. {"B": 1}) for a static-shape build, which can use kernels tuned by `specc tune` for those sizes."""
+    (e.g. {"B": 1}) for a static-shape build, which can use kernels tuned by `specc tune` for those sizes.
+    `bind_weights=False` keeps the weights out of the executable: they are uploaded when the runner first runs
+    (bench/cuda.py builds libraries this way on a CPU machine, to run on a GPU machine with the weights made there)."""
     t = resolve_target(target)
     if t.device == "cpu":
         os.environ.setdefault("TVM_NUM_THREADS", str(t.num_threads or len(os.sched_getaffinity(0))))
@@ -41,5 +43,5 @@ def build(spec, target="tvm-cpu", *, weights=None, opt_level: int | None = None,
     module = ir_module(spec, opt_level, disabled)
     lowered = lower_spec(spec, module, t, dims=dims)
     named = load_weights(weights, lowered.weights, spec, opt_level, disabled, seed)
-    ex, stats = compile_module(lowered, named, t)
-    return TVMModel(ex, lowered, t, named, stats, spec.name)
+    ex, stats = compile_module(lowered, named if bind_weights else None, t)
+    return TVMModel(ex, lowered, t, named, stats, spec.name, bound=bind_weights)

@@ -56,6 +56,14 @@ def bind_weights(lowered: Lowered, weights: dict[str, np.ndarray]) -> tvm.IRModu
     return relax.transform.BindParams("main", binds)(lowered.mod)
 
 
+def lift_weights(lowered: Lowered) -> tvm.IRModule:
+    """Weights stay parameters (a library without them: GPT-2's 500 MB need not travel with its kernels); what the
+    graph computes from weights alone moves into ``main_transform_params``, which the runner calls once per model."""
+    mod = tvm.IRModule(dict(lowered.mod.functions.items()))
+    mod["main"] = lowered.mod["main"].with_attr("num_input", len(lowered.inputs))
+    return relax.transform.LiftTransformParams()(mod)
+
+
 def optimize(mod: tvm.IRModule, target, ttarget: tvm.target.Target) -> tuple[tvm.IRModule, dict]:
     """The Relax pipeline for the target; returns the module ready for tvm.compile and what was done."""
     stats: dict = {"schedules": target.schedules}
@@ -77,11 +85,11 @@ def quiet_schedules() -> None:
         logging.getLogger("specc.tvm.schedules").setLevel(logging.ERROR)
 
 
-def compile_module(lowered: Lowered, weights: dict[str, np.ndarray], target) -> tuple[object, dict]:
-    """-> (relax executable, stats)."""
+def compile_module(lowered: Lowered, weights: dict[str, np.ndarray] | None, target) -> tuple[object, dict]:
+    """-> (relax executable, stats). `weights` None: weights stay parameters (lift_weights) instead of constants."""
     t0 = time.perf_counter()
     ttarget = tvm_target(target)
-    mod = bind_weights(lowered, weights)
+    mod = bind_weights(lowered, weights) if weights is not None else lift_weights(lowered)
     mod, stats = optimize(mod, target, ttarget)
     if target.device == "cpu" and target.schedules != "none":
         from .schedules import TIR_PIPELINE

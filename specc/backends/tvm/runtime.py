@@ -12,8 +12,11 @@ from ...types import DTYPES, TensorType
 class TVMModel:
     """A compiled model: call it with the model's inputs (numpy arrays or torch tensors)."""
 
-    def __init__(self, executable, lowered, target, weights: dict[str, np.ndarray], stats: dict, name: str) -> None:
+    def __init__(self, executable, lowered, target, weights: dict[str, np.ndarray], stats: dict, name: str,
+                 bound: bool = True) -> None:
         self.executable = executable
+        self.bound = bound  # False: the executable takes the weights as parameters (build(bind_weights=False))
+        self._params: list | None = None
         self.lowered = lowered
         self.target = target
         self.weights = weights
@@ -54,10 +57,19 @@ class TVMModel:
     def __call__(self, *inputs):
         arrays = self.check_inputs(inputs)
         as_torch = any(hasattr(x, "detach") for x in inputs)
-        out = self.vm["main"](*[self._to_tvm(a) for a in arrays])
+        out = self.vm["main"](*[self._to_tvm(a) for a in arrays], *self.params())
         outs = _flatten(out)
         conv = [self._from_tvm(o, as_torch) for o in outs]
         return conv[0] if len(conv) == 1 else tuple(conv)
+
+    def params(self) -> list:
+        """The weight parameters main takes after the inputs: none when the weights are built in; else the weights
+        on the device, put through main_transform_params once (see codegen.lift_weights)."""
+        if self.bound:
+            return []
+        if self._params is None:
+            self._params = upload_params(self.vm, [self.weights[n] for n in self.lowered.weights], self.device())
+        return self._params
 
     def check_inputs(self, inputs) -> list:
         """Inputs match the model's declared types; symbolic dims are bound consistently and within bounds."""
@@ -103,10 +115,20 @@ class TVMModel:
         """Median seconds per call (TVM's own time_evaluator: no Python overhead)."""
         arrays = [self._to_tvm(a) for a in self.check_inputs(inputs)]
         f = self.vm.time_evaluator("main", self.device(), number=1, repeat=repeat, min_repeat_ms=0)
-        return float(f(*arrays).median)
+        return float(f(*arrays, *self.params()).median)
 
     def __repr__(self) -> str:
         return f"TVMModel({self.name}, target={self.target.name}, {len(self.weights)} weights)"
+
+
+def upload_params(vm, weights: list, dev) -> list:
+    """Weights (numpy arrays in main's parameter order) -> main's weight arguments on `dev`. Also used by
+    bench/cuda.py's runner on a GPU machine that has only TVM's runtime."""
+    import tvm
+
+    # reshape: np.ascontiguousarray may turn a 0-d weight (CLIP's logit_scale) into shape (1,)
+    arrays = [tvm.runtime.tensor(np.ascontiguousarray(w).reshape(np.shape(w)), dev) for w in weights]
+    return list(vm["main_transform_params"](arrays))
 
 
 def _flatten(out) -> list:
