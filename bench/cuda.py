@@ -129,7 +129,24 @@ def random_input(kind: str, shape: list[int], gen):
     return torch.randn(shape, generator=gen, dtype=getattr(torch, kind))
 
 
-def run_one(folder: Path, meta: dict, runs: int, arch: str | None) -> dict:
+def profile(fn, top: int = 12) -> None:
+    """The GPU kernels that take the time in one call of `fn`, from torch's profiler (CUPTI sees TVM's kernels too:
+    this TVM's VM has no profiler of its own)."""
+    import torch
+    from torch.profiler import ProfilerActivity
+
+    with torch.profiler.profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    events.sort(key=lambda e: -e.self_device_time_total)
+    total = sum(e.self_device_time_total for e in events) or 1.0
+    for e in events[:top]:
+        print(f"  {e.self_device_time_total / 1e3:8.2f} ms {100 * e.self_device_time_total / total:5.1f}%  "
+              f"x{e.count:<3d} {e.key[:90]}")
+
+
+def run_one(folder: Path, meta: dict, runs: int, arch: str | None, show_profile: bool = False) -> dict:
     """Build the PyTorch module, load the TVM library with the module's weights, compare and time both."""
     import numpy as np
     import torch
@@ -176,10 +193,15 @@ def run_one(folder: Path, meta: dict, runs: int, arch: str | None) -> dict:
           f"max|diff|/max|ref| {rel:.1e} ({'OK' if rel <= 1e-4 else 'MISMATCH'}); torch {t_torch[0] * 1e3:.2f} ms "
           f"(min {t_torch[1] * 1e3:.2f}), tvm {t_tvm[0] * 1e3:.2f} ms (min {t_tvm[1] * 1e3:.2f}), "
           f"tvm/torch {t_tvm[0] / t_torch[0]:.2f}x", flush=True)
+    if show_profile and arch:
+        print("  torch:")
+        profile(run_torch)
+        print("  tvm:")
+        profile(lambda: vm["main"](*args))
     return {"model": meta["model"], "rel": rel, "torch_ms": t_torch[0] * 1e3, "tvm_ms": t_tvm[0] * 1e3}
 
 
-def run(folder: Path, models: list[str], runs: int) -> int:
+def run(folder: Path, models: list[str], runs: int, show_profile: bool = False) -> int:
     import torch
 
     metas = [json.loads((folder / f"{name}.json").read_text()) for name in models]
@@ -196,7 +218,7 @@ def run(folder: Path, models: list[str], runs: int) -> int:
     rows = []
     for meta in metas:
         try:
-            rows.append(run_one(folder, meta, runs, arch if meta["device"] == "cuda" else None))
+            rows.append(run_one(folder, meta, runs, arch if meta["device"] == "cuda" else None, show_profile))
         except Exception as e:  # one model failing must not hide the other's figures
             print(f"{meta['model']}: FAILED: {type(e).__name__}: {str(e)[-3000:]}", flush=True)
             rows.append({"model": meta["model"], "rel": float("inf")})
@@ -209,6 +231,7 @@ def main() -> int:
     ap.add_argument("folder", nargs="?", type=Path, help="where `build` writes and `run` reads")
     ap.add_argument("--models", default="resnet50,gpt2")
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--profile", action="store_true", help="after timing, each side's slowest GPU kernels")
     ap.add_argument("--arch", default="sm_90", help="the sm_ the library is built for (`build`; default sm_90)")
     ap.add_argument("--target", default="tvm-cuda", help="`build` for another TVM target (tvm-cpu: a check of the "
                     "two steps on a machine without a GPU)")
@@ -220,7 +243,7 @@ def main() -> int:
         build(args.folder, models, args.arch, args.target)
         return 0
     if args.step == "run":
-        return run(args.folder, models, args.runs)
+        return run(args.folder, models, args.runs, args.profile)
     with tempfile.TemporaryDirectory() as tmp:
         import torch
 
@@ -228,7 +251,7 @@ def main() -> int:
             major, minor = torch.cuda.get_device_capability(0)
             args.arch = f"sm_{major}{minor}"
         build(Path(tmp), models, args.arch)
-        return run(Path(tmp), models, args.runs)
+        return run(Path(tmp), models, args.runs, args.profile)
 
 
 if __name__ == "__main__":

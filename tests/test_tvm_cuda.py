@@ -106,3 +106,26 @@ def test_bench_cuda_steps_run_apart_with_only_the_tvm_runtime(tmp_path):
                           capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "lenet5 {'B': 4}" in done.stdout and "(OK)" in done.stdout
+
+
+def _launch_bounds(model) -> dict[str, int]:
+    import re
+
+    source = "".join(m.inspect_source() for m in device_modules(model.executable, "cuda"))
+    return {name: int(n) for n, name in re.findall(r"__launch_bounds__\((\d+)\) (\w+)\(", source)}
+
+
+def test_cuda_matmuls_and_convolutions_get_their_own_tiles(monkeypatch):
+    """schedules/cuda.py: dlight's Matmul rule tiles a matmul with MATMUL (16x16 threads) and a convolution with
+    CONV (8x16); SPECC_CUDA_MATMUL sets one config for both."""
+    from specc.backends.tvm.schedules.cuda import CONV, MATMUL
+
+    spec = load_small(REPO / "specs" / "lenet5.nn")
+    bounds = _launch_bounds(spec.to_tvm("tvm-cuda"))
+    convs = [n for name, n in bounds.items() if "conv2d" in name]
+    matmuls = [n for name, n in bounds.items() if "matmul" in name and "conv2d" not in name]
+    assert convs and matmuls
+    assert set(convs) == {CONV[0] * CONV[1]} and set(matmuls) == {MATMUL[0] * MATMUL[1]}
+    monkeypatch.setenv("SPECC_CUDA_MATMUL", "4,8,1,1,4,4,16,2")
+    bounds = _launch_bounds(spec.to_tvm("tvm-cuda"))
+    assert {n for name, n in bounds.items() if "conv2d" in name or "matmul" in name} == {32}

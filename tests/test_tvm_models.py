@@ -50,6 +50,26 @@ def test_tvm_matches_pytorch_after_fusion_passes(name):
     assert max_rel_diff(compiled(*inputs), want) <= RTOL
 
 
+ATTENTION = ["gpt2", "bert_base", "mixtral_8x7b", "whisper_tiny", "vit_b16", "llama2_7b", "transformer_base"]
+
+
+@pytest.mark.parametrize("name", ATTENTION)
+def test_attention_as_matmuls_matches_pytorch(name, monkeypatch):
+    """The CUDA lowering of sdpa (two batched matmuls and a softmax; causal, padding and sliding-window masks,
+    grouped-query heads, cross-attention), checked on the CPU by lowering it for tvm-cpu too."""
+    from specc.backends.tvm.rules import attention
+
+    monkeypatch.setattr(attention, "MATMULS_ON", ("cuda", "cpu"))
+    spec = load_small(REPO / "specs" / f"{name}.nn")
+    model = reference_model(spec)
+    compiled = spec.to_tvm("tvm-cpu", weights=model)
+    assert "relax.nn.attention" not in compiled.lowered.mod.script()
+    inputs = random_inputs(spec, dim_env(spec), seed=3)
+    with torch.no_grad():
+        want = model(*inputs)
+    assert max_rel_diff(compiled(*inputs), want) <= RTOL
+
+
 RESIDUAL = """
 import "std/resnet.nn"
 model Tiny(classes: int = 5) {

@@ -96,10 +96,13 @@ def compile_module(lowered: Lowered, weights: dict[str, np.ndarray] | None, targ
 
         # keeps the kernels' alias information when the module has symbolic dims (see schedules/pipeline.py)
         ex = tvm.compile(mod, ttarget, tir_pipeline=TIR_PIPELINE)
+    elif target.device == "cuda":
+        from .schedules.cuda import cuda_pipeline
+
+        ex = tvm.compile(mod, ttarget, relax_pipeline=cuda_pipeline(ttarget))
+        assert_has_cuda_kernels(ex)
     else:
         ex = tvm.compile(mod, ttarget)
-    if target.device == "cuda":
-        assert_has_cuda_kernels(ex)
     stats["compile_s"] = time.perf_counter() - t0
     stats["target"] = str(ttarget)
     return ex, stats
