@@ -11,7 +11,12 @@ together (input types, the weights' names and order). `run` builds the PyTorch m
 initialisation, hands the same weights to the TVM library (their weight-only arithmetic runs once, in
 main_transform_params), runs both on the same random input, compares the outputs (max |diff| / max |ref|, must be
 <= 1e-4: fp32 on both sides, TF32 off) and times both with CUDA-synchronised wall clocks, median and minimum of
---runs calls after warm-up. The CUDA kernels are compiled for the GPU's own sm_ when the library loads.
+--runs calls after warm-up; --profile adds each side's slowest kernels. The CUDA kernels are compiled for the GPU's
+own sm_ when the library loads (NVRTC through cuda-bindings, else the nvcc on PATH).
+
+A GPU machine without TVM can take the `apache-tvm` wheel's `tvm/` package without lib/libtvm_compiler.so (and
+3rdparty/), 19 MB, plus the `apache-tvm-ffi` wheel for its Python, and run `run` with TVM_USE_RUNTIME_LIB=1 and that
+folder on PYTHONPATH. Figures from an H200 are in specc/backends/tvm/schedules/README.md.
 """
 from __future__ import annotations
 
