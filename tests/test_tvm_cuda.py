@@ -108,24 +108,34 @@ def test_bench_cuda_steps_run_apart_with_only_the_tvm_runtime(tmp_path):
     assert "lenet5 {'B': 4}" in done.stdout and "(OK)" in done.stdout
 
 
-def _launch_bounds(model) -> dict[str, int]:
+
+def _cuda_source(model) -> str:
+    return "".join(m.inspect_source() for m in device_modules(model.executable, "cuda"))
+
+
+def _kernels(source: str) -> dict[str, str]:
     import re
 
-    source = "".join(m.inspect_source() for m in device_modules(model.executable, "cuda"))
-    return {name: int(n) for n, name in re.findall(r"__launch_bounds__\((\d+)\) (\w+)\(", source)}
+    parts = re.split(r'(?=extern "C" __global__)', source)[1:]
+    return {re.search(r"(\w+)\(", p.split(")", 1)[1]).group(1): p for p in parts}
 
 
-def test_cuda_matmuls_and_convolutions_get_their_own_tiles(monkeypatch):
-    """schedules/cuda.py: dlight's Matmul rule tiles a matmul with MATMUL (16x16 threads) and a convolution with
-    CONV (8x16); SPECC_CUDA_MATMUL sets one config for both."""
-    from specc.backends.tvm.schedules.cuda import CONV, MATMUL
+def test_cuda_pipeline_is_tvms_with_specc_matmul_tiles(monkeypatch):
+    """schedules/cuda.py: with dlight's own Matmul config it builds exactly the kernels TVM's default CUDA pipeline
+    builds; with MATMUL (the default) its matmul and convolution kernels differ, the others do not."""
+    from specc.backends.tvm import codegen
+    from specc.backends.tvm.schedules.cuda import DLIGHT
 
     spec = load_small(REPO / "specs" / "lenet5.nn")
-    bounds = _launch_bounds(spec.to_tvm("tvm-cuda"))
-    convs = [n for name, n in bounds.items() if "conv2d" in name]
-    matmuls = [n for name, n in bounds.items() if "matmul" in name and "conv2d" not in name]
-    assert convs and matmuls
-    assert set(convs) == {CONV[0] * CONV[1]} and set(matmuls) == {MATMUL[0] * MATMUL[1]}
-    monkeypatch.setenv("SPECC_CUDA_MATMUL", "4,8,1,1,4,4,16,2")
-    bounds = _launch_bounds(spec.to_tvm("tvm-cuda"))
-    assert {n for name, n in bounds.items() if "conv2d" in name or "matmul" in name} == {32}
+    ours = _cuda_source(spec.to_tvm("tvm-cuda"))
+    monkeypatch.setenv("SPECC_CUDA_MATMUL", ",".join(map(str, DLIGHT)))
+    as_dlight = _cuda_source(spec.to_tvm("tvm-cuda"))
+    real_compile = tvm.compile
+    monkeypatch.setattr(codegen.tvm, "compile", lambda mod, target, **kw: real_compile(mod, target))
+    tvms = _cuda_source(spec.to_tvm("tvm-cuda"))
+    assert as_dlight == tvms
+    ours, tvms = _kernels(ours), _kernels(tvms)
+    assert ours.keys() == tvms.keys()
+    tiled = {k for k in ours if "matmul" in k or "conv2d" in k}
+    assert tiled and all(ours[k] != tvms[k] for k in tiled)
+    assert all(ours[k] == tvms[k] for k in ours.keys() - tiled)

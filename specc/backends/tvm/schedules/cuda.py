@@ -1,12 +1,10 @@
-"""The CUDA pipeline: TVM's own (relax/backend/cuda/pipeline.py) with dlight's Matmul rule configured per kind of
-kernel: matmuls get a 128x128 block tile in 2x2 virtual threads (MATMUL), convolutions keep dlight's CUDA default
-(CONV), which dlight schedules as implicit GEMMs through the same rule.
+"""The CUDA pipeline: TVM's own (relax/backend/cuda/pipeline.py) with dlight's Matmul rule, which schedules every
+matmul and every convolution (as an implicit GEMM), given 2x2 virtual threads: each thread computes four 4x4 tiles
+of the output 32 apart instead of one, a block a 64x128 tile instead of 32x64.
 
-Measured on an H200 in fp32 (bench/cuda.py, one run, each config on every kernel; the schedules README has the
-table): dlight's default (each thread a 4x4 tile, a block 32x64) ran GPT-2 at 8x1024 in 132.9 ms and ResNet-50 at
-batch 32 in 18.6 ms; MATMUL ran GPT-2 in 123.1 ms (-7%) but ResNet-50 in 22.0 ms (+18%); larger per-thread tiles
-(8x8, with 128 or 256 threads) were 1.5-2x slower on both. SPECC_CUDA_MATMUL="bx,by,vx,vy,mx,my,mk,vec" sets one
-config for every kernel (A/B timing on a GPU machine).
+Measured on an H200 in fp32 (bench/cuda.py; the schedules README has the table of ten configs): dlight's CUDA
+default ran GPT-2 at 8x1024 in 132.9 ms and ResNet-50 at batch 32 in 18.6 ms; MATMUL runs them in 93.8 ms and
+18.3 ms. SPECC_CUDA_MATMUL="bx,by,vx,vy,mx,my,mk,vec" sets another config (A/B timing on a GPU machine).
 """
 from __future__ import annotations
 
@@ -15,15 +13,15 @@ import os
 import tvm
 
 # threads (x, y), virtual threads (x, y), per-thread tile (x, y), k step, vector width
-MATMUL = (16, 16, 2, 2, 4, 4, 16, 4)
-CONV = (8, 16, 1, 1, 4, 4, 16, 2)  # dlight's own CUDA config
+MATMUL = (8, 16, 2, 2, 4, 4, 16, 2)
+DLIGHT = (8, 16, 1, 1, 4, 4, 16, 2)  # dlight's own CUDA config, for comparison
 
 
-def matmul_config(conv: bool):
+def matmul_config():
     from tvm.s_tir import dlight as dl
 
     text = os.environ.get("SPECC_CUDA_MATMUL")
-    bx, by, vx, vy, mx, my, mk, vec = (int(v) for v in text.split(",")) if text else CONV if conv else MATMUL
+    bx, by, vx, vy, mx, my, mk, vec = (int(v) for v in text.split(",")) if text else MATMUL
     return dl.gpu.Matmul.Config(block_size_x=bx, block_size_y=by, vthread_x=vx, vthread_y=vy, micro_size_x=mx,
                                 micro_size_y=my, micro_size_k=mk, vector_size=vec, unroll=256, use_shared=True,
                                 storage_align=True, inner_x=False)
@@ -34,18 +32,11 @@ def cuda_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
     from tvm.relax.backend.cuda import pipeline as cuda
     from tvm.s_tir import dlight as dl
 
-    configs = {conv: matmul_config(conv) for conv in (False, True)}
+    config = matmul_config()
 
     class Matmul(dl.gpu.Matmul):
-        conv = False
-
-        def apply(self, func, target, tunable):
-            # TOPI names a convolution's compute block conv2d_nchw, conv1d_ncw, ...
-            self.conv = isinstance(func, tvm.tirx.PrimFunc) and _has_conv_block(func)
-            return super().apply(func, target, tunable)
-
         def get_configs(self, target):
-            return configs[self.conv] if target.kind.name == "cuda" else super().get_configs(target)
+            return config if target.kind.name == "cuda" else super().get_configs(target)
 
     legalize = [tvm.relax.transform.LegalizeOps(), tvm.relax.transform.AnnotateTIROpPattern(),
                 tvm.relax.transform.FoldConstant(), tvm.relax.transform.FuseOps(), tvm.relax.transform.FuseTIR(),
@@ -61,11 +52,4 @@ def cuda_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
     return _pipeline
 
 
-def _has_conv_block(func) -> bool:
-    from tvm.s_tir.dlight.analysis import get_root_block
-
-    sch = tvm.s_tir.Schedule(func)
-    return any(sch.get(b).name_hint.startswith("conv") for b in sch.get_child_blocks(get_root_block(sch)))
-
-
-__all__ = ["CONV", "MATMUL", "cuda_pipeline", "matmul_config"]
+__all__ = ["DLIGHT", "MATMUL", "cuda_pipeline", "matmul_config"]
