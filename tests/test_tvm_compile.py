@@ -93,3 +93,58 @@ def test_compile_dim_fixes_a_symbolic_dim(tmp_path):
 def test_compile_dim_is_refused_for_pytorch(tmp_path):
     assert main(["compile", LENET, "--dim", "B=1", "-o", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()
+
+
+def _runner_model(path) -> dict:
+    import ast
+
+    tree = ast.parse(path.read_text())
+    node = next(s for s in tree.body if isinstance(s, ast.Assign) and getattr(s.targets[0], "id", "") == "MODEL")
+    return ast.literal_eval(node.value)
+
+
+def test_library_without_weights_runner_uploads_them(tmp_path, monkeypatch):
+    """A CUDA compile leaves the weights out of the library (the runner uploads the .npz once, through
+    main_transform_params); checked end to end on the CPU by compiling tvm-cpu that way."""
+    from specc.backends.tvm import artifacts
+
+    monkeypatch.setattr(artifacts, "WEIGHTS_IN_LIBRARY", ())
+    out = tmp_path / "out"
+    assert main(["compile", LENET, "--target", "tvm-cpu", "-o", str(out)]) == 0
+    with np.load(out / "lenet5.npz") as w:
+        names = list(w.files)
+        state = {k: torch.from_numpy(w[k]) for k in names}
+    assert _runner_model(out / "lenet5_tvm.py")["params"] == names
+    res = subprocess.run([sys.executable, str(out / "lenet5_tvm.py"), "--dim", "B=2"], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0 and "logits: float32[2, 10]" in res.stdout, res.stderr[-2000:]
+
+    sys.path.insert(0, str(out))
+    try:
+        import lenet5_tvm as runner
+    finally:
+        sys.path.remove(str(out))
+    import specc
+
+    model = specc.load(LENET).to_torch(opt_level=1).eval()
+    model.load_state_dict(state, strict=False)
+    x = np.random.default_rng(1).standard_normal((2, 1, 32, 32)).astype("float32")
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(runner.load()(x), want, rtol=1e-4, atol=1e-5)
+
+    weights = out / "lenet5.npz"  # weights from another compile are refused, not run
+    weights.write_bytes(weights.read_bytes() + b"\0")
+    res = subprocess.run([sys.executable, str(out / "lenet5_tvm.py"), "--dim", "B=2"], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode != 0 and "is not the weights this runner was compiled with" in res.stderr, res.stderr
+
+
+def test_cuda_compile_keeps_weights_out_of_the_library(tmp_path):
+    out = tmp_path / "out"
+    assert main(["compile", LENET, "--target", "tvm-cuda", "-o", str(out)]) == 0
+    model = _runner_model(out / "lenet5_tvm.py")
+    assert model["device"] == "cuda" and model["params"]
+    with np.load(out / "lenet5.npz") as w:
+        assert model["params"] == list(w.files)
+    assert b"__global__" in (out / "lenet5.so").read_bytes()

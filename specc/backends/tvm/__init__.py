@@ -7,8 +7,9 @@ The runner takes the same weights as the emitted PyTorch module (`weights=` a st
 .pt file); without them it uses the PyTorch module's own initialisation (seeded), so both backends compute the
 same function. BatchNorm runs in eval mode, dropout is the identity.
 
-`specc compile --target tvm-cpu|tvm-cuda -o out/` writes out/<model>.so (weights built in), out/<model>.npz (those
-weights, by PyTorch state_dict name) and out/<model>_tvm.py (a small runner), all or nothing.
+`specc compile --target tvm-cpu|tvm-cuda -o out/` writes out/<model>.so (for a CPU, weights built in), out/<model>.npz
+(the weights, by PyTorch state_dict name; a CUDA runner uploads them from there) and out/<model>_tvm.py (a small
+runner), all or nothing.
 
 The package, by room:
   target.py     which targets this backend builds (resolve_target)

@@ -1,5 +1,7 @@
-"""`specc compile --target tvm-*`: the library (weights built in), the weights by state_dict name and a runner
-script, written all or nothing.
+"""`specc compile --target tvm-*`: the library, the weights by state_dict name and a runner script, written all or
+nothing. A CPU library has the weights built in (constants its schedules fold: packed layouts, batchnorm); a CUDA
+library leaves them out (build(bind_weights=False)), and the runner uploads the .npz to the GPU once when it loads:
+a GPU model's weights are not on disk twice.
 
 The runner is runner_template.py, a real Python file, with one line replaced: ``MODEL = {...}``, the compiled model's
 data (name, target, inputs, outputs...) written as a Python literal with repr. No name from a spec, a target or a
@@ -20,6 +22,7 @@ from .runtime import TVMModel
 from .target import resolve_target
 
 TEMPLATE = Path(__file__).with_name("runner_template.py")
+WEIGHTS_IN_LIBRARY = ("cpu",)  # the devices whose libraries hold their weights
 DATA_LINE = "  # specc: model data"
 
 
@@ -37,7 +40,8 @@ def compile_files(spec, target, outdir: Path, force: bool = False, opt_level: in
     names = [f"{stem}.so", f"{stem}.so.specc", f"{stem}.npz", f"{stem}.npz.specc", f"{stem}_tvm.py"]
     check_targets([outdir / n for n in names], force=force)  # before the (slow) build, not after it
     level = t.opt_level if opt_level is None else opt_level
-    model = build(spec, t, weights=weights, opt_level=level, disabled=disabled, dims=dims)
+    model = build(spec, t, weights=weights, opt_level=level, disabled=disabled, dims=dims,
+                  bind_weights=t.device in WEIGHTS_IN_LIBRARY)
     with tempfile.TemporaryDirectory() as tmp:
         lib = Path(tmp) / f"{stem}.so"
         model.export_library(lib)
@@ -70,7 +74,9 @@ def runner_data(spec, model: TVMModel, stem: str, digests: dict[str, str]) -> di
     src = spec_relative(spec.module.path, spec.module.path) if spec.module.path else spec.name
     return {"model": spec.name, "library": f"{stem}.so", "weights": f"{stem}.npz", "target": model.target.name,
             "device": model.target.device, "inputs": ins, "outputs": list(model.output_names), "spec": src,
-            "specc": __version__, "sha256": digests}
+            "specc": __version__, "sha256": digests,
+            # the weights main takes after the inputs, by .npz name, in order: none when the library holds them
+            "params": [] if model.bound else list(model.lowered.weights)}
 
 
 def runner_script(spec, model: TVMModel, stem: str, digests: dict[str, str]) -> str:
