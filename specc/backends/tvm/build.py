@@ -34,8 +34,8 @@ def build(spec, target="tvm-cpu", *, weights=None, opt_level: int | None = None,
     (e.g. {"B": 1}) for a static-shape build, which can use kernels tuned by `specc tune` for those sizes.
     `bind_weights=False` keeps the weights out of the executable: they are uploaded when the runner first runs
     (bench/cuda.py builds libraries this way on a CPU machine, to run on a GPU machine with the weights made there).
-    The CPU schedules pack weights they see as constants (NCHWc convolutions, GEMM panels): an unbound CPU build
-    computes the same function with generic kernels, so `specc compile` binds them for CPU targets."""
+    On CPU an unbound build keeps the tiled kernels (their weight packing runs once, in main_transform_params) but
+    not the GEMMs' weight prefetch, which needs the weights as constants; `specc compile` binds them for CPU."""
     t = resolve_target(target)
     if t.device == "cpu":
         os.environ.setdefault("TVM_NUM_THREADS", str(t.num_threads or len(os.sched_getaffinity(0))))
