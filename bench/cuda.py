@@ -95,7 +95,9 @@ def load_tvm_runtime(arch: str | None):
         try:
             return nvcc.compile_cuda(code, target_format="cubin", arch=arch, compiler="nvrtc")
         except Exception as e:  # no usable NVRTC (cuda-bindings missing or another CUDA): nvcc, as a command
-            print(f"NVRTC failed ({type(e).__name__}: {str(e)[:200]}); compiling with nvcc", flush=True)
+            cause = f" (because {type(e.__cause__).__name__}: {e.__cause__})" if e.__cause__ else ""
+            print(f"NVRTC failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}{cause}; compiling with nvcc",
+                  flush=True)
             return nvcc_cubin(code, arch)
 
     return tvm
