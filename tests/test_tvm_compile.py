@@ -35,6 +35,12 @@ def test_compile_writes_library_weights_and_runner(tmp_path, capsys):
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "logits: float32[2, 10]" in res.stdout
+    # ... with TVM's runtime alone too (no compiler library: what a deployment machine may have)
+    import os
+
+    res = subprocess.run([sys.executable, str(out / "lenet5_tvm.py"), "--dim", "B=2"], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "TVM_USE_RUNTIME_LIB": "1"})
+    assert res.returncode == 0 and "logits: float32[2, 10]" in res.stdout, res.stderr[-2000:]
 
     # ... and the library computes what the emitted PyTorch module computes with the saved weights
     sys.path.insert(0, str(out))
@@ -115,8 +121,10 @@ def test_library_without_weights_runner_uploads_them(tmp_path, monkeypatch):
         names = list(w.files)
         state = {k: torch.from_numpy(w[k]) for k in names}
     assert _runner_model(out / "lenet5_tvm.py")["params"] == names
+    import os
+
     res = subprocess.run([sys.executable, str(out / "lenet5_tvm.py"), "--dim", "B=2"], capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=120, env={**os.environ, "TVM_USE_RUNTIME_LIB": "1"})
     assert res.returncode == 0 and "logits: float32[2, 10]" in res.stdout, res.stderr[-2000:]
 
     import importlib.util

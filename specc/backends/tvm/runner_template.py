@@ -19,7 +19,7 @@ os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))  # T
 
 import numpy as np
 import tvm
-from tvm import relax
+from tvm.runtime.vm import VirtualMachine  # TVM's runtime alone is enough (TVM_USE_RUNTIME_LIB=1)
 
 HERE = Path(__file__).resolve().parent
 MODEL = {"model": "Model", "library": "model.so", "weights": "model.npz", "target": "tvm-cpu", "device": "cpu", "inputs": [], "outputs": [], "spec": "model.nn", "specc": "0", "sha256": {}, "params": []}  # specc: model data
@@ -45,7 +45,7 @@ def verify(what: str = "library") -> Path:
 
 def load(device: str = DEVICE):
     dev = tvm.cuda(0) if device == "cuda" else tvm.cpu(0)
-    vm = relax.VirtualMachine(tvm.runtime.load_module(str(verify("library"))), dev, memory_cfg="pooled")
+    vm = VirtualMachine(tvm.runtime.load_module(str(verify("library"))), dev, memory_cfg="pooled")
     params = []
     if MODEL.get("params"):  # a library without its weights: upload them once, through its weight-only arithmetic
         with np.load(verify("weights")) as f:
