@@ -5,7 +5,9 @@
 
 From Python: `run = load(); outputs = run(*numpy_arrays)`. MODEL below says which model, spec and target this is;
 the .npz file it names holds the same weights by PyTorch state_dict name (for the PyTorch module specc emits from
-the same spec).
+the same spec). It needs numpy and TVM's runtime: the apache-tvm package, or only its runtime library
+(TVM_USE_RUNTIME_LIB=1; a CUDA library then also needs the CUDA compile callback that specc's bench/cuda.py
+registers, since the runtime alone cannot look up the target to compile the kernels for).
 
 This file is specc/backends/tvm/runner_template.py with its MODEL line filled in as a Python literal: data only.
 """
