@@ -21,7 +21,6 @@ folder on PYTHONPATH. Figures from an H200 are in specc/backends/tvm/schedules/R
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib.util
 import json
 import statistics
@@ -72,47 +71,18 @@ def build(folder: Path, models: list[str], arch: str, target: str = "tvm-cuda") 
 # ---- run: the GPU machine ----
 
 def load_tvm_runtime(arch: str | None):
-    """TVM with its CUDA runtime loaded, compiling CUDA source for `arch` with NVRTC when a library loads (None: a
-    CPU run, nothing to load).
-
-    A runtime-only TVM (TVM_USE_RUNTIME_LIB=1, or the compiler library absent) neither loads its backends nor can
-    ask for the current target, which TVM's own compile callback does; so the CUDA runtime is loaded here and the
-    callback is replaced by one that names the architecture."""
+    """TVM, able to load CUDA libraries compiled for `arch` (None: a CPU run) also where only its runtime is
+    installed: the compiled-model runner's cuda_runtime (specc/backends/tvm/runner_template.py) does that, and is
+    read from its file here since this step runs without specc's own dependencies."""
     import tvm
 
-    if arch is None:
-        return tvm
-    import tvm_ffi
-    from tvm.base import _LOADED_LIBS
-    from tvm.support import nvcc
-
-    if "tvm_runtime_cuda" not in _LOADED_LIBS:
-        lib = Path(_LOADED_LIBS["tvm_runtime"]._name).resolve().parent / "libtvm_runtime_cuda.so"
-        _LOADED_LIBS["tvm_runtime_cuda"] = ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
-
-    @tvm_ffi.register_global_func("tvm_callback_cuda_compile", override=True)
-    def compile_cuda(code):
-        try:
-            return nvcc.compile_cuda(code, target_format="cubin", arch=arch, compiler="nvrtc")
-        except Exception as e:  # no usable NVRTC (cuda-bindings missing or another CUDA): nvcc, as a command
-            cause = f" (because {type(e.__cause__).__name__}: {e.__cause__})" if e.__cause__ else ""
-            print(f"NVRTC failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}{cause}; compiling with nvcc",
-                  flush=True)
-            return nvcc_cubin(code, arch)
-
+    if arch is not None:
+        path = REPO / "specc" / "backends" / "tvm" / "runner_template.py"
+        found = importlib.util.spec_from_file_location("specc_runner_template", path)
+        runner = importlib.util.module_from_spec(found)
+        found.loader.exec_module(runner)
+        runner.cuda_runtime(arch)
     return tvm
-
-
-def nvcc_cubin(code: str, arch: str) -> bytes:
-    """CUDA source -> cubin with the nvcc on PATH (TVM's own nvcc route needs its compiler library)."""
-    import subprocess
-
-    with tempfile.TemporaryDirectory() as tmp:
-        src, out = Path(tmp) / "kernels.cu", Path(tmp) / "kernels.cubin"
-        src.write_text(code)
-        subprocess.run(["nvcc", "--cubin", "-O3", "-arch", arch, "--expt-relaxed-constexpr", "-w", "-o", str(out),
-                        str(src)], check=True)
-        return out.read_bytes()
 
 
 def timed(fn, runs: int, sync) -> tuple[float, float]:

@@ -157,3 +157,39 @@ def test_cuda_compile_keeps_weights_out_of_the_library(tmp_path):
     with np.load(out / "lenet5.npz") as w:
         assert model["params"] == list(w.files)
     assert b"__global__" in (out / "lenet5.so").read_bytes()
+
+
+def _runner_template():
+    import importlib.util
+
+    from specc.backends.tvm.artifacts import TEMPLATE
+
+    found = importlib.util.spec_from_file_location("runner_template_under_test", TEMPLATE)
+    module = importlib.util.module_from_spec(found)
+    found.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(tvm.cuda(0).exist, reason="this machine has a GPU: the model runs")
+def test_cuda_runner_without_a_gpu_says_so(tmp_path):
+    """The runner of a CUDA library, on a machine without a CUDA driver or device, under TVM's runtime alone: a
+    one-line reason, not a traceback from a missing loader."""
+    import os
+
+    out = tmp_path / "out"
+    assert main(["compile", LENET, "--target", "tvm-cuda", "-o", str(out)]) == 0
+    res = subprocess.run([sys.executable, str(out / "lenet5_tvm.py"), "--dim", "B=2"], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "TVM_USE_RUNTIME_LIB": "1"})
+    assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert "LeNet5 needs a CUDA GPU" in res.stderr or "no CUDA device: LeNet5" in res.stderr, res.stderr
+
+
+def test_nvcc_fallback_compiles_a_kernel():
+    """cuda_runtime's fallback when NVRTC is unusable (as on the H200 image bench/cuda.py ran on)."""
+    import shutil
+
+    if shutil.which("nvcc") is None:
+        pytest.skip("no nvcc on PATH")
+    cubin = _runner_template().nvcc_cubin('extern "C" __global__ void k(float* x) { x[threadIdx.x] *= 2.0f; }',
+                                          "sm_80")
+    assert cubin[:4] == b"\x7fELF"

@@ -6,8 +6,8 @@
 From Python: `run = load(); outputs = run(*numpy_arrays)`. MODEL below says which model, spec and target this is;
 the .npz file it names holds the same weights by PyTorch state_dict name (for the PyTorch module specc emits from
 the same spec). It needs numpy and TVM's runtime: the apache-tvm package, or only its runtime library
-(TVM_USE_RUNTIME_LIB=1; a CUDA library then also needs the CUDA compile callback that specc's bench/cuda.py
-registers, since the runtime alone cannot look up the target to compile the kernels for).
+(TVM_USE_RUNTIME_LIB=1). A CUDA library's kernels are CUDA source, compiled for the GPU when it loads (cuda_runtime:
+NVRTC through cuda-bindings, else the nvcc on PATH).
 
 This file is specc/backends/tvm/runner_template.py with its MODEL line filled in as a Python literal: data only.
 """
@@ -45,7 +45,57 @@ def verify(what: str = "library") -> Path:
     return path
 
 
+def cuda_runtime(arch: str | None = None) -> str:
+    """Let TVM load CUDA libraries, also where only its runtime is installed (such a TVM neither loads its CUDA
+    runtime library nor can look up the target its own compile callback asks for): load libtvm_runtime_cuda and
+    compile kernels for `arch` (default: the GPU's own, e.g. sm_90) with NVRTC, else nvcc. Returns the arch."""
+    import ctypes
+    import sys
+
+    import tvm_ffi
+    from tvm.base import _LOADED_LIBS
+    from tvm.support import nvcc
+
+    if "tvm_runtime_cuda" not in _LOADED_LIBS:
+        lib = Path(_LOADED_LIBS["tvm_runtime"]._name).resolve().parent / "libtvm_runtime_cuda.so"
+        try:
+            _LOADED_LIBS["tvm_runtime_cuda"] = ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+        except OSError as e:
+            raise SystemExit(f"cannot load TVM's CUDA runtime ({e}): {MODEL['model']} needs a CUDA GPU and its "
+                             "driver") from None
+    if not tvm.cuda(0).exist:
+        raise SystemExit(f"no CUDA device: {MODEL['model']} was compiled for {MODEL['target']}")
+    arch = arch or "sm_" + tvm.cuda(0).compute_version.replace(".", "")
+
+    @tvm_ffi.register_global_func("tvm_callback_cuda_compile", override=True)
+    def compile_cuda(code):
+        try:
+            return nvcc.compile_cuda(code, target_format="cubin", arch=arch, compiler="nvrtc")
+        except RuntimeError as e:  # no usable NVRTC (cuda-bindings missing, another CUDA): nvcc, as a command
+            cause = f" (because {type(e.__cause__).__name__}: {e.__cause__})" if e.__cause__ else ""
+            print(f"NVRTC failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}{cause}; compiling with nvcc",
+                  file=sys.stderr, flush=True)
+            return nvcc_cubin(code, arch)
+
+    return arch
+
+
+def nvcc_cubin(code: str, arch: str) -> bytes:
+    """CUDA source -> cubin with the nvcc on PATH (TVM's own nvcc route needs its compiler library)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "kernels.cu", Path(tmp) / "kernels.cubin"
+        src.write_text(code)
+        subprocess.run(["nvcc", "--cubin", "-O3", "-arch", arch, "--expt-relaxed-constexpr", "-w", "-o", str(out),
+                        str(src)], check=True)
+        return out.read_bytes()
+
+
 def load(device: str = DEVICE):
+    if device == "cuda":
+        cuda_runtime()
     dev = tvm.cuda(0) if device == "cuda" else tvm.cpu(0)
     vm = VirtualMachine(tvm.runtime.load_module(str(verify("library"))), dev, memory_cfg="pooled")
     params = []
