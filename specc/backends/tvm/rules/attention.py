@@ -34,20 +34,10 @@ def _to_bsnh(ctx, x, t, lead):
     return permute(ctx, _to_nhtd(ctx, x, t, lead), [0, 2, 1, 3])
 
 
-def _causal_bias(ctx, t, s):
-    """[T, S]: 0 where key s is at or before query t (top-left aligned, as relax's causal_mask="TopLeft"), -inf after."""
-    rows = ctx.emit(relax.op.reshape(relax.op.arange(0, ctx.dim(t), 1, "int64"), [ctx.dim(t), 1]))
-    cols = ctx.emit(relax.op.reshape(relax.op.arange(0, ctx.dim(s), 1, "int64"), [1, ctx.dim(s)]))
-    zero, neg = ctx.const(0.0, ctx.dtype()), ctx.const(float("-inf"), ctx.dtype())
-    return ctx.emit(relax.op.where(ctx.emit(relax.op.less_equal(cols, rows)), zero, neg))
-
-
-def _attention_matmuls(ctx, q, k, v, bias, scale: float, causal: bool, tq, tk):
+def _attention_matmuls(ctx, q, k, v, bias, scale: float):
     """[N, H, T, d] operands -> [N, H, Tq, dv]: softmax(q @ k^T * scale + bias) @ v, as batched matmuls."""
     scores = ctx.emit(relax.op.matmul(q, permute(ctx, k, [0, 1, 3, 2])))
     scores = ctx.emit(relax.op.multiply(scores, ctx.const(scale)))
-    if causal:
-        bias = _causal_bias(ctx, tq, tk) if bias is None else ctx.emit(relax.op.add(bias, _causal_bias(ctx, tq, tk)))
     if bias is not None:
         scores = ctx.emit(relax.op.add(scores, bias))
     return ctx.emit(relax.op.matmul(ctx.emit(relax.op.nn.softmax(scores, axis=-1)), v))
@@ -60,13 +50,24 @@ def _repeat_heads(ctx, x, t, heads: int):
     return x, t.with_shape((*t.shape[:-3], heads, *t.shape[-2:]))
 
 
-def _window_bias(ctx, t, s, window: int):
-    """[T, S]: 0 where key s is within the window of query t (s > t - window), -inf elsewhere."""
-    rows = ctx.emit(relax.op.reshape(relax.op.arange(0, ctx.dim(t), 1, "int64"), [ctx.dim(t), 1]))
-    cols = ctx.emit(relax.op.reshape(relax.op.arange(0, ctx.dim(s), 1, "int64"), [1, ctx.dim(s)]))
-    keep = ctx.emit(relax.op.greater(ctx.emit(relax.op.add(cols, ctx.const(window, "int64"))), rows))
+def _as_bias(ctx, keep):
+    """A boolean mask -> an additive one: 0 where `keep`, -inf elsewhere."""
     zero, neg = ctx.const(0.0, ctx.dtype()), ctx.const(float("-inf"), ctx.dtype())
     return ctx.emit(relax.op.where(keep, zero, neg))
+
+
+def _plus(ctx, mask, bias):
+    return bias if mask is None else ctx.emit(relax.op.add(mask, bias))
+
+
+def _band_bias(ctx, t, s, window: int | None):
+    """[T, S]: 0 where key s is at or before query t (top-left aligned, as relax's causal_mask="TopLeft") and, with
+    a window, within it (s > t - window); -inf elsewhere."""
+    rows = ctx.emit(relax.op.reshape(relax.op.arange(0, ctx.dim(t), 1, "int64"), [ctx.dim(t), 1]))
+    cols = ctx.emit(relax.op.reshape(relax.op.arange(0, ctx.dim(s), 1, "int64"), [1, ctx.dim(s)]))
+    if window is None:
+        return _as_bias(ctx, ctx.emit(relax.op.less_equal(cols, rows)))
+    return _as_bias(ctx, ctx.emit(relax.op.greater(ctx.emit(relax.op.add(cols, ctx.const(window, "int64"))), rows)))
 
 
 @lowering("sdpa")
@@ -84,11 +85,11 @@ def _sdpa(ctx, q, k, v, mask=None):
     if mask is not None:
         mt = ctx.in_types[3]
         if mt.dtype == "bool":
-            zero, neg = ctx.const(0.0, ctx.dtype()), ctx.const(float("-inf"), ctx.dtype())
-            mask = ctx.emit(relax.op.where(mask, zero, neg))
+            mask = _as_bias(ctx, mask)
     if a.window is not None:  # relax legalizes no window_size: the band's lower edge as a bias
-        band = _window_bias(ctx, qt.shape[-2], kt.shape[-2], a.window)
-        mask = band if mask is None else ctx.emit(relax.op.add(mask, band))
+        mask = _plus(ctx, mask, _band_bias(ctx, qt.shape[-2], kt.shape[-2], a.window))
+    if matmuls and a.causal:  # the matmuls take causality as a bias too
+        mask = _plus(ctx, mask, _band_bias(ctx, qt.shape[-2], kt.shape[-2], None))
     if mask is not None and matmuls and len(lead) == 2:
         bias = mask  # added to the [N, H, T, S] scores with broadcasting, not materialised at their size
     elif mask is not None:
@@ -100,7 +101,7 @@ def _sdpa(ctx, q, k, v, mask=None):
                                                     ctx.dim(scores[-2]), ctx.dim(scores[-1])]))
     if matmuls:
         scale = a.scale if a.scale is not None else 1 / math.sqrt(qt.shape[-1])
-        y = _attention_matmuls(ctx, q4, k4, v4, bias, scale, a.causal, qt.shape[-2], kt.shape[-2])
+        y = _attention_matmuls(ctx, q4, k4, v4, bias, scale)
     else:
         y = ctx.emit(relax.op.nn.attention(q4, k4, v4, bias, scale=a.scale,
                                            causal_mask="TopLeft" if a.causal else None))
