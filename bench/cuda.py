@@ -21,6 +21,7 @@ folder on PYTHONPATH. Figures from an H200 are in specc/backends/tvm/schedules/R
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import statistics
@@ -60,29 +61,27 @@ def build(folder: Path, models: list[str], arch: str, target: str = "tvm-cuda") 
         (folder / f"{name}_torch.py").write_text(spec.torch_source())
         inputs = [[n, DTYPES[t.dtype], [int(d.subs(dims)) if hasattr(d, "subs") else int(d) for d in t.shape]]
                   for n, t in zip(built.input_names, built.lowered.input_types)]
-        meta = {"model": name, "dims": dims, "device": target.device, "class": class_name(spec.module.name), "library": f"{name}.so",
-                "torch": f"{name}_torch.py", "inputs": inputs,
+        meta = {"model": name, "dims": dims, "device": target.device, "class": class_name(spec.module.name),
+                "library": f"{name}.so", "torch": f"{name}_torch.py", "inputs": inputs,
                 "weights": [[n, list(shape), dtype] for n, (shape, dtype) in built.lowered.weights.items()]}
         (folder / f"{name}.json").write_text(json.dumps(meta, indent=1))
-        print(f"{name} {dims}: built for {arch if target.device == 'cuda' else target.name} in {time.perf_counter() - t0:.0f} s, "
+        built_for = arch if target.device == "cuda" else target.name
+        print(f"{name} {dims}: built for {built_for} in {time.perf_counter() - t0:.0f} s, "
               f"{(folder / f'{name}.so').stat().st_size / 1e6:.1f} MB library", flush=True)
 
 
 # ---- run: the GPU machine ----
 
-def load_tvm_runtime(arch: str | None):
-    """TVM, able to load CUDA libraries compiled for `arch` (None: a CPU run) also where only its runtime is
-    installed: the compiled-model runner's cuda_runtime (specc/backends/tvm/runner_template.py) does that, and is
-    read from its file here since this step runs without specc's own dependencies."""
-    import tvm
-
-    if arch is not None:
-        path = REPO / "specc" / "backends" / "tvm" / "runner_template.py"
-        found = importlib.util.spec_from_file_location("specc_runner_template", path)
-        runner = importlib.util.module_from_spec(found)
-        found.loader.exec_module(runner)
-        runner.cuda_runtime(arch)
-    return tvm
+@functools.cache
+def runner_template():
+    """specc's compiled-model runner (specc/backends/tvm/runner_template.py) as a module, read from its file: it
+    needs only TVM's runtime and numpy, as this step does (no specc dependencies on the GPU machine). Its
+    cuda_runtime() lets a runtime-only TVM load CUDA libraries; its upload_weights() hands a library its weights."""
+    path = REPO / "specc" / "backends" / "tvm" / "runner_template.py"
+    found = importlib.util.spec_from_file_location("specc_runner_template", path)
+    runner = importlib.util.module_from_spec(found)
+    found.loader.exec_module(runner)
+    return runner
 
 
 def timed(fn, runs: int, sync) -> tuple[float, float]:
@@ -125,11 +124,13 @@ def profile(fn, top: int = 12) -> None:
 
 def run_one(folder: Path, meta: dict, runs: int, arch: str | None, show_profile: bool = False) -> dict:
     """Build the PyTorch module, load the TVM library with the module's weights, compare and time both."""
-    import numpy as np
     import torch
-
-    tvm = load_tvm_runtime(arch)
+    import tvm
     from tvm.runtime.vm import VirtualMachine
+
+    runner = runner_template()
+    if arch is not None:
+        runner.cuda_runtime(arch)
 
     where = "cuda" if arch else "cpu"
     sync = torch.cuda.synchronize if arch else (lambda: None)
@@ -145,9 +146,8 @@ def run_one(folder: Path, meta: dict, runs: int, arch: str | None, show_profile:
     dev = tvm.cuda(0) if arch else tvm.cpu(0)
     t0 = time.perf_counter()
     vm = VirtualMachine(tvm.runtime.load_module(str(folder / meta["library"])), dev, memory_cfg="pooled")
-    weights = [tvm.runtime.tensor(np.ascontiguousarray(state[n].detach().cpu().numpy().astype(dtype)), dev)
-               for n, _, dtype in meta["weights"]]
-    params = list(vm["main_transform_params"](weights))
+    params = runner.upload_weights(vm, [state[n].detach().cpu().numpy().astype(dtype)
+                                        for n, _, dtype in meta["weights"]], dev)
     args = [tvm.runtime.from_dlpack(x.contiguous()) for x in inputs] + params
     vm["main"](*args)
     sync()

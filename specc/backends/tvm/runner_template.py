@@ -93,15 +93,23 @@ def nvcc_cubin(code: str, arch: str) -> bytes:
         return out.read_bytes()
 
 
+def upload_weights(vm, arrays: list, dev) -> list:
+    """Weights as numpy arrays, in main's parameter order -> main's weight arguments on `dev`, through the library's
+    weight-only arithmetic (main_transform_params), once."""
+    # reshape: np.ascontiguousarray may turn a 0-d weight into shape (1,)
+    return list(vm["main_transform_params"]([tvm.runtime.tensor(np.ascontiguousarray(a).reshape(np.shape(a)), dev)
+                                             for a in arrays]))
+
+
 def load(device: str = DEVICE):
     if device == "cuda":
         cuda_runtime()
     dev = tvm.cuda(0) if device == "cuda" else tvm.cpu(0)
     vm = VirtualMachine(tvm.runtime.load_module(str(verify("library"))), dev, memory_cfg="pooled")
     params = []
-    if MODEL.get("params"):  # a library without its weights: upload them once, through its weight-only arithmetic
+    if MODEL.get("params"):  # a library without its weights
         with np.load(verify("weights")) as f:
-            params = list(vm["main_transform_params"]([tvm.runtime.tensor(f[n], dev) for n in MODEL["params"]]))
+            params = upload_weights(vm, [f[n] for n in MODEL["params"]], dev)
 
     def run(*arrays):
         out = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a), dev) for a in arrays], *params)

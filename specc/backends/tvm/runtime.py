@@ -122,8 +122,8 @@ class TVMModel:
 
 
 def upload_params(vm, weights: list, dev) -> list:
-    """Weights (numpy arrays in main's parameter order) -> main's weight arguments on `dev`. Also used by
-    bench/cuda.py's runner on a GPU machine that has only TVM's runtime."""
+    """Weights (numpy arrays in main's parameter order) -> main's weight arguments on `dev`. (The runner script's
+    upload_weights does the same without specc: runner_template.py is standalone.)"""
     import tvm
 
     # reshape: np.ascontiguousarray may turn a 0-d weight (CLIP's logit_scale) into shape (1,)
