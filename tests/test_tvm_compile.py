@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 from torch_util import REPO
+from tvm_util import runner_model
 
 from specc.cli import main
 
@@ -15,6 +16,15 @@ tvm = pytest.importorskip("tvm")
 torch = pytest.importorskip("torch")
 
 LENET = str(REPO / "specs" / "lenet5.nn")
+
+
+def _run_runner(out, runtime_only: bool = False) -> subprocess.CompletedProcess:
+    """lenet5_tvm.py on random inputs at B=2, in its own process; `runtime_only`: with TVM's runtime library alone."""
+    import os
+
+    env = {**os.environ, "TVM_USE_RUNTIME_LIB": "1"} if runtime_only else None
+    return subprocess.run([sys.executable, str(out / "lenet5_tvm.py"), "--dim", "B=2"], capture_output=True, text=True,
+                          timeout=120, env=env)
 
 
 def test_compile_writes_library_weights_and_runner(tmp_path, capsys):
@@ -31,15 +41,11 @@ def test_compile_writes_library_weights_and_runner(tmp_path, capsys):
 
     lint = ruff_check([out / "lenet5_tvm.py"])
     assert lint is None or lint.returncode == 0, lint.stdout
-    res = subprocess.run([sys.executable, str(out / "lenet5_tvm.py"), "--dim", "B=2"], capture_output=True,
-                         text=True, timeout=120)
+    res = _run_runner(out)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "logits: float32[2, 10]" in res.stdout
     # ... with TVM's runtime alone too (no compiler library: what a deployment machine may have)
-    import os
-
-    res = subprocess.run([sys.executable, str(out / "lenet5_tvm.py"), "--dim", "B=2"], capture_output=True,
-                         text=True, timeout=120, env={**os.environ, "TVM_USE_RUNTIME_LIB": "1"})
+    res = _run_runner(out, runtime_only=True)
     assert res.returncode == 0 and "logits: float32[2, 10]" in res.stdout, res.stderr[-2000:]
 
     # ... and the library computes what the emitted PyTorch module computes with the saved weights
@@ -68,8 +74,7 @@ def test_compile_writes_library_weights_and_runner(tmp_path, capsys):
     lib = out / "lenet5.so"
     lib.write_bytes(lib.read_bytes() + b"\0")
     assert check_manifest(out, "lenet5.manifest.json") == ["lenet5.so"]
-    res = subprocess.run([sys.executable, str(out / "lenet5_tvm.py"), "--dim", "B=2"], capture_output=True,
-                         text=True, timeout=120)
+    res = _run_runner(out)
     assert res.returncode != 0 and "is not the library this runner was compiled with" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
 
@@ -101,14 +106,6 @@ def test_compile_dim_is_refused_for_pytorch(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def _runner_model(path) -> dict:
-    import ast
-
-    tree = ast.parse(path.read_text())
-    node = next(s for s in tree.body if isinstance(s, ast.Assign) and getattr(s.targets[0], "id", "") == "MODEL")
-    return ast.literal_eval(node.value)
-
-
 def test_library_without_weights_runner_uploads_them(tmp_path, monkeypatch):
     """A CUDA compile leaves the weights out of the library (the runner uploads the .npz once, through
     main_transform_params); checked end to end on the CPU by compiling tvm-cpu that way."""
@@ -120,11 +117,9 @@ def test_library_without_weights_runner_uploads_them(tmp_path, monkeypatch):
     with np.load(out / "lenet5.npz") as w:
         names = list(w.files)
         state = {k: torch.from_numpy(w[k]) for k in names}
-    assert _runner_model(out / "lenet5_tvm.py")["params"] == names
-    import os
+    assert runner_model((out / "lenet5_tvm.py").read_text())["params"] == names
 
-    res = subprocess.run([sys.executable, str(out / "lenet5_tvm.py"), "--dim", "B=2"], capture_output=True,
-                         text=True, timeout=120, env={**os.environ, "TVM_USE_RUNTIME_LIB": "1"})
+    res = _run_runner(out, runtime_only=True)
     assert res.returncode == 0 and "logits: float32[2, 10]" in res.stdout, res.stderr[-2000:]
 
     import importlib.util
@@ -144,15 +139,14 @@ def test_library_without_weights_runner_uploads_them(tmp_path, monkeypatch):
 
     weights = out / "lenet5.npz"  # weights from another compile are refused, not run
     weights.write_bytes(weights.read_bytes() + b"\0")
-    res = subprocess.run([sys.executable, str(out / "lenet5_tvm.py"), "--dim", "B=2"], capture_output=True,
-                         text=True, timeout=120)
+    res = _run_runner(out)
     assert res.returncode != 0 and "is not the weights this runner was compiled with" in res.stderr, res.stderr
 
 
 def test_cuda_compile_keeps_weights_out_of_the_library(tmp_path):
     out = tmp_path / "out"
     assert main(["compile", LENET, "--target", "tvm-cuda", "-o", str(out)]) == 0
-    model = _runner_model(out / "lenet5_tvm.py")
+    model = runner_model((out / "lenet5_tvm.py").read_text())
     assert model["device"] == "cuda" and model["params"]
     with np.load(out / "lenet5.npz") as w:
         assert model["params"] == list(w.files)
@@ -174,12 +168,10 @@ def _runner_template():
 def test_cuda_runner_without_a_gpu_says_so(tmp_path):
     """The runner of a CUDA library, on a machine without a CUDA driver or device, under TVM's runtime alone: a
     one-line reason, not a traceback from a missing loader."""
-    import os
 
     out = tmp_path / "out"
     assert main(["compile", LENET, "--target", "tvm-cuda", "-o", str(out)]) == 0
-    res = subprocess.run([sys.executable, str(out / "lenet5_tvm.py"), "--dim", "B=2"], capture_output=True,
-                         text=True, timeout=120, env={**os.environ, "TVM_USE_RUNTIME_LIB": "1"})
+    res = _run_runner(out, runtime_only=True)
     assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert "LeNet5 needs a CUDA GPU" in res.stderr or "no CUDA device: LeNet5" in res.stderr, res.stderr
 

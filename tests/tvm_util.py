@@ -37,3 +37,11 @@ def max_rel_diff(got, want) -> float:
         if w.size:
             worst = max(worst, float(np.abs(g.astype(np.float64) - w).max() / max(np.abs(w).max(), 1e-12)))
     return worst
+
+
+def runner_model(text: str) -> dict:
+    """The MODEL data line of a runner script (or of runner_template.py), read back as data."""
+    import ast
+
+    node = next(s for s in ast.parse(text).body if isinstance(s, ast.Assign) and getattr(s.targets[0], "id", "") == "MODEL")
+    return ast.literal_eval(node.value)
