@@ -351,6 +351,64 @@ def test_conv_nchwc_input_channel_halves(target, monkeypatch):
         np.testing.assert_allclose(_run(plain, xi), want, rtol=1e-4, atol=1e-4)
 
 
+AVX512 = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"})
+
+
+def _conv_tiles(mod, target) -> dict[str, int]:
+    """Output channel blocks per register tile of each NCHWc conv kernel (its `oco_1` loop, 1 when it has none)."""
+    out = {}
+    for gv, f in optimize_for_cpu(mod, target).functions_items():
+        text = f.script() if isinstance(f, tirx.PrimFunc) else ""
+        if "specc_conv" in text:
+            pair = re.search(r"for oco_1 in T\.unroll\(T\.int64\((\d+)\)\)", text)
+            out[gv.name_hint] = int(pair.group(1)) if pair else 1
+    return out
+
+
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+def test_conv_nchwc_two_channel_blocks_per_1x1_tile(target, monkeypatch):
+    """A 1x1 NCHWc conv on rows its 4-vector tiles cover exactly (28 pixels) computes two output channel blocks per
+    register tile (CPUInfo.conv1x1_oc_blocks) on a 32-register target; a 3x3 conv, a 1x1 conv on 14-pixel rows
+    (padded tiles), an odd number of blocks, a 16-register target and SPECC_CONV_OC2=0 keep one. The two-block
+    kernel (forced on this target when it has 16 registers) agrees with the reference lowering, residual add and
+    relu fused."""
+    from specc.backends.tvm.schedules import _target
+
+    rng = np.random.default_rng(13)
+    n = tirx.Var("n", "int64")
+    nr = _target.cpu_info(AVX512).nr
+
+    def convs(width, oc, nr=nr):
+        x = relax.Var("x", relax.TensorType((n, nr, width, width), "float32"))
+
+        def body(bb):
+            op = relax.op
+            y = bb.emit(op.nn.relu(op.nn.conv2d(x, _const(rng, (2 * nr, nr, 3, 3)), padding=1)))
+            z = bb.emit(op.nn.conv2d(y, _const(rng, (oc, 2 * nr, 1, 1))))
+            return bb.emit(op.nn.relu(op.add(z, op.nn.conv2d(y, _const(rng, (oc, 2 * nr, 1, 1))))))
+        return _function([x], body)
+
+    def blocks(mod, tgt):
+        return sorted(_conv_tiles(mod, tgt).values())
+
+    assert blocks(convs(28, 4 * nr), AVX512) == [1, 2, 2]  # the 3x3 conv keeps one block
+    assert blocks(convs(14, 4 * nr), AVX512) == [1, 1, 1]
+    assert blocks(convs(28, 3 * nr), AVX512) == [1, 1, 1]
+    assert blocks(convs(28, 4 * nr), AVX2) == [1, 1, 1]
+    monkeypatch.setenv("SPECC_CONV_OC2", "0")
+    assert blocks(convs(28, 4 * nr), AVX512) == [1, 1, 1]
+    monkeypatch.delenv("SPECC_CONV_OC2")
+
+    monkeypatch.setattr(_target.CPUInfo, "conv1x1_oc_blocks", lambda self, n_blocks, width: 2 - n_blocks % 2)
+    info = _target.cpu_info(target)
+    mod = convs(12, 4 * info.nr, info.nr)
+    assert blocks(mod, target) == [1, 2, 2]
+    fast, ref = _build(mod, target, True), _build(mod, target, False)
+    for batch in (1, 2):
+        xi = rng.standard_normal((batch, info.nr, 12, 12)).astype("float32")
+        np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-4)
+
+
 def test_conv_nchwc_weight_packing():
     """pack_conv_weight_nchwc_np puts OIHW weights where conv2d_nchwc reads them: [O/nr, I/cb, KH, cb, KW, nr]."""
     from specc.backends.tvm.schedules import nchwc

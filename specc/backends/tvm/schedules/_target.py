@@ -74,6 +74,21 @@ class CPUInfo:
             wide *= 2
         return best[1], best[2]
 
+    def conv1x1_oc_blocks(self, n_blocks: int, width) -> int:
+        """Output channel blocks (of nr = 2 vectors) one register tile of a 1x1 NCHWc conv computes over rows of
+        `width` pixels: 2 (a tile of 4 vectors x MR pixels: 8 loads per 16 FMAs at MR = 4 instead of 10 per 16 for
+        8 x 2) when the registers hold at least 4 pixels of that (4 * MR accumulators + 4 weight vectors + 1
+        broadcast), the blocks pair up and such tiles cover the row exactly (ResNet-50's 56- and 28-wide rows: 8-20%
+        faster; on 14- and 7-wide rows the padded pixels cost more than the tile gains), else 1. 3x3 convs keep one
+        block (their tap columns reuse each broadcast along the row; two blocks measured no faster). No next-panel
+        prefetch with two blocks (measured 1.13-1.15x on layer 4's). `SPECC_CONV_OC2=0` keeps one block (A/B).
+        Measured: the schedules README, "Two channel blocks per 1x1 tile"."""
+        if os.environ.get("SPECC_CONV_OC2", "1") == "0" or n_blocks % 2 or not isinstance(width, int):
+            return 1
+        if (self.num_regs - 4 - 1) // 4 < 4:
+            return 1
+        return 2 if width % pick_mr(width, self, vectors=4) == 0 else 1
+
     def few_rows_tile(self) -> tuple[int, int]:
         """(MR, NR) of the register tile for a GEMM on few rows (a routed expert's ~N*k/E tokens): 4 vectors wide
         when the registers hold at least 4 rows of that (4*MR accumulators + 4 weight vectors + 1 broadcast), else

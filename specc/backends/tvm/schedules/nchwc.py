@@ -59,7 +59,7 @@ def pack_conv_weight_nchwc_np(w: np.ndarray, cb: int, nr: int) -> np.ndarray:
 
 
 def conv2d_nchwc(x: te.Tensor, wp: te.Tensor, kh: int, kw: int, strides, padding, dilation, mr: int, nr: int,
-                 out_dtype: str = "float32") -> te.Tensor:
+                 out_dtype: str = "float32", oc_blocks: int = 1) -> te.Tensor:
     """conv2d on NCHW{cb}c activations: x [N, C/cb, H, W, cb], weights wp [OC/nr, C/cb, KH, cb, KW, nr]
     (pack_conv_weight_nchwc_np), output [N, OC/nr, OH, OW, nr], i.e. NCHW{nr}c: the layout onnxruntime runs a whole
     CNN in. The register tile (mr output pixels x nr channels) is stored as mr contiguous vectors: no transpose;
@@ -107,7 +107,8 @@ def conv2d_nchwc(x: te.Tensor, wp: te.Tensor, kh: int, kw: int, strides, padding
         lambda n, oco, y, xx, oci: te.sum(
             xp_at(n, rco, y * sh + rkh * dh, xx * sw + rkw * dw, rci).astype(out_dtype)
             * wp[oco, rco, rkh, rci, rkw, oci].astype(out_dtype), axis=[rco, rkh, rci, rkw]),
-        name="specc_conv", attrs={KIND: "conv2d", "specc.mr": mr, "specc.nr": nr, "specc.layout": "nchwc"})
+        name="specc_conv", attrs={KIND: "conv2d", "specc.mr": mr, "specc.nr": nr, "specc.layout": "nchwc",
+                                     "specc.oc_blocks": oc_blocks})
     return te.compute((nb, _int(wp.shape[0]), oh, ow, nr), lambda n, o, y, xx, i: acc[n, o, y, xx, i],
                       name="specc_conv_out")
 
@@ -238,10 +239,11 @@ class NCHWcRewrites:
                 return None
             cb = ic
         x5 = self._converted(x, cb) if cb == nr else x
-        mr = pick_mr(ow, self.info)
+        oc_blocks = self.info.conv1x1_oc_blocks(oc // nr, ow) if kh == kw == 1 else 1
+        mr = pick_mr(ow, self.info, vectors=2 * oc_blocks)
         wp = relax.const(pack_conv_weight_nchwc_np(wval.astype("float32"), cb, nr))
         self.count["conv2d"] += 1
         y5 = self.builder_.emit(self._call(
-            lambda t, wt: conv2d_nchwc(t, wt, kh, kw, strides, pad, dil, mr, nr), [x5, wp],
+            lambda t, wt: conv2d_nchwc(t, wt, kh, kw, strides, pad, dil, mr, nr, oc_blocks=oc_blocks), [x5, wp],
             "specc_conv2d", _FUSABLE))
         return self._back_to_nchw(y5)

@@ -49,6 +49,8 @@ def _schedule_tiled(sch, main, info: CPUInfo):
     mr = _ann_int(sch, main, "specc.mr")
     nr = _ann_int(sch, main, "specc.nr")
     nchwc = str(sch.get(main).annotations.get("specc.layout", "")) == "nchwc"
+    # output channel blocks per register tile (nchwc.conv2d_nchwc: a 1x1 conv on 32 registers takes two)
+    ocb = int(sch.get(main).annotations.get("specc.oc_blocks", 1)) if nchwc else 1
     if kind == "gemm" and "specc.prefetch_ki" in sch.get(main).annotations:
         return _schedule_few_rows_gemm(sch, main, info, mr, nr, _schedule_generic_block)
 
@@ -76,9 +78,14 @@ def _schedule_tiled(sch, main, info: CPUInfo):
     elif kind == "conv2d":
         n, oco, oh, ow, oci = spatial
         wo, wi = sch.split(ow, [None, mr])
-        sch.reorder(n, oco, oh, wo, *red, wi, oci)
+        if ocb > 1:
+            oco, ocs = sch.split(oco, [None, ocb])
+            sch.reorder(n, oco, oh, wo, *red, ocs, wi, oci)
+            sch.unroll(ocs)
+        else:
+            sch.reorder(n, oco, oh, wo, *red, wi, oci)
         if nchwc:
-            red = _input_channel_halves(sch, main, red, info)
+            red = _input_channel_halves(sch, main, red, info, ocb)
         par = sch.fuse(n, oco, oh)
         tile_loop = wo
         ri, ci = wi, oci
@@ -100,6 +107,8 @@ def _schedule_tiled(sch, main, info: CPUInfo):
     il = sch.get_loops(init)
     sch.unroll(il[-2])
     sch.vectorize(il[-1])
+    if ocb > 1:
+        sch.unroll(il[-3])
     # epilogue: vectorise the contiguous axis when it is the full register width
     for c in consumers:
         cl = sch.get_loops(c)
@@ -121,6 +130,8 @@ def _schedule_tiled(sch, main, info: CPUInfo):
                 if nchwc:
                     # NCHW{nr}c output: the tile is stored as mr contiguous vectors
                     sch.vectorize(cl[-1])
+                    if ocb > 1:
+                        sch.unroll(cl[-3])
                 else:
                     sch.unroll(cl[-1])
                 sch.unroll(cl[-2])
@@ -138,7 +149,7 @@ def _schedule_tiled(sch, main, info: CPUInfo):
         weight = _conv_weight_param(sch, main)
         loops = sch.get_loops(main)
         wo_ext = _extent(sch, loops[1])
-        if _prefetches_next_panel(weight, info) and wo_ext is not None:
+        if _prefetches_next_panel(weight, info, ocb) and wo_ext is not None:
             oh = int(sch.get(main).iter_vars[2].dom.extent)
             return _prefetch_next_conv_panel(sch.mod["main"], sch.get(loops[0]).loop_var,
                                              sch.get(loops[1]).loop_var, sch.get(red[0]).loop_var, weight, oh,
@@ -153,7 +164,7 @@ def _nbytes(buf) -> int:
     return total
 
 
-def _prefetches_next_panel(weight, info: CPUInfo) -> bool:
+def _prefetches_next_panel(weight, info: CPUInfo, ocb: int = 1) -> bool:
     """Whether an NCHWc conv with packed weight `weight` (None: not a constant) prefetches its next weight panel:
     weights that do not fit the L2 (streamed from L3 / memory) whose current and next panel fit half of it (with the
     3x3 512-channel convs' 590 KB panels in, those ran 3-9% slower: the L2 holds too little else).
@@ -161,10 +172,10 @@ def _prefetches_next_panel(weight, info: CPUInfo) -> bool:
     if weight is None or os.environ.get("SPECC_CONV_PREFETCH", "1") == "0":
         return False
     wbytes, n_oco = _nbytes(weight), int(weight.shape[0])
-    return wbytes > info.l2 and 2 * wbytes // n_oco <= info.l2 // 2 and n_oco > 1
+    return ocb == 1 and wbytes > info.l2 and 2 * wbytes // n_oco <= info.l2 // 2 and n_oco > 1
 
 
-def _input_channel_halves(sch, main, red, info: CPUInfo):
+def _input_channel_halves(sch, main, red, info: CPUInfo, ocb: int = 1):
     """The reduction of an NCHWc conv (input channel block ico, tap row, channel, tap column) walked with its input
     channel blocks in two halves side by side: (ico_i, kh, ici, ico_o, kw), ico = ico_o * n/2 + ico_i, ico_o
     unrolled, so a step reads the input and the weight panel at two places half of them apart and does twice the
@@ -178,7 +189,7 @@ def _input_channel_halves(sch, main, red, info: CPUInfo):
         return red
     weight = _conv_weight_param(sch, main)
     n_ico = _extent(sch, red[0]) or 0
-    if weight is None or n_ico < 2 or n_ico % 2 or _prefetches_next_panel(weight, info):
+    if weight is None or n_ico < 2 or n_ico % 2 or _prefetches_next_panel(weight, info, ocb):
         return red
     taps = int(weight.shape[2]) * int(weight.shape[4])  # wp[OC/nr, C/cb, KH, cb, KW, nr]
     if taps == 1 and _nbytes(weight) <= info.l2:
