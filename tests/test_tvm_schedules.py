@@ -339,7 +339,8 @@ def test_conv_nchwc_input_channel_halves(target, monkeypatch):
     texts = convs()
     assert len(texts) == 2
     halved = [t for t in texts if halves.search(t)]
-    assert len(halved) == 1 and "specc_pad" in halved[0], "the 3x3 conv (the one with a padded input) is halved"
+    padded = ("specc_pad" in t or "T.if_then_else" in t for t in halved)  # a padded copy, or the border in place
+    assert len(halved) == 1 and all(padded), "the 3x3 conv (the one with a padded input) is halved"
     fast, ref = _build(mod, target, True), _build(mod, target, False)
     monkeypatch.setenv("SPECC_CONV_HALVES", "0")
     assert not any(halves.search(t) for t in convs())
@@ -407,6 +408,46 @@ def test_conv_nchwc_two_channel_blocks_per_1x1_tile(target, monkeypatch):
     for batch in (1, 2):
         xi = rng.standard_normal((batch, info.nr, 12, 12)).astype("float32")
         np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+def test_conv_nchwc_border_read_in_place(target, monkeypatch):
+    """On AVX-512 a padded NCHWc conv reads its zero border in place (the padding's test inlined into the
+    reduction, schedule._reads_border_in_place) instead of from a padded copy of its input; AVX2 and
+    SPECC_PAD_INLINE=0 keep the copy. Both forms (the in-place one forced on this target) agree with the reference
+    lowering, a stride-2 conv and a partial last row tile included."""
+    from specc.backends.tvm.schedules import schedule
+
+    rng = np.random.default_rng(17)
+    n = tirx.Var("n", "int64")
+    x = relax.Var("x", relax.TensorType((n, 32, 11, 11), "float32"))
+
+    def body(bb):
+        op = relax.op
+        y = bb.emit(op.nn.relu(op.nn.conv2d(x, _const(rng, (64, 32, 3, 3)), padding=1)))
+        return bb.emit(op.nn.relu(op.nn.conv2d(y, _const(rng, (64, 64, 3, 3)), strides=2, padding=1)))
+
+    mod = _function([x], body)
+
+    def copies(tgt):
+        return sum("specc_pad" in f.script() for _, f in optimize_for_cpu(mod, tgt).functions_items()
+                   if isinstance(f, tirx.PrimFunc))
+
+    assert copies(AVX512) == 0 and copies(AVX2) == 2
+    monkeypatch.setenv("SPECC_PAD_INLINE", "0")
+    assert copies(AVX512) == 2
+    monkeypatch.delenv("SPECC_PAD_INLINE")
+    ref = _build(mod, target, False)
+    builds = []
+    for in_place in (False, True):
+        monkeypatch.setattr(schedule, "_reads_border_in_place", lambda info, v=in_place: v)
+        assert copies(target) == (0 if in_place else 2)
+        builds.append(_build(mod, target, True))
+    for batch in (1, 2):
+        xi = rng.standard_normal((batch, 32, 11, 11)).astype("float32")
+        want = _run(ref, xi)
+        for fast in builds:
+            np.testing.assert_allclose(_run(fast, xi), want, rtol=1e-4, atol=1e-4)
 
 
 def test_conv_nchwc_weight_packing():
