@@ -660,6 +660,30 @@ def test_gemm_register_tile_from_the_target(mcpu, n, tile):
     assert rows * vectors + vectors + 1 <= info.num_regs
 
 
+def test_gemm_tile_height_for_a_run_time_row_count(monkeypatch):
+    """A GEMM whose row count is a run-time value (a sequence length) takes a power-of-two tile height that keeps
+    16 accumulators (AVX-512's 6 x 4 vectors -> 4 x 4: T = 128 computes 128 rows, not 132); a static row count
+    keeps the 6-row tile (its last tile is exact), AVX2's 6 x 2 stays, and SPECC_GEMM_POW2_ROWS=0 keeps 6 rows."""
+    rng = np.random.default_rng(21)
+    w = (rng.standard_normal((768, 64)) * 0.2).astype("float32")
+
+    def tile_rows(rows, mcpu):
+        x = relax.Var("x", relax.TensorType((1, rows, 64), "float32"))
+        mod = _function([x], lambda bb: bb.emit(relax.op.matmul(x, relax.const(w.T.copy()))))
+        opt = optimize_for_cpu(mod, tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
+        found = [re.search(r'"specc.mr": (\d+)', f.script()) for _, f in opt.functions_items()
+                 if isinstance(f, tirx.PrimFunc) and "specc.mr" in f.script()]
+        assert len(found) == 1
+        return int(found[0].group(1))
+
+    t = tirx.Var("t", "int64")
+    assert tile_rows(t, "skylake-avx512") == 4
+    assert tile_rows(128, "skylake-avx512") == 6
+    assert tile_rows(t, "haswell") == 6
+    monkeypatch.setenv("SPECC_GEMM_POW2_ROWS", "0")
+    assert tile_rows(t, "skylake-avx512") == 6
+
+
 @pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
 @pytest.mark.parametrize("weight_const", [True, False], ids=["const", "param"])
 def test_dense_wide_tile_rows_not_a_multiple(target, weight_const):

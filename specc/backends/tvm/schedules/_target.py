@@ -74,6 +74,21 @@ class CPUInfo:
             wide *= 2
         return best[1], best[2]
 
+    def run_time_rows_tile(self, rows: int, vectors: int) -> int:
+        """The height of a GEMM tile (`rows` x `vectors` registers, gemm_tile's) for a row count known only at run
+        time (a sequence length T): the largest power of two <= rows when that keeps >= 16 accumulators, else rows.
+        Such a GEMM computes its rows in whole tiles (an exact last tile would need MR-1 copies of the nest: the
+        schedules README, "Exact last row tile"), and the lengths people run are multiples of 4 or 8 (powers of two,
+        tokenizers' pad_to_multiple_of): 6-row tiles compute 132 rows for T = 128 and 1026 for 1024, 4-row tiles
+        exactly T. AVX-512's 6 x 4-vector tile becomes 4 x 4; AVX2's 6 x 2 stays (4 x 2 would be 8 accumulators).
+        Measured on Zen 4, GPT-2 (2 layers + lm_head, T = 128): 0.95x with the symbolic T, and 0.99x with T static
+        (where the last tile is exact either way, so the 4-row tile is not slower per FMA there).
+        `SPECC_GEMM_POW2_ROWS=0` keeps `rows` (A/B)."""
+        if os.environ.get("SPECC_GEMM_POW2_ROWS", "1") == "0":
+            return rows
+        p = 1 << (rows.bit_length() - 1)
+        return p if p * vectors >= 16 else rows
+
     def conv1x1_oc_blocks(self, n_blocks: int, width) -> int:
         """Output channel blocks (of nr = 2 vectors) one register tile of a 1x1 NCHWc conv computes over rows of
         `width` pixels: 2 (a tile of 4 vectors x MR pixels: 8 loads per 16 FMAs at MR = 4 instead of 10 per 16 for

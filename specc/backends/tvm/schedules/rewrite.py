@@ -331,6 +331,8 @@ class HeavyOpRewriter(PyExprMutator, NCHWcRewrites):
         """(mr, nr, prefetch ki) of the GEMM kernel for `rows` x K @ K x N."""
         # the GEMM's own register tile (CPUInfo.gemm_tile), wider than the convolutions' on AVX-512
         tile_rows, vectors = self.info.gemm_tile(n)
+        if not isinstance(rows, int) and not _is_routed(rows):  # a sequence length: known at run time only
+            tile_rows = self.info.run_time_rows_tile(tile_rows, vectors)
         nr = vectors * self.info.lanes
         # (a 1-vector tile keeps the row choices of the 2-vector one, as before)
         mr = pick_mr(rows, self.info, prefer=tile_rows, vectors=max(vectors, 2))
