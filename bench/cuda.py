@@ -31,6 +31,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# Run as `python bench/cuda.py`, Python puts bench/ first on sys.path, and this file then shadows the `cuda` package
+# (cuda-python) that TVM's NVRTC route imports: "No module named 'cuda.bindings'; 'cuda' is not a package", and
+# every CUDA kernel went to nvcc on the H200 image. Nothing here imports a sibling script.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 
 MODELS = {
     "resnet50": ("resnet50.nn", {"B": 32}),
