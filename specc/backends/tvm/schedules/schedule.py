@@ -80,19 +80,7 @@ def _schedule_tiled(sch, main, info: CPUInfo):
         par = sch.fuse(*lead, co, ro)
         tile_loop = par
     elif kind == "conv2d":
-        n, oco, oh, ow, oci = spatial
-        wo, wi = sch.split(ow, [None, mr])
-        if ocb > 1:
-            oco, ocs = sch.split(oco, [None, ocb])
-            sch.reorder(n, oco, oh, wo, *red, ocs, wi, oci)
-            sch.unroll(ocs)
-        else:
-            sch.reorder(n, oco, oh, wo, *red, wi, oci)
-        if nchwc:
-            red = _input_channel_halves(sch, main, red, info, ocb)
-        par = sch.fuse(n, oco, oh)
-        tile_loop = wo
-        ri, ci = wi, oci
+        par, tile_loop, ri, ci, red = _conv_tile_loops(sch, main, spatial, red, mr, ocb, nchwc, info)
     else:
         raise ValueError(kind)
     sch.parallel(par)
@@ -159,6 +147,24 @@ def _schedule_tiled(sch, main, info: CPUInfo):
                                              sch.get(loops[1]).loop_var, sch.get(red[0]).loop_var, weight, oh,
                                              wo_ext, int(weight.shape[0]), _extent(sch, red[0]))
     return None
+
+
+def _conv_tile_loops(sch, main, spatial, red, mr: int, ocb: int, nchwc: bool, info: CPUInfo):
+    """The conv's loops as (image, output channel block [/ ocb], output row) fused into the parallel task loop,
+    the row's tiles of mr pixels, the reduction, then the register tile: ocb channel blocks (unrolled) x mr pixels
+    (unrolled) x the block's channels (vectorised). Returns (task loop, tile loop, pixel loop, channel loop, the
+    reduction loops in their order)."""
+    n, oco, oh, ow, oci = spatial
+    wo, wi = sch.split(ow, [None, mr])
+    if ocb > 1:
+        oco, ocs = sch.split(oco, [None, ocb])
+        sch.reorder(n, oco, oh, wo, *red, ocs, wi, oci)
+        sch.unroll(ocs)
+    else:
+        sch.reorder(n, oco, oh, wo, *red, wi, oci)
+    if nchwc:
+        red = _input_channel_halves(sch, main, red, info, ocb)
+    return sch.fuse(n, oco, oh), wo, wi, oci, red
 
 
 def _reads_border_in_place(info: CPUInfo) -> bool:
