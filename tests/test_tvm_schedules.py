@@ -278,8 +278,8 @@ def test_stem_max_pool_residual_nchwc(target):
 def test_conv_nchwc_prefetches_next_weight_panel(target):
     """An NCHWc conv whose weights do not fit the L2 (sized from the target's CPUInfo, so on any machine) while two
     of its nr-channel panels fit half of it gets the next panel prefetched (`tiled-conv2d-prefetch`, an
-    llvm.prefetch in the kernel) and still agrees with the reference lowering; a conv whose weights fit keeps the
-    plain kernel."""
+    llvm.prefetch in the kernel) on a 32-register target and still agrees with the reference lowering; a conv whose
+    weights fit keeps the plain kernel, and so does every conv on a 16-register (AVX2) target."""
     from specc.backends.tvm.schedules._target import cpu_info
 
     info = cpu_info(target)
@@ -299,10 +299,12 @@ def test_conv_nchwc_prefetches_next_weight_panel(target):
     mod = _function([x], body)
     fast, ref = _build(mod, target, True), _build(mod, target, False)
     sched = last_stats()["schedules"]
-    assert sorted(v for v in sched.values() if "conv2d" in v) == ["tiled-conv2d", "tiled-conv2d-prefetch"], sched
+    prefetches = info.num_regs >= 32
+    want = ["tiled-conv2d", "tiled-conv2d-prefetch"] if prefetches else ["tiled-conv2d", "tiled-conv2d"]
+    assert sorted(v for v in sched.values() if "conv2d" in v) == want, sched
     text = "".join(f.script() for _, f in optimize_for_cpu(mod, target).functions_items()
                    if isinstance(f, tirx.PrimFunc))
-    assert text.count("llvm.prefetch") == 1
+    assert text.count("llvm.prefetch") == int(prefetches)
     for batch in (1, 2):
         xi = rng.standard_normal((batch, c, 7, 7)).astype("float32")
         np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-4)

@@ -190,9 +190,13 @@ def _nbytes(buf) -> int:
 def _prefetches_next_panel(weight, info: CPUInfo, ocb: int = 1) -> bool:
     """Whether an NCHWc conv with packed weight `weight` (None: not a constant) prefetches its next weight panel:
     weights that do not fit the L2 (streamed from L3 / memory) whose current and next panel fit half of it (with the
-    3x3 512-channel convs' 590 KB panels in, those ran 3-9% slower: the L2 holds too little else).
-    `SPECC_CONV_PREFETCH=0` switches it off (A/B)."""
-    if weight is None or os.environ.get("SPECC_CONV_PREFETCH", "1") == "0":
+    3x3 512-channel convs' 590 KB panels in, those ran 3-9% slower: the L2 holds too little else). Not with two
+    channel blocks per tile (layer 4's 1x1 convs 1.13-1.15x), nor on 16-register targets: AVX2 code measured
+    unchanged with it on an Intel Xeon (3x3 256 @14, 512 @7) and 1.10-1.24x slower on Zen 4 (ResNet-50's layer 3/4
+    1x1 convs; its kernels' sum 1.016x), the prefetch round's spilled accumulators being a larger share of 10-12
+    than of 16 (schedules README, "Closing ResNet-50 and GPT-2 on Zen 4"). `SPECC_CONV_PREFETCH=0` switches it off
+    (A/B)."""
+    if weight is None or os.environ.get("SPECC_CONV_PREFETCH", "1") == "0" or info.num_regs < 32:
         return False
     wbytes, n_oco = _nbytes(weight), int(weight.shape[0])
     return ocb == 1 and wbytes > info.l2 and 2 * wbytes // n_oco <= info.l2 // 2 and n_oco > 1
