@@ -275,11 +275,15 @@ def test_stem_max_pool_residual_nchwc(target):
 
 
 @pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
-def test_conv_nchwc_prefetches_next_weight_panel(target):
+def test_conv_nchwc_prefetches_next_weight_panel(target, monkeypatch):
     """An NCHWc conv whose weights do not fit the L2 (sized from the target's CPUInfo, so on any machine) while two
     of its nr-channel panels fit half of it gets the next panel prefetched (`tiled-conv2d-prefetch`, an
-    llvm.prefetch in the kernel) on a 32-register target and still agrees with the reference lowering; a conv whose
-    weights fit keeps the plain kernel, and so does every conv on a 16-register (AVX2) target."""
+    llvm.prefetch in the kernel) on a 32-register target; a conv whose weights fit keeps the plain kernel, and so
+    does every conv on a 16-register (AVX2) target, unless the rule is forced (so the prefetching kernel's numerics
+    are checked on any machine). Both agree with the reference lowering."""
+    import dataclasses
+
+    from specc.backends.tvm.schedules import schedule
     from specc.backends.tvm.schedules._target import cpu_info
 
     info = cpu_info(target)
@@ -297,17 +301,26 @@ def test_conv_nchwc_prefetches_next_weight_panel(target):
         return bb.emit(relax.op.nn.relu(relax.op.nn.conv2d(y, relax.const(w))))
 
     mod = _function([x], body)
-    fast, ref = _build(mod, target, True), _build(mod, target, False)
-    sched = last_stats()["schedules"]
-    prefetches = info.num_regs >= 32
-    want = ["tiled-conv2d", "tiled-conv2d-prefetch"] if prefetches else ["tiled-conv2d", "tiled-conv2d"]
-    assert sorted(v for v in sched.values() if "conv2d" in v) == want, sched
-    text = "".join(f.script() for _, f in optimize_for_cpu(mod, target).functions_items()
-                   if isinstance(f, tirx.PrimFunc))
-    assert text.count("llvm.prefetch") == int(prefetches)
-    for batch in (1, 2):
-        xi = rng.standard_normal((batch, c, 7, 7)).astype("float32")
-        np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-4)
+    ref = _build(mod, target, False)
+
+    def check(prefetches):
+        fast = _build(mod, target, True)
+        sched = last_stats()["schedules"]
+        want = ["tiled-conv2d", "tiled-conv2d-prefetch"] if prefetches else ["tiled-conv2d", "tiled-conv2d"]
+        assert sorted(v for v in sched.values() if "conv2d" in v) == want, sched
+        text = "".join(f.script() for _, f in optimize_for_cpu(mod, target).functions_items()
+                       if isinstance(f, tirx.PrimFunc))
+        assert text.count("llvm.prefetch") == int(prefetches)
+        for batch in (1, 2):
+            xi = rng.standard_normal((batch, c, 7, 7)).astype("float32")
+            np.testing.assert_allclose(_run(fast, xi), _run(ref, xi), rtol=1e-4, atol=1e-4)
+
+    check(info.num_regs >= 32)
+    if info.num_regs < 32:
+        rule = schedule._prefetches_next_panel
+        monkeypatch.setattr(schedule, "_prefetches_next_panel",
+                            lambda wt, inf, ocb=1: rule(wt, dataclasses.replace(inf, num_regs=32), ocb))
+        check(True)
 
 
 @pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
