@@ -465,6 +465,41 @@ def test_conv_nchwc_border_read_in_place(target, monkeypatch):
             np.testing.assert_allclose(_run(fast, xi), want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+@pytest.mark.parametrize("size", [15, 16])
+def test_conv_nchwc_strided_1x1_reads_a_subsampled_copy(target, size, monkeypatch):
+    """A strided unpadded 1x1 NCHWc conv (a ResNet downsample) copies out the pixels it reads (`specc_subsample`)
+    and runs with stride 1, its residual add and relu still fused; a padded strided conv and SPECC_CONV_SUBSAMPLE=0
+    keep the strided kernel. Both agree with the reference lowering, odd planes (15 -> 8) included."""
+    rng = np.random.default_rng(23)
+    n = tirx.Var("n", "int64")
+    x = relax.Var("x", relax.TensorType((n, 32, size, size), "float32"))
+    half = -(-size // 2)
+
+    def body(bb):
+        op = relax.op
+        y = bb.emit(op.nn.relu(op.nn.conv2d(x, _const(rng, (64, 32, 1, 1)))))
+        down = bb.emit(op.nn.conv2d(y, _const(rng, (64, 64, 1, 1)), strides=2))
+        main = bb.emit(op.nn.conv2d(y, _const(rng, (64, 64, 3, 3)), strides=2, padding=1))
+        return bb.emit(op.nn.relu(op.add(main, down)))
+
+    mod = _function([x], body)
+    ref = _build(mod, target, False)
+    builds = []
+    for env in ("1", "0"):
+        monkeypatch.setenv("SPECC_CONV_SUBSAMPLE", env)
+        builds.append(_build(mod, target, True))
+        names = list(last_stats()["schedules"])
+        assert last_stats()["replaced"]["conv2d"] == 3
+        assert sum("subsample" in k for k in names) == (1 if env == "1" else 0), names
+    for batch in (1, 2):
+        xi = rng.standard_normal((batch, 32, size, size)).astype("float32")
+        want = _run(ref, xi)
+        assert want.shape == (batch, 64, half, half)
+        for fast in builds:
+            np.testing.assert_allclose(_run(fast, xi), want, rtol=1e-4, atol=1e-4)
+
+
 def test_conv_nchwc_weight_packing():
     """pack_conv_weight_nchwc_np puts OIHW weights where conv2d_nchwc reads them: [O/nr, I/cb, KH, cb, KW, nr]."""
     from specc.backends.tvm.schedules import nchwc
