@@ -57,8 +57,8 @@ def _schedule_tiled(sch, main, info: CPUInfo):
     # keep producers (pad, packing) at root; inline elementwise epilogue intermediates
     _inline_intermediates(sch, skip=[main])
     if nchwc and kind == "conv2d" and _reads_border_in_place(info):
-        for b in _blocks(sch):
-            if sch.get(b).name_hint == "specc_pad":
+        for b in _blocks(sch):  # an NCHWc input's padded copy; the stem's NCHW image keeps its own
+            if sch.get(b).name_hint == "specc_pad" and len(sch.get(b).writes[0].source.shape) == 5:
                 sch.compute_inline(b)
     all_blocks = _blocks(sch)
     idx = [k for k, b in enumerate(all_blocks) if _same(sch, b, main)][0]
@@ -173,7 +173,8 @@ def _reads_border_in_place(info: CPUInfo) -> bool:
     [N, C/cb, H+2, W+2, cb] before the conv reads it). In place, LLVM keeps the broadcasts and branches on the
     border tests outside the channel loop (a 3x3 64-channel kernel at 14x14 on znver4: 278 FMA instructions instead
     of 196, the same 74 broadcasts). Measured in ResNet-50 on Zen 4: with AVX-512 code its 3x3 convs are 1-3% faster
-    (the copy's pass saved) and 7-10% on layer 4's 7x7 planes, none slower; with AVX2 code (haswell, same CPU) the
+    (the copy's pass saved) and 7-10% on layer 4's 7x7 planes; the stem (7x7/2 on the NCHW image) 7% slower, so
+    an NCHW input keeps its copy; with AVX2 code (haswell, same CPU) the
     14x14 ones are 1.4-1.5x slower and the rest unchanged, so AVX2 targets keep the copy. Intel AVX-512 is
     unmeasured. `SPECC_PAD_INLINE=0` keeps the copy (A/B). Figures: the schedules README, "The zero border read in
     place"."""
