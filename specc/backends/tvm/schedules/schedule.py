@@ -212,8 +212,10 @@ def _input_channel_halves(sch, main, red, info: CPUInfo, ocb: int = 1):
     whose 590 KB panels are too big to prefetch, 5-10% faster); not for 1x1 convs whose weights fit the L2
     (0.98-1.09x), nor with the prefetch (1x1 beyond the L2: 1.04-1.07x). Returns the reduction loops in their new
     order (the outermost first); `SPECC_CONV_HALVES=0` keeps the plain order (A/B). Measured: the schedules README,
-    "Input channel blocks in two halves"."""
-    if os.environ.get("SPECC_CONV_HALVES", "1") == "0" or len(red) != 4:
+    "Input channel blocks in two halves". Not on 16-register targets: AVX2 code measured 0.99x on one 3x3 conv on
+    the Intel Xeon and 1.006x (ResNet-50) / 1.014x (ResNet-18, its 14x14 and stride-2 3x3 convs 1.02-1.05x) on Zen 4
+    ("Closing ResNet-50 and GPT-2 on Zen 4")."""
+    if os.environ.get("SPECC_CONV_HALVES", "1") == "0" or len(red) != 4 or info.num_regs < 32:
         return red
     weight = _conv_weight_param(sch, main)
     n_ico = _extent(sch, red[0]) or 0
