@@ -97,7 +97,7 @@ class CPUInfo:
         faster; on 14- and 7-wide rows the padded pixels cost more than the tile gains), else 1. 3x3 convs keep one
         block (their tap columns reuse each broadcast along the row; two blocks measured no faster). No next-panel
         prefetch with two blocks (measured 1.13-1.15x on layer 4's). `SPECC_CONV_OC2=0` keeps one block (A/B).
-        Measured: the schedules README, "Two channel blocks per 1x1 tile"."""
+        Measured: the schedules README, "Closing ResNet-50 and GPT-2 on Zen 4"."""
         if os.environ.get("SPECC_CONV_OC2", "1") == "0" or n_blocks % 2 or not isinstance(width, int):
             return 1
         if (self.num_regs - 4 - 1) // 4 < 4:

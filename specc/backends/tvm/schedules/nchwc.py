@@ -117,7 +117,7 @@ def conv2d_nchwc(x: te.Tensor, wp: te.Tensor, kh: int, kw: int, strides, padding
 
 def subsample_nchwc(x: te.Tensor, sh: int, sw: int) -> te.Tensor:
     """The pixels a 1x1 conv with strides (sh, sw) and no padding reads, x[:, :, ::sh, ::sw, :] of an NCHW{c}c x,
-    copied out: the conv then runs with stride 1 on contiguous pixels (`_subsampled`)."""
+    copied out: the conv then runs with stride 1 on contiguous pixels (`_subsamples`)."""
     nb = x.shape[0]
     cbk, h, w, cb = [_int(d) for d in x.shape[1:]]
     return te.compute((nb, cbk, -(-h // sh), -(-w // sw), cb),
