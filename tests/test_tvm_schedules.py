@@ -46,6 +46,24 @@ def _function(params, body):
     return bb.get()
 
 
+def _kernel_scripts(mod, target) -> dict[str, str]:
+    """The TVMScript of each kernel (PrimFunc) of optimize_for_cpu(mod, target), by name."""
+    return {gv.name_hint: f.script() for gv, f in optimize_for_cpu(mod, target).functions_items()
+            if isinstance(f, tirx.PrimFunc)}
+
+
+def _with_32_registers(monkeypatch, module, rule: str) -> None:
+    """Make module.rule decide as it would on a 32-register target (its CPUInfo arguments with num_regs = 32), so a
+    kernel only such targets take is also built, and its numerics checked, on a 16-register host."""
+    import dataclasses
+
+    from specc.backends.tvm.schedules._target import CPUInfo
+
+    decide = getattr(module, rule)
+    monkeypatch.setattr(module, rule, lambda *args: decide(
+        *(dataclasses.replace(a, num_regs=32) if isinstance(a, CPUInfo) else a for a in args)))
+
+
 def _assert_all_scheduled(target, mod):
     opt = optimize_for_cpu(mod, target)
     for _, func in opt.functions_items():
@@ -281,8 +299,6 @@ def test_conv_nchwc_prefetches_next_weight_panel(target, monkeypatch):
     llvm.prefetch in the kernel) on a 32-register target; a conv whose weights fit keeps the plain kernel, and so
     does every conv on a 16-register (AVX2) target, unless the rule is forced (so the prefetching kernel's numerics
     are checked on any machine). Both agree with the reference lowering."""
-    import dataclasses
-
     from specc.backends.tvm.schedules import schedule
     from specc.backends.tvm.schedules._target import cpu_info
 
@@ -308,8 +324,7 @@ def test_conv_nchwc_prefetches_next_weight_panel(target, monkeypatch):
         sched = last_stats()["schedules"]
         want = ["tiled-conv2d", "tiled-conv2d-prefetch"] if prefetches else ["tiled-conv2d", "tiled-conv2d"]
         assert sorted(v for v in sched.values() if "conv2d" in v) == want, sched
-        text = "".join(f.script() for _, f in optimize_for_cpu(mod, target).functions_items()
-                       if isinstance(f, tirx.PrimFunc))
+        text = "".join(_kernel_scripts(mod, target).values())
         assert text.count("llvm.prefetch") == int(prefetches)
         for batch in (1, 2):
             xi = rng.standard_normal((batch, c, 7, 7)).astype("float32")
@@ -317,9 +332,7 @@ def test_conv_nchwc_prefetches_next_weight_panel(target, monkeypatch):
 
     check(info.num_regs >= 32)
     if info.num_regs < 32:
-        rule = schedule._prefetches_next_panel
-        monkeypatch.setattr(schedule, "_prefetches_next_panel",
-                            lambda wt, inf, ocb=1: rule(wt, dataclasses.replace(inf, num_regs=32), ocb))
+        _with_32_registers(monkeypatch, schedule, "_prefetches_next_panel")
         check(True)
 
 
@@ -330,26 +343,20 @@ def test_conv_nchwc_input_channel_halves(target, monkeypatch):
     32-register target; a 1x1 conv whose weights fit the L2 keeps the plain order, and so does the 3x3 with
     SPECC_CONV_HALVES=0 and on a 16-register target, where the rule is then forced so that the halved kernel's
     numerics are checked on any machine. Both builds agree with the reference lowering."""
-    import dataclasses
-
     from specc.backends.tvm.schedules import schedule
     from specc.backends.tvm.schedules._target import cpu_info
 
     info = cpu_info(target)
-    if info.num_regs < 32:
-        assert not any(re.search(r"for ico_0 in T\.unroll", f.script())
-                       for _, f in optimize_for_cpu(_halves_case(info)[0], target).functions_items()
-                       if isinstance(f, tirx.PrimFunc))
-        rule = schedule._input_channel_halves
-        monkeypatch.setattr(schedule, "_input_channel_halves", lambda sch, main, red, inf, ocb=1: rule(
-            sch, main, red, dataclasses.replace(inf, num_regs=32), ocb))
     mod, c = _halves_case(info)
     rng = np.random.default_rng(10)
     halves = re.compile(r"for ico_0 in T\.unroll\(T\.int64\(2\)\)")
 
     def convs():
-        return [f.script() for _, f in optimize_for_cpu(mod, target).functions_items()
-                if isinstance(f, tirx.PrimFunc) and "specc_conv" in f.script()]
+        return [t for t in _kernel_scripts(mod, target).values() if "specc_conv" in t]
+
+    if info.num_regs < 32:
+        assert not any(halves.search(t) for t in convs())
+        _with_32_registers(monkeypatch, schedule, "_input_channel_halves")
 
     texts = convs()
     assert len(texts) == 2
@@ -387,20 +394,13 @@ def _halves_case(info):
 AVX512 = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"})
 
 
-def _stats_after(mod, target) -> dict:
-    """The schedules optimize_for_cpu chose for mod's kernels on target (name -> schedule)."""
-    optimize_for_cpu(mod, target)
-    return dict(last_stats()["schedules"])
-
-
 def _conv_tiles(mod, target) -> dict[str, int]:
     """Output channel blocks per register tile of each NCHWc conv kernel (its `oco_1` loop, 1 when it has none)."""
     out = {}
-    for gv, f in optimize_for_cpu(mod, target).functions_items():
-        text = f.script() if isinstance(f, tirx.PrimFunc) else ""
+    for name, text in _kernel_scripts(mod, target).items():
         if "specc_conv" in text:
             pair = re.search(r"for oco_1 in T\.unroll\(T\.int64\((\d+)\)\)", text)
-            out[gv.name_hint] = int(pair.group(1)) if pair else 1
+            out[name] = int(pair.group(1)) if pair else 1
     return out
 
 
@@ -467,18 +467,16 @@ def test_conv_nchwc_border_read_in_place(target, monkeypatch):
 
     mod = _function([x], body)
 
-    def copies(tgt):
-        return sum("specc_pad" in f.script() for _, f in optimize_for_cpu(mod, tgt).functions_items()
-                   if isinstance(f, tirx.PrimFunc))
+    def copies(tgt, module=mod):
+        return sum("specc_pad" in t for t in _kernel_scripts(module, tgt).values())
 
     assert copies(AVX512) == 0 and copies(AVX2) == 2
     image = relax.Var("image", relax.TensorType((n, 3, 32, 32), "float32"))
     stem = _function([image], lambda bb: bb.emit(relax.op.nn.conv2d(image, _const(rng, (64, 3, 7, 7)), strides=2,
                                                                       padding=3)))
     # an image stem (NCHW input read in place as one channel block) keeps its padded copy: 7% slower without
-    assert [k for k, v in _stats_after(stem, AVX512).items() if "conv2d" in v]
-    assert sum("specc_pad" in f.script() for _, f in optimize_for_cpu(stem, AVX512).functions_items()
-               if isinstance(f, tirx.PrimFunc)) == 1
+    assert copies(AVX512, stem) == 1
+    assert [k for k, v in last_stats()["schedules"].items() if "conv2d" in v]
     monkeypatch.setenv("SPECC_PAD_INLINE", "0")
     assert copies(AVX512) == 2
     monkeypatch.delenv("SPECC_PAD_INLINE")
@@ -750,9 +748,9 @@ def test_gemm_tile_height_for_a_run_time_row_count(monkeypatch):
     def tile_rows(rows, mcpu):
         x = relax.Var("x", relax.TensorType((1, rows, 64), "float32"))
         mod = _function([x], lambda bb: bb.emit(relax.op.matmul(x, relax.const(w.T.copy()))))
-        opt = optimize_for_cpu(mod, tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
-        found = [re.search(r'"specc.mr": (\d+)', f.script()) for _, f in opt.functions_items()
-                 if isinstance(f, tirx.PrimFunc) and "specc.mr" in f.script()]
+        found = [re.search(r'"specc.mr": (\d+)', t)
+                 for t in _kernel_scripts(mod, tvm.target.Target({"kind": "llvm", "mcpu": mcpu})).values()
+                 if "specc.mr" in t]
         assert len(found) == 1
         return int(found[0].group(1))
 
