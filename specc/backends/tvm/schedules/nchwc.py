@@ -251,8 +251,9 @@ class NCHWcRewrites:
             cb = ic
         x5 = self._converted(x, cb) if cb == nr else x
         if kh == kw == 1 and cb == nr and _subsamples(strides, pad):
-            x5 = self.builder_.emit(self._call(lambda t: subsample_nchwc(t, *strides), [x5], "specc_subsample", _INJ))
-            strides = (1, 1)
+            sh, sw = strides
+            x5 = self.builder_.emit(self._call(lambda t: subsample_nchwc(t, sh, sw), [x5], "specc_subsample", _INJ))
+            strides = (1, 1)  # the conv below reads the copy
         oc_blocks = self.info.conv1x1_oc_blocks(oc // nr, ow) if kh == kw == 1 else 1
         mr = pick_mr(ow, self.info, vectors=2 * oc_blocks)
         wp = relax.const(pack_conv_weight_nchwc_np(wval.astype("float32"), cb, nr))
