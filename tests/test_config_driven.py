@@ -165,6 +165,44 @@ def test_a_repeat_folded_by_an_if_on_its_index_is_one_loop_chosen_per_index():
     torch.testing.assert_close(model(tokens), ref(tokens), rtol=0, atol=0)
 
 
+def test_shared_experts_are_a_count_any_config_may_change():
+    """std/moe.nn's SparseMoE is one `moe` for any number of shared experts, none included: the DeepSeek module
+    compiled with its two builds a config with none or three, exactly the -D compile's (it refused `shared = 0`
+    with "recompile with -D", and Mixtral's class refused any shared expert)."""
+    base = {**SHRINK["deepseek_moe_16b"], "layers": 3, "dense_layers": 1}
+    spec = specc.load("specs/deepseek_moe_16b.nn", overrides=base)
+    mod = _module(spec.torch_source(), "deepseek_shared")
+    for shared in (0, 3):
+        other = specc.load("specs/deepseek_moe_16b.nn", overrides={**base, "shared": shared})
+        torch.manual_seed(0)
+        built = mod.DeepSeekMoE16B(mod.DeepSeekMoE16BConfig(**{**base, "shared": shared}))
+        assert [len(layer.mlp.moe.shared) for layer in built.layers[1:]] == [shared, shared]
+        assert sum(p.numel() for p in built.parameters()) == other.params
+        fixed = _module(other.torch_source(), f"deepseek_shared_{shared}")
+        _same_outputs(built, fixed.DeepSeekMoE16B(), other)
+
+
+def test_routed_and_shared_experts_of_equal_width_keep_their_own_sizes(tmp_path):
+    """SwiGLU(hidden) and SwiGLU(shared_hidden) are one graph when the two widths are equal, but each use is built
+    from its own hyper-parameter: the class compiled with equal widths builds shared experts of another width (both
+    were built from `hidden`), and shared_hidden = 0 means `hidden`."""
+    src = tmp_path / "m.nn"
+    src.write_text('''import "std/moe.nn"
+model M(d: int = 16, hidden: int = 24, shared: int = 1, shared_hidden: int = 24) {
+  input x: f32[B, T, d]
+  output y = x -> SparseMoE(hidden, 4, 2, shared, shared_hidden)
+}
+''')
+    mod = _module(specc.load(src).torch_source(), "moe_widths")
+    for shared_hidden, width in ((40, 40), (0, 24)):
+        cfg = {"shared": 2, "shared_hidden": shared_hidden}
+        built = mod.M(mod.MConfig(**cfg))
+        moe = next(m for m in built.modules() if type(m).__name__ == "MixtureOfExperts")
+        assert [e.w1.out_features for e in moe.shared] == [width, width]
+        assert all(e.w1.out_features == 24 for e in moe.experts)
+        assert sum(p.numel() for p in built.parameters()) == specc.load(src, overrides=cfg).params
+
+
 def test_a_body_reading_its_index_elsewhere_keeps_its_runs_pinned(tmp_path):
     """When the index also sets a size (`linear(d + i)`), no one class per branch can be written for any split:
     the runs stay as compiled and another split is refused with the spec's words."""

@@ -232,7 +232,7 @@ class CallsMixin:
         if any(isinstance(t.type, ErrorType) for t in tensors):
             return None
 
-        def resolve(v: Any, where: Span | None) -> Any:
+        def resolve(v: Any, where: Span | None, attr: str) -> Any:
             if not isinstance(v, BlockValue):
                 return v
             if op.block_inputs is None:
@@ -243,11 +243,14 @@ class CallsMixin:
                 raise self.fail(err.code, f"{label}: {err}", span) from None
             gname = self.instantiate(v, types)
             if gname is not POISON and self.last_instance_env is not None:
-                b.graph.embedded.setdefault(gname, self.last_instance_env)
+                # per attribute: moe's routed and shared experts may be one graph built from differently named
+                # sizes (SwiGLU(hidden) and SwiGLU(shared_hidden) with equal values)
+                b.graph.embedded.setdefault(f"{attr}:{gname}", self.last_instance_env)
             return gname
 
-        values = [resolve(v, spans.get(i, span)) for i, v in enumerate(values)]
-        kw = {k: resolve(v, spans.get(k, span)) for k, v in kw.items()}
+        values = [resolve(v, spans.get(i, span), op.positional[i] if i < len(op.positional) else str(i))
+                  for i, v in enumerate(values)]
+        kw = {k: resolve(v, spans.get(k, span), k) for k, v in kw.items()}
         return None if any(v is POISON for v in [*values, *kw.values()]) else (values, kw)
 
     def apply_block_value(self, bv: BlockValue, pos: list, kw: dict, span: Span | None, spans: dict,

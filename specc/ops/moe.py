@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveInt, ValidationInfo, field_validator
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, ValidationInfo, field_validator
 
 from ..diagnostics import Note, ShapeError
 from ..types import TensorType
@@ -42,7 +42,7 @@ class MoEAttrs(Attrs):
     experts: PositiveInt
     top_k: PositiveInt = 1
     shared: str | None = None  # graph of one always-on expert (DeepSeekMoE)
-    shared_experts: PositiveInt = 1  # how many copies of `shared`
+    shared_experts: NonNegativeInt = 1  # how many copies of `shared` (0: none, the block only typed)
     softmax: Literal["before", "after"] = "before"
     renormalize: bool = False
     capacity_factor: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None  # None: no token is dropped
@@ -115,11 +115,11 @@ _DEFAULTS = {"softmax": "before", "renormalize": False, "capacity_factor": None,
 
 
 def _moe_module(ins: list[TensorType], a: MoEAttrs) -> str:
-    # `@graph@` is the emitter's placeholder for a graph's class constructor
+    # `@attribute:graph@` is the emitter's placeholder for the class constructor of the graph that attribute names
     d = ins[0].shape[-1]
-    out = f"MixtureOfExperts({d}, [@{a.expert}@ for _ in range({a.experts})], top_k={a.top_k}"
+    out = f"MixtureOfExperts({d}, [@expert:{a.expert}@ for _ in range({a.experts})], top_k={a.top_k}"
     if a.shared is not None:
-        out += f", shared=[@{a.shared}@ for _ in range({a.shared_experts})]"
+        out += f", shared=[@shared:{a.shared}@ for _ in range({a.shared_experts})]"
     for k, default in _DEFAULTS.items():
         v = getattr(a, k)
         if v != default:

@@ -457,16 +457,17 @@ class _Planner:
         line = _CTOR.sub(rep, line)
 
         def embedded(mt: re.Match) -> str:  # a block an op runs (moe's experts), with the sizes it was given
-            plan = self.by_graph[mt.group(1)]
-            env = self.g.embedded.get(mt.group(1), {})
+            attr, gname = mt.groups()  # `@shared:SwiGLU_1@`: the op's attribute naming the graph, the graph
+            plan = self.by_graph[gname]
+            env = self.g.embedded.get(f"{attr}:{gname}", {})
             if generic:
                 if any(src not in env for src in plan.sources):
-                    raise Unrenderable(mt.group(1))
+                    raise Unrenderable(gname)
                 return f"{plan.name}({', '.join(_text_of(env[src]) for src in plan.sources)})"
-            g = self.m.graphs[mt.group(1)]
+            g = self.m.graphs[gname]
             values = {**{spec_name(d.expr): int(d) for d in _sizes_of(g)}, **g.hparams}
             return f"{plan.name}({', '.join(pyval(_plain(values[src])) for src in plan.sources)})"
-        return re.sub(r"@([\w.]+)@", embedded, line)
+        return re.sub(r"@(\w+):([\w.]+)@", embedded, line)
 
     def argument(self, plan: ClassPlan, callee: str, site: Graph, node: str, src: str, generic: bool) -> str:
         """The text of the callee's parameter `src` where `site`'s node `node` builds it."""

@@ -110,13 +110,12 @@ class RotaryDecoderLayer(nn.Module):
 
 
 class SparseMoE(nn.Module):
-    """SparseMoE, defined at std/moe.nn:22"""
+    """SparseMoE, defined at std/moe.nn:23"""
 
-    def __init__(self, in_features: int, hidden: int, experts: int, top_k: int, shared: int, balance_coef: float) -> None:
+    def __init__(self, in_features: int, hidden: int, experts: int, top_k: int, shared: int, shared_hidden: int, balance_coef: float) -> None:
         super().__init__()
-        if shared == 0:
-            raise ValueError("SparseMoE: `shared == 0` is false in the spec this class was compiled from; recompile with -D")
-        self.moe = MixtureOfExperts(in_features, [SwiGLU(in_features, hidden) for _ in range(experts)], top_k=top_k, shared=[SwiGLU(in_features, hidden) for _ in range(shared)], balance_coef=balance_coef)
+        shared_hidden = hidden if shared_hidden == 0 else shared_hidden
+        self.moe = MixtureOfExperts(in_features, [SwiGLU(in_features, hidden) for _ in range(experts)], top_k=top_k, shared=[SwiGLU(in_features, shared_hidden) for _ in range(shared)], balance_coef=balance_coef)
 
     def forward(self, x):
         x = self.moe(x)  # [B, T, in_features]
@@ -133,7 +132,7 @@ class DeepSeekMoE16B(nn.Module):
         self.layers = nn.ModuleList([
             RotaryDecoderLayer(config.d, config.heads, SwiGLU(config.d, config.dense_hidden), 0, config.rope_base, config.eps)
             if i < config.dense_layers else
-            RotaryDecoderLayer(config.d, config.heads, SparseMoE(config.d, config.hidden, config.experts, config.top_k, config.shared, config.aux_loss_alpha), 0, config.rope_base, config.eps)
+            RotaryDecoderLayer(config.d, config.heads, SparseMoE(config.d, config.hidden, config.experts, config.top_k, config.shared, config.hidden, config.aux_loss_alpha), 0, config.rope_base, config.eps)
             for i in range(config.layers)
         ])
         self.norm = nn.RMSNorm(config.d, eps=config.eps)
