@@ -333,6 +333,7 @@ def test_conv_nchwc_prefetches_next_weight_panel(target, monkeypatch):
     check(info.num_regs >= 32)
     if info.num_regs < 32:
         _with_32_registers(monkeypatch, schedule, "_prefetches_next_panel")
+        monkeypatch.setenv("SPECC_CONV_FLAT", "0")  # AVX2's 4-pixel tiles would walk the 7x7 plane as one run
         check(True)
 
 
@@ -524,6 +525,42 @@ def test_conv_nchwc_strided_1x1_reads_a_subsampled_copy(target, size, monkeypatc
         xi = rng.standard_normal((batch, 32, size, size)).astype("float32")
         want = _run(ref, xi)
         assert want.shape == (batch, 64, half, half)
+        for fast in builds:
+            np.testing.assert_allclose(_run(fast, xi), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+@pytest.mark.parametrize("size", [14, 7])
+def test_conv_nchwc_1x1_tiles_walk_the_plane_as_one_run(target, size, monkeypatch):
+    """A 1x1 stride-1 NCHWc conv on rows its register tiles do not cover (AVX2's 5-pixel tiles on 14-wide rows,
+    4-pixel on 7-wide) tiles the H*W pixels as one run (nchwc.conv1x1_flat_nchwc): no padded copy of its input,
+    the epilogue reads the plane buffer. AVX-512's 7-pixel tiles cover both rows and SPECC_CONV_FLAT=0 keeps row
+    tiles. Both forms agree with the reference lowering, residual add and relu fused, at batch 1 and 2."""
+    rng = np.random.default_rng(29)
+    n = tirx.Var("n", "int64")
+    x = relax.Var("x", relax.TensorType((n, 32, size, size), "float32"))
+
+    def body(bb):
+        op = relax.op
+        y = bb.emit(op.nn.relu(op.nn.conv2d(x, _const(rng, (32, 32, 3, 3)), padding=1)))
+        z = bb.emit(op.nn.conv2d(y, _const(rng, (64, 32, 1, 1))))
+        return bb.emit(op.nn.relu(op.add(z, op.nn.conv2d(y, _const(rng, (64, 32, 1, 1))))))
+
+    mod = _function([x], body)
+
+    def flat(tgt):
+        return sum('"specc.flat": 1' in t for t in _kernel_scripts(mod, tgt).values())
+
+    assert flat(AVX2) == 2 and flat(AVX512) == 0
+    monkeypatch.setenv("SPECC_CONV_FLAT", "0")
+    assert flat(AVX2) == 0
+    ref = _build(mod, target, False)
+    builds = [_build(mod, target, True)]
+    monkeypatch.delenv("SPECC_CONV_FLAT")
+    builds.append(_build(mod, target, True))
+    for batch in (1, 2):
+        xi = rng.standard_normal((batch, 32, size, size)).astype("float32")
+        want = _run(ref, xi)
         for fast in builds:
             np.testing.assert_allclose(_run(fast, xi), want, rtol=1e-4, atol=1e-4)
 

@@ -1,14 +1,13 @@
 """s_tir schedules for the fused PrimFuncs produced by LegalizeOps + FuseOps + FuseTIR.
 
-* PrimFuncs containing a specc kernel block (annotation ``specc.kernel``):
-  register-tiled micro-kernel (MR rows x NR = 2 SIMD registers of columns / output
-  channels), accumulator in a "local" buffer (promoted to registers by LLVM), reduction
-  loop outside the unrolled/vectorised register tile, elementwise epilogue computed per
-  tile, outer tile loops fused and parallelised.
-* attention kernels: per (batch, head, query-tile) parallel task, QK^T and PV
-  micro-kernels, softmax in between on a [MR, T] tile.
-* everything else: dlight CPU rules (Reduction, GEMV) where they apply, else a generic
-  schedule (inline injective intermediates, parallel outer loops, vectorised inner loop).
+* PrimFuncs containing a specc kernel block (annotation ``specc.kernel``): register-tiled micro-kernel (MR rows x
+  NR = 2 SIMD registers of columns / output channels), accumulator in a "local" buffer (promoted to registers by
+  LLVM), reduction loop outside the unrolled/vectorised register tile, elementwise epilogue computed per tile, outer
+  tile loops fused and parallelised.
+* attention kernels: per (batch, head, query-tile) parallel task, QK^T and PV micro-kernels, softmax in between on
+  a [MR, T] tile.
+* everything else: dlight CPU rules (Reduction, GEMV) where they apply, else a generic schedule (inline injective
+  intermediates, parallel outer loops, vectorised inner loop).
 """
 
 from __future__ import annotations
@@ -91,8 +90,18 @@ def _schedule_tiled(sch, main, info: CPUInfo):
         sch.unroll(red[-1])
 
     consumers = list(sch.get_consumers(main))
-    for buf in range(len(sch.get(main).writes)):  # two for a gated unit (gate, up)
-        sch.set_scope(main, buf, "local")
+    flat = "specc.flat" in sch.get(main).annotations
+    if flat:  # nchwc.conv1x1_flat_nchwc: tiles -> the task's plane buffer, which the epilogue reads pixel by pixel
+        sch.reverse_compute_at(tile := sch.cache_write(main, 0, "local"), tile_loop)
+        sch.unroll(sch.get_loops(tile)[-2])
+        sch.vectorize(sch.get_loops(tile)[-1])
+        w = int(sch.get(consumers[0]).iter_vars[-2].dom.extent)  # the plane's width (specc_conv_out's x)
+        for c in consumers:  # iterated over (y * W + x), as the buffer is indexed: reverse_compute_at mis-inverts y, x
+            sch.transform_block_layout(c, lambda n, o, y, x, i: (n, o, y * w + x, i))
+        tile_loop = par
+    else:
+        for buf in range(len(sch.get(main).writes)):  # two for a gated unit (gate, up)
+            sch.set_scope(main, buf, "local")
     for c in consumers:
         sch.reverse_compute_at(c, tile_loop)
     init = sch.decompose_reduction(main, red[0])
@@ -122,6 +131,8 @@ def _schedule_tiled(sch, main, info: CPUInfo):
                 if nchwc:
                     # NCHW{nr}c output: the tile is stored as mr contiguous vectors
                     sch.vectorize(cl[-1])
+                    if flat:
+                        continue
                     if ocb > 1:
                         sch.unroll(cl[-3])
                 else:
@@ -137,7 +148,7 @@ def _schedule_tiled(sch, main, info: CPUInfo):
         if rows_n is not None:
             return _exact_row_tail(sch.mod["main"], sch.get(par).loop_var, sch.get(red[0]).loop_var,
                                    sch.get(ri).loop_var, rows_n, tiles, mr)
-    if nchwc and kind == "conv2d":
+    if nchwc and kind == "conv2d" and not flat:
         weight = _conv_weight_param(sch, main)
         loops = sch.get_loops(main)
         wo_ext = _extent(sch, loops[1])
@@ -281,8 +292,6 @@ def _schedule_conv1x1_pixels(sch, main, info: CPUInfo):
             _split_vectorize(sch, inner, width)
     for name in producers:
         _schedule_generic_block(sch, sch.get_sblock(name), info)
-
-
 
 
 def _schedule_row_partials(sch, blocks, info: CPUInfo):
