@@ -299,7 +299,7 @@ def test_conv_nchwc_prefetches_next_weight_panel(target, monkeypatch):
     llvm.prefetch in the kernel) on a 32-register target; a conv whose weights fit keeps the plain kernel, and so
     does every conv on a 16-register (AVX2) target, unless the rule is forced (so the prefetching kernel's numerics
     are checked on any machine). Both agree with the reference lowering."""
-    from specc.backends.tvm.schedules import schedule
+    from specc.backends.tvm.schedules import conv_loops
     from specc.backends.tvm.schedules._target import cpu_info
 
     info = cpu_info(target)
@@ -332,7 +332,7 @@ def test_conv_nchwc_prefetches_next_weight_panel(target, monkeypatch):
 
     check(info.num_regs >= 32)
     if info.num_regs < 32:
-        _with_32_registers(monkeypatch, schedule, "_prefetches_next_panel")
+        _with_32_registers(monkeypatch, conv_loops, "_prefetches_next_panel")
         monkeypatch.setenv("SPECC_CONV_FLAT", "0")  # AVX2's 4-pixel tiles would walk the 7x7 plane as one run
         check(True)
 
@@ -340,11 +340,11 @@ def test_conv_nchwc_prefetches_next_weight_panel(target, monkeypatch):
 @pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
 def test_conv_nchwc_input_channel_halves(target, monkeypatch):
     """A 3x3 NCHWc conv walks its input channel blocks in two halves per reduction step
-    (schedule._input_channel_halves: the block loop split into 2 x n/2, the 2 unrolled inside the channel loop) on a
+    (conv_loops._input_channel_halves: the block loop split into 2 x n/2, the 2 unrolled inside the channel loop) on a
     32-register target; a 1x1 conv whose weights fit the L2 keeps the plain order, and so does the 3x3 with
     SPECC_CONV_HALVES=0 and on a 16-register target, where the rule is then forced so that the halved kernel's
     numerics are checked on any machine. Both builds agree with the reference lowering."""
-    from specc.backends.tvm.schedules import schedule
+    from specc.backends.tvm.schedules import conv_loops
     from specc.backends.tvm.schedules._target import cpu_info
 
     info = cpu_info(target)
@@ -357,7 +357,7 @@ def test_conv_nchwc_input_channel_halves(target, monkeypatch):
 
     if info.num_regs < 32:
         assert not any(halves.search(t) for t in convs())
-        _with_32_registers(monkeypatch, schedule, "_input_channel_halves")
+        _with_32_registers(monkeypatch, conv_loops, "_input_channel_halves")
 
     texts = convs()
     assert len(texts) == 2
@@ -452,10 +452,10 @@ def test_conv_nchwc_two_channel_blocks_per_1x1_tile(target, monkeypatch):
 @pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
 def test_conv_nchwc_border_read_in_place(target, monkeypatch):
     """On AVX-512 a padded NCHWc conv reads its zero border in place (the padding's test inlined into the
-    reduction, schedule._reads_border_in_place) instead of from a padded copy of its input; AVX2 and
+    reduction, conv_loops._reads_border_in_place) instead of from a padded copy of its input; AVX2 and
     SPECC_PAD_INLINE=0 keep the copy. Both forms (the in-place one forced on this target) agree with the reference
     lowering, a stride-2 conv and a partial last row tile included."""
-    from specc.backends.tvm.schedules import schedule
+    from specc.backends.tvm.schedules import conv_loops
 
     rng = np.random.default_rng(17)
     n = tirx.Var("n", "int64")
@@ -484,7 +484,7 @@ def test_conv_nchwc_border_read_in_place(target, monkeypatch):
     ref = _build(mod, target, False)
     builds = []
     for in_place in (False, True):
-        monkeypatch.setattr(schedule, "_reads_border_in_place", lambda info, v=in_place: v)
+        monkeypatch.setattr(conv_loops, "_reads_border_in_place", lambda info, v=in_place: v)
         assert copies(target) == (0 if in_place else 2)
         builds.append(_build(mod, target, True))
     for batch in (1, 2):
@@ -525,6 +525,43 @@ def test_conv_nchwc_strided_1x1_reads_a_subsampled_copy(target, size, monkeypatc
         xi = rng.standard_normal((batch, 32, size, size)).astype("float32")
         want = _run(ref, xi)
         assert want.shape == (batch, 64, half, half)
+        for fast in builds:
+            np.testing.assert_allclose(_run(fast, xi), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+def test_conv_nchwc_output_channel_groups_for_an_input_beyond_half_the_l2(target, monkeypatch):
+    """A conv whose input image does not fit half the L2 (sized from the target's CPUInfo, so on any machine) while
+    several output channel blocks' weights do makes its parallel tasks (block group, row, block in the group):
+    conv_loops._oc_group, the block index inside the row in the task loop's name. An input that fits, and
+    SPECC_CONV_OC_GROUPS=0, keep (block, row). Both orders agree with the reference lowering."""
+    from specc.backends.tvm.schedules._target import cpu_info
+
+    info = cpu_info(target)
+    c = -(-(info.l2 // 2 + 1) // (28 * 28 * 4 * info.nr)) * info.nr  # an input just over half the L2
+    rng = np.random.default_rng(31)
+    n = tirx.Var("n", "int64")
+
+    def conv(channels):
+        x = relax.Var("x", relax.TensorType((n, channels, 28, 28), "float32"))
+        w = _const(rng, (4 * info.nr, channels, 1, 1), 0.05)
+        return _function([x], lambda bb: bb.emit(relax.op.nn.relu(relax.op.nn.conv2d(x, w))))
+
+    def grouped(mod):
+        tasks = [re.findall(r"for (\w+) in T\.parallel", t) for k, t in _kernel_scripts(mod, target).items()
+                 if "conv2d" in k]
+        return [bool(re.search(r"_y_oco\w*_fused$", name)) for loops in tasks for name in loops]
+
+    big = conv(c)
+    assert grouped(big) == [True] and grouped(conv(info.nr)) == [False]
+    ref = _build(big, target, False)
+    builds = [_build(big, target, True)]
+    monkeypatch.setenv("SPECC_CONV_OC_GROUPS", "0")
+    assert grouped(big) == [False]
+    builds.append(_build(big, target, True))
+    for batch in (1, 2):
+        xi = rng.standard_normal((batch, c, 28, 28)).astype("float32")
+        want = _run(ref, xi)
         for fast in builds:
             np.testing.assert_allclose(_run(fast, xi), want, rtol=1e-4, atol=1e-4)
 

@@ -18,7 +18,7 @@ import os
 import tvm
 from tvm import s_tir, tirx
 
-from . import kernels
+from . import conv_loops, kernels
 from ._target import CPUInfo
 from .few_rows import _exact_row_tail, _exact_tail_rows, _prefetch_next_conv_panel, _schedule_few_rows_gemm
 from .sched_util import (
@@ -55,7 +55,7 @@ def _schedule_tiled(sch, main, info: CPUInfo):
 
     # keep producers (pad, packing) at root; inline elementwise epilogue intermediates
     _inline_intermediates(sch, skip=[main])
-    if nchwc and kind == "conv2d" and _reads_border_in_place(info):
+    if nchwc and kind == "conv2d" and conv_loops._reads_border_in_place(info):
         for b in _blocks(sch):  # an NCHWc input's padded copy; the stem's NCHW image keeps its own
             if sch.get(b).name_hint == "specc_pad" and len(sch.get(b).writes[0].source.shape) == 5:
                 sch.compute_inline(b)
@@ -79,7 +79,7 @@ def _schedule_tiled(sch, main, info: CPUInfo):
         par = sch.fuse(*lead, co, ro)
         tile_loop = par
     elif kind == "conv2d":
-        par, tile_loop, ri, ci, red = _conv_tile_loops(sch, main, spatial, red, mr, ocb, nchwc, info)
+        par, tile_loop, ri, ci, red = conv_loops._conv_tile_loops(sch, main, spatial, red, mr, ocb, nchwc, info)
     else:
         raise ValueError(kind)
     sch.parallel(par)
@@ -149,106 +149,14 @@ def _schedule_tiled(sch, main, info: CPUInfo):
             return _exact_row_tail(sch.mod["main"], sch.get(par).loop_var, sch.get(red[0]).loop_var,
                                    sch.get(ri).loop_var, rows_n, tiles, mr)
     if nchwc and kind == "conv2d" and not flat:
-        weight = _conv_weight_param(sch, main)
+        weight = conv_loops._conv_weight_param(sch, main)
         loops = sch.get_loops(main)
         wo_ext = _extent(sch, loops[1])
-        if _prefetches_next_panel(weight, info, ocb) and wo_ext is not None:
+        if conv_loops._prefetches_next_panel(weight, info, ocb) and wo_ext is not None:
             oh = int(sch.get(main).iter_vars[2].dom.extent)
             return _prefetch_next_conv_panel(sch.mod["main"], sch.get(loops[0]).loop_var,
                                              sch.get(loops[1]).loop_var, sch.get(red[0]).loop_var, weight, oh,
                                              wo_ext, int(weight.shape[0]), _extent(sch, red[0]))
-    return None
-
-
-def _conv_tile_loops(sch, main, spatial, red, mr: int, ocb: int, nchwc: bool, info: CPUInfo):
-    """The conv's loops as (image, output channel block [/ ocb], output row) fused into the parallel task loop,
-    the row's tiles of mr pixels, the reduction, then the register tile: ocb channel blocks (unrolled) x mr pixels
-    (unrolled) x the block's channels (vectorised). Returns (task loop, tile loop, pixel loop, channel loop, the
-    reduction loops in their order)."""
-    n, oco, oh, ow, oci = spatial
-    wo, wi = sch.split(ow, [None, mr])
-    if ocb > 1:
-        oco, ocs = sch.split(oco, [None, ocb])
-        sch.reorder(n, oco, oh, wo, *red, ocs, wi, oci)
-        sch.unroll(ocs)
-    else:
-        sch.reorder(n, oco, oh, wo, *red, wi, oci)
-    if nchwc:
-        red = _input_channel_halves(sch, main, red, info, ocb)
-    return sch.fuse(n, oco, oh), wo, wi, oci, red
-
-
-def _reads_border_in_place(info: CPUInfo) -> bool:
-    """Whether an NCHWc conv reads its zero border in place (the padding's if_then_else inlined into the
-    reduction) instead of from a padded copy of its input (`specc_pad`, a second parallel loop writing
-    [N, C/cb, H+2, W+2, cb] before the conv reads it). In place, LLVM keeps the broadcasts and branches on the
-    border tests outside the channel loop (a 3x3 64-channel kernel at 14x14 on znver4: 278 FMA instructions instead
-    of 196, the same 74 broadcasts). Measured in ResNet-50 on Zen 4: with AVX-512 code its 3x3 convs are 1-3% faster
-    (the copy's pass saved) and 7-10% on layer 4's 7x7 planes; the stem (7x7/2 on the NCHW image) 7% slower, so
-    an NCHW input keeps its copy; with AVX2 code (haswell, same CPU) the
-    14x14 ones are 1.4-1.5x slower and the rest unchanged, so AVX2 targets keep the copy. Intel AVX-512 is
-    unmeasured. `SPECC_PAD_INLINE=0` keeps the copy (A/B). Figures: the schedules README, "Closing ResNet-50 and GPT-2
-    on Zen 4"."""
-    return "avx512f" in info.features and os.environ.get("SPECC_PAD_INLINE", "1") != "0"
-
-
-def _nbytes(buf) -> int:
-    total = tvm.DataType(buf.dtype).bits // 8
-    for d in buf.shape:
-        total *= int(d)
-    return total
-
-
-def _prefetches_next_panel(weight, info: CPUInfo, ocb: int = 1) -> bool:
-    """Whether an NCHWc conv with packed weight `weight` (None: not a constant) prefetches its next weight panel:
-    weights that do not fit the L2 (streamed from L3 / memory) whose current and next panel fit half of it (with the
-    3x3 512-channel convs' 590 KB panels in, those ran 3-9% slower: the L2 holds too little else). Not with two
-    channel blocks per tile (layer 4's 1x1 convs 1.13-1.15x), nor on 16-register targets: AVX2 code measured
-    unchanged with it on an Intel Xeon (3x3 256 @14, 512 @7) and 1.10-1.24x slower on Zen 4 (ResNet-50's layer 3/4
-    1x1 convs; its kernels' sum 1.016x), the prefetch round's spilled accumulators being a larger share of 10-12
-    than of 16 (schedules README, "Closing ResNet-50 and GPT-2 on Zen 4"). `SPECC_CONV_PREFETCH=0` switches it off
-    (A/B)."""
-    if weight is None or os.environ.get("SPECC_CONV_PREFETCH", "1") == "0" or info.num_regs < 32:
-        return False
-    wbytes, n_oco = _nbytes(weight), int(weight.shape[0])
-    return ocb == 1 and wbytes > info.l2 and 2 * wbytes // n_oco <= info.l2 // 2 and n_oco > 1
-
-
-def _input_channel_halves(sch, main, red, info: CPUInfo, ocb: int = 1):
-    """The reduction of an NCHWc conv (input channel block ico, tap row, channel, tap column) walked with its input
-    channel blocks in two halves side by side: (ico_i, kh, ici, ico_o, kw), ico = ico_o * n/2 + ico_i, ico_o
-    unrolled, so a step reads the input and the weight panel at two places half of them apart and does twice the
-    FMAs (2 x KW x MR x 2 vectors). Same register tile, same sums in another order. Taken for convs that do not
-    prefetch their next weight panel and have a spatial kernel (3x3) or weights beyond the L2 (3x3 512->512 @7,
-    whose 590 KB panels are too big to prefetch, 5-10% faster); not for 1x1 convs whose weights fit the L2
-    (0.98-1.09x), nor with the prefetch (1x1 beyond the L2: 1.04-1.07x). Returns the reduction loops in their new
-    order (the outermost first); `SPECC_CONV_HALVES=0` keeps the plain order (A/B). Measured: the schedules README,
-    "Input channel blocks in two halves". Not on 16-register targets: AVX2 code measured 0.99x on one 3x3 conv on
-    the Intel Xeon and 1.006x (ResNet-50) / 1.014x (ResNet-18, its 14x14 and stride-2 3x3 convs 1.02-1.05x) on Zen 4
-    ("Closing ResNet-50 and GPT-2 on Zen 4")."""
-    if os.environ.get("SPECC_CONV_HALVES", "1") == "0" or len(red) != 4 or info.num_regs < 32:
-        return red
-    weight = _conv_weight_param(sch, main)
-    n_ico = _extent(sch, red[0]) or 0
-    if weight is None or n_ico < 2 or n_ico % 2 or _prefetches_next_panel(weight, info, ocb):
-        return red
-    taps = int(weight.shape[2]) * int(weight.shape[4])  # wp[OC/nr, C/cb, KH, cb, KW, nr]
-    if taps == 1 and _nbytes(weight) <= info.l2:
-        return red
-    ico_o, ico_i = sch.split(red[0], [2, None])
-    sch.reorder(ico_i, red[1], red[2], ico_o, red[3])
-    sch.unroll(ico_o)
-    return [ico_i, red[1], red[2], ico_o, red[3]]
-
-
-def _conv_weight_param(sch, main):
-    """The packed NCHWc conv weight wp[OC/nr, C/cb, KH, cb, KW, nr] the block reads, when a function parameter."""
-    func = sch.mod["main"]
-    for region in sch.get(main).reads:
-        buf = region.source
-        if len(buf.shape) == 6 and all(isinstance(d, tirx.IntImm) for d in buf.shape) \
-                and any(buf.same_as(p) for p in func.params):
-            return buf
     return None
 
 
