@@ -233,3 +233,26 @@ def test_a_bound_expression_never_escapes_its_message():
     plain = loads(src.replace('len("a{b}\\"") + n', "n + 4"), name="m.nn").to_torch()
     with pytest.raises(ValueError, match=r"x has T = 9, M was built for T <= 8 \(n \+ 4\)"):
         plain(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_blocks_the_spec_does_not_name_are_named_in_snake_case_with_short_acronyms_kept_whole(tmp_path):
+    """A block call without `as` is named after the block: CamelCase words split (ConvBNReLU -> conv_bn_relu), a
+    short mixed-case acronym kept whole (SparseMoE -> sparse_moe, not sparse_mo_e) and digits with their word
+    (GPT2Head -> gpt2_head)."""
+    src = tmp_path / "names.nn"
+    src.write_text('''import "std/conv.nn"
+block SparseMoE(x) {
+  return x -> linear(8)
+}
+block GPT2Head(x) {
+  return x -> linear(4)
+}
+model M() {
+  input x: f32[B, 3, 8, 8]
+  y = x -> ConvBNReLU(8) -> adaptive_avgpool2d(1) -> flatten
+  output z = y -> SparseMoE -> GPT2Head
+}
+''')
+    text = specc.load(src).torch_source()
+    for attr in ("conv_bn_relu", "sparse_moe", "gpt2_head"):
+        assert f"self.{attr} = " in text, attr

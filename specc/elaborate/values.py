@@ -3,6 +3,7 @@ error value POISON, the graph builder, and the pure helpers that convert and pri
 the conversion to IR attributes live in specc/attrs.py (the printer needs them too)."""
 from __future__ import annotations
 
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -181,12 +182,18 @@ def _params_str(p: dict) -> str:
 
 
 def _snake(name: str) -> str:
-    out = []
-    for i, ch in enumerate(name):
-        if ch.isupper() and i and (not name[i - 1].isupper() or (i + 1 < len(name) and name[i + 1].islower())):
-            out.append("_")
-        out.append(ch.lower())
-    return "".join(out)
+    """A block's name as a layer name: SwiGLU -> swi_glu, ResNetBlock -> res_net_block, and a short mixed-case
+    acronym stays one word (SparseMoE -> sparse_moe, ReLU -> relu: a word of at most two letters followed by one of
+    at most two capitals)."""
+    words = re.findall(r"[A-Z]+[0-9]*(?![a-z])|[A-Z]?[a-z0-9]+|[^A-Za-z0-9]+", name)
+    out: list[str] = []
+    for w in words:
+        if out and out[-1][-1:].isalpha() and len(out[-1]) <= 2 and w.isupper() and len(w) <= 2 \
+                and out[-1][:1].isupper():
+            out[-1] += w
+        else:
+            out.append(w)
+    return "_".join(w.lower() for w in out if w.strip("_")) or name.lower()
 
 
 def _closest(name: str, cands: list[str]) -> str | None:
