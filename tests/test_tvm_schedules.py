@@ -1152,6 +1152,38 @@ def test_gemm_last_row_tile_computes_only_existing_rows(target, rows_name, monke
         np.testing.assert_allclose(_run(fast, xi), xi @ w, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+def test_gemm_with_a_vocabulary_sized_weight_gets_the_exact_tail_on_a_sequence_length(target, monkeypatch):
+    """A GEMM over a sequence length whose constant weight reaches rewrite._EXACT_TAIL_WEIGHT (a vocabulary
+    projection, lowered here to this test's 64 x 256 weight) keeps gemm_tile's height (AVX-512's 6 x 4, not the
+    run-time count's 4 x 4) and gets the exact last row tile (mr copies of the reduction nest); a smaller weight and
+    SPECC_EXACT_TAIL_BIG=0 keep the one padded nest. Row counts from 1 to past two tiles match numpy."""
+    from specc.backends.tvm.schedules import rewrite
+    from specc.backends.tvm.schedules._target import cpu_info
+
+    rng = np.random.default_rng(37)
+    n = tirx.Var("n", "int64")
+    w = (rng.standard_normal((64, 256)) * 0.2).astype("float32")
+    x = relax.Var("x", relax.TensorType((n, 64), "float32"))
+    mod = _function([x], lambda bb: bb.emit(relax.op.matmul(x, relax.const(w))))
+    tall, vectors = cpu_info(target).gemm_tile(256)
+
+    def nests():
+        text = _gemm_func(optimize_for_cpu(mod, target))
+        return int(re.search(r'"specc.mr": (\d+)', text).group(1)), text.count('sblock("specc_gemm_update')
+
+    assert nests() == (cpu_info(target).run_time_rows_tile(tall, vectors), 1)
+    monkeypatch.setattr(rewrite, "_EXACT_TAIL_WEIGHT", w.nbytes)
+    assert nests() == (tall, tall)
+    fast = relax.VirtualMachine(tvm.compile(optimize_for_cpu(mod, target), target, tir_pipeline=TIR_PIPELINE),
+                                tvm.cpu())
+    for rows in [*range(1, 2 * tall + 2), 33]:
+        xi = rng.standard_normal((rows, 64)).astype("float32")
+        np.testing.assert_allclose(_run(fast, xi), xi @ w, rtol=1e-4, atol=1e-5)
+    monkeypatch.setenv("SPECC_EXACT_TAIL_BIG", "0")
+    assert nests()[1] == 1
+
+
 def test_gemm_row_tail_with_static_rows_and_leading_dims():
     """A static row count that is no multiple of the tile (13 rows, batch 2: the tile index wraps per batch) gets
     the exact tail too (one copy of the nest, for its one tail height), with a fused bias + gelu epilogue; a

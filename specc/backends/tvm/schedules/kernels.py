@@ -116,13 +116,15 @@ def pack_conv_weight_te(w: te.Tensor, nr: int) -> te.Tensor:
 
 # ----------------------------------------------------------------------------- GEMM
 def gemm(x: te.Tensor, wp: te.Tensor, n_out: int, mr: int, nr: int, packed_batch: bool = False,
-         out_dtype: str = "float32", prefetch_ki: int = 0, few_rows: bool = False, glu=None) -> te.Tensor:
+         out_dtype: str = "float32", prefetch_ki: int = 0, few_rows: bool = False, glu=None,
+         exact_tail: bool = False) -> te.Tensor:
     """y[*L, R, N] = x[*L, R, K] @ W[K, N] with W packed as wp[(*L,) N/nr, K, nr].
 
     ``packed_batch``: wp carries the same leading dims *L as x (batched matmul).
     ``prefetch_ki``: > 0 asks the scheduler for the prefetching form (few_rows._prefetch_next_panel): every `ki`
     steps of the reduction, a tile prefetches its share of the next weight panel. ``few_rows``: the rows are a
-    routed expert's (only names the schedule in last_stats()).
+    routed expert's (only names the schedule in last_stats()). ``exact_tail``: the last row tile computes only the
+    rows that exist, for a run-time row count too (rewrite._exact_tail).
     ``glu``: a gated unit's activation (PrimExpr -> PrimExpr): W holds the gate and the up projection interleaved
     in halves of a panel (interleave_glu_np), and the result is act(gate) * up, [*L, R, N/nr, nr/2] (n_out = N/2
     columns viewed as panels): each register tile computes its own output block, the [R, N] product is never
@@ -144,6 +146,8 @@ def gemm(x: te.Tensor, wp: te.Tensor, n_out: int, mr: int, nr: int, packed_batch
         attrs["specc.prefetch_ki"] = prefetch_ki
     if few_rows:
         attrs["specc.few_rows"] = 1
+    if exact_tail:
+        attrs["specc.exact_tail"] = 1
     if glu is not None:
         return _gemm_glu(x, wp, rows, rows_p, clamp, mr, nr, glu, attrs, out_dtype)
     acc = te.compute((*lead, rows_p, n_pad), f_acc, name="specc_gemm", attrs=attrs)

@@ -40,6 +40,20 @@ def _is_routed(rows) -> bool:
     return isinstance(rows, tirx.Var) and rows.name.startswith(kernels.FEW_ROWS_PREFIX)
 
 
+# a constant weight of at least this many bytes (a vocabulary projection: GPT-2's lm_head holds 154 MB) gets an exact
+# last row tile on a run-time row count too (few_rows._exact_tail_rows)
+_EXACT_TAIL_WEIGHT = 32 << 20
+
+
+def _exact_tail(rows, kdim: int, n: int, const_weight: bool) -> bool:
+    """Whether a GEMM over a run-time row count (a sequence length) computes only its rows, through mr - 1 copies of
+    its reduction nest (few_rows._exact_row_tail) instead of whole tiles: for the one GEMM whose time is most of a
+    model's (a vocabulary projection), where the copies' compile time buys the padded rows' share of that time.
+    `SPECC_EXACT_TAIL_BIG=0`: never (A/B)."""
+    return const_weight and not isinstance(rows, int) and not _is_routed(rows) \
+        and kdim * n * 4 >= _EXACT_TAIL_WEIGHT and os.environ.get("SPECC_EXACT_TAIL_BIG", "1") != "0"
+
+
 def _prefetch_ki(rows, kdim: int, nr: int, const_weight: bool, l2: int) -> int:
     """The prefetch step (few_rows._prefetch_next_panel) of a GEMM with a constant weight, else 0: while a column
     panel (K x nr) is computed, the next one is prefetched into L2, `ki` reduction steps per prefetch round. The
@@ -305,7 +319,9 @@ class HeavyOpRewriter(PyExprMutator, NCHWcRewrites):
                 wp = self.builder_.emit(self._call(lambda t: kernels.pack_weight_te(t, nr), [b],
                                                    "specc_pack_weight", _INJ))
             self.count["gemm"] += 1
-            return self._call(lambda t, wt: kernels.gemm(t, wt, n, mr, nr, prefetch_ki=ki, few_rows=_is_routed(rows)), [a, wp], "specc_dense",
+            return self._call(lambda t, wt: kernels.gemm(t, wt, n, mr, nr, prefetch_ki=ki, few_rows=_is_routed(rows),
+                                                              exact_tail=_exact_tail(rows, kdim, n, bval is not None)),
+                              [a, wp], "specc_dense",
                               _FUSABLE)
         # batched: require identical leading dims
         if len(ash) != len(bsh):
@@ -331,7 +347,8 @@ class HeavyOpRewriter(PyExprMutator, NCHWcRewrites):
         """(mr, nr, prefetch ki) of the GEMM kernel for `rows` x K @ K x N."""
         # the GEMM's own register tile (CPUInfo.gemm_tile), wider than the convolutions' on AVX-512
         tile_rows, vectors = self.info.gemm_tile(n)
-        if not isinstance(rows, int) and not _is_routed(rows):  # a sequence length: known at run time only
+        # a sequence length, known at run time only: a power-of-two tile, unless the last tile is exact anyway
+        if not isinstance(rows, int) and not _is_routed(rows) and not _exact_tail(rows, kdim, n, const_weight):
             tile_rows = self.info.run_time_rows_tile(tile_rows, vectors)
         nr = vectors * self.info.lanes
         # (a 1-vector tile keeps the row choices of the 2-vector one, as before)
@@ -405,7 +422,8 @@ class HeavyOpRewriter(PyExprMutator, NCHWcRewrites):
         self.count["gated_gemm"] += 1
         self.count["gemm"] -= 1  # the unfused GEMM (rewritten before the multiply was seen) is dead now
         y = self.builder_.emit(self._call(
-            lambda t, wt: kernels.gemm(t, wt, h, mr, nr, prefetch_ki=ki, few_rows=_is_routed(rows), glu=gate), [x_new, wp], "specc_dense_glu",
+            lambda t, wt: kernels.gemm(t, wt, h, mr, nr, prefetch_ki=ki, few_rows=_is_routed(rows), glu=gate,
+                                    exact_tail=_exact_tail(rows, kdim, 2 * h, True)), [x_new, wp], "specc_dense_glu",
             _FUSABLE))
         return relax.op.reshape(y, [*xs[:-1], h])
 
