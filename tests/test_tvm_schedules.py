@@ -405,6 +405,15 @@ def _conv_tiles(mod, target) -> dict[str, int]:
     return out
 
 
+def _builds_agree(builds, ref, rng, shape) -> None:
+    """Every optimized build agrees with the reference lowering on random inputs of `shape` at batch 1 and 2."""
+    for batch in (1, 2):
+        xi = rng.standard_normal((batch, *shape)).astype("float32")
+        want = _run(ref, xi)
+        for fast in builds:
+            np.testing.assert_allclose(_run(fast, xi), want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
 def test_conv_nchwc_two_channel_blocks_per_1x1_tile(target, monkeypatch):
     """A 1x1 NCHWc conv on rows its 4-vector tiles cover exactly (28 pixels) computes two output channel blocks per
@@ -487,11 +496,7 @@ def test_conv_nchwc_border_read_in_place(target, monkeypatch):
         monkeypatch.setattr(conv_loops, "_reads_border_in_place", lambda info, v=in_place: v)
         assert copies(target) == (0 if in_place else 2)
         builds.append(_build(mod, target, True))
-    for batch in (1, 2):
-        xi = rng.standard_normal((batch, 32, 11, 11)).astype("float32")
-        want = _run(ref, xi)
-        for fast in builds:
-            np.testing.assert_allclose(_run(fast, xi), want, rtol=1e-4, atol=1e-4)
+    _builds_agree(builds, ref, rng, (32, 11, 11))
 
 
 @pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
@@ -559,11 +564,7 @@ def test_conv_nchwc_output_channel_groups_for_an_input_beyond_half_the_l2(target
     monkeypatch.setenv("SPECC_CONV_OC_GROUPS", "0")
     assert grouped(big) == [False]
     builds.append(_build(big, target, True))
-    for batch in (1, 2):
-        xi = rng.standard_normal((batch, c, 28, 28)).astype("float32")
-        want = _run(ref, xi)
-        for fast in builds:
-            np.testing.assert_allclose(_run(fast, xi), want, rtol=1e-4, atol=1e-4)
+    _builds_agree(builds, ref, rng, (c, 28, 28))
 
 
 @pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
@@ -595,11 +596,7 @@ def test_conv_nchwc_1x1_tiles_walk_the_plane_as_one_run(target, size, monkeypatc
     builds = [_build(mod, target, True)]
     monkeypatch.delenv("SPECC_CONV_FLAT")
     builds.append(_build(mod, target, True))
-    for batch in (1, 2):
-        xi = rng.standard_normal((batch, 32, size, size)).astype("float32")
-        want = _run(ref, xi)
-        for fast in builds:
-            np.testing.assert_allclose(_run(fast, xi), want, rtol=1e-4, atol=1e-4)
+    _builds_agree(builds, ref, rng, (32, size, size))
 
 
 def test_conv_nchwc_weight_packing():
