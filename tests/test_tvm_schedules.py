@@ -568,6 +568,35 @@ def test_conv_nchwc_output_channel_groups_for_an_input_beyond_half_the_l2(target
 
 
 @pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+@pytest.mark.parametrize("size", [14, 7, 13])
+def test_conv_nchwc_last_pixel_tile_of_a_row_computes_only_its_pixels(target, size, monkeypatch):
+    """A 3x3 NCHWc conv whose row is no multiple of its tile (AVX2's 5 pixels on 14, 4 on 7 and 13) gets a second
+    copy of its reduction nest for the row's last, shorter tile (few_rows._exact_row_tail on the pixel tile loop);
+    AVX-512's 7-pixel tiles cover 14 and 7, and SPECC_CONV_EXACT_TAIL=0 keeps one padded nest. Both agree with the
+    reference lowering, a fused relu and batch 1 and 2 included."""
+    from specc.backends.tvm.schedules._target import cpu_info, pick_mr
+
+    rng = np.random.default_rng(41)
+    n = tirx.Var("n", "int64")
+    x = relax.Var("x", relax.TensorType((n, 32, size, size), "float32"))
+    mod = _function([x], lambda bb: bb.emit(relax.op.nn.relu(relax.op.nn.conv2d(x, _const(rng, (32, 32, 3, 3)),
+                                                                                padding=1))))
+
+    def nests(tgt):
+        return [t.count('sblock("specc_conv_update') for t in _kernel_scripts(mod, tgt).values()
+                if "specc_conv_update" in t]
+
+    for tgt in (AVX2, AVX512):
+        assert nests(tgt) == [2 if size % pick_mr(size, cpu_info(tgt)) else 1], tgt
+    ref = _build(mod, target, False)
+    builds = [_build(mod, target, True)]
+    monkeypatch.setenv("SPECC_CONV_EXACT_TAIL", "0")
+    assert nests(AVX2) == [1]
+    builds.append(_build(mod, target, True))
+    _builds_agree(builds, ref, rng, (32, size, size))
+
+
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
 @pytest.mark.parametrize("size", [14, 7])
 def test_conv_nchwc_1x1_tiles_walk_the_plane_as_one_run(target, size, monkeypatch):
     """A 1x1 stride-1 NCHWc conv on rows its register tiles do not cover (AVX2's 5-pixel tiles on 14-wide rows,

@@ -138,3 +138,10 @@ def _conv_weight_param(sch, main):
                 and any(buf.same_as(p) for p in func.params):
             return buf
     return None
+
+
+def _exact_pixel_tail() -> bool:
+    """Whether an NCHWc conv whose row is no multiple of its tile's mr pixels computes only the row's pixels in the
+    last tile (few_rows._exact_row_tail on the pixel tile loop: one more copy of the reduction nest, for the one
+    tail width) instead of a whole padded tile. `SPECC_CONV_EXACT_TAIL=0` keeps the padded tile (A/B)."""
+    return os.environ.get("SPECC_CONV_EXACT_TAIL", "1") != "0"

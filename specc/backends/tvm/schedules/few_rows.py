@@ -72,7 +72,7 @@ def _schedule_few_rows_gemm(sch, main, info: CPUInfo, mr: int, nr: int, _schedul
         func = _prefetch_next_panel(func, par_var, ko_var, weight, tiles, n_panels, kdim, ki, nr)
     rows_n = _exact_tail_rows(sch, main)
     if rows_n is not None:
-        func = _exact_row_tail(func, par_var, ko_var, ri_var, rows_n, tiles, mr)
+        func = _exact_row_tail(func, tirx.floormod(par_var.astype("int64"), tiles), ko_var, ri_var, rows_n, mr)
     return func
 
 
@@ -112,8 +112,9 @@ def _row_count(sch, main):
     return None
 
 
-def _exact_row_tail(func, par, ko, ri, rows, tiles, mr: int):
-    """The last row tile of each column panel computes only the rows that exist.
+def _exact_row_tail(func, tile, ko, ri, rows, mr: int):
+    """The last row tile of each column panel computes only the rows that exist (`tile`: the task's row tile index;
+    an NCHWc conv's pixel tile loop, schedule._conv_exact_tail, uses the same rewrite on a row's pixels).
 
     The tiles cover the rows padded to a multiple of mr, and a padded row costs a full row of FMAs: at a routed
     expert's ~32 rows with 6-row tiles that is 276 rows computed for 256 (8%), and the few-rows GEMM is FMA-bound
@@ -126,7 +127,6 @@ def _exact_row_tail(func, par, ko, ri, rows, tiles, mr: int):
 
     if isinstance(rows, (int, tirx.IntImm)) and int(rows) % mr == 0:
         return func
-    tile = tirx.floormod(par.astype("int64"), tiles)
     full = tirx.floordiv(rows, mr)
     tail = tirx.floormod(rows, mr)
 

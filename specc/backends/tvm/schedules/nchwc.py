@@ -110,7 +110,7 @@ def conv2d_nchwc(x: te.Tensor, wp: te.Tensor, kh: int, kw: int, strides, padding
             xp_at(n, rco, y * sh + rkh * dh, xx * sw + rkw * dw, rci).astype(out_dtype)
             * wp[oco, rco, rkh, rci, rkw, oci].astype(out_dtype), axis=[rco, rkh, rci, rkw]),
         name="specc_conv", attrs={KIND: "conv2d", "specc.mr": mr, "specc.nr": nr, "specc.layout": "nchwc",
-                                     "specc.oc_blocks": oc_blocks})
+                                     "specc.oc_blocks": oc_blocks, "specc.ow": ow if isinstance(ow, int) else 0})
     return te.compute((nb, _int(wp.shape[0]), oh, ow, nr), lambda n, o, y, xx, i: acc[n, o, y, xx, i],
                       name="specc_conv_out")
 

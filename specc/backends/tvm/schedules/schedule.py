@@ -42,8 +42,9 @@ _DEBUG = os.environ.get("SPECC_TVM_DEBUG", "") == "1"
 
 
 def _schedule_tiled(sch, main, info: CPUInfo):
-    """gemm / conv2d micro-kernel + fused epilogue. Returns the scheduled function when it is not sch.mod's (a GEMM
-    gets statements added after scheduling: the weight prefetch, the exact last row tile), else None."""
+    """gemm / conv2d micro-kernel + fused epilogue. Returns (the scheduled function, its strategy's suffix) when the
+    function is not sch.mod's (statements added after scheduling: the weight prefetch, the exact last row or pixel
+    tile), else None."""
     kind = _kind(sch, main)
     mr = _ann_int(sch, main, "specc.mr")
     nr = _ann_int(sch, main, "specc.nr")
@@ -51,7 +52,7 @@ def _schedule_tiled(sch, main, info: CPUInfo):
     # output channel blocks per register tile (nchwc.conv2d_nchwc: a 1x1 conv on 32 registers takes two)
     ocb = int(sch.get(main).annotations.get("specc.oc_blocks", 1)) if nchwc else 1
     if kind == "gemm" and "specc.prefetch_ki" in sch.get(main).annotations:
-        return _schedule_few_rows_gemm(sch, main, info, mr, nr, _schedule_generic_block)
+        return _schedule_few_rows_gemm(sch, main, info, mr, nr, _schedule_generic_block), ""
 
     # keep producers (pad, packing) at root; inline elementwise epilogue intermediates
     _inline_intermediates(sch, skip=[main])
@@ -146,8 +147,8 @@ def _schedule_tiled(sch, main, info: CPUInfo):
     if kind == "gemm" and len(red) == 1:
         rows_n = _exact_tail_rows(sch, main)
         if rows_n is not None:
-            return _exact_row_tail(sch.mod["main"], sch.get(par).loop_var, sch.get(red[0]).loop_var,
-                                   sch.get(ri).loop_var, rows_n, tiles, mr)
+            return _exact_row_tail(sch.mod["main"], tirx.floormod(sch.get(par).loop_var.astype("int64"), tiles),
+                                   sch.get(red[0]).loop_var, sch.get(ri).loop_var, rows_n, mr), ""
     if nchwc and kind == "conv2d" and not flat:
         weight = conv_loops._conv_weight_param(sch, main)
         loops = sch.get_loops(main)
@@ -156,7 +157,11 @@ def _schedule_tiled(sch, main, info: CPUInfo):
             oh = int(sch.get(main).iter_vars[2].dom.extent)
             return _prefetch_next_conv_panel(sch.mod["main"], sch.get(loops[0]).loop_var,
                                              sch.get(loops[1]).loop_var, sch.get(red[0]).loop_var, weight, oh,
-                                             wo_ext, int(weight.shape[0]), _extent(sch, red[0]))
+                                             wo_ext, int(weight.shape[0]), _extent(sch, red[0])), "-prefetch"
+        ow = int(sch.get(main).annotations.get("specc.ow", 0))  # the row's pixels; 0: not known statically
+        if ow and ow % mr and conv_loops._exact_pixel_tail():
+            return _exact_row_tail(sch.mod["main"], sch.get(tile_loop).loop_var.astype("int64"),
+                                   sch.get(red[0]).loop_var, sch.get(ri).loop_var, ow, mr), ""
     return None
 
 
@@ -434,9 +439,9 @@ def schedule_primfunc(func: tirx.PrimFunc, target, info: CPUInfo):
         try:
             done = _schedule_tiled(sch, main, info)
             if done is not None and kind == "conv2d":
-                return done, "tiled-conv2d-prefetch"
+                return done[0], "tiled-conv2d" + done[1]
             name = ("tiled-gemm-few-rows" if few else "tiled-gemm-prefetch") if prefetch else "tiled-" + kind
-            return (sch.mod["main"] if done is None else done), name
+            return (sch.mod["main"] if done is None else done[0]), name
         except Exception as err:  # pylint: disable=broad-except
             log.warning("specc tiled schedule failed (%s); falling back to generic", err)
             if _DEBUG:
