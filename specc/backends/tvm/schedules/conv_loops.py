@@ -59,9 +59,9 @@ def _oc_group(sch, main, n_blocks: int, ocb: int, info: CPUInfo) -> int:
             or not all(isinstance(d, tirx.IntImm) for d in image.shape[1:]):
         return 1
     image_bytes = math.prod(int(d) for d in image.shape[1:]) * tvm.DataType(image.dtype).bits // 8
-    panel = _nbytes(weight) // int(weight.shape[0]) * ocb
     if image_bytes <= info.l2 // 2:
         return 1
+    panel = _nbytes(weight) // int(weight.shape[0]) * ocb
     fit = max(1, (info.l2 // 2) // panel)
     return max(g for g in range(1, min(fit, n_blocks) + 1) if n_blocks % g == 0)
 

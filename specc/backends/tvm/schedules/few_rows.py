@@ -114,7 +114,7 @@ def _row_count(sch, main):
 
 def _exact_row_tail(func, tile, ko, ri, rows, mr: int):
     """The last row tile of each column panel computes only the rows that exist (`tile`: the task's row tile index;
-    an NCHWc conv's pixel tile loop, schedule._conv_exact_tail, uses the same rewrite on a row's pixels).
+    an NCHWc conv's pixel tile loop uses the same rewrite on a row's pixels: conv_loops._exact_pixel_tail).
 
     The tiles cover the rows padded to a multiple of mr, and a padded row costs a full row of FMAs: at a routed
     expert's ~32 rows with 6-row tiles that is 276 rows computed for 256 (8%), and the few-rows GEMM is FMA-bound

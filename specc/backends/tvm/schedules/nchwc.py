@@ -121,7 +121,7 @@ def conv1x1_flat_nchwc(x: te.Tensor, wp: te.Tensor, mr: int, nr: int, out_dtype:
     5- and 4-pixel tiles on 14- and 7-wide rows) cost no padded pixels per row and no padded copy of the input,
     only the last tile's (its reads clamped to the last pixel, its results dropped). The output is conv2d_nchwc's
     [N, OC/nr, H, W, nr]; the tiles go through a per-task plane buffer (schedule: `specc.flat`), which the
-    epilogue reads; no next-panel prefetch. `_flattens` decides when. Measured on Zen 4, AVX2 code (`--mcpu
+    epilogue reads; no next-panel prefetch. `_flat_tile` decides when. Measured on Zen 4, AVX2 code (`--mcpu
     haswell`), ResNet-50's 14- and 7-wide 1x1 convs: 0.84-0.92x of the row-tiled kernel, the model 0.966x."""
     nb = x.shape[0]
     cbk, h, w, cb = [_int(d) for d in x.shape[1:]]
@@ -147,15 +147,15 @@ def conv1x1_flat_nchwc(x: te.Tensor, wp: te.Tensor, mr: int, nr: int, out_dtype:
                       name="specc_conv_out")
 
 
-def _flattens(h, w, mr: int, flat_mr: int) -> bool:
-    """Whether a 1x1 stride-1 unpadded NCHWc conv runs on its pixels as one run (conv1x1_flat_nchwc): when tiles of
-    `mr` pixels do not cover a row exactly and tiles of `flat_mr` (pick_mr of H*W) waste fewer of the H*W pixels.
-    `SPECC_CONV_FLAT=0` keeps row tiles (A/B)."""
+def _flat_tile(h, w, mr: int, info) -> int:
+    """The tile height (pixels) of a 1x1 stride-1 unpadded NCHWc conv run on its pixels as one run
+    (conv1x1_flat_nchwc), or 0 to keep row tiles of `mr`: a run is taken when its tiles (pick_mr of H*W) compute
+    fewer pixels than the row tiles do, i.e. where those do not cover a row exactly. `SPECC_CONV_FLAT=0`: never
+    (A/B)."""
     if os.environ.get("SPECC_CONV_FLAT", "1") == "0" or not isinstance(h, int) or not isinstance(w, int):
-        return False
-    if w % mr == 0:
-        return False
-    return -(-h * w // flat_mr) * flat_mr < h * (-(-w // mr) * mr)
+        return 0
+    flat_mr = pick_mr(h * w, info)
+    return flat_mr if -(-h * w // flat_mr) * flat_mr < h * (-(-w // mr) * mr) else 0
 
 
 def subsample_nchwc(x: te.Tensor, sh: int, sw: int) -> te.Tensor:
@@ -303,9 +303,9 @@ class NCHWcRewrites:
         self.count["conv2d"] += 1
         if kh == kw == 1 and cb == nr and oc_blocks == 1 and not any(int(p) for p in pad) \
                 and all(int(v) == 1 for v in strides):
-            oh = _static_shape(x5)[2] if _static_shape(x5) is not None else None
-            flat_mr = pick_mr(oh * ow, self.info) if isinstance(oh, int) and isinstance(ow, int) else mr
-            if _flattens(oh, ow, mr, flat_mr):
+            shape = _static_shape(x5)
+            flat_mr = _flat_tile(shape[2] if shape else None, ow, mr, self.info)
+            if flat_mr:
                 y5 = self.builder_.emit(self._call(lambda t, wt: conv1x1_flat_nchwc(t, wt, flat_mr, nr), [x5, wp],
                                                    "specc_conv2d", _FUSABLE))
                 return self._back_to_nchw(y5)

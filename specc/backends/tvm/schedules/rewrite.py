@@ -312,7 +312,7 @@ class HeavyOpRewriter(PyExprMutator, NCHWcRewrites):
                 return None
             rows = ash[-2]
             bval = self._const_value(b)
-            mr, nr, ki = self._gemm_tile(rows, kdim, n, bval is not None)
+            mr, nr, ki, exact = self._gemm_tile(rows, kdim, n, bval is not None)
             if bval is not None:
                 wp = relax.const(kernels.pack_weight_np(bval.astype("float32"), nr))
             else:
@@ -320,9 +320,7 @@ class HeavyOpRewriter(PyExprMutator, NCHWcRewrites):
                                                    "specc_pack_weight", _INJ))
             self.count["gemm"] += 1
             return self._call(lambda t, wt: kernels.gemm(t, wt, n, mr, nr, prefetch_ki=ki, few_rows=_is_routed(rows),
-                                                              exact_tail=_exact_tail(rows, kdim, n, bval is not None)),
-                              [a, wp], "specc_dense",
-                              _FUSABLE)
+                                                              exact_tail=exact), [a, wp], "specc_dense", _FUSABLE)
         # batched: require identical leading dims
         if len(ash) != len(bsh):
             return None
@@ -343,12 +341,14 @@ class HeavyOpRewriter(PyExprMutator, NCHWcRewrites):
         return self._call(lambda t, wt: kernels.gemm(t, wt, n, mr, nr, packed_batch=True), [a, wp],
                           "specc_batch_matmul", _FUSABLE)
 
-    def _gemm_tile(self, rows, kdim: int, n: int, const_weight: bool) -> tuple[int, int, int]:
-        """(mr, nr, prefetch ki) of the GEMM kernel for `rows` x K @ K x N."""
+    def _gemm_tile(self, rows, kdim: int, n: int, const_weight: bool) -> tuple[int, int, int, bool]:
+        """(mr, nr, prefetch ki, exact last row tile on a run-time row count) of the GEMM kernel for `rows` x K @
+        K x N."""
         # the GEMM's own register tile (CPUInfo.gemm_tile), wider than the convolutions' on AVX-512
         tile_rows, vectors = self.info.gemm_tile(n)
+        exact = _exact_tail(rows, kdim, n, const_weight)
         # a sequence length, known at run time only: a power-of-two tile, unless the last tile is exact anyway
-        if not isinstance(rows, int) and not _is_routed(rows) and not _exact_tail(rows, kdim, n, const_weight):
+        if not isinstance(rows, int) and not _is_routed(rows) and not exact:
             tile_rows = self.info.run_time_rows_tile(tile_rows, vectors)
         nr = vectors * self.info.lanes
         # (a 1-vector tile keeps the row choices of the 2-vector one, as before)
@@ -356,7 +356,7 @@ class HeavyOpRewriter(PyExprMutator, NCHWcRewrites):
         if _is_routed(rows) and const_weight:
             mr, nr = self.info.few_rows_tile()
             nr = nr if n >= nr else self._nr_for(n)
-        return mr, nr, _prefetch_ki(rows, kdim, nr, const_weight, self.info.l2)
+        return mr, nr, _prefetch_ki(rows, kdim, nr, const_weight, self.info.l2), exact
 
     # -- gated linear unit: act(x @ Wg) * (x @ Wu), merged as split(x @ [Wg | Wu]) ------------------------------
     def _bound_call(self, var, names):
@@ -413,7 +413,7 @@ class HeavyOpRewriter(PyExprMutator, NCHWcRewrites):
         if wval is None:
             return None
         rows = xs[-2]
-        mr, nr, ki = self._gemm_tile(rows, kdim, n, True)
+        mr, nr, ki, exact = self._gemm_tile(rows, kdim, n, True)
         if nr % 2 or h % (nr // 2):
             return None
         wp = relax.const(kernels.pack_weight_np(kernels.interleave_glu_np(wval.astype("float32"), nr // 2), nr))
@@ -423,7 +423,7 @@ class HeavyOpRewriter(PyExprMutator, NCHWcRewrites):
         self.count["gemm"] -= 1  # the unfused GEMM (rewritten before the multiply was seen) is dead now
         y = self.builder_.emit(self._call(
             lambda t, wt: kernels.gemm(t, wt, h, mr, nr, prefetch_ki=ki, few_rows=_is_routed(rows), glu=gate,
-                                    exact_tail=_exact_tail(rows, kdim, 2 * h, True)), [x_new, wp], "specc_dense_glu",
+                                    exact_tail=exact), [x_new, wp], "specc_dense_glu",
             _FUSABLE))
         return relax.op.reshape(y, [*xs[:-1], h])
 
