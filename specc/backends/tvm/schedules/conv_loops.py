@@ -17,9 +17,9 @@ from .sched_util import _extent
 
 def _conv_tile_loops(sch, main, spatial, red, mr: int, ocb: int, nchwc: bool, info: CPUInfo):
     """The conv's loops as (image, output channel block [/ ocb], output row) fused into the parallel task loop (or
-    (image, block group, row, block in the group): `_oc_group`), the row's tiles of mr pixels, the reduction, then the register tile: ocb channel blocks (unrolled) x mr pixels
-    (unrolled) x the block's channels (vectorised). Returns (task loop, tile loop, pixel loop, channel loop, the
-    reduction loops in their order)."""
+    (image, block group, row, block in the group): `_oc_group`), the row's tiles of mr pixels, the reduction, then
+    the register tile: ocb channel blocks (unrolled) x mr pixels (unrolled) x the block's channels (vectorised).
+    Returns (task loop, tile loop, pixel loop, channel loop, the reduction loops in their order)."""
     n, oco, oh, ow, oci = spatial
     wo, wi = sch.split(ow, [None, mr])
     inner = []
