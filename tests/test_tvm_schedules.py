@@ -1252,3 +1252,39 @@ def test_gemm_row_tail_with_weight_given_at_run_time(target):
     for rows in range(1, 2 * mr + 2):
         xi = rng.standard_normal((2, rows, 64)).astype("float32")
         np.testing.assert_allclose(_run(fast, xi, w), xi @ w, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
+@pytest.mark.parametrize("static", [False, True], ids=["run-time rows", "static rows"])
+def test_gemm_with_many_panels_runs_a_panel_per_task(target, static, monkeypatch):
+    """A prefetching GEMM with at least few_rows._TILES_IN_TASK_PANELS column panels (a vocabulary projection;
+    lowered here to this test's 3 x 2 panels) parallelises over (batch, panel) only, its row tiles a serial loop
+    inside the task, with the exact last row tile and the next panel's prefetch on that loop, in rounds of 64
+    reduction steps; SPECC_GEMM_TILES_IN_TASK=0 fuses the row tiles into the task index and keeps rounds of 32, as
+    before. A batch of 2 (tasks wrap per batch) and row counts from 1 to past two tiles match numpy both ways."""
+    from specc.backends.tvm.schedules import few_rows, rewrite
+
+    rng = np.random.default_rng(41)
+    w = (rng.standard_normal((128, 256)) * 0.2).astype("float32")
+    n = 13 if static else tirx.Var("n", "int64")
+    x = relax.Var("x", relax.TensorType((2, n, 128), "float32"))
+    mod = _function([x], lambda bb: bb.emit(relax.op.matmul(x, relax.const(w))))
+    monkeypatch.setattr(rewrite, "_EXACT_TAIL_WEIGHT", w.nbytes)  # the exact tail on a run-time row count too
+    monkeypatch.setattr(few_rows, "_TILES_IN_TASK_PANELS", 2)
+    for switch in ("1", "0"):
+        monkeypatch.setenv("SPECC_GEMM_TILES_IN_TASK", switch)
+        opt = optimize_for_cpu(mod, target)
+        text = _gemm_func(opt)
+        nr = int(re.search(r'"specc.nr": (\d+)', text).group(1))
+        mr = int(re.search(r'"specc.mr": (\d+)', text).group(1))
+        extent = re.search(r"T\.parallel\(([^)]*\))\)", text).group(1)
+        assert "prefetch" in text
+        assert f'"specc.prefetch_ki": {64 if switch == "1" else 32}' in text
+        if switch == "1":  # 2 batches x 256 / nr panels, nothing symbolic in the task count
+            assert extent == f"T.int64({2 * 256 // nr})", extent
+        else:
+            assert extent != f"T.int64({2 * 256 // nr})", extent
+        fast = relax.VirtualMachine(tvm.compile(opt, target, tir_pipeline=TIR_PIPELINE), tvm.cpu())
+        for rows in [13] if static else [*range(1, 2 * mr + 2), 33]:
+            xi = rng.standard_normal((2, rows, 128)).astype("float32")
+            np.testing.assert_allclose(_run(fast, xi), xi @ w, rtol=1e-4, atol=1e-5)

@@ -44,7 +44,8 @@ def _schedule_few_rows_gemm(sch, main, info: CPUInfo, mr: int, nr: int, _schedul
     ko, kin = sch.split(red, [None, ki])
     sch.reorder(*lead, co, ro, ko, kin, ri, ci)
     n_panels = _extent(sch, co)
-    par = sch.fuse(*lead, co, ro)
+    serial = _tiles_in_task(sch, main, tiles, n_panels)
+    par = sch.fuse(*lead, co) if serial else sch.fuse(*lead, co, ro)
     sch.parallel(par)
     sch.unroll(ri)
     sch.vectorize(ci)
@@ -52,7 +53,7 @@ def _schedule_few_rows_gemm(sch, main, info: CPUInfo, mr: int, nr: int, _schedul
     for buf in range(len(sch.get(main).writes)):  # two for a gated unit (gate, up)
         sch.set_scope(main, buf, "local")
     for c in consumers:
-        sch.reverse_compute_at(c, par)
+        sch.reverse_compute_at(c, ro if serial else par)
     init = sch.decompose_reduction(main, ko)
     il = sch.get_loops(init)
     sch.unroll(il[-2])
@@ -68,12 +69,31 @@ def _schedule_few_rows_gemm(sch, main, info: CPUInfo, mr: int, nr: int, _schedul
         _schedule_generic_block(sch, sch.get_sblock(name), info)
     func = sch.mod["main"]
     par_var, ko_var, ri_var = sch.get(par).loop_var, sch.get(ko).loop_var, sch.get(ri).loop_var
+    ro_var = sch.get(ro).loop_var if serial else None
     if weight is not None:
-        func = _prefetch_next_panel(func, par_var, ko_var, weight, tiles, n_panels, kdim, ki, nr)
+        func = _prefetch_next_panel(func, par_var, ko_var, weight, tiles, n_panels, kdim, ki, nr, ro_var)
     rows_n = _exact_tail_rows(sch, main)
     if rows_n is not None:
-        func = _exact_row_tail(func, tirx.floormod(par_var.astype("int64"), tiles), ko_var, ri_var, rows_n, mr)
+        tile = ro_var.astype("int64") if serial else tirx.floormod(par_var.astype("int64"), tiles)
+        func = _exact_row_tail(func, tile, ko_var, ri_var, rows_n, mr)
     return func
+
+
+# column panels from which a prefetching GEMM's task is a whole panel (_tiles_in_task): enough to balance any
+# thread count by panels alone (a vocabulary projection has 786 to 3142)
+_TILES_IN_TASK_PANELS = 256
+
+
+def _tiles_in_task(sch, main, tiles, n_panels: int) -> bool:
+    """Whether a task is a whole column panel, its row tiles a serial loop inside it, instead of one (panel, row
+    tile) pair: for GEMMs with so many panels (a vocabulary projection) that panels alone balance the threads. The
+    order of the work is the same; what goes is the (panel, tile) decomposition of each task's index and the
+    per-tile prefetch share's arithmetic. GPT-2's lm_head (128 x 768 -> 50257, 1 thread, Zen 4): AVX2 code 0.90x
+    with a run-time T and 0.91x with T = 128 static; AVX-512 code (6 x 4-vector tiles, a quarter as many panels)
+    1.00x. SPECC_GEMM_TILES_IN_TASK=0: as before (A/B timing)."""
+    if os.environ.get("SPECC_GEMM_TILES_IN_TASK", "1") == "0":
+        return False
+    return n_panels is not None and n_panels >= _TILES_IN_TASK_PANELS
 
 
 def _task_constants() -> bool:
@@ -204,7 +224,7 @@ def _packed_weight(sch, main, nr: int):
     return None
 
 
-def _prefetch_next_panel(func, par, ko, weight, tiles, n_panels: int, kdim: int, ki: int, nr: int):
+def _prefetch_next_panel(func, par, ko, weight, tiles, n_panels: int, kdim: int, ki: int, nr: int, ro=None):
     """Before each round of `ki` reduction steps, prefetch this round's share of the next column panel into L2.
 
     The few-rows GEMM streams each weight panel (K x nr floats) from memory once and reuses it from L2 for the
@@ -216,6 +236,9 @@ def _prefetch_next_panel(func, par, ko, weight, tiles, n_panels: int, kdim: int,
     lines_per_round = ki * nr // line
     rounds = kdim // ki
     f = par.astype("int64")
+    if ro is not None:  # a task is a column panel, `ro` its serial row tile loop (_tiles_in_task)
+        return _prefetch_by_tile(func, ro, ko, weight, tiles, tirx.min(tirx.floormod(f, n_panels) + 1, n_panels - 1),
+                                 lines_per_round, rounds, nr)
     panel = tirx.min(tirx.floormod(tirx.floordiv(f, tiles), n_panels) + 1, n_panels - 1)
     if _static(tiles) is not None or not _task_constants():
         step = tirx.floormod(f, tiles) * rounds + ko.astype("int64")
@@ -239,6 +262,28 @@ def _prefetch_next_panel(func, par, ko, weight, tiles, n_panels: int, kdim: int,
         pos = (start + j) * line  # float offset inside the panel
         return [panel, tirx.floordiv(pos, nr), tirx.floormod(pos, nr)]
     return _prefetch_before(func, ko, weight, at, end - start, bind)
+
+
+def _prefetch_by_tile(func, ro, ko, weight, tiles, panel, lines_per_round: int, rounds: int, nr: int):
+    """_prefetch_next_panel for a task that walks a panel's row tiles itself (loop `ro`): tile t prefetches lines
+    [t * share, (t + 1) * share) of the next panel, `share` (the one division by the run-time tile count) bound once
+    per task, before the tile loop."""
+    line = 64 // 4
+    total = lines_per_round * rounds
+    share, pf_panel = tirx.Var("pf_share", "int64"), tirx.Var("pf_panel", "int64")
+    tile = ro.astype("int64")
+    per_round = tirx.floordiv(share + (rounds - 1), rounds)
+    start = tile * share + ko.astype("int64") * per_round
+    end = tirx.min(tirx.min(start + per_round, (tile + 1) * share), total)
+
+    def at(j):
+        pos = (start + j) * line
+        return [pf_panel, tirx.floordiv(pos, nr), tirx.floormod(pos, nr)]
+    from tvm.tirx import stmt as ts
+
+    func = _prefetch_before(func, ko, weight, at, end - start)
+    bind = [ts.Bind(share, tirx.floordiv(total + tiles - 1, tiles)), ts.Bind(pf_panel, panel)]
+    return func.with_body(_rewrite_loop(func.body, ro, lambda loop: ts.SeqStmt([*bind, loop])))
 
 
 def _prefetch_before(func, loop_var, weight, at, count, bind=()):
