@@ -51,7 +51,8 @@ def write_script(tmp: Path, model: str, **settings) -> Path:
 
 
 def run_script(script: Path, *args: str, launcher: tuple = (sys.executable,), timeout: int = 180):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}  # the runtime of this checkout
+    # the runtime of this checkout; a process that aborts prints every thread's Python stack (faulthandler)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     return subprocess.run([*launcher, str(script), *args], capture_output=True, text=True, timeout=timeout,
                           cwd=script.parent, env=env, check=False)
 
@@ -297,7 +298,9 @@ def test_torchrun_two_processes(tmp_path):
     script = write_script(tmp_path, "TinyGPT", steps=10, seq_len=16, batch_size=4, log_every=5,
                           synthetic_samples=256)
     result = run_script(script, "--quiet", launcher=(torchrun, "--standalone", "--nproc_per_node=2"))
-    assert result.returncode == 0, result.stderr[-3000:]
+    # all of stderr: a rank's own report comes before torchrun's summary of it (a rank-1 SIGABRT, "terminate called
+    # without an active exception", was seen twice in CI under load and never alone; its cause is not known yet)
+    assert result.returncode == 0, result.stderr
     state = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)
     assert state["step"] == 10 and state["world_size"] == 2 and len(state["rng"]) == 2
     module = load_script(script)
