@@ -1257,8 +1257,8 @@ def test_gemm_row_tail_with_weight_given_at_run_time(target):
 @pytest.mark.parametrize("target", [HOST, AVX2], ids=["host", "avx2"])
 @pytest.mark.parametrize("static", [False, True], ids=["run-time rows", "static rows"])
 def test_gemm_with_many_panels_runs_a_panel_per_task(target, static, monkeypatch):
-    """A prefetching GEMM with at least few_rows._TILES_IN_TASK_PANELS column panels (a vocabulary projection;
-    lowered here to this test's 3 x 2 panels) parallelises over (batch, panel) only, its row tiles a serial loop
+    """A prefetching GEMM with at least few_rows._PANELS_PER_CORE column panels per core (lowered here to one: this
+    test's 4 or 16 panels) parallelises over (batch, panel) only, its row tiles a serial loop
     inside the task, with the exact last row tile and the next panel's prefetch on that loop, in rounds of 64
     reduction steps; SPECC_GEMM_TILES_IN_TASK=0 fuses the row tiles into the task index and keeps rounds of 32, as
     before. A batch of 2 (tasks wrap per batch) and row counts from 1 to past two tiles match numpy both ways."""
@@ -1270,7 +1270,7 @@ def test_gemm_with_many_panels_runs_a_panel_per_task(target, static, monkeypatch
     x = relax.Var("x", relax.TensorType((2, n, 128), "float32"))
     mod = _function([x], lambda bb: bb.emit(relax.op.matmul(x, relax.const(w))))
     monkeypatch.setattr(rewrite, "_EXACT_TAIL_WEIGHT", w.nbytes)  # the exact tail on a run-time row count too
-    monkeypatch.setattr(few_rows, "_TILES_IN_TASK_PANELS", 2)
+    monkeypatch.setattr(few_rows, "_PANELS_PER_CORE", 1)
     for switch in ("1", "0"):
         monkeypatch.setenv("SPECC_GEMM_TILES_IN_TASK", switch)
         opt = optimize_for_cpu(mod, target)

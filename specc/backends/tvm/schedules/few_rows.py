@@ -44,7 +44,7 @@ def _schedule_few_rows_gemm(sch, main, info: CPUInfo, mr: int, nr: int, _schedul
     ko, kin = sch.split(red, [None, ki])
     sch.reorder(*lead, co, ro, ko, kin, ri, ci)
     n_panels = _extent(sch, co)
-    serial = _tiles_in_task(sch, main, tiles, n_panels)
+    serial = _tiles_in_task(sch, main, tiles, n_panels, info)
     par = sch.fuse(*lead, co) if serial else sch.fuse(*lead, co, ro)
     sch.parallel(par)
     sch.unroll(ri)
@@ -79,21 +79,27 @@ def _schedule_few_rows_gemm(sch, main, info: CPUInfo, mr: int, nr: int, _schedul
     return func
 
 
-# column panels from which a prefetching GEMM's task is a whole panel (_tiles_in_task): enough to balance any
-# thread count by panels alone (a vocabulary projection has 786 to 3142)
-_TILES_IN_TASK_PANELS = 256
+# column panels per core from which a prefetching GEMM's task is a whole panel (panel_tasks)
+_PANELS_PER_CORE = 8
 
 
-def _tiles_in_task(sch, main, tiles, n_panels: int) -> bool:
-    """Whether a task is a whole column panel, its row tiles a serial loop inside it, instead of one (panel, row
-    tile) pair: for GEMMs with so many panels (a vocabulary projection) that panels alone balance the threads. The
-    order of the work is the same; what goes is the (panel, tile) decomposition of each task's index and the
-    per-tile prefetch share's arithmetic. GPT-2's lm_head (128 x 768 -> 50257, 1 thread, Zen 4): AVX2 code 0.90x
-    with a run-time T and 0.91x with T = 128 static; AVX-512 code (6 x 4-vector tiles, a quarter as many panels)
-    1.00x. SPECC_GEMM_TILES_IN_TASK=0: as before (A/B timing)."""
+def panel_tasks(n_panels: int, cores: int) -> bool:
+    """Whether a prefetching GEMM has enough column panels to make each one a task (_tiles_in_task): at least
+    _PANELS_PER_CORE per core the target declares, so that static chunks of panels keep the threads within 1/8 of
+    each other. SPECC_GEMM_TILES_IN_TASK=0: never (A/B timing)."""
     if os.environ.get("SPECC_GEMM_TILES_IN_TASK", "1") == "0":
         return False
-    return n_panels is not None and n_panels >= _TILES_IN_TASK_PANELS
+    return n_panels >= _PANELS_PER_CORE * max(cores, 1)
+
+
+def _tiles_in_task(sch, main, tiles, n_panels: int, info: CPUInfo) -> bool:
+    """Whether a task is a whole column panel, its row tiles a serial loop inside it, instead of one (panel, row
+    tile) pair: for GEMMs with enough panels that panels alone balance the threads (panel_tasks). The order of the
+    work is the same; what goes is the (panel, tile) decomposition of each task's index and the per-tile prefetch
+    share's arithmetic. 1 thread, Zen 4: GPT-2's lm_head (128 x 768 -> 50257) 0.90x with AVX2 code (run-time T;
+    0.91x static), 1.00x with AVX-512 code; a GPT-2 block's GEMMs 0.92-0.95x with AVX2 code, 0.99x with AVX-512
+    code (0.97-0.99x at 2 threads)."""
+    return n_panels is not None and panel_tasks(n_panels, info.num_cores)
 
 
 def _task_constants() -> bool:

@@ -54,7 +54,7 @@ def _exact_tail(rows, kdim: int, n: int, const_weight: bool) -> bool:
         and kdim * n * 4 >= _EXACT_TAIL_WEIGHT and os.environ.get("SPECC_EXACT_TAIL_BIG", "1") != "0"
 
 
-def _prefetch_ki(rows, kdim: int, nr: int, const_weight: bool, l2: int, panels: int = 0) -> int:
+def _prefetch_ki(rows, kdim: int, nr: int, const_weight: bool, l2: int, panels: int = 0, cores: int = 1) -> int:
     """The prefetch step (few_rows._prefetch_next_panel) of a GEMM with a constant weight, else 0: while a column
     panel (K x nr) is computed, the next one is prefetched into L2, `ki` reduction steps per prefetch round. The
     round's loop spills the accumulators (a call in the loop keeps LLVM from holding them in registers across it),
@@ -75,11 +75,12 @@ def _prefetch_ki(rows, kdim: int, nr: int, const_weight: bool, l2: int, panels: 
     if os.environ.get("SPECC_PREFETCH_ANY_K", "1") != "0":
         # any K with a divisor from 8 to 32, largest first (the LSTM LM's decoder: K = 650, rounds of 26)
         steps = range(32, 7, -1)
-    if panels >= few_rows._TILES_IN_TASK_PANELS and os.environ.get("SPECC_GEMM_TILES_IN_TASK", "1") != "0":
+    if few_rows.panel_tasks(panels, cores):
         # a task per column panel (few_rows._tiles_in_task): rounds of up to 64 steps. The prefetch in each round
         # makes LLVM store the tile's accumulators after it (it cannot tell the prefetched weight from the
-        # accumulator's workspace), so fewer rounds store less: GPT-2's lm_head 0.98x (AVX-512 code), 0.98x (AVX2)
-        # against rounds of 32; rounds of 128 were slower again (1.03x)
+        # accumulator's workspace), so fewer rounds store less: against rounds of 32, GPT-2's lm_head 0.98x
+        # (AVX-512 and AVX2 code), a GPT-2 block's GEMMs 0.98x (AVX2), 1.00x (AVX-512); rounds of 128 were slower
+        # again (lm_head 1.03x)
         steps = range(64, 7, -1)
     return next((ki for ki in steps if kdim % ki == 0), 0)
 
@@ -362,7 +363,8 @@ class HeavyOpRewriter(PyExprMutator, NCHWcRewrites):
         if _is_routed(rows) and const_weight:
             mr, nr = self.info.few_rows_tile()
             nr = nr if n >= nr else self._nr_for(n)
-        return mr, nr, _prefetch_ki(rows, kdim, nr, const_weight, self.info.l2, -(-n // nr)), exact
+        ki = _prefetch_ki(rows, kdim, nr, const_weight, self.info.l2, -(-n // nr), self.info.num_cores)
+        return mr, nr, ki, exact
 
     # -- gated linear unit: act(x @ Wg) * (x @ Wu), merged as split(x @ [Wg | Wu]) ------------------------------
     def _bound_call(self, var, names):
