@@ -44,7 +44,7 @@ def _schedule_few_rows_gemm(sch, main, info: CPUInfo, mr: int, nr: int, _schedul
     ko, kin = sch.split(red, [None, ki])
     sch.reorder(*lead, co, ro, ko, kin, ri, ci)
     n_panels = _extent(sch, co)
-    serial = _tiles_in_task(sch, main, tiles, n_panels, info)
+    serial = n_panels is not None and panel_tasks(n_panels, info.num_cores)
     par = sch.fuse(*lead, co) if serial else sch.fuse(*lead, co, ro)
     sch.parallel(par)
     sch.unroll(ri)
@@ -84,22 +84,16 @@ _PANELS_PER_CORE = 8
 
 
 def panel_tasks(n_panels: int, cores: int) -> bool:
-    """Whether a prefetching GEMM has enough column panels to make each one a task (_tiles_in_task): at least
-    _PANELS_PER_CORE per core the target declares, so that static chunks of panels keep the threads within 1/8 of
-    each other. SPECC_GEMM_TILES_IN_TASK=0: never (A/B timing)."""
+    """Whether a prefetching GEMM makes each column panel a task, its row tiles a serial loop inside it, instead of
+    one (panel, row tile) pair per task: when it has at least _PANELS_PER_CORE panels per core the target declares,
+    so that static chunks of panels keep the threads within 1/8 of each other. The order of the work is the same;
+    what goes is the (panel, tile) decomposition of each task's index and the per-tile prefetch share's arithmetic.
+    1 thread, Zen 4: GPT-2's lm_head (128 x 768 -> 50257) 0.90x with AVX2 code (run-time T; 0.91x static), 1.00x
+    with AVX-512 code; a GPT-2 block's GEMMs 0.92-0.95x with AVX2 code, 0.99x with AVX-512 code (0.97-0.99x at 2
+    threads). rewrite._prefetch_ki gives these GEMMs rounds of 64. SPECC_GEMM_TILES_IN_TASK=0: never (A/B)."""
     if os.environ.get("SPECC_GEMM_TILES_IN_TASK", "1") == "0":
         return False
     return n_panels >= _PANELS_PER_CORE * max(cores, 1)
-
-
-def _tiles_in_task(sch, main, tiles, n_panels: int, info: CPUInfo) -> bool:
-    """Whether a task is a whole column panel, its row tiles a serial loop inside it, instead of one (panel, row
-    tile) pair: for GEMMs with enough panels that panels alone balance the threads (panel_tasks). The order of the
-    work is the same; what goes is the (panel, tile) decomposition of each task's index and the per-tile prefetch
-    share's arithmetic. 1 thread, Zen 4: GPT-2's lm_head (128 x 768 -> 50257) 0.90x with AVX2 code (run-time T;
-    0.91x static), 1.00x with AVX-512 code; a GPT-2 block's GEMMs 0.92-0.95x with AVX2 code, 0.99x with AVX-512
-    code (0.97-0.99x at 2 threads)."""
-    return n_panels is not None and panel_tasks(n_panels, info.num_cores)
 
 
 def _task_constants() -> bool:
@@ -237,28 +231,34 @@ def _prefetch_next_panel(func, par, ko, weight, tiles, n_panels: int, kdim: int,
     panel's other row tiles; without help, a panel's first tile waits on memory and the others leave it idle. Here
     the next panel is fetched while the current one is computed, spread evenly over the current panel's
     `tiles` x K/ki rounds: memory traffic and compute overlap. (Thread CPU time, 8 experts' SwiGLU at ~32 rows,
-    Intel AVX-512: 6 x 64 tile without / with the prefetch: see the schedules README.)"""
+    Intel AVX-512: 6 x 64 tile without / with the prefetch: see the schedules README.) `ro`: the row tile loop when
+    a task is a whole panel (panel_tasks), else None (a task is a (panel, tile) pair of the fused loop `par`)."""
     line = 64 // 4  # floats per 64-byte cache line (x86, and the common ARM cores)
     lines_per_round = ki * nr // line
     rounds = kdim // ki
     f = par.astype("int64")
-    if ro is not None:  # a task is a column panel, `ro` its serial row tile loop (_tiles_in_task)
-        return _prefetch_by_tile(func, ro, ko, weight, tiles, tirx.min(tirx.floormod(f, n_panels) + 1, n_panels - 1),
-                                 lines_per_round, rounds, nr)
-    panel = tirx.min(tirx.floormod(tirx.floordiv(f, tiles), n_panels) + 1, n_panels - 1)
-    if _static(tiles) is not None or not _task_constants():
+    if ro is not None:
+        panel = tirx.min(tirx.floormod(f, n_panels) + 1, n_panels - 1)
+    else:
+        panel = tirx.min(tirx.floormod(tirx.floordiv(f, tiles), n_panels) + 1, n_panels - 1)
+    if ro is None and (_static(tiles) is not None or not _task_constants()):
         step = tirx.floormod(f, tiles) * rounds + ko.astype("int64")
         start = tirx.floordiv(step * lines_per_round, tiles)
         end = tirx.floordiv((step + 1) * lines_per_round, tiles)
         bind = []
     else:
-        # a symbolic tile count (rows = a sequence length, a routed expert's): the divisions by it once per task, in
-        # variables bound before the reduction loop, not in every round (an integer division per round and line cost
+        # a symbolic tile count (rows = a sequence length, a routed expert's), or a task that walks the panel's
+        # tiles itself: the divisions by the tile count once per task, in variables bound before the reduction loop
+        # (before the tile loop in a panel's task), not in every round (an integer division per round and line cost
         # the symbolic build's prefetching GEMMs 5%); each tile prefetches a `share` of the panel's lines, in rounds
         total = lines_per_round * rounds
-        tile, pf_panel, share = (tirx.Var(n, "int64") for n in ("pf_tile", "pf_panel", "pf_share"))
-        bind = [(tile, tirx.floormod(f, tiles)), (pf_panel, panel),
-                (share, tirx.floordiv(total + tiles - 1, tiles))]
+        pf_panel, share = tirx.Var("pf_panel", "int64"), tirx.Var("pf_share", "int64")
+        bind = [(pf_panel, panel), (share, tirx.floordiv(total + tiles - 1, tiles))]
+        if ro is not None:
+            tile = ro.astype("int64")
+        else:
+            tile = tirx.Var("pf_tile", "int64")
+            bind.insert(0, (tile, tirx.floormod(f, tiles)))
         per_round = tirx.floordiv(share + (rounds - 1), rounds)
         start = tile * share + ko.astype("int64") * per_round
         end = tirx.min(tirx.min(start + per_round, (tile + 1) * share), total)
@@ -267,34 +267,13 @@ def _prefetch_next_panel(func, par, ko, weight, tiles, n_panels: int, kdim: int,
     def at(j):
         pos = (start + j) * line  # float offset inside the panel
         return [panel, tirx.floordiv(pos, nr), tirx.floormod(pos, nr)]
-    return _prefetch_before(func, ko, weight, at, end - start, bind)
+    return _prefetch_before(func, ko, weight, at, end - start, bind, bind_before=ro)
 
 
-def _prefetch_by_tile(func, ro, ko, weight, tiles, panel, lines_per_round: int, rounds: int, nr: int):
-    """_prefetch_next_panel for a task that walks a panel's row tiles itself (loop `ro`): tile t prefetches lines
-    [t * share, (t + 1) * share) of the next panel, `share` (the one division by the run-time tile count) bound once
-    per task, before the tile loop."""
-    line = 64 // 4
-    total = lines_per_round * rounds
-    share, pf_panel = tirx.Var("pf_share", "int64"), tirx.Var("pf_panel", "int64")
-    tile = ro.astype("int64")
-    per_round = tirx.floordiv(share + (rounds - 1), rounds)
-    start = tile * share + ko.astype("int64") * per_round
-    end = tirx.min(tirx.min(start + per_round, (tile + 1) * share), total)
-
-    def at(j):
-        pos = (start + j) * line
-        return [pf_panel, tirx.floordiv(pos, nr), tirx.floormod(pos, nr)]
-    from tvm.tirx import stmt as ts
-
-    func = _prefetch_before(func, ko, weight, at, end - start)
-    bind = [ts.Bind(share, tirx.floordiv(total + tiles - 1, tiles)), ts.Bind(pf_panel, panel)]
-    return func.with_body(_rewrite_loop(func.body, ro, lambda loop: ts.SeqStmt([*bind, loop])))
-
-
-def _prefetch_before(func, loop_var, weight, at, count, bind=()):
+def _prefetch_before(func, loop_var, weight, at, count, bind=(), bind_before=None):
     """`func` with `for j < count: prefetch weight[at(j)] into L2` at the start of each iteration of `loop_var`'s
-    loop; `bind`: (var, value) pairs bound before that loop (once per task)."""
+    loop; `bind`: (var, value) pairs bound before that loop (once per task), or before `bind_before`'s loop when
+    given (an outer loop of the task)."""
     from tvm.tirx import stmt as ts
 
     j = tirx.Var("pf_line", "int64")
@@ -308,9 +287,13 @@ def _prefetch_before(func, loop_var, weight, at, count, bind=()):
     def at_round(loop):
         loop = ts.For(loop.loop_var, loop.min, loop.extent, loop.kind, ts.SeqStmt([prefetch, loop.body]),
                       loop.thread_binding, loop.annotations)
-        return ts.SeqStmt([*(ts.Bind(v, e) for v, e in bind), loop]) if bind else loop
+        return ts.SeqStmt([*(ts.Bind(v, e) for v, e in bind), loop]) if bind and bind_before is None else loop
 
-    return func.with_body(_rewrite_loop(func.body, loop_var, at_round))
+    func = func.with_body(_rewrite_loop(func.body, loop_var, at_round))
+    if bind and bind_before is not None:
+        func = func.with_body(_rewrite_loop(func.body, bind_before, lambda loop: ts.SeqStmt(
+            [*(ts.Bind(v, e) for v, e in bind), loop])))
+    return func
 
 
 def _prefetch_next_conv_panel(func, par, wo, rco, weight, oh: int, n_wo: int, n_oco: int, n_rco: int):

@@ -76,7 +76,7 @@ def _prefetch_ki(rows, kdim: int, nr: int, const_weight: bool, l2: int, panels: 
         # any K with a divisor from 8 to 32, largest first (the LSTM LM's decoder: K = 650, rounds of 26)
         steps = range(32, 7, -1)
     if few_rows.panel_tasks(panels, cores):
-        # a task per column panel (few_rows._tiles_in_task): rounds of up to 64 steps. The prefetch in each round
+        # a task per column panel (few_rows.panel_tasks): rounds of up to 64 steps. The prefetch in each round
         # makes LLVM store the tile's accumulators after it (it cannot tell the prefetched weight from the
         # accumulator's workspace), so fewer rounds store less: against rounds of 32, GPT-2's lm_head 0.98x
         # (AVX-512 and AVX2 code), a GPT-2 block's GEMMs 0.98x (AVX2), 1.00x (AVX-512); rounds of 128 were slower
