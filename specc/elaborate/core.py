@@ -57,6 +57,9 @@ class Elaborator(LoaderMixin, StatementsMixin, PinsMixin, RepeatMixin, Expressio
         self.init_scopes: list[tuple] = []  # the `init { }` rules of the blocks being elaborated, outermost first
         self.init_rules: dict[Span | None, list] = {}  # each rule's span -> [rule, whether it initialised anything]
         self.top_init_sections: set[int] = set()  # the sections at the top of a body (elsewhere they are errors)
+        # the PyTorch emitter's second elaboration: a `for` over a computed range keeps its index's name in the sizes
+        # it reaches (`ch * mult[level]`), so one iteration's code can stand for all (backends/torch/rolled.py)
+        self.rolling = False
         self._loading: list[str] = []
         self._loaded: set[str] = set()
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from .. import ast as A
 from ..diagnostics import SpecError
+from ..hyper import HInt
 from ..limits import over_budget, short_int
 from ..ops import registry
 from ..source import Span
@@ -215,9 +216,10 @@ class ExpressionsMixin:
                 raise self.fail("E0108", "lists and tuples take one index", e.span)
             it = items[0]
             try:
-                return obj[slice(*it)] if isinstance(it, tuple) else obj[it]
+                got = obj[slice(*it)] if isinstance(it, tuple) else obj[it]
             except IndexError:
                 raise self.fail("E0305", f"index {it} is out of range for a length-{len(obj)} list", e.span) from None
+            return _indexed(obj, it, got) if self.rolling else got
         raise self.fail("E0108", f"{_typename(obj)} cannot be indexed", e.span)
 
     def size_carriers(self, obj: Tensor, symbolic: list[tuple[Sym, Span | None]], b: GraphBuilder) -> list[Tensor]:
@@ -251,3 +253,12 @@ class ExpressionsMixin:
                 if all(t.node != o.node for o in out):
                     out.append(t)
         return out
+
+
+def _indexed(obj, index, got):
+    """`mult[level]` with `level` a rolled loop's index (Elaborator.rolling): the element, its size named by the
+    index's expression rather than by its position (`mult[level]`, not `mult[1]`)."""
+    base, at = getattr(obj, "expr", None), getattr(index, "expr", None)
+    if base is None or at is None or isinstance(index, bool) or not isinstance(got, int) or isinstance(got, bool):
+        return got
+    return HInt(int(got), f"{base}[{at}]")

@@ -7,14 +7,15 @@ from typing import Any
 from .. import ast as A
 from ..attrs import short as _short
 from ..diagnostics import Note, SpecError
-from ..hyper import HFloat, HInt, HList, HTuple, driven, names, plain
+from ..hyper import HFloat, HInt, HList, HTuple, driven, expr_name, names, plain
 from ..ir import Node
 from ..limits import Abort, internal_error, short_int
 from ..ops import registry
 from ..source import Span
 from ..symbolic import Sym
 from ..types import DTYPES, TensorType, TupleType
-from .syntax import _assigned_names, _names_read
+from .sizes import own_sizes
+from .syntax import _assigned_in, _assigned_names, _names_read
 from .values import (
     POISON,
     GraphBuilder,
@@ -150,6 +151,11 @@ class StatementsMixin:
                                         s.iterable.span)
                     for n, v in zip(s.targets, item):
                         scope[n] = v
+                elif self.rolling and _ranged(s) and isinstance(item, int):
+                    scope[s.targets[0]] = HInt(item, expr_name(s.targets[0]))  # `level`, not 2
+                    for v in sorted(_assigned_in(s.body)):  # what the iteration starts from: `x_channels`
+                        if isinstance(scope.get(v), Tensor):
+                            scope[v] = Tensor(scope[v].node, own_sizes(v, scope[v].type), scope[v].span)
                 else:
                     scope[s.targets[0]] = item
                 before = len(self.diags)
@@ -416,3 +422,9 @@ def _value_text(v) -> str | None:
 
 def _reads_names(text: str) -> bool:
     return bool(names(text))
+
+
+def _ranged(s: A.For) -> bool:
+    """`for i in range(...)` over a computed count (not a literal list): a loop the emitted code can keep."""
+    it = s.iterable
+    return isinstance(it, A.Call) and isinstance(it.func, A.Name) and it.func.id == "range"
