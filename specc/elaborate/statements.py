@@ -22,6 +22,7 @@ from .values import (
     LayerInstance,
     Scope,
     Tensor,
+    TensorList,
     _Halt,
     _is_data,
     _literal,
@@ -156,6 +157,8 @@ class StatementsMixin:
                     for v in sorted(_assigned_in(s.body)):  # what the iteration starts from: `x_channels`
                         if isinstance(scope.get(v), Tensor):
                             scope[v] = Tensor(scope[v].node, own_sizes(v, scope[v].type), scope[v].span)
+                        elif isinstance(scope.get(v), list) and all(isinstance(t, Tensor) for t in scope[v]):
+                            scope[v] = TensorList(scope[v], v)
                 else:
                     scope[s.targets[0]] = item
                 before = len(self.diags)

@@ -112,6 +112,22 @@ class GraphBuilder:
                 self.graph.replace(n.model_copy(update={"var": var}))
 
 
+class TensorList(list):
+    """A list of tensors a rolled loop carries (`skips`, Elaborator.rolling): it keeps its name through `+` and
+    slices, so an element read by index is tagged with the list's sizes at that index (`skips_channels[-1]`), the
+    same text in every iteration."""
+
+    def __init__(self, items=(), name: str = "") -> None:
+        super().__init__(items)
+        self.name = name
+
+    def __add__(self, other):
+        return TensorList([*self, *other], self.name)
+
+    def __radd__(self, other):
+        return TensorList([*other, *self], self.name)
+
+
 class Scope(dict):
     pass
 
