@@ -96,6 +96,9 @@ class Graph:
     # {`ffn_hidden`: hidden} (LLaMA's `RotaryDecoderLayer(heads, SwiGLU(hidden))`), and for a block an op runs
     # (moe's experts) its graph -> {its parameter: value}
     call_values: dict[str, dict] = field(default_factory=dict)
+    # a rolled elaboration's calls (Elaborator.rolling): the callee's input sizes as the call saw them
+    # (`x_channels`, `skips_channels[-1] + x_channels`), where the input nodes' own types name one iteration's sizes
+    rolled_sizes: dict[str, dict] = field(default_factory=dict)
     embedded: dict[str, dict] = field(default_factory=dict)
     # call node -> the hyper-parameter whose block value it applies (`ffn as mlp` in a block taking `ffn: any`): the
     # emitted class takes that module built by its caller

@@ -60,6 +60,7 @@ class Elaborator(LoaderMixin, StatementsMixin, PinsMixin, RepeatMixin, Expressio
         # the PyTorch emitter's second elaboration: a `for` over a computed range keeps its index's name in the sizes
         # it reaches (`ch * mult[level]`), so one iteration's code can stand for all (backends/torch/rolled.py)
         self.rolling = False
+        self.rolled_depth = 0  # rolled loops being elaborated around the current statement
         self._loading: list[str] = []
         self._loaded: set[str] = set()
 

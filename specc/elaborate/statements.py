@@ -62,6 +62,8 @@ class StatementsMixin:
                                       scope, b)
             else:
                 val = self.ev(s.value, scope, b)
+                if self.rolled_depth and len(s.targets) == 1 and isinstance(val, int) and not isinstance(val, bool):
+                    val = HInt(int(val), expr_name(s.targets[0]))  # `level = len(mult) - 1 - up`: the emitted code's too
             self.bind(s.targets, val, scope, b, s.span)
             if len(s.targets) == 1 and _is_data(val):  # `d = features(x)`: the block's own compile-time name
                 b.graph.lets[s.targets[0]] = A.unparse(s.value)
@@ -162,10 +164,13 @@ class StatementsMixin:
                 else:
                     scope[s.targets[0]] = item
                 before = len(self.diags)
+                rolled = self.rolling and _ranged(s)
+                self.rolled_depth += rolled
                 try:
                     self.exec_body(s.body, scope, b, is_model)
                 finally:
                     b.stack = outer_stack
+                    self.rolled_depth -= rolled
                 if len(self.diags) > before:
                     break  # the next iterations would report the same errors again (100,000 times)
         elif isinstance(s, A.Repeat):
