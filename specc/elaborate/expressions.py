@@ -223,7 +223,7 @@ class ExpressionsMixin:
                 raise self.fail("E0305", f"index {it} is out of range for a length-{len(obj)} list", e.span) from None
             if isinstance(obj, TensorList):  # `skips[-1]`: sized as the list's entry at that index
                 return _list_entry(obj, e.items[0], got)
-            return _indexed(obj, it, got) if self.rolling else got
+            return _indexed(obj, it, got) if b.trace is not None else got
         raise self.fail("E0108", f"{_typename(obj)} cannot be indexed", e.span)
 
     def size_carriers(self, obj: Tensor, symbolic: list[tuple[Sym, Span | None]], b: GraphBuilder) -> list[Tensor]:
@@ -263,6 +263,8 @@ def _indexed(obj, index, got):
     """`mult[level]` with `level` a rolled loop's index (Elaborator.rolling): the element, its size named by the
     index's expression rather than by its position (`mult[level]`, not `mult[1]`)."""
     base, at = getattr(obj, "expr", None), getattr(index, "expr", None)
+    if at is None and isinstance(index, int) and not isinstance(index, bool):
+        at = str(index)  # `mult[-1]`: the last entry whatever the length, not `mult[3]`
     if base is None or at is None or isinstance(index, bool) or not isinstance(got, int) or isinstance(got, bool):
         return got
     return HInt(int(got), f"{base}[{at}]")

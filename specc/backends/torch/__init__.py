@@ -12,7 +12,11 @@ def emit_source(spec, target=None, opt_level: int | None = None, disabled: tuple
     """The module file for `spec` at -O`opt_level` (None: the pipeline's default level, plain modules)."""
     from ...passes import optimize
     from .emit import emit_module_source
+    from .rolled import has_rolled_loops
 
+    if has_rolled_loops(spec.module):  # `for v in range(n) as name`: written as a loop (rolled.py)
+        rolled, trace = spec.rolled()
+        return emit_module_source(optimize(rolled, opt_level, disabled), Path(spec.module.path).name, trace)
     module = optimize(spec.module, opt_level, disabled)
     return emit_module_source(module, source_name=Path(spec.module.path).name)
 

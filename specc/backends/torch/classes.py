@@ -18,7 +18,7 @@ from ...attrs import BlockValue
 from ...diagnostics import SpecError
 from ...elaborate.sizes import size_env
 from ...hyper import HFloat, HInt, Unrenderable, expr_name, implied, names, render_expr, rendering, spec_name
-from ...ir import Graph, Module, Node
+from ...ir import Graph, Module, Node, RolledTrace
 from ...naming import Namer, attr_name, class_name, py_name, spec_relative, trivial_body
 from ...ops.torch_rule import pyval
 from ...types import TensorType, TupleType
@@ -182,10 +182,12 @@ def _write(line: str, fn: Callable[[str], "str | None"]) -> str:
     return _MARK.sub(rep, line)
 
 
-def plan_classes(m: Module) -> tuple[list[ClassPlan], list[str], list[str]]:
+def plan_classes(m: Module, rolled: RolledTrace | None = None) -> tuple[list[ClassPlan], list[str], list[str]]:
     """One class per block whose code is the same for all its specialisations, planned callees first (m.graphs
     order), so that each constructor call names its callee's class and passes its parameters. Long because the
-    naming of classes (no clash with helpers, models or arguments) is set up here, next to the loop it serves."""
+    naming of classes (no clash with helpers, models or arguments) is set up here, next to the loop it serves.
+    `rolled`: the trace of a model whose `for ... as` loops are written as loops (m is then its rolled elaboration,
+    rolled.py)."""
     cache = cache_plan(m)  # a causal LM's key/value cache, for generate()
     with rendering(marker):  # sizes as markers; only the numbers differ from the code with numbers
         marked = {name: graph_code(m, g, name == m.main, cache) for name, g in m.graphs.items()}
@@ -252,7 +254,13 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], list[str], list[str]]:
             g = m.graphs[name]
             is_main = name == m.main
             planner = _Planner(m, g, by_graph, names_of, parent)
-            plan = planner.plan(marked[name], cache, all(by_graph[c].generic for c in _callees(m, g) if c in by_graph))
+            if is_main and rolled is not None:
+                from .rolled import rolled_plan
+
+                plan = rolled_plan(m, rolled, planner, spec_relative(m.path, m.path))
+            else:
+                plan = planner.plan(marked[name], cache,
+                                    all(by_graph[c].generic for c in _callees(m, g) if c in by_graph))
             if is_main:
                 plan.name = class_name(m.name)
                 plan.doc = f"{m.name}, compiled by specc from {spec_relative(m.path, m.path)}"
@@ -337,6 +345,7 @@ class _Planner:
 
     def __init__(self, m: Module, g: Graph, by_graph: dict, names_of, parent: dict) -> None:
         self.m, self.g, self.by_graph, self.names_of, self.parent = m, g, by_graph, names_of, parent
+        self.seen: dict[str, dict] = {}  # call node -> its callee's input sizes as a rolled loop saw them
 
     def plan(self, marked: GraphCode, cache, callees_generic: bool) -> ClassPlan:
         if callees_generic:
@@ -494,6 +503,7 @@ class _Planner:
         env: dict[str, Any] = {**dict(n.attrs.args), **site.call_values.get(node, {})}
         for i, src_in in zip(callee_g.inputs, n.inputs):
             env.update(size_env(callee_g[i].type, site[src_in].type))
+        env.update(self.seen.get(node, {}) if site is self.g else {})
         if src not in env:  # inherited: the caller's own name for it
             if generic:
                 return marker(src)
