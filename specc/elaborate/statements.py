@@ -162,7 +162,8 @@ class StatementsMixin:
             outer_stack = b.stack
             # `for v in range(n) as name`, and the range loops inside it: a module list the emitted code fills in a
             # loop (`name.{v}`, GraphBuilder.site_of); over a written list, `as layer` names layer1, layer2, ...
-            framed = _ranged(s) and (s.stack is not None or bool(b.frames)) and not s.unpack
+            framed = _ranged(s) and (s.stack is not None or bool(b.frames)) and not s.unpack and is_model \
+                and not b.as_model  # (in a block, or a model called as one, `as` names layer1, layer2, ...)
             rolled = framed and b.trace is not None  # the emitter's elaboration: sizes in the loop's names
             for k, item in enumerate(it):
                 self.tick(s.span)  # an iteration is a step even when its body is empty (or all `for`s)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from ...attrs import BlockValue
@@ -25,33 +25,11 @@ from ...types import TensorType, TupleType
 from .forward import GraphCode, graph_code, reachable
 from .kvcache import cache_plan, generate_support
 from .merging import alias, merge_branches, shared_shape, specialisations, take_optional_inputs
-
-_MARK = re.compile(r"__hp_(\w+?)_hp__")
-
-
-def marker(name: str) -> str:
-    return f"__hp_{name}_hp__"
-
-
-@dataclass
-class ClassPlan:
-    name: str
-    members: list[str]  # graph names
-    params: list[str]  # constructor parameter names
-    init: list[str]
-    forward: list[str]
-    comments: list[str]
-    fwd_args: list[str]
-    doc: str
-    weights: list[str] = field(default_factory=list)  # the `_init_weights` lines
-    sources: list[str] = field(default_factory=list)  # each parameter's name in the graph's sizes
-    annots: list[str] = field(default_factory=list)  # each parameter's type
-    pins: list[tuple[str, str]] = field(default_factory=list)  # (condition, message): the constructor raises
-    # ValueError(message) unless the condition holds (what the code was written for)
-    generic: bool = True  # sizes come from the constructor's arguments (else: numbers of one compile)
-    inherits: list[str] = field(default_factory=list)  # parameters named in an enclosing scope (init values)
-    prologue: list[str] = field(default_factory=list)  # the constructor's first lines: parameters an `if` resolves
-    optional: list[str] = field(default_factory=list)  # forward inputs the spec declares optional (passed by name)
+from .plan import _MARK, ClassPlan, config_fields, marker
+from .plan import plain as _plain
+from .plan import text_of as _text_of
+from .plan import write as _write
+from .rolled import rolled_plan
 
 
 @dataclass
@@ -149,12 +127,6 @@ def _names_in(g: Graph) -> set[str]:
     return out
 
 
-def config_fields(m: Module) -> dict[str, str]:
-    """Each hyper-parameter's field name in the model's config dataclass."""
-    field_name = Namer(py_name)
-    return {k: field_name(k) for k in m.hparams}
-
-
 def config_names(m: Module) -> Callable[[str], "str | None"]:
     """A hyper-parameter as the model's forward reads it: `self.config.d`."""
     fields = config_fields(m)
@@ -171,15 +143,6 @@ def _body_names(parent: _Names) -> _Names:
     """A repeat body is written in its enclosing graph's names: its class takes each as a parameter."""
     return _Names(init=lambda n: py_name(n) if py_name(n) not in _RESERVED else None, comment=parent.comment,
                   params=[])
-
-
-def _write(line: str, fn: Callable[[str], "str | None"]) -> str:
-    def rep(mt: re.Match) -> str:
-        text = fn(mt.group(1))
-        if text is None:
-            raise Unrenderable(mt.group(1))
-        return text
-    return _MARK.sub(rep, line)
 
 
 def plan_classes(m: Module, rolled: RolledTrace | None = None) -> tuple[list[ClassPlan], list[str], list[str]]:
@@ -255,8 +218,6 @@ def plan_classes(m: Module, rolled: RolledTrace | None = None) -> tuple[list[Cla
             is_main = name == m.main
             planner = _Planner(m, g, by_graph, names_of, parent)
             if is_main and rolled is not None:
-                from .rolled import rolled_plan
-
                 plan = rolled_plan(m, rolled, planner, spec_relative(m.path, m.path))
             else:
                 plan = planner.plan(marked[name], cache,
@@ -556,15 +517,6 @@ def pin_lines(pins: list[tuple[str, str]]) -> list[str]:
     return out
 
 
-def _text_of(value: Any) -> str:
-    """An argument as the caller's code writes it: its expression (as markers) or its plain value."""
-    if isinstance(value, (HInt, HFloat)) and value.expr is not None:
-        with rendering(marker):
-            return repr(value)
-    return pyval(int(value) if isinstance(value, HInt) else float(value) if isinstance(value, HFloat)
-                 else _plain(value))
-
-
 def _sizes_of(g: Graph) -> list:
     out = []
     for i in g.inputs:
@@ -586,12 +538,6 @@ def _paren(text: str) -> str:
     except SyntaxError:
         return f"({text})"
     return text if isinstance(tree, (ast.Name, ast.Constant, ast.Attribute, ast.Call, ast.Subscript)) else f"({text})"
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, (list, tuple)):
-        return tuple(_plain(x) for x in v)
-    return v
 
 
 def _annot(v: Any) -> str:

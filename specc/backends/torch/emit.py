@@ -69,6 +69,9 @@ def emit_module_source(m: Module, source_name: str | None = None, rolled: Rolled
     rolled.py). Long because it writes the file top to bottom (helpers, config, classes, imports), so its layout
     can be read off the code."""
     check_emittable(m)
+    if rolled is None and any(n.site for n in m.graph.nodes()):
+        raise ValueError(f"{m.name}'s `for ... as` loops are written from its spec's trace: emit it through "
+                         "Spec.torch_source (backends/torch/rolled.py)")
     plans, imports, support = plan_classes(m, rolled)
     model_cls = class_name(m.name)
     src = source_name or m.path

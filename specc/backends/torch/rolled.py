@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ... import ast as A
 from ...diagnostics import SpecError
@@ -24,9 +24,9 @@ from ...hyper import Unrenderable, render_expr, rendering
 from ...ir import Graph, Module, Node, RolledTrace, TraceEvent
 from ...naming import attr_name, attribute_names, py_name
 from ...types import TensorType
-from .classes import _text_of
-from .classes import marker as _marker
 from .forward import _arg_names, _ForwardCode, _shape
+from .plan import ClassPlan, config_fields, text_of, write
+from .plan import marker as _marker
 
 _SITE = re.compile(r"self\.__site_(\w+?)__")
 _CTOR_LINE = re.compile(r"^self\.__site_(\w+?)__ = (.*)$", re.S)
@@ -43,6 +43,17 @@ class NotRolled(Exception):
 def has_rolled_loops(m: Module) -> bool:
     """Whether m's model body has `for v in range(n) as name` loops (layers with a Node.site)."""
     return any(n.site for n in m.graph.nodes())
+
+
+def rolled_body(optimized: Module, elaborated: Module) -> Module:
+    """`optimized` with the model body as elaborated: the loops are written statement by statement from the trace of
+    that elaboration, so the passes rewrite the blocks' classes, not the body (a fusion across a loop's statements
+    could not be written as the statements' code)."""
+    graphs = {**optimized.graphs, optimized.main: elaborated.graph}
+    for n in elaborated.graph.nodes():
+        if n.kind == "call" and n.target not in graphs:
+            graphs[n.target] = elaborated.graphs[n.target]
+    return replace(optimized, graphs=graphs)
 
 
 @dataclass
@@ -107,10 +118,12 @@ class _Writer:
         self.list_types: dict[str, dict] = {}  # list variable -> {rank: a type it held} (when it empties)
 
     def replay(self) -> None:
+        for ev in self.trace.events:  # what each list variable holds, also where it is empty (`feats = []`)
+            for var, value in ev.bound.items():
+                if isinstance(value, list) and value:
+                    self.list_types.setdefault(var, {}).update({self.g[n].type.rank: self.g[n].type for n in value})
         made = set()
         for ev in self.trace.events:
-            if any(n not in self.g for n in ev.nodes):
-                raise NotRolled("an optimisation pass rewrote the loop's layers", ev.span)
             made |= set(ev.nodes)
             self.runs.setdefault(ev.span, []).append(self.write(ev))
             self.env.update(ev.bound)
@@ -197,18 +210,17 @@ class _Writer:
                 continue
             name = size_name(var, t.rank, i)
             self.sizes.add(name)
-            if isinstance(was, TensorType) and was.rank == t.rank and _text_of(was.shape[i]) == _text_of(d):
+            if isinstance(was, TensorType) and was.rank == t.rank and text_of(was.shape[i]) == text_of(d):
                 continue  # the size it had (an AttnBlock keeps x's channels): nothing to track
-            out.mirror.append(f"{py_name(name)} = {_text_of(d)}")
+            out.mirror.append(f"{py_name(name)} = {text_of(d)}")
 
     def mirror_list(self, ev: TraceEvent, var: str, value: list, out: Written) -> None:
         """`skips = skips + [x]` tracks `skips_channels = skips_channels + [x_channels]` (one list per size)."""
-        types = {self.g[n].type.rank: self.g[n].type for n in value} or self.list_types.get(var, {})
+        types = self.list_types.get(var, {})
         if len(types) > 1:
             raise NotRolled(f"`{var}` holds tensors of different ranks", ev.span)
-        if not types:
+        if not types:  # never holds a tensor: no sizes to track
             return
-        self.list_types[var] = types
         (rank, t), = types.items()
         for i, d in enumerate(t.shape):
             if not isinstance(d, int):
@@ -391,8 +403,6 @@ def _framed(s: A.For) -> bool:
 def rolled_plan(m: Module, trace: RolledTrace, planner, source: str):
     """The model's ClassPlan with its `for ... as` loops as loops (planner: classes._Planner of the main graph,
     which writes each block's constructor call). Raises SpecError (E0501) where the body cannot be written so."""
-    from .classes import ClassPlan, _write, config_fields
-
     planner.seen = trace.sizes
     w = _Writer(m, trace, lambda line: planner.ctors(line, generic=True))
     asm = _Assembler(w, m.name, source)
@@ -406,19 +416,19 @@ def rolled_plan(m: Module, trace: RolledTrace, planner, source: str):
         in_init = {**{k: f"config.{f}" for k, f in fields.items()}, **{n: py_name(n) for n in local | w.sizes}}
         in_fwd = {**{k: f"self.config.{f}" for k, f in fields.items()}, **{n: py_name(n) for n in local}}
         try:
-            init = _live([_write(ln, in_init.get) for ln in block.init])
-            forward = [_write(ln, in_fwd.get) for ln, _ in block.forward]
-            weights = [_write(ln, in_fwd.get) for ln in w.code.weights]
+            init = _live([write(ln, in_init.get) for ln in block.init])
+            forward = [write(ln, in_fwd.get) for ln, _ in block.forward]
+            weights = [write(ln, in_fwd.get) for ln in w.code.weights]
         except Unrenderable as e:
             raise NotRolled(f"`{e}` cannot be computed where the loop needs it", m.graph.span) from None
     except NotRolled as e:
         raise SpecError.at("E0501", f"{m.name}: cannot write the model's `for ... as` loops as loops: {e}",
                            e.span or m.graph.span, help="drop `as` from the loop to unroll it into the "
                            "model (the module then accepts only the loop counts it was compiled with)") from None
-    comments = [_write(c, lambda n: n) for _, c in block.forward]
+    comments = [write(c, lambda n: n) for _, c in block.forward]
     forward, comments = _live_forward(forward, comments, {py_name(n) for n in w.ints})
     outputs = [w.args.get(o, py_name(m.graph[o].name)) for o in m.graph.outputs]
-    pins = [(_write(render_expr(text, (_marker, set())), in_init.get), json.dumps(f"{m.name}: {what[7:]}"))
+    pins = [(write(render_expr(text, (_marker, set())), in_init.get), json.dumps(f"{m.name}: {what[7:]}"))
             for text, what in m.graph.pins if what.startswith("assert:")]
     return ClassPlan("", [], [], init, [*forward, f"return {', '.join(outputs)}"], [*comments, ""],
                      list(w.args.values()), "", weights, pins=pins)
@@ -485,13 +495,18 @@ def _loop_vars_read(lines: list[str]) -> list[str]:
 
 
 def _filled(lines: list[str]) -> list[str]:
-    """`pass` in each block the dropping left empty."""
-    out: list[str] = []
-    for i, ln in enumerate(lines):
-        out.append(ln)
-        if ln.rstrip().endswith(":"):
+    """The lines without the `if`s and loops the dropping left empty (`pass` where a branch must stay)."""
+    while True:
+        out: list[str] = []
+        for i, ln in enumerate(lines):
             indent = len(ln) - len(ln.lstrip())
             nxt = lines[i + 1] if i + 1 < len(lines) else ""
-            if not nxt or len(nxt) - len(nxt.lstrip()) <= indent:
+            empty = ln.rstrip().endswith(":") and (not nxt or len(nxt) - len(nxt.lstrip()) <= indent)
+            if empty and ln.lstrip().startswith(("if ", "for ")) and not nxt.lstrip().startswith(("elif", "else")):
+                continue
+            out.append(ln)
+            if empty:
                 out.append(" " * (indent + 4) + "pass")
-    return out
+        if out == lines:
+            return out
+        lines = out
