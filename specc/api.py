@@ -7,7 +7,7 @@ from typing import Any
 from .diagnostics import Diagnostic, SpecError
 from .elaborate import Elaborator
 from .errors import CheckError
-from .ir import Module
+from .ir import Module, RolledTrace
 from .limits import Abort, Limits
 from .source import SourceMap
 
@@ -17,10 +17,28 @@ __all__ = ["CheckError", "Spec", "check", "compile_to", "import_weights", "load"
 class Spec:
     """A checked spec: its IR module, the sources it was read from, and entry points to the backends."""
 
-    def __init__(self, module: Module, sources: SourceMap, overrides: dict[str, Any]) -> None:
+    def __init__(self, module: Module, sources: SourceMap, overrides: dict[str, Any], build=None,
+                 limits: Limits | None = None) -> None:
         self.module = module
         self.sources = sources
         self.overrides = overrides
+        self._build, self._limits = build, limits
+
+    def rolled(self) -> tuple[Module, RolledTrace] | None:
+        """The model elaborated again from the same text with Elaborator.rolling, for the PyTorch emitter's
+        `for v in range(n) as name` loops (backends/torch/rolled.py): its module and the trace of its body; None
+        for a spec made some other way."""
+        if self._build is None:
+            return None
+        from .parse import deep_recursion
+
+        el = Elaborator(_Read(self.sources), self._limits)
+        el.rolling = True
+        with deep_recursion():
+            module = self._build(el)
+        if el.diags or module is None or el.trace is None:
+            raise CheckError(el.diags or [Diagnostic("E0401", f"{self.name}: nothing to compile")], self.sources)
+        return module, el.trace
 
     @property
     def name(self) -> str:
@@ -128,7 +146,18 @@ def _elaborate(sources: SourceMap, build, name: str, overrides: dict[str, Any], 
         diags = train_section_diagnostics(module, sources)
         if diags:
             raise CheckError(diags, sources)
-    return Spec(module, sources, overrides)
+    return Spec(module, sources, overrides, build, limits)
+
+
+class _Read(SourceMap):
+    """The sources a spec was read from, read again as they were then (not from the disk, which may have moved on)."""
+
+    def __init__(self, sources: SourceMap) -> None:
+        super().__init__()
+        self.texts = dict(sources.texts)
+
+    def read(self, path: Path) -> str:
+        return self.texts[str(path)] if str(path) in self.texts else super().read(path)
 
 
 def check(path: str | Path, **kw: Any) -> Spec:

@@ -63,6 +63,36 @@ class Node(BaseModel):
     # how the layer's parameters start, as the spec declares it: (parameter, Init) pairs, in parameter order; a
     # parameter left out keeps PyTorch's default (specc/elaborate/inits.py)
     init: tuple[tuple[str, Any], ...] = ()
+    # where a layer made inside `for v in range(n) as name` loops sits (naming.py): the module path as segments
+    # (attribute, ((loop variable, index), ...)): `down_blocks.1.resnets.0` is
+    # (("down_blocks", (("level", 1),)), ("resnets", (("i", 0),))); () elsewhere
+    site: tuple = ()
+
+
+@dataclass
+class TraceEvent:
+    """One run of a model-body statement in a rolled elaboration (RolledTrace): the nodes it made, in order, and what
+    it bound (variable -> node name, list of node names, or int)."""
+
+    span: Span | None
+    nodes: list[str]
+    bound: dict[str, Any]
+    before: dict[str, Any] = field(default_factory=dict)  # the type each target held before (tensors only)
+
+
+@dataclass
+class RolledTrace:
+    """What the PyTorch emitter needs to write a model's `for v in range(n) as name` loops as loops
+    (backends/torch/rolled.py), from an elaboration with Elaborator.rolling: the model body as written, every run of
+    its assignments and outputs in order, and the sizes each call saw, in the loop's names (`x_channels`,
+    `skips_channels[-1] + x_channels`) where the input nodes' own types name one iteration's sizes."""
+
+    body: tuple = ()
+    params: tuple = ()  # the model's hyper-parameter names
+    events: list[TraceEvent] = field(default_factory=list)
+    sizes: dict[str, dict] = field(default_factory=dict)
+    inputs: dict[str, list] = field(default_factory=dict)  # op or call node -> its input types as it saw them
+    taken: set = field(default_factory=set)  # (`if` span, branch index; else = len(branches)), (`for` span, 0)
 
 
 @dataclass

@@ -166,8 +166,14 @@ def attribute_namer(g: Graph) -> Namer:
     attr_of = Namer(attr_name)
     unpacked = unpacked_tuples(g)
     stacks: dict[str, list] = {}  # stack -> [its attribute, entries so far]
+    heads: dict[str, str] = {}  # the outermost list of `for v in range(n) as name` -> its attribute
     for n in g.nodes():
         if n.kind in ("input", "output") or (n.kind == "op" and n.target == "getitem" and n.inputs[0] in unpacked):
+            continue
+        if n.site:  # made inside `for v in range(n) as name`: `down_blocks.1.resnets.0`
+            if n.site[0][0] not in heads:
+                heads[n.site[0][0]] = _fresh(attr_of, attr_name(n.site[0][0]))
+            attr_of.names[n.name] = site_path(n.site, heads[n.site[0][0]])
             continue
         if n.stack and n.kind in ("call", "repeat"):
             # `for ... as layer`: the blocks of item k are the entries of one module list, `layer{k+1}.0`, `.1`, ...;
@@ -194,11 +200,23 @@ def _fresh(namer: Namer, base: str) -> str:
     return name
 
 
+def site_path(site: tuple, head: str | None = None, index=lambda var, k: str(k)) -> str:
+    """A Node.site as a module path: `down_blocks.1.resnets.0` (`head`: the first segment's attribute; `index`
+    writes each loop's position, for a path in a loop's own variables)."""
+    parts = []
+    for i, (name, loops) in enumerate(site):
+        parts.append(head if i == 0 and head is not None else attr_name(name))
+        parts += [index(var, k) for var, k in loops]
+    return ".".join(parts)
+
+
 def stack_entry(attr: str) -> tuple[str, int, bool] | None:
     """Where a block held in a named stack sits: `layer1.0` -> ("layer1", 0, False); a repeat's run of entries from
-    position 1 on, `layer1.1:` -> ("layer1", 1, True). None for a plain attribute."""
+    position 1 on, `layer1.1:` -> ("layer1", 1, True). None for a plain attribute (or a loop's site path)."""
     head, dot, index = attr.partition(".")
-    return (head, int(index.rstrip(":")), index.endswith(":")) if dot else None
+    if not dot or not index.rstrip(":").isdigit():
+        return None
+    return head, int(index.rstrip(":")), index.endswith(":")
 
 
 def module_entry(attr: str, i: int) -> str:

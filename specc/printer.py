@@ -66,6 +66,8 @@ def format_node(n: Node, spans: bool = True) -> str:
         body += f" exprs={dict(n.exprs)!r}"
     if n.stack:
         body += f" stack={n.stack}"
+    if n.site:  # `down_blocks:level=1/resnets:i=0`: the module path of a layer made in `for ... as` loops
+        body += " site=" + "/".join(name + "".join(f":{v}={k}" for v, k in loops) for name, loops in n.site)
     if n.init:
         body += f" init={ {p: i.data() for p, i in n.init}!r}"
     tail = ""
@@ -110,8 +112,18 @@ def graph_signature(g: Graph) -> str:
 _NODE = re.compile(r"^%(?P<name>[A-Za-z_][\w.]*): (?P<type>.+?) = (?P<body>input|output\(.*?\)|(?P<kind>op|call|repeat) "
                    r"(?P<target>[\w.]+)\((?P<args>.*?)\))(?: (?P<attrs>\{.*?\}))?(?: layer=(?P<layer>\w+))?"
                    r"(?: var=(?P<var>\w+))?(?: exprs=(?P<exprs>\{.*?\}))?(?: stack=(?P<stack>\w+))?"
-                   r"(?: init=(?P<init>\{.*?\}))?(?:  # (?P<span>\S+:\d+:\d+-\d+:\d+)(?: from (?P<origin>.*))?)?$")
+                   r"(?: site=(?P<site>\S+))?(?: init=(?P<init>\{.*?\}))?(?:  # (?P<span>\S+:\d+:\d+-\d+:\d+)(?: from (?P<origin>.*))?)?$")
 _SPAN = re.compile(r"^(?P<file>.+):(?P<l>\d+):(?P<c>\d+)-(?P<el>\d+):(?P<ec>\d+)$")
+
+
+def _parse_site(text: str | None) -> tuple:
+    if not text:
+        return ()
+    out = []
+    for segment in text.split("/"):
+        name, *loops = segment.split(":")
+        out.append((name, tuple((v, int(k)) for v, _, k in (lp.partition("=") for lp in loops))))
+    return tuple(out)
 
 
 class IRSyntaxError(ValueError):
@@ -196,6 +208,7 @@ def parse_node(line: str) -> Node:
     origin = tuple(parse_span(s) for s in m["origin"].split()) if m["origin"] else ()
     return Node(name=m["name"], kind=kind, target=target, inputs=inputs, attrs=attrs, type=parse_type(m["type"]),
                 span=parse_span(m["span"]), layer=m["layer"], origin=origin, var=m["var"], stack=m["stack"],
+                site=_parse_site(m["site"]),
                 exprs=tuple(pyast.literal_eval(m["exprs"]).items()) if m["exprs"] else (),
                 init=tuple((p, Init.of(d)) for p, d in pyast.literal_eval(m["init"]).items()) if m["init"] else ())
 

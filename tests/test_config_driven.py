@@ -12,6 +12,7 @@ import pytest
 from torch_util import SHRINK, dim_env, random_inputs
 
 import specc
+from specc.api import loads
 from specc.errors import CheckError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -483,10 +484,72 @@ def test_a_check_other_checks_decide_is_not_written():
     assert implied("(len(mult)) - (1) > 0", ["len(mult) == 4"])
     assert implied("not (2 == attn_level)", ["1 == attn_level", "blocks == 2"])
     assert not implied("len(mult) > 1", ["mult[0] == 1"]) and not implied("blocks + 1 == 3", [])
-    src = specc.load("specs/ddpm_cifar10.nn").torch_source()
-    ctor = src.split("class DDPMCifar10(")[1].split("def forward")[0]
+    # DDPM's loops before they were named (`for ... as down_blocks` writes them as loops instead, below)
+    src = loads(UNROLLED).torch_source()
+    ctor = src.split("class Unrolled(")[1].split("def forward")[0]
     assert ctor.count("raise ValueError") == 3
-    assert "`range(len(mult))` has 4" in ctor and "`range(blocks)` has 2" in ctor and "config.attn_level" in ctor
+    assert "`range(len(mult))` has 2" in ctor and "`range(blocks)` has 2" in ctor and "config.attn_level" in ctor
+
+
+UNROLLED = """
+model Unrolled(ch: int = 8, mult: list = [1, 2], blocks: int = 2, attn_level: int = 1) {
+  input x: f32[B, 3, 8, 8]
+  x = x -> conv2d(ch, 3, padding=1)
+  for level in range(len(mult)) {
+    for i in range(blocks) {
+      x = x -> conv2d(ch * mult[level], 3, padding=1) -> relu
+      if level == attn_level {
+        x = x -> batchnorm
+      }
+    }
+    if level < len(mult) - 1 {
+      x = x -> maxpool2d(2)
+    }
+  }
+  for up in range(len(mult)) {
+    for i in range(blocks + 1) {
+      x = x -> conv2d(ch, 3, padding=1)
+    }
+  }
+  output y = x
+}
+"""
+
+
+DDPM_LOOPS = [  # the counts of DDPM's `for ... as down_blocks / up_blocks` loops and the `if` inside them
+    {"blocks": 1}, {"blocks": 3, "attn_level": 0}, {"mult": [1, 2], "attn_level": 0},
+    {"mult": [1, 2, 2, 2, 4], "attn_level": 3}, {"attn_level": 9}, {"mult": [2], "blocks": 0},
+]
+
+
+@pytest.mark.parametrize("cfg", DDPM_LOOPS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_ddpm_loop_counts_come_from_the_config(cfg):
+    """Item 2, `repeat`/`for` counts from the config: DDPM's module compiled with the defaults builds any number of
+    levels (`len(mult)`), blocks per level and attention level, with exactly the parameters (names, shapes, count
+    `specc inspect -D` prints) of the -D compile, computing what it computes."""
+    cfg = {"ch": 32, "image_size": 16, "dropout": 0.0, **cfg}
+    mod = _module(specc.load("specs/ddpm_cifar10.nn").torch_source(), "ddpm_loops")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
+    torch.manual_seed(0)
+    built = mod.DDPMCifar10(mod.DDPMCifar10Config(**values)).eval()
+    other = specc.load("specs/ddpm_cifar10.nn", **cfg)
+    assert sum(p.numel() for p in built.parameters()) == other.params
+    fixed = _module(other.torch_source(), "ddpm_fixed")
+    reference = fixed.DDPMCifar10()
+    assert _shapes(built) == _shapes(reference)
+    _same_outputs(built, reference, other)
+
+
+def test_ddpm_compiled_without_a_branch_refuses_configs_that_take_it():
+    """A branch of a loop's `if` that no iteration of the compile took has no code to write (attention at a level
+    the model does not have): the constructor raises where a config would take it, naming the branch, and builds
+    every config that does not."""
+    mod = _module(specc.load("specs/ddpm_cifar10.nn", attn_level=9, ch=32).torch_source(), "ddpm_no_attn")
+    small = {"ch": 32, "attn_level": 5}
+    assert sum(p.numel() for p in mod.DDPMCifar10(mod.DDPMCifar10Config(**small)).parameters()) == \
+        specc.load("specs/ddpm_cifar10.nn", **small).params
+    with pytest.raises(ValueError, match=r"takes `level == attn_level` \(ddpm_cifar10.nn:\d+\).*recompile with -D"):
+        mod.DDPMCifar10(mod.DDPMCifar10Config(ch=32, attn_level=1))
 
 
 def test_a_product_of_floor_divisions_keeps_its_parentheses():

@@ -22,7 +22,7 @@ CASES = ["lenet5", "resnet18", "resnet50", "gpt2", "deepseek_moe_16b"]
 
 
 DEFAULT = REPO / "tests" / "golden" / "torch_default"
-DEFAULT_CASES = ["lenet5", "resnet18", "gpt2", "bert_base", "deepseek_moe_16b"]
+DEFAULT_CASES = ["lenet5", "resnet18", "gpt2", "bert_base", "deepseek_moe_16b", "ddpm_cifar10"]
 
 
 def _check(stem: str, folder, opt_level: int | None) -> None:

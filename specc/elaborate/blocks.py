@@ -111,6 +111,12 @@ class BlocksMixin:
                         for a, v in self.block_value_args(bv).items() if _tracked(v)}
         if given_blocks:
             b.graph.call_values[name] = given_blocks
+        if b.trace is not None:
+            seen: dict = {}
+            for i, t in zip(callee.inputs, tensors):
+                seen.update(size_env(callee[i].type, t.type))
+            self.trace.sizes[name] = seen
+            self.trace.inputs[name] = [t.type for t in tensors]
         return b.add(Node(name=name, kind="call", target=gname, inputs=tuple(t.node for t in tensors),
                           attrs=CallAttrs(args=tuple((k, _to_attr(v)) for k, v in hp.items())), type=ty, span=span,
                           exprs=call_exprs))

@@ -180,6 +180,8 @@ class CallsMixin:
         name = alias if alias and b.free(alias) else b.fresh(alias or opname)
         label = f"{opname} '{name}'" if alias else opname
         ins = [t.type for t in tensors]
+        if b.trace is not None:  # in a rolled loop's names (`x_channels`), not those of the input node's iteration
+            self.trace.inputs[name] = ins
         try:
             with collect_needs() as needs:
                 out = op.infer(ins, attrs)

@@ -8,7 +8,7 @@ from .. import ast as A
 from ..attrs import short as _short
 from ..diagnostics import Diagnostic, Note, SpecError
 from ..hyper import expr_name, named
-from ..ir import Graph, Module
+from ..ir import Graph, Module, RolledTrace
 from ..limits import Limits, int_digits, over_budget
 from ..ops.context import shape_context
 from ..source import SourceMap, Span
@@ -57,6 +57,10 @@ class Elaborator(LoaderMixin, StatementsMixin, PinsMixin, RepeatMixin, Expressio
         self.init_scopes: list[tuple] = []  # the `init { }` rules of the blocks being elaborated, outermost first
         self.init_rules: dict[Span | None, list] = {}  # each rule's span -> [rule, whether it initialised anything]
         self.top_init_sections: set[int] = set()  # the sections at the top of a body (elsewhere they are errors)
+        # the PyTorch emitter's second elaboration: a `for` over a computed range keeps its index's name in the sizes
+        # it reaches (`ch * mult[level]`), so one iteration's code can stand for all (backends/torch/rolled.py)
+        self.rolling = False
+        self.trace: RolledTrace | None = None  # with rolling: the model body's statement runs
         self._loading: list[str] = []
         self._loaded: set[str] = set()
 
@@ -124,6 +128,9 @@ class Elaborator(LoaderMixin, StatementsMixin, PinsMixin, RepeatMixin, Expressio
                            chosen.name_span)
         b = GraphBuilder(chosen.name, chosen.name, {}, chosen.span)
         b.reserved = {s.name for s in _walk_stmts(chosen.body) if isinstance(s, A.OutputStmt)}
+        if self.rolling:
+            b.trace = []
+            self.trace = RolledTrace(body=chosen.body, params=tuple(p.name for p in chosen.params), events=b.trace)
         scope = Scope()
         hparams: dict[str, Any] = {}
         for p in chosen.params:

@@ -6,18 +6,21 @@ from typing import Any
 
 from .. import ast as A
 from ..diagnostics import SpecError
+from ..hyper import HInt, InputSize, expr_name
 from ..limits import over_budget, short_int
 from ..ops import registry
 from ..source import Span
 from ..symbolic import DimTypeError, Sym
 from ..types import TensorType, TupleType
 from .builtins import BUILTINS, INIT_CONSTANTS
+from .sizes import _static, size_name
 from .values import (
     POISON,
     GraphBuilder,
     LayerInstance,
     Scope,
     Tensor,
+    TensorList,
     _closest,
     _const_binop,
     _typename,
@@ -215,9 +218,12 @@ class ExpressionsMixin:
                 raise self.fail("E0108", "lists and tuples take one index", e.span)
             it = items[0]
             try:
-                return obj[slice(*it)] if isinstance(it, tuple) else obj[it]
+                got = obj[slice(*it)] if isinstance(it, tuple) else obj[it]
             except IndexError:
                 raise self.fail("E0305", f"index {it} is out of range for a length-{len(obj)} list", e.span) from None
+            if isinstance(obj, TensorList):  # `skips[-1]`: sized as the list's entry at that index
+                return _list_entry(obj, e.items[0], got)
+            return _indexed(obj, it, got) if b.trace is not None else got
         raise self.fail("E0108", f"{_typename(obj)} cannot be indexed", e.span)
 
     def size_carriers(self, obj: Tensor, symbolic: list[tuple[Sym, Span | None]], b: GraphBuilder) -> list[Tensor]:
@@ -251,3 +257,27 @@ class ExpressionsMixin:
                 if all(t.node != o.node for o in out):
                     out.append(t)
         return out
+
+
+def _indexed(obj, index, got):
+    """`mult[level]` with `level` a rolled loop's index (Elaborator.rolling): the element, its size named by the
+    index's expression rather than by its position (`mult[level]`, not `mult[1]`)."""
+    base, at = getattr(obj, "expr", None), getattr(index, "expr", None)
+    if at is None and isinstance(index, int) and not isinstance(index, bool):
+        at = str(index)  # `mult[-1]`: the last entry whatever the length, not `mult[3]`
+    if base is None or at is None or isinstance(index, bool) or not isinstance(got, int) or isinstance(got, bool):
+        return got
+    return HInt(int(got), f"{base}[{at}]")
+
+
+def _list_entry(obj, index_ast, got):
+    """An entry of a rolled loop's tensor list (values.TensorList): a slice stays a named list; an element's static
+    sizes are the list's size lists at the index as written (`skips_channels[-1]`)."""
+    if isinstance(got, list):
+        return TensorList(got, obj.name)
+    if not isinstance(got, Tensor) or not isinstance(got.type, TensorType):
+        return got
+    at = A.unparse(index_ast)
+    shape = [InputSize(int(d), f"{expr_name(size_name(obj.name, got.type.rank, i))}[{at}]") if _static(d) else d
+             for i, d in enumerate(got.type.shape)]
+    return Tensor(got.node, got.type.with_shape(shape), got.span)

@@ -7,20 +7,22 @@ from typing import Any
 from .. import ast as A
 from ..attrs import short as _short
 from ..diagnostics import Note, SpecError
-from ..hyper import HFloat, HInt, HList, HTuple, driven, names, plain
-from ..ir import Node
+from ..hyper import HFloat, HInt, HList, HTuple, driven, expr_name, names, plain
+from ..ir import Node, TraceEvent
 from ..limits import Abort, internal_error, short_int
 from ..ops import registry
 from ..source import Span
 from ..symbolic import Sym
 from ..types import DTYPES, TensorType, TupleType
-from .syntax import _assigned_names, _names_read
+from .sizes import own_sizes
+from .syntax import _assigned_in, _assigned_names, _names_read
 from .values import (
     POISON,
     GraphBuilder,
     LayerInstance,
     Scope,
     Tensor,
+    TensorList,
     _Halt,
     _is_data,
     _literal,
@@ -35,6 +37,9 @@ class StatementsMixin:
     def exec_body(self, body: tuple, scope: Scope, b: GraphBuilder, is_model: bool = False) -> None:
         for stmt in body:
             try:
+                if b.trace is not None and isinstance(stmt, (A.Assign, A.OutputStmt)):
+                    self.traced(stmt, scope, b, is_model)
+                    continue
                 self.exec_stmt(stmt, scope, b, is_model)
             except SpecError as e:
                 self.diags.extend(e.diagnostics)
@@ -49,6 +54,15 @@ class StatementsMixin:
                     raise
                 raise internal_error(e, stmt.span, "this statement") from e
 
+    def traced(self, s, scope: Scope, b: GraphBuilder, is_model: bool) -> None:
+        """exec_stmt, noting in the rolled trace (ir.RolledTrace) the nodes the statement made and what it bound."""
+        start = len(b.graph)
+        targets = s.targets if isinstance(s, A.Assign) else (s.name,)
+        before = {t: scope[t].type for t in targets if isinstance(scope.get(t), Tensor)}
+        self.exec_stmt(s, scope, b, is_model)
+        made = list(b.graph._order)[start:]
+        b.trace.append(TraceEvent(s.span, made, {t: _traced_value(scope.get(t)) for t in targets}, before))
+
     def exec_stmt(self, s, scope: Scope, b: GraphBuilder, is_model: bool) -> None:
         """Run one statement. Long because it is the dispatch over the language's statement kinds, one short branch
         each, in the order of the language reference; the longer ones (input, repeat) are methods of their own."""
@@ -60,6 +74,8 @@ class StatementsMixin:
                                       scope, b)
             else:
                 val = self.ev(s.value, scope, b)
+                if b.rolled_depth and len(s.targets) == 1 and isinstance(val, int) and not isinstance(val, bool):
+                    val = HInt(int(val), expr_name(s.targets[0]))  # `level = len(mult) - 1 - up`: the emitted code's too
             self.bind(s.targets, val, scope, b, s.span)
             if len(s.targets) == 1 and _is_data(val):  # `d = features(x)`: the block's own compile-time name
                 b.graph.lets[s.targets[0]] = A.unparse(s.value)
@@ -115,7 +131,7 @@ class StatementsMixin:
         elif isinstance(s, A.If):
             if not is_model and self.resolve_default(s, scope, b):
                 return
-            for cond, body in s.branches:
+            for k, (cond, body) in enumerate(s.branches):
                 b.deciding += 1
                 try:
                     c = self.ev(cond, scope, b)
@@ -127,9 +143,13 @@ class StatementsMixin:
                     raise self.fail("E0108", f"`if` needs a compile-time bool, got {_typename(c)}", cond.span)
                 self.pin(cond, c, scope, b, f"`{A.unparse(cond)}` is {'true' if c else 'false'}")
                 if c:
+                    if b.trace is not None:
+                        self.trace.taken.add((s.span, k))
                     self.exec_body(body, scope, b, is_model)
                     return
             if s.orelse is not None:
+                if b.trace is not None:
+                    self.trace.taken.add((s.span, len(s.branches)))
                 self.exec_body(s.orelse, scope, b, is_model)
         elif isinstance(s, A.For):
             it = self.ev(s.iterable, scope, b)
@@ -140,9 +160,16 @@ class StatementsMixin:
             if not isinstance(s.iterable, (A.ListLit, A.TupleLit)):
                 self.pin_length(s.iterable, len(it), scope, b)
             outer_stack = b.stack
+            # `for v in range(n) as name`, and the range loops inside it: a module list the emitted code fills in a
+            # loop (`name.{v}`, GraphBuilder.site_of); over a written list, `as layer` names layer1, layer2, ...
+            framed = _ranged(s) and (s.stack is not None or bool(b.frames)) and not s.unpack and is_model \
+                and not b.as_model  # (in a block, or a model called as one, `as` names layer1, layer2, ...)
+            rolled = framed and b.trace is not None  # the emitter's elaboration: sizes in the loop's names
             for k, item in enumerate(it):
                 self.tick(s.span)  # an iteration is a step even when its body is empty (or all `for`s)
-                if s.stack is not None:
+                if framed:
+                    b.frames.append((s.stack, s.targets[0], k))
+                elif s.stack is not None:
                     b.stack = f"{s.stack}{k + 1}"  # torchvision's layer1 ... layer4
                 if s.unpack:
                     if not isinstance(item, (list, tuple)) or len(item) != len(s.targets):
@@ -150,15 +177,26 @@ class StatementsMixin:
                                         s.iterable.span)
                     for n, v in zip(s.targets, item):
                         scope[n] = v
+                elif rolled and isinstance(item, int):
+                    scope[s.targets[0]] = HInt(item, expr_name(s.targets[0]))  # `level`, not 2
+                    _retag(scope, s.body)  # what the iteration starts from: `x_channels`
                 else:
                     scope[s.targets[0]] = item
                 before = len(self.diags)
+                if b.trace is not None:
+                    self.trace.taken.add((s.span, 0))
+                b.rolled_depth += rolled
                 try:
                     self.exec_body(s.body, scope, b, is_model)
                 finally:
                     b.stack = outer_stack
+                    b.rolled_depth -= rolled
+                    if framed:
+                        b.frames.pop()
                 if len(self.diags) > before:
                     break  # the next iterations would report the same errors again (100,000 times)
+            if rolled:  # after the loop, its values are sized in their own names again
+                _retag(scope, s.body)
         elif isinstance(s, A.Repeat):
             self.exec_repeat(s, scope, b)
         elif isinstance(s, A.Return):
@@ -416,3 +454,30 @@ def _value_text(v) -> str | None:
 
 def _reads_names(text: str) -> bool:
     return bool(names(text))
+
+
+def _traced_value(v):
+    """A bound value as the rolled trace keeps it: a tensor's node, a list of tensors' nodes, an int, or None."""
+    if isinstance(v, Tensor):
+        return v.node
+    if isinstance(v, list) and all(isinstance(t, Tensor) for t in v):
+        return [t.node for t in v]
+    if isinstance(v, int) and not isinstance(v, bool):
+        return int(v)
+    return None
+
+
+def _retag(scope: Scope, body: tuple) -> None:
+    """A rolled loop's carried values sized in their own names (`x_channels`; a list of tensors keeps its name,
+    values.TensorList), as the emitted code's constructor tracks them, at each iteration's start and after it."""
+    for v in sorted(_assigned_in(body)):
+        if isinstance(scope.get(v), Tensor):
+            scope[v] = Tensor(scope[v].node, own_sizes(v, scope[v].type), scope[v].span)
+        elif isinstance(scope.get(v), list) and all(isinstance(t, Tensor) for t in scope[v]):
+            scope[v] = TensorList(scope[v], v)
+
+
+def _ranged(s: A.For) -> bool:
+    """`for i in range(...)` over a computed count (not a literal list): a loop the emitted code can keep."""
+    it = s.iterable
+    return isinstance(it, A.Call) and isinstance(it.func, A.Name) and it.func.id == "range"

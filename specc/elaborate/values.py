@@ -84,6 +84,13 @@ class GraphBuilder:
         self.index: str | None = None
         self.index_read = False
         self.deciding = 0  # > 0 while an `if` condition is evaluated
+        # the `for v in range(n)` loops around the statement being run that give their layers a module path
+        # (Node.site): (name, v, index), name None for a loop without `as` inside one with it
+        self.frames: list[tuple[str | None, str, int]] = []
+        self.bases: dict[str, str] = {}  # node name -> the name it was made from (`resnets` for `resnets_3`)
+        self.site_names: dict[tuple, dict] = {}  # container kind -> {site: its attribute}
+        self.trace: list | None = None  # a rolled elaboration's model: its statements' runs (ir.RolledTrace)
+        self.rolled_depth = 0  # rolled loops around the statement being run (Elaborator.rolling)
 
     def free(self, name: str) -> bool:
         return name not in self.graph and name not in self.reserved
@@ -96,13 +103,38 @@ class GraphBuilder:
             n += 1
             if self.free(name):
                 self.counts[base] = n
+                self.bases[name] = base
                 return name
 
     def add(self, node: Node) -> Tensor:
         if self.stack and node.stack is None and node.kind in ("op", "call", "repeat"):
             node = node.model_copy(update={"stack": self.stack})
+        if self.frames and node.kind in ("op", "call", "repeat") and node.layer in (None, node.name) \
+                and _owns_module(node):
+            node = node.model_copy(update={"site": self.site_of(node)})
         self.graph.add(node)
         return Tensor(node.name, node.type, node.span)
+
+    def site_of(self, node: Node) -> tuple:
+        """node's module path inside the loops around it (Node.site): each `as` loop a list of per-iteration
+        modules (`down_blocks.1`), in which a layer is an attribute named as the spec names it; a loop without `as`
+        makes the layers in it lists indexed by its variable (`resnets.0`). One attribute per place in the spec."""
+        segments, pending = [], []
+        for name, var, k in self.frames:
+            pending.append((var, k))
+            if name is not None:
+                segments.append((name, tuple(pending)))
+                pending = []
+        taken = self.site_names.setdefault(tuple(s for s, _ in segments), {})
+        key = (node.span, node.kind)
+        if key not in taken:
+            base = name = self.bases.get(node.name, node.name)
+            k = 1
+            while name in taken.values():
+                name = f"{base}_{k}"
+                k += 1
+            taken[key] = name
+        return (*segments, (taken[key], tuple(pending)))
 
     def name_value(self, val: Any, var: str) -> None:
         """Record that the spec bound `val` to variable `var` (the first binding of a value wins: `y = x` keeps x)."""
@@ -110,6 +142,32 @@ class GraphBuilder:
             n = self.graph[val.node]
             if n.var is None and n.kind in ("op", "call", "repeat"):
                 self.graph.replace(n.model_copy(update={"var": var}))
+
+
+def _owns_module(node: Node) -> bool:
+    """Whether node's emitted code holds an nn.Module (a block, a repeat, an op with parameters or buffers)."""
+    if node.kind != "op":
+        return True
+    from ..ops import registry
+
+    op = registry.get(node.target)
+    return op is not None and op.torch is not None and op.torch.module is not None
+
+
+class TensorList(list):
+    """A list of tensors a rolled loop carries (`skips`, Elaborator.rolling): it keeps its name through `+` and
+    slices, so an element read by index is tagged with the list's sizes at that index (`skips_channels[-1]`), the
+    same text in every iteration."""
+
+    def __init__(self, items=(), name: str = "") -> None:
+        super().__init__(items)
+        self.name = name
+
+    def __add__(self, other):
+        return TensorList([*self, *other], self.name)
+
+    def __radd__(self, other):
+        return TensorList([*other, *self], self.name)
 
 
 class Scope(dict):

@@ -12,9 +12,35 @@ def emit_source(spec, target=None, opt_level: int | None = None, disabled: tuple
     """The module file for `spec` at -O`opt_level` (None: the pipeline's default level, plain modules)."""
     from ...passes import optimize
     from .emit import emit_module_source
+    from .rolled import has_rolled_loops
 
+    if has_rolled_loops(spec.module):  # `for v in range(n) as name`: written as a loop (rolled.py)
+        return _rolled_source(spec, opt_level, disabled)
     module = optimize(spec.module, opt_level, disabled)
     return emit_module_source(module, source_name=Path(spec.module.path).name)
+
+
+def _rolled_source(spec, opt_level: int | None, disabled: tuple) -> str:
+    """The module file of a model with `for ... as` loops. A loop calls one class at each place; where -O2's fusions
+    (which bypass modules) make its iterations' blocks different classes, the file is -O1's, and says so."""
+    from ...diagnostics import SpecError
+    from ...passes import optimize
+    from ...passes.pipeline import DEFAULT_LEVEL, MODULE_LEVEL
+    from .emit import emit_module_source
+    from .rolled import rolled_body
+
+    rolled, trace = spec.rolled()
+    name = Path(spec.module.path).name
+    try:
+        return emit_module_source(rolled_body(optimize(rolled, opt_level, disabled), rolled), name, trace)
+    except SpecError as e:
+        level = DEFAULT_LEVEL if opt_level is None else opt_level
+        if level < MODULE_LEVEL or e.diagnostics[0].code != "E0501":
+            raise
+    source = emit_module_source(rolled_body(optimize(rolled, MODULE_LEVEL - 1, disabled), rolled), name, trace)
+    head, _, rest = source.partition("\n")
+    return (f"{head}\n# -O{level}: its fusions would make one place in a `for ... as` loop build blocks of different "
+            f"classes, so this is -O{MODULE_LEVEL - 1}'s code\n{rest}")
 
 
 _counter = [0]

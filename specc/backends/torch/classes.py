@@ -11,47 +11,25 @@ from __future__ import annotations
 import ast
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from ...attrs import BlockValue
 from ...diagnostics import SpecError
 from ...elaborate.sizes import size_env
 from ...hyper import HFloat, HInt, Unrenderable, expr_name, implied, names, render_expr, rendering, spec_name
-from ...ir import Graph, Module, Node
+from ...ir import Graph, Module, Node, RolledTrace
 from ...naming import Namer, attr_name, class_name, py_name, spec_relative, trivial_body
 from ...ops.torch_rule import pyval
 from ...types import TensorType, TupleType
 from .forward import GraphCode, graph_code, reachable
 from .kvcache import cache_plan, generate_support
 from .merging import alias, merge_branches, shared_shape, specialisations, take_optional_inputs
-
-_MARK = re.compile(r"__hp_(\w+?)_hp__")
-
-
-def marker(name: str) -> str:
-    return f"__hp_{name}_hp__"
-
-
-@dataclass
-class ClassPlan:
-    name: str
-    members: list[str]  # graph names
-    params: list[str]  # constructor parameter names
-    init: list[str]
-    forward: list[str]
-    comments: list[str]
-    fwd_args: list[str]
-    doc: str
-    weights: list[str] = field(default_factory=list)  # the `_init_weights` lines
-    sources: list[str] = field(default_factory=list)  # each parameter's name in the graph's sizes
-    annots: list[str] = field(default_factory=list)  # each parameter's type
-    pins: list[tuple[str, str]] = field(default_factory=list)  # (condition, message): the constructor raises
-    # ValueError(message) unless the condition holds (what the code was written for)
-    generic: bool = True  # sizes come from the constructor's arguments (else: numbers of one compile)
-    inherits: list[str] = field(default_factory=list)  # parameters named in an enclosing scope (init values)
-    prologue: list[str] = field(default_factory=list)  # the constructor's first lines: parameters an `if` resolves
-    optional: list[str] = field(default_factory=list)  # forward inputs the spec declares optional (passed by name)
+from .plan import _MARK, ClassPlan, config_fields, marker
+from .plan import plain as _plain
+from .plan import text_of as _text_of
+from .plan import write as _write
+from .rolled import rolled_plan
 
 
 @dataclass
@@ -149,12 +127,6 @@ def _names_in(g: Graph) -> set[str]:
     return out
 
 
-def config_fields(m: Module) -> dict[str, str]:
-    """Each hyper-parameter's field name in the model's config dataclass."""
-    field_name = Namer(py_name)
-    return {k: field_name(k) for k in m.hparams}
-
-
 def config_names(m: Module) -> Callable[[str], "str | None"]:
     """A hyper-parameter as the model's forward reads it: `self.config.d`."""
     fields = config_fields(m)
@@ -173,19 +145,12 @@ def _body_names(parent: _Names) -> _Names:
                   params=[])
 
 
-def _write(line: str, fn: Callable[[str], "str | None"]) -> str:
-    def rep(mt: re.Match) -> str:
-        text = fn(mt.group(1))
-        if text is None:
-            raise Unrenderable(mt.group(1))
-        return text
-    return _MARK.sub(rep, line)
-
-
-def plan_classes(m: Module) -> tuple[list[ClassPlan], list[str], list[str]]:
+def plan_classes(m: Module, rolled: RolledTrace | None = None) -> tuple[list[ClassPlan], list[str], list[str]]:
     """One class per block whose code is the same for all its specialisations, planned callees first (m.graphs
     order), so that each constructor call names its callee's class and passes its parameters. Long because the
-    naming of classes (no clash with helpers, models or arguments) is set up here, next to the loop it serves."""
+    naming of classes (no clash with helpers, models or arguments) is set up here, next to the loop it serves.
+    `rolled`: the trace of a model whose `for ... as` loops are written as loops (m is then its rolled elaboration,
+    rolled.py)."""
     cache = cache_plan(m)  # a causal LM's key/value cache, for generate()
     with rendering(marker):  # sizes as markers; only the numbers differ from the code with numbers
         marked = {name: graph_code(m, g, name == m.main, cache) for name, g in m.graphs.items()}
@@ -252,7 +217,11 @@ def plan_classes(m: Module) -> tuple[list[ClassPlan], list[str], list[str]]:
             g = m.graphs[name]
             is_main = name == m.main
             planner = _Planner(m, g, by_graph, names_of, parent)
-            plan = planner.plan(marked[name], cache, all(by_graph[c].generic for c in _callees(m, g) if c in by_graph))
+            if is_main and rolled is not None:
+                plan = rolled_plan(m, rolled, planner, spec_relative(m.path, m.path))
+            else:
+                plan = planner.plan(marked[name], cache,
+                                    all(by_graph[c].generic for c in _callees(m, g) if c in by_graph))
             if is_main:
                 plan.name = class_name(m.name)
                 plan.doc = f"{m.name}, compiled by specc from {spec_relative(m.path, m.path)}"
@@ -337,6 +306,7 @@ class _Planner:
 
     def __init__(self, m: Module, g: Graph, by_graph: dict, names_of, parent: dict) -> None:
         self.m, self.g, self.by_graph, self.names_of, self.parent = m, g, by_graph, names_of, parent
+        self.seen: dict[str, dict] = {}  # call node -> its callee's input sizes as a rolled loop saw them
 
     def plan(self, marked: GraphCode, cache, callees_generic: bool) -> ClassPlan:
         if callees_generic:
@@ -494,6 +464,7 @@ class _Planner:
         env: dict[str, Any] = {**dict(n.attrs.args), **site.call_values.get(node, {})}
         for i, src_in in zip(callee_g.inputs, n.inputs):
             env.update(size_env(callee_g[i].type, site[src_in].type))
+        env.update(self.seen.get(node, {}) if site is self.g else {})
         if src not in env:  # inherited: the caller's own name for it
             if generic:
                 return marker(src)
@@ -546,15 +517,6 @@ def pin_lines(pins: list[tuple[str, str]]) -> list[str]:
     return out
 
 
-def _text_of(value: Any) -> str:
-    """An argument as the caller's code writes it: its expression (as markers) or its plain value."""
-    if isinstance(value, (HInt, HFloat)) and value.expr is not None:
-        with rendering(marker):
-            return repr(value)
-    return pyval(int(value) if isinstance(value, HInt) else float(value) if isinstance(value, HFloat)
-                 else _plain(value))
-
-
 def _sizes_of(g: Graph) -> list:
     out = []
     for i in g.inputs:
@@ -576,12 +538,6 @@ def _paren(text: str) -> str:
     except SyntaxError:
         return f"({text})"
     return text if isinstance(tree, (ast.Name, ast.Constant, ast.Attribute, ast.Call, ast.Subscript)) else f"({text})"
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, (list, tuple)):
-        return tuple(_plain(x) for x in v)
-    return v
 
 
 def _annot(v: Any) -> str:

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from ...diagnostics import Diagnostic, SpecError
 from ...hyper import Unrenderable, rendering
-from ...ir import Module
+from ...ir import Module, RolledTrace
 from ...naming import class_name
 from ...ops.torch_rule import pyval
 from ...version import __version__
@@ -64,11 +64,15 @@ def _too_big(v) -> bool:
 
 # ---- the file -------------------------------------------------------------------------------------------------
 
-def emit_module_source(m: Module, source_name: str | None = None) -> str:
-    """The emitted file's text. Long because it writes the file top to bottom (helpers, config, classes,
-    imports), so its layout can be read off the code."""
+def emit_module_source(m: Module, source_name: str | None = None, rolled: RolledTrace | None = None) -> str:
+    """The emitted file's text (`rolled`: the trace of m's `for ... as` loops, m being their rolled elaboration,
+    rolled.py). Long because it writes the file top to bottom (helpers, config, classes, imports), so its layout
+    can be read off the code."""
     check_emittable(m)
-    plans, imports, support = plan_classes(m)
+    if rolled is None and any(n.site for n in m.graph.nodes()):
+        raise ValueError(f"{m.name}'s `for ... as` loops are written from its spec's trace: emit it through "
+                         "Spec.torch_source (backends/torch/rolled.py)")
+    plans, imports, support = plan_classes(m, rolled)
     model_cls = class_name(m.name)
     src = source_name or m.path
     out: list[str] = []

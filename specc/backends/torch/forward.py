@@ -224,6 +224,10 @@ class _ForwardCode(Interpreter[str, None]):
                          [*self.comments, ""], self.callees, self.imports, self.support, self.attr_of.taken,
                          self.weights, [p for r in self.by_index.values() for p in r.pins])
 
+    def input_types(self, g: Graph, n: Node) -> list:
+        """The types n's rules build and call it for: its input nodes' (rolled.py: as a loop saw them)."""
+        return [g[i].type for i in n.inputs]
+
     def takes_cache(self, graph: str) -> bool:
         """Whether this graph passes its key/value cache on to `graph`'s module."""
         return self.plan is not None and graph in self.plan.graphs
@@ -252,7 +256,7 @@ class _ForwardCode(Interpreter[str, None]):
         rule = op.torch
         if rule is None:
             raise NotImplementedError(f"op {n.target!r} has no PyTorch emitter")
-        in_types = [g[i].type for i in n.inputs]
+        in_types = self.input_types(g, n)
         attr = self.attr_of(n.layer or n.name)
         attrs = _flagged(g, n) if rendering_active() else n.attrs
         self.imports.extend(i for i in rule.imports if i not in self.imports)

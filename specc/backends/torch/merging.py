@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable
 from ...ir import Module
 
 if TYPE_CHECKING:
-    from .classes import ClassPlan
+    from .plan import ClassPlan
 
 
 def merge_branches(a: ClassPlan, b: ClassPlan) -> bool:

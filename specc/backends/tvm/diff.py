@@ -196,12 +196,15 @@ class TorchInterpreter(Interpreter):
         rule = registry.get(n.target).torch
         names = [f"_v{i}" for i in range(len(ins))]
         in_types = [g[i].type for i in n.inputs]
-        layers = [f"self.{attrs[k]}" for k in module_keys(g, n)]
+        # layers by their module objects: a loop's path (`down_blocks.0.downsample`) is no Python attribute chain
+        keys = module_keys(g, n)
+        local = dict(zip(names, ins), self=owner, **{f"_layer{i}": owner.get_submodule(attrs[k])
+                                                     for i, k in enumerate(keys)})
         if rule.call is not None:
-            expr = rule.call(names + layers, n.attrs, in_types)
+            expr = rule.call(names + [f"_layer{i}" for i in range(len(keys))], n.attrs, in_types)
         else:
-            expr = f"self.{attrs[n.layer or n.name]}({', '.join(names)})"
-        local = dict(zip(names, ins), self=owner)
+            local["_layer"] = owner.get_submodule(attrs[n.layer or n.name])
+            expr = f"_layer({', '.join(names)})"
         return eval(expr, self.namespace, local)  # noqa: S307 - the emitter's own code for this node
 
 
