@@ -226,6 +226,19 @@ class Program(Node):
 
 
 # ---- expressions back to spec text ------------------------------------------------------------------------------
+def statements(body: tuple):
+    """Every statement of a body, nested ones (in `if`, `for` and `repeat` bodies) after the one holding them."""
+    for s in body:
+        yield s
+        if isinstance(s, If):
+            for _, b in s.branches:
+                yield from statements(b)
+            if s.orelse:
+                yield from statements(s.orelse)
+        elif isinstance(s, (For, Repeat)):
+            yield from statements(s.body)
+
+
 _PREC = {"or": 1, "and": 2, "not": 3, "==": 4, "!=": 4, "<": 4, "<=": 4, ">": 4, ">=": 4, "+": 5, "-": 5, "*": 6,
          "/": 6, "//": 6, "%": 6, "@": 6, "u": 7, "**": 8}
 

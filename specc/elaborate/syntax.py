@@ -25,16 +25,7 @@ def _assigned_names(stmt) -> list[str]:
     return []
 
 
-def _walk_stmts(body):
-    for s in body:
-        yield s
-        if isinstance(s, A.If):
-            for _, bd in s.branches:
-                yield from _walk_stmts(bd)
-            if s.orelse:
-                yield from _walk_stmts(s.orelse)
-        elif isinstance(s, (A.For, A.Repeat)):
-            yield from _walk_stmts(s.body)
+_walk_stmts = A.statements
 
 
 def _assigned_in(body) -> set[str]:

@@ -114,7 +114,7 @@ class _Writer:
         self.runs: dict = {}  # statement span -> [Written]
         self.ints: set[str] = set()  # variables the body binds to ints (`level`): locals of both methods
         self.sizes: set[str] = set()  # the size names the constructor tracks (`x_channels`)
-        self.stmts = {s.span: s for s in _statements(trace.body)}
+        self.stmts = {s.span: s for s in A.statements(trace.body)}
         self.list_types: dict[str, dict] = {}  # list variable -> {rank: a type it held} (when it empties)
 
     def replay(self) -> None:
@@ -269,18 +269,6 @@ class _Writer:
                 out.start.setdefault(depth + j, []).append(f"{lst}.append({entry})")
                 lst += f"[{py_name(v)}]"
             path, depth = lst, depth + len(loops)
-
-
-def _statements(body: tuple):
-    for s in body:
-        yield s
-        if isinstance(s, A.If):
-            for _, b in s.branches:
-                yield from _statements(b)
-            if s.orelse:
-                yield from _statements(s.orelse)
-        elif isinstance(s, (A.For, A.Repeat)):
-            yield from _statements(s.body)
 
 
 # ---- the body, statement by statement -------------------------------------------------------------------------
