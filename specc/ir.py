@@ -69,6 +69,18 @@ class Node(BaseModel):
     site: tuple = ()
 
 
+@dataclass(frozen=True)
+class ListValue:
+    """A list of tensors as the rolled trace keeps it: its length and the nodes of its last entries, at most
+    LIST_TAIL of them (a loop that appends to a list would otherwise keep a copy per run: quadratic memory)."""
+
+    length: int
+    tail: tuple[str, ...]
+
+
+LIST_TAIL = 32
+
+
 @dataclass
 class TraceEvent:
     """One run of a model-body statement in a rolled elaboration (RolledTrace): the nodes it made, in order, and what
@@ -78,6 +90,7 @@ class TraceEvent:
     nodes: list[str]
     bound: dict[str, Any]
     before: dict[str, Any] = field(default_factory=dict)  # the type each target held before (tensors only)
+    reads: dict[str, str] = field(default_factory=dict)  # node -> the list entry it was read as (`skips[-1]`)
 
 
 @dataclass
@@ -93,6 +106,7 @@ class RolledTrace:
     sizes: dict[str, dict] = field(default_factory=dict)
     inputs: dict[str, list] = field(default_factory=dict)  # op or call node -> its input types as it saw them
     taken: set = field(default_factory=set)  # (`if` span, branch index; else = len(branches)), (`for` span, 0)
+    reads: dict[str, str] = field(default_factory=dict)  # the statement being run's list entries (TraceEvent.reads)
 
 
 @dataclass

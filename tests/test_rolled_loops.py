@@ -74,6 +74,7 @@ def test_a_named_range_loop_is_a_module_list_of_its_iterations(tmp_path):
     assert "for s in range(len(self.config.widths)):" in src and "for j in range(self.config.depth):" in src
     assert "x = self.stages[s].blocks[j](x)" in src and "feats = feats + [x]" in src
     assert "feats = []" in src and "feats_channels = []" in src and "if s >= config.pool_from" not in src
+    assert "torch.cat([feats[-1], x], dim=1)" in src
     keys = _module(src, "rolled_keys", tmp_path).Net().state_dict()
     assert "stages.1.blocks.0.skip.weight" in keys and "stages.0.blocks.1.conv.bias" in keys
 
@@ -122,3 +123,37 @@ model M() {
 """, "stem.nn")
     model = spec.to_torch().eval()
     assert model(torch.randn(1, 3, 8, 8)).shape == (1, 4, 8, 8)
+
+
+INPUT_LIST = """
+model H(n: int = 3) {
+  input x: f32[B, 8]
+  skips = [x]
+  for i in range(n) as blocks {
+    x = x -> linear(8) as fc
+    skips = skips + [x]
+  }
+  output y = concat(skips[0], skips[-1], dim=1)
+}
+"""
+
+
+def test_a_list_that_starts_with_an_input_and_grows_for_every_iteration(tmp_path):
+    """`skips = [x]` with x the model's input: its sizes are the input's as declared. Entries are read as the spec
+    reads them (`skips[0]` after the loop is the input whatever the loop's length, not `skips[-37]`), and the trace
+    keeps only a list's last entries (ir.ListValue), so a list appended to in every iteration costs linear memory."""
+    from specc.ir import LIST_TAIL
+
+    text = INPUT_LIST.replace("n: int = 3", f"n: int = {LIST_TAIL + 4}")
+    src = loads(text, "h.nn").torch_source()
+    assert "torch.cat([skips[0], skips[-1]], dim=1)" in src
+    mod = _module(src, "rolled_input_list", tmp_path)
+    for n in (2, 5):
+        built = mod.H(mod.HConfig(n=n)).eval()
+        other = loads(text, "h.nn", n=n)
+        assert sum(p.numel() for p in built.parameters()) == other.params
+        reference = _module(other.torch_source(), f"rolled_input_list_{n}", tmp_path).H().eval()
+        reference.load_state_dict(built.state_dict())
+        x = torch.randn(2, 8)
+        with torch.no_grad():
+            assert torch.equal(built(x), reference(x))

@@ -221,6 +221,8 @@ class ExpressionsMixin:
                 got = obj[slice(*it)] if isinstance(it, tuple) else obj[it]
             except IndexError:
                 raise self.fail("E0305", f"index {it} is out of range for a length-{len(obj)} list", e.span) from None
+            if b.trace is not None and isinstance(got, Tensor) and isinstance(e.obj, A.Name):
+                self.trace.reads[got.node] = f"{e.obj.id}[{A.unparse(e.items[0])}]"  # how the emitted code reads it
             if isinstance(obj, TensorList):  # `skips[-1]`: sized as the list's entry at that index
                 return _list_entry(obj, e.items[0], got)
             return _indexed(obj, it, got) if b.trace is not None else got

@@ -8,7 +8,7 @@ from .. import ast as A
 from ..attrs import short as _short
 from ..diagnostics import Note, SpecError
 from ..hyper import HFloat, HInt, HList, HTuple, driven, expr_name, names, plain
-from ..ir import Node, TraceEvent
+from ..ir import LIST_TAIL, ListValue, Node, TraceEvent
 from ..limits import Abort, internal_error, short_int
 from ..ops import registry
 from ..source import Span
@@ -59,9 +59,11 @@ class StatementsMixin:
         start = len(b.graph)
         targets = s.targets if isinstance(s, A.Assign) else (s.name,)
         before = {t: scope[t].type for t in targets if isinstance(scope.get(t), Tensor)}
+        self.trace.reads = {}
         self.exec_stmt(s, scope, b, is_model)
         made = list(b.graph._order)[start:]
-        b.trace.append(TraceEvent(s.span, made, {t: _traced_value(scope.get(t)) for t in targets}, before))
+        b.trace.append(TraceEvent(s.span, made, {t: _traced_value(scope.get(t)) for t in targets}, before,
+                                  self.trace.reads))
 
     def exec_stmt(self, s, scope: Scope, b: GraphBuilder, is_model: bool) -> None:
         """Run one statement. Long because it is the dispatch over the language's statement kinds, one short branch
@@ -460,8 +462,8 @@ def _traced_value(v):
     """A bound value as the rolled trace keeps it: a tensor's node, a list of tensors' nodes, an int, or None."""
     if isinstance(v, Tensor):
         return v.node
-    if isinstance(v, list) and all(isinstance(t, Tensor) for t in v):
-        return [t.node for t in v]
+    if isinstance(v, list) and all(isinstance(t, Tensor) for t in v[-LIST_TAIL:]):
+        return ListValue(len(v), tuple(t.node for t in v[-LIST_TAIL:]))
     if isinstance(v, int) and not isinstance(v, bool):
         return int(v)
     return None
@@ -473,6 +475,8 @@ def _retag(scope: Scope, body: tuple) -> None:
     for v in sorted(_assigned_in(body)):
         if isinstance(scope.get(v), Tensor):
             scope[v] = Tensor(scope[v].node, own_sizes(v, scope[v].type), scope[v].span)
+        elif isinstance(scope.get(v), TensorList) and scope[v].name == v:
+            continue  # `skips + [x]` stays one (checking its entries every iteration would be quadratic)
         elif isinstance(scope.get(v), list) and all(isinstance(t, Tensor) for t in scope[v]):
             scope[v] = TensorList(scope[v], v)
 

@@ -21,7 +21,7 @@ from ... import ast as A
 from ...diagnostics import SpecError
 from ...elaborate.sizes import size_name
 from ...hyper import Unrenderable, render_expr, rendering
-from ...ir import Graph, Module, Node, RolledTrace, TraceEvent
+from ...ir import Graph, ListValue, Module, Node, RolledTrace, TraceEvent
 from ...naming import attr_name, attribute_names, py_name
 from ...types import TensorType
 from .forward import _arg_names, _ForwardCode, _shape
@@ -108,8 +108,9 @@ class _Writer:
         self.m, self.g, self.trace, self.ctor = m, m.graph, trace, ctor
         self.code = _Code(m, self.g)
         self.code.seen = trace.inputs
-        self.heads = {n.site[0][0]: attribute_names(self.g)[n.name].split(".")[0] for n in self.g.nodes() if n.site}
-        self.env: dict[str, object] = {}
+        attrs = attribute_names(self.g)
+        self.heads = {n.site[0][0]: attrs[n.name].split(".")[0] for n in self.g.nodes() if n.site}
+        self.env: dict[str, object] = {self.g[i].name: i for i in self.g.inputs}  # the model's inputs hold theirs
         self.args = dict(zip(self.g.inputs, _arg_names(self.g)))
         self.runs: dict = {}  # statement span -> [Written]
         self.ints: set[str] = set()  # variables the body binds to ints (`level`): locals of both methods
@@ -117,11 +118,23 @@ class _Writer:
         self.stmts = {s.span: s for s in A.statements(trace.body)}
         self.list_types: dict[str, dict] = {}  # list variable -> {rank: a type it held} (when it empties)
 
+    def input_sizes(self) -> list[str]:
+        """The constructor's first tracking lines: the inputs' sizes as declared (`x_features = 8`)."""
+        out = []
+        for i in self.g.inputs:
+            t = self.g[i].type
+            for k, d in enumerate(t.shape if isinstance(t, TensorType) else ()):
+                if isinstance(d, int):
+                    self.sizes.add(size_name(self.g[i].name, t.rank, k))
+                    out.append(_MIRROR + f"{py_name(size_name(self.g[i].name, t.rank, k))} = {text_of(d)}")
+        return out
+
     def replay(self) -> None:
         for ev in self.trace.events:  # what each list variable holds, also where it is empty (`feats = []`)
             for var, value in ev.bound.items():
-                if isinstance(value, list) and value:
-                    self.list_types.setdefault(var, {}).update({self.g[n].type.rank: self.g[n].type for n in value})
+                if isinstance(value, ListValue):
+                    self.list_types.setdefault(var, {}).update({self.g[n].type.rank: self.g[n].type
+                                                                for n in value.tail})
         made = set()
         for ev in self.trace.events:
             made |= set(ev.nodes)
@@ -131,17 +144,19 @@ class _Writer:
         if stray:
             raise NotRolled(f"layers made outside an assignment ({', '.join(stray[:3])})", self.g.span)
 
-    def text_of(self, node: str) -> str:
-        """How a statement reads a value it did not make: the variable holding it, or a list variable's entry."""
-        if node in self.args:
-            return self.args[node]
+    def text_of(self, node: str, ev: TraceEvent) -> str:
+        """How a statement reads a value it did not make: as the list entry it read (`skips[-1]`, as written), or
+        as the variable holding it."""
+        if node in ev.reads:
+            return render_expr(ev.reads[node], (self.name, set()))
         for var, value in self.env.items():
             if value == node:
-                return py_name(var)
-        for var, value in self.env.items():
-            if isinstance(value, list) and node in value:
-                return f"{py_name(var)}[{-1 - value[::-1].index(node)}]"  # from the end: the same every run
-        raise NotRolled(f"a value no variable holds ({node})")
+                return self.args[node] if node in self.args and var == self.g[node].name else py_name(var)
+        raise NotRolled(f"a value no variable holds ({node})", ev.span)
+
+    def name(self, n: str) -> str:
+        """A name in an expression the body writes: a tensor or list variable as itself, others as markers."""
+        return py_name(n) if isinstance(self.env.get(n), (str, ListValue)) else _marker(n)
 
     def write(self, ev: TraceEvent) -> Written:
         out = Written()
@@ -159,7 +174,7 @@ class _Writer:
             self.ints.add(var)
             out.forward.append((f"{py_name(var)} = {self.expr(ev.span, var)}", ""))
             out.mirror.append(f"{py_name(var)} = {self.expr(ev.span, var)}")
-        elif isinstance(value, list):
+        elif isinstance(value, ListValue):
             out.forward.append((f"{py_name(var)} = {self.expr(ev.span, var)}", ""))
             self.mirror_list(ev, var, value, out)
         else:
@@ -171,14 +186,12 @@ class _Writer:
         stmt = self.stmts[span]
 
         def name(n: str) -> str:
-            if rename is not None and rename(n):
-                return rename(n)
-            return py_name(n) if isinstance(self.env.get(n), (str, list)) else _marker(n)
+            return rename(n) if rename is not None and rename(n) else self.name(n)
         return render_expr(A.unparse(stmt.value), (name, set()))
 
     def write_tensor(self, ev: TraceEvent, var: str, value: str, nodes: list[Node], out: Written) -> None:
         made = {n.name for n in nodes}
-        outside = [[self.text_of(i) for i in n.inputs if i not in made] for n in nodes]
+        outside = [[self.text_of(i, ev) for i in n.inputs if i not in made] for n in nodes]
         inside: dict[str, str] = {}
         target, temps = py_name(var), 0
         for k, n in enumerate(nodes):
@@ -192,7 +205,7 @@ class _Writer:
                 temps += 1
                 inside[n.name] = f"{target}{temps}"
             self.code.want[n.name] = inside[n.name]
-            ins = [inside[i] if i in made else self.text_of(i) for i in n.inputs]
+            ins = [inside[i] if i in made else self.text_of(i, ev) for i in n.inputs]
             n_init, n_fwd = len(self.code.init), len(self.code.fwd)
             with rendering(_marker):
                 (self.code.op if n.kind == "op" else self.code.call)(self.g, n, ins, None)
@@ -203,7 +216,7 @@ class _Writer:
         if self.code.weights or self.code.ties:
             raise NotRolled("declared initialisation of a layer in a loop", ev.span)
         if not nodes:
-            out.forward.append((f"{target} = {self.text_of(value)}", ""))
+            out.forward.append((f"{target} = {self.text_of(value, ev)}", ""))
         t, was = self.g[value].type, ev.before.get(var)
         for i, d in enumerate(t.shape):
             if not isinstance(d, int):
@@ -214,7 +227,7 @@ class _Writer:
                 continue  # the size it had (an AttnBlock keeps x's channels): nothing to track
             out.mirror.append(f"{py_name(name)} = {text_of(d)}")
 
-    def mirror_list(self, ev: TraceEvent, var: str, value: list, out: Written) -> None:
+    def mirror_list(self, ev: TraceEvent, var: str, value: ListValue, out: Written) -> None:
         """`skips = skips + [x]` tracks `skips_channels = skips_channels + [x_channels]` (one list per size)."""
         types = self.list_types.get(var, {})
         if len(types) > 1:
@@ -228,8 +241,9 @@ class _Writer:
 
             def rename(n: str, i=i) -> str | None:
                 held = self.env.get(n)
-                if isinstance(held, str) or isinstance(held, list):
-                    got = self.g[held if isinstance(held, str) else held[0]].type.rank if held else rank
+                if isinstance(held, (str, ListValue)):
+                    first = held if isinstance(held, str) else held.tail[0] if held.tail else None
+                    got = rank if first is None else self.g[first].type.rank
                     if got != rank:
                         raise NotRolled(f"`{n}` and `{var}` hold tensors of different ranks", ev.span)
                     return _marker(size_name(n, rank, i))
@@ -397,6 +411,7 @@ def rolled_plan(m: Module, trace: RolledTrace, planner, source: str):
     try:
         w.replay()
         block = asm.body(trace.body, 0)
+        block.init[:0] = w.input_sizes()
         if any(n.site for n in m.graph.nodes() if n.init):
             raise NotRolled("declared initialisation of a layer in a loop", m.graph.span)
         fields = config_fields(m)
