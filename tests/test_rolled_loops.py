@@ -35,8 +35,8 @@ model Net(widths: list = [8, 16], depth: int = 2, pool_from: int = 1) {
     }
     feats = feats + [x]
   }
-  y = concat(feats[-1], x, dim=1)
-  output logits = y -> global_avgpool -> flatten -> linear(10) as head
+  y = concat(feats[0] -> global_avgpool, x -> global_avgpool, dim=1)    # the first stage's and the last one's
+  output logits = y -> flatten -> linear(10) as head
 }
 """
 
@@ -74,7 +74,7 @@ def test_a_named_range_loop_is_a_module_list_of_its_iterations(tmp_path):
     assert "for s in range(len(self.config.widths)):" in src and "for j in range(self.config.depth):" in src
     assert "x = self.stages[s].blocks[j](x)" in src and "feats = feats + [x]" in src
     assert "feats = []" in src and "feats_channels = []" in src and "if s >= config.pool_from" not in src
-    assert "torch.cat([feats[-1], x], dim=1)" in src
+    assert "feats[0]" in src and "self.head = nn.Linear(feats_channels[0] + x_channels, 10)" in src
     keys = _module(src, "rolled_keys", tmp_path).Net().state_dict()
     assert "stages.1.blocks.0.skip.weight" in keys and "stages.0.blocks.1.conv.bias" in keys
 
