@@ -25,6 +25,7 @@ from ...ir import Graph, ListValue, Module, Node, RolledTrace, TraceEvent
 from ...naming import attr_name, attribute_names, py_name
 from ...types import TensorType
 from .forward import _arg_names, _ForwardCode, _shape
+from .merging import shared_shape
 from .plan import ClassPlan, config_fields, text_of, write
 from .plan import marker as _marker
 
@@ -68,7 +69,8 @@ class Written:
     start: dict[int, list[str]] = field(default_factory=dict)  # loop depth -> lines at its body's start
 
     def key(self) -> tuple:
-        return (tuple(self.forward), tuple(self.init), tuple(self.mirror),
+        """What every run of a statement must share: its code (shape comments may differ, merging.shared_shape)."""
+        return (tuple(ln for ln, _ in self.forward), tuple(self.init), tuple(self.mirror),
                 tuple(sorted((k, tuple(v)) for k, v in self.before.items())),
                 tuple(sorted((k, tuple(v)) for k, v in self.start.items())))
 
@@ -339,7 +341,11 @@ class _Assembler:
         if any(r.key() != first.key() for r in runs[1:]):
             raise NotRolled("its runs write different code (a loop body must be the same code every iteration)",
                             s.span)
-        return _Block(list(first.forward), [*first.init, *(_MIRROR + ln for ln in first.mirror)], True,
+        comments = [c for _, c in first.forward]
+        for r in runs[1:]:
+            comments = [shared_shape(a, b) for a, (_, b) in zip(comments, r.forward)]
+        forward = [(ln, c) for (ln, _), c in zip(first.forward, comments)]
+        return _Block(forward, [*first.init, *(_MIRROR + ln for ln in first.mirror)], True,
                       {d: list(v) for d, v in first.before.items()}, {d: list(v) for d, v in first.start.items()})
 
     def unreached(self, what: str, span) -> str:
