@@ -140,11 +140,13 @@ _HIDDEN = {"getitem"}
 
 
 def _rows(m: Module, g: Graph, prefix: str, depth: int, flat: bool, memo: dict, out: list[Row]) -> None:
-    stacked = attribute_names(g) if any(n.stack for n in g.nodes()) else {}  # `for ... as layer`: layer1.0
+    # `for ... as layer`: layer1.0; `for v in range(n) as down_blocks`: down_blocks.1.resnets.0 (the state_dict's)
+    stacked = attribute_names(g) if any(n.stack or n.site for n in g.nodes()) else {}
     for n in g.nodes():
         if n.kind in ("input", "output") or (n.kind == "op" and n.target in _HIDDEN):
             continue
-        q = prefix + (stacked.get(n.name, n.name) if n.stack and n.kind in ("call", "repeat") else n.name)
+        named = n.site or (n.stack and n.kind in ("call", "repeat"))
+        q = prefix + (stacked.get(n.name, n.name) if named else n.name)
         p, _, c = _node_totals(m, n, g, memo)
         if n.kind == "op":
             out.append(Row(q, n.target, str(n.type), p, c, depth))

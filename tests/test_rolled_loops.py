@@ -157,3 +157,9 @@ def test_a_list_that_starts_with_an_input_and_grows_for_every_iteration(tmp_path
         x = torch.randn(2, 8)
         with torch.no_grad():
             assert torch.equal(built(x), reference(x))
+
+
+def test_inspect_names_a_loops_layers_by_their_state_dict_keys():
+    """`specc inspect` lists a `for ... as` loop's layers under the keys the module's state_dict has."""
+    rows = [r.name for r in loads(NET, "net.nn").summary().rows]
+    assert "stages.1.blocks.0" in rows and "stages.0.blocks.1.conv" in rows and "blocks" not in rows
