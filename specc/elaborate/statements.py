@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from itertools import islice
 from typing import Any
 
 from .. import ast as A
@@ -61,7 +62,7 @@ class StatementsMixin:
         before = {t: scope[t].type for t in targets if isinstance(scope.get(t), Tensor)}
         self.trace.reads = {}
         self.exec_stmt(s, scope, b, is_model)
-        made = list(b.graph._order)[start:]
+        made = list(islice(reversed(b.graph._order), len(b.graph) - start))[::-1]  # the newest, without a full copy
         b.trace.append(TraceEvent(s.span, made, {t: _traced_value(scope.get(t)) for t in targets}, before,
                                   self.trace.reads))
 
