@@ -98,7 +98,10 @@ def test_iterations_that_write_different_code_are_an_error_at_the_statement(tmp_
     assert main(["compile", str(path), "-o", str(tmp_path / "out")]) != 0
     err = capsys.readouterr().err
     assert "error[E0501]" in err and "bad.nn:6:" in err and "drop `as`" in err and "Traceback" not in err
+    assert "6 |     x = x -> conv2d([4, 8][i], 3, padding=1) as conv" in err and "^^^" in err  # the line, a caret
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # nothing half-written
+    assert main(["check", str(path)]) == 1  # `specc check` says so too: what it accepts compiles
+    assert "error[E0501]" in capsys.readouterr().err
 
 
 def test_without_as_a_range_loop_is_unrolled_and_pinned():

@@ -24,6 +24,7 @@ def _rolled_source(spec, opt_level: int | None, disabled: tuple) -> str:
     """The module file of a model with `for ... as` loops. A loop calls one class at each place; where -O2's fusions
     (which bypass modules) make its iterations' blocks different classes, the file is -O1's, and says so."""
     from ...diagnostics import SpecError
+    from ...errors import CheckError
     from ...passes import optimize
     from ...passes.pipeline import DEFAULT_LEVEL, MODULE_LEVEL
     from .emit import emit_module_source
@@ -31,13 +32,16 @@ def _rolled_source(spec, opt_level: int | None, disabled: tuple) -> str:
 
     rolled, trace = spec.rolled()
     name = Path(spec.module.path).name
+    level = DEFAULT_LEVEL if opt_level is None else opt_level
     try:
-        return emit_module_source(rolled_body(optimize(rolled, opt_level, disabled), rolled), name, trace)
-    except SpecError as e:
-        level = DEFAULT_LEVEL if opt_level is None else opt_level
-        if level < MODULE_LEVEL or e.diagnostics[0].code != "E0501":
-            raise
-    source = emit_module_source(rolled_body(optimize(rolled, MODULE_LEVEL - 1, disabled), rolled), name, trace)
+        try:
+            return emit_module_source(rolled_body(optimize(rolled, opt_level, disabled), rolled), name, trace)
+        except SpecError as e:
+            if level < MODULE_LEVEL or e.diagnostics[0].code != "E0501":
+                raise
+        source = emit_module_source(rolled_body(optimize(rolled, MODULE_LEVEL - 1, disabled), rolled), name, trace)
+    except SpecError as e:  # located in the spec: shown with its line and a caret
+        raise CheckError(e.diagnostics, spec.sources) from None
     head, _, rest = source.partition("\n")
     return (f"{head}\n# -O{level}: its fusions would make one place in a `for ... as` loop build blocks of different "
             f"classes, so this is -O{MODULE_LEVEL - 1}'s code\n{rest}")
