@@ -4,12 +4,10 @@ of the module compiled for that config with -D, and the count `specc inspect -D 
 not written for (another branch of an `if`, a failed `assert`) is refused with the spec's words."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
-from torch_util import SHRINK, dim_env, random_inputs
+from torch_util import SHRINK, dim_env, module_from_source, random_inputs
 
 import specc
 from specc.api import loads
@@ -52,14 +50,7 @@ CONFIGS = {
     "switch_base_8": {"vocab": 1000, "d": 128, "heads": 4, "layers": 4, "d_ff": 256, "experts": 4},
 }
 def _module(source: str, name: str):
-    path = f"{_tmp}/{name}.py"
-    with open(path, "w") as f:
-        f.write(source)
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return module_from_source(source, name, _tmp)
 
 
 _tmp = ""

@@ -3,10 +3,8 @@ one nn.ModuleList per named loop, filled by the constructor's own loop, so the m
 builds any loop count its config gives, exactly as the -D compile does (DDPM's are in test_config_driven.py)."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
+from torch_util import module_from_source
 
 from specc.api import loads
 from specc.cli import main
@@ -42,13 +40,7 @@ model Net(widths: list = [8, 16], depth: int = 2, pool_from: int = 1) {
 
 
 def _module(source: str, name: str, tmp_path):
-    path = tmp_path / f"{name}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return module_from_source(source, name, tmp_path)
 
 
 @pytest.mark.parametrize("cfg", [{}, {"widths": [8, 16, 32], "depth": 1}, {"depth": 3, "pool_from": 0},

@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import specc
@@ -124,3 +125,18 @@ def ruff_check(paths: list[Path]) -> subprocess.CompletedProcess | None:
         return None
     return subprocess.run(["ruff", "check", "--isolated", "--no-cache", "--line-length", "120",
                            *map(str, paths)], capture_output=True, text=True, check=False)
+
+
+def module_from_source(source: str, name: str, folder) -> "types.ModuleType":
+    """Emitted source written to `folder`/`name`.py and imported as module `name` (registered in sys.modules, so
+    that pickling, dataclasses and torch.compile find it)."""
+    import importlib.util
+    import sys
+
+    path = Path(folder) / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
