@@ -17,19 +17,16 @@ __all__ = ["CheckError", "Spec", "check", "compile_to", "import_weights", "load"
 class Spec:
     """A checked spec: its IR module, the sources it was read from, and entry points to the backends."""
 
-    def __init__(self, module: Module, sources: SourceMap, overrides: dict[str, Any], build=None,
-                 limits: Limits | None = None) -> None:
+    def __init__(self, module: Module, sources: SourceMap, overrides: dict[str, Any], build,
+                 limits: Limits | None) -> None:
         self.module = module
         self.sources = sources
         self.overrides = overrides
         self._build, self._limits = build, limits
 
-    def rolled(self) -> tuple[Module, RolledTrace] | None:
+    def rolled(self) -> tuple[Module, RolledTrace]:
         """The model elaborated again from the same text with Elaborator.rolling, for the PyTorch emitter's
-        `for v in range(n) as name` loops (backends/torch/rolled.py): its module and the trace of its body; None
-        for a spec made some other way."""
-        if self._build is None:
-            return None
+        `for v in range(n) as name` loops (backends/torch/rolled.py): its module and the trace of its body."""
         from .parse import deep_recursion
 
         el = Elaborator(_Read(self.sources), self._limits)

@@ -239,6 +239,12 @@ def statements(body: tuple):
             yield from statements(s.body)
 
 
+def range_loop(s: For) -> bool:
+    """`for v in range(...)` (not over a written list, not unpacking): a loop the emitted code can keep a loop."""
+    it = s.iterable
+    return isinstance(it, Call) and isinstance(it.func, Name) and it.func.id == "range" and not s.unpack
+
+
 _PREC = {"or": 1, "and": 2, "not": 3, "==": 4, "!=": 4, "<": 4, "<=": 4, ">": 4, ">=": 4, "+": 5, "-": 5, "*": 6,
          "/": 6, "//": 6, "%": 6, "@": 6, "u": 7, "**": 8}
 

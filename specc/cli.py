@@ -42,17 +42,12 @@ def cmd_check(args) -> int:
     for path in args.files:
         try:
             spec = _load(args, path)
+            if any(n.site for n in spec.module.graph.nodes()):  # `for ... as` loops: that they can be written so
+                spec.torch_source()
         except CheckError as e:
             print(e.render(), file=sys.stderr)
             status = max(status, EXIT_INTERNAL if e.internal else EXIT_SPEC)
             continue
-        if any(n.site for n in spec.module.graph.nodes()):  # `for ... as` loops: that they can be written as loops
-            try:
-                spec.torch_source()
-            except CheckError as e:
-                print(e.render(), file=sys.stderr)
-                status = max(status, EXIT_INTERNAL if e.internal else EXIT_SPEC)
-                continue
         s = spec.summary()
         if not args.quiet:
             print(f"{path}: ok: model {spec.name}, {len(list(spec.module.walk()))} nodes, {s.params:,} params")

@@ -71,10 +71,9 @@ class Node(BaseModel):
 
 @dataclass(frozen=True)
 class ListValue:
-    """A list of tensors as the rolled trace keeps it: its length and the nodes of its last entries, at most
-    LIST_TAIL of them (a loop that appends to a list would otherwise keep a copy per run: quadratic memory)."""
+    """A list of tensors as the rolled trace keeps it: the nodes of its last entries, at most LIST_TAIL of them (a loop
+    that appends to a list would otherwise keep a copy per run: quadratic memory)."""
 
-    length: int
     tail: tuple[str, ...]
 
 
@@ -101,7 +100,6 @@ class RolledTrace:
     `skips_channels[-1] + x_channels`) where the input nodes' own types name one iteration's sizes."""
 
     body: tuple = ()
-    params: tuple = ()  # the model's hyper-parameter names
     events: list[TraceEvent] = field(default_factory=list)
     sizes: dict[str, dict] = field(default_factory=dict)
     inputs: dict[str, list] = field(default_factory=dict)  # op or call node -> its input types as it saw them

@@ -200,14 +200,11 @@ def _fresh(namer: Namer, base: str) -> str:
     return name
 
 
-def site_path(site: tuple, head: str | None = None, index=lambda var, k: str(k)) -> str:
+def site_path(site: tuple, head: str | None = None, index=lambda var, k: f".{k}") -> str:
     """A Node.site as a module path: `down_blocks.1.resnets.0` (`head`: the first segment's attribute; `index`
-    writes each loop's position, for a path in a loop's own variables)."""
-    parts = []
-    for i, (name, loops) in enumerate(site):
-        parts.append(head if i == 0 and head is not None else attr_name(name))
-        parts += [index(var, k) for var, k in loops]
-    return ".".join(parts)
+    writes each loop's position after its list: `[level]` for the path in the loops' own variables)."""
+    return ".".join((head if i == 0 and head is not None else attr_name(name)) + "".join(index(v, k) for v, k in loops)
+                    for i, (name, loops) in enumerate(site))
 
 
 def stack_entry(attr: str) -> tuple[str, int, bool] | None:

@@ -158,3 +158,31 @@ def test_inspect_names_a_loops_layers_by_their_state_dict_keys():
     """`specc inspect` lists a `for ... as` loop's layers under the keys the module's state_dict has."""
     rows = [r.name for r in loads(NET, "net.nn").summary().rows]
     assert "stages.1.blocks.0" in rows and "stages.0.blocks.1.conv" in rows and "blocks" not in rows
+
+
+TIED = """
+model T(n: int = 2, d: int = 8) {
+  input tokens: i64[B, S]
+  layer emb = embedding(50, d)
+  x = tokens -> emb
+  for i in range(n) as blocks {
+    x = x -> linear(d) as fc -> relu
+  }
+  output logits = x -> linear(50, bias=false, tie=emb) as head
+}
+"""
+
+
+def test_a_shared_layer_and_its_tied_weight_beside_a_loop(tmp_path):
+    """A `layer` declared in the model is built where it is first used, and a weight tied to it stays tied, in a
+    model whose `for ... as` loop is written as a loop (the tie was dropped, and the message blamed an init)."""
+    mod = _module(loads(TIED, "t.nn").torch_source(), "rolled_tied", tmp_path)
+    built = mod.T(mod.TConfig(n=3)).eval()
+    assert built.head.weight is built.emb.weight
+    other = loads(TIED, "t.nn", n=3)
+    assert sum(p.numel() for p in built.parameters()) == other.params
+    reference = _module(other.torch_source(), "rolled_tied_d", tmp_path).T().eval()
+    reference.load_state_dict(built.state_dict())
+    tokens = torch.randint(0, 50, (2, 5))
+    with torch.no_grad():
+        assert torch.equal(built(tokens), reference(tokens))

@@ -130,7 +130,7 @@ class Elaborator(LoaderMixin, StatementsMixin, PinsMixin, RepeatMixin, Expressio
         b.reserved = {s.name for s in _walk_stmts(chosen.body) if isinstance(s, A.OutputStmt)}
         if self.rolling:
             b.trace = []
-            self.trace = RolledTrace(body=chosen.body, params=tuple(p.name for p in chosen.params), events=b.trace)
+            self.trace = RolledTrace(body=chosen.body, events=b.trace)
         scope = Scope()
         hparams: dict[str, Any] = {}
         for p in chosen.params:

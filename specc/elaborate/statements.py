@@ -165,7 +165,7 @@ class StatementsMixin:
             outer_stack = b.stack
             # `for v in range(n) as name`, and the range loops inside it: a module list the emitted code fills in a
             # loop (`name.{v}`, GraphBuilder.site_of); over a written list, `as layer` names layer1, layer2, ...
-            framed = _ranged(s) and (s.stack is not None or bool(b.frames)) and not s.unpack and is_model \
+            framed = A.range_loop(s) and (s.stack is not None or bool(b.frames)) and is_model \
                 and not b.as_model  # (in a block, or a model called as one, `as` names layer1, layer2, ...)
             rolled = framed and b.trace is not None  # the emitter's elaboration: sizes in the loop's names
             for k, item in enumerate(it):
@@ -464,7 +464,7 @@ def _traced_value(v):
     if isinstance(v, Tensor):
         return v.node
     if isinstance(v, list) and all(isinstance(t, Tensor) for t in v[-LIST_TAIL:]):
-        return ListValue(len(v), tuple(t.node for t in v[-LIST_TAIL:]))
+        return ListValue(tuple(t.node for t in v[-LIST_TAIL:]))
     if isinstance(v, int) and not isinstance(v, bool):
         return int(v)
     return None
@@ -481,8 +481,3 @@ def _retag(scope: Scope, body: tuple) -> None:
         elif isinstance(scope.get(v), list) and all(isinstance(t, Tensor) for t in scope[v]):
             scope[v] = TensorList(scope[v], v)
 
-
-def _ranged(s: A.For) -> bool:
-    """`for i in range(...)` over a computed count (not a literal list): a loop the emitted code can keep."""
-    it = s.iterable
-    return isinstance(it, A.Call) and isinstance(it.func, A.Name) and it.func.id == "range"

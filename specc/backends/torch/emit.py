@@ -17,6 +17,7 @@ from ...version import __version__
 from .checks import input_checks
 from .classes import config_fields, config_names, pin_lines, plan_classes
 from .kvcache import cache_plan, generate_method
+from .plan import plain as _plain
 
 __all__ = ["check_emittable", "class_name", "emit_module_source"]
 
@@ -192,14 +193,6 @@ def _annot(v) -> str:
     if isinstance(v, str):
         return "str"
     return "tuple"
-
-
-def _plain(v):
-    if isinstance(v, list):
-        return tuple(_plain(x) for x in v)
-    if isinstance(v, tuple):
-        return tuple(_plain(x) for x in v)
-    return v
 
 
 def _safe_comment(s: str) -> str:

@@ -22,7 +22,7 @@ from ...diagnostics import SpecError
 from ...elaborate.sizes import size_name
 from ...hyper import Unrenderable, render_expr, rendering
 from ...ir import Graph, ListValue, Module, Node, RolledTrace, TraceEvent
-from ...naming import attr_name, attribute_names, py_name
+from ...naming import attr_name, attribute_names, py_name, site_path
 from ...types import TensorType
 from .forward import _arg_names, _ForwardCode, _shape
 from .merging import shared_shape
@@ -172,10 +172,11 @@ class _Writer:
             self.write_tensor(ev, var, value, nodes, out)
         elif nodes:
             raise NotRolled("a statement that makes layers but binds no tensor", ev.span)
-        elif isinstance(value, int):
+        elif isinstance(value, int):  # `level = len(mult) - 1 - up`: in both methods
             self.ints.add(var)
-            out.forward.append((f"{py_name(var)} = {self.expr(ev.span, var)}", ""))
-            out.mirror.append(f"{py_name(var)} = {self.expr(ev.span, var)}")
+            line = f"{py_name(var)} = {self.expr(ev.span, var)}"
+            out.forward.append((line, ""))
+            out.mirror.append(line)
         elif isinstance(value, ListValue):
             out.forward.append((f"{py_name(var)} = {self.expr(ev.span, var)}", ""))
             self.mirror_list(ev, var, value, out)
@@ -215,8 +216,8 @@ class _Writer:
                             for ln, c in zip(self.code.fwd[n_fwd:], self.code.comments[n_fwd:])]
             for line in self.code.init[n_init:]:
                 self.site_line(n, line, out)
-        if self.code.weights or self.code.ties:
-            raise NotRolled("declared initialisation of a layer in a loop", ev.span)
+        if any("__site_" in ln for ln in self.code.ties):
+            raise NotRolled("a weight tied to or from a layer in a loop", ev.span)
         if not nodes:
             out.forward.append((f"{target} = {self.text_of(value, ev)}", ""))
         t, was = self.g[value].type, ev.before.get(var)
@@ -256,10 +257,7 @@ class _Writer:
 
     def path(self, n: Node) -> str:
         """`self.down_blocks[level].resnets[i]`: where a layer made in the loops sits, in their variables."""
-        parts = []
-        for k, (name, loops) in enumerate(n.site):
-            parts.append((self.heads[name] if k == 0 else attr_name(name)) + "".join(f"[{py_name(v)}]" for v, _ in loops))
-        return "self." + ".".join(parts)
+        return "self." + site_path(n.site, self.heads[n.site[0][0]], lambda v, _: f"[{py_name(v)}]")
 
     def site_line(self, n: Node, line: str, out: Written) -> None:
         """A layer's constructor line where its loops put it (`self.down_blocks[level].resnets.append(...)`), and
@@ -289,7 +287,7 @@ class _Writer:
 
 # ---- the body, statement by statement -------------------------------------------------------------------------
 
-_SKIPPED = (A.InputStmt, A.InitSection, A.Train)
+_SKIPPED = (A.InputStmt, A.InitSection, A.Train, A.LayerStmt)  # a `layer` is built where it is first used
 _MIRROR = "\x00"  # marks a constructor line that only tracks a size (dropped when nothing reads it)
 
 
@@ -297,14 +295,12 @@ _MIRROR = "\x00"  # marks a constructor line that only tracks a size (dropped wh
 class _Block:
     forward: list[tuple[str, str]] = field(default_factory=list)
     init: list[str] = field(default_factory=list)
-    reached: bool = False
     before: dict[int, list[str]] = field(default_factory=dict)
     start: dict[int, list[str]] = field(default_factory=dict)
 
     def add(self, other: "_Block", indent: str = "") -> None:
         self.forward += [(indent + ln, c) for ln, c in other.forward]
         self.init += [indent + ln for ln in other.init]
-        self.reached |= other.reached
         for mine, theirs in ((self.before, other.before), (self.start, other.start)):
             for d, lines in theirs.items():
                 mine.setdefault(d, [])
@@ -327,7 +323,7 @@ class _Assembler:
                 out.add(self.statement(s))
             elif isinstance(s, A.If):
                 out.add(self.branches(s, depth))
-            elif isinstance(s, A.For) and _framed(s):
+            elif isinstance(s, A.For) and A.range_loop(s):
                 out.add(self.loop(s, depth))
             else:
                 raise NotRolled(f"{type(s).__name__.lower()} statements in a model with `for ... as` loops", s.span)
@@ -345,7 +341,7 @@ class _Assembler:
         for r in runs[1:]:
             comments = [shared_shape(a, b) for a, (_, b) in zip(comments, r.forward)]
         forward = [(ln, c) for (ln, _), c in zip(first.forward, comments)]
-        return _Block(forward, [*first.init, *(_MIRROR + ln for ln in first.mirror)], True,
+        return _Block(forward, [*first.init, *(_MIRROR + ln for ln in first.mirror)],
                       {d: list(v) for d, v in first.before.items()}, {d: list(v) for d, v in first.start.items()})
 
     def unreached(self, what: str, span) -> str:
@@ -374,7 +370,6 @@ class _Assembler:
                     head = [f"{'elif' if fwd else 'if'} {text}:"]
                 fwd += [(ln, "") for ln in head]
                 fwd += [(("    " if head else "") + ln, c) for ln, c in sub.forward or [("pass", "")]]
-                out.reached = True
             sub.forward, sub.init = [], []
             out.add(sub)
         if any(ln.strip() != "pass" for ln, _ in fwd if not ln.startswith(("if ", "elif ", "else:"))):
@@ -390,8 +385,7 @@ class _Assembler:
         out.init += sub.before.pop(depth, [])
         out.init.append(head)
         out.init += ["    " + ln for ln in sub.start.pop(depth, [])]
-        out.reached = (s.span, 0) in self.w.trace.taken
-        out.init += ["    " + ln for ln in sub.init] if out.reached else \
+        out.init += ["    " + ln for ln in sub.init] if (s.span, 0) in self.w.trace.taken else \
             ["    " + self.unreached(f"an iteration of `{A.unparse(s.iterable)}`", s.span)]
         if sub.forward:
             out.forward.append((head, ""))
@@ -399,11 +393,6 @@ class _Assembler:
         sub.forward, sub.init = [], []
         out.add(sub)
         return out
-
-
-def _framed(s: A.For) -> bool:
-    it = s.iterable
-    return isinstance(it, A.Call) and isinstance(it.func, A.Name) and it.func.id == "range" and not s.unpack
 
 
 # ---- the model class ------------------------------------------------------------------------------------------
@@ -425,7 +414,7 @@ def rolled_plan(m: Module, trace: RolledTrace, planner, source: str):
         in_init = {**{k: f"config.{f}" for k, f in fields.items()}, **{n: py_name(n) for n in local | w.sizes}}
         in_fwd = {**{k: f"self.config.{f}" for k, f in fields.items()}, **{n: py_name(n) for n in local}}
         try:
-            init = _live([write(ln, in_init.get) for ln in block.init])
+            init = _live([write(ln, in_init.get) for ln in [*block.init, *w.code.ties]])
             forward = [write(ln, in_fwd.get) for ln, _ in block.forward]
             weights = [write(ln, in_fwd.get) for ln in w.code.weights]
         except Unrenderable as e:
