@@ -23,6 +23,13 @@ HOST = tvm.target.Target.from_device(tvm.cpu())
 AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "znver3"})
 
 
+@pytest.fixture(autouse=True)
+def _direct_3x3_convs(monkeypatch):
+    """The 3x3 convs here test the direct kernels (conv2d_nchwc, conv2d_nchw and their loop rules); the Winograd
+    form they would otherwise take has its own tests (test_tvm_winograd.py)."""
+    monkeypatch.setenv("SPECC_CONV_WINOGRAD", "0")
+
+
 def _build(mod, target, optimized):
     if optimized:
         return relax.VirtualMachine(tvm.compile(optimize_for_cpu(mod, target), target, tir_pipeline=TIR_PIPELINE),

@@ -9,6 +9,7 @@ import os
 import numpy as np
 from tvm import relax, te, tirx
 
+from . import winograd
 from ._target import pick_mr
 from .kernels import KIND, _conv_geometry, _int, _pad_nchw
 from .relax_util import _FUSABLE, _INJ, _all_int, _dtype, _static_shape
@@ -297,6 +298,9 @@ class NCHWcRewrites:
             sh, sw = strides
             x5 = self.builder_.emit(self._call(lambda t: subsample_nchwc(t, sh, sw), [x5], "specc_subsample", _INJ))
             strides = (1, 1)  # the conv below reads the copy
+        hw = (_static_shape(x5) or [None] * 4)[2:4]
+        if cb == nr and winograd.applies(kh, kw, strides, pad, dil, ic, oc, hw, self.info):
+            return self._conv2d_winograd(x5, wval, hw)
         oc_blocks = self.info.conv1x1_oc_blocks(oc // nr, ow) if kh == kw == 1 else 1
         mr = pick_mr(ow, self.info, vectors=2 * oc_blocks)
         wp = relax.const(pack_conv_weight_nchwc_np(wval.astype("float32"), cb, nr))
@@ -312,6 +316,24 @@ class NCHWcRewrites:
         y5 = self.builder_.emit(self._call(
             lambda t, wt: conv2d_nchwc(t, wt, kh, kw, strides, pad, dil, mr, nr, oc_blocks=oc_blocks), [x5, wp],
             "specc_conv2d", _FUSABLE))
+        return self._back_to_nchw(y5)
+
+    def _conv2d_winograd(self, x5, wval, hw):
+        """A 3x3 stride-1 conv as Winograd F(2x2, 3x3) (winograd.py): the input transform, the 16 GEMMs with the
+        weights transformed and packed here, and the output transform, which takes the conv's fused epilogue."""
+        h, w = hw
+        oc = wval.shape[0]
+        mr, nr_g = winograd.gemm_tile(oc, -(-h // winograd.TILE) * -(-w // winograd.TILE), self.info)
+        up = relax.const(winograd.transform_weight_np(wval.astype("float32"), nr_g))
+        opaque = {"op_pattern": 8}
+        v = self.builder_.emit(self._call(winograd.winograd_input, [x5], "specc_winograd_in", opaque))
+        m = self.builder_.emit(self._call(lambda t, u: winograd.winograd_gemm(t, u, mr, nr_g), [v, up],
+                                          "specc_winograd_gemm", opaque))
+        nr = self.info.nr
+        self.count["conv2d"] += 1
+        self.count["winograd"] = self.count.get("winograd", 0) + 1
+        y5 = self.builder_.emit(self._call(lambda t: winograd.winograd_output(t, h, w, nr), [m], "specc_conv2d",
+                                           _FUSABLE))
         return self._back_to_nchw(y5)
 
 

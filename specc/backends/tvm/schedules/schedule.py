@@ -18,7 +18,7 @@ import os
 import tvm
 from tvm import s_tir, tirx
 
-from . import conv_loops, kernels
+from . import conv_loops, kernels, winograd
 from ._target import CPUInfo
 from .few_rows import _exact_row_tail, _exact_tail_rows, _prefetch_next_conv_panel, _schedule_few_rows_gemm
 from .sched_util import (
@@ -453,6 +453,21 @@ def schedule_primfunc(func: tirx.PrimFunc, target, info: CPUInfo):
             return sch.mod["main"], "conv1x1-pixels"
         except Exception as err:  # pylint: disable=broad-except
             log.warning("specc 1x1 conv schedule failed (%s); falling back to generic", err)
+            if _DEBUG:
+                raise
+            sch = s_tir.Schedule(func)
+    elif winograd.WINO_IN in kinds or winograd.WINO_OUT in kinds:
+        try:
+            if winograd.WINO_IN in kinds:
+                winograd.schedule_input(sch, kinds[winograd.WINO_IN], info)
+                for blk in _blocks(sch):
+                    if not _same(sch, blk, kinds[winograd.WINO_IN]):
+                        _schedule_generic_block(sch, blk, info)
+                return sch.mod["main"], "winograd-input"
+            winograd.schedule_output(sch, kinds[winograd.WINO_OUT], info)
+            return sch.mod["main"], "winograd-output"
+        except Exception as err:  # pylint: disable=broad-except
+            log.warning("specc winograd schedule failed (%s); falling back to generic", err)
             if _DEBUG:
                 raise
             sch = s_tir.Schedule(func)
