@@ -5,6 +5,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+from . import stack_tiles
 from ._target import cpu_info
 from .rewrite import rewrite_heavy_ops
 from .schedule import schedule_module
@@ -35,6 +36,11 @@ def _mark_single_buffer_noalias():
 
 def _specc_cpu_pipeline(**kwargs):
     base, finalize_host, finalize_device = tvm.tirx.get_tir_pipeline("s_tir", **kwargs)
+    if stack_tiles.enabled():
+        host = finalize_host
+
+        def finalize_host():  # a function returning the passes, as TVM's own
+            return tvm.transform.Sequential([stack_tiles.register_tiles_on_stack(), host()])
     return tvm.transform.Sequential([_mark_single_buffer_noalias(), base]), finalize_host, finalize_device
 
 
