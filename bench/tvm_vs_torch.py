@@ -31,7 +31,9 @@ Peers, timed round-robin in blocks of calls (load drifting on a shared machine h
 Timing: at 1 thread the calling thread's CPU time (time.thread_time: every peer computes on the calling thread
 when given one thread, and CPU time does not count the time other processes hold the core), at 2 threads wall
 time. Medians and minima in ms, the ratio to onnxruntime and to torch eager, achieved GFLOP/s (2 x the spec's
-multiply-adds) and that as a share of the fp32 matmul peak measured here at the same thread count.
+multiply-adds) and that as a share of the fp32 matmul peak measured here at the same thread count. The FLOPs are
+the spec's, i.e. the direct algorithm's: TVM runs a CNN's 3x3 stride-1 convs as Winograd F(2x2, 3x3), 16
+multiplies per 2x2 outputs instead of 36, so its ResNet rows can read above 100% of the matmul peak.
 
 With --mcpu for a narrower ISA than the host's (haswell: AVX2), TVM runs that code and the peers the host's (their
 libraries pick kernels from CPUID; onnxruntime cannot be held to AVX2). The TVM rows' % peak is then of torch's MKL
