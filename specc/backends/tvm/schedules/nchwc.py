@@ -299,8 +299,9 @@ class NCHWcRewrites:
             x5 = self.builder_.emit(self._call(lambda t: subsample_nchwc(t, sh, sw), [x5], "specc_subsample", _INJ))
             strides = (1, 1)  # the conv below reads the copy
         hw = (_static_shape(x5) or [None] * 4)[2:4]
-        if cb == nr and winograd.applies(kh, kw, strides, pad, dil, ic, oc, hw, self.info):
-            return self._conv2d_winograd(x5, wval, hw)
+        tile = winograd.tile_size(kh, kw, strides, pad, dil, ic, oc, hw, self.info) if cb == nr else 0
+        if tile:
+            return self._conv2d_winograd(x5, wval, hw, tile)
         oc_blocks = self.info.conv1x1_oc_blocks(oc // nr, ow) if kh == kw == 1 else 1
         mr = pick_mr(ow, self.info, vectors=2 * oc_blocks)
         wp = relax.const(pack_conv_weight_nchwc_np(wval.astype("float32"), cb, nr))
@@ -318,22 +319,24 @@ class NCHWcRewrites:
             "specc_conv2d", _FUSABLE))
         return self._back_to_nchw(y5)
 
-    def _conv2d_winograd(self, x5, wval, hw):
-        """A 3x3 stride-1 conv as Winograd F(2x2, 3x3) (winograd.py): the input transform, the 16 GEMMs with the
-        weights transformed and packed here, and the output transform, which takes the conv's fused epilogue."""
+    def _conv2d_winograd(self, x5, wval, hw, m: int):
+        """A 3x3 stride-1 conv as Winograd F(m x m, 3x3) (winograd.py): the input transform, the (m + 2)^2 GEMMs
+        with the weights transformed and packed here, and the output transform, which takes the conv's fused
+        epilogue."""
         h, w = hw
         oc = wval.shape[0]
-        mr, nr_g = winograd.gemm_tile(oc, -(-h // winograd.TILE) * -(-w // winograd.TILE), self.info)
-        up = relax.const(winograd.transform_weight_np(wval.astype("float32"), nr_g))
+        mr, nr_g = winograd.gemm_tile(oc, -(-h // m) * -(-w // m), self.info)
+        up = relax.const(winograd.transform_weight_np(wval.astype("float32"), nr_g, m))
         opaque = {"op_pattern": 8}
-        v = self.builder_.emit(self._call(winograd.winograd_input, [x5], "specc_winograd_in", opaque))
-        m = self.builder_.emit(self._call(lambda t, u: winograd.winograd_gemm(t, u, mr, nr_g), [v, up],
-                                          "specc_winograd_gemm", opaque))
+        v = self.builder_.emit(self._call(lambda t: winograd.winograd_input(t, m), [x5], "specc_winograd_in",
+                                          opaque))
+        mt = self.builder_.emit(self._call(lambda t, u: winograd.winograd_gemm(t, u, mr, nr_g), [v, up],
+                                           "specc_winograd_gemm", opaque))
         nr = self.info.nr
         self.count["conv2d"] += 1
         self.count["winograd"] = self.count.get("winograd", 0) + 1
-        y5 = self.builder_.emit(self._call(lambda t: winograd.winograd_output(t, h, w, nr), [m], "specc_conv2d",
-                                           _FUSABLE))
+        y5 = self.builder_.emit(self._call(lambda t: winograd.winograd_output(t, h, w, nr, m), [mt],
+                                           "specc_conv2d", _FUSABLE))
         return self._back_to_nchw(y5)
 
 

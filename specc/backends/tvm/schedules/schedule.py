@@ -423,6 +423,27 @@ def _try_dlight(func, target):
     return None, None
 
 
+def _special_schedule(sch, kinds, info: CPUInfo):
+    """(strategy name, a function scheduling sch) for a function holding one of the non-GEMM specc kernels (by
+    their blocks' kinds), or None."""
+    if "conv1x1p" in kinds:
+        return "conv1x1-pixels", lambda: _schedule_conv1x1_pixels(sch, kinds["conv1x1p"], info)
+    if winograd.WINO_IN in kinds:
+        def wino_in():
+            winograd.schedule_input(sch, kinds[winograd.WINO_IN], info)
+            for blk in _blocks(sch):  # the zero-bordered copy of the input
+                if _kind(sch, blk) == "pad":
+                    _schedule_generic_block(sch, blk, info)
+        return "winograd-input", wino_in
+    if winograd.WINO_OUT in kinds:
+        return "winograd-output", lambda: winograd.schedule_output(sch, kinds[winograd.WINO_OUT], info)
+    if "rowwise" in kinds:
+        return "rowwise", lambda: _schedule_rowwise(sch, kinds["rowwise"], info)
+    if "attn_qk" in kinds and "attn_pv" in kinds:
+        return "attention", lambda: _schedule_attention(sch, kinds["attn_qk"], kinds["attn_pv"], info)
+    return None
+
+
 def schedule_primfunc(func: tirx.PrimFunc, target, info: CPUInfo):
     """Returns (scheduled PrimFunc or None, strategy name)."""
     sch = s_tir.Schedule(func)
@@ -447,52 +468,22 @@ def schedule_primfunc(func: tirx.PrimFunc, target, info: CPUInfo):
             if _DEBUG:
                 raise
             sch = s_tir.Schedule(func)
-    elif "conv1x1p" in kinds:
-        try:
-            _schedule_conv1x1_pixels(sch, kinds["conv1x1p"], info)
-            return sch.mod["main"], "conv1x1-pixels"
-        except Exception as err:  # pylint: disable=broad-except
-            log.warning("specc 1x1 conv schedule failed (%s); falling back to generic", err)
-            if _DEBUG:
-                raise
-            sch = s_tir.Schedule(func)
-    elif winograd.WINO_IN in kinds or winograd.WINO_OUT in kinds:
-        try:
-            if winograd.WINO_IN in kinds:
-                winograd.schedule_input(sch, kinds[winograd.WINO_IN], info)
-                for blk in _blocks(sch):
-                    if not _same(sch, blk, kinds[winograd.WINO_IN]):
-                        _schedule_generic_block(sch, blk, info)
-                return sch.mod["main"], "winograd-input"
-            winograd.schedule_output(sch, kinds[winograd.WINO_OUT], info)
-            return sch.mod["main"], "winograd-output"
-        except Exception as err:  # pylint: disable=broad-except
-            log.warning("specc winograd schedule failed (%s); falling back to generic", err)
-            if _DEBUG:
-                raise
-            sch = s_tir.Schedule(func)
-    elif "rowwise" in kinds:
-        try:
-            _schedule_rowwise(sch, kinds["rowwise"], info)
-            return sch.mod["main"], "rowwise"
-        except Exception as err:  # pylint: disable=broad-except
-            log.warning("specc row-wise schedule failed (%s); falling back to generic", err)
-            if _DEBUG:
-                raise
-            sch = s_tir.Schedule(func)
-    elif "attn_qk" in kinds and "attn_pv" in kinds:
-        try:
-            _schedule_attention(sch, kinds["attn_qk"], kinds["attn_pv"], info)
-            return sch.mod["main"], "attention"
-        except Exception as err:  # pylint: disable=broad-except
-            log.warning("specc attention schedule failed (%s); falling back to generic", err)
-            if _DEBUG:
-                raise
-            sch = s_tir.Schedule(func)
     else:
-        res, name = _try_dlight(func, target)
-        if res is not None:
-            return res, "dlight-" + name
+        special = _special_schedule(sch, kinds, info)
+        if special is not None:
+            name, run = special
+            try:
+                run()
+                return sch.mod["main"], name
+            except Exception as err:  # pylint: disable=broad-except
+                log.warning("specc %s schedule failed (%s); falling back to generic", name, err)
+                if _DEBUG:
+                    raise
+                sch = s_tir.Schedule(func)
+        else:
+            res, name = _try_dlight(func, target)
+            if res is not None:
+                return res, "dlight-" + name
     _schedule_generic(sch, info)
     return sch.mod["main"], "generic"
 
