@@ -53,7 +53,7 @@ def _mark(stmt):
         body = _mark(stmt.body)
         return stmt if body.same_as(stmt.body) else tirx.For(
             stmt.loop_var, stmt.min, stmt.extent, stmt.kind, body, stmt.thread_binding, stmt.annotations,
-            span=stmt.span)
+            step=getattr(stmt, "step", None), span=stmt.span)
     if isinstance(stmt, tirx.AttrStmt):
         body = _mark(stmt.body)
         return stmt if body.same_as(stmt.body) else tirx.AttrStmt(stmt.node, stmt.attr_key, stmt.value, body,
