@@ -75,7 +75,7 @@ def test_which_convs_take_winograd(target, monkeypatch):
     monkeypatch.setenv("SPECC_CONV_WINOGRAD", "2")
     assert winograd.tile_size(**ok) == 2
     monkeypatch.setenv("SPECC_CONV_WINOGRAD", "0")
-    assert winograd.tile_size(**ok) == 0 and not winograd.applies(**ok)
+    assert winograd.tile_size(**ok) == 0
 
 
 def _const(rng, shape, scale=0.2):

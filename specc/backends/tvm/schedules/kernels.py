@@ -37,6 +37,18 @@ def _pad_nchw(x, nb: int, c: int, h: int, w: int, pt: int, pl: int, hp: int, wpd
     return te.compute((nb, c, hp, wpd), f_pad, name="specc_pad", attrs={KIND: "pad"})
 
 
+def _pad_nchwc(x, pt: int, pl: int, hp: int, wpd: int):
+    """x [nb, c/cb, h, w, cb] (NCHW{cb}c) zero-padded to [nb, c/cb, hp, wpd, cb], pt rows above and pl columns
+    left."""
+    nb = x.shape[0]
+    cbk, h, w, cb = [_int(d) for d in x.shape[1:]]
+
+    def f_pad(n, co, hh, ww, ci):
+        cond = tirx.all(hh >= pt, hh < h + pt, ww >= pl, ww < w + pl)
+        return tirx.if_then_else(cond, x[n, co, hh - pt, ww - pl, ci], tirx.const(0, x.dtype))
+    return te.compute((nb, cbk, hp, wpd, cb), f_pad, name="specc_pad", attrs={KIND: "pad"})
+
+
 def _conv_geometry(h: int, w: int, kh: int, kw: int, strides, dilation, padding, mr: int) -> tuple:
     """(out height, out width, out width rounded up to the register tile's mr pixels, padded input height, padded
     input width that every tile's taps stay inside) of a conv; padding = (top, left, bottom, right)."""
@@ -115,12 +127,12 @@ def pack_conv_weight_te(w: te.Tensor, nr: int) -> te.Tensor:
 
 
 # ----------------------------------------------------------------------------- GEMM
-def gemm(x: te.Tensor, wp: te.Tensor, n_out: int, mr: int, nr: int, packed_batch: bool = False,
+def gemm(x: te.Tensor, wp: te.Tensor, n_out: int, mr: int, nr: int,
          out_dtype: str = "float32", prefetch_ki: int = 0, few_rows: bool = False, glu=None,
          exact_tail: bool = False) -> te.Tensor:
-    """y[*L, R, N] = x[*L, R, K] @ W[K, N] with W packed as wp[(*L,) N/nr, K, nr].
-
-    ``packed_batch``: wp carries the same leading dims *L as x (batched matmul).
+    """y[*L, R, N] = x[*L, R, K] @ W[K, N] with W packed as wp[*L', N/nr, K, nr], where L' is the first len(L')
+    of x's leading dims *L (none: one weight for every row; all: a batched matmul; the first: the (m + 2)^2
+    Winograd GEMMs, one weight per tile position and every image).
     ``prefetch_ki``: > 0 asks the scheduler for the prefetching form (few_rows._prefetch_next_panel): every `ki`
     steps of the reduction, a tile prefetches its share of the next weight panel. ``few_rows``: the rows are a
     routed expert's (only names the schedule in last_stats()). ``exact_tail``: the last row tile computes only the
@@ -132,13 +144,14 @@ def gemm(x: te.Tensor, wp: te.Tensor, n_out: int, mr: int, nr: int, packed_batch
     *lead, rows, kdim = [_int(s) for s in x.shape]
     n_pad = _int(wp.shape[-3]) * nr
     rows_p = _ceil_to(rows, mr)
+    w_lead = len(wp.shape) - 3  # the leading dims of x the packed weight carries
     clamp = not (isinstance(rows, int) and rows % mr == 0)
     k = te.reduce_axis((0, kdim), "k")
 
     def f_acc(*idx):
         *li, i, j = idx
         ii = tirx.min(i, rows - 1) if clamp else i
-        widx = (*li, j // nr, k, j % nr) if packed_batch else (j // nr, k, j % nr)
+        widx = (*li[:w_lead], j // nr, k, j % nr)
         return te.sum(x[(*li, ii, k)].astype(out_dtype) * wp[widx].astype(out_dtype), axis=k)
 
     attrs = {KIND: "gemm", "specc.mr": mr, "specc.nr": nr}

@@ -11,7 +11,7 @@ from tvm import relax, te, tirx
 
 from . import winograd
 from ._target import pick_mr
-from .kernels import KIND, _conv_geometry, _int, _pad_nchw
+from .kernels import KIND, _conv_geometry, _int, _pad_nchw, _pad_nchwc, gemm
 from .relax_util import _FUSABLE, _INJ, _all_int, _dtype, _static_shape
 
 # elementwise ops that keep NCHW{c}c values NCHW{c}c (NCHWcRewrites._elemwise_nchwc)
@@ -91,13 +91,7 @@ def conv2d_nchwc(x: te.Tensor, wp: te.Tensor, kh: int, kw: int, strides, padding
         def xp_at(n, co, hh, ww, ci):
             return x4[n, co * cb + ci, hh, ww]
     else:
-        if pt or pl or wpd != w or hp != h:
-            def f_pad(n, co, hh, ww, ci):
-                cond = tirx.all(hh >= pt, hh < h + pt, ww >= pl, ww < w + pl)
-                return tirx.if_then_else(cond, x[n, co, hh - pt, ww - pl, ci], tirx.const(0, x.dtype))
-            x5 = te.compute((nb, cbk, hp, wpd, cb), f_pad, name="specc_pad", attrs={KIND: "pad"})
-        else:
-            x5 = x
+        x5 = _pad_nchwc(x, pt, pl, hp, wpd) if pt or pl or wpd != w or hp != h else x
 
         def xp_at(n, co, hh, ww, ci):
             return x5[n, co, hh, ww, ci]
@@ -330,11 +324,11 @@ class NCHWcRewrites:
         opaque = {"op_pattern": 8}
         v = self.builder_.emit(self._call(lambda t: winograd.winograd_input(t, m), [x5], "specc_winograd_in",
                                           opaque))
-        mt = self.builder_.emit(self._call(lambda t, u: winograd.winograd_gemm(t, u, mr, nr_g), [v, up],
-                                           "specc_winograd_gemm", opaque))
+        mt = self.builder_.emit(self._call(lambda t, u: gemm(t, u, oc, mr, nr_g), [v, up], "specc_winograd_gemm",
+                                           opaque))
         nr = self.info.nr
         self.count["conv2d"] += 1
-        self.count["winograd"] = self.count.get("winograd", 0) + 1
+        self.count["winograd"] += 1
         y5 = self.builder_.emit(self._call(lambda t: winograd.winograd_output(t, h, w, nr, m), [mt],
                                            "specc_conv2d", _FUSABLE))
         return self._back_to_nchw(y5)

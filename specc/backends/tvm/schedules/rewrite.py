@@ -130,7 +130,7 @@ class HeavyOpRewriter(PyExprMutator, NCHWcRewrites):
         self.info = info
         self.fast_math = fast_math
         self.count = {"conv2d": 0, "gemm": 0, "batched_gemm": 0, "attention": 0, "rowwise": 0, "fast_math": 0,
-                      "gated_gemm": 0}
+                      "gated_gemm": 0, "winograd": 0}
         # NCHW{nr}c activations between convs (_conv2d_nchwc): each from_nchwc call -> the 5-D value it converts
         self._nchwc: dict = {}
         # NCHW values converted to NCHW{cb}c for a conv: var -> {cb: 5-D value} (one conversion per value, also read
@@ -345,7 +345,7 @@ class HeavyOpRewriter(PyExprMutator, NCHWcRewrites):
         wp = self.builder_.emit(self._call(lambda t: kernels.pack_weight_te(t, nr), [b],
                                            "specc_pack_rhs", _INJ))
         self.count["batched_gemm"] += 1
-        return self._call(lambda t, wt: kernels.gemm(t, wt, n, mr, nr, packed_batch=True), [a, wp],
+        return self._call(lambda t, wt: kernels.gemm(t, wt, n, mr, nr), [a, wp],
                           "specc_batch_matmul", _FUSABLE)
 
     def _gemm_tile(self, rows, kdim: int, n: int, const_weight: bool) -> tuple[int, int, int, bool]:

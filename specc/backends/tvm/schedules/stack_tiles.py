@@ -26,8 +26,7 @@ def enabled() -> bool:
 
 
 def _small_local(buf) -> bool:
-    scope = buf.scope() if callable(getattr(buf, "scope", None)) else ""
-    if scope != "local":
+    if buf.scope() != "local":
         return False
     size = 1
     for d in buf.shape:

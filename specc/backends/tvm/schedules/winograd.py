@@ -13,9 +13,10 @@ M[e] (tiles x K) = V[e] (tiles x C) @ U[e] (C x K). Three Relax calls:
 
 * `winograd_input`: V[e, n, t, c] = (B^T d B)[e] for tile t of image n, in two stages (B^T d, then . B) whose
   coefficients fold to constants once the schedule unrolls the tile positions; vectorised over the channel block.
-* `winograd_gemm`: the alpha^2 GEMMs, a `gemm` kernel block (kernels.KIND) with the transformed weights packed at
-  compile time as [alpha^2, K/nr, C, nr], scheduled by schedule._schedule_tiled like every other GEMM (its
-  register tile from CPUInfo.gemm_tile, the exact last row tile for a tile count that is no multiple of its height).
+* the alpha^2 GEMMs: kernels.gemm over leading dims (e, n), its weight (the transformed weights, packed at
+  compile time as [alpha^2, K/nr, C, nr]) carrying the first, scheduled by schedule._schedule_tiled like every
+  other GEMM (its register tile from CPUInfo.gemm_tile, the exact last row tile for a tile count that is no
+  multiple of its height).
 * `winograd_output`: Y = A^T M A in NCHW{nr}c, in two stages as the input's, the call FuseOps fuses the conv's
   epilogue (batch norm, residual add, relu) into; its schedule unrolls each m x m output block.
 
@@ -31,8 +32,8 @@ import numpy as np
 from tvm import te, tirx
 
 from ._target import CPUInfo, pick_mr
-from .kernels import KIND, _int
-from .sched_util import _blocks, _inline_intermediates, _output_blocks
+from .kernels import KIND, _int, _pad_nchwc
+from .sched_util import _blocks, _inline_intermediates, _kind, _output_blocks
 
 # F(m x m, 3x3): Y = AT [(G g GT) * (BT d B)] A, for output tiles of m = 2 and m = 4 (Lavin & Gray's matrices;
 # alpha = m + 2 inputs per tile side)
@@ -45,16 +46,10 @@ F4 = (((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0), (0, -2, 
        (1 / 24, -1 / 12, 1 / 6), (0, 0, 1)),
       ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1)))
 MATRICES = {2: F2, 4: F4}
-BT, G, AT = F2
 
 WINO_IN = "winograd_in"
 WINO_OUT = "winograd_out"
 WINO_STAGE = "winograd_stage"  # the first stage of either transform, computed per tile into a local buffer
-
-
-def enabled() -> bool:
-    """SPECC_CONV_WINOGRAD=0 keeps every 3x3 conv direct (A/B timing)."""
-    return os.environ.get("SPECC_CONV_WINOGRAD", "1") != "0"
 
 
 def _tiles(hw, m: int) -> int:
@@ -81,10 +76,6 @@ def tile_size(kh: int, kw: int, strides, pad, dil, ic: int, oc: int, hw, info: C
     if mode != "2" and _tiles(hw, 4) >= 4 * info.default_mr:
         return 4
     return 2 if _tiles(hw, 2) >= 2 * info.default_mr else 0
-
-
-def applies(kh: int, kw: int, strides, pad, dil, ic: int, oc: int, hw, info: CPUInfo) -> bool:
-    return tile_size(kh, kw, strides, pad, dil, ic, oc, hw, info) > 0
 
 
 def gemm_tile(oc: int, tiles: int, info: CPUInfo) -> tuple[int, int]:
@@ -142,11 +133,7 @@ def winograd_input(x: te.Tensor, m: int = 2) -> te.Tensor:
     th, tw = -(-h // m), -(-w // m)
     hp, wp = m * th + 2, m * tw + 2
 
-    def f_pad(n, co, yy, xx, ci):
-        inside = tirx.all(yy >= 1, yy < h + 1, xx >= 1, xx < w + 1)
-        return tirx.if_then_else(inside, x[n, co, yy - 1, xx - 1, ci], tirx.const(0, x.dtype))
-
-    xp = te.compute((nb, cbk, hp, wp, cb), f_pad, name="specc_pad", attrs={KIND: "pad"})
+    xp = _pad_nchwc(x, 1, 1, hp, wp)
 
     def f_rows(a, n, t, j, c):
         ty, tx, co, ci = t // tw, t % tw, c // cb, c % cb
@@ -162,25 +149,6 @@ def winograd_input(x: te.Tensor, m: int = 2) -> te.Tensor:
 
     return te.compute((alpha * alpha, nb, th * tw, cbk * cb), f, name="specc_winograd_in",
                       attrs={KIND: WINO_IN, "specc.tile": m})
-
-
-def winograd_gemm(v: te.Tensor, up: te.Tensor, mr: int, nr: int) -> te.Tensor:
-    """M[e, n, t, k] = sum_c V[e, n, t, c] U[e, c, k], U packed as up [alpha^2, K/nr, C, nr]: a `gemm` kernel block
-    over leading dims (e, n); the rows (tiles) are padded to whole register tiles and the reads of the padding
-    clamped to the last tile."""
-    e_n, nb = _int(v.shape[0]), v.shape[1]
-    tiles, cdim = _int(v.shape[2]), _int(v.shape[3])
-    kp = _int(up.shape[1]) * nr
-    rows_p = -(-tiles // mr) * mr
-    k = te.reduce_axis((0, cdim), "k")
-
-    def f_acc(e, n, i, j):
-        ii = tirx.min(i, tiles - 1) if rows_p != tiles else i
-        return te.sum(v[e, n, ii, k] * up[e, j // nr, k, j % nr], axis=k)
-
-    acc = te.compute((e_n, nb, rows_p, kp), f_acc, name="specc_gemm",
-                     attrs={KIND: "gemm", "specc.mr": mr, "specc.nr": nr})
-    return te.compute((e_n, nb, tiles, kp), lambda e, n, i, j: acc[e, n, i, j], name="specc_gemm_out")
 
 
 def winograd_output(mt: te.Tensor, h: int, w: int, nr: int, m: int = 2) -> te.Tensor:
@@ -208,8 +176,6 @@ def winograd_output(mt: te.Tensor, h: int, w: int, nr: int, m: int = 2) -> te.Te
 # ----------------------------------------------------------------------------- schedules
 def _stage(sch, blk):
     """The first-stage block (WINO_STAGE) that blk reads."""
-    from .sched_util import _kind  # pylint: disable=import-outside-toplevel
-
     return [p for p in sch.get_producers(blk) if _kind(sch, p) == WINO_STAGE][0]
 
 
